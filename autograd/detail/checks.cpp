@@ -1,0 +1,22 @@
+#include "autograd/detail/xt.hpp"
+
+namespace ag::detail {
+
+void check_defined(const char* op, const Tensor& x) {
+  if (!x.defined()) fail(op, "undefined input tensor");
+}
+
+void check_binary(const char* op, const Tensor& a, const Tensor& b) {
+  check_defined(op, a);
+  check_defined(op, b);
+  if (a.dtype() != b.dtype()) fail(op, "dtypes differ: {} and {}", a.describe(), b.describe());
+}
+
+std::size_t normalise_axis(const char* op, int axis, std::size_t rank) {
+  int r = static_cast<int>(rank);
+  int normalised = axis < 0 ? axis + r : axis;
+  if (normalised < 0 || normalised >= r) fail(op, "axis {} out of range for a tensor of rank {}", axis, rank);
+  return static_cast<std::size_t>(normalised);
+}
+
+}  // namespace ag::detail

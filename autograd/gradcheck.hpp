@@ -1,0 +1,72 @@
+// Gradient checking: the tape's gradient against finite differences, in float64.
+//
+// For f: inputs -> tensor, the check differentiates the scalar L(x) = sum(f(x) * r), with r a fixed
+// random tensor of f's output shape (for a scalar f, r = 1), so one backward sweep gives the whole
+// vector-Jacobian product to compare. Each input element is perturbed by the step h:
+//   forward   (L(x + h e) - L(x)) / h          error O(h)
+//   backward  (L(x) - L(x - h e)) / h          error O(h)
+//   central   (L(x + h e) - L(x - h e)) / 2h   error O(h^2)
+// and the report gives, per input and per scheme, the max and mean absolute and relative errors
+// (relative = |analytic - numeric| / max(|analytic|, |numeric|), 0 where both are 0).
+// Passing is judged on the central scheme: |analytic - numeric| <= atol + rtol * |numeric| for every
+// element. A check where the analytic and the numeric gradients are both zero everywhere is vacuous
+// and fails, unless allow_all_zero is set.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "autograd/tensor.hpp"
+
+namespace ag {
+
+enum class DifferenceScheme { forward, backward, central };
+
+struct GradcheckOptions {
+  double step = 1e-6;
+  double atol = 1e-7;
+  double rtol = 1e-5;
+  /// Seed of the random projection r.
+  std::uint64_t seed = 42;
+  /// Accept gradients that are zero everywhere (both analytic and numeric).
+  bool allow_all_zero = false;
+};
+
+struct ErrorStats {
+  double max_abs = 0, mean_abs = 0, max_rel = 0, mean_rel = 0;
+};
+
+struct InputReport {
+  std::size_t input = 0;
+  Shape shape;
+  ErrorStats forward, backward, central;
+  /// Elements where the central difference is outside the tolerance.
+  std::size_t failures = 0;
+  double max_analytic = 0, max_numeric = 0;
+  bool all_zero = false;
+  const ErrorStats& stats(DifferenceScheme scheme) const;
+};
+
+struct GradcheckReport {
+  std::vector<InputReport> inputs;
+  bool passed = false;
+  /// What failed, or empty.
+  std::string reason;
+  /// A table: input, shape, then max/mean abs/rel error per scheme.
+  std::string summary() const;
+};
+
+using TensorFunction = std::function<Tensor(const std::vector<Tensor>&)>;
+
+/// Checks d f / d inputs. Inputs are converted to float64 copies that require grad; the originals
+/// are left untouched.
+GradcheckReport gradcheck(const TensorFunction& f, const std::vector<Tensor>& inputs,
+                          const GradcheckOptions& options = {});
+
+/// Second order: checks the tape's derivative of x -> sum(grad_x L(x) * s) (the gradient computed with
+/// create_graph, s a fixed random tensor) against finite differences of the tape's own gradient.
+GradcheckReport gradgradcheck(const TensorFunction& f, const std::vector<Tensor>& inputs,
+                              const GradcheckOptions& options = {});
+
+}  // namespace ag

@@ -1,0 +1,129 @@
+// Differentiable ops. Each is implemented with its backward right beside it, one file per family:
+//   autograd/ops/elementwise.cpp  arithmetic with NumPy broadcasting, exp/log/sqrt/abs/pow
+//   autograd/ops/activation.cpp   relu, sigmoid, tanh, softmax, log_softmax
+//   autograd/ops/reduce.cpp       sum / mean / max, sum_to (undoes broadcasting), broadcast_to
+//   autograd/ops/linalg.cpp       matmul (BLAS, transpose flags), transpose
+//   autograd/ops/shape.cpp        reshape, flatten
+//   autograd/ops/loss.cpp         cross_entropy, nll_loss, mse_loss
+//   autograd/ops/conv.cpp         conv2d
+//   autograd/ops/pool.cpp         max_pool2d
+// Every op checks its inputs and throws std::invalid_argument naming the op and the shapes.
+// Binary ops need equal dtypes. Backward formulas use these same ops, so they can be differentiated
+// again (see BackwardOptions::create_graph).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+
+#include "autograd/tape.hpp"
+#include "autograd/tensor.hpp"
+
+namespace ag {
+
+// ---------------------------------------------------------------- elementwise (broadcasting)
+// Shapes broadcast as in NumPy: aligned from the right, extents equal or 1.
+// d(a+b) = (g, g); d(a-b) = (g, -g); d(a*b) = (g*b, g*a); d(a/b) = (g/b, -g*a/b^2),
+// each summed back to its input's shape (sum_to).
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor add(const Tensor& a, double s);
+Tensor sub(const Tensor& a, double s);  // a - s
+Tensor sub(double s, const Tensor& a);  // s - a
+Tensor mul(const Tensor& a, double s);
+Tensor div(const Tensor& a, double s);  // a / s
+Tensor div(double s, const Tensor& a);  // s / a
+Tensor neg(const Tensor& a);
+/// d(x^p)/dx = p x^(p-1).
+Tensor pow(const Tensor& x, double exponent);
+/// d(e^x) = e^x (saved output).
+Tensor exp(const Tensor& x);
+/// d(ln x) = 1/x.
+Tensor log(const Tensor& x);
+/// d(sqrt x) = 1 / (2 sqrt x) (saved output).
+Tensor sqrt(const Tensor& x);
+/// d|x| = sign(x) (0 at 0).
+Tensor abs(const Tensor& x);
+/// Not differentiable (zero gradient): 1 where x > 0, else 0. Used by relu's backward.
+Tensor step(const Tensor& x);
+/// Not differentiable (zero gradient): -1, 0 or 1.
+Tensor sign(const Tensor& x);
+
+Tensor operator+(const Tensor& a, const Tensor& b);
+Tensor operator-(const Tensor& a, const Tensor& b);
+Tensor operator*(const Tensor& a, const Tensor& b);
+Tensor operator/(const Tensor& a, const Tensor& b);
+Tensor operator-(const Tensor& a);
+Tensor operator+(const Tensor& a, double s);
+Tensor operator+(double s, const Tensor& a);
+Tensor operator-(const Tensor& a, double s);
+Tensor operator-(double s, const Tensor& a);
+Tensor operator*(const Tensor& a, double s);
+Tensor operator*(double s, const Tensor& a);
+Tensor operator/(const Tensor& a, double s);
+Tensor operator/(double s, const Tensor& a);
+
+/// Shape that `a` and `b` broadcast to; throws naming `op` if they do not.
+Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
+
+// ---------------------------------------------------------------- activations
+/// relu(x) = max(x, 0); d = g * step(x).
+Tensor relu(const Tensor& x);
+/// s = 1/(1+e^-x); d = g * s (1 - s) (saved output).
+Tensor sigmoid(const Tensor& x);
+/// t = tanh x; d = g * (1 - t^2) (saved output).
+Tensor tanh(const Tensor& x);
+/// y = softmax along `axis` (default last); d = y * (g - sum(g * y, axis)).
+Tensor softmax(const Tensor& x, int axis = -1);
+/// y = x - logsumexp(x, axis); d = g - softmax(x) * sum(g, axis).
+Tensor log_softmax(const Tensor& x, int axis = -1);
+
+// ---------------------------------------------------------------- reductions
+/// Sum of every element: a scalar (rank 0). d = g broadcast to x's shape.
+Tensor sum(const Tensor& x);
+/// Sum over `axis` (negative counts from the end); keepdims keeps it with extent 1.
+Tensor sum(const Tensor& x, int axis, bool keepdims = false);
+Tensor mean(const Tensor& x);
+Tensor mean(const Tensor& x, int axis, bool keepdims = false);
+/// Maximum; the gradient goes to the first maximal element (as PyTorch's max over an axis).
+Tensor max(const Tensor& x);
+Tensor max(const Tensor& x, int axis, bool keepdims = false);
+/// The one helper that undoes broadcasting: sums `x` down to `shape` (which must broadcast to
+/// x's shape). d = g broadcast back to x's shape.
+Tensor sum_to(const Tensor& x, const Shape& shape);
+/// Repeats `x` to `shape` by NumPy broadcasting. d = sum_to(g, x's shape).
+Tensor broadcast_to(const Tensor& x, const Shape& shape);
+
+// ---------------------------------------------------------------- linear algebra
+/// C = op(A) op(B) for 2-D A, B, where op transposes when its flag is set (no copy: BLAS flags).
+/// d = (g op(B)^T, op(A)^T g), expressed back in A's and B's own layouts.
+Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a = false, bool transpose_b = false);
+/// 2-D transpose (a copy). d = transpose(g).
+Tensor transpose(const Tensor& x);
+
+// ---------------------------------------------------------------- shape
+/// Same elements, new shape (numel must match; shares storage). d = reshape(g, x's shape).
+Tensor reshape(const Tensor& x, const Shape& shape);
+/// Keeps axes before `start_axis` and folds the rest into one: (N, C, H, W) -> (N, C*H*W).
+Tensor flatten(const Tensor& x, std::size_t start_axis = 1);
+
+// ---------------------------------------------------------------- losses
+enum class Reduction { mean, sum, none };
+
+/// Class labels for a batch, one per row of the logits, each in [0, classes).
+using Labels = std::span<const std::int32_t>;
+
+/// Fused, numerically stable softmax cross-entropy from logits (B, K) and integer labels:
+///   loss_i = logsumexp(z_i) - z_i[y_i];  d loss / d z = (softmax(z) - onehot(y)) / B  (for mean).
+/// Reduction::none returns the (B) per-sample losses.
+Tensor cross_entropy(const Tensor& logits, Labels labels, Reduction reduction = Reduction::mean);
+/// Negative log-likelihood of log-probabilities (B, K): loss_i = -logp_i[y_i].
+Tensor nll_loss(const Tensor& log_probs, Labels labels, Reduction reduction = Reduction::mean);
+/// Mean squared error: mean((pred - target)^2); d/dpred = 2 (pred - target) / numel.
+Tensor mse_loss(const Tensor& pred, const Tensor& target, Reduction reduction = Reduction::mean);
+/// Dense one-hot matrix (B, classes) of labels (no gradient).
+Tensor one_hot(Labels labels, std::size_t classes, DType dtype = DType::f32);
+
+}  // namespace ag

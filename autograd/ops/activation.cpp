@@ -1,0 +1,106 @@
+// Activations: relu, sigmoid, tanh, softmax, log_softmax.
+#include <cmath>
+#include <limits>
+
+#include "autograd/detail/xt.hpp"
+#include "autograd/ops.hpp"
+
+namespace ag {
+
+using detail::dispatch;
+
+namespace {
+
+template <class F>
+Tensor map_flat(const char* op, const Tensor& x, F f) {
+  detail::check_defined(op, x);
+  Tensor out = Tensor::empty(x.shape(), x.dtype());
+  dispatch(x.dtype(), [&]<class T>() { xt::noalias(detail::flat<T>(out)) = f(detail::flat<T>(x)); });
+  return out;
+}
+
+/// Applies `row_op(in, out, count, stride)` to every slice of x along `axis`.
+template <class RowOp>
+Tensor along_axis(const char* op, const Tensor& x, int axis, RowOp row_op) {
+  detail::check_defined(op, x);
+  std::size_t a = detail::normalise_axis(op, axis, x.rank());
+  std::size_t outer = 1, inner = 1, extent = x.dim(a);
+  for (std::size_t d = 0; d < a; ++d) outer *= x.dim(d);
+  for (std::size_t d = a + 1; d < x.rank(); ++d) inner *= x.dim(d);
+  Tensor out = Tensor::empty(x.shape(), x.dtype());
+  dispatch(x.dtype(), [&]<class T>() {
+    const T* px = x.data<T>();
+    T* po = out.data<T>();
+    for (std::size_t o = 0; o < outer; ++o) {
+      for (std::size_t i = 0; i < inner; ++i) {
+        std::size_t base = o * extent * inner + i;
+        row_op(px + base, po + base, extent, inner);
+      }
+    }
+  });
+  return out;
+}
+
+/// Max and log-sum-exp of a strided row, computed stably.
+template <class T>
+std::pair<T, T> max_and_logsumexp(const T* in, std::size_t count, std::size_t stride) {
+  T peak = -std::numeric_limits<T>::infinity();
+  for (std::size_t k = 0; k < count; ++k) peak = std::max(peak, in[k * stride]);
+  T total = 0;
+  for (std::size_t k = 0; k < count; ++k) total += std::exp(in[k * stride] - peak);
+  return {peak, peak + std::log(total)};
+}
+
+}  // namespace
+
+Tensor relu(const Tensor& x) {
+  Tensor out = map_flat("relu", x, [](auto&& v) { return xt::maximum(v, 0); });
+  return record("relu", out, {x}, [x](const Tensor& g, NeedsGrad) {
+    if (is_recording()) return std::vector<Tensor>{mul(g, step(x))};
+    // First order: one fused pass instead of building the step mask.
+    Tensor dx = Tensor::empty(x.shape(), x.dtype());
+    dispatch(x.dtype(), [&]<class T>() {
+      const T* __restrict px = x.data<T>();
+      const T* __restrict pg = g.data<T>();
+      T* __restrict pd = dx.data<T>();
+      for (std::size_t i = 0, n = x.numel(); i < n; ++i) pd[i] = px[i] > T(0) ? pg[i] : T(0);
+    });
+    return std::vector<Tensor>{dx};
+  });
+}
+
+Tensor sigmoid(const Tensor& x) {
+  Tensor out = map_flat("sigmoid", x, [](auto&& v) { return 1 / (1 + xt::exp(-v)); });
+  return record("sigmoid", out, {x}, [out](const Tensor& g, NeedsGrad) {
+    return std::vector<Tensor>{mul(g, mul(out, sub(1.0, out)))};
+  });
+}
+
+Tensor tanh(const Tensor& x) {
+  Tensor out = map_flat("tanh", x, [](auto&& v) { return xt::tanh(v); });
+  return record("tanh", out, {x}, [out](const Tensor& g, NeedsGrad) {
+    return std::vector<Tensor>{mul(g, sub(1.0, mul(out, out)))};
+  });
+}
+
+Tensor softmax(const Tensor& x, int axis) {
+  Tensor out = along_axis("softmax", x, axis, [](const auto* in, auto* o, std::size_t count, std::size_t stride) {
+    auto [peak, lse] = max_and_logsumexp(in, count, stride);
+    for (std::size_t k = 0; k < count; ++k) o[k * stride] = std::exp(in[k * stride] - lse);
+  });
+  return record("softmax", out, {x}, [out, axis](const Tensor& g, NeedsGrad) {
+    return std::vector<Tensor>{mul(out, sub(g, sum(mul(g, out), axis, true)))};
+  });
+}
+
+Tensor log_softmax(const Tensor& x, int axis) {
+  Tensor out = along_axis("log_softmax", x, axis, [](const auto* in, auto* o, std::size_t count, std::size_t stride) {
+    auto [peak, lse] = max_and_logsumexp(in, count, stride);
+    for (std::size_t k = 0; k < count; ++k) o[k * stride] = in[k * stride] - lse;
+  });
+  return record("log_softmax", out, {x}, [out, axis](const Tensor& g, NeedsGrad) {
+    return std::vector<Tensor>{sub(g, mul(exp(out), sum(g, axis, true)))};
+  });
+}
+
+}  // namespace ag

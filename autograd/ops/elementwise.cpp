@@ -1,0 +1,211 @@
+// Elementwise arithmetic with NumPy broadcasting, and the unary maths functions.
+// Each op: forward kernel, then its backward (written with these same ops) in the record() call.
+#include <cmath>
+
+#include "autograd/detail/broadcast.hpp"
+#include "autograd/detail/xt.hpp"
+#include "autograd/ops.hpp"
+
+namespace ag {
+
+using detail::dispatch;
+using detail::fail;
+
+Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
+  std::size_t rank = std::max(a.rank(), b.rank());
+  Shape out;
+  for (std::size_t d = 0; d < rank; ++d) {
+    std::size_t ea = d + a.rank() >= rank ? a[d + a.rank() - rank] : 1;
+    std::size_t eb = d + b.rank() >= rank ? b[d + b.rank() - rank] : 1;
+    if (ea != eb && ea != 1 && eb != 1) fail(op, "shapes {} and {} do not broadcast", a.str(), b.str());
+    out.push_back(ea == 1 ? eb : ea);
+  }
+  return out;
+}
+
+namespace {
+
+/// out = f(a, b) elementwise with broadcasting; same-shape and scalar cases run as flat loops.
+template <class F>
+Tensor binary_kernel(const char* op, const Tensor& a, const Tensor& b, F f) {
+  detail::check_binary(op, a, b);
+  Shape shape = a.shape() == b.shape() ? a.shape() : broadcast_shapes(a.shape(), b.shape(), op);
+  Tensor out = Tensor::empty(shape, a.dtype());
+  dispatch(a.dtype(), [&]<class T>() {
+    const T* __restrict pa = a.data<T>();
+    const T* __restrict pb = b.data<T>();
+    T* __restrict po = out.data<T>();
+    std::size_t n = out.numel();
+    if (a.numel() == n && b.numel() == n) {
+      for (std::size_t i = 0; i < n; ++i) po[i] = f(pa[i], pb[i]);
+    } else if (b.numel() == 1 && a.numel() == n) {
+      T s = pb[0];
+      for (std::size_t i = 0; i < n; ++i) po[i] = f(pa[i], s);
+    } else if (a.numel() == 1 && b.numel() == n) {
+      T s = pa[0];
+      for (std::size_t i = 0; i < n; ++i) po[i] = f(s, pb[i]);
+    } else {
+      detail::for_each_broadcast(shape, detail::broadcast_strides(a.shape(), shape),
+                                 detail::broadcast_strides(b.shape(), shape),
+                                 [&](std::size_t o, std::size_t ia, std::size_t ib) { po[o] = f(pa[ia], pb[ib]); });
+    }
+  });
+  return out;
+}
+
+/// out = f(x) elementwise, f applied to a flat xtensor expression (vectorised by xsimd).
+template <class F>
+Tensor unary_kernel(const char* op, const Tensor& x, F f) {
+  detail::check_defined(op, x);
+  Tensor out = Tensor::empty(x.shape(), x.dtype());
+  dispatch(x.dtype(), [&]<class T>() { xt::noalias(detail::flat<T>(out)) = f(detail::flat<T>(x)); });
+  return out;
+}
+
+/// out = f(x, s) for a scalar s, as a flat loop.
+template <class F>
+Tensor scalar_kernel(const char* op, const Tensor& x, double s, F f) {
+  detail::check_defined(op, x);
+  Tensor out = Tensor::empty(x.shape(), x.dtype());
+  dispatch(x.dtype(), [&]<class T>() {
+    const T* __restrict px = x.data<T>();
+    T* __restrict po = out.data<T>();
+    T value = static_cast<T>(s);
+    std::size_t n = x.numel();
+    for (std::size_t i = 0; i < n; ++i) po[i] = f(px[i], value);
+  });
+  return out;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- binary, tensor with tensor
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_kernel("add", a, b, [](auto x, auto y) { return x + y; });
+  return record("add", out, {a, b}, [sa = a.shape(), sb = b.shape()](const Tensor& g, NeedsGrad needs) {
+    return std::vector<Tensor>{needs[0] ? sum_to(g, sa) : Tensor(), needs[1] ? sum_to(g, sb) : Tensor()};
+  });
+}
+
+Tensor sub(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_kernel("sub", a, b, [](auto x, auto y) { return x - y; });
+  return record("sub", out, {a, b}, [sa = a.shape(), sb = b.shape()](const Tensor& g, NeedsGrad needs) {
+    return std::vector<Tensor>{needs[0] ? sum_to(g, sa) : Tensor(), needs[1] ? neg(sum_to(g, sb)) : Tensor()};
+  });
+}
+
+Tensor mul(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_kernel("mul", a, b, [](auto x, auto y) { return x * y; });
+  return record("mul", out, {a, b}, [a, b](const Tensor& g, NeedsGrad needs) {
+    return std::vector<Tensor>{needs[0] ? sum_to(mul(g, b), a.shape()) : Tensor(),
+                               needs[1] ? sum_to(mul(g, a), b.shape()) : Tensor()};
+  });
+}
+
+Tensor div(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_kernel("div", a, b, [](auto x, auto y) { return x / y; });
+  return record("div", out, {a, b}, [a, b, out](const Tensor& g, NeedsGrad needs) {
+    // d(a/b)/db = -a/b^2 = -out/b.
+    return std::vector<Tensor>{needs[0] ? sum_to(div(g, b), a.shape()) : Tensor(),
+                               needs[1] ? sum_to(neg(div(mul(g, out), b)), b.shape()) : Tensor()};
+  });
+}
+
+// ---------------------------------------------------------------- with a scalar
+
+Tensor add(const Tensor& a, double s) {
+  Tensor out = scalar_kernel("add", a, s, [](auto x, auto v) { return x + v; });
+  return record("add_scalar", out, {a}, [](const Tensor& g, NeedsGrad) { return std::vector<Tensor>{g}; });
+}
+
+Tensor sub(const Tensor& a, double s) { return add(a, -s); }
+
+Tensor sub(double s, const Tensor& a) {
+  Tensor out = scalar_kernel("sub", a, s, [](auto x, auto v) { return v - x; });
+  return record("rsub_scalar", out, {a}, [](const Tensor& g, NeedsGrad) { return std::vector<Tensor>{neg(g)}; });
+}
+
+Tensor mul(const Tensor& a, double s) {
+  Tensor out = scalar_kernel("mul", a, s, [](auto x, auto v) { return x * v; });
+  return record("mul_scalar", out, {a}, [s](const Tensor& g, NeedsGrad) { return std::vector<Tensor>{mul(g, s)}; });
+}
+
+Tensor div(const Tensor& a, double s) {
+  if (s == 0.0) fail("div", "division of {} by the scalar 0", a.describe());
+  return mul(a, 1.0 / s);
+}
+
+Tensor div(double s, const Tensor& a) {
+  Tensor out = scalar_kernel("div", a, s, [](auto x, auto v) { return v / x; });
+  return record("rdiv_scalar", out, {a}, [a, out](const Tensor& g, NeedsGrad) {
+    // d(s/a)/da = -s/a^2 = -out/a.
+    return std::vector<Tensor>{neg(div(mul(g, out), a))};
+  });
+}
+
+Tensor neg(const Tensor& a) {
+  Tensor out = scalar_kernel("neg", a, 0.0, [](auto x, auto) { return -x; });
+  return record("neg", out, {a}, [](const Tensor& g, NeedsGrad) { return std::vector<Tensor>{neg(g)}; });
+}
+
+// ---------------------------------------------------------------- unary maths
+
+Tensor pow(const Tensor& x, double exponent) {
+  Tensor out = exponent == 2.0 ? scalar_kernel("pow", x, 0.0, [](auto v, auto) { return v * v; })
+                               : unary_kernel("pow", x, [exponent](auto&& v) { return xt::pow(v, exponent); });
+  return record("pow", out, {x}, [x, exponent](const Tensor& g, NeedsGrad) {
+    Tensor slope = exponent == 2.0 ? mul(x, 2.0) : mul(pow(x, exponent - 1.0), exponent);
+    return std::vector<Tensor>{mul(g, slope)};
+  });
+}
+
+Tensor exp(const Tensor& x) {
+  Tensor out = unary_kernel("exp", x, [](auto&& v) { return xt::exp(v); });
+  return record("exp", out, {x}, [out](const Tensor& g, NeedsGrad) { return std::vector<Tensor>{mul(g, out)}; });
+}
+
+Tensor log(const Tensor& x) {
+  Tensor out = unary_kernel("log", x, [](auto&& v) { return xt::log(v); });
+  return record("log", out, {x}, [x](const Tensor& g, NeedsGrad) { return std::vector<Tensor>{div(g, x)}; });
+}
+
+Tensor sqrt(const Tensor& x) {
+  Tensor out = unary_kernel("sqrt", x, [](auto&& v) { return xt::sqrt(v); });
+  return record("sqrt", out, {x}, [out](const Tensor& g, NeedsGrad) {
+    return std::vector<Tensor>{div(g, mul(out, 2.0))};
+  });
+}
+
+Tensor abs(const Tensor& x) {
+  Tensor out = scalar_kernel("abs", x, 0.0, [](auto v, auto) { return v < 0 ? -v : v; });
+  return record("abs", out, {x}, [x](const Tensor& g, NeedsGrad) { return std::vector<Tensor>{mul(g, sign(x))}; });
+}
+
+Tensor step(const Tensor& x) {
+  return scalar_kernel("step", x, 0.0, [](auto v, auto zero) { return v > zero ? decltype(v)(1) : decltype(v)(0); });
+}
+
+Tensor sign(const Tensor& x) {
+  return scalar_kernel("sign", x, 0.0, [](auto v, auto zero) {
+    return v > zero ? decltype(v)(1) : (v < zero ? decltype(v)(-1) : decltype(v)(0));
+  });
+}
+
+// ---------------------------------------------------------------- operators
+
+Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+Tensor operator-(const Tensor& a) { return neg(a); }
+Tensor operator+(const Tensor& a, double s) { return add(a, s); }
+Tensor operator+(double s, const Tensor& a) { return add(a, s); }
+Tensor operator-(const Tensor& a, double s) { return sub(a, s); }
+Tensor operator-(double s, const Tensor& a) { return sub(s, a); }
+Tensor operator*(const Tensor& a, double s) { return mul(a, s); }
+Tensor operator*(double s, const Tensor& a) { return mul(a, s); }
+Tensor operator/(const Tensor& a, double s) { return div(a, s); }
+Tensor operator/(double s, const Tensor& a) { return div(s, a); }
+
+}  // namespace ag

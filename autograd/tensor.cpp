@@ -1,0 +1,337 @@
+#include "autograd/tensor.hpp"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <numbers>
+#include <stdexcept>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+#include "autograd/detail/tensor_impl.hpp"
+
+namespace ag {
+
+// ---------------------------------------------------------------- storage with a block cache
+
+namespace {
+
+constexpr std::size_t kAlignment = 64;
+// Blocks kept per size: enough for the tensors of a training step; bounded so that a run through
+// many shapes cannot hoard memory.
+constexpr std::size_t kCachedBlocksPerSize = 64;
+
+// False once this thread's cache is destroyed: tensors that outlive it (statics) free directly.
+thread_local bool block_cache_alive = false;
+
+struct BlockCache {
+  std::unordered_map<std::size_t, std::vector<void*>> free_blocks;
+  BlockCache() { block_cache_alive = true; }
+  ~BlockCache() {
+    block_cache_alive = false;
+    for (auto& [bytes, blocks] : free_blocks) {
+      for (void* block : blocks) std::free(block);
+    }
+  }
+};
+
+BlockCache& block_cache() {
+  thread_local BlockCache cache;
+  return cache;
+}
+
+std::size_t rounded(std::size_t bytes) {
+  std::size_t size = bytes == 0 ? kAlignment : bytes;
+  return (size + kAlignment - 1) / kAlignment * kAlignment;
+}
+
+}  // namespace
+
+Storage::Storage(std::size_t bytes) : bytes_(bytes) {
+  std::size_t size = rounded(bytes);
+  auto& blocks = block_cache().free_blocks[size];
+  if (!blocks.empty()) {
+    data_ = blocks.back();
+    blocks.pop_back();
+    return;
+  }
+  data_ = std::aligned_alloc(kAlignment, size);
+  if (data_ == nullptr) throw std::bad_alloc();
+}
+
+Storage::~Storage() {
+  if (!block_cache_alive) {
+    std::free(data_);
+    return;
+  }
+  auto& blocks = block_cache().free_blocks[rounded(bytes_)];
+  if (blocks.size() < kCachedBlocksPerSize) {
+    blocks.push_back(data_);
+  } else {
+    std::free(data_);
+  }
+}
+
+// ---------------------------------------------------------------- generator
+
+double Generator::uniform01() {
+  // 53 random bits -> [0, 1), the same on every platform.
+  return static_cast<double>(engine_() >> 11) * 0x1.0p-53;
+}
+
+double Generator::normal() {
+  if (has_spare_) {
+    has_spare_ = false;
+    return spare_;
+  }
+  double u1 = 0.0;
+  while (u1 <= 0.0) u1 = uniform01();
+  double u2 = uniform01();
+  double radius = std::sqrt(-2.0 * std::log(u1));
+  double angle = 2.0 * std::numbers::pi * u2;
+  spare_ = radius * std::sin(angle);
+  has_spare_ = true;
+  return radius * std::cos(angle);
+}
+
+std::uint64_t Generator::below(std::uint64_t n) {
+  if (n == 0) throw std::invalid_argument("Generator::below: n must be positive");
+  // Rejection sampling: no modulo bias.
+  std::uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+  std::uint64_t value;
+  do value = engine_();
+  while (value >= limit);
+  return value % n;
+}
+
+// ---------------------------------------------------------------- construction
+
+namespace detail {
+
+Tensor make_tensor(const Shape& shape, DType dtype) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = shape;
+  impl->dtype = dtype;
+  impl->storage = std::make_shared<Storage>(shape.numel() * dtype_size(dtype));
+  return Tensor(std::move(impl));
+}
+
+Tensor alias(const Tensor& source, const Shape& shape) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = shape;
+  impl->dtype = source.dtype();
+  impl->storage = source.impl()->storage;
+  return Tensor(std::move(impl));
+}
+
+}  // namespace detail
+
+namespace {
+
+template <class Fill>
+Tensor generate(const Shape& shape, DType dtype, Fill&& fill) {
+  Tensor t = detail::make_tensor(shape, dtype);
+  std::size_t n = t.numel();
+  if (dtype == DType::f64) {
+    double* out = t.data<double>();
+    for (std::size_t i = 0; i < n; ++i) out[i] = fill(i);
+  } else {
+    float* out = t.data<float>();
+    for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<float>(fill(i));
+  }
+  return t;
+}
+
+const TensorImpl& checked(const std::shared_ptr<TensorImpl>& impl) {
+  if (!impl) throw std::logic_error("tensor: use of an undefined tensor");
+  return *impl;
+}
+
+void check_numel(const Shape& shape, std::size_t count) {
+  if (shape.numel() != count) {
+    throw std::invalid_argument(
+        fmt::format("from_data: shape {} holds {} elements but {} values were given", shape.str(),
+                    shape.numel(), count));
+  }
+}
+
+}  // namespace
+
+Tensor Tensor::empty(const Shape& shape, DType dtype) { return detail::make_tensor(shape, dtype); }
+
+Tensor Tensor::zeros(const Shape& shape, DType dtype) { return full(shape, 0.0, dtype); }
+
+Tensor Tensor::ones(const Shape& shape, DType dtype) { return full(shape, 1.0, dtype); }
+
+Tensor Tensor::full(const Shape& shape, double value, DType dtype) {
+  Tensor t = detail::make_tensor(shape, dtype);
+  t.fill_(value);
+  return t;
+}
+
+Tensor Tensor::scalar(double value, DType dtype) { return full(Shape{}, value, dtype); }
+
+Tensor Tensor::from_data(const Shape& shape, std::span<const float> values) {
+  check_numel(shape, values.size());
+  Tensor t = detail::make_tensor(shape, DType::f32);
+  if (!values.empty()) std::memcpy(t.data<float>(), values.data(), values.size_bytes());
+  return t;
+}
+
+Tensor Tensor::from_data(const Shape& shape, std::span<const double> values) {
+  check_numel(shape, values.size());
+  Tensor t = detail::make_tensor(shape, DType::f64);
+  if (!values.empty()) std::memcpy(t.data<double>(), values.data(), values.size_bytes());
+  return t;
+}
+
+Tensor Tensor::from_data(const Shape& shape, std::initializer_list<double> values, DType dtype) {
+  check_numel(shape, values.size());
+  const double* source = values.begin();
+  return generate(shape, dtype, [&](std::size_t i) { return source[i]; });
+}
+
+Tensor Tensor::randn(const Shape& shape, Generator& gen, double mean, double stddev, DType dtype) {
+  return generate(shape, dtype, [&](std::size_t) { return mean + stddev * gen.normal(); });
+}
+
+Tensor Tensor::uniform(const Shape& shape, Generator& gen, double low, double high, DType dtype) {
+  if (!(low < high)) {
+    throw std::invalid_argument(fmt::format("uniform: need low < high, got [{}, {})", low, high));
+  }
+  return generate(shape, dtype, [&](std::size_t) { return low + (high - low) * gen.uniform01(); });
+}
+
+Tensor Tensor::zeros_like(const Tensor& other) { return zeros(other.shape(), other.dtype()); }
+Tensor Tensor::ones_like(const Tensor& other) { return ones(other.shape(), other.dtype()); }
+
+// ---------------------------------------------------------------- description and data
+
+const Shape& Tensor::shape() const { return checked(impl_).shape; }
+
+std::size_t Tensor::dim(std::size_t axis) const {
+  const Shape& s = shape();
+  if (axis >= s.rank()) {
+    throw std::out_of_range(fmt::format("dim: axis {} of a tensor of shape {}", axis, s.str()));
+  }
+  return s[axis];
+}
+
+std::size_t Tensor::numel() const { return shape().numel(); }
+
+DType Tensor::dtype() const { return checked(impl_).dtype; }
+
+std::string Tensor::describe() const {
+  if (!impl_) return "undefined";
+  return fmt::format("{}{}", dtype_name(impl_->dtype), impl_->shape.str());
+}
+
+template <class T>
+T* Tensor::data() {
+  const TensorImpl& impl = checked(impl_);
+  constexpr DType wanted = std::is_same_v<T, double> ? DType::f64 : DType::f32;
+  if (impl.dtype != wanted) {
+    throw std::invalid_argument(fmt::format("data: tensor {} accessed as {}", describe(), dtype_name(wanted)));
+  }
+  return static_cast<T*>(impl.storage->data());
+}
+
+template <class T>
+const T* Tensor::data() const {
+  return const_cast<Tensor*>(this)->data<T>();
+}
+
+template float* Tensor::data<float>();
+template double* Tensor::data<double>();
+template const float* Tensor::data<float>() const;
+template const double* Tensor::data<double>() const;
+
+double Tensor::at(std::size_t flat_index) const {
+  if (flat_index >= numel()) {
+    throw std::out_of_range(fmt::format("at: index {} in a tensor of {} elements", flat_index, numel()));
+  }
+  return dtype() == DType::f64 ? data<double>()[flat_index] : static_cast<double>(data<float>()[flat_index]);
+}
+
+double Tensor::item() const {
+  if (numel() != 1) {
+    throw std::invalid_argument(fmt::format("item: tensor {} has {} elements, not one", describe(), numel()));
+  }
+  return at(0);
+}
+
+std::vector<double> Tensor::to_vector() const {
+  std::vector<double> values(numel());
+  for (std::size_t i = 0; i < values.size(); ++i) values[i] = at(i);
+  return values;
+}
+
+Tensor Tensor::clone() const {
+  Tensor copy = detail::make_tensor(shape(), dtype());
+  std::memcpy(copy.impl_->storage->data(), impl_->storage->data(), numel() * dtype_size(dtype()));
+  return copy;
+}
+
+Tensor Tensor::to(DType target) const {
+  if (target == dtype()) return clone();
+  if (target == DType::f64) {
+    const float* source = data<float>();
+    return generate(shape(), target, [&](std::size_t i) { return static_cast<double>(source[i]); });
+  }
+  const double* source = data<double>();
+  return generate(shape(), target, [&](std::size_t i) { return source[i]; });
+}
+
+Tensor Tensor::detach() const { return detail::alias(*this, shape()); }
+
+void Tensor::fill_(double value) {
+  std::size_t n = numel();
+  if (dtype() == DType::f64) {
+    std::fill_n(data<double>(), n, value);
+  } else {
+    std::fill_n(data<float>(), n, static_cast<float>(value));
+  }
+}
+
+void Tensor::copy_(const Tensor& src) {
+  if (!(src.shape() == shape()) || src.dtype() != dtype()) {
+    throw std::invalid_argument(fmt::format("copy_: source {} into {}", src.describe(), describe()));
+  }
+  if (src.impl_->storage != impl_->storage) {
+    std::memcpy(impl_->storage->data(), src.impl_->storage->data(), numel() * dtype_size(dtype()));
+  }
+}
+
+bool Tensor::shares_storage_with(const Tensor& other) const {
+  return impl_ && other.impl_ && impl_->storage == other.impl_->storage;
+}
+
+// ---------------------------------------------------------------- gradients
+
+bool Tensor::requires_grad() const { return impl_ && impl_->requires_grad; }
+
+Tensor& Tensor::set_requires_grad(bool enabled) {
+  TensorImpl& impl = const_cast<TensorImpl&>(checked(impl_));
+  if (impl.node >= 0 && !enabled) {
+    throw std::logic_error("set_requires_grad: an op's output cannot stop requiring grad; use detach()");
+  }
+  impl.requires_grad = enabled;
+  return *this;
+}
+
+bool Tensor::is_leaf() const { return checked(impl_).node < 0; }
+
+Tensor Tensor::grad() const { return checked(impl_).grad; }
+
+void Tensor::set_grad(const Tensor& grad) {
+  TensorImpl& impl = const_cast<TensorImpl&>(checked(impl_));
+  if (grad.defined() && (!(grad.shape() == impl.shape) || grad.dtype() != impl.dtype)) {
+    throw std::invalid_argument(fmt::format("set_grad: gradient {} for tensor {}", grad.describe(), describe()));
+  }
+  impl.grad = grad;
+}
+
+void Tensor::zero_grad() { const_cast<TensorImpl&>(checked(impl_)).grad = Tensor(); }
+
+}  // namespace ag

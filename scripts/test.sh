@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Set-up, build, then every test through CTest. SANITIZE=1 runs them under AddressSanitizer and UBSan
+# (in build-sanitize/).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+"$here/scripts/setup.sh"
+if [ "${SANITIZE:-0}" = 1 ]; then
+  export BUILD_DIR="$here/build-sanitize" BUILD_TYPE=Debug
+  "$here/scripts/build.sh" -DTAPEGRAD_SANITIZE=ON
+else
+  "$here/scripts/build.sh"
+fi
+cd "${BUILD_DIR:-$here/build}"
+ctest --output-on-failure -j"$(nproc)" "$@"

@@ -1,0 +1,100 @@
+// The tape itself: the worked example of the lecture notes, accumulation, release, no_grad,
+// higher order, deep graphs and the errors.
+#include <doctest/doctest.h>
+
+#include "autograd/ops.hpp"
+#include "autograd/tape.hpp"
+
+using namespace ag;
+
+namespace {
+Tensor leaf(double value) { return Tensor::scalar(value, DType::f64).set_requires_grad(); }
+}  // namespace
+
+TEST_CASE("worked example of the lecture notes (Example 3.1/3.2): a = 150, da/df = 60") {
+  // a = b c, b = d + e, c = e + 2, d = 3 + f, e = f g, at f = 4, g = 2.
+  Tensor f = leaf(4), g = leaf(2);
+  Tensor d = 3.0 + f;
+  Tensor e = f * g;
+  Tensor b = d + e;
+  Tensor c = e + 2.0;
+  Tensor a = b * c;
+  CHECK(a.item() == 150.0);
+  backward(a);
+  // By hand: da/df = c (1 + g) + b g = 10 * 3 + 15 * 2 = 60; da/dg = c f + b f = 40 + 60 = 100.
+  CHECK(f.grad().item() == 60.0);
+  CHECK(g.grad().item() == 100.0);
+  CHECK(tape_size() == 0);
+}
+
+TEST_CASE("a tensor used twice receives both contributions, and gradients add up across calls") {
+  Tensor x = leaf(3);
+  backward(x * x);  // d/dx x^2 = 6
+  CHECK(x.grad().item() == 6.0);
+  backward(x * x + x);  // += 2x + 1 = 7
+  CHECK(x.grad().item() == 13.0);
+  x.zero_grad();
+  CHECK_FALSE(x.grad().defined());
+}
+
+TEST_CASE("no_grad records nothing") {
+  Tensor x = leaf(2);
+  {
+    NoGradGuard guard;
+    Tensor y = x * x;
+    CHECK_FALSE(y.requires_grad());
+    CHECK(tape_size() == 0);
+  }
+  Tensor y = x * x;
+  CHECK(y.requires_grad());
+  CHECK(tape_size() == 1);
+  release_tape();
+}
+
+TEST_CASE("a released tape cannot be swept twice, unless retained") {
+  Tensor x = leaf(2);
+  Tensor y = exp(x);
+  backward(y, {.retain_graph = true});
+  backward(y);
+  CHECK(x.grad().item() == doctest::Approx(2 * std::exp(2.0)));
+  CHECK_THROWS_WITH_AS(backward(y), doctest::Contains("released"), std::logic_error);
+}
+
+TEST_CASE("backward on a non-scalar needs a seed") {
+  Tensor x = Tensor::ones(Shape{3}, DType::f64).set_requires_grad();
+  Tensor y = mul(x, 2.0);
+  CHECK_THROWS_WITH_AS(backward(y), doctest::Contains("not a scalar"), std::invalid_argument);
+  backward(y, Tensor::from_data(Shape{3}, {1, 2, 3}, DType::f64));
+  CHECK(x.grad().to_vector() == std::vector<double>{2, 4, 6});
+}
+
+TEST_CASE("a 10,000-op chain sweeps without recursion") {
+  Tensor x = leaf(1);
+  Tensor y = x;
+  for (int i = 0; i < 10000; ++i) y = y * 1.0001;
+  backward(y);
+  CHECK(x.grad().item() == doctest::Approx(std::pow(1.0001, 10000)));
+}
+
+TEST_CASE("memory does not grow from one step to the next") {
+  Tensor w = Tensor::ones(Shape{4, 4}, DType::f32).set_requires_grad();
+  Tensor x = Tensor::ones(Shape{2, 4}, DType::f32);
+  for (int step = 0; step < 5; ++step) {
+    backward(sum(relu(matmul(x, w))));
+    CHECK(tape_size() == 0);
+  }
+}
+
+TEST_CASE("Hessian-vector product of f(x) = sum(x^3) + x0 x1") {
+  Tensor x = Tensor::from_data(Shape{1, 2}, {1.5, -2.0}, DType::f64).set_requires_grad();
+  Tensor v = Tensor::from_data(Shape{1, 2}, {0.3, 0.7}, DType::f64);
+  Tensor swap = Tensor::from_data(Shape{2, 2}, {0, 0.5, 0.5, 0}, DType::f64);  // x A x^T = x0 x1
+  Tensor fx = add(sum(pow(x, 3.0)), sum(matmul(matmul(x, swap), x, false, true)));
+  std::vector<Tensor> g = grad({fx}, {x}, {}, {.create_graph = true});
+  CHECK(g[0].at(0) == doctest::Approx(3 * 1.5 * 1.5 - 2.0));
+  Tensor hv = grad({sum(mul(g[0], v))}, {x})[0];
+  // H = [[6 x0, 1], [1, 6 x1]] -> H v = [6*1.5*0.3 + 0.7, 0.3 + 6*(-2)*0.7].
+  CHECK(hv.at(0) == doctest::Approx(6 * 1.5 * 0.3 + 0.7));
+  CHECK(hv.at(1) == doctest::Approx(0.3 - 12 * 0.7));
+  CHECK(tape_size() == 0);
+}
