@@ -1,13 +1,22 @@
-// Thin wrappers over OpenBLAS. The only translation unit that sees <cblas.h> is blas.cpp.
+// OpenBLAS, loaded and configured by the library itself.
+//
+// OpenBLAS picks its kernels once, when it is loaded. On virtual machines its CPU detection can fail
+// and fall back to decades-old SSE3 kernels ("Prescott"), about 3x slower on these workloads. So the
+// library loads OpenBLAS on first use (from the path CMake found with BLA_VENDOR=OpenBLAS) after
+// choosing OPENBLAS_CORETYPE from the CPU's own feature flags (SkylakeX for AVX-512, Haswell for AVX2),
+// unless the user already set it. The only translation unit that calls BLAS is blas.cpp.
 #pragma once
 
 #include <cstddef>
+#include <string>
 
 namespace ag {
 
 /// Threads OpenBLAS may use (default: 1; the workloads here are too small for two to pay off).
 void set_blas_threads(int threads);
 int blas_threads();
+/// "OpenBLAS 0.3.21 ... SkylakeX, 1 thread(s)": what is running, for logs and benchmarks.
+std::string blas_info();
 
 namespace detail {
 /// C[M x N] = alpha * op(A) op(B) + beta * C, row-major, op = transpose when the flag is set.

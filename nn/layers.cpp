@@ -1,0 +1,154 @@
+#include "nn/layers.hpp"
+
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+#include "autograd/ops.hpp"
+
+namespace nn {
+
+namespace {
+ag::Generator& pick(ag::Generator* gen) { return gen ? *gen : default_generator(); }
+
+void check_rank(const char* layer, const ag::Tensor& x, std::size_t rank, const char* layout) {
+  if (!x.defined() || x.rank() != rank) {
+    throw std::invalid_argument(fmt::format("{}: expected a {}-D input {}, got {}", layer, rank, layout, x.describe()));
+  }
+}
+}  // namespace
+
+// ---------------------------------------------------------------- Linear
+
+Linear::Linear(std::size_t in, std::size_t out, Init init, bool bias, ag::Generator* gen, ag::DType dtype)
+    : in_(in), out_(out) {
+  if (in == 0 || out == 0) throw std::invalid_argument(fmt::format("Linear: sizes must be positive ({} -> {})", in, out));
+  weight_ = ag::Tensor::empty(ag::Shape{in, out}, dtype);
+  init_weight(weight_, init, pick(gen), in, out);
+  register_parameter("weight", weight_);
+  if (bias) {
+    bias_ = ag::Tensor::empty(ag::Shape{out}, dtype);
+    init_bias(bias_, init, pick(gen), in);
+    register_parameter("bias", bias_);
+  }
+}
+
+ag::Tensor Linear::forward(const ag::Tensor& x) {
+  check_rank("Linear", x, 2, "(batch, features)");
+  if (x.dim(1) != in_) {
+    throw std::invalid_argument(fmt::format("Linear({} -> {}): input {} has {} features", in_, out_, x.describe(), x.dim(1)));
+  }
+  ag::Tensor z = ag::matmul(x, weight_);
+  return bias_.defined() ? ag::add(z, bias_) : z;
+}
+
+std::string Linear::type_name() const {
+  return fmt::format("Linear(in={}, out={}{})", in_, out_, bias_.defined() ? "" : ", bias=false");
+}
+
+// ---------------------------------------------------------------- Conv2d
+
+Conv2d::Conv2d(std::size_t in_channels, std::size_t out_channels, std::size_t kernel, std::size_t stride,
+               std::size_t padding, Init init, bool bias, ag::Generator* gen, ag::DType dtype)
+    : in_channels_(in_channels), out_channels_(out_channels), kernel_(kernel), stride_(stride), padding_(padding) {
+  if (in_channels == 0 || out_channels == 0 || kernel == 0 || stride == 0) {
+    throw std::invalid_argument(fmt::format("Conv2d: channels, kernel and stride must be positive ({}, {}, {}, {})",
+                                            in_channels, out_channels, kernel, stride));
+  }
+  std::size_t fan_in = in_channels * kernel * kernel, fan_out = out_channels * kernel * kernel;
+  weight_ = ag::Tensor::empty(ag::Shape{out_channels, in_channels, kernel, kernel}, dtype);
+  init_weight(weight_, init, pick(gen), fan_in, fan_out);
+  register_parameter("weight", weight_);
+  if (bias) {
+    bias_ = ag::Tensor::empty(ag::Shape{out_channels}, dtype);
+    init_bias(bias_, init, pick(gen), fan_in);
+    register_parameter("bias", bias_);
+  }
+}
+
+ag::Tensor Conv2d::forward(const ag::Tensor& x) {
+  check_rank("Conv2d", x, 4, "(N, C, H, W)");
+  return ag::conv2d(x, weight_, bias_, stride_, padding_);
+}
+
+std::string Conv2d::type_name() const {
+  return fmt::format("Conv2d(in={}, out={}, kernel={}, stride={}, padding={}{})", in_channels_, out_channels_,
+                     kernel_, stride_, padding_, bias_.defined() ? "" : ", bias=false");
+}
+
+// ---------------------------------------------------------------- pooling, activations, shape
+
+MaxPool2d::MaxPool2d(std::size_t kernel, std::size_t stride) : kernel_(kernel), stride_(stride == 0 ? kernel : stride) {
+  if (kernel == 0) throw std::invalid_argument("MaxPool2d: kernel must be positive");
+}
+
+ag::Tensor MaxPool2d::forward(const ag::Tensor& x) {
+  check_rank("MaxPool2d", x, 4, "(N, C, H, W)");
+  return ag::max_pool2d(x, kernel_, stride_);
+}
+
+std::string MaxPool2d::type_name() const { return fmt::format("MaxPool2d(kernel={}, stride={})", kernel_, stride_); }
+
+ag::Tensor ReLU::forward(const ag::Tensor& x) { return ag::relu(x); }
+ag::Tensor Sigmoid::forward(const ag::Tensor& x) { return ag::sigmoid(x); }
+ag::Tensor Tanh::forward(const ag::Tensor& x) { return ag::tanh(x); }
+ag::Tensor Softmax::forward(const ag::Tensor& x) { return ag::softmax(x, axis_); }
+std::string Softmax::type_name() const { return fmt::format("Softmax(axis={})", axis_); }
+ag::Tensor LogSoftmax::forward(const ag::Tensor& x) { return ag::log_softmax(x, axis_); }
+std::string LogSoftmax::type_name() const { return fmt::format("LogSoftmax(axis={})", axis_); }
+ag::Tensor Flatten::forward(const ag::Tensor& x) { return ag::flatten(x, 1); }
+
+// ---------------------------------------------------------------- Dropout
+
+Dropout::Dropout(double p, std::uint64_t seed) : p_(p), gen_(seed) {
+  if (!(p >= 0.0 && p < 1.0)) throw std::invalid_argument(fmt::format("Dropout: p = {} is outside [0, 1)", p));
+}
+
+ag::Tensor Dropout::forward(const ag::Tensor& x) {
+  if (!is_training() || p_ == 0.0) return x;
+  ag::Tensor mask = ag::Tensor::empty(x.shape(), x.dtype());
+  double keep = 1.0 - p_;
+  for (std::size_t i = 0, n = mask.numel(); i < n; ++i) {
+    double value = gen_.uniform01() < keep ? 1.0 / keep : 0.0;
+    if (x.dtype() == ag::DType::f64) {
+      mask.data<double>()[i] = value;
+    } else {
+      mask.data<float>()[i] = static_cast<float>(value);
+    }
+  }
+  return ag::mul(x, mask);
+}
+
+std::string Dropout::type_name() const { return fmt::format("Dropout(p={})", p_); }
+
+// ---------------------------------------------------------------- Sequential
+
+Sequential::Sequential(std::initializer_list<std::shared_ptr<Module>> modules) {
+  for (const auto& module : modules) add(module);
+}
+
+Sequential& Sequential::add(std::shared_ptr<Module> module) {
+  register_module(std::to_string(children().size()), std::move(module));
+  return *this;
+}
+
+ag::Tensor Sequential::forward(const ag::Tensor& x) {
+  ag::Tensor h = x;
+  for (const auto& [name, child] : children()) h = child->forward(h);
+  return h;
+}
+
+std::shared_ptr<Sequential> make_mlp(std::size_t in, const std::vector<std::size_t>& hidden, std::size_t out, Init init,
+                                     ag::Generator* gen) {
+  auto net = std::make_shared<Sequential>();
+  std::size_t width = in;
+  for (std::size_t h : hidden) {
+    net->add(std::make_shared<Linear>(width, h, init, true, gen));
+    net->add(std::make_shared<ReLU>());
+    width = h;
+  }
+  net->add(std::make_shared<Linear>(width, out, init, true, gen));
+  return net;
+}
+
+}  // namespace nn

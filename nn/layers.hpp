@@ -1,0 +1,131 @@
+// The layers. Shapes: Linear (B, in) -> (B, out); Conv2d and MaxPool2d work on (N, C, H, W).
+#pragma once
+
+#include <initializer_list>
+#include <memory>
+#include <string>
+
+#include "autograd/tensor.hpp"
+#include "nn/init.hpp"
+#include "nn/module.hpp"
+
+namespace nn {
+
+/// z = x W + b with W stored (in, out), as the source documents write it: dL/dW = x^T delta,
+/// dL/db = sum over the batch of delta, dL/dx = delta W^T.
+class Linear : public Module {
+ public:
+  Linear(std::size_t in, std::size_t out, Init init = Init::default_uniform, bool bias = true,
+         ag::Generator* gen = nullptr, ag::DType dtype = ag::DType::f32);
+  ag::Tensor forward(const ag::Tensor& x) override;
+  std::string type_name() const override;
+  ag::Tensor& weight() { return weight_; }
+  ag::Tensor& bias() { return bias_; }
+
+ private:
+  std::size_t in_, out_;
+  ag::Tensor weight_, bias_;
+};
+
+/// 2-D convolution (cross-correlation), NCHW, square kernel; weight (C_out, C_in, k, k), bias (C_out).
+class Conv2d : public Module {
+ public:
+  Conv2d(std::size_t in_channels, std::size_t out_channels, std::size_t kernel, std::size_t stride = 1,
+         std::size_t padding = 0, Init init = Init::default_uniform, bool bias = true, ag::Generator* gen = nullptr,
+         ag::DType dtype = ag::DType::f32);
+  ag::Tensor forward(const ag::Tensor& x) override;
+  std::string type_name() const override;
+  ag::Tensor& weight() { return weight_; }
+  ag::Tensor& bias() { return bias_; }
+
+ private:
+  std::size_t in_channels_, out_channels_, kernel_, stride_, padding_;
+  ag::Tensor weight_, bias_;
+};
+
+/// Max over kernel x kernel windows (stride defaults to the kernel).
+class MaxPool2d : public Module {
+ public:
+  explicit MaxPool2d(std::size_t kernel, std::size_t stride = 0);
+  ag::Tensor forward(const ag::Tensor& x) override;
+  std::string type_name() const override;
+
+ private:
+  std::size_t kernel_, stride_;
+};
+
+class ReLU : public Module {
+ public:
+  ag::Tensor forward(const ag::Tensor& x) override;
+  std::string type_name() const override { return "ReLU"; }
+};
+
+class Sigmoid : public Module {
+ public:
+  ag::Tensor forward(const ag::Tensor& x) override;
+  std::string type_name() const override { return "Sigmoid"; }
+};
+
+class Tanh : public Module {
+ public:
+  ag::Tensor forward(const ag::Tensor& x) override;
+  std::string type_name() const override { return "Tanh"; }
+};
+
+/// Softmax / log-softmax along `axis` (default: the last).
+class Softmax : public Module {
+ public:
+  explicit Softmax(int axis = -1) : axis_(axis) {}
+  ag::Tensor forward(const ag::Tensor& x) override;
+  std::string type_name() const override;
+
+ private:
+  int axis_;
+};
+
+class LogSoftmax : public Module {
+ public:
+  explicit LogSoftmax(int axis = -1) : axis_(axis) {}
+  ag::Tensor forward(const ag::Tensor& x) override;
+  std::string type_name() const override;
+
+ private:
+  int axis_;
+};
+
+/// (N, C, H, W) -> (N, C*H*W).
+class Flatten : public Module {
+ public:
+  ag::Tensor forward(const ag::Tensor& x) override;
+  std::string type_name() const override { return "Flatten"; }
+};
+
+/// In training, zeroes each element with probability p and scales the rest by 1/(1-p) (inverted
+/// dropout); in evaluation, the identity. Masks come from its own seeded generator.
+class Dropout : public Module {
+ public:
+  explicit Dropout(double p = 0.5, std::uint64_t seed = 0);
+  ag::Tensor forward(const ag::Tensor& x) override;
+  std::string type_name() const override;
+
+ private:
+  double p_;
+  ag::Generator gen_;
+};
+
+/// Runs its children in order; they are named "0", "1", ...
+class Sequential : public Module {
+ public:
+  Sequential() = default;
+  Sequential(std::initializer_list<std::shared_ptr<Module>> modules);
+  Sequential& add(std::shared_ptr<Module> module);
+  ag::Tensor forward(const ag::Tensor& x) override;
+  std::string type_name() const override { return "Sequential"; }
+  std::size_t size() const { return children().size(); }
+};
+
+/// A multi-layer perceptron in -> hidden... -> out with ReLU between layers (logits out, no softmax).
+std::shared_ptr<Sequential> make_mlp(std::size_t in, const std::vector<std::size_t>& hidden, std::size_t out,
+                                     Init init = Init::default_uniform, ag::Generator* gen = nullptr);
+
+}  // namespace nn

@@ -1,0 +1,8 @@
+// Everything of nn/ in one include.
+#pragma once
+
+#include "nn/checkpoint.hpp"
+#include "nn/init.hpp"
+#include "nn/layers.hpp"
+#include "nn/loss.hpp"
+#include "nn/module.hpp"

@@ -1,0 +1,351 @@
+// nn: registration by name, parameter counts, modes, every module gradchecked in float64, the MLP of
+// 000 §3.4 against a hand-written backprop, initialisers and checkpoints.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "autograd/gradcheck.hpp"
+#include "autograd/ops.hpp"
+#include "nn/nn.hpp"
+
+using namespace ag;
+
+namespace {
+
+std::string temp_path(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("tapegrad_test_nn_" + name)).string();
+}
+
+/// Checks d module(x) / dx with gradcheck and d/d(every parameter) with central differences, in float64.
+void check_module(nn::Module& module, const Tensor& x) {
+  std::vector<nn::NamedTensor> params = module.named_parameters();
+  // The input, through gradcheck.
+  GradcheckReport report = gradcheck([&](const std::vector<Tensor>& in) { return module.forward(in[0]); }, {x});
+  INFO(report.summary());
+  CHECK(report.passed);
+  // Parameter gradients: central differences on the module's own float64 parameters.
+  Generator gen(7);
+  Tensor xs = x.to(DType::f64);
+  Tensor out0 = module.forward(xs);
+  Tensor r = Tensor::uniform(out0.shape(), gen, 0.5, 1.5, DType::f64);
+  release_tape();
+  module.zero_grad();
+  backward(sum(mul(module.forward(xs), r)));
+  for (auto& [name, p] : params) {
+    Tensor analytic = p.grad();
+    REQUIRE(analytic.defined());
+    double* data = p.data<double>();
+    double worst = 0.0, largest = 0.0;
+    for (std::size_t i = 0; i < p.numel(); ++i) {
+      double original = data[i];
+      double h = 1e-6;
+      NoGradGuard no_grad;
+      data[i] = original + h;
+      double plus = sum(mul(module.forward(xs), r)).item();
+      data[i] = original - h;
+      double minus = sum(mul(module.forward(xs), r)).item();
+      data[i] = original;
+      double numeric = (plus - minus) / (2 * h);
+      worst = std::max(worst, std::abs(numeric - analytic.at(i)));
+      largest = std::max(largest, std::abs(numeric));
+    }
+    INFO(module.type_name() << " " << name);
+    CHECK(largest > 0.0);
+    CHECK(worst < 1e-6 * std::max(1.0, largest));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("parameters are registered by name, recursively and in order") {
+  auto net = nn::make_mlp(784, {128, 64}, 10);
+  std::vector<std::string> names;
+  for (auto& [name, p] : net->named_parameters()) names.push_back(name);
+  CHECK(names == std::vector<std::string>{"0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"});
+  CHECK(net->parameter_count() == 784 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10);
+  for (auto& p : net->parameters()) CHECK(p.requires_grad());
+  std::string text = net->describe();
+  CHECK(text.find("(0): Linear(in=784, out=128)") != std::string::npos);
+  CHECK(text.find("109,386 parameters") != std::string::npos);
+}
+
+TEST_CASE("the MLP of 002 has 276,200 weights and 276,710 parameters with biases") {
+  auto net = nn::make_mlp(784, {300, 100, 100}, 10);
+  std::size_t weights = 0;
+  for (auto& [name, p] : nn::weights_only(net->named_parameters())) weights += p.numel();
+  CHECK(weights == 276200);
+  CHECK(net->parameter_count() == 276710);
+}
+
+TEST_CASE("named custom modules nest their names") {
+  struct Net : nn::Module {
+    Net() {
+      fc1 = register_module("fc1", std::make_shared<nn::Linear>(4, 3));
+      head = register_module("head", std::make_shared<nn::Sequential>(
+                                         std::initializer_list<std::shared_ptr<nn::Module>>{
+                                             std::make_shared<nn::ReLU>(), std::make_shared<nn::Linear>(3, 2)}));
+    }
+    Tensor forward(const Tensor& x) override { return head->forward(fc1->forward(x)); }
+    std::string type_name() const override { return "Net"; }
+    std::shared_ptr<nn::Linear> fc1;
+    std::shared_ptr<nn::Sequential> head;
+  } net;
+  std::vector<std::string> names;
+  for (auto& [name, p] : net.named_parameters()) names.push_back(name);
+  CHECK(names == std::vector<std::string>{"fc1.weight", "fc1.bias", "head.1.weight", "head.1.bias"});
+}
+
+TEST_CASE("zero_grad, train and eval") {
+  auto net = nn::make_mlp(3, {4}, 2);
+  Tensor x = Tensor::ones(Shape{2, 3});
+  backward(sum(net->forward(x)));
+  for (auto& p : net->parameters()) CHECK(p.grad().defined());
+  net->zero_grad();
+  for (auto& p : net->parameters()) CHECK_FALSE(p.grad().defined());
+  net->eval();
+  CHECK_FALSE(net->is_training());
+  for (auto& [name, child] : net->children()) CHECK_FALSE(child->is_training());
+  net->train();
+  CHECK(net->is_training());
+}
+
+TEST_CASE("every module passes the float64 gradient check") {
+  Generator gen(3);
+  SUBCASE("Linear") {
+    nn::Linear layer(5, 4, nn::Init::default_uniform, true, &gen, DType::f64);
+    check_module(layer, Tensor::randn(Shape{3, 5}, gen, 0, 1, DType::f64));
+  }
+  SUBCASE("Conv2d, several channels, stride and padding") {
+    nn::Conv2d layer(2, 3, 3, 2, 1, nn::Init::default_uniform, true, &gen, DType::f64);
+    check_module(layer, Tensor::randn(Shape{2, 2, 6, 5}, gen, 0, 1, DType::f64));
+  }
+  SUBCASE("Sequential CNN: conv, relu, pool, flatten, linear") {
+    nn::Sequential net{std::make_shared<nn::Conv2d>(1, 2, 3, 1, 1, nn::Init::default_uniform, true, &gen, DType::f64),
+                       std::make_shared<nn::ReLU>(), std::make_shared<nn::MaxPool2d>(2),
+                       std::make_shared<nn::Flatten>(),
+                       std::make_shared<nn::Linear>(2 * 3 * 3, 4, nn::Init::default_uniform, true, &gen, DType::f64)};
+    check_module(net, Tensor::randn(Shape{2, 1, 6, 6}, gen, 0, 1, DType::f64));
+  }
+  SUBCASE("activations") {
+    Tensor x = Tensor::randn(Shape{3, 4}, gen, 0, 1, DType::f64);
+    for (std::size_t i = 0; i < x.numel(); ++i) {
+      if (std::abs(x.at(i)) < 0.05) x.data<double>()[i] = 0.3;  // off the ReLU kink
+    }
+    for (auto module : std::vector<std::shared_ptr<nn::Module>>{
+             std::make_shared<nn::ReLU>(), std::make_shared<nn::Sigmoid>(), std::make_shared<nn::Tanh>(),
+             std::make_shared<nn::Softmax>(), std::make_shared<nn::LogSoftmax>(), std::make_shared<nn::Flatten>()}) {
+      GradcheckReport report = gradcheck([&](const std::vector<Tensor>& in) { return module->forward(in[0]); }, {x});
+      INFO(module->type_name() << "\n" << report.summary());
+      CHECK(report.passed);
+    }
+  }
+  SUBCASE("Dropout with its mask held fixed by reseeding") {
+    Tensor x = Tensor::randn(Shape{4, 5}, gen, 0, 1, DType::f64);
+    GradcheckReport report = gradcheck(
+        [&](const std::vector<Tensor>& in) {
+          nn::Dropout dropout(0.3, 11);
+          return dropout.forward(in[0]);
+        },
+        {x});
+    INFO(report.summary());
+    CHECK(report.passed);
+  }
+}
+
+TEST_CASE("dropout drops in training only, keeps the expectation, and is seeded") {
+  Tensor x = Tensor::ones(Shape{100, 100});
+  nn::Dropout a(0.25, 5), b(0.25, 5);
+  Tensor ya = a.forward(x), yb = b.forward(x);
+  CHECK(ya.to_vector() == yb.to_vector());
+  std::size_t zeros = 0;
+  double total = 0;
+  for (double v : ya.to_vector()) {
+    zeros += v == 0.0;
+    total += v;
+  }
+  CHECK(zeros > 2200);
+  CHECK(zeros < 2800);
+  CHECK(total / 10000 == doctest::Approx(1.0).epsilon(0.05));
+  a.eval();
+  CHECK(a.forward(x).to_vector() == x.to_vector());
+  CHECK_THROWS_AS(nn::Dropout(1.0), std::invalid_argument);
+}
+
+TEST_CASE("the 784-128-64-10 MLP of 000 §3.4 against a hand-written backprop") {
+  nn::manual_seed(1);
+  auto net = nn::make_mlp(784, {128, 64}, 10);
+  Generator gen(2);
+  const std::size_t batch = 16;
+  Tensor x = Tensor::uniform(Shape{batch, 784}, gen, 0, 1);
+  std::vector<std::int32_t> labels(batch);
+  for (std::size_t i = 0; i < batch; ++i) labels[i] = static_cast<std::int32_t>(gen.below(10));
+  backward(cross_entropy(net->forward(x), labels));
+
+  // By hand, in double: forward z1 = x W1 + b1, a1 = relu(z1), ..., p = softmax(z3);
+  // delta3 = (p - t) / B; delta_l = (delta_{l+1} W_{l+1}^T) * relu'(z_l); dW_l = a_{l-1}^T delta_l; db_l = sum delta_l.
+  auto params = net->named_parameters();
+  std::vector<std::vector<double>> W, b;
+  std::vector<std::size_t> widths{784, 128, 64, 10};
+  for (std::size_t l = 0; l < 3; ++l) {
+    W.push_back(params[2 * l].second.to_vector());
+    b.push_back(params[2 * l + 1].second.to_vector());
+  }
+  std::vector<std::vector<double>> a{x.to_vector()}, z;
+  for (std::size_t l = 0; l < 3; ++l) {
+    std::size_t in = widths[l], out = widths[l + 1];
+    std::vector<double> zl(batch * out), al(batch * out);
+    for (std::size_t n = 0; n < batch; ++n) {
+      for (std::size_t j = 0; j < out; ++j) {
+        double s = b[l][j];
+        for (std::size_t i = 0; i < in; ++i) s += a[l][n * in + i] * W[l][i * out + j];
+        zl[n * out + j] = s;
+        al[n * out + j] = l < 2 ? std::max(s, 0.0) : s;
+      }
+    }
+    z.push_back(zl);
+    a.push_back(al);
+  }
+  std::vector<double> delta(batch * 10);
+  for (std::size_t n = 0; n < batch; ++n) {
+    double peak = *std::max_element(z[2].begin() + n * 10, z[2].begin() + n * 10 + 10), norm = 0;
+    for (std::size_t k = 0; k < 10; ++k) norm += std::exp(z[2][n * 10 + k] - peak);
+    for (std::size_t k = 0; k < 10; ++k) {
+      double p = std::exp(z[2][n * 10 + k] - peak) / norm;
+      delta[n * 10 + k] = (p - (static_cast<std::int32_t>(k) == labels[n] ? 1.0 : 0.0)) / batch;
+    }
+  }
+  for (int l = 2; l >= 0; --l) {
+    std::size_t in = widths[l], out = widths[l + 1];
+    Tensor dW = params[2 * l].second.grad(), db = params[2 * l + 1].second.grad();
+    for (std::size_t i = 0; i < in; i += 7) {
+      for (std::size_t j = 0; j < out; ++j) {
+        double g = 0;
+        for (std::size_t n = 0; n < batch; ++n) g += a[l][n * in + i] * delta[n * out + j];
+        CHECK(dW.at(i * out + j) == doctest::Approx(g).epsilon(1e-4).scale(1e-3));
+      }
+    }
+    for (std::size_t j = 0; j < out; ++j) {
+      double g = 0;
+      for (std::size_t n = 0; n < batch; ++n) g += delta[n * out + j];
+      CHECK(db.at(j) == doctest::Approx(g).epsilon(1e-4).scale(1e-3));
+    }
+    if (l == 0) break;
+    std::vector<double> previous(batch * in);
+    for (std::size_t n = 0; n < batch; ++n) {
+      for (std::size_t i = 0; i < in; ++i) {
+        double s = 0;
+        for (std::size_t j = 0; j < out; ++j) s += delta[n * out + j] * W[l][i * out + j];
+        previous[n * in + i] = z[l - 1][n * in + i] > 0 ? s : 0.0;
+      }
+    }
+    delta = previous;
+  }
+}
+
+TEST_CASE("initialisers are deterministic and have the documented spread") {
+  Generator a(9), b(9);
+  Tensor x = Tensor::empty(Shape{200, 300}), y = Tensor::empty(Shape{200, 300});
+  nn::kaiming_normal_(x, a, 200);
+  nn::kaiming_normal_(y, b, 200);
+  CHECK(x.to_vector() == y.to_vector());
+  auto spread = [](const Tensor& t) {
+    double s = 0, s2 = 0;
+    for (double v : t.to_vector()) {
+      s += v;
+      s2 += v * v;
+    }
+    double n = static_cast<double>(t.numel());
+    return std::make_pair(s / n, std::sqrt(s2 / n - (s / n) * (s / n)));
+  };
+  CHECK(spread(x).second == doctest::Approx(std::sqrt(2.0 / 200)).epsilon(0.02));
+  nn::normal_(x, a, 0.0, 0.01);
+  CHECK(spread(x).second == doctest::Approx(0.01).epsilon(0.02));
+  nn::xavier_uniform_(x, a, 200, 300);
+  double limit = std::sqrt(6.0 / 500);
+  for (double v : x.to_vector()) CHECK_UNARY(std::abs(v) <= limit);
+  CHECK(spread(x).second == doctest::Approx(limit / std::sqrt(3.0)).epsilon(0.02));
+  CHECK_THROWS_AS(nn::parse_init("bogus"), std::invalid_argument);
+}
+
+TEST_CASE("checkpoints round-trip bit-exactly and refuse bad files") {
+  nn::manual_seed(4);
+  auto net = nn::make_mlp(6, {5}, 3);
+  std::string path = temp_path("roundtrip.ckpt");
+  nn::save_module(path, *net);
+  CHECK_FALSE(std::filesystem::exists(path + ".tmp"));
+  nn::manual_seed(5);
+  auto other = nn::make_mlp(6, {5}, 3);
+  nn::load_module(path, *other);
+  auto p = net->named_parameters(), q = other->named_parameters();
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    CHECK(std::memcmp(p[i].second.data<float>(), q[i].second.data<float>(), p[i].second.numel() * 4) == 0);
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto write = [](const std::string& file, const std::string& content) {
+    std::ofstream out(file, std::ios::binary);
+    out << content;
+  };
+
+  SUBCASE("truncated") {
+    write(path, bytes.substr(0, bytes.size() / 2));
+    CHECK_THROWS_WITH_AS(nn::load_module(path, *other), doctest::Contains("checksum"), std::runtime_error);
+  }
+  SUBCASE("corrupted byte") {
+    std::string bad = bytes;
+    bad[bad.size() / 2] ^= 0x10;
+    write(path, bad);
+    CHECK_THROWS_WITH_AS(nn::load_module(path, *other), doctest::Contains("checksum mismatch"), std::runtime_error);
+  }
+  SUBCASE("not a checkpoint") {
+    write(path, "hello world, this is not a checkpoint at all");
+    CHECK_THROWS_WITH_AS(nn::load_module(path, *other), doctest::Contains("bad magic"), std::runtime_error);
+  }
+  SUBCASE("a model of other widths") {
+    auto wider = nn::make_mlp(6, {7}, 3);
+    CHECK_THROWS_WITH_AS(nn::load_module(path, *wider), doctest::Contains("0.weight: f32[6, 5] in the file, f32[6, 7]"),
+                         std::runtime_error);
+  }
+  SUBCASE("a model with other names") {
+    auto deeper = nn::make_mlp(6, {5, 5}, 3);
+    CHECK_THROWS_WITH_AS(nn::load_module(path, *deeper), doctest::Contains("4.weight: missing from the file"),
+                         std::runtime_error);
+  }
+  SUBCASE("a missing file") {
+    CHECK_THROWS_WITH_AS(nn::load_module(temp_path("nope.ckpt"), *other), doctest::Contains("cannot open"),
+                         std::runtime_error);
+  }
+  SUBCASE("an unwritable place leaves nothing behind") {
+    CHECK_THROWS_AS(nn::save_module("/nonexistent-dir/x.ckpt", *net), std::runtime_error);
+  }
+  std::remove(path.c_str());
+}
+
+TEST_CASE("layers say what is wrong with their input") {
+  nn::Linear layer(4, 2);
+  CHECK_THROWS_WITH_AS(layer.forward(Tensor::ones(Shape{3, 5})), doctest::Contains("Linear(4 -> 2)"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(layer.forward(Tensor::ones(Shape{4})), doctest::Contains("expected a 2-D input"), std::invalid_argument);
+  nn::Conv2d conv(1, 2, 3);
+  CHECK_THROWS_WITH_AS(conv.forward(Tensor::ones(Shape{2, 28, 28})), doctest::Contains("Conv2d"), std::invalid_argument);
+}
+
+TEST_CASE("the L2 penalty and the weight norm") {
+  auto net = nn::make_mlp(3, {2}, 2);
+  auto weights = nn::weights_only(net->named_parameters());
+  CHECK(weights.size() == 2);
+  double expected = 0;
+  for (auto& [name, w] : weights) {
+    for (double v : w.to_vector()) expected += v * v;
+  }
+  CHECK(nn::weight_norm(weights) == doctest::Approx(std::sqrt(expected)));
+  Tensor penalty = nn::l2_penalty(weights, 0.5);
+  CHECK(penalty.item() == doctest::Approx(0.5 * expected));
+  backward(penalty);
+  for (auto& [name, w] : weights) {
+    for (std::size_t i = 0; i < w.numel(); ++i) CHECK(w.grad().at(i) == doctest::Approx(w.at(i)));  // 2 * 0.5 * w
+  }
+}
