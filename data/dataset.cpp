@@ -1,0 +1,133 @@
+#include "data/dataset.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <stdexcept>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "data/idx.hpp"
+
+#ifndef TAPEGRAD_DEFAULT_MNIST_DIR
+#error "TAPEGRAD_DEFAULT_MNIST_DIR must be defined by data/CMakeLists.txt"
+#endif
+
+namespace data {
+namespace {
+
+namespace fs = std::filesystem;
+
+/// The images and labels file names of a split, shared by MNIST and Fashion-MNIST.
+struct SplitFileNames {
+  std::string images;
+  std::string labels;
+};
+
+SplitFileNames file_names(Split split) {
+  const std::string prefix = split == Split::train ? "train" : "t10k";
+  return {prefix + "-images-idx3-ubyte", prefix + "-labels-idx1-ubyte"};
+}
+
+/// `dir/name` if it exists, else `dir/name.gz`, else an empty string.
+std::string find_plain_or_gzip(const std::string& dir, const std::string& name) {
+  for (const std::string& candidate : {name, name + ".gz"}) {
+    const fs::path path = fs::path(dir) / candidate;
+    std::error_code ignored;
+    if (fs::is_regular_file(path, ignored)) return path.string();
+  }
+  return {};
+}
+
+/// Loads a split of an MNIST-layout directory; `how_to_get_it` completes the error message
+/// when files are missing.
+Dataset load_mnist_layout(const std::string& dir, Split split, std::string_view dataset_name,
+                          std::string_view how_to_get_it) {
+  const SplitFileNames names = file_names(split);
+  const std::string images_path = find_plain_or_gzip(dir, names.images);
+  const std::string labels_path = find_plain_or_gzip(dir, names.labels);
+  if (images_path.empty() || labels_path.empty()) {
+    std::vector<std::string> missing;
+    if (images_path.empty()) missing.push_back(names.images + "[.gz]");
+    if (labels_path.empty()) missing.push_back(names.labels + "[.gz]");
+    throw std::runtime_error(fmt::format("{}: {} not found in {}; {}", dataset_name,
+                                         fmt::join(missing, " and "), dir, how_to_get_it));
+  }
+  return load_idx_dataset(images_path, labels_path, kMnistClasses);
+}
+
+/// A data set holding samples [first, first + count) of `dataset`.
+Dataset slice(const Dataset& dataset, std::size_t first, std::size_t count) {
+  Dataset part;
+  part.rows = dataset.rows;
+  part.cols = dataset.cols;
+  const auto features = static_cast<std::ptrdiff_t>(dataset.features());
+  const auto begin = static_cast<std::ptrdiff_t>(first);
+  const auto end = static_cast<std::ptrdiff_t>(first + count);
+  part.images.assign(dataset.images.begin() + begin * features,
+                     dataset.images.begin() + end * features);
+  part.labels.assign(dataset.labels.begin() + begin, dataset.labels.begin() + end);
+  return part;
+}
+
+}  // namespace
+
+Dataset load_idx_dataset(const std::string& images_path, const std::string& labels_path,
+                         std::size_t class_count) {
+  IdxImages images = read_idx_images(images_path);
+  std::vector<std::int32_t> labels = read_idx_labels(labels_path, class_count);
+  if (images.count != labels.size()) {
+    throw std::runtime_error(fmt::format("{} has {} images but {} has {} labels; the files do "
+                                         "not belong together",
+                                         images_path, images.count, labels_path, labels.size()));
+  }
+  Dataset dataset;
+  dataset.images = std::move(images.pixels);
+  dataset.labels = std::move(labels);
+  dataset.rows = images.rows;
+  dataset.cols = images.cols;
+  return dataset;
+}
+
+std::string default_mnist_dir() {
+  const char* from_environment = std::getenv("TAPEGRAD_MNIST_DIR");
+  if (from_environment != nullptr && *from_environment != '\0') return from_environment;
+  return TAPEGRAD_DEFAULT_MNIST_DIR;
+}
+
+std::string default_fashion_mnist_dir() { return "/usr/share/datasets/fashion-mnist"; }
+
+Dataset load_mnist(const std::string& dir, Split split) {
+  return load_mnist_layout(dir, split, "MNIST",
+                           "run scripts/fetch-mnist.sh to download MNIST (or point "
+                           "TAPEGRAD_MNIST_DIR at a directory holding it)");
+}
+
+Dataset load_fashion_mnist(Split split, const std::string& dir) {
+  return load_mnist_layout(dir, split, "Fashion-MNIST",
+                           "install the Debian package dataset-fashion-mnist "
+                           "(apt-get install dataset-fashion-mnist)");
+}
+
+Dataset load_dataset(std::string_view name, Split split, const std::string& dir) {
+  if (name == "mnist") return load_mnist(dir.empty() ? default_mnist_dir() : dir, split);
+  if (name == "fashion" || name == "fashion-mnist") {
+    return load_fashion_mnist(split, dir.empty() ? default_fashion_mnist_dir() : dir);
+  }
+  throw std::invalid_argument(
+      fmt::format("unknown data set '{}' (expected \"mnist\" or \"fashion\")", name));
+}
+
+std::pair<Dataset, Dataset> split_train_validation(const Dataset& dataset,
+                                                   std::size_t validation_size) {
+  if (validation_size > dataset.size()) {
+    throw std::invalid_argument(fmt::format("validation size {} exceeds the {} samples of the "
+                                            "data set",
+                                            validation_size, dataset.size()));
+  }
+  const std::size_t train_size = dataset.size() - validation_size;
+  return {slice(dataset, 0, train_size), slice(dataset, train_size, validation_size)};
+}
+
+}  // namespace data

@@ -1,0 +1,65 @@
+// In-memory image classification data sets (MNIST, Fashion-MNIST) and their standard splits.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace data {
+
+/// Images with one class label each, held as plain vectors (no tensors) so that a data set can
+/// be split, inspected and batched without touching the autograd tape.
+struct Dataset {
+  std::vector<float> images;          // size() x features(), row-major, pixels in [0, 1]
+  std::vector<std::int32_t> labels;   // size() entries
+  std::size_t rows = 0;               // image height
+  std::size_t cols = 0;               // image width
+
+  std::size_t size() const { return labels.size(); }
+  std::size_t features() const { return rows * cols; }
+  /// The pixels of sample `index`, features() values.
+  std::span<const float> image(std::size_t index) const {
+    return std::span(images).subspan(index * features(), features());
+  }
+};
+
+enum class Split { train, test };
+
+/// MNIST and Fashion-MNIST both have ten classes.
+inline constexpr std::size_t kMnistClasses = 10;
+
+/// Loads a pair of IDX files (see data/idx.hpp). Labels must be below `class_count`, and both
+/// files must hold the same number of samples; otherwise throws std::runtime_error.
+Dataset load_idx_dataset(const std::string& images_path, const std::string& labels_path,
+                         std::size_t class_count = kMnistClasses);
+
+/// Where MNIST lives: $TAPEGRAD_MNIST_DIR if set and non-empty, else <source dir>/data/mnist
+/// (filled by scripts/fetch-mnist.sh).
+std::string default_mnist_dir();
+
+/// Where the Debian package dataset-fashion-mnist installs Fashion-MNIST.
+std::string default_fashion_mnist_dir();
+
+/// Loads the MNIST split from `dir`, which holds train-images-idx3-ubyte, train-labels-idx1-ubyte,
+/// t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each either plain or with a .gz suffix.
+/// If a file is missing, the error says to run scripts/fetch-mnist.sh.
+Dataset load_mnist(const std::string& dir, Split split);
+
+/// Loads the Fashion-MNIST split (same file names and layout as MNIST, usually gzip'd).
+Dataset load_fashion_mnist(Split split, const std::string& dir = default_fashion_mnist_dir());
+
+/// Loads a data set by name: "mnist", or "fashion" (also "fashion-mnist"). An empty `dir` means
+/// the data set's default directory. Throws std::invalid_argument for an unknown name.
+Dataset load_dataset(std::string_view name, Split split, const std::string& dir = {});
+
+/// Splits off the LAST `validation_size` samples as a validation set, the convention for MNIST's
+/// 60,000 training images (50,000 train + 10,000 validation). Returns {train, validation}.
+/// Throws std::invalid_argument if `validation_size` exceeds the data set.
+std::pair<Dataset, Dataset> split_train_validation(const Dataset& dataset,
+                                                   std::size_t validation_size);
+
+}  // namespace data
