@@ -140,7 +140,15 @@ std::string GradcheckReport::summary() const {
 GradcheckReport gradcheck(const TensorFunction& f, const std::vector<Tensor>& inputs, const GradcheckOptions& options) {
   std::vector<Tensor> leaves = float64_leaves(inputs);
   Projected projected(f, leaves, options.seed);
-  std::vector<Tensor> analytic = grad({projected(leaves)}, leaves);
+  Tensor value = projected(leaves);
+  std::vector<Tensor> analytic;
+  if (value.requires_grad()) {
+    analytic = grad({value}, leaves);
+  } else {
+    // Nothing recorded: the function is constant as far as the tape knows.
+    release_tape();
+    for (const Tensor& leaf : leaves) analytic.push_back(Tensor::zeros_like(leaf));
+  }
   auto loss = [&](const std::vector<Tensor>& x) {
     NoGradGuard no_grad;
     return projected(x).item();

@@ -60,7 +60,7 @@ struct GradcheckReport {
 using TensorFunction = std::function<Tensor(const std::vector<Tensor>&)>;
 
 /// Checks d f / d inputs. Inputs are converted to float64 copies that require grad; the originals
-/// are left untouched.
+/// are left untouched. Like backward, it releases this thread's tape.
 GradcheckReport gradcheck(const TensorFunction& f, const std::vector<Tensor>& inputs,
                           const GradcheckOptions& options = {});
 

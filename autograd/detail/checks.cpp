@@ -12,10 +12,10 @@ void check_binary(const char* op, const Tensor& a, const Tensor& b) {
   if (a.dtype() != b.dtype()) fail(op, "dtypes differ: {} and {}", a.describe(), b.describe());
 }
 
-std::size_t normalise_axis(const char* op, int axis, std::size_t rank) {
-  int r = static_cast<int>(rank);
+std::size_t normalise_axis(const char* op, int axis, const Tensor& x) {
+  int r = static_cast<int>(x.rank());
   int normalised = axis < 0 ? axis + r : axis;
-  if (normalised < 0 || normalised >= r) fail(op, "axis {} out of range for a tensor of rank {}", axis, rank);
+  if (normalised < 0 || normalised >= r) fail(op, "axis {} out of range for a tensor of shape {}", axis, x.shape().str());
   return static_cast<std::size_t>(normalised);
 }
 

@@ -58,7 +58,7 @@ template <class... Args>
 /// Both tensors defined and of one dtype, else an error naming the op.
 void check_binary(const char* op, const Tensor& a, const Tensor& b);
 void check_defined(const char* op, const Tensor& x);
-/// Normalises a possibly negative axis for a tensor of `rank`; throws naming the op.
-std::size_t normalise_axis(const char* op, int axis, std::size_t rank);
+/// Normalises a possibly negative axis of `x`; throws naming the op and x's shape.
+std::size_t normalise_axis(const char* op, int axis, const Tensor& x);
 
 }  // namespace ag::detail

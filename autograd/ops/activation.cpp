@@ -23,7 +23,7 @@ Tensor map_flat(const char* op, const Tensor& x, F f) {
 template <class RowOp>
 Tensor along_axis(const char* op, const Tensor& x, int axis, RowOp row_op) {
   detail::check_defined(op, x);
-  std::size_t a = detail::normalise_axis(op, axis, x.rank());
+  std::size_t a = detail::normalise_axis(op, axis, x);
   std::size_t outer = 1, inner = 1, extent = x.dim(a);
   for (std::size_t d = 0; d < a; ++d) outer *= x.dim(d);
   for (std::size_t d = a + 1; d < x.rank(); ++d) inner *= x.dim(d);

@@ -152,9 +152,13 @@ Tensor neg(const Tensor& a) {
 // ---------------------------------------------------------------- unary maths
 
 Tensor pow(const Tensor& x, double exponent) {
+  // Scalar std::pow, not xsimd's: xsimd returns 0 for a zero base whatever the exponent.
   Tensor out = exponent == 2.0 ? scalar_kernel("pow", x, 0.0, [](auto v, auto) { return v * v; })
-                               : unary_kernel("pow", x, [exponent](auto&& v) { return xt::pow(v, exponent); });
+                               : scalar_kernel("pow", x, exponent, [](auto v, auto p) { return std::pow(v, p); });
   return record("pow", out, {x}, [x, exponent](const Tensor& g, NeedsGrad) {
+    // x^0 is constant and x^1 has slope 1 everywhere (also at 0, where p x^(p-1) would be 0 * inf).
+    if (exponent == 0.0) return std::vector<Tensor>{mul(g, 0.0)};
+    if (exponent == 1.0) return std::vector<Tensor>{mul(g, 1.0)};
     Tensor slope = exponent == 2.0 ? mul(x, 2.0) : mul(pow(x, exponent - 1.0), exponent);
     return std::vector<Tensor>{mul(g, slope)};
   });

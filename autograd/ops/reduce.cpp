@@ -90,7 +90,7 @@ Tensor sum(const Tensor& x) {
 
 Tensor sum(const Tensor& x, int axis, bool keepdims) {
   detail::check_defined("sum", x);
-  std::size_t a = detail::normalise_axis("sum", axis, x.rank());
+  std::size_t a = detail::normalise_axis("sum", axis, x);
   AxisSplit s = split_at(x.shape(), a);
   Tensor out = Tensor::zeros(reduced_shape(x.shape(), a, keepdims), x.dtype());
   dispatch(x.dtype(), [&]<class T>() {
@@ -117,7 +117,7 @@ Tensor mean(const Tensor& x) {
 
 Tensor mean(const Tensor& x, int axis, bool keepdims) {
   detail::check_defined("mean", x);
-  std::size_t a = detail::normalise_axis("mean", axis, x.rank());
+  std::size_t a = detail::normalise_axis("mean", axis, x);
   if (x.dim(a) == 0) fail("mean", "over an empty axis of {}", x.describe());
   return div(sum(x, axis, keepdims), static_cast<double>(x.dim(a)));
 }
@@ -133,7 +133,7 @@ Tensor max(const Tensor& x) {
 
 Tensor max(const Tensor& x, int axis, bool keepdims) {
   detail::check_defined("max", x);
-  std::size_t a = detail::normalise_axis("max", axis, x.rank());
+  std::size_t a = detail::normalise_axis("max", axis, x);
   if (x.dim(a) == 0) fail("max", "over an empty axis of {}", x.describe());
   auto [out, mask] = max_with_mask(x, split_at(x.shape(), a), reduced_shape(x.shape(), a, keepdims));
   return record("max_axis", out, {x}, [mask, shape = x.shape(), a](const Tensor& g, NeedsGrad) {

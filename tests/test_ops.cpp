@@ -1,0 +1,770 @@
+// Every differentiable op but conv2d and max_pool2d (tested beside the convolution code): gradients
+// against finite differences in float64, second order for a representative set, forward values
+// against hand-computed ones, shape and dtype errors, float32 against float64, and the stability of
+// the fused cross-entropy.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "autograd/gradcheck.hpp"
+#include "autograd/ops.hpp"
+#include "autograd/tape.hpp"
+
+using namespace ag;
+
+namespace {
+
+using Inputs = std::vector<Tensor>;
+using LabelVector = std::vector<std::int32_t>;
+
+// The report's table goes into the failure message. Variadic so that lambdas and braced input
+// lists pass through the preprocessor whole.
+#define CHECK_GRADCHECK(...)                          \
+  do {                                                \
+    GradcheckReport report_ = gradcheck(__VA_ARGS__); \
+    INFO(report_.summary());                          \
+    CHECK(report_.passed);                            \
+  } while (false)
+
+#define CHECK_GRADGRADCHECK(...)                          \
+  do {                                                    \
+    GradcheckReport report_ = gradgradcheck(__VA_ARGS__); \
+    INFO(report_.summary());                              \
+    CHECK(report_.passed);                                \
+  } while (false)
+
+/// The message of the std::invalid_argument thrown by `f`, or "" if it throws nothing.
+template <class F>
+std::string invalid_argument_message(F&& f) {
+  try {
+    f();
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// An op's error: std::invalid_argument naming the op, and every listed part (the shapes) in the message.
+#define CHECK_OP_ERROR(expr, op, ...)                                                 \
+  do {                                                                                \
+    CHECK_THROWS_WITH_AS(expr, doctest::Contains(op), std::invalid_argument);         \
+    std::string message_ = invalid_argument_message([&] { (void)(expr); });           \
+    INFO("message: " << message_);                                                    \
+    for (const char* part_ : {__VA_ARGS__}) CHECK(message_.find(part_) != std::string::npos); \
+  } while (false)
+
+Tensor normal(const Shape& shape, Generator& gen, double stddev = 1.0) {
+  return Tensor::randn(shape, gen, 0.0, stddev, DType::f64);
+}
+
+Tensor positive(const Shape& shape, Generator& gen, double low = 0.5, double high = 2.0) {
+  return Tensor::uniform(shape, gen, low, high, DType::f64);
+}
+
+/// Magnitudes in [0.2, 1.5) with random signs: away from the kinks of abs and relu.
+Tensor off_zero(const Shape& shape, Generator& gen) {
+  Tensor t = Tensor::uniform(shape, gen, 0.2, 1.5, DType::f64);
+  double* p = t.data<double>();
+  for (std::size_t i = 0; i < t.numel(); ++i) {
+    if (gen.below(2) == 0) p[i] = -p[i];
+  }
+  return t;
+}
+
+/// Distinct values 0.3 apart in random order: max has a unique winner that no step of 1e-6 changes.
+Tensor distinct(const Shape& shape, Generator& gen) {
+  std::size_t n = shape.numel();
+  std::vector<double> values(n);
+  for (std::size_t i = 0; i < n; ++i) values[i] = 0.3 * static_cast<double>(i) - 0.15 * static_cast<double>(n);
+  for (std::size_t i = n; i > 1; --i) std::swap(values[i - 1], values[gen.below(i)]);
+  return Tensor::from_data(shape, std::span<const double>(values));
+}
+
+LabelVector random_labels(std::size_t batch, std::size_t classes, Generator& gen) {
+  LabelVector labels(batch);
+  for (auto& label : labels) label = static_cast<std::int32_t>(gen.below(classes));
+  return labels;
+}
+
+Tensor f64(const Shape& shape, std::initializer_list<double> values) {
+  return Tensor::from_data(shape, values, DType::f64);
+}
+
+/// Shape and values, each within a relative 1e-12 of the expected one.
+void check_values(const Tensor& got, const Shape& shape, const std::vector<double>& want, double eps = 1e-12) {
+  INFO("got " << got.describe() << ", want shape " << shape.str());
+  REQUIRE(got.shape() == shape);
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    INFO("element " << i);
+    CHECK(got.at(i) == doctest::Approx(want[i]).epsilon(eps));
+  }
+}
+
+double max_abs_difference(const std::vector<double>& a, const std::vector<double>& b) {
+  double worst = 0.0;
+  for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]));
+  return a.size() == b.size() ? worst : std::numeric_limits<double>::infinity();
+}
+
+bool all_finite(const Tensor& t) {
+  for (double v : t.to_vector()) {
+    if (!std::isfinite(v)) return false;
+  }
+  return true;
+}
+
+struct BinaryOp {
+  const char* name;
+  Tensor (*fn)(const Tensor&, const Tensor&);
+};
+
+const BinaryOp kBinaryOps[] = {
+    {"add", [](const Tensor& a, const Tensor& b) { return add(a, b); }},
+    {"sub", [](const Tensor& a, const Tensor& b) { return sub(a, b); }},
+    {"mul", [](const Tensor& a, const Tensor& b) { return mul(a, b); }},
+    {"div", [](const Tensor& a, const Tensor& b) { return div(a, b); }},
+};
+
+}  // namespace
+
+// ================================================================ first order, against finite differences
+
+TEST_CASE("add, sub, mul and div: gradients with and without broadcasting") {
+  // Same shapes, a trailing vector, a middle column, an outer product, a one-element tensor and a
+  // rank-0 scalar on either side, and a rank-4 broadcast.
+  const std::pair<Shape, Shape> cases[] = {
+      {Shape{3, 4}, Shape{3, 4}}, {Shape{3, 4}, Shape{4}},    {Shape{4}, Shape{3, 4}},
+      {Shape{2, 3, 4}, Shape{3, 1}}, {Shape{3, 1}, Shape{2, 3, 4}}, {Shape{5, 1}, Shape{1, 4}},
+      {Shape{3, 4}, Shape{1}},    {Shape{1}, Shape{3, 4}},    {Shape{3, 4}, Shape{}},
+      {Shape{}, Shape{2, 3}},     {Shape{}, Shape{}},         {Shape{2, 1, 3, 1}, Shape{4, 1, 5}},
+  };
+  Generator gen(1);
+  for (const BinaryOp& op : kBinaryOps) {
+    for (const auto& c : cases) {
+      INFO(op.name << " of " << c.first.str() << " and " << c.second.str());
+      Tensor a = normal(c.first, gen);
+      // Denominators kept away from zero.
+      Tensor b = std::string(op.name) == "div" ? positive(c.second, gen) : normal(c.second, gen);
+      Tensor out = op.fn(a, b);
+      CHECK(out.shape() == broadcast_shapes(c.first, c.second, op.name));
+      auto fn = op.fn;
+      CHECK_GRADCHECK([fn](const Inputs& v) { return fn(v[0], v[1]); }, {a, b});
+    }
+  }
+}
+
+TEST_CASE("binary ops with a tensor used on both sides") {
+  Generator gen(2);
+  Tensor x = positive({3, 4}, gen);
+  CHECK_GRADCHECK([](const Inputs& v) { return mul(v[0], v[0]); }, {x});
+  CHECK_GRADCHECK([](const Inputs& v) { return add(v[0], v[0]); }, {x});
+  CHECK_GRADCHECK([](const Inputs& v) { return div(v[0], add(v[0], v[0] * v[0])); }, {x});
+  // One side broadcast from a reshape of the other.
+  CHECK_GRADCHECK([](const Inputs& v) { return mul(v[0], reshape(sum(v[0], 0), Shape{1, 4})); }, {x});
+}
+
+TEST_CASE("scalar overloads, operators and neg") {
+  Generator gen(3);
+  Tensor x = normal({3, 4}, gen);
+  Tensor p = positive({3, 4}, gen);
+  CHECK_GRADCHECK([](const Inputs& v) { return add(v[0], 1.5); }, {x});
+  CHECK_GRADCHECK([](const Inputs& v) { return sub(v[0], 0.7); }, {x});
+  CHECK_GRADCHECK([](const Inputs& v) { return sub(0.7, v[0]); }, {x});
+  CHECK_GRADCHECK([](const Inputs& v) { return mul(v[0], -2.5); }, {x});
+  CHECK_GRADCHECK([](const Inputs& v) { return div(v[0], 4.0); }, {x});
+  CHECK_GRADCHECK([](const Inputs& v) { return div(3.0, v[0]); }, {p});
+  CHECK_GRADCHECK([](const Inputs& v) { return neg(v[0]); }, {x});
+  CHECK_GRADCHECK([](const Inputs& v) { return 1.5 + v[0] + 2.0; }, {x});
+  CHECK_GRADCHECK([](const Inputs& v) { return (v[0] - 2.0) * (2.0 - v[0]); }, {x});
+  CHECK_GRADCHECK([](const Inputs& v) { return 3.0 * v[0] * 0.5; }, {x});
+  CHECK_GRADCHECK([](const Inputs& v) { return v[0] / 2.0 + 2.0 / v[0]; }, {p});
+  CHECK_GRADCHECK([](const Inputs& v) { return -v[0] + v[1] - v[0] * v[1] / v[1]; }, {x, p});
+  // Scalar overloads on a rank-0 tensor.
+  CHECK_GRADCHECK([](const Inputs& v) { return 2.0 / (v[0] * 3.0 - 1.0); }, {Tensor::scalar(1.25, DType::f64)});
+}
+
+TEST_CASE("scalar overloads: forward values") {
+  Tensor x = f64({3}, {1, -2, 4});
+  check_values(add(x, 1.5), {3}, {2.5, -0.5, 5.5});
+  check_values(sub(x, 1.5), {3}, {-0.5, -3.5, 2.5});
+  check_values(sub(1.5, x), {3}, {0.5, 3.5, -2.5});
+  check_values(mul(x, -2.0), {3}, {-2, 4, -8});
+  check_values(div(x, 4.0), {3}, {0.25, -0.5, 1});
+  check_values(div(2.0, x), {3}, {2, -1, 0.5});
+  check_values(neg(x), {3}, {-1, 2, -4});
+  check_values(10.0 - x * 2.0 + 1.0, {3}, {9, 15, 3});
+  CHECK_OP_ERROR(div(x, 0.0), "div", "[3]");
+}
+
+TEST_CASE("pow for several exponents") {
+  Generator gen(4);
+  // Integer exponents on inputs of either sign; any exponent on positive inputs.
+  for (double e : {2.0, 3.0, 1.0, -1.0, -2.0}) {
+    INFO("exponent " << e);
+    CHECK_GRADCHECK([e](const Inputs& v) { return pow(v[0], e); }, {off_zero({3, 4}, gen)});
+  }
+  for (double e : {2.0, 3.0, 0.5, -0.5, -2.5, 1.7, 4.25}) {
+    INFO("exponent " << e);
+    CHECK_GRADCHECK([e](const Inputs& v) { return pow(v[0], e); }, {positive({3, 4}, gen)});
+  }
+  // x^0 is constant: its gradient is zero everywhere, which only allow_all_zero accepts.
+  GradcheckReport constant = gradcheck([](const Inputs& v) { return pow(v[0], 0.0); }, {positive({3, 4}, gen)},
+                                       {.allow_all_zero = true});
+  INFO(constant.summary());
+  CHECK(constant.passed);
+}
+
+TEST_CASE("pow agrees with std::pow, including at x = 0") {
+  // 40 elements, so that the vectorised part of the kernel is exercised, not only its scalar tail.
+  Generator gen(41);
+  std::vector<double> bases(40);
+  for (std::size_t i = 0; i < bases.size(); ++i) bases[i] = i % 4 == 0 ? 0.0 : 4.0 * gen.uniform01() - 2.0;
+  Tensor x = Tensor::from_data({40}, std::span<const double>(bases));
+  for (double e : {3.0, 2.0, 1.0, 0.0, -1.0, -2.0, 0.5, -0.5, 1.7}) {
+    std::vector<double> got = pow(x, e).to_vector();
+    std::size_t mismatches = 0;
+    std::string first;
+    for (std::size_t i = 0; i < bases.size(); ++i) {
+      double want = std::pow(bases[i], e);
+      bool same = std::isnan(want) ? std::isnan(got[i])
+                  : std::isinf(want) ? got[i] == want
+                                     : std::abs(got[i] - want) <= 1e-13 * std::abs(want);
+      if (!same && mismatches++ == 0) {
+        first = "pow(" + std::to_string(bases[i]) + ", " + std::to_string(e) + ") = " + std::to_string(got[i]) +
+                ", std::pow gives " + std::to_string(want);
+      }
+    }
+    INFO(mismatches << " of " << bases.size() << " elements differ, the first: " << first);
+    CHECK(mismatches == 0);
+  }
+}
+
+TEST_CASE("pow at x = 0: d/dx x^1 = 1 and d/dx x^0 = 0") {
+  // x^1 = x, so its slope is 1 everywhere; x^0 = 1 is constant, so its slope is 0 everywhere (as in
+  // PyTorch), although 0 * 0^-1 would be NaN. 16 zeros reach the vectorised part of the kernel, 3
+  // elements may stay in its scalar part.
+  for (std::size_t n : {16, 3}) {
+    Tensor x = Tensor::zeros({n}, DType::f64).set_requires_grad();
+    backward(sum(pow(x, 1.0)));
+    std::vector<double> slope = x.grad().to_vector();
+    INFO("d/dx x^1 over " << n << " zeros: " << slope.front() << " (first), " << slope.back() << " (last)");
+    CHECK(slope == std::vector<double>(n, 1.0));
+  }
+  for (std::size_t n : {16, 3}) {
+    Tensor x = Tensor::zeros({n}, DType::f64).set_requires_grad();
+    backward(sum(pow(x, 0.0)));
+    std::vector<double> slope = x.grad().to_vector();
+    INFO("d/dx x^0 over " << n << " zeros: " << slope.front() << " (first), " << slope.back() << " (last)");
+    CHECK(slope == std::vector<double>(n, 0.0));
+  }
+  Tensor y = f64({3}, {0.0, 1.0, -2.0}).set_requires_grad();
+  backward(sum(pow(y, 0.0)));
+  check_values(y.grad(), {3}, {0, 0, 0});
+}
+
+TEST_CASE("exp, log, sqrt, abs, relu, sigmoid and tanh") {
+  Generator gen(5);
+  Tensor x = normal({2, 3, 4}, gen);
+  Tensor p = positive({2, 3, 4}, gen, 0.3, 3.0);
+  Tensor k = off_zero({2, 3, 4}, gen);
+  CHECK_GRADCHECK([](const Inputs& v) { return exp(v[0]); }, {x});
+  CHECK_GRADCHECK([](const Inputs& v) { return log(v[0]); }, {p});
+  CHECK_GRADCHECK([](const Inputs& v) { return sqrt(v[0]); }, {p});
+  CHECK_GRADCHECK([](const Inputs& v) { return abs(v[0]); }, {k});
+  CHECK_GRADCHECK([](const Inputs& v) { return relu(v[0]); }, {k});
+  CHECK_GRADCHECK([](const Inputs& v) { return sigmoid(v[0]); }, {mul(x, 3.0)});
+  CHECK_GRADCHECK([](const Inputs& v) { return tanh(v[0]); }, {mul(x, 2.0)});
+  // Chains, and rank-0 inputs.
+  CHECK_GRADCHECK([](const Inputs& v) { return log(add(exp(v[0]), 1.0)); }, {x});
+  CHECK_GRADCHECK([](const Inputs& v) { return sqrt(abs(tanh(v[0])) + 0.1); }, {k});
+  CHECK_GRADCHECK([](const Inputs& v) { return sigmoid(v[0]) * relu(v[0]); }, {Tensor::scalar(0.8, DType::f64)});
+}
+
+TEST_CASE("relu and abs at the kink: zero gradient, as documented") {
+  Tensor x = f64({4}, {-1.0, 0.0, 2.0, -0.0}).set_requires_grad();
+  backward(sum(add(relu(x), abs(x))));
+  check_values(x.grad(), {4}, {-1, 0, 2, 0});
+}
+
+TEST_CASE("softmax and log_softmax along every axis") {
+  Generator gen(6);
+  const std::pair<Shape, int> cases[] = {
+      {Shape{5}, 0},        {Shape{3, 5}, 0},     {Shape{3, 5}, 1},     {Shape{3, 5}, -1},    {Shape{3, 5}, -2},
+      {Shape{2, 3, 4}, 0},  {Shape{2, 3, 4}, 1},  {Shape{2, 3, 4}, 2},  {Shape{2, 3, 4}, -1}, {Shape{2, 2, 3, 2}, 2},
+  };
+  for (const auto& c : cases) {
+    INFO("shape " << c.first.str() << ", axis " << c.second);
+    Tensor x = normal(c.first, gen, 2.0);
+    int axis = c.second;
+    CHECK_GRADCHECK([axis](const Inputs& v) { return softmax(v[0], axis); }, {x});
+    CHECK_GRADCHECK([axis](const Inputs& v) { return log_softmax(v[0], axis); }, {x});
+  }
+  // The default axis is the last.
+  Tensor x = normal({3, 4}, gen);
+  CHECK(softmax(x).to_vector() == softmax(x, 1).to_vector());
+  CHECK(log_softmax(x).to_vector() == log_softmax(x, 1).to_vector());
+}
+
+TEST_CASE("sum, mean and max: over everything and per axis, keepdims both ways") {
+  Generator gen(7);
+  for (const Shape& shape : {Shape{7}, Shape{3, 4}, Shape{2, 3, 4}, Shape{2, 3, 2, 2}}) {
+    INFO("shape " << shape.str());
+    Tensor x = normal(shape, gen);
+    Tensor d = distinct(shape, gen);
+    CHECK_GRADCHECK([](const Inputs& v) { return sum(v[0]); }, {x});
+    CHECK_GRADCHECK([](const Inputs& v) { return mean(v[0]); }, {x});
+    CHECK_GRADCHECK([](const Inputs& v) { return max(v[0]); }, {d});
+    for (int axis = -static_cast<int>(shape.rank()); axis < static_cast<int>(shape.rank()); ++axis) {
+      for (bool keepdims : {false, true}) {
+        INFO("axis " << axis << ", keepdims " << keepdims);
+        CHECK_GRADCHECK([axis, keepdims](const Inputs& v) { return sum(v[0], axis, keepdims); }, {x});
+        CHECK_GRADCHECK([axis, keepdims](const Inputs& v) { return mean(v[0], axis, keepdims); }, {x});
+        CHECK_GRADCHECK([axis, keepdims](const Inputs& v) { return max(v[0], axis, keepdims); }, {d});
+      }
+    }
+  }
+}
+
+TEST_CASE("sum, mean and max: forward values and shapes") {
+  // [[1, 5, 3],
+  //  [4, 2, 6]]
+  Tensor x = f64({2, 3}, {1, 5, 3, 4, 2, 6});
+  check_values(sum(x), {}, {21});
+  check_values(mean(x), {}, {3.5});
+  check_values(max(x), {}, {6});
+  check_values(sum(x, 0), {3}, {5, 7, 9});
+  check_values(sum(x, 1, true), {2, 1}, {9, 12});
+  check_values(sum(x, -1), {2}, {9, 12});
+  check_values(mean(x, 0, true), {1, 3}, {2.5, 3.5, 4.5});
+  check_values(mean(x, 1), {2}, {3, 4});
+  check_values(max(x, 0), {3}, {4, 5, 6});
+  check_values(max(x, 1, true), {2, 1}, {5, 6});
+  check_values(max(x, -2, true), {1, 3}, {4, 5, 6});
+}
+
+TEST_CASE("max: the gradient goes to the first of tied maxima") {
+  Tensor x = f64({2, 4}, {1, 3, 3, 2, 7, 7, 7, 0}).set_requires_grad();
+  backward(sum(max(x, 1)));
+  check_values(x.grad(), {2, 4}, {0, 1, 0, 0, 1, 0, 0, 0});
+  Tensor y = f64({4}, {2, 5, 5, 1}).set_requires_grad();
+  backward(max(y));
+  check_values(y.grad(), {4}, {0, 1, 0, 0});
+}
+
+TEST_CASE("sum_to and broadcast_to") {
+  Generator gen(8);
+  const std::pair<Shape, Shape> cases[] = {
+      // (large, small): sum_to(large) -> small, broadcast_to(small) -> large.
+      {Shape{3, 4}, Shape{4}},          {Shape{3, 4}, Shape{1, 4}},    {Shape{3, 4}, Shape{3, 1}},
+      {Shape{2, 3, 4}, Shape{3, 1}},    {Shape{2, 3, 4}, Shape{}},     {Shape{2, 3, 4}, Shape{1}},
+      {Shape{2, 3, 4}, Shape{2, 1, 4}}, {Shape{5, 1}, Shape{1}},       {Shape{3, 4}, Shape{3, 4}},
+      {Shape{2, 3, 2, 2}, Shape{3, 1, 2}}, {Shape{2, 3, 2, 2}, Shape{2, 1, 1, 1}},
+  };
+  for (const auto& c : cases) {
+    INFO(c.first.str() << " <-> " << c.second.str());
+    Shape large = c.first, small = c.second;
+    CHECK(sum_to(normal(large, gen), small).shape() == small);
+    CHECK(broadcast_to(normal(small, gen), large).shape() == large);
+    CHECK_GRADCHECK([small](const Inputs& v) { return sum_to(v[0], small); }, {normal(large, gen)});
+    CHECK_GRADCHECK([large](const Inputs& v) { return broadcast_to(v[0], large); }, {normal(small, gen)});
+  }
+}
+
+TEST_CASE("sum_to and broadcast_to: forward values") {
+  Tensor x = f64({2, 3}, {1, 2, 3, 4, 5, 6});
+  check_values(sum_to(x, {3}), {3}, {5, 7, 9});
+  check_values(sum_to(x, {1, 3}), {1, 3}, {5, 7, 9});
+  check_values(sum_to(x, {2, 1}), {2, 1}, {6, 15});
+  check_values(sum_to(x, {}), {}, {21});
+  check_values(sum_to(x, {1}), {1}, {21});
+  check_values(broadcast_to(f64({3}, {1, 2, 3}), {2, 3}), {2, 3}, {1, 2, 3, 1, 2, 3});
+  check_values(broadcast_to(f64({2, 1}, {1, 2}), {2, 3}), {2, 3}, {1, 1, 1, 2, 2, 2});
+  check_values(broadcast_to(Tensor::scalar(4, DType::f64), {2, 2}), {2, 2}, {4, 4, 4, 4});
+  check_values(broadcast_to(f64({2, 1, 2}, {1, 2, 3, 4}), {2, 3, 2}), {2, 3, 2}, {1, 2, 1, 2, 1, 2, 3, 4, 3, 4, 3, 4});
+}
+
+TEST_CASE("matmul with all four transpose flags, rectangular shapes") {
+  Generator gen(9);
+  struct Dims {
+    std::size_t m, k, n;
+  };
+  for (Dims d : {Dims{3, 5, 2}, Dims{1, 4, 6}, Dims{4, 1, 3}, Dims{6, 3, 1}, Dims{2, 7, 5}}) {
+    for (bool ta : {false, true}) {
+      for (bool tb : {false, true}) {
+        INFO("m " << d.m << ", k " << d.k << ", n " << d.n << ", transpose_a " << ta << ", transpose_b " << tb);
+        Shape sa = ta ? Shape{d.k, d.m} : Shape{d.m, d.k};
+        Shape sb = tb ? Shape{d.n, d.k} : Shape{d.k, d.n};
+        Tensor a = normal(sa, gen), b = normal(sb, gen);
+        CHECK(matmul(a, b, ta, tb).shape() == Shape{d.m, d.n});
+        CHECK_GRADCHECK([ta, tb](const Inputs& v) { return matmul(v[0], v[1], ta, tb); }, {a, b});
+      }
+    }
+  }
+  // The same matrix on both sides: A A^T and A^T A.
+  Tensor a = normal({3, 4}, gen);
+  CHECK_GRADCHECK([](const Inputs& v) { return matmul(v[0], v[0], false, true); }, {a});
+  CHECK_GRADCHECK([](const Inputs& v) { return matmul(v[0], v[0], true, false); }, {a});
+}
+
+TEST_CASE("matmul: forward values with every flag") {
+  Tensor a = f64({2, 3}, {1, 2, 3, 4, 5, 6});
+  Tensor b = f64({3, 2}, {7, 8, 9, 10, 11, 12});
+  Tensor at = f64({3, 2}, {1, 4, 2, 5, 3, 6});
+  Tensor bt = f64({2, 3}, {7, 9, 11, 8, 10, 12});
+  // [1 2 3; 4 5 6] [7 8; 9 10; 11 12] = [58 64; 139 154].
+  const std::vector<double> want{58, 64, 139, 154};
+  check_values(matmul(a, b), {2, 2}, want);
+  check_values(matmul(at, b, true, false), {2, 2}, want);
+  check_values(matmul(a, bt, false, true), {2, 2}, want);
+  check_values(matmul(at, bt, true, true), {2, 2}, want);
+  // Empty inner dimension: zeros.
+  check_values(matmul(Tensor::zeros({2, 0}, DType::f64), Tensor::zeros({0, 3}, DType::f64)), {2, 3}, {0, 0, 0, 0, 0, 0});
+}
+
+TEST_CASE("transpose, reshape and flatten") {
+  Generator gen(10);
+  CHECK_GRADCHECK([](const Inputs& v) { return transpose(v[0]); }, {normal({3, 5}, gen)});
+  CHECK_GRADCHECK([](const Inputs& v) { return transpose(v[0]); }, {normal({1, 4}, gen)});
+  CHECK_GRADCHECK([](const Inputs& v) { return matmul(transpose(v[0]), v[0]); }, {normal({3, 2}, gen)});
+  CHECK_GRADCHECK([](const Inputs& v) { return reshape(v[0], {4, 6}); }, {normal({2, 3, 4}, gen)});
+  CHECK_GRADCHECK([](const Inputs& v) { return reshape(v[0], {2, 2, 6}); }, {normal({6, 4}, gen)});
+  CHECK_GRADCHECK([](const Inputs& v) { return reshape(v[0], {}); }, {normal({1, 1}, gen)});
+  for (std::size_t start : {0, 1, 2, 3}) {
+    INFO("start axis " << start);
+    CHECK_GRADCHECK([start](const Inputs& v) { return flatten(v[0], start); }, {normal({2, 3, 2, 2}, gen)});
+  }
+  // Forward values.
+  Tensor x = f64({2, 3}, {1, 2, 3, 4, 5, 6});
+  check_values(transpose(x), {3, 2}, {1, 4, 2, 5, 3, 6});
+  check_values(reshape(x, {3, 2}), {3, 2}, {1, 2, 3, 4, 5, 6});
+  CHECK(reshape(x, {6}).shares_storage_with(x));
+  check_values(flatten(f64({2, 1, 2, 1}, {1, 2, 3, 4})), {2, 2}, {1, 2, 3, 4});
+  CHECK(flatten(Tensor::zeros({2, 3, 4, 5})).shape() == Shape{2, 60});
+  CHECK(flatten(Tensor::zeros({2, 3, 4, 5}), 2).shape() == Shape{2, 3, 20});
+  CHECK(flatten(Tensor::zeros({2, 3, 4, 5}), 0).shape() == Shape{120});
+  // A transpose larger than its 32 x 32 tile.
+  Tensor big = normal({37, 70}, gen);
+  Tensor bigt = transpose(big);
+  bool same = true;
+  for (std::size_t r = 0; r < 37; ++r) {
+    for (std::size_t c = 0; c < 70; ++c) same = same && bigt.at(c * 37 + r) == big.at(r * 70 + c);
+  }
+  CHECK(same);
+}
+
+TEST_CASE("cross_entropy, nll_loss and mse_loss with every reduction") {
+  Generator gen(11);
+  Tensor logits = normal({6, 5}, gen, 2.0);
+  LabelVector labels = random_labels(6, 5, gen);
+  for (Reduction r : {Reduction::mean, Reduction::sum, Reduction::none}) {
+    INFO("reduction " << static_cast<int>(r));
+    CHECK_GRADCHECK([labels, r](const Inputs& v) { return cross_entropy(v[0], labels, r); }, {logits});
+    CHECK_GRADCHECK([labels, r](const Inputs& v) { return nll_loss(v[0], labels, r); }, {logits});
+    CHECK_GRADCHECK([labels, r](const Inputs& v) { return nll_loss(log_softmax(v[0]), labels, r); }, {logits});
+    CHECK_GRADCHECK([r](const Inputs& v) { return mse_loss(v[0], v[1], r); }, {normal({4, 3}, gen), normal({4, 3}, gen)});
+  }
+  // A batch of one, and one class (loss 0 whatever the logit, so the gradient is zero).
+  CHECK_GRADCHECK([](const Inputs& v) { return cross_entropy(v[0], LabelVector{2}); }, {normal({1, 4}, gen)});
+  GradcheckReport one_class =
+      gradcheck([](const Inputs& v) { return cross_entropy(v[0], LabelVector{0, 0}); }, {normal({2, 1}, gen)},
+                {.allow_all_zero = true});
+  INFO(one_class.summary());
+  CHECK(one_class.passed);
+}
+
+TEST_CASE("losses: forward values") {
+  // Logits [[1, 2, 3], [1, 1, 1]], labels [2, 0]:
+  //   loss_0 = log(e + e^2 + e^3) - 3, loss_1 = log 3.
+  Tensor z = f64({2, 3}, {1, 2, 3, 1, 1, 1});
+  LabelVector labels{2, 0};
+  double l0 = std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0)) - 3.0;
+  double l1 = std::log(3.0);
+  check_values(cross_entropy(z, labels, Reduction::none), {2}, {l0, l1});
+  check_values(cross_entropy(z, labels, Reduction::sum), {}, {l0 + l1});
+  check_values(cross_entropy(z, labels), {}, {(l0 + l1) / 2});
+  check_values(nll_loss(log_softmax(z), labels, Reduction::none), {2}, {l0, l1});
+  Tensor logp = f64({2, 3}, {-0.5, -1.0, -2.0, -3.0, -0.1, -4.0});
+  check_values(nll_loss(logp, LabelVector{1, 2}), {}, {(1.0 + 4.0) / 2});
+  check_values(nll_loss(logp, LabelVector{1, 2}, Reduction::sum), {}, {5.0});
+  Tensor pred = f64({2, 2}, {1, 2, 3, 4}), target = f64({2, 2}, {0, 2, 5, 3});
+  // Squared errors 1, 0, 4, 1.
+  check_values(mse_loss(pred, target), {}, {1.5});
+  check_values(mse_loss(pred, target, Reduction::sum), {}, {6});
+  check_values(mse_loss(pred, target, Reduction::none), {2, 2}, {1, 0, 4, 1});
+  check_values(one_hot(labels, 3), {2, 3}, {0, 0, 1, 1, 0, 0});
+  CHECK(one_hot(labels, 3, DType::f64).dtype() == DType::f64);
+}
+
+TEST_CASE("elementwise and activations: forward values") {
+  Tensor x = f64({4}, {-2, -0.5, 0, 1.5});
+  Tensor p = f64({3}, {0.25, 1, 4});
+  check_values(add(f64({2, 3}, {1, 2, 3, 4, 5, 6}), f64({3}, {10, 20, 30})), {2, 3}, {11, 22, 33, 14, 25, 36});
+  check_values(sub(f64({2, 1}, {1, 2}), f64({3}, {1, 2, 3})), {2, 3}, {0, -1, -2, 1, 0, -1});
+  check_values(mul(f64({2, 1}, {2, 3}), f64({1, 2}, {5, 7})), {2, 2}, {10, 14, 15, 21});
+  check_values(div(f64({3}, {1, 2, 3}), Tensor::scalar(2, DType::f64)), {3}, {0.5, 1, 1.5});
+  check_values(pow(p, 2.0), {3}, {0.0625, 1, 16});
+  check_values(pow(p, 0.5), {3}, {0.5, 1, 2});
+  check_values(pow(p, -1.0), {3}, {4, 1, 0.25});
+  check_values(pow(x, 3.0), {4}, {-8, -0.125, 0, 3.375});
+  check_values(exp(x), {4}, {std::exp(-2.0), std::exp(-0.5), 1, std::exp(1.5)});
+  check_values(log(p), {3}, {std::log(0.25), 0, std::log(4.0)});
+  check_values(sqrt(p), {3}, {0.5, 1, 2});
+  check_values(abs(x), {4}, {2, 0.5, 0, 1.5});
+  check_values(relu(x), {4}, {0, 0, 0, 1.5});
+  check_values(step(x), {4}, {0, 0, 0, 1});
+  check_values(sign(x), {4}, {-1, -1, 0, 1});
+  check_values(sigmoid(x), {4}, {1 / (1 + std::exp(2.0)), 1 / (1 + std::exp(0.5)), 0.5, 1 / (1 + std::exp(-1.5))});
+  check_values(tanh(x), {4}, {std::tanh(-2.0), std::tanh(-0.5), 0, std::tanh(1.5)});
+  // softmax([1, 2, 3]) = e^k / (e + e^2 + e^3).
+  double norm = std::exp(1.0) + std::exp(2.0) + std::exp(3.0);
+  Tensor row = f64({1, 3}, {1, 2, 3});
+  check_values(softmax(row), {1, 3}, {std::exp(1.0) / norm, std::exp(2.0) / norm, std::exp(3.0) / norm});
+  check_values(log_softmax(row), {1, 3}, {1 - std::log(norm), 2 - std::log(norm), 3 - std::log(norm)});
+  // Along axis 0 of [[0, 0], [ln 3, 0]]: columns (1/4, 3/4) and (1/2, 1/2).
+  check_values(softmax(f64({2, 2}, {0, 0, std::log(3.0), 0}), 0), {2, 2}, {0.25, 0.5, 0.75, 0.5});
+}
+
+// ================================================================ second order
+
+TEST_CASE("second order: gradgradcheck on a representative set") {
+  Generator gen(12);
+  Tensor x = normal({3, 4}, gen), y = normal({3, 4}, gen), row = normal({4}, gen);
+  Tensor p = positive({3, 4}, gen);
+  CHECK_GRADGRADCHECK([](const Inputs& v) { return mul(v[0], v[1]); }, {x, y});
+  CHECK_GRADGRADCHECK([](const Inputs& v) { return mul(v[0], v[1]); }, {x, row});
+  CHECK_GRADGRADCHECK([](const Inputs& v) { return mul(v[0], v[0]); }, {x});
+  CHECK_GRADGRADCHECK([](const Inputs& v) { return div(v[0], v[1]); }, {x, p});
+  CHECK_GRADGRADCHECK([](const Inputs& v) { return div(2.0, v[0]); }, {p});
+  CHECK_GRADGRADCHECK([](const Inputs& v) { return exp(v[0]); }, {x});
+  CHECK_GRADGRADCHECK([](const Inputs& v) { return log(v[0]); }, {p});
+  CHECK_GRADGRADCHECK([](const Inputs& v) { return sqrt(v[0]); }, {p});
+  CHECK_GRADGRADCHECK([](const Inputs& v) { return sigmoid(v[0]); }, {x});
+  CHECK_GRADGRADCHECK([](const Inputs& v) { return tanh(v[0]); }, {x});
+  CHECK_GRADGRADCHECK([](const Inputs& v) { return relu(v[0]) * v[0]; }, {off_zero({3, 4}, gen)});
+  for (int axis : {0, 1, -1}) {
+    INFO("axis " << axis);
+    CHECK_GRADGRADCHECK([axis](const Inputs& v) { return softmax(v[0], axis); }, {x});
+    CHECK_GRADGRADCHECK([axis](const Inputs& v) { return log_softmax(v[0], axis); }, {x});
+  }
+  CHECK_GRADGRADCHECK([](const Inputs& v) { return softmax(v[0], 1); }, {normal({2, 3, 4}, gen)});
+  for (bool ta : {false, true}) {
+    for (bool tb : {false, true}) {
+      INFO("transpose_a " << ta << ", transpose_b " << tb);
+      Tensor a = normal(ta ? Shape{5, 3} : Shape{3, 5}, gen);
+      Tensor b = normal(tb ? Shape{2, 5} : Shape{5, 2}, gen);
+      CHECK_GRADGRADCHECK([ta, tb](const Inputs& v) { return matmul(v[0], v[1], ta, tb); }, {a, b});
+      // Nonlinear in one matrix: A A^T-style products.
+      CHECK_GRADGRADCHECK([ta, tb](const Inputs& v) { return matmul(v[0], v[0], ta, tb); }, {normal({3, 3}, gen)});
+    }
+  }
+  Tensor logits = normal({5, 4}, gen);
+  LabelVector labels = random_labels(5, 4, gen);
+  for (Reduction r : {Reduction::mean, Reduction::sum, Reduction::none}) {
+    INFO("reduction " << static_cast<int>(r));
+    CHECK_GRADGRADCHECK([labels, r](const Inputs& v) { return cross_entropy(v[0], labels, r); }, {logits});
+  }
+  for (double e : {2.0, 3.0, -1.0, 0.5, 2.5}) {
+    INFO("exponent " << e);
+    CHECK_GRADGRADCHECK([e](const Inputs& v) { return pow(v[0], e); }, {p});
+  }
+  CHECK_GRADGRADCHECK([](const Inputs& v) { return mse_loss(v[0], v[1]); }, {x, y});
+  // sum_to and broadcast_to are linear: their second derivatives show through a product.
+  CHECK_GRADGRADCHECK([](const Inputs& v) { return sum_to(mul(v[0], v[1]), {4}); }, {x, y});
+  CHECK_GRADGRADCHECK([](const Inputs& v) { return sum_to(mul(v[0], v[1]), {3, 1}); }, {x, y});
+  CHECK_GRADGRADCHECK([](const Inputs& v) { return mul(broadcast_to(v[0], {3, 4}), v[1]); }, {row, y});
+  CHECK_GRADGRADCHECK([](const Inputs& v) { return mul(broadcast_to(v[0], {2, 3, 4}), v[0]); },
+                      {normal({3, 4}, gen)});
+  CHECK_GRADGRADCHECK([](const Inputs& v) { return mul(sum(v[0], 1, true), max(v[0], 0, true)); },
+                      {distinct({3, 4}, gen)});
+}
+
+// ================================================================ errors
+
+TEST_CASE("errors name the op and the shapes") {
+  Tensor a = Tensor::zeros({3, 4}, DType::f64);
+  Tensor b = Tensor::zeros({5}, DType::f64);
+  Tensor c = Tensor::zeros({2, 3}, DType::f64);
+  Tensor d = Tensor::zeros({4, 5}, DType::f64);
+  Tensor v = Tensor::zeros({3}, DType::f64);
+  Tensor cube = Tensor::zeros({2, 3, 4}, DType::f64);
+  CHECK_OP_ERROR(add(a, b), "add", "[3, 4]", "[5]");
+  CHECK_OP_ERROR(sub(a, b), "sub", "[3, 4]", "[5]");
+  CHECK_OP_ERROR(mul(a, c), "mul", "[3, 4]", "[2, 3]");
+  CHECK_OP_ERROR(div(cube, c), "div", "[2, 3, 4]", "[2, 3]");
+  CHECK_OP_ERROR(a + b, "add", "[3, 4]", "[5]");
+  CHECK_OP_ERROR(matmul(c, d), "matmul", "[2, 3]", "[4, 5]");
+  CHECK_OP_ERROR(matmul(c, c), "matmul", "[2, 3]");
+  CHECK_OP_ERROR(matmul(a, d, true, false), "matmul", "[3, 4]", "[4, 5]");
+  CHECK_OP_ERROR(matmul(cube, d), "matmul", "[2, 3, 4]");
+  CHECK_OP_ERROR(matmul(v, a), "matmul", "[3]");
+  CHECK_OP_ERROR(transpose(cube), "transpose", "[2, 3, 4]");
+  CHECK_OP_ERROR(reshape(a, {5, 2}), "reshape", "[3, 4]", "[5, 2]");
+  CHECK_OP_ERROR(flatten(a, 2), "flatten", "[3, 4]");
+  CHECK_OP_ERROR(sum_to(a, {3}), "sum_to", "[3, 4]", "[3]");
+  CHECK_OP_ERROR(sum_to(v, {3, 3}), "sum_to", "[3]", "[3, 3]");
+  CHECK_OP_ERROR(broadcast_to(a, {4, 3}), "broadcast_to", "[3, 4]", "[4, 3]");
+  CHECK_OP_ERROR(broadcast_to(a, {4}), "broadcast_to", "[3, 4]", "[4]");
+  CHECK_OP_ERROR(mse_loss(a, Tensor::zeros({4, 3}, DType::f64)), "mse_loss", "[3, 4]", "[4, 3]");
+  CHECK_OP_ERROR(cross_entropy(v, LabelVector{0, 1, 2}), "cross_entropy", "[3]");
+  CHECK_OP_ERROR(cross_entropy(a, LabelVector{0, 1}), "cross_entropy", "[3, 4]");
+  CHECK_OP_ERROR(nll_loss(cube, LabelVector{0, 1}), "nll_loss", "[2, 3, 4]");
+  CHECK_OP_ERROR(nll_loss(a, LabelVector{0}), "nll_loss", "[3, 4]");
+  // A failed op records nothing.
+  CHECK(tape_size() == 0);
+}
+
+TEST_CASE("an axis out of range names the op and the tensor's shape") {
+  Tensor a = Tensor::zeros({3, 4}, DType::f64);
+  CHECK_OP_ERROR(sum(a, 2), "sum", "[3, 4]");
+  CHECK_OP_ERROR(mean(a, -3), "mean", "[3, 4]");
+  CHECK_OP_ERROR(max(a, 5, true), "max", "[3, 4]");
+  CHECK_OP_ERROR(softmax(a, 2), "softmax", "[3, 4]");
+  CHECK_OP_ERROR(log_softmax(a, -3), "log_softmax", "[3, 4]");
+  CHECK_OP_ERROR(sum(Tensor::scalar(1, DType::f64), 0), "sum", "[]");
+}
+
+TEST_CASE("bad labels for cross_entropy and nll_loss") {
+  Tensor z = Tensor::zeros({2, 3}, DType::f64);
+  CHECK_OP_ERROR(cross_entropy(z, LabelVector{0, 3}), "cross_entropy", "3");
+  CHECK_OP_ERROR(cross_entropy(z, LabelVector{-1, 0}), "cross_entropy", "-1");
+  CHECK_OP_ERROR(cross_entropy(z, LabelVector{0, 1, 2}), "cross_entropy", "[2, 3]");
+  CHECK_OP_ERROR(cross_entropy(z, LabelVector{}), "cross_entropy", "[2, 3]");
+  CHECK_OP_ERROR(cross_entropy(Tensor::zeros({0, 3}, DType::f64), LabelVector{}), "cross_entropy", "[0, 3]");
+  CHECK_OP_ERROR(nll_loss(z, LabelVector{1, 7}), "nll_loss", "7");
+  CHECK_OP_ERROR(nll_loss(z, LabelVector{-2, 0}), "nll_loss", "-2");
+  CHECK_OP_ERROR(one_hot(LabelVector{0, 4}, 3), "one_hot", "4");
+}
+
+TEST_CASE("float32 and float64 do not mix") {
+  Tensor a32 = Tensor::zeros({2, 3}, DType::f32);
+  Tensor a64 = Tensor::zeros({2, 3}, DType::f64);
+  Tensor b32 = Tensor::zeros({3, 2}, DType::f32);
+  CHECK_OP_ERROR(add(a32, a64), "add", "f32[2, 3]", "f64[2, 3]");
+  CHECK_OP_ERROR(sub(a64, a32), "sub", "f64[2, 3]", "f32[2, 3]");
+  CHECK_OP_ERROR(mul(a32, a64), "mul", "f32[2, 3]", "f64[2, 3]");
+  CHECK_OP_ERROR(div(a32, a64), "div", "f32[2, 3]", "f64[2, 3]");
+  CHECK_OP_ERROR(matmul(a64, b32), "matmul", "f64[2, 3]", "f32[3, 2]");
+  CHECK_OP_ERROR(mse_loss(a32, a64), "mse_loss", "f32[2, 3]", "f64[2, 3]");
+  // Scalars take the tensor's dtype.
+  CHECK(add(a32, 1.0).dtype() == DType::f32);
+  CHECK((2.0 * a64).dtype() == DType::f64);
+}
+
+// ================================================================ float32 against float64
+
+TEST_CASE("float32 results are close to float64") {
+  Generator gen(13);
+  Tensor x64 = normal({4, 6}, gen);
+  Tensor p64 = positive({4, 6}, gen);
+  Tensor x32 = x64.to(DType::f32), p32 = p64.to(DType::f32);
+  auto close = [](const Tensor& t32, const Tensor& t64, double rel) {
+    CHECK(t32.dtype() == DType::f32);
+    CHECK(t64.dtype() == DType::f64);
+    std::vector<double> a = t32.to_vector(), b = t64.to_vector();
+    REQUIRE(a.size() == b.size());
+    double worst = 0.0;
+    for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]) / (1.0 + std::abs(b[i])));
+    INFO("worst scaled difference " << worst);
+    CHECK(worst < rel);
+  };
+  close(exp(x32), exp(x64), 1e-6);
+  close(log(p32), log(p64), 1e-6);
+  close(sqrt(p32), sqrt(p64), 1e-6);
+  close(pow(p32, 1.7), pow(p64, 1.7), 1e-6);
+  close(sigmoid(x32), sigmoid(x64), 1e-6);
+  close(tanh(x32), tanh(x64), 1e-6);
+  close(softmax(x32, 0), softmax(x64, 0), 1e-6);
+  close(log_softmax(x32), log_softmax(x64), 1e-6);
+  close(sum(x32, 1), sum(x64, 1), 1e-6);
+  close(mean(x32), mean(x64), 1e-6);
+  close(max(x32, 0), max(x64, 0), 1e-7);
+  close(matmul(x32, p32, false, true), matmul(x64, p64, false, true), 1e-5);
+  close(div(x32, p32), div(x64, p64), 1e-6);
+
+  // A small network's loss and gradients.
+  Tensor w64 = normal({6, 5}, gen, 0.5), b64 = normal({5}, gen, 0.1);
+  LabelVector labels = random_labels(4, 5, gen);
+  auto run = [&](DType dtype) {
+    Tensor x = x64.to(dtype), w = w64.to(dtype).set_requires_grad(), b = b64.to(dtype).set_requires_grad();
+    Tensor hidden = tanh(x);
+    Tensor loss = add(cross_entropy(add(matmul(hidden, w), b), labels), mul(mean(pow(w, 2.0)), 0.01));
+    backward(loss);
+    return std::vector<Tensor>{loss, w.grad(), b.grad()};
+  };
+  std::vector<Tensor> single = run(DType::f32), twice = run(DType::f64);
+  close(single[0], twice[0], 1e-6);
+  close(single[1], twice[1], 1e-5);
+  close(single[2], twice[2], 1e-5);
+}
+
+// ================================================================ numerical stability
+
+TEST_CASE("cross_entropy is stable for logits like 1000 and -1000") {
+  // Row 0: the label's logit dominates: loss 0, gradient 0.
+  // Row 1: loss 1000 - (-1000) = 2000; softmax (0, 1, 0).
+  // Row 2: two tied at 1000, label on the third: loss 2000 + log 2; softmax (1/2, 1/2, 0).
+  LabelVector labels{0, 0, 2};
+  for (DType dtype : {DType::f64, DType::f32}) {
+    INFO("dtype " << dtype_name(dtype));
+    Tensor z = Tensor::from_data({3, 3}, {1000, -1000, 0, -1000, 1000, 0, 1000, 1000, -1000}, dtype)
+                   .set_requires_grad();
+    Tensor losses = cross_entropy(z, labels, Reduction::none);
+    CHECK(all_finite(losses));
+    CHECK(losses.at(0) == doctest::Approx(0.0));
+    CHECK(losses.at(1) == doctest::Approx(2000.0));
+    CHECK(losses.at(2) == doctest::Approx(2000.0 + std::log(2.0)));
+    Tensor loss = cross_entropy(z, labels);
+    CHECK(loss.item() == doctest::Approx((4000.0 + std::log(2.0)) / 3));
+    backward(loss);
+    CHECK(all_finite(z.grad()));
+    const std::vector<double> want{0, 0, 0, -1.0 / 3, 1.0 / 3, 0, 0.5 / 3, 0.5 / 3, -1.0 / 3};
+    // Float32 carries logits of 1000 to about 3e-5 only, so the softmax is that accurate there.
+    double tolerance = dtype == DType::f64 ? 1e-12 : 2e-5;
+    CHECK(max_abs_difference(z.grad().to_vector(), want) < tolerance);
+    // The same through log_softmax and nll_loss, and the softmax itself.
+    z.zero_grad();
+    Tensor composed = nll_loss(log_softmax(z), labels);
+    CHECK(composed.item() == doctest::Approx(loss.item()));
+    backward(composed);
+    CHECK(max_abs_difference(z.grad().to_vector(), want) < tolerance);
+    CHECK(all_finite(softmax(z)));
+    CHECK(all_finite(sigmoid(z)));
+    // Second order stays finite too.
+    std::vector<Tensor> g = grad({cross_entropy(z, labels)}, {z}, {}, {.create_graph = true});
+    CHECK(max_abs_difference(g[0].to_vector(), want) < tolerance);
+    Tensor hv = grad({sum(mul(g[0], g[0]))}, {z})[0];
+    CHECK(all_finite(hv));
+    CHECK(tape_size() == 0);
+  }
+}
+
+TEST_CASE("sigmoid and tanh saturate without NaN") {
+  Tensor x = f64({4}, {-1000, -40, 40, 1000}).set_requires_grad();
+  Tensor y = add(sigmoid(x), tanh(x));
+  CHECK(all_finite(y));
+  check_values(sigmoid(x.detach()), {4}, {0, 1 / (1 + std::exp(40.0)), 1 / (1 + std::exp(-40.0)), 1}, 1e-9);
+  backward(sum(y));
+  CHECK(all_finite(x.grad()));
+  CHECK(x.grad().at(0) == 0.0);
+  CHECK(x.grad().at(3) == 0.0);
+}
+
+TEST_CASE("ops whose inputs need no gradient record nothing") {
+  Tensor a = Tensor::ones({2, 2}, DType::f64), b = Tensor::ones({2, 2}, DType::f64);
+  Tensor out = cross_entropy(softmax(matmul(add(a, b), b)), LabelVector{0, 1}) + sum(exp(a));
+  CHECK_FALSE(out.requires_grad());
+  CHECK(tape_size() == 0);
+  // Only the input that needs it gets a gradient.
+  Tensor w = Tensor::ones({2, 2}, DType::f64).set_requires_grad();
+  backward(sum(matmul(a, w)));
+  CHECK(w.grad().defined());
+  CHECK_FALSE(a.grad().defined());
+}
