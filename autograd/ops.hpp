@@ -109,6 +109,18 @@ Tensor reshape(const Tensor& x, const Shape& shape);
 /// Keeps axes before `start_axis` and folds the rest into one: (N, C, H, W) -> (N, C*H*W).
 Tensor flatten(const Tensor& x, std::size_t start_axis = 1);
 
+// ---------------------------------------------------------------- convolution and pooling (NCHW)
+/// Cross-correlation, as in every framework's "convolution":
+///   y[n, o, i, j] = b[o] + sum_{c, p, q} w[o, c, p, q] x[n, c, i*stride + p - pad, j*stride + q - pad]
+/// x (N, C_in, H, W), weight (C_out, C_in, kH, kW), bias (C_out) or undefined; y (N, C_out, H_out, W_out)
+/// with H_out = (H + 2 pad - kH) / stride + 1. dL/dw is the correlation of x with dL/dy; dL/dx is the
+/// full convolution of dL/dy with the flipped kernel; dL/db sums dL/dy over N, H_out, W_out.
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, std::size_t stride = 1,
+              std::size_t padding = 0);
+/// Max over kernel x kernel windows moved by `stride` (0 means stride = kernel); x (N, C, H, W).
+/// The backward routes each gradient to the element that was the maximum (argmax saved by forward).
+Tensor max_pool2d(const Tensor& x, std::size_t kernel, std::size_t stride = 0);
+
 // ---------------------------------------------------------------- losses
 enum class Reduction { mean, sum, none };
 

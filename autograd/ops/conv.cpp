@@ -1,0 +1,640 @@
+// conv2d (NCHW cross-correlation) and the two ops its backward is written with.
+//
+// Shapes: x (N, Ci, H, W), w (Co, Ci, kH, kW), y (N, Co, Ho, Wo), K = Ci kH kW taps per output.
+// Two kernels, raw pointers, scratch reused across calls (thread-local), chosen by use_direct:
+//   direct  (stride 1, an image's planes fit in L2; both W2 layers): the zero-padded image is read as one
+//           flat row of width Wp = W + 2 pad, so tap (c, p, q) is a constant offset; xsimd vectors of
+//           outputs, register-blocked over 8 output channels (weights broadcast from memory). Columns
+//           j >= Wo of each flat row are computed and dropped. dx is the same kernel run on dy with the
+//           flipped kernel; dw blocks 8 channels x 3 taps of vector partial sums.
+//   im2col  (stride > 1, padding >= kernel, large images): per image, cols[K x P] for a chunk of P output
+//           pixels, then W[Co x K] . cols (BLAS, transpose flags, beta = 1 to accumulate dw), chunks
+//           sized to stay in cache; dx through Wᵀ . dy into cols, then col2im (scatter-add).
+// All three ops are bilinear; each one's adjoints are the other two (G = the upstream gradient):
+//   y  = conv2d(x, w)             dx  = input_grad(G, w)      dw  = weight_grad(x, G)
+//   dx = input_grad(dy, w)        ddy = conv2d(G, w)          dw  = weight_grad(G, dy)
+//   dw = weight_grad(x, dy)       dx  = input_grad(dy, G)     ddy = conv2d(x, G)
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include <xsimd/xsimd.hpp>
+
+#include "autograd/blas.hpp"
+#include "autograd/detail/xt.hpp"
+#include "autograd/ops.hpp"
+
+namespace ag {
+
+using detail::dispatch;
+using detail::fail;
+
+namespace {
+
+// ---------------------------------------------------------------- geometry and checks
+
+struct ConvGeometry {
+  std::size_t n, ci, h, w;  // input
+  std::size_t co, kh, kw;   // kernel
+  std::size_t stride, pad;
+  std::size_t ho, wo;  // output
+  std::size_t taps() const { return ci * kh * kw; }
+  std::size_t in_plane() const { return h * w; }
+  std::size_t out_plane() const { return ho * wo; }
+  Shape x_shape() const { return Shape{n, ci, h, w}; }
+  Shape w_shape() const { return Shape{co, ci, kh, kw}; }
+  Shape y_shape() const { return Shape{n, co, ho, wo}; }
+};
+
+/// Validates an (input shape, weight shape) pair and derives the output extents; errors name `op` and both shapes.
+ConvGeometry make_geometry(const char* op, const Shape& x, const Shape& w, std::size_t stride, std::size_t pad) {
+  if (x.rank() != 4) fail(op, "input must be 4-D (N, C, H, W), got {}", x.str());
+  if (w.rank() != 4) fail(op, "weight must be 4-D (C_out, C_in, kH, kW), got {}", w.str());
+  if (x[1] != w[1]) {
+    fail(op, "input {} has {} channels but weight {} expects {}", x.str(), x[1], w.str(), w[1]);
+  }
+  if (stride == 0) fail(op, "stride must be positive (input {}, weight {})", x.str(), w.str());
+  if (w[2] == 0 || w[3] == 0) fail(op, "empty kernel in weight {}", w.str());
+  if (w[2] > x[2] + 2 * pad || w[3] > x[3] + 2 * pad) {
+    fail(op, "kernel {}x{} of weight {} is larger than the padded input {}x{} (input {}, padding {})", w[2], w[3],
+         w.str(), x[2] + 2 * pad, x[3] + 2 * pad, x.str(), pad);
+  }
+  ConvGeometry g{x[0], x[1], x[2], x[3], w[0], w[2], w[3], stride, pad, 0, 0};
+  g.ho = (g.h + 2 * pad - g.kh) / stride + 1;
+  g.wo = (g.w + 2 * pad - g.kw) / stride + 1;
+  return g;
+}
+
+/// The direct kernel needs stride 1 and padding < kernel (its input gradient is a correlation padded by
+/// k - 1 - pad). It re-reads an image's padded planes once per 8 output channels, so it is used while they
+/// and the staged output planes stay in L2; beyond that, im2col + GEMM, whose chunks are cache-sized.
+/// On the W2 shapes it is ~3x faster than im2col + GEMM for 8 -> 8 channels too (see bench/conv_kernels.cpp).
+bool use_direct(const ConvGeometry& g, std::size_t element_size) {
+  constexpr std::size_t l2_budget = std::size_t(1) << 20;
+  if (g.stride != 1 || g.pad >= g.kh || g.pad >= g.kw) return false;
+  std::size_t padded_plane = (g.h + 2 * g.pad) * (g.w + 2 * g.pad);
+  return (g.ci + g.co) * padded_plane * element_size <= l2_budget;
+}
+
+// ---------------------------------------------------------------- scratch
+
+template <class T>
+struct Scratch {
+  std::vector<T> padded;   // zero-padded input planes
+  std::vector<T> staged;   // direct: flat output rows; weight grad: padded dy planes
+  std::vector<T> cols;     // im2col columns
+  std::vector<T> kernel;   // flipped weights; vector accumulators of the weight gradient
+  std::vector<std::size_t> offsets;
+};
+
+template <class T>
+Scratch<T>& scratch() {
+  thread_local Scratch<T> instance;
+  return instance;
+}
+
+template <class T>
+T* sized(std::vector<T>& buffer, std::size_t count) {
+  if (buffer.size() < count) buffer.resize(count);
+  return buffer.data();
+}
+
+// ---------------------------------------------------------------- direct kernel (stride 1)
+
+/// A stride-1 correlation seen on zero-padded planes of width wp: output (i, j) sits at flat position
+/// t = i wp + j and tap (c, p, q) reads padded position t + c plane + p wp + q.
+struct FlatLayout {
+  std::size_t hp, wp;    // padded input extents
+  std::size_t ho, wo;    // output extents
+  std::size_t length;    // ho * wp, rounded up to whole vectors
+  std::size_t plane;     // stride between padded planes (with slack for the rounded tail)
+
+  template <class T>
+  static FlatLayout make(std::size_t h, std::size_t w, std::size_t kh, std::size_t kw, std::size_t ph,
+                         std::size_t pw) {
+    constexpr std::size_t v = xsimd::batch<T>::size;
+    FlatLayout f;
+    f.hp = h + 2 * ph;
+    f.wp = w + 2 * pw;
+    f.ho = f.hp - kh + 1;
+    f.wo = f.wp - kw + 1;
+    f.length = (f.ho * f.wp + v - 1) / v * v;
+    // Largest read: (length - 1) + (kh - 1) wp + kw - 1 < hp wp + v + kw.
+    f.plane = (f.hp * f.wp + v + kw + v - 1) / v * v;
+    return f;
+  }
+};
+
+/// Copies n elements in whole vectors. The last vector may run up to v - 1 elements past dst + n (reading
+/// past src + n): callers copy rows in increasing order, so a spill lands on memory written or zeroed next.
+/// Only where it would pass `src_end` or `dst_end` is the tail copied element by element.
+template <class T>
+inline void copy_spill(const T* src, std::size_t n, T* dst, const T* src_end, const T* dst_end) {
+  using B = xsimd::batch<T>;
+  constexpr std::size_t v = B::size;
+  std::size_t j = 0;
+  for (; j + v <= n; j += v) B::load_unaligned(src + j).store_unaligned(dst + j);
+  if (j == n) return;
+  if (src + j + v <= src_end && dst + j + v <= dst_end) {
+    B::load_unaligned(src + j).store_unaligned(dst + j);
+  } else {
+    for (; j < n; ++j) dst[j] = src[j];
+  }
+}
+
+/// Zeroes [first, last) in whole vectors, spilling past `last` like copy_spill (never past `end`). Borders are
+/// a few elements wide: a memset call per border would cost more than the copy.
+template <class T>
+inline void zero_spill(T* first, T* last, const T* end) {
+  using B = xsimd::batch<T>;
+  constexpr std::size_t v = B::size;
+  for (; first < last; first += v) {
+    if (first + v > end) {
+      std::fill(first, last, T(0));
+      return;
+    }
+    B(T(0)).store_unaligned(first);
+  }
+}
+
+/// Copies `planes` planes of h x w into padded planes with zero borders (ph rows, pw columns each side) and a
+/// zero tail. `src_end` ends the source tensor.
+template <class T>
+void pad_planes(const T* src, std::size_t planes, std::size_t h, std::size_t w, std::size_t ph, std::size_t pw,
+                const FlatLayout& f, T* dst, const T* src_end) {
+  const T* dst_end = dst + planes * f.plane;
+  for (std::size_t c = 0; c < planes; ++c) {
+    T* plane = dst + c * f.plane;
+    if (h == 0) {
+      std::fill_n(plane, f.plane, T(0));
+      continue;
+    }
+    zero_spill(plane, plane + ph * f.wp + pw, dst_end);  // top rows and the first left border
+    for (std::size_t i = 0; i < h; ++i) {
+      T* row = plane + (i + ph) * f.wp + pw;
+      copy_spill(src + (c * h + i) * w, w, row, src_end, dst_end);
+      // This row's right border and the next row's left border (over any spill), or, after the last row,
+      // everything to the end of the plane.
+      zero_spill(row + w, i + 1 < h ? row + f.wp : plane + f.plane, dst_end);
+    }
+  }
+}
+
+/// out[b][t] = bias[b] + sum_tap w[b][tap] in[t + offsets[tap]] for OB output channels, t in [0, length).
+template <class T, int OB>
+void direct_block(const T* __restrict in, const std::size_t* offsets, std::size_t taps, const T* w, const T* bias,
+                  std::size_t length, T* __restrict out) {
+  using B = xsimd::batch<T>;
+  constexpr std::size_t v = B::size;
+  for (std::size_t t = 0; t < length; t += v) {
+    B acc[OB];
+    for (int b = 0; b < OB; ++b) acc[b] = B(bias ? bias[b] : T(0));
+    for (std::size_t tap = 0; tap < taps; ++tap) {
+      B xv = B::load_unaligned(in + t + offsets[tap]);
+      for (int b = 0; b < OB; ++b) acc[b] = xsimd::fma(B(w[b * taps + tap]), xv, acc[b]);
+    }
+    for (int b = 0; b < OB; ++b) acc[b].store_unaligned(out + b * length + t);
+  }
+}
+
+/// One image: y (co, ho, wo) = correlation of the padded planes `in` with w (co, taps) + bias, through the
+/// flat rows of `staged` (8 length + v elements). `y_end` ends the output tensor.
+template <class T>
+void direct_image(const T* in, const FlatLayout& f, const std::size_t* offsets, std::size_t taps, const T* w,
+                  std::size_t co, const T* bias, T* y, const T* y_end, T* staged) {
+  const T* staged_end = staged + 8 * f.length + xsimd::batch<T>::size;
+  std::size_t o = 0;
+  auto run = [&]<int OB>() {
+    direct_block<T, OB>(in, offsets, taps, w + o * taps, bias ? bias + o : nullptr, f.length, staged);
+    for (int b = 0; b < OB; ++b) {
+      const T* src = staged + b * f.length;
+      T* dst = y + (o + b) * f.ho * f.wo;
+      for (std::size_t i = 0; i < f.ho; ++i) copy_spill(src + i * f.wp, f.wo, dst + i * f.wo, staged_end, y_end);
+    }
+    o += OB;
+  };
+  while (co - o >= 8) run.template operator()<8>();
+  while (co - o >= 4) run.template operator()<4>();
+  while (co - o >= 1) run.template operator()<1>();
+}
+
+template <class T>
+std::size_t* tap_offsets(std::size_t channels, std::size_t kh, std::size_t kw, const FlatLayout& f) {
+  std::size_t* off = sized(scratch<T>().offsets, channels * kh * kw);
+  for (std::size_t c = 0; c < channels; ++c) {
+    for (std::size_t p = 0; p < kh; ++p) {
+      for (std::size_t q = 0; q < kw; ++q) off[(c * kh + p) * kw + q] = c * f.plane + p * f.wp + q;
+    }
+  }
+  return off;
+}
+
+/// Generic stride-1 correlation of `channels`-plane images x (n, channels, h, w) with w (co, channels, kh, kw),
+/// padding (ph, pw), into y (n, co, ho, wo).
+template <class T>
+void direct_correlate(const T* x, std::size_t n, std::size_t channels, std::size_t h, std::size_t w,
+                      const T* weight, std::size_t co, std::size_t kh, std::size_t kw, std::size_t ph, std::size_t pw,
+                      const T* bias, T* y) {
+  Scratch<T>& s = scratch<T>();
+  FlatLayout f = FlatLayout::make<T>(h, w, kh, kw, ph, pw);
+  std::size_t taps = channels * kh * kw;
+  const std::size_t* offsets = tap_offsets<T>(channels, kh, kw, f);
+  T* padded = sized(s.padded, channels * f.plane);
+  T* staged = sized(s.staged, 8 * f.length + xsimd::batch<T>::size);
+  const T* x_end = x + n * channels * h * w;
+  const T* y_end = y + n * co * f.ho * f.wo;
+  for (std::size_t img = 0; img < n; ++img) {
+    pad_planes(x + img * channels * h * w, channels, h, w, ph, pw, f, padded, x_end);
+    direct_image(padded, f, offsets, taps, weight, co, bias, y + img * co * f.ho * f.wo, y_end, staged);
+  }
+}
+
+/// acc[b][k] += sum_t dy[b][t] in[t + offsets[k]] for OB channels and TB taps, as vector partial sums.
+template <class T, int OB, int TB>
+void direct_weight_block(const T* __restrict in, const std::size_t* offsets, const T* __restrict dy,
+                         std::size_t length, T* acc, std::size_t taps) {
+  using B = xsimd::batch<T>;
+  constexpr std::size_t v = B::size;
+  B sum[OB][TB];
+  for (int b = 0; b < OB; ++b) {
+    for (int k = 0; k < TB; ++k) sum[b][k] = B(T(0));
+  }
+  for (std::size_t t = 0; t < length; t += v) {
+    B xv[TB];
+    for (int k = 0; k < TB; ++k) xv[k] = B::load_unaligned(in + t + offsets[k]);
+    for (int b = 0; b < OB; ++b) {
+      B dv = B::load_unaligned(dy + b * length + t);
+      for (int k = 0; k < TB; ++k) sum[b][k] = xsimd::fma(dv, xv[k], sum[b][k]);
+    }
+  }
+  for (int b = 0; b < OB; ++b) {
+    for (int k = 0; k < TB; ++k) {
+      T* slot = acc + (b * taps + k) * v;
+      (B::load_unaligned(slot) + sum[b][k]).store_unaligned(slot);
+    }
+  }
+}
+
+/// dw (co, ci, kh, kw) = sum over images of the correlation of x with dy, stride 1; and, if db is given,
+/// db (co) = sum of dy over N, Ho, Wo, taken from the staged planes while they are in cache.
+template <class T>
+void direct_weight_grad(const T* x, const T* dy, const ConvGeometry& g, T* dw, T* db) {
+  using B = xsimd::batch<T>;
+  Scratch<T>& s = scratch<T>();
+  FlatLayout f = FlatLayout::make<T>(g.h, g.w, g.kh, g.kw, g.pad, g.pad);
+  std::size_t taps = g.taps();
+  const std::size_t* offsets = tap_offsets<T>(g.ci, g.kh, g.kw, f);
+  T* padded = sized(s.padded, g.ci * f.plane);
+  constexpr std::size_t v = B::size;
+  T* staged = sized(s.staged, g.co * f.length + v);
+  const T* staged_end = staged + g.co * f.length + v;
+  // Vector partial sums for every (o, tap), reduced once at the end.
+  T* acc = sized(s.kernel, g.co * taps * v);
+  std::fill_n(acc, g.co * taps * v, T(0));
+  if (db) std::fill_n(db, g.co, T(0));
+  const T* x_end = x + g.n * g.ci * g.in_plane();
+  const T* dy_end = dy + g.n * g.co * g.out_plane();
+  for (std::size_t img = 0; img < g.n; ++img) {
+    pad_planes(x + img * g.ci * g.in_plane(), g.ci, g.h, g.w, g.pad, g.pad, f, padded, x_end);
+    // dy in the flat layout: rows of width wp, zero in columns j >= wo and in the rounded tail.
+    const T* dy_img = dy + img * g.co * g.out_plane();
+    for (std::size_t o = 0; o < g.co; ++o) {
+      T* plane = staged + o * f.length;
+      for (std::size_t i = 0; i < g.ho; ++i) {
+        T* row = plane + i * f.wp;
+        copy_spill(dy_img + (o * g.ho + i) * g.wo, g.wo, row, dy_end, staged_end);
+        zero_spill(row + g.wo, i + 1 < g.ho ? row + f.wp : plane + f.length, staged_end);
+      }
+      if (db) {
+        B total(T(0));
+        for (std::size_t t = 0; t < f.length; t += v) total += B::load_unaligned(plane + t);
+        db[o] += xsimd::hadd(total);
+      }
+    }
+    std::size_t o = 0;
+    auto channels = [&]<int OB>() {
+      std::size_t k = 0;
+      for (; k + 3 <= taps; k += 3) {
+        direct_weight_block<T, OB, 3>(padded, offsets + k, staged + o * f.length, f.length, acc + (o * taps + k) * v,
+                                      taps);
+      }
+      for (; k < taps; ++k) {
+        direct_weight_block<T, OB, 1>(padded, offsets + k, staged + o * f.length, f.length, acc + (o * taps + k) * v,
+                                      taps);
+      }
+      o += OB;
+    };
+    while (g.co - o >= 8) channels.template operator()<8>();
+    while (g.co - o >= 4) channels.template operator()<4>();
+    while (g.co - o >= 1) channels.template operator()<1>();
+  }
+  for (std::size_t i = 0; i < g.co * taps; ++i) dw[i] = xsimd::hadd(B::load_unaligned(acc + i * v));
+}
+
+/// dx = full convolution of dy with the kernel: the stride-1 correlation of dy, padded by k - 1 - pad, with
+/// the kernel flipped 180 degrees and its channel axes swapped.
+template <class T>
+void direct_input_grad(const T* dy, const T* weight, const ConvGeometry& g, T* dx) {
+  T* flipped = sized(scratch<T>().kernel, g.co * g.taps());
+  for (std::size_t o = 0; o < g.co; ++o) {
+    for (std::size_t c = 0; c < g.ci; ++c) {
+      for (std::size_t p = 0; p < g.kh; ++p) {
+        for (std::size_t q = 0; q < g.kw; ++q) {
+          flipped[((c * g.co + o) * g.kh + p) * g.kw + q] =
+              weight[((o * g.ci + c) * g.kh + (g.kh - 1 - p)) * g.kw + (g.kw - 1 - q)];
+        }
+      }
+    }
+  }
+  direct_correlate(dy, g.n, g.co, g.ho, g.wo, flipped, g.ci, g.kh, g.kw, g.kh - 1 - g.pad, g.kw - 1 - g.pad,
+                   static_cast<const T*>(nullptr), dx);
+}
+
+// ---------------------------------------------------------------- im2col + GEMM
+
+/// Output rows per chunk: cols[K x rows Wo] of about 64k elements (fits L2).
+std::size_t chunk_rows(const ConvGeometry& g) {
+  constexpr std::size_t budget = 1 << 16;
+  return std::clamp<std::size_t>(budget / std::max<std::size_t>(1, g.taps() * g.wo), 1, g.ho);
+}
+
+/// For output column j, input column j s + q - pad is inside [0, w) for j in [lo, hi).
+inline void valid_range(std::size_t q, const ConvGeometry& g, std::size_t& lo, std::size_t& hi) {
+  // j s + q >= pad  <=>  j >= ceil((pad - q) / s)
+  lo = q >= g.pad ? 0 : (g.pad - q + g.stride - 1) / g.stride;
+  // j s + q - pad < w  <=>  j s < w + pad - q
+  hi = q >= g.w + g.pad ? 0 : std::min(g.wo, (g.w + g.pad - q + g.stride - 1) / g.stride);
+  lo = std::min(lo, hi);
+}
+
+/// cols[(c, p, q)][(i - r0) wo + j] = x[c, i s + p - pad, j s + q - pad] (0 outside), rows i in [r0, r1).
+template <class T>
+void im2col(const T* x, const ConvGeometry& g, std::size_t r0, std::size_t r1, T* cols) {
+  std::size_t width = (r1 - r0) * g.wo;
+  for (std::size_t c = 0; c < g.ci; ++c) {
+    const T* plane = x + c * g.in_plane();
+    for (std::size_t p = 0; p < g.kh; ++p) {
+      for (std::size_t q = 0; q < g.kw; ++q) {
+        T* row = cols + ((c * g.kh + p) * g.kw + q) * width;
+        std::size_t lo, hi;
+        valid_range(q, g, lo, hi);
+        for (std::size_t i = r0; i < r1; ++i, row += g.wo) {
+          std::size_t in_i = i * g.stride + p;
+          if (in_i < g.pad || in_i - g.pad >= g.h) {
+            std::fill_n(row, g.wo, T(0));
+            continue;
+          }
+          // Output column j reads input column j s + q - pad, which is >= 0 for j >= lo.
+          const T* src = plane + (in_i - g.pad) * g.w;
+          std::fill_n(row, lo, T(0));
+          if (g.stride == 1) {
+            if (hi > lo) std::memcpy(row + lo, src + lo + q - g.pad, (hi - lo) * sizeof(T));
+          } else {
+            for (std::size_t j = lo; j < hi; ++j) row[j] = src[j * g.stride + q - g.pad];
+          }
+          std::fill(row + hi, row + g.wo, T(0));
+        }
+      }
+    }
+  }
+}
+
+/// The adjoint of im2col: dx[c, i s + p - pad, j s + q - pad] += cols[(c, p, q)][(i - r0) wo + j].
+template <class T>
+void col2im(const T* cols, const ConvGeometry& g, std::size_t r0, std::size_t r1, T* dx) {
+  std::size_t width = (r1 - r0) * g.wo;
+  for (std::size_t c = 0; c < g.ci; ++c) {
+    T* plane = dx + c * g.in_plane();
+    for (std::size_t p = 0; p < g.kh; ++p) {
+      for (std::size_t q = 0; q < g.kw; ++q) {
+        const T* row = cols + ((c * g.kh + p) * g.kw + q) * width;
+        std::size_t lo, hi;
+        valid_range(q, g, lo, hi);
+        for (std::size_t i = r0; i < r1; ++i, row += g.wo) {
+          std::size_t in_i = i * g.stride + p;
+          if (in_i < g.pad || in_i - g.pad >= g.h) continue;
+          T* dst = plane + (in_i - g.pad) * g.w;
+          for (std::size_t j = lo; j < hi; ++j) dst[j * g.stride + q - g.pad] += row[j];
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void gemm_forward(const T* x, const T* weight, const T* bias, const ConvGeometry& g, T* y) {
+  std::size_t k = g.taps(), rows = chunk_rows(g);
+  T* cols = sized(scratch<T>().cols, k * rows * g.wo);
+  for (std::size_t img = 0; img < g.n; ++img) {
+    const T* x_img = x + img * g.ci * g.in_plane();
+    T* y_img = y + img * g.co * g.out_plane();
+    for (std::size_t r0 = 0; r0 < g.ho; r0 += rows) {
+      std::size_t r1 = std::min(g.ho, r0 + rows), width = (r1 - r0) * g.wo;
+      im2col(x_img, g, r0, r1, cols);
+      // y_img[:, r0 wo : r1 wo] = W[Co x K] . cols[K x width]
+      detail::gemm(false, false, g.co, width, k, T(1), weight, k, cols, width, T(0), y_img + r0 * g.wo,
+                   g.out_plane());
+    }
+    if (bias) {
+      for (std::size_t o = 0; o < g.co; ++o) {
+        T* __restrict plane = y_img + o * g.out_plane();
+        for (std::size_t i = 0; i < g.out_plane(); ++i) plane[i] += bias[o];
+      }
+    }
+  }
+}
+
+template <class T>
+void gemm_weight_grad(const T* x, const T* dy, const ConvGeometry& g, T* dw) {
+  std::size_t k = g.taps(), rows = chunk_rows(g);
+  T* cols = sized(scratch<T>().cols, k * rows * g.wo);
+  std::fill_n(dw, g.co * k, T(0));
+  for (std::size_t img = 0; img < g.n; ++img) {
+    const T* x_img = x + img * g.ci * g.in_plane();
+    const T* dy_img = dy + img * g.co * g.out_plane();
+    for (std::size_t r0 = 0; r0 < g.ho; r0 += rows) {
+      std::size_t r1 = std::min(g.ho, r0 + rows), width = (r1 - r0) * g.wo;
+      im2col(x_img, g, r0, r1, cols);
+      // dW[Co x K] += dY_img[Co x width] . cols[K x width]^T
+      detail::gemm(false, true, g.co, k, width, T(1), dy_img + r0 * g.wo, g.out_plane(), cols, width, T(1), dw, k);
+    }
+  }
+}
+
+template <class T>
+void gemm_input_grad(const T* dy, const T* weight, const ConvGeometry& g, T* dx) {
+  std::size_t k = g.taps(), rows = chunk_rows(g);
+  T* cols = sized(scratch<T>().cols, k * rows * g.wo);
+  std::fill_n(dx, g.n * g.ci * g.in_plane(), T(0));
+  for (std::size_t img = 0; img < g.n; ++img) {
+    const T* dy_img = dy + img * g.co * g.out_plane();
+    T* dx_img = dx + img * g.ci * g.in_plane();
+    for (std::size_t r0 = 0; r0 < g.ho; r0 += rows) {
+      std::size_t r1 = std::min(g.ho, r0 + rows), width = (r1 - r0) * g.wo;
+      // cols[K x width] = W[Co x K]^T . dY_img[Co x width], then scattered back onto the image.
+      detail::gemm(true, false, k, width, g.co, T(1), weight, k, dy_img + r0 * g.wo, g.out_plane(), T(0), cols,
+                   width);
+      col2im(cols, g, r0, r1, dx_img);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- kernels by dtype
+
+Tensor forward_kernel(const Tensor& x, const Tensor& weight, const Tensor& bias, const ConvGeometry& g) {
+  Tensor y = Tensor::empty(g.y_shape(), x.dtype());
+  dispatch(x.dtype(), [&]<class T>() {
+    const T* pb = bias.defined() ? bias.data<T>() : nullptr;
+    if (y.numel() == 0) return;
+    if (g.taps() == 0) {  // no input channels: the bias alone
+      for (std::size_t i = 0; i < y.numel(); ++i) y.data<T>()[i] = pb ? pb[(i / g.out_plane()) % g.co] : T(0);
+    } else if (use_direct(g, sizeof(T))) {
+      direct_correlate(x.data<T>(), g.n, g.ci, g.h, g.w, weight.data<T>(), g.co, g.kh, g.kw, g.pad, g.pad, pb,
+                       y.data<T>());
+    } else {
+      gemm_forward(x.data<T>(), weight.data<T>(), pb, g, y.data<T>());
+    }
+  });
+  return y;
+}
+
+Tensor input_grad_kernel(const Tensor& dy, const Tensor& weight, const ConvGeometry& g) {
+  Tensor dx = Tensor::empty(g.x_shape(), dy.dtype());
+  dispatch(dy.dtype(), [&]<class T>() {
+    if (dx.numel() == 0) return;
+    if (g.co == 0 || g.out_plane() == 0) {
+      dx.fill_(0.0);
+    } else if (use_direct(g, sizeof(T))) {
+      direct_input_grad(dy.data<T>(), weight.data<T>(), g, dx.data<T>());
+    } else {
+      gemm_input_grad(dy.data<T>(), weight.data<T>(), g, dx.data<T>());
+    }
+  });
+  return dx;
+}
+
+/// db[o] = sum of dy over N, Ho, Wo.
+template <class T>
+void bias_grad(const T* dy, const ConvGeometry& g, T* db) {
+  using B = xsimd::batch<T>;
+  constexpr std::size_t v = B::size;
+  std::size_t plane = g.out_plane(), whole = plane / v * v;
+  std::fill_n(db, g.co, T(0));
+  for (std::size_t img = 0; img < g.n; ++img) {
+    for (std::size_t o = 0; o < g.co; ++o) {
+      const T* src = dy + (img * g.co + o) * plane;
+      B acc(T(0));
+      for (std::size_t i = 0; i < whole; i += v) acc += B::load_unaligned(src + i);
+      T total = xsimd::hadd(acc);
+      for (std::size_t i = whole; i < plane; ++i) total += src[i];
+      db[o] += total;
+    }
+  }
+}
+
+/// dw, and db too when `db` is given (first order: one pass over dy for both).
+Tensor weight_grad_kernel(const Tensor& x, const Tensor& dy, const ConvGeometry& g, Tensor* db = nullptr) {
+  Tensor dw = Tensor::empty(g.w_shape(), x.dtype());
+  if (db) *db = Tensor::empty(Shape{g.co}, x.dtype());
+  dispatch(x.dtype(), [&]<class T>() {
+    T* pdb = db ? db->data<T>() : nullptr;
+    if (g.n == 0 || g.out_plane() == 0 || dw.numel() == 0) {
+      dw.fill_(0.0);
+      if (pdb) bias_grad(dy.data<T>(), g, pdb);
+    } else if (use_direct(g, sizeof(T))) {
+      direct_weight_grad(x.data<T>(), dy.data<T>(), g, dw.data<T>(), pdb);
+    } else {
+      gemm_weight_grad(x.data<T>(), dy.data<T>(), g, dw.data<T>());
+      if (pdb) bias_grad(dy.data<T>(), g, pdb);
+    }
+  });
+  return dw;
+}
+
+Tensor bias_grad_kernel(const Tensor& dy, const ConvGeometry& g) {
+  Tensor db = Tensor::empty(Shape{g.co}, dy.dtype());
+  dispatch(dy.dtype(), [&]<class T>() { bias_grad(dy.data<T>(), g, db.data<T>()); });
+  return db;
+}
+
+// ---------------------------------------------------------------- the two backward ops
+
+void check_grad_shape(const char* op, const Tensor& dy, const ConvGeometry& g) {
+  if (!(dy.shape() == g.y_shape())) {
+    fail(op, "output gradient {} does not match the convolution's output shape {}", dy.describe(),
+         g.y_shape().str());
+  }
+}
+
+Tensor conv2d_weight_grad(const Tensor& x, const Tensor& dy, const Shape& w_shape, std::size_t stride,
+                          std::size_t pad);
+
+/// dx = d/dx <dy, conv2d(x, w)>, of shape x_shape.
+Tensor conv2d_input_grad(const Tensor& dy, const Tensor& weight, const Shape& x_shape, std::size_t stride,
+                         std::size_t pad) {
+  detail::check_binary("conv2d_input_grad", dy, weight);
+  ConvGeometry g = make_geometry("conv2d_input_grad", x_shape, weight.shape(), stride, pad);
+  check_grad_shape("conv2d_input_grad", dy, g);
+  Tensor dx = input_grad_kernel(dy, weight, g);
+  return record("conv2d_input_grad", dx, {dy, weight}, [dy, weight, stride, pad](const Tensor& gx, NeedsGrad needs) {
+    // <G, input_grad(dy, w)> = <conv2d(G, w), dy> = <weight_grad(G, dy), w>.
+    Tensor d_dy, d_w;
+    if (needs[0]) d_dy = conv2d(gx, weight, Tensor(), stride, pad);
+    if (needs[1]) d_w = conv2d_weight_grad(gx, dy, weight.shape(), stride, pad);
+    return std::vector<Tensor>{d_dy, d_w};
+  });
+}
+
+/// dw = d/dw <dy, conv2d(x, w)>, of shape w_shape (summed over the batch).
+Tensor conv2d_weight_grad(const Tensor& x, const Tensor& dy, const Shape& w_shape, std::size_t stride,
+                          std::size_t pad) {
+  detail::check_binary("conv2d_weight_grad", x, dy);
+  ConvGeometry g = make_geometry("conv2d_weight_grad", x.shape(), w_shape, stride, pad);
+  check_grad_shape("conv2d_weight_grad", dy, g);
+  Tensor dw = weight_grad_kernel(x, dy, g);
+  return record("conv2d_weight_grad", dw, {x, dy}, [x, dy, stride, pad](const Tensor& gw, NeedsGrad needs) {
+    // <G, weight_grad(x, dy)> = <conv2d(x, G), dy> = <input_grad(dy, G), x>.
+    Tensor d_x, d_dy;
+    if (needs[0]) d_x = conv2d_input_grad(dy, gw, x.shape(), stride, pad);
+    if (needs[1]) d_dy = conv2d(x, gw, Tensor(), stride, pad);
+    return std::vector<Tensor>{d_x, d_dy};
+  });
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- conv2d
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, std::size_t stride, std::size_t padding) {
+  detail::check_binary("conv2d", x, weight);
+  ConvGeometry g = make_geometry("conv2d", x.shape(), weight.shape(), stride, padding);
+  if (bias.defined()) {
+    if (bias.dtype() != x.dtype()) fail("conv2d", "dtypes differ: input {} and bias {}", x.describe(), bias.describe());
+    if (bias.rank() != 1 || bias.dim(0) != g.co) {
+      fail("conv2d", "bias {} must be 1-D with {} elements (weight {})", bias.describe(), g.co, weight.describe());
+    }
+  }
+  Tensor y = forward_kernel(x, weight, bias, g);
+  auto backward = [x, weight, g](const Tensor& gy, NeedsGrad needs) {
+    std::vector<Tensor> grads(3);
+    if (needs[0]) grads[0] = conv2d_input_grad(gy, weight, x.shape(), g.stride, g.pad);
+    if (is_recording()) {
+      // create_graph: differentiable ops, so the gradients are on the tape too.
+      if (needs[1]) grads[1] = conv2d_weight_grad(x, gy, weight.shape(), g.stride, g.pad);
+      if (needs[2]) grads[2] = reshape(sum_to(gy, Shape{1, g.co, 1, 1}), Shape{g.co});
+    } else if (needs[1]) {
+      grads[1] = weight_grad_kernel(x, gy, g, needs[2] ? &grads[2] : nullptr);
+    } else if (needs[2]) {
+      grads[2] = bias_grad_kernel(gy, g);
+    }
+    return grads;
+  };
+  if (bias.defined()) return record("conv2d", y, {x, weight, bias}, backward);
+  return record("conv2d", y, {x, weight}, [backward](const Tensor& gy, NeedsGrad needs) {
+    std::vector<Tensor> grads = backward(gy, needs);
+    grads.pop_back();
+    return grads;
+  });
+}
+
+}  // namespace ag
