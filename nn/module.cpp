@@ -73,9 +73,12 @@ std::string Module::describe() const {
   std::string out;
   describe_into(out, "", 0);
   // Digit grouping by hand: fmt's locale-aware "L" depends on the global locale.
-  std::string digits = std::to_string(parameter_count());
-  for (int i = static_cast<int>(digits.size()) - 3; i > 0; i -= 3) digits.insert(static_cast<std::size_t>(i), ",");
-  out += fmt::format("{} parameters\n", digits);
+  std::string digits = std::to_string(parameter_count()), grouped;
+  for (std::size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) grouped.push_back(',');
+    grouped.push_back(digits[i]);
+  }
+  out += fmt::format("{} parameters\n", grouped);
   return out;
 }
 

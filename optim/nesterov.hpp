@@ -1,0 +1,41 @@
+// Nesterov accelerated gradient in the usual reparameterised form (Sutskever et al. 2013; PyTorch's
+// nesterov=True with the learning rate inside the velocity):
+//   v <- γ v + lr g(θ)
+//   θ <- θ - (γ v + lr g(θ))                       (γ = `momentum`)
+// The gradient is taken at the stored parameters θ, so step() needs no closure.
+//
+// Mapping to the exact look-ahead form (000 §4.4, 004 Prop. 3.9, 001 eq. 11; see nesterov_lookahead.hpp)
+//   v_t = γ v_{t-1} + lr ∇E(W_{t-1} - γ v_{t-1}),   W_t = W_{t-1} - v_t:
+// put θ_t = W_t - γ v_t (the look-ahead point). Then W_{t-1} = θ_{t-1} + γ v_{t-1}, v_t = γ v_{t-1} +
+// lr ∇E(θ_{t-1}), and θ_t = θ_{t-1} + γ v_{t-1} - (1 + γ) v_t = θ_{t-1} - lr ∇E(θ_{t-1}) - γ v_t: the update
+// above. Both start with v_0 = 0 and θ_0 = W_0, share v_t, and θ_t = W_t - γ v_t at every step (for a
+// constant γ; tested). 004 writes v with the opposite sign (W + α v).
+// Weight decay: coupled g <- g + λ θ; decoupled θ <- (1 - lr λ) θ - (γ v + lr g).
+#pragma once
+
+#include "optim/optimizer.hpp"
+
+namespace optim {
+
+struct NesterovOptions {
+  double lr = 0.01;
+  double momentum = 0.9;
+  double weight_decay = 0.0;
+  WeightDecay weight_decay_mode = WeightDecay::coupled;
+  void check(const OptionCheck& c) const {
+    c.common(lr, weight_decay);
+    c.unit_interval("momentum", momentum);
+  }
+};
+
+class Nesterov : public OptimizerWith<NesterovOptions> {
+ public:
+  explicit Nesterov(std::vector<nn::NamedTensor> params, const NesterovOptions& options = {});
+  Nesterov(std::vector<ParamGroup<NesterovOptions>> groups, const NesterovOptions& defaults = {});
+
+ protected:
+  void update() override;
+  std::vector<std::string> tensor_state_names() const override { return {"velocity"}; }
+};
+
+}  // namespace optim

@@ -1,0 +1,1119 @@
+// optim: every optimiser against its recurrence written out here (float64, a few steps on a hand-set
+// gradient sequence), convergence on a convex quadratic and on Rosenbrock, Nesterov's two forms on one
+// trajectory, Reddi et al.'s counterexample, hypergradients against finite differences, Newton on a
+// quadratic and on logistic regression, state round trips through a checkpoint file, option checks,
+// and a small MLP on a few hundred MNIST images.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <numeric>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "autograd/ops.hpp"
+#include "autograd/tape.hpp"
+#include "data/dataset.hpp"
+#include "nn/checkpoint.hpp"
+#include "optim/optim.hpp"
+
+using ag::DType;
+using ag::Tensor;
+using Vec = std::vector<double>;
+
+namespace {
+
+Tensor param(const Vec& values, DType dtype = DType::f64) {
+  Tensor t = Tensor::from_data(ag::Shape{values.size()}, std::span<const double>(values)).to(dtype);
+  t.set_requires_grad();
+  return t;
+}
+
+void give_grad(Tensor& p, const Vec& g) {
+  p.set_grad(Tensor::from_data(p.shape(), std::span<const double>(g)).to(p.dtype()));
+}
+
+void check_close(const Tensor& t, const Vec& expected, double eps = 1e-13) {
+  REQUIRE(t.numel() == expected.size());
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    INFO("element " << i);
+    CHECK(t.at(i) == doctest::Approx(expected[i]).epsilon(eps));
+  }
+}
+
+Tensor entry(const std::vector<nn::NamedTensor>& state, const std::string& name) {
+  for (const auto& [n, t] : state) {
+    if (n == name) return t;
+  }
+  FAIL("no state entry " << name);
+  return Tensor();
+}
+
+std::string temp_path(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("tapegrad_test_optim_" + name)).string();
+}
+
+// The tiny problem: a 3-element parameter and a hand-set gradient sequence.
+const Vec kW0{1.0, -2.0, 0.5};
+const std::vector<Vec> kGrads{{0.5, -1.0, 2.0}, {-0.3, 0.8, 1.5}, {1.2, 0.1, -0.7}};
+
+/// Steps `opt` (over the one parameter `w`) through kGrads; after each step `advance(x, g, t)` moves the
+/// test's own copy x by the formula, and w must match it.
+void follow(optim::Optimizer& opt, Tensor& w, const std::function<void(Vec&, const Vec&, int)>& advance,
+            double eps = 1e-13) {
+  Vec x = kW0;
+  int t = 0;
+  for (const Vec& g : kGrads) {
+    ++t;
+    give_grad(w, g);
+    opt.step();
+    advance(x, g, t);
+    INFO("step " << t);
+    check_close(w, x, eps);
+  }
+}
+
+// f(x) = 1/2 x^T A x - b^T x on the tape, x of shape (n, 1).
+struct Quadratic {
+  Tensor a, b;
+  std::size_t n;
+  Quadratic(const Vec& a_values, const Vec& b_values)
+      : a(Tensor::from_data(ag::Shape{b_values.size(), b_values.size()}, std::span<const double>(a_values))),
+        b(Tensor::from_data(ag::Shape{b_values.size(), 1}, std::span<const double>(b_values))),
+        n(b_values.size()) {}
+  Tensor loss(const Tensor& x) const {
+    return ag::sub(ag::mul(ag::sum(ag::mul(x, ag::matmul(a, x))), 0.5), ag::sum(ag::mul(b, x)));
+  }
+  /// A x - b, in double.
+  Vec gradient(const Vec& x) const {
+    Vec g(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      g[i] = -b.at(i);
+      for (std::size_t j = 0; j < n; ++j) g[i] += a.at(i * n + j) * x[j];
+    }
+    return g;
+  }
+  /// f(x) in double.
+  double value(const Vec& x) const {
+    double f = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      for (std::size_t j = 0; j < n; ++j) f += 0.5 * x[i] * a.at(i * n + j) * x[j];
+      f -= b.at(i) * x[i];
+    }
+    return f;
+  }
+  /// A^-1 b by Gaussian elimination.
+  Vec minimum() const {
+    std::vector<Vec> m(n, Vec(n + 1));
+    for (std::size_t i = 0; i < n; ++i) {
+      for (std::size_t j = 0; j < n; ++j) m[i][j] = a.at(i * n + j);
+      m[i][n] = b.at(i);
+    }
+    for (std::size_t c = 0; c < n; ++c) {
+      for (std::size_t r = c + 1; r < n; ++r) {
+        double f = m[r][c] / m[c][c];
+        for (std::size_t k = c; k <= n; ++k) m[r][k] -= f * m[c][k];
+      }
+    }
+    Vec x(n);
+    for (std::size_t i = n; i-- > 0;) {
+      double s = m[i][n];
+      for (std::size_t k = i + 1; k < n; ++k) s -= m[i][k] * x[k];
+      x[i] = s / m[i][i];
+    }
+    return x;
+  }
+};
+
+Tensor column(const Vec& values, DType dtype = DType::f64) {
+  Tensor t = Tensor::from_data(ag::Shape{values.size(), 1}, std::span<const double>(values)).to(dtype);
+  t.set_requires_grad();
+  return t;
+}
+
+// A smooth, non-quadratic test function over several tensors: f = Σ θ^4/4 + θ^2/2 - c θ.
+Tensor quartic(const std::vector<Tensor>& params) {
+  Tensor total;
+  double c = 0.3;
+  for (const Tensor& p : params) {
+    Tensor term = ag::sum(ag::add(ag::mul(ag::pow(p, 4.0), 0.25), ag::sub(ag::mul(ag::mul(p, p), 0.5), ag::mul(p, c))));
+    total = total.defined() ? ag::add(total, term) : term;
+    c += 0.4;
+  }
+  return total;
+}
+
+double quartic_value(const std::vector<Vec>& values) {
+  double total = 0, c = 0.3;
+  for (const Vec& v : values) {
+    for (double x : v) total += x * x * x * x / 4 + x * x / 2 - c * x;
+    c += 0.4;
+  }
+  return total;
+}
+
+Vec values_of(const Tensor& t) { return t.to_vector(); }
+
+bool bit_identical(const Tensor& a, const Tensor& b) {
+  if (!(a.shape() == b.shape()) || a.dtype() != b.dtype()) return false;
+  std::size_t bytes = a.numel() * ag::dtype_size(a.dtype());
+  const void* pa = a.dtype() == DType::f64 ? static_cast<const void*>(a.data<double>()) : a.data<float>();
+  const void* pb = b.dtype() == DType::f64 ? static_cast<const void*>(b.data<double>()) : b.data<float>();
+  return std::memcmp(pa, pb, bytes) == 0;
+}
+
+}  // namespace
+
+// ================================================================ each method against its formula
+
+TEST_CASE("sgd: w <- w - lr g; weight decay coupled (g + λ w) or decoupled ((1 - lr λ) w - lr g)") {
+  const double lr = 0.1, wd = 0.05;
+  Tensor w = param(kW0);
+  SUBCASE("plain") {
+    optim::SGD opt({{"w", w}}, {.lr = lr});
+    follow(opt, w, [&](Vec& x, const Vec& g, int) {
+      for (std::size_t i = 0; i < x.size(); ++i) x[i] = x[i] - lr * g[i];
+    });
+  }
+  SUBCASE("coupled weight decay") {
+    optim::SGD opt({{"w", w}}, {.lr = lr, .weight_decay = wd});
+    follow(opt, w, [&](Vec& x, const Vec& g, int) {
+      for (std::size_t i = 0; i < x.size(); ++i) x[i] = x[i] - lr * (g[i] + wd * x[i]);
+    });
+  }
+  SUBCASE("decoupled weight decay") {
+    optim::SGD opt({{"w", w}}, {.lr = lr, .weight_decay = wd, .weight_decay_mode = optim::WeightDecay::decoupled});
+    follow(opt, w, [&](Vec& x, const Vec& g, int) {
+      for (std::size_t i = 0; i < x.size(); ++i) x[i] = (1 - lr * wd) * x[i] - lr * g[i];
+    });
+  }
+}
+
+TEST_CASE("momentum (000 §4.3): v <- γ v + lr g, w <- w - v") {
+  const double lr = 0.1, gamma = 0.9;
+  Tensor w = param(kW0);
+  optim::Momentum opt({{"w", w}}, {.lr = lr, .momentum = gamma});
+  Vec v(3, 0.0);
+  follow(opt, w, [&](Vec& x, const Vec& g, int) {
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      v[i] = gamma * v[i] + lr * g[i];
+      x[i] = x[i] - v[i];
+    }
+  });
+  check_close(entry(opt.state(), "state/w/velocity"), v);
+}
+
+TEST_CASE("nesterov, reparameterised: v <- γ v + lr g, w <- w - (γ v + lr g)") {
+  const double lr = 0.1, gamma = 0.9;
+  Tensor w = param(kW0);
+  optim::Nesterov opt({{"w", w}}, {.lr = lr, .momentum = gamma});
+  Vec v(3, 0.0);
+  follow(opt, w, [&](Vec& x, const Vec& g, int) {
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      v[i] = gamma * v[i] + lr * g[i];
+      x[i] = x[i] - (gamma * v[i] + lr * g[i]);
+    }
+  });
+}
+
+TEST_CASE("nesterov-lookahead (000 §4.4): v <- γ v + lr ∇f(W - γ v), W <- W - v, through the closure") {
+  // f = 1/2 x^T A x - b^T x, gradient A x - b, evaluated by the closure wherever the parameters are.
+  const Quadratic q({4, 1, 0, 1, 3, 1, 0, 1, 2}, {1, 2, 3});
+  const double lr = 0.05, gamma = 0.8;
+  Tensor w = param(kW0);
+  optim::NesterovLookahead opt({{"w", w}}, {.lr = lr, .momentum = gamma});
+  Vec where_evaluated;
+  auto closure = [&]() {
+    opt.zero_grad();
+    where_evaluated = values_of(w);
+    give_grad(w, q.gradient(where_evaluated));
+    return 0.0;
+  };
+  Vec x = kW0, v(3, 0.0);
+  for (int t = 1; t <= 3; ++t) {
+    opt.step(closure);
+    Vec look(3);
+    for (std::size_t i = 0; i < 3; ++i) look[i] = x[i] - gamma * v[i];
+    Vec g = q.gradient(look);
+    for (std::size_t i = 0; i < 3; ++i) {
+      v[i] = gamma * v[i] + lr * g[i];
+      x[i] = x[i] - v[i];
+    }
+    INFO("step " << t);
+    for (std::size_t i = 0; i < 3; ++i) CHECK(where_evaluated[i] == doctest::Approx(look[i]).epsilon(1e-14));
+    check_close(w, x);
+  }
+  CHECK_THROWS_AS(opt.step(), std::logic_error);
+}
+
+TEST_CASE("adagrad (002 Alg. 2, 004 Def. 3.7): G <- G + g^2, w <- w - lr g / sqrt(G + ε)") {
+  const double lr = 0.1, eps = 1e-2;  // a large ε, so its placement shows
+  Tensor w = param(kW0);
+  Vec acc(3, 0.0);
+  SUBCASE("ε inside the square root (the seeds)") {
+    optim::Adagrad opt({{"w", w}}, {.lr = lr, .eps = eps});
+    follow(opt, w, [&](Vec& x, const Vec& g, int) {
+      for (std::size_t i = 0; i < 3; ++i) {
+        acc[i] = acc[i] + g[i] * g[i];
+        x[i] = x[i] - lr * g[i] / std::sqrt(acc[i] + eps);
+      }
+    });
+  }
+  SUBCASE("ε outside (Duchi et al., PyTorch)") {
+    optim::Adagrad opt({{"w", w}}, {.lr = lr, .eps = eps, .eps_placement = optim::Eps::outside_sqrt});
+    follow(opt, w, [&](Vec& x, const Vec& g, int) {
+      for (std::size_t i = 0; i < 3; ++i) {
+        acc[i] = acc[i] + g[i] * g[i];
+        x[i] = x[i] - lr * g[i] / (std::sqrt(acc[i]) + eps);
+      }
+    });
+  }
+}
+
+TEST_CASE("rmsprop (001 eq. 15-16, 004 Prop. 3.11): v <- β v + (1 - β) g^2, w <- w - lr g / sqrt(v + ε)") {
+  const double lr = 0.01, beta = 0.9;
+  Tensor w = param(kW0);
+  Vec v(3, 0.0);
+  SUBCASE("ε inside the square root (the seeds)") {
+    const double eps = 1e-8;
+    optim::RMSProp opt({{"w", w}}, {.lr = lr, .beta = beta, .eps = eps});
+    follow(opt, w, [&](Vec& x, const Vec& g, int) {
+      for (std::size_t i = 0; i < 3; ++i) {
+        v[i] = beta * v[i] + (1 - beta) * g[i] * g[i];
+        x[i] = x[i] - lr * g[i] / std::sqrt(v[i] + eps);
+      }
+    });
+  }
+  SUBCASE("ε outside (PyTorch), with a large ε so that it shows") {
+    const double eps = 0.1;
+    optim::RMSProp opt({{"w", w}}, {.lr = lr, .beta = beta, .eps = eps, .eps_placement = optim::Eps::outside_sqrt});
+    follow(opt, w, [&](Vec& x, const Vec& g, int) {
+      for (std::size_t i = 0; i < 3; ++i) {
+        v[i] = beta * v[i] + (1 - beta) * g[i] * g[i];
+        x[i] = x[i] - lr * g[i] / (std::sqrt(v[i]) + eps);
+      }
+    });
+  }
+}
+
+TEST_CASE("adam (001 eq. 18, 000 §4.5): bias-corrected moments, w <- w - lr m̂ / (sqrt(v̂) + ε)") {
+  const double lr = 0.01, b1 = 0.9, b2 = 0.999;
+  Tensor w = param(kW0);
+  Vec m(3, 0.0), v(3, 0.0);
+  auto moments = [&](const Vec& g) {
+    for (std::size_t i = 0; i < 3; ++i) {
+      m[i] = b1 * m[i] + (1 - b1) * g[i];
+      v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+    }
+  };
+  SUBCASE("ε outside, the default") {
+    const double eps = 1e-8;
+    optim::Adam opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps});
+    follow(opt, w, [&](Vec& x, const Vec& g, int t) {
+      moments(g);
+      for (std::size_t i = 0; i < 3; ++i) {
+        double mh = m[i] / (1 - std::pow(b1, t)), vh = v[i] / (1 - std::pow(b2, t));
+        x[i] = x[i] - lr * mh / (std::sqrt(vh) + eps);
+      }
+    });
+    check_close(entry(opt.state(), "state/w/exp_avg"), m);
+    check_close(entry(opt.state(), "state/w/exp_avg_sq"), v);
+    CHECK(entry(opt.state(), "state/w/step").item() == 3.0);
+  }
+  SUBCASE("ε inside (004 Prop. 3.12), decoupled weight decay (AdamW)") {
+    const double eps = 0.1, wd = 0.1;
+    optim::Adam opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps,
+                                 .eps_placement = optim::Eps::inside_sqrt, .weight_decay = wd,
+                                 .weight_decay_mode = optim::WeightDecay::decoupled});
+    follow(opt, w, [&](Vec& x, const Vec& g, int t) {
+      moments(g);
+      for (std::size_t i = 0; i < 3; ++i) {
+        double mh = m[i] / (1 - std::pow(b1, t)), vh = v[i] / (1 - std::pow(b2, t));
+        x[i] = (1 - lr * wd) * x[i] - lr * mh / std::sqrt(vh + eps);
+      }
+    });
+  }
+  SUBCASE("coupled weight decay: the moments see g + λ w") {
+    const double eps = 1e-8, wd = 0.1;
+    optim::Adam opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .weight_decay = wd});
+    follow(opt, w, [&](Vec& x, const Vec& g, int t) {
+      Vec gd(3);
+      for (std::size_t i = 0; i < 3; ++i) gd[i] = g[i] + wd * x[i];
+      moments(gd);
+      for (std::size_t i = 0; i < 3; ++i) {
+        double mh = m[i] / (1 - std::pow(b1, t)), vh = v[i] / (1 - std::pow(b2, t));
+        x[i] = x[i] - lr * mh / (std::sqrt(vh) + eps);
+      }
+    });
+  }
+}
+
+TEST_CASE("adam on float32 parameters follows the float64 recurrence to float precision") {
+  const double lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-8;
+  Tensor w = param(kW0, DType::f32);
+  optim::Adam opt({{"w", w}}, {.lr = lr});
+  Vec m(3, 0.0), v(3, 0.0);
+  follow(
+      opt, w,
+      [&](Vec& x, const Vec& g, int t) {
+        for (std::size_t i = 0; i < 3; ++i) {
+          m[i] = b1 * m[i] + (1 - b1) * g[i];
+          v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+          x[i] = x[i] - lr * (m[i] / (1 - std::pow(b1, t))) / (std::sqrt(v[i] / (1 - std::pow(b2, t))) + eps);
+        }
+      },
+      1e-6);
+  CHECK(entry(opt.state(), "state/w/exp_avg").dtype() == DType::f32);
+}
+
+TEST_CASE("nadam (000 §4.7, Dozat): w <- w - lr / (sqrt(v̂) + ε) (β1 m̂ + (1 - β1) g / (1 - β1^t))") {
+  const double lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-8;
+  Tensor w = param(kW0);
+  optim::Nadam opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps});
+  Vec m(3, 0.0), v(3, 0.0);
+  follow(opt, w, [&](Vec& x, const Vec& g, int t) {
+    for (std::size_t i = 0; i < 3; ++i) {
+      m[i] = b1 * m[i] + (1 - b1) * g[i];
+      v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+      double mh = m[i] / (1 - std::pow(b1, t)), vh = v[i] / (1 - std::pow(b2, t));
+      x[i] = x[i] - lr / (std::sqrt(vh) + eps) * (b1 * mh + (1 - b1) * g[i] / (1 - std::pow(b1, t)));
+    }
+  });
+}
+
+TEST_CASE("amsgrad (000 §4.6, Reddi et al.): v̂ <- max(v̂, v), w <- w - lr m / (sqrt(v̂) + ε)") {
+  // β2 = 0.5 so that v falls on the third step for the last element and the maximum matters.
+  const double lr = 0.01, b1 = 0.9, b2 = 0.5, eps = 1e-8;
+  Tensor w = param(kW0);
+  Vec m(3, 0.0), v(3, 0.0), vmax(3, 0.0);
+  bool maximum_mattered = false;
+  auto moments = [&](const Vec& g) {
+    for (std::size_t i = 0; i < 3; ++i) {
+      m[i] = b1 * m[i] + (1 - b1) * g[i];
+      v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+      maximum_mattered = maximum_mattered || v[i] < vmax[i];
+      vmax[i] = std::max(vmax[i], v[i]);
+    }
+  };
+  SUBCASE("no bias correction (000, Reddi et al.)") {
+    optim::AMSGrad opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps});
+    follow(opt, w, [&](Vec& x, const Vec& g, int) {
+      moments(g);
+      for (std::size_t i = 0; i < 3; ++i) x[i] = x[i] - lr * m[i] / (std::sqrt(vmax[i]) + eps);
+    });
+    check_close(entry(opt.state(), "state/w/max_exp_avg_sq"), vmax);
+  }
+  SUBCASE("bias correction (PyTorch's amsgrad=True)") {
+    optim::AMSGrad opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .bias_correction = true});
+    follow(opt, w, [&](Vec& x, const Vec& g, int t) {
+      moments(g);
+      for (std::size_t i = 0; i < 3; ++i) {
+        x[i] = x[i] - lr / (1 - std::pow(b1, t)) * m[i] / (std::sqrt(vmax[i] / (1 - std::pow(b2, t))) + eps);
+      }
+    });
+  }
+  CHECK(maximum_mattered);
+}
+
+TEST_CASE("namsgrad (000 §4.8): AMSGrad's maximum under Nadam's Nesterov numerator") {
+  const double lr = 0.01, b1 = 0.9, b2 = 0.5, eps = 1e-8;
+  Tensor w = param(kW0);
+  Vec m(3, 0.0), v(3, 0.0), vmax(3, 0.0);
+  SUBCASE("no bias correction: w <- w - lr (β1 m + (1 - β1) g) / (sqrt(max v) + ε)") {
+    optim::NAMSGrad opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps});
+    follow(opt, w, [&](Vec& x, const Vec& g, int) {
+      for (std::size_t i = 0; i < 3; ++i) {
+        m[i] = b1 * m[i] + (1 - b1) * g[i];
+        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+        vmax[i] = std::max(vmax[i], v[i]);
+        x[i] = x[i] - lr * (b1 * m[i] + (1 - b1) * g[i]) / (std::sqrt(vmax[i]) + eps);
+      }
+    });
+  }
+  SUBCASE("bias correction: the maximum of v / (1 - β2^t), Nadam's corrected numerator") {
+    optim::NAMSGrad opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .bias_correction = true});
+    follow(opt, w, [&](Vec& x, const Vec& g, int t) {
+      for (std::size_t i = 0; i < 3; ++i) {
+        m[i] = b1 * m[i] + (1 - b1) * g[i];
+        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+        vmax[i] = std::max(vmax[i], v[i] / (1 - std::pow(b2, t)));
+        double mh = m[i] / (1 - std::pow(b1, t));
+        x[i] = x[i] - lr / (std::sqrt(vmax[i]) + eps) * (b1 * mh + (1 - b1) * g[i] / (1 - std::pow(b1, t)));
+      }
+    });
+  }
+}
+
+TEST_CASE("sgd-hd (Baydin et al. Alg. 1): α_t = α_{t-1} + β g_t · g_{t-1}, θ <- θ - α_t g_t") {
+  // Two tensors: the global α takes the dot product over both, the per-tensor α over each.
+  const double alpha0 = 0.1, beta = 0.05;
+  const std::vector<Vec> ga{{0.5, -1.0}, {0.4, -0.6}, {0.3, 0.2}, {-0.2, 0.1}};
+  const std::vector<Vec> gb{{2.0}, {1.5}, {-0.5}, {0.7}};
+  Tensor a = param({1.0, 2.0}), b = param({-1.0});
+  SUBCASE("global α (the paper)") {
+    optim::SGDHD opt({{"a", a}, {"b", b}}, {.lr = alpha0, .hyper_lr = beta});
+    Vec xa{1.0, 2.0}, xb{-1.0}, pa(2, 0.0), pb(1, 0.0);
+    double alpha = alpha0;
+    for (std::size_t t = 0; t < ga.size(); ++t) {
+      give_grad(a, ga[t]);
+      give_grad(b, gb[t]);
+      opt.step();
+      double dot = ga[t][0] * pa[0] + ga[t][1] * pa[1] + gb[t][0] * pb[0];
+      alpha = alpha + beta * dot;
+      for (std::size_t i = 0; i < 2; ++i) xa[i] -= alpha * ga[t][i];
+      xb[0] -= alpha * gb[t][0];
+      pa = ga[t];
+      pb = gb[t];
+      INFO("step " << t + 1);
+      CHECK(opt.hypergradient() == doctest::Approx(-dot).epsilon(1e-14));
+      CHECK(opt.lr() == doctest::Approx(alpha).epsilon(1e-14));
+      check_close(a, xa);
+      check_close(b, xb);
+    }
+  }
+  SUBCASE("one α per tensor (000 §4.9.1's extension)") {
+    optim::SGDHD opt({{"a", a}, {"b", b}}, {.lr = alpha0, .hyper_lr = beta, .scope = optim::HyperScope::per_tensor});
+    Vec xa{1.0, 2.0}, xb{-1.0}, pa(2, 0.0), pb(1, 0.0);
+    double alpha_a = alpha0, alpha_b = alpha0;
+    for (std::size_t t = 0; t < ga.size(); ++t) {
+      give_grad(a, ga[t]);
+      give_grad(b, gb[t]);
+      opt.step();
+      alpha_a += beta * (ga[t][0] * pa[0] + ga[t][1] * pa[1]);
+      alpha_b += beta * gb[t][0] * pb[0];
+      for (std::size_t i = 0; i < 2; ++i) xa[i] -= alpha_a * ga[t][i];
+      xb[0] -= alpha_b * gb[t][0];
+      pa = ga[t];
+      pb = gb[t];
+      INFO("step " << t + 1);
+      CHECK(opt.alpha("a") == doctest::Approx(alpha_a).epsilon(1e-14));
+      CHECK(opt.alpha("b") == doctest::Approx(alpha_b).epsilon(1e-14));
+      check_close(a, xa);
+      check_close(b, xb);
+    }
+    CHECK(opt.lr() == alpha0);  // the group's rate stays the starting α
+  }
+}
+
+TEST_CASE("adam-hd (Baydin et al. Alg. 3): α_t = α_{t-1} + β g_t · d_{t-1}, d = m̂ / (sqrt(v̂) + ε)") {
+  const double alpha0 = 0.01, beta = 1e-3, b1 = 0.9, b2 = 0.999, eps = 1e-8;
+  Tensor w = param(kW0);
+  optim::AdamHD opt({{"w", w}}, {.lr = alpha0, .beta1 = b1, .beta2 = b2, .eps = eps, .hyper_lr = beta});
+  Vec m(3, 0.0), v(3, 0.0), d(3, 0.0);
+  double alpha = alpha0;
+  follow(opt, w, [&](Vec& x, const Vec& g, int t) {
+    double dot = 0;
+    for (std::size_t i = 0; i < 3; ++i) dot += g[i] * d[i];
+    alpha += beta * dot;
+    for (std::size_t i = 0; i < 3; ++i) {
+      m[i] = b1 * m[i] + (1 - b1) * g[i];
+      v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+      d[i] = (m[i] / (1 - std::pow(b1, t))) / (std::sqrt(v[i] / (1 - std::pow(b2, t))) + eps);
+      x[i] = x[i] - alpha * d[i];
+    }
+  });
+  CHECK(opt.lr() == doctest::Approx(alpha).epsilon(1e-14));
+  CHECK(alpha != alpha0);
+  check_close(entry(opt.state(), "state/w/prev_direction"), d);
+}
+
+// ================================================================ Newton
+
+TEST_CASE("newton (004 Prop. 3.10): one step on a quadratic reaches the minimum") {
+  const Quadratic q({4, 1, 0, 1, 3, 1, 0, 1, 2}, {1, 2, 3});
+  const Vec minimum = q.minimum();
+  for (optim::HessianMethod method : {optim::HessianMethod::full, optim::HessianMethod::conjugate_gradient}) {
+    Tensor x = column({5.0, -3.0, 2.0});
+    optim::Newton opt({{"x", x}}, {.method = method});
+    double loss = opt.step(optim::Optimizer::LossFn([&] { return q.loss(x); }));
+    CHECK(loss == doctest::Approx(q.value({5.0, -3.0, 2.0})).epsilon(1e-14));  // the loss where the step began
+    INFO("method " << static_cast<int>(method));
+    check_close(x, minimum, 1e-12);
+    CHECK(opt.used_full_hessian() == (method == optim::HessianMethod::full));
+    if (method == optim::HessianMethod::conjugate_gradient) CHECK(opt.cg_iterations() <= 3);
+    CHECK(ag::tape_size() == 0);
+    CHECK_FALSE(x.grad().defined());
+  }
+}
+
+TEST_CASE("newton: damping solves (H + μ I) d = g; a step needs the loss tensor") {
+  const Quadratic q({4, 1, 0, 1, 3, 1, 0, 1, 2}, {1, 2, 3});
+  const double mu = 0.5;
+  const Vec x0{5.0, -3.0, 2.0};
+  Tensor x = column(x0);
+  optim::Newton opt({{"x", x}}, {.damping = mu});
+  opt.step(optim::Optimizer::LossFn([&] { return q.loss(x); }));
+  // (A + μ I)(x0 - x1) must equal the gradient at x0.
+  Vec g = q.gradient(x0), x1 = values_of(x), step(3);
+  for (std::size_t i = 0; i < 3; ++i) step[i] = x0[i] - x1[i];
+  Vec lhs = q.gradient(step);  // A step - b
+  for (std::size_t i = 0; i < 3; ++i) CHECK(lhs[i] + q.b.at(i) + mu * step[i] == doctest::Approx(g[i]).epsilon(1e-12));
+  CHECK_THROWS_AS(opt.step(), std::logic_error);
+  CHECK_THROWS_WITH_AS(opt.step(optim::Optimizer::Closure([] { return 0.0; })), doctest::Contains("loss_fn"),
+                       std::logic_error);
+}
+
+TEST_CASE("newton at a saddle: the full solver adds damping until it descends") {
+  // f = x^2 - 0.7 y^2 at (1, 0.1): H = diag(2, -1.4) is indefinite; the pure Newton step would jump to the
+  // saddle at 0.
+  Tensor p = param({1.0, 0.1});
+  Tensor signs = Tensor::from_data(ag::Shape{2}, {1.0, -0.7}, DType::f64);
+  auto loss = [&] { return ag::sum(ag::mul(signs, ag::mul(p, p))); };
+  optim::Newton opt({{"p", p}}, {.method = optim::HessianMethod::full});
+  double before = opt.step(optim::Optimizer::LossFn(loss));
+  // max |H_ii| = 2: τ = 2e-10 * 10^k, the first with -1.4 + τ > 0 is τ = 2; the damping used is 2τ = 4.
+  CHECK(opt.extra_damping() == doctest::Approx(4.0).epsilon(1e-14));
+  check_close(p, {1.0 - 2.0 / 6.0, 0.1 + 0.14 / 2.6}, 1e-12);
+  CHECK(loss().item() < before);
+  ag::release_tape();
+}
+
+TEST_CASE("newton on logistic regression: the gradient norm falls quadratically near the optimum") {
+  // Three classes, 4 features, 240 noisy samples: softmax regression with L2 (coupled weight decay, which
+  // also removes the softmax's flat direction from the Hessian).
+  ag::Generator gen(7);
+  const std::size_t n = 240, d = 4, k = 3;
+  Tensor x = Tensor::randn(ag::Shape{n, d}, gen, 0.0, 1.0, DType::f64);
+  std::vector<std::int32_t> labels(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    double s0 = x.at(i * d) + 0.5 * x.at(i * d + 1), s1 = -x.at(i * d) + x.at(i * d + 2);
+    double noisy0 = s0 + 0.8 * gen.normal(), noisy1 = s1 + 0.8 * gen.normal();
+    labels[i] = noisy0 > 0.5 ? 0 : (noisy1 > 0 ? 1 : 2);
+  }
+  const double lambda = 1e-3;
+  for (optim::HessianMethod method : {optim::HessianMethod::full, optim::HessianMethod::conjugate_gradient}) {
+    Tensor w = Tensor::zeros(ag::Shape{d, k}, DType::f64);
+    Tensor b = Tensor::zeros(ag::Shape{k}, DType::f64);
+    w.set_requires_grad();
+    b.set_requires_grad();
+    auto loss = [&] { return ag::cross_entropy(ag::add(ag::matmul(x, w), b), labels); };
+    auto gradient_norm = [&] {
+      Tensor l = loss();
+      std::vector<Tensor> g = ag::grad({l}, {w, b});
+      double s = 0;
+      for (std::size_t i = 0; i < w.numel(); ++i) s += std::pow(g[0].at(i) + lambda * w.at(i), 2);
+      for (std::size_t i = 0; i < b.numel(); ++i) s += std::pow(g[1].at(i) + lambda * b.at(i), 2);
+      return std::sqrt(s);
+    };
+    optim::Newton opt({{"w", w}, {"b", b}}, {.method = method, .cg_tolerance = 1e-12, .weight_decay = lambda});
+    std::vector<double> norms{gradient_norm()}, losses;
+    for (int it = 0; it < 8; ++it) {
+      losses.push_back(opt.step(optim::Optimizer::LossFn(loss)));
+      norms.push_back(gradient_norm());
+    }
+    INFO("method " << static_cast<int>(method));
+    for (std::size_t i = 1; i < losses.size(); ++i) CHECK(losses[i] <= losses[i - 1] + 1e-15);
+    // Quadratic convergence: once the gradient is small, ||g_{k+1}|| <= C ||g_k||^2 with a modest C.
+    int quadratic_steps = 0;
+    for (std::size_t i = 0; i + 1 < norms.size(); ++i) {
+      if (norms[i] < 0.05 && norms[i] > 1e-7) {
+        INFO("||g|| " << norms[i] << " -> " << norms[i + 1]);
+        CHECK(norms[i + 1] <= 50.0 * norms[i] * norms[i]);
+        ++quadratic_steps;
+      }
+    }
+    CHECK(quadratic_steps >= 2);
+    CHECK(norms.back() < 1e-12);
+  }
+}
+
+// ================================================================ Nesterov's two forms
+
+TEST_CASE("nesterov: the reparameterised iterates are the look-ahead points of the exact form") {
+  // θ_t = W_t - γ v_t with the same v_t, on f = 1/2 x^T A x - b^T x evaluated on the tape by both.
+  const Quadratic q({3, 0.5, 0, 0.5, 1, 0.2, 0, 0.2, 0.6}, {1, -1, 2});
+  const double lr = 0.1, gamma = 0.9;
+  Tensor w = column({2.0, 1.0, -1.0});
+  Tensor theta = column({2.0, 1.0, -1.0});
+  optim::NesterovLookahead exact({{"x", w}}, {.lr = lr, .momentum = gamma});
+  optim::Nesterov usual({{"x", theta}}, {.lr = lr, .momentum = gamma});
+  for (int t = 1; t <= 300; ++t) {
+    exact.step(optim::Optimizer::LossFn([&] { return q.loss(w); }));
+    usual.step(optim::Optimizer::LossFn([&] { return q.loss(theta); }));
+    Tensor v_exact = entry(exact.state(), "state/x/velocity");
+    Tensor v_usual = entry(usual.state(), "state/x/velocity");
+    INFO("step " << t);
+    for (std::size_t i = 0; i < 3; ++i) {
+      CHECK(v_usual.at(i) == doctest::Approx(v_exact.at(i)).epsilon(1e-12));
+      CHECK(theta.at(i) == doctest::Approx(w.at(i) - gamma * v_exact.at(i)).epsilon(1e-12));
+    }
+  }
+  // And both reach the minimum.
+  Vec minimum = q.minimum();
+  for (std::size_t i = 0; i < 3; ++i) CHECK(w.at(i) == doctest::Approx(minimum[i]).epsilon(1e-6));
+}
+
+// ================================================================ Reddi et al.'s counterexample
+
+TEST_CASE("Reddi et al.'s convex example: Adam drifts to x = +1, AMSGrad reaches the minimum x = -1") {
+  // f_t(x) = C x if t mod 3 == 1 else -x on [-1, 1] (projected), C = 3: the average is (C - 2)/3 x, minimised
+  // at x = -1. β1 = 0, β2 = 1 / (1 + C^2), α_t = α / sqrt(t), as in their Theorem 1.
+  const double c = 3.0, alpha = 0.5;
+  const double b2 = 1.0 / (1.0 + c * c);
+  auto run = [&](optim::Optimizer& opt, Tensor& x) {
+    double average = 0;
+    const int steps = 3000;
+    for (int t = 1; t <= steps; ++t) {
+      opt.set_lr(alpha / std::sqrt(static_cast<double>(t)));
+      give_grad(x, {t % 3 == 1 ? c : -1.0});
+      opt.step();
+      double* p = x.data<double>();
+      p[0] = std::clamp(p[0], -1.0, 1.0);
+      if (t > steps - 300) average += p[0] / 300.0;
+    }
+    return average;
+  };
+  Tensor xa = param({0.0}), xm = param({0.0});
+  optim::Adam adam({{"x", xa}}, {.beta1 = 0.0, .beta2 = b2});
+  optim::AMSGrad ams({{"x", xm}}, {.beta1 = 0.0, .beta2 = b2});
+  double adam_average = run(adam, xa), ams_average = run(ams, xm);
+  MESSAGE("average x over the last 300 steps: adam " << adam_average << ", amsgrad " << ams_average);
+  CHECK(adam_average > 0.95);
+  CHECK(ams_average < -0.95);
+}
+
+// ================================================================ hypergradients are derivatives
+
+namespace {
+/// Checks, for steps 2..5 of a hypergradient method on the quartic over tensors (a, b): the h_t it reports
+/// is d f(θ_{t-1}(α)) / dα at α_{t-1}, where θ_{t-1}(α) = θ_{t-2} - α d_{t-2} (per tensor: moving only
+/// that tensor's α), by central differences.
+template <class Opt, class Options>
+void check_hypergradient(Options options) {
+  Tensor a = param({0.8, -0.4}), b = param({1.1, 0.3, -0.9});
+  Opt opt({{"a", a}, {"b", b}}, options);
+  auto step = [&] {
+    opt.step(optim::Optimizer::LossFn([&] { return quartic({a, b}); }));
+  };
+  step();  // t = 1: h = 0
+  CHECK(opt.hypergradient() == 0.0);
+  for (int t = 2; t <= 5; ++t) {
+    // θ_{t-2} is before the previous step: recover it as θ_{t-1} + α_{t-1} d_{t-1}.
+    std::vector<nn::NamedTensor> s = opt.state();
+    Vec da = values_of(entry(s, "state/a/prev_direction")), db = values_of(entry(s, "state/b/prev_direction"));
+    double alpha_a = opt.alpha("a"), alpha_b = opt.alpha("b");
+    Vec a1 = values_of(a), b1 = values_of(b), a0 = a1, b0 = b1;
+    for (std::size_t i = 0; i < a0.size(); ++i) a0[i] += alpha_a * da[i];
+    for (std::size_t i = 0; i < b0.size(); ++i) b0[i] += alpha_b * db[i];
+    auto moved = [](const Vec& base, const Vec& dir, double alpha) {
+      Vec out = base;
+      for (std::size_t i = 0; i < out.size(); ++i) out[i] -= alpha * dir[i];
+      return out;
+    };
+    const double h = 1e-6;
+    step();
+    INFO("step " << t);
+    if (options.scope == optim::HyperScope::global) {
+      double alpha = alpha_a;
+      double fd = (quartic_value({moved(a0, da, alpha + h), moved(b0, db, alpha + h)}) -
+                   quartic_value({moved(a0, da, alpha - h), moved(b0, db, alpha - h)})) /
+                  (2 * h);
+      CHECK(std::abs(fd) > 1e-3);
+      CHECK(opt.hypergradient() == doctest::Approx(fd).epsilon(1e-6));
+    } else {
+      double fd_a = (quartic_value({moved(a0, da, alpha_a + h), b1}) - quartic_value({moved(a0, da, alpha_a - h), b1})) /
+                    (2 * h);
+      double fd_b = (quartic_value({a1, moved(b0, db, alpha_b + h)}) - quartic_value({a1, moved(b0, db, alpha_b - h)})) /
+                    (2 * h);
+      CHECK(std::abs(fd_a) > 1e-3);
+      CHECK(std::abs(fd_b) > 1e-3);
+      CHECK(opt.hypergradient("a") == doctest::Approx(fd_a).epsilon(1e-6));
+      CHECK(opt.hypergradient("b") == doctest::Approx(fd_b).epsilon(1e-6));
+      CHECK(opt.hypergradient() == doctest::Approx(fd_a + fd_b).epsilon(1e-6));
+    }
+  }
+}
+}  // namespace
+
+TEST_CASE("hypergradient: h_t = -∇f(θ_{t-1}) · d_{t-1} is the finite-difference derivative of f in α") {
+  SUBCASE("sgd-hd, global α") { check_hypergradient<optim::SGDHD>(optim::SGDHDOptions{.lr = 0.1, .hyper_lr = 0.01}); }
+  SUBCASE("sgd-hd, per tensor") {
+    check_hypergradient<optim::SGDHD>(
+        optim::SGDHDOptions{.lr = 0.1, .hyper_lr = 0.01, .scope = optim::HyperScope::per_tensor});
+  }
+  SUBCASE("adam-hd, global α") {
+    check_hypergradient<optim::AdamHD>(optim::AdamHDOptions{.lr = 0.05, .hyper_lr = 1e-3});
+  }
+  SUBCASE("adam-hd, per tensor") {
+    check_hypergradient<optim::AdamHD>(
+        optim::AdamHDOptions{.lr = 0.05, .hyper_lr = 1e-3, .scope = optim::HyperScope::per_tensor});
+  }
+}
+
+// ================================================================ convergence
+
+namespace {
+struct Run {
+  std::string name;
+  double lr;
+  int steps;
+  double tolerance;
+};
+}  // namespace
+
+TEST_CASE("every method converges on a convex quadratic") {
+  // κ = 10 in 4 dimensions.
+  const Quadratic q({10, 1, 0, 0, 1, 5, 0.5, 0, 0, 0.5, 2, 0.3, 0, 0, 0.3, 1}, {1, -2, 0.5, 1});
+  const Vec minimum = q.minimum();
+  const std::vector<Run> runs{
+      {"sgd", 0.15, 300, 1e-6},        {"momentum", 0.05, 300, 1e-6},  {"nesterov", 0.05, 300, 1e-6},
+      {"nesterov-lookahead", 0.05, 300, 1e-6}, {"adagrad", 0.5, 2000, 1e-4}, {"rmsprop", 0.003, 2000, 1e-2},
+      {"adam", 0.05, 1000, 1e-4},      {"nadam", 0.05, 1000, 1e-4},    {"amsgrad", 0.05, 2000, 1e-3},
+      {"namsgrad", 0.05, 1000, 1e-4},  {"sgd-hd", 0.01, 500, 1e-6},    {"adam-hd", 0.05, 1000, 1e-4},
+      {"newton", 1.0, 1, 1e-12}};
+  REQUIRE(runs.size() == optim::optimizer_names().size());
+  for (const Run& r : runs) {
+    Tensor x = column({0.0, 0.0, 0.0, 0.0});
+    auto opt = optim::make_optimizer(r.name, {{"x", x}}, r.lr);
+    auto start = std::chrono::steady_clock::now();
+    for (int t = 0; t < r.steps; ++t) opt->step(optim::Optimizer::LossFn([&] { return q.loss(x); }));
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    double error = 0;
+    for (std::size_t i = 0; i < 4; ++i) error = std::max(error, std::abs(x.at(i) - minimum[i]));
+    INFO(r.name << ": max |x - x*| = " << error << " after " << r.steps << " steps (" << seconds << " s)");
+    CHECK(error < r.tolerance);
+  }
+}
+
+TEST_CASE("convergence on Rosenbrock f = (1 - x)^2 + 100 (y - x^2)^2 from (-1.2, 1)") {
+  const Tensor pick_x = Tensor::from_data(ag::Shape{2}, {1.0, 0.0}, DType::f64);
+  const Tensor pick_y = Tensor::from_data(ag::Shape{2}, {0.0, 1.0}, DType::f64);
+  auto rosenbrock = [&](const Tensor& p) {
+    Tensor px = ag::sum(ag::mul(p, pick_x)), py = ag::sum(ag::mul(p, pick_y));
+    Tensor a = ag::sub(1.0, px);
+    Tensor b = ag::sub(py, ag::mul(px, px));
+    return ag::add(ag::mul(a, a), ag::mul(ag::mul(b, b), 100.0));
+  };
+  // Momentum and the adaptive methods follow the curved valley; plain gradient descent (and SGD-HD, whose α
+  // stays near a stable rate) creeps along it, and a constant-rate RMSProp or AdaGrad ends up hovering.
+  const std::vector<Run> runs{
+      {"newton", 1.0, 30, 1e-8},         {"momentum", 1.5e-3, 3000, 1e-6}, {"nesterov", 1e-3, 4000, 1e-5},
+      {"nesterov-lookahead", 1e-3, 4000, 1e-5}, {"adam", 0.05, 3000, 1e-6},   {"nadam", 0.02, 4000, 1e-3},
+      {"amsgrad", 0.1, 3000, 1e-5},      {"namsgrad", 0.05, 3000, 1e-4},   {"adam-hd", 0.02, 4000, 1e-5},
+      {"rmsprop", 3e-3, 5000, 1e-2},     {"adagrad", 1.0, 5000, 5e-2},     {"sgd", 1.5e-3, 5000, 5e-2},
+      {"sgd-hd", 1.5e-3, 5000, 0.1}};
+  REQUIRE(runs.size() == optim::optimizer_names().size());
+  for (const Run& r : runs) {
+    Tensor p = param({-1.2, 1.0});
+    // SGD-HD's hypergradient is a product of gradients in the hundreds here: a small β.
+    auto opt = optim::make_optimizer(r.name, {{"p", p}}, r.lr, 0.0, {.hyper_lr = 1e-8});
+    for (int t = 0; t < r.steps; ++t) opt->step(optim::Optimizer::LossFn([&] { return rosenbrock(p); }));
+    double error = std::max(std::abs(p.at(0) - 1.0), std::abs(p.at(1) - 1.0));
+    INFO(r.name << ": max |p - (1, 1)| = " << error << " after " << r.steps << " steps");
+    CHECK(error < r.tolerance);
+  }
+}
+
+// ================================================================ state: round trip, identity, errors
+
+TEST_CASE("state round trip through a checkpoint file resumes bit for bit, for every method") {
+  for (DType dtype : {DType::f32, DType::f64}) {
+    for (const std::string& name : optim::optimizer_names()) {
+      INFO(name << " " << ag::dtype_name(dtype));
+      Tensor a = param({0.8, -0.4}, dtype), b = param({1.1, 0.3, -0.9}, dtype);
+      const double lr = name == "newton" ? 0.5 : 0.05;
+      auto opt = optim::make_optimizer(name, {{"a", a}, {"b", b}}, lr, 0.01);
+      auto loss_of = [](Tensor& x, Tensor& y) {
+        return optim::Optimizer::LossFn([&x, &y] { return quartic({x, y}); });
+      };
+      for (int t = 0; t < 5; ++t) opt->step(loss_of(a, b));
+
+      std::string path = temp_path("state_" + name + ".ckpt");
+      nn::save_tensors(path, opt->state());
+      std::vector<nn::NamedTensor> loaded = nn::load_tensors(path);
+      std::filesystem::remove(path);
+
+      Tensor a2 = a.clone(), b2 = b.clone();
+      a2.set_requires_grad();
+      b2.set_requires_grad();
+      auto resumed = optim::make_optimizer(name, {{"a", a2}, {"b", b2}}, lr, 0.01);
+      resumed->load_state(loaded);
+      CHECK(resumed->step_count() == 5);
+      CHECK(resumed->lr() == opt->lr());
+      for (int t = 0; t < 5; ++t) {
+        opt->step(loss_of(a, b));
+        resumed->step(loss_of(a2, b2));
+      }
+      CHECK(bit_identical(a, a2));
+      CHECK(bit_identical(b, b2));
+    }
+  }
+}
+
+TEST_CASE("state is keyed by the parameter, not its position") {
+  Tensor a = param({0.8, -0.4}), b = param({1.1, 0.3, -0.9});
+  optim::Adam first({{"a", a}, {"b", b}}, {.lr = 0.05});
+  for (int t = 0; t < 3; ++t) first.step(optim::Optimizer::LossFn([&] { return quartic({a, b}); }));
+  // The same tensors listed the other way round.
+  Tensor a2 = a.clone(), b2 = b.clone();
+  a2.set_requires_grad();
+  b2.set_requires_grad();
+  optim::Adam second({{"b", b2}, {"a", a2}}, {.lr = 0.05});
+  second.load_state(first.state());
+  for (int t = 0; t < 3; ++t) {
+    first.step(optim::Optimizer::LossFn([&] { return quartic({a, b}); }));
+    second.step(optim::Optimizer::LossFn([&] { return quartic({a2, b2}); }));
+  }
+  CHECK(bit_identical(a, a2));
+  CHECK(bit_identical(b, b2));
+}
+
+TEST_CASE("load_state names every missing, unexpected or mismatched entry and changes nothing") {
+  Tensor a = param({0.8, -0.4}), b = param({1.1, 0.3, -0.9});
+  optim::Adam adam({{"a", a}, {"b", b}});
+  adam.step(optim::Optimizer::LossFn([&] { return quartic({a, b}); }));
+  std::vector<nn::NamedTensor> good = adam.state();
+
+  SUBCASE("another method's state") {
+    optim::SGD sgd({{"a", a}, {"b", b}});
+    CHECK_THROWS_WITH_AS(sgd.load_state(good), doctest::Contains("saved by 'adam', not 'sgd'"), std::runtime_error);
+    CHECK_THROWS_WITH_AS(sgd.load_state(good), doctest::Contains("state/a/exp_avg: 'exp_avg' is not part"),
+                         std::runtime_error);
+  }
+  SUBCASE("missing, mismatched and unknown entries, all in one message") {
+    std::vector<nn::NamedTensor> bad;
+    for (const auto& [n, t] : good) {
+      if (n == "state/a/exp_avg" || n == "global/step") continue;
+      if (n == "state/b/exp_avg_sq") {
+        bad.emplace_back(n, Tensor::zeros(ag::Shape{4}, DType::f64));
+      } else {
+        bad.emplace_back(n, t);
+      }
+    }
+    bad.emplace_back("state/zzz/exp_avg", Tensor::zeros(ag::Shape{2}, DType::f64));
+    optim::Adam fresh({{"a", a}, {"b", b}});
+    try {
+      fresh.load_state(bad);
+      FAIL("load_state accepted a broken state");
+    } catch (const std::runtime_error& e) {
+      std::string message = e.what();
+      INFO(message);
+      CHECK(message.find("4 problems") != std::string::npos);
+      CHECK(message.find("state/a/exp_avg: missing") != std::string::npos);
+      CHECK(message.find("global/step: missing") != std::string::npos);
+      CHECK(message.find("state/b/exp_avg_sq: f64[4] in the state, f64[3] for the parameter") != std::string::npos);
+      CHECK(message.find("no parameter named 'zzz'") != std::string::npos);
+    }
+    CHECK(fresh.step_count() == 0);
+    CHECK(fresh.state().size() == 3);  // tag, step, group lr: still no parameter state
+  }
+  SUBCASE("dtype mismatch") {
+    Tensor a32 = param({0.8, -0.4}, DType::f32), b32 = param({1.1, 0.3, -0.9}, DType::f32);
+    optim::Adam f32({{"a", a32}, {"b", b32}});
+    CHECK_THROWS_WITH_AS(f32.load_state(good), doctest::Contains("f64[2] in the state, f32[2] for the parameter"),
+                         std::runtime_error);
+  }
+}
+
+TEST_CASE("state names its entries") {
+  Tensor w = param(kW0);
+  optim::AMSGrad opt({{"fc1.weight", w}});
+  give_grad(w, kGrads[0]);
+  opt.step();
+  std::vector<std::string> names;
+  for (const auto& [n, t] : opt.state()) names.push_back(n);
+  CHECK(names == std::vector<std::string>{"optimizer/amsgrad", "global/step", "group/0/lr", "state/fc1.weight/exp_avg",
+                                          "state/fc1.weight/exp_avg_sq", "state/fc1.weight/max_exp_avg_sq",
+                                          "state/fc1.weight/step"});
+}
+
+// ================================================================ the base: groups, gradients, checks
+
+TEST_CASE("parameter groups: own options, own learning rate, set_lr per group") {
+  Tensor a = param({1.0}), b = param({1.0});
+  optim::SGD opt({{.params = {{"a", a}}}, {.params = {{"b", b}}, .options = optim::SGDOptions{.lr = 0.5}}},
+                 {.lr = 0.1});
+  CHECK(opt.group_count() == 2);
+  CHECK(opt.lr(0) == 0.1);
+  CHECK(opt.lr(1) == 0.5);
+  give_grad(a, {1.0});
+  give_grad(b, {1.0});
+  opt.step();
+  CHECK(a.at(0) == doctest::Approx(0.9));
+  CHECK(b.at(0) == doctest::Approx(0.5));
+  opt.set_lr(1, 0.25);
+  opt.step();
+  CHECK(a.at(0) == doctest::Approx(0.8));
+  CHECK(b.at(0) == doctest::Approx(0.25));
+  opt.set_lr(0.0);
+  opt.step();
+  CHECK(a.at(0) == doctest::Approx(0.8));
+  CHECK_THROWS_WITH_AS(opt.set_lr(0, -1.0), doctest::Contains("sgd: lr must be >= 0"), std::invalid_argument);
+  CHECK_THROWS_AS(opt.lr(2), std::out_of_range);
+}
+
+TEST_CASE("step(closure) calls the closure once, then updates off the tape; step(loss_fn) does the backward") {
+  Tensor w = param({2.0});
+  optim::SGD opt({{"w", w}}, {.lr = 0.25});
+  int calls = 0;
+  double loss = opt.step(optim::Optimizer::Closure([&] {
+    ++calls;
+    opt.zero_grad();
+    Tensor l = ag::mul(w, w);
+    ag::backward(l);
+    return l.item();
+  }));
+  CHECK(calls == 1);
+  CHECK(loss == 4.0);
+  CHECK(w.at(0) == 2.0 - 0.25 * 4.0);
+  CHECK(w.is_leaf());
+  CHECK(w.requires_grad());
+  CHECK(ag::tape_size() == 0);
+  loss = opt.step(optim::Optimizer::LossFn([&] { return ag::mul(w, w); }));
+  CHECK(loss == 1.0);
+  CHECK(w.at(0) == 1.0 - 0.25 * 2.0);
+  CHECK(w.grad().item() == 2.0);  // the gradient of this step, not accumulated onto the last one
+  CHECK(opt.step_count() == 2);
+}
+
+TEST_CASE("parameters without a gradient are skipped and get no state") {
+  Tensor a = param({1.0, 2.0}), b = param({3.0});
+  optim::Adam opt({{"a", a}, {"b", b}});
+  give_grad(a, {0.1, 0.2});
+  opt.step();
+  CHECK(b.at(0) == 3.0);
+  for (const auto& [n, t] : opt.state()) CHECK(n.find("state/b/") == std::string::npos);
+  opt.zero_grad();
+  CHECK_FALSE(a.grad().defined());
+  Vec before = values_of(a);
+  opt.step();
+  CHECK(values_of(a) == before);
+}
+
+TEST_CASE("gradients are read, never written, even when shared between parameters") {
+  Tensor a = param({1.0, 2.0}), b = param({3.0, 4.0});
+  Tensor shared = Tensor::from_data(ag::Shape{2}, {0.5, -0.5}, DType::f64);
+  a.set_grad(shared);
+  b.set_grad(shared);
+  optim::Momentum opt({{"a", a}, {"b", b}}, {.lr = 0.1, .momentum = 0.9, .weight_decay = 0.1});
+  opt.step();
+  CHECK(shared.to_vector() == Vec{0.5, -0.5});
+  check_close(a, {1.0 - 0.1 * (0.5 + 0.1 * 1.0), 2.0 - 0.1 * (-0.5 + 0.1 * 2.0)});
+  check_close(b, {3.0 - 0.1 * (0.5 + 0.1 * 3.0), 4.0 - 0.1 * (-0.5 + 0.1 * 4.0)});
+  // A gradient that is a parameter's own storage is copied before the update (d is updated first).
+  Tensor c = param({1.0, 1.0});
+  Tensor d = param({2.0, 2.0});
+  c.set_grad(d.detach());
+  optim::SGD sgd({{"d", d}, {"c", c}}, {.lr = 0.5});
+  d.set_grad(Tensor::from_data(ag::Shape{2}, {1.0, 1.0}, DType::f64));
+  sgd.step();
+  check_close(d, {1.5, 1.5});
+  check_close(c, {0.0, 0.0});  // c moved by 0.5 * d's old values
+}
+
+TEST_CASE("options are checked at construction, naming the method, the group and the option") {
+  Tensor w = param(kW0);
+  std::vector<nn::NamedTensor> p{{"w", w}};
+  CHECK_THROWS_WITH_AS(optim::SGD(p, {.lr = -0.1}), "sgd: lr must be >= 0 and finite, got -0.1", std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::Adam(p, {.beta1 = 1.0}), doctest::Contains("adam: beta1 must be in [0, 1), got 1"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::Adam(p, {.beta2 = -0.1}), doctest::Contains("adam: beta2"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::Adam(p, {.eps = 0.0}), doctest::Contains("adam: eps must be > 0"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::Momentum(p, {.momentum = 1.0}), doctest::Contains("momentum: momentum must be in [0, 1)"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::RMSProp(p, {.beta = 1.5}), doctest::Contains("rmsprop: beta"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::Adagrad(p, {.eps = -1}), doctest::Contains("adagrad: eps"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::AMSGrad(p, {.weight_decay = -1}), doctest::Contains("amsgrad: weight_decay"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::SGDHD(p, {.hyper_lr = -1}), doctest::Contains("sgd-hd: hyper_lr"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::Newton(p, {.damping = -1}), doctest::Contains("newton: damping"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::Nadam(p, {.lr = std::nan("")}), doctest::Contains("nadam: lr"), std::invalid_argument);
+  Tensor v = param({1.0});
+  CHECK_THROWS_WITH_AS(
+      optim::Adam({{.params = p}, {.params = {{"v", v}}, .options = optim::AdamOptions{.beta2 = 1.0}}}),
+      doctest::Contains("adam (group 1): beta2"), std::invalid_argument);
+  // Parameters: duplicates, empty groups.
+  CHECK_THROWS_WITH_AS(optim::SGD({{"w", w}, {"w2", w}}), doctest::Contains("same tensor"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::SGD({{"w", w}, {"w", v}}), doctest::Contains("two parameters are named 'w'"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::SGD(std::vector<nn::NamedTensor>{}), doctest::Contains("empty"), std::invalid_argument);
+}
+
+TEST_CASE("factory: every name, its default learning rate, and the unknown") {
+  for (const std::string& name : optim::optimizer_names()) {
+    Tensor w = param(kW0);
+    auto opt = optim::make_optimizer(name, {{"w", w}}, optim::OptimizerConfig{});
+    CHECK(opt->name() == name);
+    CHECK(opt->lr() == optim::default_lr(name));
+    CHECK(optim::is_optimizer_name(name));
+  }
+  Tensor w = param(kW0);
+  auto adamw = optim::make_optimizer("adam", {{"w", w}}, {.lr = 0.1, .weight_decay = 0.5, .decoupled_weight_decay = true});
+  CHECK(dynamic_cast<optim::Adam&>(*adamw).options().weight_decay_mode == optim::WeightDecay::decoupled);
+  auto mom = optim::make_optimizer("nesterov", {{"w", w}}, 0.2, 0.0, {.momentum = 0.5});
+  CHECK(dynamic_cast<optim::Nesterov&>(*mom).options().momentum == 0.5);
+  CHECK(optim::default_lr("adam") == 1e-3);
+  CHECK_FALSE(optim::is_optimizer_name("lbfgs"));
+  CHECK_THROWS_WITH_AS(optim::make_optimizer("lbfgs", {{"w", w}}, 0.1),
+                       doctest::Contains("unknown optimiser 'lbfgs' (known: sgd, momentum, nesterov"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::make_optimizer("adam", {{"w", w}}, -1.0), doctest::Contains("adam: lr"),
+                       std::invalid_argument);
+}
+
+// ================================================================ a small MLP on MNIST
+
+TEST_CASE("a 784-32-10 MLP trained by Adam on 500 MNIST images reaches a low loss") {
+  const std::size_t n = 500, features = 784, hidden = 32, classes = 10;
+  std::vector<float> images;
+  std::vector<std::int32_t> labels;
+  std::string source;
+  try {
+    data::Dataset train = data::load_mnist(data::default_mnist_dir(), data::Split::train);
+    images.assign(train.images.begin(), train.images.begin() + static_cast<std::ptrdiff_t>(n * features));
+    labels.assign(train.labels.begin(), train.labels.begin() + static_cast<std::ptrdiff_t>(n));
+    source = "MNIST";
+  } catch (const std::exception& e) {
+    // No MNIST here (scripts/fetch-mnist.sh fetches it): ten separable clusters of the same size instead.
+    MESSAGE("MNIST not found (" << std::string(e.what()) << "): using a synthetic separable data set");
+    ag::Generator gen(3);
+    std::vector<std::vector<float>> centres(classes, std::vector<float>(features));
+    for (auto& c : centres) {
+      for (float& v : c) v = gen.uniform01() < 0.2 ? 1.0f : 0.0f;
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      auto label = static_cast<std::int32_t>(i % classes);
+      labels.push_back(label);
+      for (std::size_t j = 0; j < features; ++j) {
+        images.push_back(std::clamp(centres[static_cast<std::size_t>(label)][j] + 0.3f * static_cast<float>(gen.normal()), 0.0f, 1.0f));
+      }
+    }
+    source = "synthetic";
+  }
+  Tensor x = Tensor::from_data(ag::Shape{n, features}, std::span<const float>(images));
+  ag::Generator gen(11);
+  Tensor w1 = Tensor::randn(ag::Shape{features, hidden}, gen, 0.0, std::sqrt(2.0 / features));
+  Tensor b1 = Tensor::zeros(ag::Shape{hidden});
+  Tensor w2 = Tensor::randn(ag::Shape{hidden, classes}, gen, 0.0, std::sqrt(1.0 / hidden));
+  Tensor b2 = Tensor::zeros(ag::Shape{classes});
+  for (Tensor* t : {&w1, &b1, &w2, &b2}) t->set_requires_grad();
+  optim::Adam opt({{"fc1.weight", w1}, {"fc1.bias", b1}, {"fc2.weight", w2}, {"fc2.bias", b2}}, {.lr = 0.01});
+  auto loss = [&] {
+    Tensor h = ag::relu(ag::add(ag::matmul(x, w1), b1));
+    return ag::cross_entropy(ag::add(ag::matmul(h, w2), b2), labels);
+  };
+  double first = 0, last = 0;
+  for (int epoch = 0; epoch < 60; ++epoch) {
+    last = opt.step(optim::Optimizer::LossFn(loss));
+    if (epoch == 0) first = last;
+  }
+  ag::NoGradGuard no_grad;
+  Tensor logits = ag::add(ag::matmul(ag::relu(ag::add(ag::matmul(x, w1), b1)), w2), b2);
+  std::size_t correct = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    std::size_t best = 0;
+    for (std::size_t k = 1; k < classes; ++k) {
+      if (logits.at(i * classes + k) > logits.at(i * classes + best)) best = k;
+    }
+    correct += best == static_cast<std::size_t>(labels[i]);
+  }
+  MESSAGE(source << ": loss " << first << " -> " << last << ", training accuracy " << correct << "/" << n);
+  CHECK(first > 1.5);
+  CHECK(last < 0.05);
+  CHECK(correct >= n - 5);
+}
