@@ -474,51 +474,21 @@ PlotOutcome write_plots(const LabConfig& config, const std::vector<RunRecord>& r
 
 // ---------------------------------------------------------------- flags
 
-namespace {
-
-// The training flags the lab shares with the programs (same names, same meaning): forwarded to a FlagSet of
-// add_training_flags and read back by config_from_flags, so the checks are the programs' own.
-const char* const kSharedValues[] = {"init",     "epochs",    "schedule",     "lr-final",   "lr-epochs",  "lr-tau",
-                                     "lr-step",  "lr-gamma",  "warmup",       "weight-decay", "dataset",  "data",
-                                     "threads",  "validation", "train-subset", "max-loss"};
-const char* const kSharedSwitches[] = {"decoupled", "no-progress"};
-
-}  // namespace
-
 void add_lab_flags(FlagSet& flags) {
   flags.add("model", "mlp", "the model: logreg, mlp or cnn");
   flags.add("hidden", "128,64", "mlp: hidden layer widths, comma-separated (001's network: 512,512)");
-  flags.add("init", "default",
-            "initialiser: default (U(+-1/sqrt(fan_in))), normal (N(0,1)*0.01, as 001), xavier, xavier-normal, kaiming, "
-            "kaiming-normal");
   flags.add("optimizers", "adam,rmsprop",
             "optimisers to compare, comma-separated: sgd, momentum, nesterov, nesterov-lookahead, adagrad, rmsprop, "
             "adam, nadam, amsgrad, namsgrad, sgd-hd, adam-hd (newton with --model logreg)");
   flags.add("lrs", "", "learning rates, comma-separated (default: each optimiser's own default)");
   flags.add("batch-sizes", "1024", "batch sizes, comma-separated");
   flags.add("seeds", "0,1,2,3,4", "seeds, comma-separated: every configuration runs once per seed");
-  flags.add("epochs", "10", "epochs per run");
   flags.add("targets", "0.97,0.98", "test accuracies whose first epoch the table reports, comma-separated");
-  flags.add("schedule", "constant", "learning-rate schedule: constant, inverse-time, linear, step, exponential, cosine");
-  flags.add("lr-final", "0.001", "linear: the rate reached at the end of --lr-epochs");
-  flags.add("lr-epochs", "", "linear, cosine: epochs to decay over (default: --epochs)");
-  flags.add("lr-tau", "1", "inverse-time: lr = lr0 / (1 + epoch / tau)");
-  flags.add("lr-step", "10", "step: epochs between decays");
-  flags.add("lr-gamma", "0.1", "step, exponential: decay factor");
-  flags.add("warmup", "0", "epochs of linear warm-up before the schedule");
-  flags.add("weight-decay", "0", "L2 weight decay (coupled: added to the gradient)");
-  flags.add_switch("decoupled", "decoupled weight decay (w <- w - lr * decay * w) instead of L2");
-  flags.add("dataset", "mnist", "mnist or fashion");
-  flags.add("data", "", "directory of the IDX files (default: data/mnist, or the Debian Fashion-MNIST)");
-  flags.add("threads", "1", "BLAS threads");
-  flags.add("validation", "0", "hold out the last N training images and evaluate on them instead of the test set");
-  flags.add("train-subset", "0", "train on the first N training images only (0: all)");
-  flags.add("max-loss", "0", "also count a run as diverged when a step's training loss exceeds this (0: only non-finite)");
   flags.add("out", "lab-out", "output directory (curves.csv, runs.csv, summary.csv, summary.md, *.png)");
   flags.add("gnuplot", "gnuplot", "the gnuplot program that draws the PNGs");
   flags.add_switch("no-plots", "write the CSV and Markdown files only");
   flags.add_switch("quiet", "one line per run instead of one per epoch");
-  flags.add_switch("no-progress", "never draw the progress bar");
+  add_run_flags(flags);
 }
 
 LabConfig lab_config_from_flags(const FlagSet& flags) {
@@ -529,30 +499,13 @@ LabConfig lab_config_from_flags(const FlagSet& flags) {
   }
   if (model != "mlp" && flags.given("hidden")) throw FlagError("--hidden: only for --model mlp");
 
-  // The shared flags, checked by the programs' own config_from_flags.
-  FlagSet shared("compare_optimizers", "");
-  add_training_flags(shared, model);
-  std::vector<std::string> args{"compare_optimizers"};
-  if (model == "mlp") args.push_back("--hidden=" + flags.text("hidden"));
-  for (const char* name : kSharedValues) {
-    if (flags.given(name)) args.push_back(fmt::format("--{}={}", name, flags.text(name)));
-  }
-  for (const char* name : kSharedSwitches) {
-    if (flags.on(name)) args.push_back(fmt::format("--{}", name));
-  }
-  if (!flags.given("epochs")) args.push_back("--epochs=" + flags.text("epochs"));
-  std::vector<const char*> argv;
-  for (const std::string& a : args) argv.push_back(a.c_str());
-  shared.parse(static_cast<int>(argv.size()), argv.data());
-  lab.base = config_from_flags(shared, model);
+  lab.base.model = model;
+  if (model == "mlp") read_hidden_flag(flags, lab.base);
+  read_run_flags(flags, lab.base);
 
   lab.optimizers = flags.texts("optimizers");
   if (lab.optimizers.empty()) throw FlagError("--optimizers: at least one optimiser");
-  for (const std::string& name : lab.optimizers) {
-    if (!optim::is_optimizer_name(name) || (name == "newton" && model != "logreg")) {
-      throw FlagError(fmt::format("--optimizers: unknown or unsupported '{}' for {} (see --help)", name, model));
-    }
-  }
+  for (const std::string& name : lab.optimizers) check_optimizer_name("optimizers", name, model);
   lab.lrs = flags.numbers("lrs");
   for (double lr : lab.lrs) {
     if (lr <= 0) throw FlagError(fmt::format("--lrs: learning rates must be positive, got {:g}", lr));

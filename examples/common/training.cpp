@@ -293,17 +293,10 @@ RunResult train(const RunConfig& config, const Datasets& datasets, const EpochCa
   return result;
 }
 
-void add_training_flags(FlagSet& flags, const std::string& model) {
-  if (model == "mlp") flags.add("hidden", "128,64", "hidden layer widths, comma-separated (e.g. 300,100,100)");
-  flags.add("init", model == "mlp" ? "default" : "default",
-            "initialiser: default (U(+-1/sqrt(fan_in))), normal (N(0,1)*0.01), xavier, xavier-normal, kaiming, "
+void add_run_flags(FlagSet& flags) {
+  flags.add("init", "default",
+            "initialiser: default (U(+-1/sqrt(fan_in))), normal (N(0,1)*0.01, as 001), xavier, xavier-normal, kaiming, "
             "kaiming-normal");
-  flags.add("optimizer", "adam",
-            std::string("sgd, momentum, nesterov, nesterov-lookahead, adagrad, rmsprop, adam, nadam, amsgrad, namsgrad, "
-                        "sgd-hd, adam-hd") +
-                (model == "logreg" ? ", newton" : ""));
-  flags.add("lr", "", "learning rate (default: the optimiser's own default)");
-  flags.add("batch-size", "200", "samples per step: 1 is online, 60000 full batch");
   flags.add("epochs", "10", "epochs to train (with --resume: more epochs; 0 only evaluates)");
   flags.add("schedule", "constant", "learning-rate schedule: constant, inverse-time, linear, step, exponential, cosine");
   flags.add("lr-final", "0.001", "linear: the rate reached at the end of --lr-epochs");
@@ -314,38 +307,18 @@ void add_training_flags(FlagSet& flags, const std::string& model) {
   flags.add("warmup", "0", "epochs of linear warm-up before the schedule");
   flags.add("weight-decay", "0", "L2 weight decay (coupled: added to the gradient)");
   flags.add_switch("decoupled", "decoupled weight decay (w <- w - lr * decay * w) instead of L2");
-  flags.add("seed", "0", "seed of the initial weights and the shuffling");
   flags.add("dataset", "mnist", "mnist or fashion");
   flags.add("data", "", "directory of the IDX files (default: data/mnist, or the Debian Fashion-MNIST)");
   flags.add("threads", "1", "BLAS threads");
   flags.add("validation", "0", "hold out the last N training images and evaluate on them instead of the test set");
   flags.add("train-subset", "0", "train on the first N training images only (0: all)");
-  flags.add("log", "", "write per-epoch metrics to this CSV file");
-  flags.add("save", "", "write a checkpoint (model and optimiser state) here after every epoch");
-  flags.add("resume", "", "continue from this checkpoint");
   flags.add("max-loss", "0", "also stop as diverged when a step's training loss exceeds this (0: only non-finite)");
   flags.add_switch("no-progress", "never draw the progress bar");
 }
 
-RunConfig config_from_flags(const FlagSet& flags, const std::string& model) {
-  RunConfig config;
-  config.model = model;
-  if (model == "mlp") {
-    config.hidden = flags.counts("hidden");
-    if (config.hidden.empty()) throw FlagError("--hidden: at least one hidden layer");
-  }
+void read_run_flags(const FlagSet& flags, RunConfig& config) {
   config.init = flags.text("init");
   nn::parse_init(config.init);
-  config.optimizer = flags.text("optimizer");
-  if (!optim::is_optimizer_name(config.optimizer) || (config.optimizer == "newton" && model != "logreg")) {
-    throw FlagError(fmt::format("--optimizer: unknown or unsupported '{}' for {} (see --help)", config.optimizer, model));
-  }
-  if (flags.given("lr")) {
-    config.lr = flags.number("lr");
-    if (config.lr <= 0) throw FlagError(fmt::format("--lr: must be positive, got {}", config.lr));
-  }
-  config.batch_size = flags.count("batch-size");
-  if (config.batch_size == 0) throw FlagError("--batch-size: must be at least 1");
   config.epochs = flags.count("epochs");
   config.schedule = flags.text("schedule");
   if (!optim::is_schedule_name(config.schedule)) {
@@ -364,7 +337,6 @@ RunConfig config_from_flags(const FlagSet& flags, const std::string& model) {
   config.weight_decay = flags.number("weight-decay");
   if (config.weight_decay < 0) throw FlagError("--weight-decay: must be non-negative");
   config.decoupled_weight_decay = flags.on("decoupled");
-  config.seed = flags.count("seed");
   config.dataset = flags.text("dataset");
   if (config.dataset != "mnist" && config.dataset != "fashion") {
     throw FlagError(fmt::format("--dataset: '{}' (mnist or fashion)", config.dataset));
@@ -374,12 +346,54 @@ RunConfig config_from_flags(const FlagSet& flags, const std::string& model) {
   if (config.threads < 1 || config.threads > 256) throw FlagError("--threads: between 1 and 256");
   config.validation = flags.count("validation");
   config.train_subset = flags.count("train-subset");
-  config.log_path = flags.text("log");
-  config.save_path = flags.text("save");
-  config.resume_path = flags.text("resume");
   config.max_loss = flags.number("max-loss");
   if (config.max_loss < 0) throw FlagError("--max-loss: must be non-negative");
   config.progress = !flags.on("no-progress");
+}
+
+void read_hidden_flag(const FlagSet& flags, RunConfig& config) {
+  config.hidden = flags.counts("hidden");
+  if (config.hidden.empty()) throw FlagError("--hidden: at least one hidden layer");
+}
+
+void add_training_flags(FlagSet& flags, const std::string& model) {
+  if (model == "mlp") flags.add("hidden", "128,64", "hidden layer widths, comma-separated (e.g. 300,100,100)");
+  flags.add("optimizer", "adam",
+            std::string("sgd, momentum, nesterov, nesterov-lookahead, adagrad, rmsprop, adam, nadam, amsgrad, namsgrad, "
+                        "sgd-hd, adam-hd") +
+                (model == "logreg" ? ", newton" : ""));
+  flags.add("lr", "", "learning rate (default: the optimiser's own default)");
+  flags.add("batch-size", "200", "samples per step: 1 is online, 60000 full batch");
+  flags.add("seed", "0", "seed of the initial weights and the shuffling");
+  flags.add("log", "", "write per-epoch metrics to this CSV file");
+  flags.add("save", "", "write a checkpoint (model and optimiser state) here after every epoch");
+  flags.add("resume", "", "continue from this checkpoint");
+  add_run_flags(flags);
+}
+
+void check_optimizer_name(const std::string& flag, const std::string& name, const std::string& model) {
+  if (!optim::is_optimizer_name(name) || (name == "newton" && model != "logreg")) {
+    throw FlagError(fmt::format("--{}: unknown or unsupported '{}' for {} (see --help)", flag, name, model));
+  }
+}
+
+RunConfig config_from_flags(const FlagSet& flags, const std::string& model) {
+  RunConfig config;
+  config.model = model;
+  if (model == "mlp") read_hidden_flag(flags, config);
+  config.optimizer = flags.text("optimizer");
+  check_optimizer_name("optimizer", config.optimizer, model);
+  if (flags.given("lr")) {
+    config.lr = flags.number("lr");
+    if (config.lr <= 0) throw FlagError(fmt::format("--lr: must be positive, got {}", config.lr));
+  }
+  config.batch_size = flags.count("batch-size");
+  if (config.batch_size == 0) throw FlagError("--batch-size: must be at least 1");
+  config.seed = flags.count("seed");
+  config.log_path = flags.text("log");
+  config.save_path = flags.text("save");
+  config.resume_path = flags.text("resume");
+  read_run_flags(flags, config);
   return config;
 }
 

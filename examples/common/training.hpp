@@ -78,7 +78,16 @@ using EpochCallback = std::function<void(const EpochMetrics&)>;
 /// thread count: the same numbers, run after run.
 RunResult train(const RunConfig& config, const Datasets& datasets, const EpochCallback& on_epoch = {});
 
-/// Declares the flags every program shares.
+/// Declares the flags of a run that the training programs and the lab share (schedule, data, threads, ...),
+/// and reads them into `config`; FlagError for bad values.
+void add_run_flags(FlagSet& flags);
+void read_run_flags(const FlagSet& flags, RunConfig& config);
+/// --hidden "128,64" into config.hidden.
+void read_hidden_flag(const FlagSet& flags, RunConfig& config);
+/// FlagError unless `name` is an optimiser the factory knows and the model supports (newton: logreg only).
+void check_optimizer_name(const std::string& flag, const std::string& name, const std::string& model);
+
+/// Declares the flags of a training program: the run flags plus optimizer, lr, batch size, seed, log, save, resume.
 void add_training_flags(FlagSet& flags, const std::string& model);
 /// The config those flags describe; throws FlagError for bad values.
 RunConfig config_from_flags(const FlagSet& flags, const std::string& model);
