@@ -100,6 +100,9 @@ Tensor broadcast_to(const Tensor& x, const Shape& shape);
 /// C = op(A) op(B) for 2-D A, B, where op transposes when its flag is set (no copy: BLAS flags).
 /// d = (g op(B)^T, op(A)^T g), expressed back in A's and B's own layouts.
 Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a = false, bool transpose_b = false);
+/// y = x W + b for x (B, in), W (in, out), b (out) or undefined: one GEMM into an output pre-filled with
+/// the bias, one tape node. d = (g W^T, x^T g, sum of g over the batch).
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
 /// 2-D transpose (a copy). d = transpose(g).
 Tensor transpose(const Tensor& x);
 

@@ -38,8 +38,7 @@ ag::Tensor Linear::forward(const ag::Tensor& x) {
   if (x.dim(1) != in_) {
     throw std::invalid_argument(fmt::format("Linear({} -> {}): input {} has {} features", in_, out_, x.describe(), x.dim(1)));
   }
-  ag::Tensor z = ag::matmul(x, weight_);
-  return bias_.defined() ? ag::add(z, bias_) : z;
+  return ag::linear(x, weight_, bias_);
 }
 
 std::string Linear::type_name() const {

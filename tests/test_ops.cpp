@@ -429,6 +429,19 @@ TEST_CASE("matmul: forward values with every flag") {
   check_values(matmul(Tensor::zeros({2, 0}, DType::f64), Tensor::zeros({0, 3}, DType::f64)), {2, 3}, {0, 0, 0, 0, 0, 0});
 }
 
+TEST_CASE("linear: matmul plus bias in one node, first and second order") {
+  Generator gen(21);
+  Tensor x = normal({4, 5}, gen), w = normal({5, 3}, gen), b = normal({3}, gen);
+  std::vector<double> fused = linear(x, w, b).to_vector(), composed = add(matmul(x, w), b).to_vector();
+  for (std::size_t i = 0; i < fused.size(); ++i) CHECK(fused[i] == doctest::Approx(composed[i]).epsilon(1e-14));
+  check_values(linear(f64({1, 2}, {1, 2}), f64({2, 2}, {1, 0, 0, 1}), Tensor()), {1, 2}, {1, 2});
+  CHECK_GRADCHECK([](const Inputs& v) { return linear(v[0], v[1], v[2]); }, {x, w, b});
+  CHECK_GRADCHECK([](const Inputs& v) { return linear(v[0], v[1], Tensor()); }, {x, w});
+  CHECK_GRADGRADCHECK([](const Inputs& v) { return tanh(linear(v[0], v[1], v[2])); }, {x, w, b});
+  CHECK_THROWS_WITH_AS(linear(x, normal({4, 3}, gen), b), doctest::Contains("linear"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(linear(x, w, normal({4}, gen)), doctest::Contains("bias"), std::invalid_argument);
+}
+
 TEST_CASE("transpose, reshape and flatten") {
   Generator gen(10);
   CHECK_GRADCHECK([](const Inputs& v) { return transpose(v[0]); }, {normal({3, 5}, gen)});

@@ -37,6 +37,39 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
   });
 }
 
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  detail::check_binary("linear", x, weight);
+  if (x.rank() != 2 || weight.rank() != 2 || x.dim(1) != weight.dim(0)) {
+    fail("linear", "needs x (batch, in) and weight (in, out), got {} and {}", x.describe(), weight.describe());
+  }
+  std::size_t batch = x.dim(0), in = x.dim(1), out_features = weight.dim(1);
+  if (bias.defined()) {
+    detail::check_binary("linear", x, bias);
+    if (!(bias.shape() == Shape{out_features})) {
+      fail("linear", "bias {} for weight {} (expected [{}])", bias.describe(), weight.describe(), out_features);
+    }
+  }
+  Tensor out = Tensor::empty(Shape{batch, out_features}, x.dtype());
+  dispatch(x.dtype(), [&]<class T>() {
+    T* po = out.data<T>();
+    if (bias.defined()) {
+      const T* pb = bias.data<T>();
+      for (std::size_t r = 0; r < batch; ++r) std::copy_n(pb, out_features, po + r * out_features);
+    } else {
+      std::fill_n(po, batch * out_features, T(0));
+    }
+    if (in > 0) {
+      detail::gemm(false, false, batch, out_features, in, T(1), x.data<T>(), in, weight.data<T>(), out_features, T(1),
+                   po, out_features);
+    }
+  });
+  return record("linear", out, {x, weight, bias}, [x, weight, bias](const Tensor& g, NeedsGrad needs) {
+    return std::vector<Tensor>{needs[0] ? matmul(g, weight, false, true) : Tensor(),
+                               needs[1] ? matmul(x, g, true, false) : Tensor(),
+                               needs[2] ? sum_to(g, bias.shape()) : Tensor()};
+  });
+}
+
 Tensor transpose(const Tensor& x) {
   detail::check_defined("transpose", x);
   if (x.rank() != 2) fail("transpose", "needs a 2-D tensor, got {}", x.describe());
