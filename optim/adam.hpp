@@ -8,7 +8,7 @@
 // AdamOptions is shared by Nadam, NAMSGrad and (with extra fields) AMSGrad and Adam-HD.
 #pragma once
 
-#include "optim/optimizer.hpp"
+#include "optim/adam_family.hpp"
 
 namespace optim {
 
@@ -28,15 +28,10 @@ struct AdamOptions {
   }
 };
 
-class Adam : public OptimizerWith<AdamOptions> {
+class Adam : public AdamFamily<AdamOptions> {
  public:
   explicit Adam(std::vector<nn::NamedTensor> params, const AdamOptions& options = {});
   Adam(std::vector<ParamGroup<AdamOptions>> groups, const AdamOptions& defaults = {});
-
- protected:
-  void update() override;
-  std::vector<std::string> tensor_state_names() const override { return {"exp_avg", "exp_avg_sq"}; }
-  std::vector<std::string> scalar_state_names() const override { return {"step"}; }
 };
 
 }  // namespace optim

@@ -10,7 +10,7 @@
 // Adam (adam.hpp).
 #pragma once
 
-#include "optim/optimizer.hpp"
+#include "optim/adam_family.hpp"
 
 namespace optim {
 
@@ -31,15 +31,10 @@ struct AMSGradOptions {
   }
 };
 
-class AMSGrad : public OptimizerWith<AMSGradOptions> {
+class AMSGrad : public AdamFamily<AMSGradOptions> {
  public:
   explicit AMSGrad(std::vector<nn::NamedTensor> params, const AMSGradOptions& options = {});
   AMSGrad(std::vector<ParamGroup<AMSGradOptions>> groups, const AMSGradOptions& defaults = {});
-
- protected:
-  void update() override;
-  std::vector<std::string> tensor_state_names() const override { return {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}; }
-  std::vector<std::string> scalar_state_names() const override { return {"step"}; }
 };
 
 }  // namespace optim

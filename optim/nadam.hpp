@@ -9,21 +9,16 @@
 #pragma once
 
 #include "optim/adam.hpp"
-#include "optim/optimizer.hpp"
+#include "optim/adam_family.hpp"
 
 namespace optim {
 
 using NadamOptions = AdamOptions;
 
-class Nadam : public OptimizerWith<NadamOptions> {
+class Nadam : public AdamFamily<NadamOptions> {
  public:
   explicit Nadam(std::vector<nn::NamedTensor> params, const NadamOptions& options = {});
   Nadam(std::vector<ParamGroup<NadamOptions>> groups, const NadamOptions& defaults = {});
-
- protected:
-  void update() override;
-  std::vector<std::string> tensor_state_names() const override { return {"exp_avg", "exp_avg_sq"}; }
-  std::vector<std::string> scalar_state_names() const override { return {"step"}; }
 };
 
 }  // namespace optim

@@ -12,21 +12,16 @@
 #pragma once
 
 #include "optim/amsgrad.hpp"
-#include "optim/optimizer.hpp"
+#include "optim/adam_family.hpp"
 
 namespace optim {
 
 using NAMSGradOptions = AMSGradOptions;
 
-class NAMSGrad : public OptimizerWith<NAMSGradOptions> {
+class NAMSGrad : public AdamFamily<NAMSGradOptions> {
  public:
   explicit NAMSGrad(std::vector<nn::NamedTensor> params, const NAMSGradOptions& options = {});
   NAMSGrad(std::vector<ParamGroup<NAMSGradOptions>> groups, const NAMSGradOptions& defaults = {});
-
- protected:
-  void update() override;
-  std::vector<std::string> tensor_state_names() const override { return {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}; }
-  std::vector<std::string> scalar_state_names() const override { return {"step"}; }
 };
 
 }  // namespace optim
