@@ -14,24 +14,11 @@
 #include "autograd/gradcheck.hpp"
 #include "autograd/ops.hpp"
 #include "autograd/tape.hpp"
+#include "gradcheck_assertions.hpp"
 
 using namespace ag;
 
 namespace {
-
-#define CHECK_GRADCHECK(...)                          \
-  do {                                                \
-    GradcheckReport report_ = gradcheck(__VA_ARGS__); \
-    INFO(report_.summary());                          \
-    CHECK(report_.passed);                            \
-  } while (false)
-
-#define CHECK_GRADGRADCHECK(...)                          \
-  do {                                                    \
-    GradcheckReport report_ = gradgradcheck(__VA_ARGS__); \
-    INFO(report_.summary());                              \
-    CHECK(report_.passed);                                \
-  } while (false)
 
 using Values = std::vector<double>;
 

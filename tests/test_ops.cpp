@@ -17,6 +17,7 @@
 #include "autograd/gradcheck.hpp"
 #include "autograd/ops.hpp"
 #include "autograd/tape.hpp"
+#include "gradcheck_assertions.hpp"
 
 using namespace ag;
 
@@ -24,22 +25,6 @@ namespace {
 
 using Inputs = std::vector<Tensor>;
 using LabelVector = std::vector<std::int32_t>;
-
-// The report's table goes into the failure message. Variadic so that lambdas and braced input
-// lists pass through the preprocessor whole.
-#define CHECK_GRADCHECK(...)                          \
-  do {                                                \
-    GradcheckReport report_ = gradcheck(__VA_ARGS__); \
-    INFO(report_.summary());                          \
-    CHECK(report_.passed);                            \
-  } while (false)
-
-#define CHECK_GRADGRADCHECK(...)                          \
-  do {                                                    \
-    GradcheckReport report_ = gradgradcheck(__VA_ARGS__); \
-    INFO(report_.summary());                              \
-    CHECK(report_.passed);                                \
-  } while (false)
 
 /// The message of the std::invalid_argument thrown by `f`, or "" if it throws nothing.
 template <class F>
