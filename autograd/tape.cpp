@@ -91,11 +91,6 @@ void sweep(const std::vector<Root>& roots, bool create_graph, const LeafSink& le
     Tensor grad_output = std::move(node.grad);
     node.grad = Tensor();
     if (on_node_grad) on_node_grad(i, grad_output);
-    if (!node.backward) {
-      throw std::logic_error(fmt::format(
-          "backward: the node of '{}' was already swept and released; pass retain_graph = true to sweep twice",
-          node.op));
-    }
     std::vector<Tensor> grads = node.backward(grad_output, node.needs);
     if (grads.size() != node.inputs.size()) {
       throw std::logic_error(fmt::format("backward of '{}': {} gradients for {} inputs", node.op, grads.size(),

@@ -70,7 +70,6 @@ class EnableGradGuard {
 };
 
 namespace detail {
-bool any_requires_grad(std::initializer_list<const Tensor*> inputs);
 Tensor append_node(const char* op, Tensor output, std::vector<Tensor> inputs, BackwardFn backward);
 }  // namespace detail
 
