@@ -2,8 +2,12 @@
 
 #include <dlfcn.h>
 
+#include <array>
+#include <utility>
 #include <cstdlib>
 #include <stdexcept>
+
+#include <xsimd/xsimd.hpp>
 
 #include <fmt/format.h>
 
@@ -71,6 +75,83 @@ OpenBlas& openblas() {
 
 int to_int(std::size_t value) { return static_cast<int>(value); }
 
+// ---------------------------------------------------------------- few-row products
+// For C = alpha A B + beta C with A of at most kSmallRows rows (online and small mini-batches), OpenBLAS packs
+// all of B on every call, which costs more than the product. This kernel streams B once instead: each
+// k-th row of B is loaded in SIMD batches and multiplied into kRows x (batches) accumulators that stay in
+// registers, one template instance per row count.
+
+constexpr std::size_t kSmallRows = 16;
+
+/// Columns [column, column + kBatches * width) of C; the first `skip` of them are left untouched (the
+/// overlapping last block of a row whose width is not a multiple of the batch).
+template <class T, std::size_t kRows, std::size_t kBatches>
+void few_rows_block(std::size_t k, T alpha, const T* a, std::size_t lda, const T* b, std::size_t ldb, T beta, T* c,
+                    std::size_t ldc, std::size_t column, std::size_t skip = 0) {
+  using Batch = xsimd::batch<T>;
+  constexpr std::size_t width = Batch::size;
+  std::array<std::array<Batch, kBatches>, kRows> acc;
+  for (auto& row : acc) row.fill(Batch(T(0)));
+  for (std::size_t p = 0; p < k; ++p) {
+    std::array<Batch, kBatches> bp;
+    for (std::size_t j = 0; j < kBatches; ++j) bp[j] = Batch::load_unaligned(b + p * ldb + column + j * width);
+    for (std::size_t i = 0; i < kRows; ++i) {
+      Batch ai(a[i * lda + p]);
+      for (std::size_t j = 0; j < kBatches; ++j) acc[i][j] = xsimd::fma(ai, bp[j], acc[i][j]);
+    }
+  }
+  for (std::size_t i = 0; i < kRows; ++i) {
+    for (std::size_t j = 0; j < kBatches; ++j) {
+      T* out = c + i * ldc + column + j * width;
+      Batch result = Batch(alpha) * acc[i][j];
+      if (beta != T(0)) result = xsimd::fma(Batch(beta), Batch::load_unaligned(out), result);
+      if (skip == 0) {
+        result.store_unaligned(out);
+      } else {
+        alignas(64) std::array<T, width> lanes;
+        result.store_aligned(lanes.data());
+        for (std::size_t lane = skip; lane < width; ++lane) out[lane] = lanes[lane];
+      }
+    }
+  }
+}
+
+template <class T, std::size_t kRows>
+void few_rows(std::size_t n, std::size_t k, T alpha, const T* a, std::size_t lda, const T* b, std::size_t ldb, T beta,
+              T* c, std::size_t ldc) {
+  constexpr std::size_t width = xsimd::batch<T>::size;
+  // Two batches of columns per pass while the accumulators fit in the 32 vector registers.
+  constexpr std::size_t batches = kRows <= 8 ? 2 : 1;
+  std::size_t column = 0;
+  for (; column + batches * width <= n; column += batches * width) {
+    few_rows_block<T, kRows, batches>(k, alpha, a, lda, b, ldb, beta, c, ldc, column);
+  }
+  for (; column + width <= n; column += width) few_rows_block<T, kRows, 1>(k, alpha, a, lda, b, ldb, beta, c, ldc, column);
+  if (column < n) {
+    // The last block overlaps the one before it (n >= width); only its new columns are written.
+    std::size_t start = n - width;
+    few_rows_block<T, kRows, 1>(k, alpha, a, lda, b, ldb, beta, c, ldc, start, column - start);
+  }
+}
+
+template <class T, std::size_t... kRows>
+constexpr auto few_rows_table(std::index_sequence<kRows...>) {
+  using Fn = void (*)(std::size_t, std::size_t, T, const T*, std::size_t, const T*, std::size_t, T, T*, std::size_t);
+  return std::array<Fn, sizeof...(kRows)>{few_rows<T, kRows + 1>...};
+}
+
+/// True if the few-row kernel took the product (no transposes, at most kSmallRows rows, a wide enough B).
+template <class T>
+bool try_few_rows(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a,
+                  std::size_t lda, const T* b, std::size_t ldb, T beta, T* c, std::size_t ldc) {
+  constexpr std::size_t width = xsimd::batch<T>::size;
+  // One row is a matrix-vector product, which OpenBLAS already streams well.
+  if (transpose_a || transpose_b || m < 2 || m > kSmallRows || n < 4 * width || k == 0) return false;
+  static constexpr auto table = few_rows_table<T>(std::make_index_sequence<kSmallRows>{});
+  table[m - 1](n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  return true;
+}
+
 }  // namespace
 
 void set_blas_threads(int threads) {
@@ -91,6 +172,7 @@ namespace detail {
 void gemm(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std::size_t k, float alpha,
           const float* a, std::size_t lda, const float* b, std::size_t ldb, float beta, float* c,
           std::size_t ldc) {
+  if (try_few_rows(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
   openblas().sgemm(kRowMajor, transpose_a ? kTrans : kNoTrans, transpose_b ? kTrans : kNoTrans, to_int(m), to_int(n),
                    to_int(k), alpha, a, to_int(lda), b, to_int(ldb), beta, c, to_int(ldc));
 }
@@ -98,6 +180,7 @@ void gemm(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std:
 void gemm(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std::size_t k, double alpha,
           const double* a, std::size_t lda, const double* b, std::size_t ldb, double beta, double* c,
           std::size_t ldc) {
+  if (try_few_rows(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)) return;
   openblas().dgemm(kRowMajor, transpose_a ? kTrans : kNoTrans, transpose_b ? kTrans : kNoTrans, to_int(m), to_int(n),
                    to_int(k), alpha, a, to_int(lda), b, to_int(ldb), beta, c, to_int(ldc));
 }

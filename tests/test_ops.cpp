@@ -414,6 +414,35 @@ TEST_CASE("matmul: forward values with every flag") {
   check_values(matmul(Tensor::zeros({2, 0}, DType::f64), Tensor::zeros({0, 3}, DType::f64)), {2, 3}, {0, 0, 0, 0, 0, 0});
 }
 
+TEST_CASE("matmul and linear at every few-row count against a naive product, f32 and f64") {
+  // Products with 2 to 16 rows take their own kernel (see autograd/blas.cpp): cover every row count,
+  // widths with and without a remainder, and the bias (beta = 1) path of linear.
+  Generator gen(33);
+  for (DType dtype : {DType::f32, DType::f64}) {
+    double tolerance = dtype == DType::f32 ? 1e-4 : 1e-12;
+    for (std::size_t m = 1; m <= 17; ++m) {
+      for (std::size_t n : {3, 64, 75, 300}) {
+        for (std::size_t k : {1, 10, 97}) {
+          Tensor a = Tensor::uniform({m, k}, gen, -1, 1, dtype), b = Tensor::uniform({k, n}, gen, -1, 1, dtype);
+          Tensor bias = Tensor::uniform({n}, gen, -1, 1, dtype);
+          std::vector<double> product = matmul(a, b).to_vector(), affine = linear(a, b, bias).to_vector();
+          double worst = 0;
+          for (std::size_t i = 0; i < m; ++i) {
+            for (std::size_t j = 0; j < n; ++j) {
+              double expected = 0;
+              for (std::size_t p = 0; p < k; ++p) expected += a.at(i * k + p) * b.at(p * n + j);
+              worst = std::max(worst, std::abs(product[i * n + j] - expected));
+              worst = std::max(worst, std::abs(affine[i * n + j] - expected - bias.at(j)));
+            }
+          }
+          INFO(dtype_name(dtype) << " m " << m << " n " << n << " k " << k);
+          CHECK(worst < tolerance);
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("linear: matmul plus bias in one node, first and second order") {
   Generator gen(21);
   Tensor x = normal({4, 5}, gen), w = normal({5, 3}, gen), b = normal({3}, gen);
