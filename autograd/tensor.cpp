@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <numbers>
+#include <ostream>
 #include <stdexcept>
 #include <unordered_map>
 
@@ -226,6 +227,45 @@ std::string Tensor::describe() const {
   if (!impl_) return "undefined";
   return fmt::format("{}{}", dtype_name(impl_->dtype), impl_->shape.str());
 }
+
+namespace {
+
+constexpr std::size_t kPrintEdge = 3;  // entries shown at each end of a long axis
+
+void print_axis(std::string& out, const Tensor& t, std::size_t axis, std::size_t offset, std::size_t stride) {
+  const Shape& shape = t.shape();
+  std::size_t extent = shape[axis];
+  std::size_t inner = stride / extent;
+  out += '[';
+  for (std::size_t i = 0; i < extent; ++i) {
+    if (extent > 2 * kPrintEdge && i == kPrintEdge) {
+      out += axis + 1 == shape.rank() ? "..., " : "...,\n" + std::string(axis + 1, ' ');
+      i = extent - kPrintEdge;
+    }
+    if (axis + 1 == shape.rank()) {
+      out += fmt::format("{:.6g}", t.at(offset + i));
+    } else {
+      print_axis(out, t, axis + 1, offset + i * inner, inner);
+    }
+    if (i + 1 < extent) out += axis + 1 == shape.rank() ? ", " : ",\n" + std::string(axis + 1, ' ');
+  }
+  out += ']';
+}
+
+}  // namespace
+
+std::string Tensor::str() const {
+  if (!impl_) return "undefined";
+  std::string out;
+  if (rank() == 0) {
+    out = fmt::format("{:.6g}", at(0));
+  } else {
+    print_axis(out, *this, 0, 0, numel());
+  }
+  return out + " " + describe() + (requires_grad() ? " requires_grad" : "");
+}
+
+std::ostream& operator<<(std::ostream& out, const Tensor& tensor) { return out << tensor.str(); }
 
 template <class T>
 T* Tensor::data() {

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <iosfwd>
 #include <memory>
 #include <random>
 #include <span>
@@ -70,6 +71,9 @@ class Tensor {
   DType dtype() const;
   /// "f32[200, 784]".
   std::string describe() const;
+  /// The values in nested brackets, NumPy style, then the description; axes longer than 6 show their first
+  /// and last 3 entries around "...".
+  std::string str() const;
 
   // ---- data ----
   /// Raw element pointer; throws if T does not match the dtype.
@@ -115,5 +119,8 @@ class Tensor {
  private:
   std::shared_ptr<TensorImpl> impl_;
 };
+
+/// Writes `tensor.str()`.
+std::ostream& operator<<(std::ostream& out, const Tensor& tensor);
 
 }  // namespace ag

@@ -98,3 +98,13 @@ TEST_CASE("Hessian-vector product of f(x) = sum(x^3) + x0 x1") {
   CHECK(hv.at(1) == doctest::Approx(0.3 - 12 * 0.7));
   CHECK(tape_size() == 0);
 }
+
+TEST_CASE("a tensor prints its values") {
+  CHECK(Tensor::from_data(Shape{2, 2}, {1, 2, 3, 4.5}, DType::f64).str() == "[[1, 2],\n [3, 4.5]] f64[2, 2]");
+  CHECK(Tensor::scalar(3).set_requires_grad().str() == "3 f32[] requires_grad");
+  std::vector<double> values(10);
+  for (std::size_t i = 0; i < values.size(); ++i) values[i] = static_cast<double>(i);
+  CHECK(Tensor::from_data(Shape{10}, std::span<const double>(values)).str() ==
+        "[0, 1, 2, ..., 7, 8, 9] f64[10]");
+  CHECK(Tensor().str() == "undefined");
+}
