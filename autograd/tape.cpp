@@ -41,8 +41,9 @@ std::int64_t node_of(const Tensor& t, const char* where) {
   if (impl.node < 0) return -1;
   if (impl.tape_generation != tape().generation) {
     throw std::logic_error(fmt::format(
-        "{}: tensor {} comes from a tape already released by an earlier backward "
-        "(pass retain_graph = true to the first backward to sweep twice)",
+        "{}: tensor {} comes from a tape already released by an earlier backward (a backward releases "
+        "this thread's whole tape: backward the sum of several losses at once, or pass retain_graph = true to "
+        "the first backward)",
         where, t.describe()));
   }
   return impl.node;
@@ -57,6 +58,13 @@ void check_gradient(const char* where, const Tensor& target, const Tensor& grad)
 
 /// slot += g: out of place, so gradients handed out earlier never change under their holder.
 void accumulate(Tensor& slot, const Tensor& g) { slot = slot.defined() ? add(slot, g) : g; }
+
+/// `g` itself if nothing else refers to it or its storage, else a copy. A leaf's gradient must be its own:
+/// a backward may hand one tensor to several inputs (add gives g to both), and users write gradients in place.
+Tensor owned(const Tensor& g) {
+  bool unique = g.impl().use_count() == 1 && g.impl()->storage.use_count() == 1;
+  return unique ? g : g.clone();
+}
 
 using LeafSink = std::function<void(const Tensor& leaf, const Tensor& grad)>;
 
@@ -107,6 +115,18 @@ void sweep(const std::vector<Root>& roots, bool create_graph, const LeafSink& le
         accumulate(t.nodes[static_cast<std::size_t>(producer)].grad, grads[j]);
       }
     }
+  }
+}
+
+/// A sweep that throws part-way leaves gradients on nodes it had not reached yet; a later sweep would add
+/// them in. Clear them before passing the error on.
+void sweep_or_clean_up(const std::vector<Root>& roots, bool create_graph, const LeafSink& leaf_sink,
+                       const std::function<void(std::int64_t, const Tensor&)>& on_node_grad) {
+  try {
+    sweep(roots, create_graph, leaf_sink, on_node_grad);
+  } catch (...) {
+    for (Node& node : tape().nodes) node.grad = Tensor();
+    throw;
   }
 }
 
@@ -190,10 +210,10 @@ void backward(const Tensor& output, const Tensor& seed, const BackwardOptions& o
       leaf.impl()->grad = current.defined() ? add(current, g) : g;
     } else {
       NoGradGuard no_grad;
-      accumulate(leaf.impl()->grad, g);
+      leaf.impl()->grad = current.defined() ? add(current, g) : owned(g);
     }
   };
-  sweep(roots, options.create_graph, leaf_sink, nullptr);
+  sweep_or_clean_up(roots, options.create_graph, leaf_sink, nullptr);
   finish(options);
 }
 
@@ -222,7 +242,7 @@ std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<T
     if (found == wanted_nodes.end()) return;
     for (std::size_t i : found->second) results[i] = g;
   };
-  sweep(roots, options.create_graph, leaf_sink, on_node_grad);
+  sweep_or_clean_up(roots, options.create_graph, leaf_sink, on_node_grad);
   finish(options);
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     if (!results[i].defined()) results[i] = Tensor::zeros_like(inputs[i]);

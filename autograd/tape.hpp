@@ -10,6 +10,11 @@
 // (every node, and every saved tensor with it) unless `retain_graph` is set; a later backward through a
 // released part is an error, as is backward on a non-scalar without an explicit seed.
 //
+// Unlike PyTorch, which frees each graph when its last tensor dies, release is per thread and whole: two
+// losses built before one backward cannot be backwarded one after the other (backward their sum, or
+// retain the graph), and ops recorded but never backwarded stay on the tape until the next backward or
+// release_tape(): evaluate under NoGradGuard.
+//
 // Higher order: backward functions are written with the same differentiable ops. With `create_graph`,
 // they run while recording, so the gradients are themselves on the tape and can be differentiated again
 // (Hessian-vector products, see `grad`).

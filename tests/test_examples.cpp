@@ -270,15 +270,18 @@ TEST_CASE("the same seed gives the same metrics, bit for bit; another seed does 
 TEST_CASE("resume: one epoch, save, one more epoch equals two epochs straight") {
   examples::Datasets sets = mnist_subset(6000);
   fs::path checkpoint = temp_path("resume.ckpt");
-  for (const char* optimizer : {"adam", "momentum"}) {
+  // The schedule must pick up at the right epoch too, with its horizon given (--lr-epochs 2) or taken from
+  // the run (0: the epochs before the resume plus --epochs).
+  for (auto [optimizer, lr_epochs] : {std::pair{"adam", 2}, std::pair{"momentum", 2}, std::pair{"momentum", 0}}) {
     CAPTURE(optimizer);
+    CAPTURE(lr_epochs);
     RunConfig c = quiet_config();
     c.hidden = {64, 32};
     c.optimizer = optimizer;
     c.batch_size = 100;
     c.seed = 11;
-    c.schedule = "linear";  // the schedule must pick up at the right epoch too
-    c.lr_epochs = 2;
+    c.schedule = "linear";
+    c.lr_epochs = static_cast<std::size_t>(lr_epochs);
     c.lr_final = c.optimizer == "adam" ? 1e-4 : 1e-3;
 
     c.epochs = 2;

@@ -108,3 +108,51 @@ TEST_CASE("a tensor prints its values") {
         "[0, 1, 2, ..., 7, 8, 9] f64[10]");
   CHECK(Tensor().str() == "undefined");
 }
+
+TEST_CASE("a backward that fails part-way leaves nothing behind for the next one") {
+  Tensor x = Tensor::from_data(Shape{1}, {1.0}, DType::f64).set_requires_grad();
+  Tensor old = mul(x, 1.0);
+  backward(sum(old));  // releases the tape: `old` is now stale
+  Tensor b = add(mul(x, 2.0), old);
+  CHECK_THROWS_WITH_AS(backward(sum(b)), doctest::Contains("released"), std::logic_error);
+  x.zero_grad();
+  backward(sum(mul(x, 5.0)));
+  CHECK(x.grad().item() == 5.0);
+}
+
+TEST_CASE("every leaf owns its gradient, even when a backward hands one tensor to several inputs") {
+  Tensor a = Tensor::ones(Shape{3}, DType::f64).set_requires_grad();
+  Tensor b = Tensor::ones(Shape{3}, DType::f64).set_requires_grad();
+  backward(sum(add(a, b)));
+  CHECK_FALSE(a.grad().shares_storage_with(b.grad()));
+  Tensor ga = a.grad();
+  ga.fill_(0.0);
+  CHECK(b.grad().to_vector() == std::vector<double>{1, 1, 1});
+  Tensor seed = Tensor::ones(Shape{3}, DType::f64);
+  Tensor c = Tensor::ones(Shape{3}, DType::f64).set_requires_grad();
+  backward(c, seed);  // the leaf is the root: its gradient is the seed, copied
+  seed.fill_(7.0);
+  CHECK(c.grad().to_vector() == std::vector<double>{1, 1, 1});
+}
+
+TEST_CASE("broadcasting over an empty axis differentiates to empty or zero gradients") {
+  Tensor a = Tensor::zeros(Shape{5, 0}, DType::f64).set_requires_grad();
+  Tensor b = Tensor::zeros(Shape{0}, DType::f64).set_requires_grad();
+  backward(sum(add(a, b)));
+  CHECK(a.grad().numel() == 0);
+  CHECK(b.grad().numel() == 0);
+  Tensor c = Tensor::ones(Shape{3}, DType::f64).set_requires_grad();
+  backward(sum(mul(Tensor::zeros(Shape{0, 3}, DType::f64), c)));
+  CHECK(c.grad().to_vector() == std::vector<double>{0, 0, 0});
+}
+
+TEST_CASE("two losses built before one backward: the error says what to do") {
+  Tensor w = Tensor::ones(Shape{2}, DType::f64).set_requires_grad();
+  Tensor l1 = sum(mul(w, 2.0)), l2 = sum(mul(w, 3.0));
+  backward(l1);
+  CHECK_THROWS_WITH_AS(backward(l2), doctest::Contains("backward the sum of several losses"), std::logic_error);
+  w.zero_grad();
+  Tensor m1 = sum(mul(w, 2.0)), m2 = sum(mul(w, 3.0));
+  backward(add(m1, m2));
+  CHECK(w.grad().to_vector() == std::vector<double>{5, 5});
+}

@@ -175,6 +175,7 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
     const T* px = x.data<T>();
     T* po = out.data<T>();
     std::size_t n = x.numel(), m = out.numel();
+    if (n == 0 || m == 0) return;  // nothing to sum: out stays zero
     if (n % m == 0 && x.rank() >= shape.rank() && shape.numel() == x.shape().back() &&
         (shape.rank() == 0 || shape.back() == x.shape().back())) {
       // Bias gradient: a (rows, m) tensor summed over its rows, vectorised along the row.

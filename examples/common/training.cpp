@@ -92,8 +92,10 @@ class ProgressBar {
   Clock::time_point start_, last_;
 };
 
-std::unique_ptr<optim::Schedule> make_schedule(const RunConfig& config, double base_lr) {
-  std::size_t horizon = config.lr_epochs ? config.lr_epochs : config.epochs;
+/// `last_epoch`: the epoch the run ends with (a resumed run counts the epochs before it too), the horizon
+/// of linear and cosine decay unless --lr-epochs says otherwise.
+std::unique_ptr<optim::Schedule> make_schedule(const RunConfig& config, double base_lr, std::size_t last_epoch) {
+  std::size_t horizon = config.lr_epochs ? config.lr_epochs : last_epoch;
   return optim::make_schedule(config.schedule, {.base_lr = base_lr,
                                                 .final_lr = config.lr_final,
                                                 .horizon = static_cast<double>(horizon),
@@ -193,7 +195,6 @@ RunResult train(const RunConfig& config, const Datasets& datasets, const EpochCa
                             {.lr = base_lr,
                              .weight_decay = config.weight_decay,
                              .decoupled_weight_decay = config.decoupled_weight_decay});
-  std::unique_ptr<optim::Schedule> schedule = make_schedule(config, base_lr);
 
   RunResult result;
   std::size_t start_epoch = 0;
@@ -205,6 +206,8 @@ RunResult train(const RunConfig& config, const Datasets& datasets, const EpochCa
     result.best_test_acc = scalar_entry(entries, "run/best_test_acc", config.resume_path);
     result.seconds = scalar_entry(entries, "run/seconds", config.resume_path);
   }
+
+  std::unique_ptr<optim::Schedule> schedule = make_schedule(config, base_lr, start_epoch + config.epochs);
 
   data::DataLoader loader(datasets.train, {.batch_size = config.batch_size, .shuffle = true,
                                            .image_shape = images, .seed = config.seed});
