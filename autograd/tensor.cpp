@@ -19,15 +19,17 @@ namespace ag {
 namespace {
 
 constexpr std::size_t kAlignment = 64;
-// Blocks kept per size: enough for the tensors of a training step; bounded so that a run through
-// many shapes cannot hoard memory.
+// Blocks kept per size: enough for the tensors of a training step. The total is bounded too, so that a
+// process that goes through many shapes (a grid of batch sizes, full-batch steps) cannot hoard memory.
 constexpr std::size_t kCachedBlocksPerSize = 64;
+constexpr std::size_t kMaxCachedBytes = std::size_t{256} << 20;
 
 // False once this thread's cache is destroyed: tensors that outlive it (statics) free directly.
 thread_local bool block_cache_alive = false;
 
 struct BlockCache {
   std::unordered_map<std::size_t, std::vector<void*>> free_blocks;
+  std::size_t cached_bytes = 0;
   BlockCache() { block_cache_alive = true; }
   ~BlockCache() {
     block_cache_alive = false;
@@ -51,10 +53,12 @@ std::size_t rounded(std::size_t bytes) {
 
 Storage::Storage(std::size_t bytes) : bytes_(bytes) {
   std::size_t size = rounded(bytes);
-  auto& blocks = block_cache().free_blocks[size];
+  BlockCache& cache = block_cache();
+  auto& blocks = cache.free_blocks[size];
   if (!blocks.empty()) {
     data_ = blocks.back();
     blocks.pop_back();
+    cache.cached_bytes -= size;
     return;
   }
   data_ = std::aligned_alloc(kAlignment, size);
@@ -66,9 +70,12 @@ Storage::~Storage() {
     std::free(data_);
     return;
   }
-  auto& blocks = block_cache().free_blocks[rounded(bytes_)];
-  if (blocks.size() < kCachedBlocksPerSize) {
+  BlockCache& cache = block_cache();
+  std::size_t size = rounded(bytes_);
+  auto& blocks = cache.free_blocks[size];
+  if (blocks.size() < kCachedBlocksPerSize && cache.cached_bytes + size <= kMaxCachedBytes) {
     blocks.push_back(data_);
+    cache.cached_bytes += size;
   } else {
     std::free(data_);
   }

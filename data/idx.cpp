@@ -59,8 +59,13 @@ std::vector<unsigned char> read_gzip(const std::string& path) {
 
   std::vector<unsigned char> bytes;
   constexpr std::size_t kChunk = std::size_t{1} << 20;
+  // MNIST's largest file is 47 MB; a bound keeps a malicious or broken archive from exhausting memory.
+  constexpr std::size_t kMaxDecompressed = std::size_t{1} << 30;
   for (;;) {
     const std::size_t used = bytes.size();
+    if (used > kMaxDecompressed) {
+      fail(path, fmt::format("decompresses to more than {} bytes, far beyond any IDX data set", kMaxDecompressed));
+    }
     bytes.resize(used + kChunk);
     const int got = gzread(file.get(), bytes.data() + used, static_cast<unsigned>(kChunk));
     bytes.resize(used + static_cast<std::size_t>(got > 0 ? got : 0));

@@ -1,11 +1,13 @@
 #include "nn/checkpoint.hpp"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <bit>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -92,17 +94,30 @@ void save_tensors(const std::string& path, const std::vector<NamedTensor>& entri
   }
   put(bytes, fnv1a(bytes));
 
-  std::string temporary = path + ".tmp";
-  std::FILE* file = std::fopen(temporary.c_str(), "wb");
-  if (!file) throw std::runtime_error(fmt::format("checkpoint {}: cannot create {}: {}", path, temporary, std::strerror(errno)));
-  bool written = std::fwrite(bytes.data(), 1, bytes.size(), file) == bytes.size();
-  written = std::fflush(file) == 0 && written;
-  written = ::fsync(fileno(file)) == 0 && written;
-  written = std::fclose(file) == 0 && written;
+  // A unique temporary name beside the target (same file system, so rename is atomic), so that two
+  // writers of one path never write into the same temporary file.
+  std::string temporary = path + ".tmp.XXXXXX";
+  int fd = ::mkstemp(temporary.data());
+  if (fd < 0) throw std::runtime_error(fmt::format("checkpoint {}: cannot create {}: {}", path, temporary, std::strerror(errno)));
+  bool written = true;
+  for (std::size_t done = 0; written && done < bytes.size();) {
+    ssize_t count = ::write(fd, bytes.data() + done, bytes.size() - done);
+    written = count > 0;
+    done += written ? static_cast<std::size_t>(count) : 0;
+  }
+  written = ::fsync(fd) == 0 && written;
+  written = ::close(fd) == 0 && written;
   if (!written || std::rename(temporary.c_str(), path.c_str()) != 0) {
     std::string reason = std::strerror(errno);
     std::remove(temporary.c_str());
     throw std::runtime_error(fmt::format("checkpoint {}: write failed: {}", path, reason));
+  }
+  // Make the rename itself durable.
+  std::string directory = std::filesystem::path(path).parent_path().string();
+  int dir_fd = ::open(directory.empty() ? "." : directory.c_str(), O_RDONLY | O_DIRECTORY);
+  if (dir_fd >= 0) {
+    ::fsync(dir_fd);
+    ::close(dir_fd);
   }
 }
 

@@ -5,7 +5,7 @@
 //   per entry: u32 name length, name bytes (UTF-8), u8 dtype (0 = f32, 1 = f64), u8 rank,
 //              rank x u64 extents, the elements (row-major, little-endian)
 //   u64 FNV-1a 64 checksum of every byte before it.
-// A write goes to "<path>.tmp", is flushed and fsync'd, then renamed over <path>: a crash leaves
+// A write goes to a unique "<path>.tmp.XXXXXX" beside it, is fsync'd, then renamed over <path>: a crash leaves
 // either the old file or the new one, never half of one.
 #pragma once
 

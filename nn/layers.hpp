@@ -19,8 +19,10 @@ class Linear : public Module {
          ag::Generator* gen = nullptr, ag::DType dtype = ag::DType::f32);
   ag::Tensor forward(const ag::Tensor& x) override;
   std::string type_name() const override;
-  ag::Tensor& weight() { return weight_; }
-  ag::Tensor& bias() { return bias_; }
+  /// Handles to the registered parameters (shared storage: write through them in place, e.g. with an
+  /// initialiser; the bias is undefined without one).
+  ag::Tensor weight() const { return weight_; }
+  ag::Tensor bias() const { return bias_; }
 
  private:
   std::size_t in_, out_;
@@ -35,8 +37,10 @@ class Conv2d : public Module {
          ag::DType dtype = ag::DType::f32);
   ag::Tensor forward(const ag::Tensor& x) override;
   std::string type_name() const override;
-  ag::Tensor& weight() { return weight_; }
-  ag::Tensor& bias() { return bias_; }
+  /// Handles to the registered parameters (shared storage: write through them in place, e.g. with an
+  /// initialiser; the bias is undefined without one).
+  ag::Tensor weight() const { return weight_; }
+  ag::Tensor bias() const { return bias_; }
 
  private:
   std::size_t in_channels_, out_channels_, kernel_, stride_, padding_;

@@ -262,7 +262,7 @@ void Optimizer::load_state(const std::vector<nn::NamedTensor>& entries) {
       tagged = true;
     } else if (entry == "global/step") {
       have_step = scalar_value(entry, tensor, step);
-      if (have_step && (step < 0 || step != std::floor(step))) {
+      if (have_step && (step < 0 || step != std::floor(step) || step > 9e15)) {
         problems.push_back(fmt::format("{}: not a step count: {}", entry, step));
       }
     } else if (entry.rfind("group/", 0) == 0) {
@@ -273,8 +273,8 @@ void Optimizer::load_state(const std::vector<nn::NamedTensor>& entries) {
                 std::all_of(rest.begin(), rest.begin() + static_cast<std::ptrdiff_t>(slash),
                             [](char c) { return c >= '0' && c <= '9'; });
       if (ok) {
-        g = std::stoul(rest.substr(0, slash));
-        ok = g < groups_.size();
+        // At most 9 digits: std::stoul of a longer run could overflow (a crafted file).
+        ok = slash <= 9 && (g = std::stoul(rest.substr(0, slash))) < groups_.size();
       }
       if (!ok) {
         problems.push_back(fmt::format("{}: unexpected (this optimiser has {} group(s))", entry, groups_.size()));

@@ -578,16 +578,25 @@ LabResult run_lab(const LabConfig& config, const Datasets& datasets, std::FILE* 
                    point.batch_size, seed);
         std::fflush(log);
       }
-      RunResult result = train(run, datasets, [&](const EpochMetrics& m) {
-        curves << csv_row(point, seed, m);
-        curves.flush();
-        if (log && config.epoch_lines) {
-          fmt::print(log, "  epoch {:>3} train_loss={:.4f} train_acc={:.4f} {}_loss={:.4f} {}_acc={:.4f} seconds={:.2f}\n",
-                     m.epoch, m.train_loss, m.train_acc, datasets.test_name, m.test_loss, datasets.test_name,
-                     m.test_acc, m.seconds);
-          std::fflush(log);
-        }
-      });
+      RunResult result;
+      try {
+        result = train(run, datasets, [&](const EpochMetrics& m) {
+          curves << csv_row(point, seed, m);
+          curves.flush();
+          if (log && config.epoch_lines) {
+            fmt::print(log,
+                       "  epoch {:>3} train_loss={:.4f} train_acc={:.4f} {}_loss={:.4f} {}_acc={:.4f} seconds={:.2f}\n",
+                       m.epoch, m.train_loss, m.train_acc, datasets.test_name, m.test_loss, datasets.test_name,
+                       m.test_acc, m.seconds);
+            std::fflush(log);
+          }
+        });
+      } catch (const std::exception& error) {
+        // One failing run (say, Newton meeting a non-finite Hessian) must not lose the grid's other runs:
+        // it is counted with the diverged ones.
+        result.diverged = true;
+        result.divergence = fmt::format("failed: {}", error.what());
+      }
       if (log) {
         if (result.diverged) {
           fmt::print(log, "  {}\n", result.divergence);

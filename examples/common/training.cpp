@@ -120,9 +120,17 @@ std::vector<nn::NamedTensor> under_prefix(const std::string& prefix, const std::
   return out;
 }
 
-double scalar_entry(const std::vector<nn::NamedTensor>& entries, const std::string& name, const std::string& path) {
+/// The value of a one-element entry, which must lie in [low, high].
+double scalar_entry(const std::vector<nn::NamedTensor>& entries, const std::string& name, const std::string& path,
+                    double low, double high) {
   for (const auto& [entry, tensor] : entries) {
-    if (entry == name) return tensor.item();
+    if (entry != name) continue;
+    double value = tensor.numel() == 1 ? tensor.item() : std::nan("");
+    if (!(value >= low && value <= high)) {
+      throw std::runtime_error(
+          fmt::format("checkpoint {}: entry '{}' is {}, outside [{}, {}]", path, name, tensor.describe(), low, high));
+    }
+    return value;
   }
   throw std::runtime_error(fmt::format("checkpoint {}: no entry '{}' (not a training checkpoint?)", path, name));
 }
@@ -202,9 +210,11 @@ RunResult train(const RunConfig& config, const Datasets& datasets, const EpochCa
     std::vector<nn::NamedTensor> entries = nn::load_tensors(config.resume_path);
     nn::assign_tensors(under_prefix("model/", entries), model->named_parameters(), "model");
     optimizer->load_state(under_prefix("optim/", entries));
-    start_epoch = static_cast<std::size_t>(scalar_entry(entries, "run/epoch", config.resume_path));
-    result.best_test_acc = scalar_entry(entries, "run/best_test_acc", config.resume_path);
-    result.seconds = scalar_entry(entries, "run/seconds", config.resume_path);
+    double epoch = scalar_entry(entries, "run/epoch", config.resume_path, 0, 1e6);
+    if (epoch != std::floor(epoch)) throw std::runtime_error(fmt::format("checkpoint {}: run/epoch is {}", config.resume_path, epoch));
+    start_epoch = static_cast<std::size_t>(epoch);
+    result.best_test_acc = scalar_entry(entries, "run/best_test_acc", config.resume_path, 0, 1);
+    result.seconds = scalar_entry(entries, "run/seconds", config.resume_path, 0, 1e12);
   }
 
   std::unique_ptr<optim::Schedule> schedule = make_schedule(config, base_lr, start_epoch + config.epochs);
