@@ -29,8 +29,14 @@ class Momentum : public OptimizerWith<MomentumOptions> {
   Momentum(std::vector<ParamGroup<MomentumOptions>> groups, const MomentumOptions& defaults = {});
 
  protected:
+  /// Nesterov (nesterov.hpp) shares the options, the state and the loop; only its step differs.
+  Momentum(std::string name, std::vector<ParamGroup<MomentumOptions>> groups, const MomentumOptions& defaults,
+           bool nesterov);
   void update() override;
   std::vector<std::string> tensor_state_names() const override { return {"velocity"}; }
+
+ private:
+  bool nesterov_ = false;
 };
 
 }  // namespace optim

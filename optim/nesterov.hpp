@@ -13,29 +13,17 @@
 // Weight decay: coupled g <- g + λ θ; decoupled θ <- (1 - lr λ) θ - (γ v + lr g).
 #pragma once
 
-#include "optim/optimizer.hpp"
+#include "optim/momentum.hpp"
 
 namespace optim {
 
-struct NesterovOptions {
-  double lr = 0.01;
-  double momentum = 0.9;
-  double weight_decay = 0.0;
-  WeightDecay weight_decay_mode = WeightDecay::coupled;
-  void check(const OptionCheck& c) const {
-    c.common(lr, weight_decay);
-    c.unit_interval("momentum", momentum);
-  }
-};
+/// The options of momentum: lr, momentum (γ), weight decay.
+using NesterovOptions = MomentumOptions;
 
-class Nesterov : public OptimizerWith<NesterovOptions> {
+class Nesterov : public Momentum {
  public:
   explicit Nesterov(std::vector<nn::NamedTensor> params, const NesterovOptions& options = {});
   Nesterov(std::vector<ParamGroup<NesterovOptions>> groups, const NesterovOptions& defaults = {});
-
- protected:
-  void update() override;
-  std::vector<std::string> tensor_state_names() const override { return {"velocity"}; }
 };
 
 }  // namespace optim
