@@ -10,8 +10,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <map>
 #include <stdexcept>
+#include <unordered_map>
+#include <unordered_set>
 
 #include <fmt/format.h>
 
@@ -80,8 +81,12 @@ void save_tensors(const std::string& path, const std::vector<NamedTensor>& entri
   std::string bytes(kMagic, sizeof(kMagic));
   put(bytes, kVersion);
   put(bytes, static_cast<std::uint32_t>(entries.size()));
+  std::unordered_set<std::string> names;
   for (const auto& [name, tensor] : entries) {
     if (!tensor.defined()) throw std::invalid_argument(fmt::format("save_tensors: '{}' is undefined", name));
+    if (!names.insert(name).second) {
+      throw std::invalid_argument(fmt::format("save_tensors: '{}' is given twice ({})", name, path));
+    }
     put(bytes, static_cast<std::uint32_t>(name.size()));
     bytes += name;
     put(bytes, static_cast<std::uint8_t>(tensor.dtype() == ag::DType::f64 ? 1 : 0));
@@ -141,10 +146,12 @@ std::vector<NamedTensor> load_tensors(const std::string& path) {
   auto count = reader.get<std::uint32_t>("entry count");
   if (count > kMaxEntries) reader.fail(fmt::format("implausible entry count {}", count));
   std::vector<NamedTensor> entries;
+  std::unordered_set<std::string> names;
   for (std::uint32_t e = 0; e < count; ++e) {
     auto length = reader.get<std::uint32_t>("name length");
     if (length > kMaxNameLength) reader.fail(fmt::format("entry {}: implausible name length {}", e, length));
     std::string name(reader.take(length, "name"), length);
+    if (!names.insert(name).second) reader.fail(fmt::format("entry {}: '{}' is stored twice", e, name));
     auto dtype_code = reader.get<std::uint8_t>("dtype");
     if (dtype_code > 1) reader.fail(fmt::format("'{}': unknown dtype code {}", name, dtype_code));
     auto rank = reader.get<std::uint8_t>("rank");
@@ -167,30 +174,91 @@ std::vector<NamedTensor> load_tensors(const std::string& path) {
   return entries;
 }
 
+std::vector<EntrySpec> specs_of(const std::vector<NamedTensor>& tensors) {
+  std::vector<EntrySpec> specs;
+  specs.reserve(tensors.size());
+  for (const auto& [name, tensor] : tensors) {
+    if (!tensor.defined()) throw std::invalid_argument(fmt::format("specs_of: '{}' is undefined", name));
+    specs.push_back(EntrySpec{name, tensor.shape(), tensor.dtype()});
+  }
+  return specs;
+}
+
+namespace {
+
+/// The entries of a source by name: the first tensor of each name and how often the name occurs, with
+/// the names in order of first appearance.
+struct SourceIndex {
+  struct Occurrence {
+    const ag::Tensor* tensor;
+    std::size_t count;
+  };
+  std::unordered_map<std::string, Occurrence> by_name;
+  std::vector<std::string> order;
+
+  explicit SourceIndex(const std::vector<NamedTensor>& source) {
+    for (const auto& [name, tensor] : source) {
+      auto [it, fresh] = by_name.try_emplace(name, Occurrence{&tensor, 0});
+      if (fresh) order.push_back(name);
+      ++it->second.count;
+    }
+  }
+};
+
+/// "<name>: f32[2] in the file, f64[3] in the model", or empty if the entry fits its spec.
+std::string mismatch(const EntrySpec& spec, const ag::Tensor& stored, const ReportTerms& terms) {
+  if (stored.defined() && stored.shape() == spec.shape && stored.dtype() == spec.dtype) return {};
+  return fmt::format("{}: {} in {}, {}{} {}", spec.name, stored.defined() ? stored.describe() : "an undefined tensor",
+                     terms.source, ag::dtype_name(spec.dtype), spec.shape.str(),
+                     spec.target.empty() ? terms.target : spec.target);
+}
+
+}  // namespace
+
+std::vector<std::string> mismatches(const std::vector<NamedTensor>& source, const std::vector<EntrySpec>& expected,
+                                    const ReportTerms& terms) {
+  const SourceIndex index(source);
+  std::vector<std::string> problems;
+  for (const std::string& name : index.order) {
+    std::size_t count = index.by_name.at(name).count;
+    if (count > 1) problems.push_back(fmt::format("{}: appears {} times in {}", name, count, terms.source));
+  }
+  std::unordered_set<std::string> named;
+  for (const EntrySpec& spec : expected) {
+    if (!named.insert(spec.name).second) {
+      throw std::invalid_argument(fmt::format("mismatches: '{}' is expected twice", spec.name));
+    }
+    auto found = index.by_name.find(spec.name);
+    if (found == index.by_name.end()) {
+      problems.push_back(fmt::format("{}: missing from {}", spec.name, terms.source));
+    } else if (std::string line = mismatch(spec, *found->second.tensor, terms); !line.empty()) {
+      problems.push_back(std::move(line));
+    }
+  }
+  for (const std::string& name : index.order) {
+    if (named.contains(name)) continue;
+    problems.push_back(name + ": " + (terms.unexpected ? terms.unexpected(name)
+                                                       : fmt::format("in {}, not {}", terms.source, terms.target)));
+  }
+  return problems;
+}
+
+void throw_if_problems(const std::string& heading, const std::vector<std::string>& problems) {
+  if (problems.empty()) return;
+  std::string message =
+      fmt::format("{} ({} problem{}):", heading, problems.size(), problems.size() == 1 ? "" : "s");
+  for (const std::string& line : problems) message += "\n  " + line;
+  throw std::runtime_error(message);
+}
+
 void assign_tensors(const std::vector<NamedTensor>& source, const std::vector<NamedTensor>& targets,
                     const std::string& what) {
-  std::map<std::string, const ag::Tensor*> available;
-  for (const auto& [name, tensor] : source) available[name] = &tensor;
-  std::string problems;
-  for (const auto& [name, target] : targets) {
-    auto found = available.find(name);
-    if (found == available.end()) {
-      problems += fmt::format("\n  {}: missing from the file", name);
-      continue;
-    }
-    const ag::Tensor& stored = *found->second;
-    if (!(stored.shape() == target.shape()) || stored.dtype() != target.dtype()) {
-      problems += fmt::format("\n  {}: {} in the file, {} in the {}", name, stored.describe(), target.describe(), what);
-    }
-    available.erase(found);
-  }
-  for (const auto& [name, tensor] : available) problems += fmt::format("\n  {}: in the file, not in the {}", name, what);
-  if (!problems.empty()) throw std::runtime_error(fmt::format("checkpoint does not match the {}:{}", what, problems));
-  std::map<std::string, const ag::Tensor*> by_name;
-  for (const auto& [name, tensor] : source) by_name[name] = &tensor;
+  throw_if_problems(fmt::format("checkpoint does not match the {}", what),
+                    mismatches(source, specs_of(targets), {.target = "in the " + what}));
+  const SourceIndex index(source);
   for (const auto& [name, target] : targets) {
     ag::Tensor destination = target;
-    destination.copy_(*by_name[name]);
+    destination.copy_(*index.by_name.at(name).tensor);
   }
 }
 

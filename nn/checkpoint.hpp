@@ -9,6 +9,7 @@
 // either the old file or the new one, never half of one.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -16,15 +17,52 @@
 
 namespace nn {
 
-/// Writes `entries` to `path` atomically. Throws std::runtime_error naming the path on I/O failure.
+/// Writes `entries` to `path` atomically. Throws std::runtime_error naming the path on I/O failure,
+/// std::invalid_argument (naming them) for undefined tensors or a name given twice.
 void save_tensors(const std::string& path, const std::vector<NamedTensor>& entries);
 /// Reads every entry; throws std::runtime_error naming the path and the problem (bad magic, version,
-/// truncation, checksum mismatch, ...).
+/// truncation, checksum mismatch, a name stored twice, ...).
 std::vector<NamedTensor> load_tensors(const std::string& path);
 
-/// Copies each named tensor into `targets` (same names, shapes and dtypes, in place). Throws
-/// std::runtime_error listing every missing, unexpected or mismatched name ("fc1.weight: shape [128, 784]
-/// in the file, [64, 784] in the model").
+// ---- the mismatch report, shared by module checkpoints and optimiser states
+
+/// What one named entry must be.
+struct EntrySpec {
+  std::string name;
+  ag::Shape shape;
+  ag::DType dtype = ag::DType::f32;
+  /// How the report qualifies the expected side of a mismatch; empty: ReportTerms::target.
+  std::string target{};
+};
+
+/// The specs of existing tensors (their names, shapes and dtypes).
+std::vector<EntrySpec> specs_of(const std::vector<NamedTensor>& tensors);
+
+/// The words of a mismatch report; the defaults give the checkpoint's lines
+///   "fc1.weight: f32[128, 784] in the file, f32[64, 784] in the model"
+///   "fc1.weight: missing from the file"       "fc3.bias: in the file, not in the model"
+///   "fc1.bias: appears 2 times in the file"
+struct ReportTerms {
+  std::string source = "the file";
+  std::string target = "in the model";
+  /// The problem of an entry of the source that no spec names; unset: "in <source>, not <target>".
+  std::function<std::string(const std::string& name)> unexpected{};
+};
+
+/// Compares named entries with what is expected of them, by name (order does not matter): one line
+/// "<name>: <problem>" for every name the source holds more than once, every expected name it lacks,
+/// every entry whose shape or dtype differs, and every entry nobody expects, in that order. Empty: all fit.
+/// Throws std::invalid_argument if `expected` names an entry twice.
+std::vector<std::string> mismatches(const std::vector<NamedTensor>& source, const std::vector<EntrySpec>& expected,
+                                    const ReportTerms& terms = {});
+
+/// Throws std::runtime_error "<heading> (N problem(s)):\n  <line>\n  <line>..." unless `problems` is empty.
+void throw_if_problems(const std::string& heading, const std::vector<std::string>& problems);
+
+/// Copies each named tensor into `targets` (same names, shapes and dtypes, in place). Nothing is written
+/// unless all fit: throws std::runtime_error with the mismatch report ("checkpoint does not match the
+/// model (1 problem):\n  fc1.weight: f32[128, 784] in the file, f32[64, 784] in the model"); `what`
+/// names the targets.
 void assign_tensors(const std::vector<NamedTensor>& source, const std::vector<NamedTensor>& targets,
                     const std::string& what);
 

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <map>
+#include <optional>
 #include <stdexcept>
 #include <unordered_set>
 
@@ -197,6 +197,9 @@ std::vector<nn::NamedTensor> Optimizer::state() const {
   std::vector<nn::NamedTensor> out;
   out.emplace_back("optimizer/" + name_, f64_scalar(1.0));
   out.emplace_back("global/step", f64_scalar(static_cast<double>(step_count_)));
+  for (const GlobalScalar& s : const_cast<Optimizer*>(this)->global_scalars()) {
+    out.emplace_back("global/" + s.name, f64_scalar(*s.value));
+  }
   for (std::size_t g = 0; g < groups_.size(); ++g) {
     out.emplace_back(fmt::format("group/{}/lr", g), f64_scalar(group_lr_value(g)));
   }
@@ -216,150 +219,126 @@ std::vector<nn::NamedTensor> Optimizer::state() const {
   return out;
 }
 
-void Optimizer::load_state(const std::vector<nn::NamedTensor>& entries) {
-  std::vector<std::string> problems;
-  std::vector<std::string> tensor_names = tensor_state_names();
-  std::vector<std::string> scalar_names = scalar_state_names();
-  std::map<std::string, const Param*> by_name;
-  for (const Param& p : params_) by_name[p.name] = &p;
+namespace {
 
-  auto index_of = [](const std::vector<std::string>& names, const std::string& key) -> std::ptrdiff_t {
-    auto it = std::find(names.begin(), names.end(), key);
-    return it == names.end() ? -1 : it - names.begin();
-  };
-  auto scalar_value = [&](const std::string& entry, const ag::Tensor& t, double& out) {
-    if (!t.defined() || t.numel() != 1 || t.dtype() != ag::DType::f64) {
-      problems.push_back(fmt::format("{}: expected a float64 scalar, got {}", entry,
-                                     t.defined() ? t.describe() : std::string("an undefined tensor")));
-      return false;
-    }
-    out = t.item();
-    return true;
-  };
+/// "state/<param>/<key>" -> {param, key} (a parameter's name may itself hold '/'); nullopt otherwise.
+std::optional<std::pair<std::string, std::string>> split_state_entry(const std::string& entry) {
+  if (!entry.starts_with("state/")) return std::nullopt;
+  std::size_t slash = entry.rfind('/');
+  if (slash <= 6) return std::nullopt;
+  return std::pair{entry.substr(6, slash - 6), entry.substr(slash + 1)};
+}
 
-  bool tagged = false;
-  bool have_step = false;
-  double step = 0;
-  std::vector<std::optional<double>> lrs(groups_.size());
-  // The new per-parameter states, with flags of what was filled.
-  struct Loaded {
-    ParamState s;
-    std::vector<bool> tensor_set, scalar_set;
-  };
-  std::map<std::string, Loaded> loaded;
-  std::unordered_set<std::string> seen;
+/// The first tensor of each name.
+std::unordered_map<std::string, const ag::Tensor*> by_name(const std::vector<nn::NamedTensor>& entries) {
+  std::unordered_map<std::string, const ag::Tensor*> index;
+  for (const auto& [name, tensor] : entries) index.try_emplace(name, &tensor);
+  return index;
+}
 
+/// The parameters that `entries` hold state for ("state/<param>/...").
+std::unordered_set<std::string> params_with_state(const std::vector<nn::NamedTensor>& entries) {
+  std::unordered_set<std::string> saved;
   for (const auto& [entry, tensor] : entries) {
-    if (!seen.insert(entry).second) {
-      problems.push_back(fmt::format("{}: appears twice", entry));
-      continue;
-    }
-    if (entry.rfind("optimizer/", 0) == 0) {
-      std::string saved_by = entry.substr(10);
-      if (saved_by != name_) {
-        problems.push_back(fmt::format("{}: the state was saved by '{}', not '{}'", entry, saved_by, name_));
-      }
-      tagged = true;
-    } else if (entry == "global/step") {
-      have_step = scalar_value(entry, tensor, step);
-      if (have_step && (step < 0 || step != std::floor(step) || step > 9e15)) {
-        problems.push_back(fmt::format("{}: not a step count: {}", entry, step));
-      }
-    } else if (entry.rfind("group/", 0) == 0) {
-      std::string rest = entry.substr(6);
-      std::size_t slash = rest.find('/');
-      std::size_t g = 0;
-      bool ok = slash != std::string::npos && rest.substr(slash) == "/lr" && slash > 0 &&
-                std::all_of(rest.begin(), rest.begin() + static_cast<std::ptrdiff_t>(slash),
-                            [](char c) { return c >= '0' && c <= '9'; });
-      if (ok) {
-        // At most 9 digits: std::stoul of a longer run could overflow (a crafted file).
-        ok = slash <= 9 && (g = std::stoul(rest.substr(0, slash))) < groups_.size();
-      }
-      if (!ok) {
-        problems.push_back(fmt::format("{}: unexpected (this optimiser has {} group(s))", entry, groups_.size()));
-        continue;
-      }
-      double value = 0;
-      if (scalar_value(entry, tensor, value)) {
-        if (!(value >= 0) || !std::isfinite(value)) {
-          problems.push_back(fmt::format("{}: not a learning rate: {}", entry, value));
-        } else {
-          lrs[g] = value;
-        }
-      }
-    } else if (entry.rfind("state/", 0) == 0) {
-      std::size_t slash = entry.rfind('/');
-      std::string pname = entry.substr(6, slash > 6 ? slash - 6 : 0);
-      std::string key = entry.substr(slash + 1);
-      auto param = by_name.find(pname);
-      if (slash <= 6 || param == by_name.end()) {
-        problems.push_back(fmt::format("{}: no parameter named '{}' in this optimiser", entry, pname));
-        continue;
-      }
-      std::ptrdiff_t ti = index_of(tensor_names, key), si = index_of(scalar_names, key);
-      if (ti < 0 && si < 0) {
-        problems.push_back(fmt::format("{}: '{}' is not part of {}'s state", entry, key, name_));
-        continue;
-      }
-      Loaded& l = loaded[pname];
-      if (l.tensor_set.empty() && l.scalar_set.empty()) {
-        l.s.tensors.resize(tensor_names.size());
-        l.s.scalars.assign(scalar_names.size(), 0.0);
-        l.tensor_set.assign(tensor_names.size(), false);
-        l.scalar_set.assign(scalar_names.size(), false);
-      }
-      if (ti >= 0) {
-        const ag::Tensor& p = param->second->tensor;
-        if (!tensor.defined() || !(tensor.shape() == p.shape()) || tensor.dtype() != p.dtype()) {
-          problems.push_back(fmt::format("{}: {} in the state, {} for the parameter", entry,
-                                         tensor.defined() ? tensor.describe() : std::string("undefined"),
-                                         p.describe()));
-          continue;
-        }
-        l.s.tensors[static_cast<std::size_t>(ti)] = tensor.clone();
-        l.tensor_set[static_cast<std::size_t>(ti)] = true;
-      } else {
-        double value = 0;
-        if (scalar_value(entry, tensor, value)) {
-          l.s.scalars[static_cast<std::size_t>(si)] = value;
-          l.scalar_set[static_cast<std::size_t>(si)] = true;
-        }
-      }
-    } else {
-      problems.push_back(fmt::format("{}: unexpected entry", entry));
-    }
+    if (auto split = split_state_entry(entry)) saved.insert(split->first);
   }
+  return saved;
+}
 
-  if (!tagged) problems.push_back(fmt::format("optimizer/{}: missing", name_));
-  if (!have_step && !seen.contains("global/step")) problems.push_back("global/step: missing");
+nn::EntrySpec scalar_spec(std::string name) { return {std::move(name), ag::Shape{}, ag::DType::f64, "expected"}; }
+
+}  // namespace
+
+void Optimizer::load_state(const std::vector<nn::NamedTensor>& entries) {
+  nn::ReportTerms terms{.source = "the state",
+                        .target = "expected",
+                        .unexpected = [this](const std::string& entry) { return unexpected_entry(entry); }};
+  std::vector<std::string> problems = nn::mismatches(entries, expected_state(entries), terms);
+  std::vector<std::string> values = value_problems(entries);
+  problems.insert(problems.end(), values.begin(), values.end());
+  nn::throw_if_problems(fmt::format("{}: cannot load the optimiser state", name_), problems);
+  replace_state(entries);
+}
+
+std::vector<nn::EntrySpec> Optimizer::expected_state(const std::vector<nn::NamedTensor>& entries) const {
+  std::vector<nn::EntrySpec> specs{scalar_spec("optimizer/" + name_), scalar_spec("global/step")};
+  for (const GlobalScalar& s : const_cast<Optimizer*>(this)->global_scalars()) {
+    specs.push_back(scalar_spec("global/" + s.name));
+  }
+  for (std::size_t g = 0; g < groups_.size(); ++g) specs.push_back(scalar_spec(fmt::format("group/{}/lr", g)));
+  // A parameter's state is all or nothing: one entry of it asks for all of them.
+  const std::unordered_set<std::string> saved = params_with_state(entries);
+  for (const Param& p : params_) {
+    if (!saved.contains(p.name)) continue;
+    for (const std::string& key : tensor_state_names()) {
+      specs.push_back({"state/" + p.name + "/" + key, p.tensor.shape(), p.tensor.dtype(), "for the parameter"});
+    }
+    for (const std::string& key : scalar_state_names()) specs.push_back(scalar_spec("state/" + p.name + "/" + key));
+  }
+  return specs;
+}
+
+std::string Optimizer::unexpected_entry(const std::string& entry) const {
+  if (entry.starts_with("optimizer/")) {
+    return fmt::format("the state was saved by '{}', not '{}'", entry.substr(10), name_);
+  }
+  if (entry.starts_with("group/")) return fmt::format("unexpected (this optimiser has {} group(s))", groups_.size());
+  if (auto split = split_state_entry(entry)) {
+    const auto& [pname, key] = *split;
+    bool known = std::any_of(params_.begin(), params_.end(), [&](const Param& p) { return p.name == pname; });
+    if (!known) return fmt::format("no parameter named '{}' in this optimiser", pname);
+    return fmt::format("'{}' is not part of {}'s state", key, name_);
+  }
+  return "unexpected entry";
+}
+
+std::vector<std::string> Optimizer::value_problems(const std::vector<nn::NamedTensor>& entries) {
+  // Only the scalars that passed the shape check (a float64 scalar) are looked at here.
+  const auto index = by_name(entries);
+  auto value_of = [&](const std::string& entry) -> std::optional<double> {
+    auto found = index.find(entry);
+    if (found == index.end() || !found->second->defined() || found->second->rank() != 0 ||
+        found->second->dtype() != ag::DType::f64) {
+      return std::nullopt;
+    }
+    return found->second->item();
+  };
+  std::vector<std::string> problems;
+  if (auto step = value_of("global/step"); step && (*step < 0 || *step != std::floor(*step) || *step > 9e15)) {
+    problems.push_back(fmt::format("global/step: not a step count: {}", *step));
+  }
   for (std::size_t g = 0; g < groups_.size(); ++g) {
     std::string entry = fmt::format("group/{}/lr", g);
-    if (!lrs[g] && !seen.contains(entry)) problems.push_back(entry + ": missing");
-  }
-  for (const auto& [pname, l] : loaded) {
-    for (std::size_t i = 0; i < tensor_names.size(); ++i) {
-      std::string entry = "state/" + pname + "/" + tensor_names[i];
-      if (!l.tensor_set[i] && !seen.contains(entry)) problems.push_back(entry + ": missing");
-    }
-    for (std::size_t i = 0; i < scalar_names.size(); ++i) {
-      std::string entry = "state/" + pname + "/" + scalar_names[i];
-      if (!l.scalar_set[i] && !seen.contains(entry)) problems.push_back(entry + ": missing");
+    if (auto lr = value_of(entry); lr && !(*lr >= 0 && std::isfinite(*lr))) {
+      problems.push_back(fmt::format("{}: not a learning rate: {}", entry, *lr));
     }
   }
-
-  if (!problems.empty()) {
-    std::string message = fmt::format("{}: cannot load the optimiser state ({} problem{}):", name_,
-                                      problems.size(), problems.size() == 1 ? "" : "s");
-    for (const std::string& p : problems) message += "\n  " + p;
-    throw std::runtime_error(message);
+  for (const GlobalScalar& s : global_scalars()) {
+    std::string entry = "global/" + s.name;
+    if (auto v = value_of(entry); v && !(*v >= s.min && *v <= s.max)) {
+      problems.push_back(fmt::format("{}: {} is outside [{}, {}]", entry, *v, s.min, s.max));
+    }
   }
+  return problems;
+}
 
-  // Everything fits: replace (the per-parameter scalars, e.g. per-tensor learning rates, as saved).
-  state_.clear();
-  for (auto& [pname, l] : loaded) state_.emplace(by_name.at(pname)->tensor.id(), std::move(l.s));
-  step_count_ = static_cast<std::int64_t>(step);
-  for (std::size_t g = 0; g < groups_.size(); ++g) group_lr(g) = *lrs[g];
+void Optimizer::replace_state(const std::vector<nn::NamedTensor>& entries) {
+  // Everything fits. The new per-parameter states first (the only part that allocates), then the swap.
+  const auto index = by_name(entries);
+  const std::unordered_set<std::string> saved = params_with_state(entries);
+  std::unordered_map<const ag::TensorImpl*, ParamState> states;
+  for (const Param& p : params_) {
+    if (!saved.contains(p.name)) continue;
+    const std::string prefix = "state/" + p.name + "/";
+    ParamState s;
+    for (const std::string& key : tensor_state_names()) s.tensors.push_back(index.at(prefix + key)->clone());
+    for (const std::string& key : scalar_state_names()) s.scalars.push_back(index.at(prefix + key)->item());
+    states.emplace(p.tensor.id(), std::move(s));
+  }
+  for (const GlobalScalar& s : global_scalars()) *s.value = index.at("global/" + s.name)->item();
+  step_count_ = static_cast<std::int64_t>(index.at("global/step")->item());
+  for (std::size_t g = 0; g < groups_.size(); ++g) group_lr(g) = index.at(fmt::format("group/{}/lr", g))->item();
+  state_ = std::move(states);
 }
 
 // ---------------------------------------------------------------- kernel helpers

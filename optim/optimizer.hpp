@@ -25,6 +25,7 @@
 // state() names every entry (all float64 scalars are rank-0 tensors):
 //   "optimizer/<name>"            1.0, a tag: load_state refuses state saved by another method
 //   "global/step"                 number of step() calls
+//   "global/<scalar>"             a whole-optimiser scalar of the method (Newton's "global/damping")
 //   "group/<g>/lr"                learning rate of group g
 //   "state/<param>/<buffer>"      a tensor of the parameter's shape and dtype ("state/fc1.weight/exp_avg")
 //   "state/<param>/<scalar>"      a per-parameter scalar ("state/fc1.weight/step")
@@ -55,6 +56,7 @@
 #include <vector>
 
 #include "autograd/tensor.hpp"
+#include "nn/checkpoint.hpp"
 #include "nn/module.hpp"
 
 namespace optim {
@@ -128,8 +130,8 @@ class Optimizer {
   /// A copy of the whole state, named as described at the top of this header.
   std::vector<nn::NamedTensor> state() const;
   /// Replaces the state by `entries` (from state(), possibly through a checkpoint file). Nothing is
-  /// changed unless every entry fits: throws std::runtime_error listing every missing, unexpected or
-  /// mismatched entry.
+  /// changed unless every entry fits: throws std::runtime_error with nn::mismatches' report, listing
+  /// every missing, unexpected, repeated or mismatched entry and every value out of range.
   void load_state(const std::vector<nn::NamedTensor>& entries);
 
  protected:
@@ -169,6 +171,14 @@ class Optimizer {
   virtual void lr_changed(std::size_t /*group*/) {}
   /// Group learning rates live in the derived class's options.
   virtual double& group_lr(std::size_t group) = 0;
+  /// A whole-optimiser scalar of the method, saved as "global/<name>"; load_state accepts values in
+  /// [min, max] and writes them through `value`.
+  struct GlobalScalar {
+    std::string name;
+    double* value;
+    double min, max;
+  };
+  virtual std::vector<GlobalScalar> global_scalars() { return {}; }
   double group_lr_value(std::size_t group) const { return const_cast<Optimizer*>(this)->group_lr(group); }
 
   // ---- helpers for methods ----
@@ -185,6 +195,13 @@ class Optimizer {
   Closure closure_from(const LossFn& loss_fn);
 
  private:
+  // load_state's pieces: the entries a state must hold (every state entry of each parameter it names),
+  // why an entry nobody expects is there, the checks of the values, and the replacement itself.
+  std::vector<nn::EntrySpec> expected_state(const std::vector<nn::NamedTensor>& entries) const;
+  std::string unexpected_entry(const std::string& entry) const;
+  std::vector<std::string> value_problems(const std::vector<nn::NamedTensor>& entries);
+  void replace_state(const std::vector<nn::NamedTensor>& entries);
+
   std::string name_;
   std::vector<std::vector<nn::NamedTensor>> groups_;
   std::vector<Param> params_;

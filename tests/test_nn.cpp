@@ -351,3 +351,76 @@ TEST_CASE("the L2 penalty and the weight norm") {
     for (std::size_t i = 0; i < w.numel(); ++i) CHECK(w.grad().at(i) == doctest::Approx(w.at(i)));  // 2 * 0.5 * w
   }
 }
+
+// ================================================================ the mismatch report, duplicate names
+
+TEST_CASE("mismatches: one line per repeated, missing, mismatched or unexpected entry") {
+  std::vector<nn::NamedTensor> source{{"fc1.weight", Tensor::zeros(Shape{128, 784})},
+                                      {"fc1.bias", Tensor::zeros(Shape{64})},
+                                      {"fc1.bias", Tensor::zeros(Shape{64})},
+                                      {"fc3.bias", Tensor::zeros(Shape{10})}};
+  std::vector<nn::EntrySpec> expected{{"fc1.weight", Shape{64, 784}, DType::f32},
+                                      {"fc1.bias", Shape{64}, DType::f64},
+                                      {"fc2.weight", Shape{64, 10}, DType::f32}};
+  CHECK(nn::mismatches(source, expected) ==
+        std::vector<std::string>{"fc1.bias: appears 2 times in the file",
+                                 "fc1.weight: f32[128, 784] in the file, f32[64, 784] in the model",
+                                 "fc1.bias: f32[64] in the file, f64[64] in the model",
+                                 "fc2.weight: missing from the file", "fc3.bias: in the file, not in the model"});
+  // Own words, a spec's own target, and an explanation of the unexpected.
+  expected[0].target = "for the parameter";
+  nn::ReportTerms terms{.source = "the state", .target = "expected",
+                        .unexpected = [](const std::string& name) { return "nobody asked for " + name; }};
+  std::vector<std::string> lines = nn::mismatches(source, expected, terms);
+  CHECK(lines[1] == "fc1.weight: f32[128, 784] in the state, f32[64, 784] for the parameter");
+  CHECK(lines[2] == "fc1.bias: f32[64] in the state, f64[64] expected");
+  CHECK(lines.back() == "fc3.bias: nobody asked for fc3.bias");
+  // All fit, in any order.
+  std::vector<nn::NamedTensor> good{{"b", Tensor::zeros(Shape{2})}, {"a", Tensor::zeros(Shape{}, DType::f64)}};
+  CHECK(nn::mismatches(good, {{"a", Shape{}, DType::f64}, {"b", Shape{2}}}).empty());
+  CHECK_THROWS_AS(nn::mismatches(good, {{"a", Shape{}}, {"a", Shape{}}}), std::invalid_argument);
+  CHECK_NOTHROW(nn::throw_if_problems("fine", {}));
+  CHECK_THROWS_WITH_AS(nn::throw_if_problems("heading", {"x: one", "y: two"}), "heading (2 problems):\n  x: one\n  y: two",
+                       std::runtime_error);
+}
+
+TEST_CASE("checkpoints refuse a name given twice, naming it, and change nothing") {
+  nn::manual_seed(6);
+  auto net = nn::make_mlp(3, {2}, 2);
+  std::vector<nn::NamedTensor> params = net->named_parameters();
+  std::vector<double> before = params[0].second.to_vector();
+
+  SUBCASE("in memory: assign_tensors") {
+    std::vector<nn::NamedTensor> source;
+    for (const auto& [name, t] : params) source.emplace_back(name, Tensor::ones(t.shape()));
+    source.emplace_back(params[0].first, Tensor::ones(params[0].second.shape()));
+    CHECK_THROWS_WITH_AS(nn::assign_tensors(source, params, "model"),
+                         doctest::Contains("0.weight: appears 2 times in the file"), std::runtime_error);
+    CHECK(params[0].second.to_vector() == before);
+  }
+  SUBCASE("writing: save_tensors") {
+    std::vector<nn::NamedTensor> twice{params[0], params[0]};
+    CHECK_THROWS_WITH_AS(nn::save_tensors(temp_path("twice.ckpt"), twice), doctest::Contains("'0.weight' is given twice"),
+                         std::invalid_argument);
+    CHECK_FALSE(std::filesystem::exists(temp_path("twice.ckpt")));
+  }
+  SUBCASE("reading: a crafted file with two entries of one name") {
+    std::string path = temp_path("crafted.ckpt");
+    nn::save_tensors(path, {{"ab", Tensor::zeros(Shape{2})}, {"aa", Tensor::zeros(Shape{2})}});
+    std::ifstream in(path, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    in.close();
+    std::size_t at = bytes.find("ab");
+    REQUIRE(at != std::string::npos);
+    bytes[at + 1] = 'a';  // "ab" -> "aa", then a valid checksum (FNV-1a 64 of everything before it)
+    std::uint64_t hash = 14695981039346656037ull;
+    for (std::size_t i = 0; i + 8 < bytes.size(); ++i) {
+      hash ^= static_cast<unsigned char>(bytes[i]);
+      hash *= 1099511628211ull;
+    }
+    std::memcpy(bytes.data() + bytes.size() - 8, &hash, 8);
+    std::ofstream(path, std::ios::binary) << bytes;
+    CHECK_THROWS_WITH_AS(nn::load_tensors(path), doctest::Contains("'aa' is stored twice"), std::runtime_error);
+    std::remove(path.c_str());
+  }
+}

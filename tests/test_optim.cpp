@@ -1117,3 +1117,71 @@ TEST_CASE("a 784-32-10 MLP trained by Adam on 500 MNIST images reaches a low los
   CHECK(last < 0.05);
   CHECK(correct >= n - 5);
 }
+
+// ================================================================ load_state: the shared mismatch report
+
+TEST_CASE("load_state refuses an entry given twice, a partial parameter state and bad values, naming each") {
+  Tensor a = param({0.8, -0.4}), b = param({1.1, 0.3, -0.9});
+  optim::Adam adam({{"a", a}, {"b", b}});
+  adam.step(optim::Optimizer::LossFn([&] { return quartic({a, b}); }));
+  const std::vector<nn::NamedTensor> good = adam.state();
+  auto message_of = [&](const std::vector<nn::NamedTensor>& entries) {
+    optim::Adam fresh({{"a", a}, {"b", b}});
+    try {
+      fresh.load_state(entries);
+    } catch (const std::runtime_error& e) {
+      CHECK(fresh.step_count() == 0);  // nothing changed
+      CHECK(fresh.state().size() == 3);
+      return std::string(e.what());
+    }
+    FAIL("load_state accepted a broken state");
+    return std::string();
+  };
+  SUBCASE("twice") {
+    std::vector<nn::NamedTensor> twice = good;
+    twice.push_back(good.back());
+    std::string message = message_of(twice);
+    CHECK(message.find("adam: cannot load the optimiser state (1 problem):") == 0);
+    CHECK(message.find(good.back().first + ": appears 2 times in the state") != std::string::npos);
+  }
+  SUBCASE("one entry of a parameter's state asks for the others") {
+    std::vector<nn::NamedTensor> partial;
+    for (const auto& [n, t] : good) {
+      if (!n.starts_with("state/b/") || n == "state/b/step") partial.emplace_back(n, t);
+    }
+    std::string message = message_of(partial);
+    CHECK(message.find("state/b/exp_avg: missing from the state") != std::string::npos);
+    CHECK(message.find("state/b/exp_avg_sq: missing from the state") != std::string::npos);
+  }
+  SUBCASE("values, scalars and groups") {
+    std::vector<nn::NamedTensor> bad;
+    for (const auto& [n, t] : good) {
+      if (n == "global/step") {
+        bad.emplace_back(n, Tensor::scalar(2.5, DType::f64));
+      } else if (n == "group/0/lr") {
+        bad.emplace_back(n, Tensor::scalar(-1.0, DType::f64));
+      } else if (n == "state/a/step") {
+        bad.emplace_back(n, Tensor::scalar(1.0, DType::f32));
+      } else {
+        bad.emplace_back(n, t);
+      }
+    }
+    bad.emplace_back("group/1/lr", Tensor::scalar(0.1, DType::f64));
+    std::string message = message_of(bad);
+    CHECK(message.find("(4 problems)") != std::string::npos);
+    CHECK(message.find("state/a/step: f32[] in the state, f64[] expected") != std::string::npos);
+    CHECK(message.find("group/1/lr: unexpected (this optimiser has 1 group(s))") != std::string::npos);
+    CHECK(message.find("global/step: not a step count: 2.5") != std::string::npos);
+    CHECK(message.find("group/0/lr: not a learning rate: -1") != std::string::npos);
+  }
+  SUBCASE("an untouched optimiser's state and a full one both load") {
+    optim::Adam fresh({{"a", a}, {"b", b}});
+    fresh.load_state(good);
+    CHECK(fresh.step_count() == 1);
+    CHECK(fresh.state().size() == good.size());
+    optim::Adam other({{"a", a}, {"b", b}});
+    fresh.load_state(other.state());
+    CHECK(fresh.step_count() == 0);
+    CHECK(fresh.state().size() == 3);
+  }
+}
