@@ -1,5 +1,7 @@
 #include "optim/adagrad.hpp"
 
+#include "optim/registry.hpp"
+
 #include <cmath>
 
 namespace optim {
@@ -37,5 +39,11 @@ void Adagrad::update() {
     });
   }
 }
+
+namespace {
+const RegisterOptimizer<Adagrad, AdagradOptions> registration{
+    "adagrad", "AdaGrad: G <- G + g², w <- w - lr g / sqrt(G + ε) (002 Alg. 2, 004 Prop. 3.11)",
+    [] { auto t = common_options<AdagradOptions>(); return eps_options(t); }()};
+}  // namespace
 
 }  // namespace optim

@@ -1,5 +1,7 @@
 #include "optim/adam.hpp"
 
+#include "optim/registry.hpp"
+
 namespace optim {
 
 Adam::Adam(std::vector<nn::NamedTensor> params, const AdamOptions& options)
@@ -7,5 +9,11 @@ Adam::Adam(std::vector<nn::NamedTensor> params, const AdamOptions& options)
 
 Adam::Adam(std::vector<ParamGroup<AdamOptions>> groups, const AdamOptions& defaults)
     : AdamFamily("adam", std::move(groups), defaults, Numerator::momentum, SecondMoment::average) {}
+
+namespace {
+const RegisterOptimizer<Adam, AdamOptions> registration{
+    "adam", "Adam: bias-corrected first and second moments (Kingma & Ba 2015; 000 §4.5, 001 eq. 18)",
+    adam_options<AdamOptions>()};
+}  // namespace
 
 }  // namespace optim

@@ -1,5 +1,7 @@
 #include "optim/adam_hd.hpp"
 
+#include "optim/registry.hpp"
+
 #include <cmath>
 
 namespace optim {
@@ -43,5 +45,11 @@ void AdamHD::apply(const Work& item, ParamState& state, double alpha, const Adam
            T(coupled), T(decoupled));
   });
 }
+
+namespace {
+const RegisterOptimizer<AdamHD, AdamHDOptions> registration{
+    "adam-hd", "Adam with hypergradient descent on the learning rate (Baydin et al. 2018; 001 §4.6)",
+    [] { auto t = adam_options<AdamHDOptions>(); return hyper_options(t, HyperScope::global, HyperScope::per_tensor); }()};
+}  // namespace
 
 }  // namespace optim

@@ -1,5 +1,7 @@
 #include "optim/amsgrad.hpp"
 
+#include "optim/registry.hpp"
+
 namespace optim {
 
 AMSGrad::AMSGrad(std::vector<nn::NamedTensor> params, const AMSGradOptions& options)
@@ -7,5 +9,11 @@ AMSGrad::AMSGrad(std::vector<nn::NamedTensor> params, const AMSGradOptions& opti
 
 AMSGrad::AMSGrad(std::vector<ParamGroup<AMSGradOptions>> groups, const AMSGradOptions& defaults)
     : AdamFamily("amsgrad", std::move(groups), defaults, Numerator::momentum, SecondMoment::max_of_raw) {}
+
+namespace {
+const RegisterOptimizer<AMSGrad, AMSGradOptions> registration{
+    "amsgrad", "AMSGrad: Adam with the running maximum of v (Reddi et al. 2018; 001 §4.4)",
+    adam_options<AMSGradOptions>().flag("bias_correction", &AMSGradOptions::bias_correction, "divide m and v by 1 - β^t (Reddi et al. do not)")};
+}  // namespace
 
 }  // namespace optim

@@ -1,5 +1,7 @@
 #include "optim/momentum.hpp"
 
+#include "optim/registry.hpp"
+
 namespace optim {
 
 namespace {
@@ -39,5 +41,11 @@ void Momentum::update() {
     });
   }
 }
+
+namespace {
+const RegisterOptimizer<Momentum, MomentumOptions> registration{
+    "momentum", "heavy ball: v <- γ v + lr g, w <- w - v (000 §4.3, 004 Prop. 3.8)",
+    momentum_options<MomentumOptions>()};
+}  // namespace
 
 }  // namespace optim

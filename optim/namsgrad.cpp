@@ -1,5 +1,7 @@
 #include "optim/namsgrad.hpp"
 
+#include "optim/registry.hpp"
+
 namespace optim {
 
 NAMSGrad::NAMSGrad(std::vector<nn::NamedTensor> params, const NAMSGradOptions& options)
@@ -7,5 +9,11 @@ NAMSGrad::NAMSGrad(std::vector<nn::NamedTensor> params, const NAMSGradOptions& o
 
 NAMSGrad::NAMSGrad(std::vector<ParamGroup<NAMSGradOptions>> groups, const NAMSGradOptions& defaults)
     : AdamFamily("namsgrad", std::move(groups), defaults, Numerator::nesterov, SecondMoment::max_of_corrected) {}
+
+namespace {
+const RegisterOptimizer<NAMSGrad, NAMSGradOptions> registration{
+    "namsgrad", "NAMSGrad: AMSGrad with the Nadam numerator (001 §4.5)",
+    adam_options<NAMSGradOptions>().flag("bias_correction", &NAMSGradOptions::bias_correction, "divide m and v by 1 - β^t")};
+}  // namespace
 
 }  // namespace optim

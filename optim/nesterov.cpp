@@ -1,5 +1,7 @@
 #include "optim/nesterov.hpp"
 
+#include "optim/registry.hpp"
+
 namespace optim {
 
 Nesterov::Nesterov(std::vector<nn::NamedTensor> params, const NesterovOptions& options)
@@ -7,5 +9,11 @@ Nesterov::Nesterov(std::vector<nn::NamedTensor> params, const NesterovOptions& o
 
 Nesterov::Nesterov(std::vector<ParamGroup<NesterovOptions>> groups, const NesterovOptions& defaults)
     : Momentum("nesterov", std::move(groups), defaults, true) {}
+
+namespace {
+const RegisterOptimizer<Nesterov, NesterovOptions> registration{
+    "nesterov", "Nesterov momentum, reparameterised: w <- w - (γ v + lr g) (001 eq. 12)",
+    momentum_options<NesterovOptions>()};
+}  // namespace
 
 }  // namespace optim

@@ -1,5 +1,7 @@
 #include "optim/nesterov_lookahead.hpp"
 
+#include "optim/registry.hpp"
+
 #include <stdexcept>
 #include <unordered_map>
 
@@ -95,5 +97,11 @@ double NesterovLookahead::closure_step(const Closure& closure) {
   }
   return loss;
 }
+
+namespace {
+const RegisterOptimizer<NesterovLookahead, NesterovOptions> registration{
+    "nesterov-lookahead", "Nesterov momentum, the gradient taken at the look-ahead point w - γ v (000 §4.4)",
+    momentum_options<NesterovOptions>()};
+}  // namespace
 
 }  // namespace optim

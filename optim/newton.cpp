@@ -1,5 +1,7 @@
 #include "optim/newton.hpp"
 
+#include "optim/registry.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -240,5 +242,19 @@ double Newton::loss_fn_step(const LossFn& loss_fn) {
   }
   return loss_value;
 }
+
+namespace {
+const RegisterOptimizer<Newton, NewtonOptions> registration{
+    "newton", "Newton's method, (H + μI) d = g from the tape's second derivatives (004 Prop. 3.10); small models",
+    common_options<NewtonOptions>()
+        .real("damping", &NewtonOptions::damping, config::Range::at_least(0), "μ added to the Hessian's diagonal")
+        .choice("method", &NewtonOptions::method,
+                {{"automatic", HessianMethod::automatic}, {"full", HessianMethod::full},
+                 {"cg", HessianMethod::conjugate_gradient}},
+                "full Hessian + Cholesky, conjugate gradient, or full up to full_hessian_max parameters")
+        .count("full_hessian_max", &NewtonOptions::full_hessian_max, 1, 100000, "automatic: largest full Hessian")
+        .count("cg_max_iterations", &NewtonOptions::cg_max_iterations, 1, 1000000, "CG iterations per step")
+        .real("cg_tolerance", &NewtonOptions::cg_tolerance, config::Range::positive(), "CG stops at ||r|| <= tol ||g||")};
+}  // namespace
 
 }  // namespace optim

@@ -1,11 +1,11 @@
-// Every optimiser, the factory and the schedules.
+// Every optimiser, the registries (methods and schedules by name) and the schedules.
 #pragma once
 
 #include "optim/adagrad.hpp"
 #include "optim/adam.hpp"
 #include "optim/adam_hd.hpp"
 #include "optim/amsgrad.hpp"
-#include "optim/factory.hpp"
+#include "optim/registry.hpp"
 #include "optim/momentum.hpp"
 #include "optim/nadam.hpp"
 #include "optim/namsgrad.hpp"

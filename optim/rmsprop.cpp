@@ -1,5 +1,7 @@
 #include "optim/rmsprop.hpp"
 
+#include "optim/registry.hpp"
+
 #include <cmath>
 
 namespace optim {
@@ -38,5 +40,11 @@ void RMSProp::update() {
     });
   }
 }
+
+namespace {
+const RegisterOptimizer<RMSProp, RMSPropOptions> registration{
+    "rmsprop", "RMSProp: v <- β v + (1 - β) g², w <- w - lr g / sqrt(v + ε) (001 eq. 16, 004 Prop. 3.12)",
+    [] { auto t = common_options<RMSPropOptions>(); t.real("beta", &RMSPropOptions::beta, config::Range::unit(), "β, decay of the squared-gradient average"); return eps_options(t); }()};
+}  // namespace
 
 }  // namespace optim

@@ -1,11 +1,15 @@
 #include "optim/schedule.hpp"
 
+#include <algorithm>
+
 #include <cmath>
 #include <numbers>
 #include <stdexcept>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+
+#include "optim/registry.hpp"
 
 namespace optim {
 
@@ -99,40 +103,93 @@ double linear_scaling_rule(double base_lr, std::size_t batch, std::size_t base_b
   return base_lr * static_cast<double>(batch) / static_cast<double>(base_batch);
 }
 
-const std::vector<std::string>& schedule_names() {
-  static const std::vector<std::string> names{"constant", "inverse-time", "linear", "step", "exponential", "cosine"};
-  return names;
-}
+// ---- registrations: options in epochs (the convenience unit) or steps; each schedule is a function of the step
 
-bool is_schedule_name(std::string_view name) {
-  for (const std::string& known : schedule_names()) {
-    if (known == name) return true;
-  }
-  return false;
-}
+namespace {
 
-std::unique_ptr<Schedule> make_schedule(std::string_view name, const ScheduleConfig& c) {
-  std::unique_ptr<Schedule> s;
-  const double lr = c.base_lr;
-  if (name == "constant") {
-    s = std::make_unique<ConstantLR>(lr);
-  } else if (name == "inverse-time") {
-    s = std::make_unique<InverseTimeLR>(lr, c.tau);
-  } else if (name == "linear") {
-    s = std::make_unique<LinearLR>(lr, c.final_lr, c.horizon);
-  } else if (name == "step") {
-    s = std::make_unique<StepLR>(lr, c.step_size, c.gamma);
-  } else if (name == "exponential") {
-    s = std::make_unique<ExponentialLR>(lr, c.gamma);
-  } else if (name == "cosine") {
-    s = std::make_unique<CosineLR>(lr, c.horizon, c.final_lr);
-  } else {
-    throw std::invalid_argument(
-        fmt::format("make_schedule: unknown schedule '{}' (known: {})", name, fmt::join(schedule_names(), ", ")));
-  }
-  if (c.warmup > 0) s = std::make_unique<WarmupLR>(std::move(s), c.warmup, c.warmup_start_factor);
-  return s;
+/// Steps of a length given in epochs, unless `steps` gives it directly; `whole` when both are 0.
+double steps_of(double epochs, std::size_t steps, const ScheduleContext& c, double whole) {
+  if (steps > 0) return static_cast<double>(steps);
+  if (epochs > 0) return std::max(1.0, std::round(epochs * static_cast<double>(c.steps_per_epoch)));
+  return whole;
 }
+constexpr std::size_t kMaxSteps = 1'000'000'000'000;
+
+struct NoOptions {};
+const RegisterSchedule<NoOptions> constant_registration{
+    "constant", "η_t = η0", {}, [](const NoOptions&, const ScheduleContext& c) {
+      return std::make_unique<ConstantLR>(c.base_lr);
+    }};
+
+struct InverseTimeOptions {
+  double tau = 1.0;
+  std::size_t tau_steps = 0;
+};
+const RegisterSchedule<InverseTimeOptions> inverse_time_registration{
+    "inverse-time", "η_t = η0 / (1 + t/τ): Robbins-Monro annealing (000 §5.1.4: tau=1 is 1/epoch; tau_steps=1 is 1/t)",
+    config::OptionTable<InverseTimeOptions>()
+        .real("tau", &InverseTimeOptions::tau, config::Range::positive(), "τ in epochs")
+        .count("tau_steps", &InverseTimeOptions::tau_steps, 0, kMaxSteps, "τ in steps (replaces tau)"),
+    [](const InverseTimeOptions& o, const ScheduleContext& c) {
+      return std::make_unique<InverseTimeLR>(c.base_lr, steps_of(o.tau, o.tau_steps, c, 1.0));
+    }};
+
+struct DecayOptions {
+  double final_lr = 0.001;
+  double epochs = 0;
+  std::size_t steps = 0;
+};
+config::OptionTable<DecayOptions> decay_table(std::string_view final_help) {
+  config::OptionTable<DecayOptions> table;
+  table.real("final", &DecayOptions::final_lr, config::Range::at_least(0), std::string(final_help))
+      .real("epochs", &DecayOptions::epochs, config::Range::at_least(0), "epochs to decay over (0: the whole run)")
+      .count("steps", &DecayOptions::steps, 0, kMaxSteps, "steps to decay over (replaces epochs)");
+  return table;
+}
+const RegisterSchedule<DecayOptions> linear_registration{
+    "linear", "η_t = η0 (1 - t/N) + η_N t/N, then η_N (002 eq. 5, 004 Prop. 3.2)",
+    decay_table("η_N, the rate reached at the end"),
+    [](const DecayOptions& o, const ScheduleContext& c) {
+      return std::make_unique<LinearLR>(c.base_lr, o.final_lr,
+                                        steps_of(o.epochs, o.steps, c, static_cast<double>(c.total_steps)));
+    }};
+const RegisterSchedule<DecayOptions> cosine_registration{
+    "cosine", "η_t = η_min + (η0 - η_min)(1 + cos(π t/T))/2, then η_min (Loshchilov & Hutter 2017)",
+    decay_table("η_min, the rate reached at the end"),
+    [](const DecayOptions& o, const ScheduleContext& c) {
+      return std::make_unique<CosineLR>(c.base_lr, steps_of(o.epochs, o.steps, c, static_cast<double>(c.total_steps)),
+                                        o.final_lr);
+    },
+    DecayOptions{.final_lr = 0.0}};
+
+struct StepOptions {
+  double every = 10;
+  std::size_t every_steps = 0;
+  double gamma = 0.1;
+};
+const RegisterSchedule<StepOptions> step_registration{
+    "step", "η_t = η0 γ^floor(t/s): multiply by γ every s",
+    config::OptionTable<StepOptions>()
+        .real("every", &StepOptions::every, config::Range::positive(), "s in epochs")
+        .count("every_steps", &StepOptions::every_steps, 0, kMaxSteps, "s in steps (replaces every)")
+        .real("gamma", &StepOptions::gamma, config::Range::positive(), "factor γ"),
+    [](const StepOptions& o, const ScheduleContext& c) {
+      return std::make_unique<StepLR>(c.base_lr, steps_of(o.every, o.every_steps, c, 1.0), o.gamma);
+    }};
+
+struct ExponentialOptions {
+  double gamma = 0.1;
+};
+const RegisterSchedule<ExponentialOptions> exponential_registration{
+    "exponential", "η_t = η0 γ^(t/steps per epoch): γ per epoch, applied smoothly at every step",
+    config::OptionTable<ExponentialOptions>().real("gamma", &ExponentialOptions::gamma, config::Range::positive(),
+                                                   "factor per epoch"),
+    [](const ExponentialOptions& o, const ScheduleContext& c) {
+      return std::make_unique<ExponentialLR>(c.base_lr,
+                                             std::pow(o.gamma, 1.0 / static_cast<double>(c.steps_per_epoch)));
+    }};
+
+}  // namespace
 
 LRScheduler::LRScheduler(Optimizer& optimizer, std::shared_ptr<const Schedule> schedule)
     : optimizer_(optimizer), schedule_(std::move(schedule)) {

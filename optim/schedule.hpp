@@ -109,24 +109,8 @@ class WarmupLR : public Schedule {
 /// η_base · batch / base_batch. Throws std::invalid_argument for a zero batch size or a negative rate.
 double linear_scaling_rule(double base_lr, std::size_t batch, std::size_t base_batch = 64);
 
-/// Parameters of make_schedule (each used by the schedules named beside it), in steps or epochs.
-struct ScheduleConfig {
-  double base_lr = 0.01;            // η0 (every schedule)
-  double final_lr = 0.0;            // linear (η_N); cosine (η_min)
-  double horizon = 10;              // linear (N), cosine (T)
-  double tau = 1.0;                 // inverse-time
-  double step_size = 10;            // step
-  double gamma = 0.1;               // step, exponential
-  double warmup = 0;                // any: > 0 wraps the schedule in WarmupLR over this many steps
-  double warmup_start_factor = 0.1;
-};
-
-/// "constant", "inverse-time", "linear", "step", "exponential", "cosine". Throws std::invalid_argument
-/// naming the accepted names for any other, or for invalid parameters.
-std::unique_ptr<Schedule> make_schedule(std::string_view name, const ScheduleConfig& config);
-/// The names make_schedule accepts.
-const std::vector<std::string>& schedule_names();
-bool is_schedule_name(std::string_view name);
+// By name and options (registered in schedule.cpp; a user's own schedule registers the same way):
+// optim::make_schedule(config::parse_spec("linear(final=1e-5)"), {...}) in optim/registry.hpp.
 
 /// Applies a schedule to an optimiser. Group 0 follows the schedule; any other group keeps the ratio of
 /// its learning rate to group 0's at attachment (all follow it if group 0's was 0). Construction sets

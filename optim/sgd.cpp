@@ -1,5 +1,7 @@
 #include "optim/sgd.hpp"
 
+#include "optim/registry.hpp"
+
 namespace optim {
 
 namespace {
@@ -25,5 +27,11 @@ void SGD::update() {
     });
   }
 }
+
+namespace {
+const RegisterOptimizer<SGD, SGDOptions> registration{
+    "sgd", "gradient descent: w <- w - lr g (000 §4.1, 004 Def. 3.5)",
+    common_options<SGDOptions>()};
+}  // namespace
 
 }  // namespace optim

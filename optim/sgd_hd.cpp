@@ -1,5 +1,7 @@
 #include "optim/sgd_hd.hpp"
 
+#include "optim/registry.hpp"
+
 namespace optim {
 
 namespace {
@@ -28,5 +30,11 @@ void SGDHD::apply(const Work& item, ParamState& state, double alpha, const SGDHD
     sgd_hd_kernel<T>(w.data<T>(), item.grad.data<T>(), d.data<T>(), w.numel(), T(alpha), T(o.weight_decay));
   });
 }
+
+namespace {
+const RegisterOptimizer<SGDHD, SGDHDOptions> registration{
+    "sgd-hd", "SGD with hypergradient descent on the learning rate (Baydin et al. 2018; 001 §4.6)",
+    [] { auto t = common_options<SGDHDOptions>(); return hyper_options(t, HyperScope::global, HyperScope::per_tensor); }()};
+}  // namespace
 
 }  // namespace optim

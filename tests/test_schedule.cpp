@@ -6,6 +6,7 @@
 #include <memory>
 #include <numbers>
 
+#include "optim/registry.hpp"
 #include "optim/schedule.hpp"
 #include "optim/sgd.hpp"
 
@@ -87,37 +88,37 @@ TEST_CASE("linear scaling rule (001 §3.1): η = 1e-3 b / 64") {
   CHECK_THROWS_AS(optim::linear_scaling_rule(-1.0, 64), std::invalid_argument);
 }
 
-TEST_CASE("make_schedule: every name, the warm-up wrapper, and the errors") {
-  const optim::ScheduleConfig c{.base_lr = 0.1, .final_lr = 0.001, .horizon = 10, .tau = 2, .step_size = 3,
-                                .gamma = 0.5};
-  CHECK(optim::make_schedule("constant", c)->lr_at(7) == 0.1);
-  CHECK(optim::make_schedule("inverse-time", c)->lr_at(2) == Approx(0.05));
-  CHECK(optim::make_schedule("linear", c)->lr_at(5) == Approx(0.0505));
-  CHECK(optim::make_schedule("step", c)->lr_at(6) == Approx(0.025));
-  CHECK(optim::make_schedule("exponential", c)->lr_at(2) == Approx(0.025));
-  CHECK(optim::make_schedule("cosine", c)->lr_at(5) == Approx(0.001 + 0.099 / 2));
-  for (const std::string& name : optim::schedule_names()) {
-    CHECK(optim::is_schedule_name(name));
-    CHECK(optim::make_schedule(name, c)->lr_at(0) == Approx(0.1));
-  }
-  optim::ScheduleConfig warm = c;
-  warm.warmup = 2;
-  auto s = optim::make_schedule("linear", warm);
-  CHECK(s->lr_at(0) == Approx(0.01));
-  CHECK(s->lr_at(7) == Approx(0.0505));
-  CHECK_FALSE(optim::is_schedule_name("poly"));
-  CHECK_THROWS_WITH_AS(optim::make_schedule("poly", c), doctest::Contains("unknown schedule 'poly' (known: constant"),
-                       std::invalid_argument);
-  optim::ScheduleConfig bad = c;
-  bad.tau = 0;
-  CHECK_THROWS_WITH_AS(optim::make_schedule("inverse-time", bad), doctest::Contains("tau must be > 0"),
-                       std::invalid_argument);
-  bad = c;
-  bad.horizon = 0;
-  CHECK_THROWS_AS(optim::make_schedule("linear", bad), std::invalid_argument);
-  bad = c;
-  bad.base_lr = -1;
-  CHECK_THROWS_WITH_AS(optim::make_schedule("cosine", bad), doctest::Contains("lr0 must be >= 0"), std::invalid_argument);
+TEST_CASE("schedules by spec: every registered name, epochs turned into steps, warm-up, and the errors") {
+  // 10 steps an epoch, a 50-step run, η0 = 0.1.
+  const optim::ScheduleContext c{.base_lr = 0.1, .steps_per_epoch = 10, .total_steps = 50};
+  auto at = [&](const std::string& spec, double t) { return optim::make_schedule(config::parse_spec(spec), c)->lr_at(t); };
+  CHECK(at("constant", 37) == 0.1);
+  CHECK(at("inverse-time(tau=2)", 20) == Approx(0.05));        // τ = 20 steps
+  CHECK(at("inverse-time(tau_steps=1)", 4) == Approx(0.02));   // Robbins-Monro 1/t
+  CHECK(at("linear(final=0.001)", 25) == Approx(0.0505));      // over the whole run: N = 50
+  CHECK(at("linear(final=0.001)", 50) == Approx(0.001));
+  CHECK(at("linear(final=0.001,epochs=1)", 5) == Approx(0.0505));
+  CHECK(at("linear(final=0.001,steps=4)", 2) == Approx(0.0505));
+  CHECK(at("step(every=3,gamma=0.5)", 60) == Approx(0.025));    // s = 30 steps
+  CHECK(at("step(every_steps=3,gamma=0.5)", 6) == Approx(0.025));
+  CHECK(at("exponential(gamma=0.5)", 20) == Approx(0.025));     // γ per epoch, 0.5^(t/10)
+  CHECK(at("exponential(gamma=0.5)", 5) == Approx(0.1 * std::sqrt(0.5)));
+  CHECK(at("cosine(final=0.001)", 25) == Approx(0.001 + 0.099 / 2));
+  CHECK(at("cosine", 50) == 0.0);
+  for (const std::string& name : optim::schedules().names()) CHECK(at(name, 0) == Approx(0.1));
+  // Warm-up: 2 epochs = 20 steps from 0.1 η0, then the schedule from its start.
+  CHECK(at("linear(final=0.001,epochs=1,warmup=2)", 0) == Approx(0.01));
+  CHECK(at("linear(final=0.001,epochs=1,warmup=2)", 25) == Approx(0.0505));
+  CHECK(at("constant(warmup_steps=4,warmup_start=0)", 2) == Approx(0.05));
+  CHECK(optim::resolve_schedule(config::parse_spec("linear(final=1e-5)")).text() ==
+        "linear(final=1e-05,epochs=0,steps=0,warmup=0,warmup_steps=0,warmup_start=0.1)");
+  CHECK_THROWS_WITH_AS(at("poly", 0), doctest::Contains("unknown schedule 'poly' (known: constant, cosine"),
+                       config::SpecError);
+  CHECK_THROWS_WITH_AS(at("inverse-time(tau=0)", 0), doctest::Contains("inverse-time schedule: tau must be > 0, got '0'"),
+                       config::SpecError);
+  CHECK_THROWS_WITH_AS(at("linear(gamma=0.5)", 0), doctest::Contains("linear schedule: unknown option 'gamma'"),
+                       config::SpecError);
+  CHECK_THROWS_AS(optim::make_schedule(config::parse_spec("cosine"), {.base_lr = -1}), std::invalid_argument);
 }
 
 TEST_CASE("LRScheduler sets group 0 to the schedule and keeps the other groups' ratios") {

@@ -1,0 +1,87 @@
+// Registries: things found by name — optimisers (optim/registry.hpp), schedules, models (nn/models.hpp) —
+// each registered once, from the library or from user code, with a one-line summary and its options.
+// Help texts, factories, the lab and the README's tables all read the same registry.
+//
+//   // in a .cpp of the user's program, at namespace scope:
+//   static const optim::RegisterOptimizer<Lion, LionOptions> lion{"lion", "Lion (Chen et al. 2023)", lion_table()};
+#pragma once
+
+#include <algorithm>
+#include <deque>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config/options.hpp"
+
+namespace config {
+
+/// What every registered thing has.
+struct EntryInfo {
+  std::string name;
+  std::string summary;                // one line
+  std::vector<OptionInfo> options;    // with their defaults
+};
+
+/// The entries of one kind, by name. Entry derives from EntryInfo. Registration happens during static
+/// initialisation (registries are function-local statics, so the order across files does not matter).
+template <class Entry>
+class Registry {
+ public:
+  explicit Registry(std::string kind) : kind_(std::move(kind)) {}
+
+  /// Adds an entry; std::logic_error if the name is taken or malformed.
+  const Entry& add(Entry entry) {
+    if (entry.name.empty() || find(entry.name)) {
+      throw std::logic_error(kind_ + " '" + entry.name + "' is registered twice (or has no name)");
+    }
+    parse_spec(entry.name);  // the name must be a spec name
+    entries_.push_back(std::move(entry));
+    return entries_.back();
+  }
+  const Entry* find(std::string_view name) const {
+    for (const Entry& e : entries_) {
+      if (e.name == name) return &e;
+    }
+    return nullptr;
+  }
+  /// SpecError "unknown optimiser 'lion' (known: adam, ...)" for a name not registered.
+  const Entry& at(std::string_view name) const {
+    if (const Entry* e = find(name)) return *e;
+    std::string known;
+    for (const std::string& n : names()) known += (known.empty() ? "" : ", ") + n;
+    throw SpecError(kind_ + ": unknown " + kind_ + " '" + std::string(name) + "' (known: " + known + ")");
+  }
+  /// Every entry, by name.
+  std::vector<const Entry*> entries() const {
+    std::vector<const Entry*> out;
+    for (const Entry& e : entries_) out.push_back(&e);
+    std::sort(out.begin(), out.end(), [](const Entry* a, const Entry* b) { return a->name < b->name; });
+    return out;
+  }
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (const Entry* e : entries()) out.push_back(e->name);
+    return out;
+  }
+  const std::string& kind() const { return kind_; }
+
+ private:
+  std::string kind_;
+  std::deque<Entry> entries_;  // stable addresses
+};
+
+/// The help text of a registry's entries: a line per entry, then its options indented.
+std::string help_text(const std::vector<const EntryInfo*>& entries);
+/// A Markdown table: name | summary | options (key=default).
+std::string markdown_table(const std::vector<const EntryInfo*>& entries);
+
+template <class Entry>
+std::vector<const EntryInfo*> infos(const Registry<Entry>& registry) {
+  std::vector<const EntryInfo*> out;
+  for (const Entry* e : registry.entries()) out.push_back(e);
+  return out;
+}
+
+}  // namespace config

@@ -1,0 +1,182 @@
+#include "config/spec.hpp"
+
+#include <cctype>
+
+#include <fmt/format.h>
+
+namespace config {
+
+namespace {
+
+bool is_name_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+}
+bool is_value_char(char c) {
+  return !std::isspace(static_cast<unsigned char>(c)) && c != ',' && c != '(' && c != ')' && c != '[' && c != ']' &&
+         c != '=';
+}
+
+/// A one-pass reader of the spec grammar; every error names the text and the position.
+class Reader {
+ public:
+  explicit Reader(std::string_view text) : text_(text) {}
+
+  Spec spec() {
+    Spec spec;
+    spec.name = token(is_name_char, "a name");
+    skip_space();
+    if (at_end()) return spec;
+    expect('(');
+    skip_space();
+    if (peek() == ')') {
+      ++pos_;
+    } else {
+      while (true) {
+        std::string key = token(is_name_char, "an option name");
+        if (spec.find(key)) fail(fmt::format("'{}' is given twice", key));
+        expect('=');
+        spec.args.emplace_back(std::move(key), value());
+        skip_space();
+        if (peek() == ')') {
+          ++pos_;
+          break;
+        }
+        expect(',');
+      }
+    }
+    skip_space();
+    if (!at_end()) fail("unexpected text after ')'");
+    return spec;
+  }
+
+ private:
+  bool at_end() const { return pos_ >= text_.size(); }
+  char peek() const { return at_end() ? '\0' : text_[pos_]; }
+  void skip_space() {
+    while (!at_end() && std::isspace(static_cast<unsigned char>(text_[pos_]))) ++pos_;
+  }
+  [[noreturn]] void fail(const std::string& what) const {
+    throw SpecError(fmt::format("'{}': {} (at character {}); expected name or name(key=value, ...)", text_, what,
+                                pos_ + 1));
+  }
+  void expect(char c) {
+    skip_space();
+    if (peek() != c) fail(at_end() ? fmt::format("'{}' missing at the end", c) : fmt::format("'{}' expected", c));
+    ++pos_;
+  }
+  template <class Pred>
+  std::string token(Pred accept, std::string_view what) {
+    skip_space();
+    std::size_t start = pos_;
+    while (!at_end() && accept(text_[pos_])) ++pos_;
+    if (pos_ == start) fail(fmt::format("{} expected", what));
+    return std::string(text_.substr(start, pos_ - start));
+  }
+  std::string value() {
+    skip_space();
+    if (peek() != '[') return token(is_value_char, "a value");
+    ++pos_;
+    std::string list = "[";
+    while (true) {
+      list += token(is_value_char, "a list element");
+      skip_space();
+      if (peek() == ']') break;
+      expect(',');
+      list += ',';
+    }
+    ++pos_;
+    return list + "]";
+  }
+
+  std::string_view text_;
+  std::size_t pos_ = 0;
+};
+
+}  // namespace
+
+const std::string* Spec::find(std::string_view key) const {
+  for (const auto& [k, v] : args) {
+    if (k == key) return &v;
+  }
+  return nullptr;
+}
+
+Spec& Spec::set(const std::string& key, const std::string& value) {
+  for (auto& [k, v] : args) {
+    if (k == key) {
+      v = value;
+      return *this;
+    }
+  }
+  args.emplace_back(key, value);
+  return *this;
+}
+
+Spec& Spec::erase(std::string_view key) {
+  std::erase_if(args, [&](const auto& arg) { return arg.first == key; });
+  return *this;
+}
+
+std::string Spec::text() const {
+  if (args.empty()) return name;
+  std::string out = name + "(";
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    out += fmt::format("{}{}={}", i ? "," : "", args[i].first, args[i].second);
+  }
+  return out + ")";
+}
+
+Spec parse_spec(std::string_view text) { return Reader(text).spec(); }
+
+std::vector<std::string> list_items(std::string_view value) {
+  if (value.size() < 2 || value.front() != '[' || value.back() != ']') return {std::string(value)};
+  std::vector<std::string> items;
+  std::string_view body = value.substr(1, value.size() - 2);
+  std::size_t start = 0;
+  while (true) {
+    std::size_t comma = body.find(',', start);
+    items.emplace_back(body.substr(start, comma - start));
+    if (comma == std::string_view::npos) break;
+    start = comma + 1;
+  }
+  return items;
+}
+
+std::vector<Spec> expand_grid(std::string_view text) {
+  Spec base = parse_spec(text);
+  std::vector<Spec> specs{Spec{base.name, {}}};
+  for (const auto& [key, value] : base.args) {
+    std::vector<Spec> next;
+    for (const Spec& partial : specs) {
+      for (const std::string& item : list_items(value)) {
+        Spec spec = partial;
+        spec.args.emplace_back(key, item);
+        next.push_back(std::move(spec));
+      }
+    }
+    specs = std::move(next);
+  }
+  return specs;
+}
+
+std::vector<std::string> split_specs(std::string_view text) {
+  std::vector<std::string> parts;
+  int depth = 0;
+  std::size_t start = 0;
+  for (std::size_t i = 0; i <= text.size(); ++i) {
+    char c = i < text.size() ? text[i] : ',';
+    if (c == '(' || c == '[') ++depth;
+    if (c == ')' || c == ']') --depth;
+    if (c == ',' && depth <= 0) {
+      std::string_view part = text.substr(start, i - start);
+      while (!part.empty() && std::isspace(static_cast<unsigned char>(part.front()))) part.remove_prefix(1);
+      while (!part.empty() && std::isspace(static_cast<unsigned char>(part.back()))) part.remove_suffix(1);
+      if (part.empty()) throw SpecError(fmt::format("'{}': an empty spec in the list", text));
+      parts.emplace_back(part);
+      start = i + 1;
+    }
+  }
+  return parts;
+}
+
+}  // namespace config

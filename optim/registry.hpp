@@ -1,0 +1,166 @@
+// Optimisers and learning-rate schedules by name: each method registers itself, in its own .cpp (or in a
+// user's program), with a one-line summary and the table of its options. The programs, the lab, --help and
+// the README's tables read these registries; nothing else lists the methods.
+//
+//   auto opt = optim::make_optimizer("adam(lr=3e-4,beta2=0.99)", model->named_parameters());
+//   // "no weight decay on biases": a second group with its own keys
+//   auto opt = optim::make_optimizer(config::parse_spec("sgd(lr=0.1,weight_decay=5e-4)"),
+//                                    {{weights}, {biases, config::parse_spec("_(weight_decay=0)")}});
+//   optim::resolve_optimizer(config::parse_spec("adam(lr=3e-4)")).text()
+//     // "adam(lr=0.0003,beta1=0.9,beta2=0.999,eps=1e-08,eps_placement=outside,weight_decay=0,decoupled=false)"
+//
+// Registering a method M with options struct O (which has lr, weight_decay, weight_decay_mode and check(),
+// see optimizer.hpp) and a constructor M(std::vector<ParamGroup<O>>, const O& defaults):
+//   static const optim::RegisterOptimizer<M, O> registration{
+//       "name", "one line: what it is (reference)",
+//       optim::common_options<O>().real("beta", &O::beta, config::Range::unit(), "decay of ...")};
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "config/options.hpp"
+#include "config/registry.hpp"
+#include "optim/optimizer.hpp"
+#include "optim/schedule.hpp"
+
+namespace optim {
+
+/// Parameters that share options, and the keys that differ from the optimiser's spec for them.
+struct GroupSpec {
+  std::vector<nn::NamedTensor> params;
+  config::Spec overrides{};  // only its args are read
+};
+
+struct OptimizerEntry : config::EntryInfo {
+  /// Builds the method from its spec (every key checked) over the groups.
+  std::function<std::unique_ptr<Optimizer>(const config::Spec&, std::vector<GroupSpec>)> make;
+  /// Every option's value under the spec: the spec's keys, then the defaults.
+  std::function<std::vector<std::pair<std::string, std::string>>(const config::Spec&)> resolve;
+};
+
+config::Registry<OptimizerEntry>& optimizers();
+
+/// A method by spec, over one group or several. config::SpecError for an unknown name, an unknown key or
+/// a value out of range (naming the method, the key and what is allowed).
+std::unique_ptr<Optimizer> make_optimizer(const config::Spec& spec, std::vector<GroupSpec> groups);
+std::unique_ptr<Optimizer> make_optimizer(const config::Spec& spec, std::vector<nn::NamedTensor> params);
+std::unique_ptr<Optimizer> make_optimizer(std::string_view spec, std::vector<nn::NamedTensor> params);
+/// The spec with every option written out, defaults included (the name's registration decides the order).
+config::Spec resolve_optimizer(const config::Spec& spec);
+
+/// lr, weight_decay and decoupled: the options every method has.
+template <class O>
+config::OptionTable<O> common_options() {
+  config::OptionTable<O> table;
+  table.real("lr", &O::lr, config::Range::at_least(0), "learning rate")
+      .real("weight_decay", &O::weight_decay, config::Range::at_least(0), "weight decay λ")
+      .choice("decoupled", &O::weight_decay_mode,
+              {{"false", WeightDecay::coupled}, {"true", WeightDecay::decoupled}},
+              "false: L2, g + λw (the seeds); true: w <- (1 - lr λ) w, as AdamW");
+  return table;
+}
+
+/// eps and where it goes.
+template <class O>
+config::OptionTable<O>& eps_options(config::OptionTable<O>& table) {
+  return table.real("eps", &O::eps, config::Range::positive(), "ε of the denominator")
+      .choice("eps_placement", &O::eps_placement, {{"outside", Eps::outside_sqrt}, {"inside", Eps::inside_sqrt}},
+              "g / (sqrt(v) + ε) or g / sqrt(v + ε)");
+}
+
+/// momentum γ (momentum, nesterov, nesterov-lookahead).
+template <class O>
+config::OptionTable<O> momentum_options() {
+  return common_options<O>().real("momentum", &O::momentum, config::Range::unit(), "γ, the velocity's decay");
+}
+
+/// β1, β2, ε (the Adam family).
+template <class O>
+config::OptionTable<O> adam_options() {
+  config::OptionTable<O> table = common_options<O>();
+  table.real("beta1", &O::beta1, config::Range::unit(), "β1, first-moment decay")
+      .real("beta2", &O::beta2, config::Range::unit(), "β2, second-moment decay");
+  return eps_options(table);
+}
+
+/// hyper_lr β and the scope of α (hypergradient methods).
+template <class O, class Scope>
+config::OptionTable<O>& hyper_options(config::OptionTable<O>& table, Scope global, Scope per_tensor) {
+  return table.real("hyper_lr", &O::hyper_lr, config::Range::at_least(0), "β, the hypergradient step")
+      .choice("scope", &O::scope, {{"global", global}, {"per_tensor", per_tensor}}, "one α, or one per tensor");
+}
+
+/// Registers method M (options O) at static initialisation; `defaults` are the registered defaults.
+template <class M, class O>
+struct RegisterOptimizer {
+  RegisterOptimizer(std::string name, std::string summary, config::OptionTable<O> table, O defaults = {}) {
+    defaults.check(OptionCheck(name));
+    OptimizerEntry entry;
+    entry.name = name;
+    entry.summary = std::move(summary);
+    entry.options = table.describe(defaults);
+    entry.make = [name, table, defaults](const config::Spec& spec, std::vector<GroupSpec> groups) {
+      O base = table.apply(defaults, spec, name);
+      std::vector<ParamGroup<O>> param_groups;
+      for (std::size_t g = 0; g < groups.size(); ++g) {
+        O options = table.apply(base, groups[g].overrides, groups.size() > 1 ? name + " (group " + std::to_string(g) + ")" : name);
+        param_groups.push_back({std::move(groups[g].params), options});
+      }
+      return std::unique_ptr<Optimizer>(std::make_unique<M>(std::move(param_groups), base));
+    };
+    entry.resolve = [name, table, defaults](const config::Spec& spec) {
+      return table.values(table.apply(defaults, spec, name));
+    };
+    optimizers().add(std::move(entry));
+  }
+};
+
+// ---- schedules
+
+/// What a schedule needs from the run: the base rate and how many steps an epoch and the run have.
+/// Options given in epochs are turned into steps with steps_per_epoch; a schedule is a function of the step.
+struct ScheduleContext {
+  double base_lr = 0.01;
+  std::size_t steps_per_epoch = 1;
+  std::size_t total_steps = 1;  // the run's last step (a resumed run counts the earlier ones too)
+};
+
+struct ScheduleEntry : config::EntryInfo {
+  std::function<std::unique_ptr<Schedule>(const config::Spec&, const ScheduleContext&)> make;
+  std::function<std::vector<std::pair<std::string, std::string>>(const config::Spec&)> resolve;
+};
+
+config::Registry<ScheduleEntry>& schedules();
+
+/// A schedule by spec: "linear(final=1e-5)", "cosine(epochs=30)", "step(every=10,gamma=0.1)". Every
+/// schedule also takes warmup (epochs) or warmup_steps, and warmup_start (the first step's fraction of
+/// the rate): a linear ramp before the schedule (WarmupLR).
+std::unique_ptr<Schedule> make_schedule(const config::Spec& spec, const ScheduleContext& context);
+config::Spec resolve_schedule(const config::Spec& spec);
+
+/// Registers a schedule whose options struct is O: `build(options, context)` makes it.
+template <class O>
+struct RegisterSchedule {
+  using Build = std::function<std::unique_ptr<Schedule>(const O&, const ScheduleContext&)>;
+  RegisterSchedule(std::string name, std::string summary, config::OptionTable<O> table, Build build, O defaults = {}) {
+    ScheduleEntry entry;
+    entry.name = name;
+    entry.summary = std::move(summary);
+    entry.options = table.describe(defaults);
+    entry.make = [name, table, defaults, build](const config::Spec& spec, const ScheduleContext& context) {
+      return build(table.apply(defaults, spec, name + " schedule"), context);
+    };
+    entry.resolve = [name, table, defaults](const config::Spec& spec) {
+      return table.values(table.apply(defaults, spec, name + " schedule"));
+    };
+    schedules().add(std::move(entry));
+  }
+};
+
+}  // namespace optim
