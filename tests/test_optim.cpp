@@ -748,6 +748,7 @@ TEST_CASE("hypergradient: h_t = -∇f(θ_{t-1}) · d_{t-1} is the finite-differe
 // ================================================================ convergence
 
 namespace {
+config::Spec spec(const std::string& name, double lr) { return {name, {{"lr", config::format_real(lr)}}}; }
 struct Run {
   std::string name;
   double lr;
@@ -766,10 +767,10 @@ TEST_CASE("every method converges on a convex quadratic") {
       {"adam", 0.05, 1000, 1e-4},      {"nadam", 0.05, 1000, 1e-4},    {"amsgrad", 0.05, 2000, 1e-3},
       {"namsgrad", 0.05, 1000, 1e-4},  {"sgd-hd", 0.01, 500, 1e-6},    {"adam-hd", 0.05, 1000, 1e-4},
       {"newton", 1.0, 1, 1e-12}};
-  REQUIRE(runs.size() == optim::optimizer_names().size());
+  REQUIRE(runs.size() == optim::optimizers().names().size());
   for (const Run& r : runs) {
     Tensor x = column({0.0, 0.0, 0.0, 0.0});
-    auto opt = optim::make_optimizer(r.name, {{"x", x}}, r.lr);
+    auto opt = optim::make_optimizer(spec(r.name, r.lr), {{"x", x}});
     auto start = std::chrono::steady_clock::now();
     for (int t = 0; t < r.steps; ++t) opt->step(optim::Optimizer::LossFn([&] { return q.loss(x); }));
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -797,11 +798,13 @@ TEST_CASE("convergence on Rosenbrock f = (1 - x)^2 + 100 (y - x^2)^2 from (-1.2,
       {"amsgrad", 0.1, 3000, 1e-5},      {"namsgrad", 0.05, 3000, 1e-4},   {"adam-hd", 0.02, 4000, 1e-5},
       {"rmsprop", 3e-3, 5000, 1e-2},     {"adagrad", 1.0, 5000, 5e-2},     {"sgd", 1.5e-3, 5000, 5e-2},
       {"sgd-hd", 1.5e-3, 5000, 0.1}};
-  REQUIRE(runs.size() == optim::optimizer_names().size());
+  REQUIRE(runs.size() == optim::optimizers().names().size());
   for (const Run& r : runs) {
     Tensor p = param({-1.2, 1.0});
     // SGD-HD's hypergradient is a product of gradients in the hundreds here: a small β.
-    auto opt = optim::make_optimizer(r.name, {{"p", p}}, r.lr, 0.0, {.hyper_lr = 1e-8});
+    config::Spec s = spec(r.name, r.lr);
+    if (r.name.ends_with("-hd")) s.set("hyper_lr", "1e-8");
+    auto opt = optim::make_optimizer(s, {{"p", p}});
     for (int t = 0; t < r.steps; ++t) opt->step(optim::Optimizer::LossFn([&] { return rosenbrock(p); }));
     double error = std::max(std::abs(p.at(0) - 1.0), std::abs(p.at(1) - 1.0));
     INFO(r.name << ": max |p - (1, 1)| = " << error << " after " << r.steps << " steps");
@@ -813,11 +816,11 @@ TEST_CASE("convergence on Rosenbrock f = (1 - x)^2 + 100 (y - x^2)^2 from (-1.2,
 
 TEST_CASE("state round trip through a checkpoint file resumes bit for bit, for every method") {
   for (DType dtype : {DType::f32, DType::f64}) {
-    for (const std::string& name : optim::optimizer_names()) {
+    for (const std::string& name : optim::optimizers().names()) {
       INFO(name << " " << ag::dtype_name(dtype));
       Tensor a = param({0.8, -0.4}, dtype), b = param({1.1, 0.3, -0.9}, dtype);
       const double lr = name == "newton" ? 0.5 : 0.05;
-      auto opt = optim::make_optimizer(name, {{"a", a}, {"b", b}}, lr, 0.01);
+      auto opt = optim::make_optimizer(spec(name, lr).set("weight_decay", "0.01"), {{"a", a}, {"b", b}});
       auto loss_of = [](Tensor& x, Tensor& y) {
         return optim::Optimizer::LossFn([&x, &y] { return quartic({x, y}); });
       };
@@ -831,7 +834,7 @@ TEST_CASE("state round trip through a checkpoint file resumes bit for bit, for e
       Tensor a2 = a.clone(), b2 = b.clone();
       a2.set_requires_grad();
       b2.set_requires_grad();
-      auto resumed = optim::make_optimizer(name, {{"a", a2}, {"b", b2}}, lr, 0.01);
+      auto resumed = optim::make_optimizer(spec(name, lr).set("weight_decay", "0.01"), {{"a", a2}, {"b", b2}});
       resumed->load_state(loaded);
       CHECK(resumed->step_count() == 5);
       CHECK(resumed->lr() == opt->lr());
@@ -1034,26 +1037,49 @@ TEST_CASE("options are checked at construction, naming the method, the group and
   CHECK_THROWS_WITH_AS(optim::SGD(std::vector<nn::NamedTensor>{}), doctest::Contains("empty"), std::invalid_argument);
 }
 
-TEST_CASE("factory: every name, its default learning rate, and the unknown") {
-  for (const std::string& name : optim::optimizer_names()) {
+TEST_CASE("registry: every method by spec, its registered defaults, groups, and the errors") {
+  for (const optim::OptimizerEntry* entry : optim::optimizers().entries()) {
     Tensor w = param(kW0);
-    auto opt = optim::make_optimizer(name, {{"w", w}}, optim::OptimizerConfig{});
-    CHECK(opt->name() == name);
-    CHECK(opt->lr() == optim::default_lr(name));
-    CHECK(optim::is_optimizer_name(name));
+    auto opt = optim::make_optimizer(config::Spec{entry->name, {}}, {{"w", w}});
+    CHECK(opt->name() == entry->name);
+    REQUIRE(entry->options.size() >= 3);
+    CHECK(entry->options[0].key == "lr");
+    CHECK(config::format_real(opt->lr()) == entry->options[0].value);
+    CHECK_FALSE(entry->summary.empty());
   }
-  Tensor w = param(kW0);
-  auto adamw = optim::make_optimizer("adam", {{"w", w}}, {.lr = 0.1, .weight_decay = 0.5, .decoupled_weight_decay = true});
-  CHECK(dynamic_cast<optim::Adam&>(*adamw).options().weight_decay_mode == optim::WeightDecay::decoupled);
-  auto mom = optim::make_optimizer("nesterov", {{"w", w}}, 0.2, 0.0, {.momentum = 0.5});
+  CHECK(optim::make_optimizer("nadam", {{"w", param(kW0)}})->lr() == 2e-3);  // Dozat's value
+  Tensor w = param(kW0), b = param({0.5});
+  auto adamw = optim::make_optimizer("adam(lr=0.1,weight_decay=0.5,decoupled=true,beta2=0.99)", {{"w", w}});
+  const optim::AdamOptions& o = dynamic_cast<optim::Adam&>(*adamw).options();
+  CHECK(o.weight_decay_mode == optim::WeightDecay::decoupled);
+  CHECK(o.beta2 == 0.99);
+  CHECK(o.lr == 0.1);
+  auto mom = optim::make_optimizer("nesterov(lr=0.2, momentum=0.5)", {{"w", w}});
   CHECK(dynamic_cast<optim::Nesterov&>(*mom).options().momentum == 0.5);
-  CHECK(optim::default_lr("adam") == 1e-3);
-  CHECK_FALSE(optim::is_optimizer_name("lbfgs"));
-  CHECK_THROWS_WITH_AS(optim::make_optimizer("lbfgs", {{"w", w}}, 0.1),
-                       doctest::Contains("unknown optimiser 'lbfgs' (known: sgd, momentum, nesterov"),
-                       std::invalid_argument);
-  CHECK_THROWS_WITH_AS(optim::make_optimizer("adam", {{"w", w}}, -1.0), doctest::Contains("adam: lr"),
-                       std::invalid_argument);
+  // Groups: no weight decay on the bias.
+  auto grouped = optim::make_optimizer(config::parse_spec("sgd(lr=0.1,weight_decay=0.01)"),
+                                       std::vector<optim::GroupSpec>{{{{"w", w}}}, {{{"b", b}}, config::parse_spec("_(weight_decay=0)")}});
+  auto& sgd = dynamic_cast<optim::SGD&>(*grouped);
+  CHECK(sgd.options(0).weight_decay == 0.01);
+  CHECK(sgd.options(1).weight_decay == 0.0);
+  CHECK(sgd.options(1).lr == 0.1);
+  // Resolved: every option written out, in the registration's order.
+  CHECK(optim::resolve_optimizer(config::parse_spec("adam(beta2=0.99)")).text() ==
+        "adam(lr=0.001,weight_decay=0,decoupled=false,beta1=0.9,beta2=0.99,eps=1e-08,eps_placement=outside)");
+  // Errors name the method, the key and what is allowed.
+  CHECK_THROWS_WITH_AS(optim::make_optimizer("lbfgs", {{"w", w}}),
+                       doctest::Contains("unknown optimizer 'lbfgs' (known: adagrad, adam, adam-hd"), config::SpecError);
+  CHECK_THROWS_WITH_AS(optim::make_optimizer("adam(lr=-1)", {{"w", w}}), doctest::Contains("adam: lr must be >= 0, got '-1'"),
+                       config::SpecError);
+  CHECK_THROWS_WITH_AS(optim::make_optimizer("adam(beta2=1)", {{"w", w}}),
+                       doctest::Contains("adam: beta2 must be in [0, 1), got '1'"), config::SpecError);
+  CHECK_THROWS_WITH_AS(optim::make_optimizer("adam(betta2=0.9)", {{"w", w}}),
+                       doctest::Contains("adam: unknown option 'betta2' (options: lr, weight_decay, decoupled, beta1, beta2"),
+                       config::SpecError);
+  CHECK_THROWS_WITH_AS(optim::make_optimizer("momentum(momentum=fast)", {{"w", w}}),
+                       doctest::Contains("momentum: momentum must be in [0, 1), got 'fast'"), config::SpecError);
+  CHECK_THROWS_WITH_AS(optim::make_optimizer("adam(eps_placement=middle)", {{"w", w}}),
+                       doctest::Contains("eps_placement must be one of outside | inside, got 'middle'"), config::SpecError);
 }
 
 // ================================================================ a small MLP on MNIST
