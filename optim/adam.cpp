@@ -12,7 +12,7 @@ Adam::Adam(std::vector<ParamGroup<AdamOptions>> groups, const AdamOptions& defau
 
 namespace {
 const RegisterOptimizer<Adam, AdamOptions> registration{
-    "adam", "Adam: bias-corrected first and second moments (Kingma & Ba 2015; 000 §4.5, 001 eq. 18)",
+    "adam", "Adam: bias-corrected first and second moments (Kingma & Ba 2015; 000 §4.5, 001 §4.2)",
     adam_options<AdamOptions>()};
 }  // namespace
 

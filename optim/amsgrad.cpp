@@ -12,7 +12,7 @@ AMSGrad::AMSGrad(std::vector<ParamGroup<AMSGradOptions>> groups, const AMSGradOp
 
 namespace {
 const RegisterOptimizer<AMSGrad, AMSGradOptions> registration{
-    "amsgrad", "AMSGrad: Adam with the running maximum of v (Reddi et al. 2018; 001 §4.4)",
+    "amsgrad", "AMSGrad: Adam with the running maximum of v (Reddi et al. 2018; 000 §4.6)",
     adam_options<AMSGradOptions>().flag("bias_correction", &AMSGradOptions::bias_correction, "divide m and v by 1 - β^t (Reddi et al. do not)")};
 }  // namespace
 

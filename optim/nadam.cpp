@@ -12,7 +12,7 @@ Nadam::Nadam(std::vector<ParamGroup<NadamOptions>> groups, const NadamOptions& d
 
 namespace {
 const RegisterOptimizer<Nadam, NadamOptions> registration{
-    "nadam", "Nadam: Adam with a Nesterov numerator (Dozat 2016; 001 §4.3); lr 2e-3 as Dozat",
+    "nadam", "Nadam: Adam with a Nesterov numerator (Dozat 2016; 000 §4.7); lr 2e-3 as Dozat",
     adam_options<NadamOptions>(), NadamOptions{.lr = 2e-3}};
 }  // namespace
 

@@ -12,7 +12,7 @@ NAMSGrad::NAMSGrad(std::vector<ParamGroup<NAMSGradOptions>> groups, const NAMSGr
 
 namespace {
 const RegisterOptimizer<NAMSGrad, NAMSGradOptions> registration{
-    "namsgrad", "NAMSGrad: AMSGrad with the Nadam numerator (001 §4.5)",
+    "namsgrad", "NAMSGrad: AMSGrad with the Nadam numerator (000 §4.8)",
     adam_options<NAMSGradOptions>().flag("bias_correction", &NAMSGradOptions::bias_correction, "divide m and v by 1 - β^t")};
 }  // namespace
 

@@ -12,7 +12,7 @@ Nesterov::Nesterov(std::vector<ParamGroup<NesterovOptions>> groups, const Nester
 
 namespace {
 const RegisterOptimizer<Nesterov, NesterovOptions> registration{
-    "nesterov", "Nesterov momentum, reparameterised: w <- w - (γ v + lr g) (001 eq. 12)",
+    "nesterov", "Nesterov momentum, reparameterised: w <- w - (γ v + lr g) (Sutskever et al. 2013; 004 Prop. 3.9)",
     momentum_options<NesterovOptions>()};
 }  // namespace
 

@@ -30,7 +30,7 @@ void SGD::update() {
 
 namespace {
 const RegisterOptimizer<SGD, SGDOptions> registration{
-    "sgd", "gradient descent: w <- w - lr g (000 §4.1, 004 Def. 3.5)",
+    "sgd", "gradient descent with a fixed step: w <- w - lr g (000 §4.2, 002 eq. 4, 004 Prop. 3.2)",
     common_options<SGDOptions>()};
 }  // namespace
 

@@ -1,0 +1,235 @@
+#include "examples/common/cli.hpp"
+
+#include <cmath>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "config/registry.hpp"
+#include "nn/init.hpp"
+#include "nn/models.hpp"
+#include "optim/registry.hpp"
+
+namespace examples {
+
+int parse(CLI::App& app, int argc, const char* const* argv) {
+  try {
+    app.parse(argc, argv);
+    return -1;
+  } catch (const CLI::CallForHelp&) {
+    fmt::print("{}", app.help());
+    return 0;
+  } catch (const CLI::Success&) {
+    return 0;
+  } catch (const CLI::ParseError& error) {
+    fmt::print(stderr, "{}: {} (see --help)\n", app.get_name(), error.what());
+    return 2;
+  }
+}
+
+int checked(const std::string& program, const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const std::exception& error) {
+    fmt::print(stderr, "{}: {}\n", program, error.what());
+    return 2;
+  }
+}
+
+namespace {
+
+std::string names_of(const std::vector<std::string>& names) {
+  std::string out;
+  for (const std::string& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+/// A --list-* flag: prints the registry (Markdown after --markdown) and exits 0.
+template <class Entry>
+void add_listing(CLI::App& app, const std::string& flag, const config::Registry<Entry>& registry, const bool& markdown) {
+  app.add_flag_callback(
+      flag,
+      [&registry, &markdown] {
+        auto entries = config::infos(registry);
+        fmt::print("{}", markdown ? config::markdown_table(entries) : config::help_text(entries));
+        throw CLI::Success();
+      },
+      "print every registered " + registry.kind() + " with its options, and exit");
+}
+
+void add_model_flags(CLI::App& app, RunFlags::Raw& raw, const RunFlagsOptions& options) {
+  raw.model = options.default_model;
+  app.add_option("--model", raw.model, "model spec: " + names_of(nn::models().names()) + " (see --list-models)")
+      ->capture_default_str();
+  app.add_option("--hidden", raw.hidden, "mlp: hidden widths, comma-separated (e.g. 300,100,100)");
+}
+
+void add_optimizer_flags(CLI::App& app, RunFlags::Raw& raw, const RunFlagsOptions& options) {
+  raw.optimizer = options.default_optimizer;
+  app.add_option("--optimizer", raw.optimizer,
+                 "optimiser spec, e.g. 'adam(lr=1e-3,beta2=0.99)': " + names_of(optim::optimizers().names()) +
+                     " (see --list-optimizers)")
+      ->capture_default_str();
+  app.add_option("--lr", raw.lr, "learning rate (the same as lr= in the spec; default: the optimiser's)");
+}
+
+void add_schedule_flags(CLI::App& app, RunFlags::Raw& raw) {
+  app.add_option("--schedule", raw.schedule,
+                 "learning-rate schedule spec, e.g. 'linear(final=1e-5)': " + names_of(optim::schedules().names()) +
+                     " (see --list-schedules)")
+      ->capture_default_str();
+  app.add_option("--lr-final", raw.lr_final, "linear, cosine: the rate reached at the end (final=)");
+  app.add_option("--lr-epochs", raw.lr_epochs, "linear, cosine: epochs to decay over (epochs=; default: the run's)");
+  app.add_option("--lr-tau", raw.lr_tau, "inverse-time: lr = lr0 / (1 + epoch / tau) (tau=)");
+  app.add_option("--lr-step", raw.lr_step, "step: epochs between decays (every=)");
+  app.add_option("--lr-gamma", raw.lr_gamma, "step, exponential: decay factor (gamma=)");
+  app.add_option("--warmup", raw.warmup, "epochs of linear warm-up before the schedule (warmup=)");
+  app.add_flag("--lr-per-epoch", raw.lr_per_epoch, "step the schedule once per epoch (default: every batch)");
+}
+
+void add_data_flags(CLI::App& app, RunFlags::Raw& raw) {
+  app.add_option("--dataset", raw.dataset, "mnist or fashion")->capture_default_str();
+  app.add_option("--data", raw.data, "directory of the IDX files (default: $TAPEGRAD_MNIST_DIR or ./data/mnist)");
+  app.add_option("--validation", raw.validation,
+                 "hold out the last N training images and evaluate on them instead of the test set");
+  app.add_option("--train-subset", raw.train_subset, "train on the first N training images only (0: all)");
+}
+
+void add_run_control_flags(CLI::App& app, RunFlags::Raw& raw) {
+  app.add_option("--epochs", raw.epochs, "epochs to train (with --resume: more epochs; 0 only evaluates)")
+      ->capture_default_str();
+  app.add_option("--batch-size", raw.batch_size, "samples per step: 1 is online, 60000 full batch")
+      ->capture_default_str();
+  app.add_option("--seed", raw.seed, "seed of the initial weights, the shuffling and every random stream")
+      ->capture_default_str();
+  app.add_option("--init", raw.init,
+                 "initialiser: default (U(+-1/sqrt(fan_in))), normal (N(0,1)*0.01, as 001), xavier, xavier-normal, "
+                 "kaiming, kaiming-normal")
+      ->capture_default_str();
+  app.add_option("--weight-decay", raw.weight_decay, "weight decay (the same as weight_decay= in the spec)");
+  app.add_flag("--decoupled", raw.decoupled, "decoupled weight decay (decoupled=true in the spec)");
+  app.add_flag("--no-bias-decay", raw.no_bias_decay, "no weight decay on biases (a second parameter group)");
+  app.add_option("--threads", raw.threads, "BLAS threads")->capture_default_str();
+  app.add_option("--max-loss", raw.max_loss, "also stop as diverged when a step's loss exceeds this (0: only non-finite)");
+  app.add_flag("--no-progress", raw.no_progress, "never draw the progress bar");
+  app.add_option("--log", raw.log, "write per-epoch metrics to this CSV file");
+  app.add_option("--save", raw.save, "write a checkpoint (model, optimiser, run) here after every epoch and on Ctrl-C");
+  app.add_option("--save-every", raw.save_every, "with --save: also every N steps");
+  app.add_option("--resume", raw.resume, "continue from this checkpoint");
+}
+
+}  // namespace
+
+RunFlags::RunFlags(CLI::App& app, RunFlagsOptions options) : app_(app), options_(std::move(options)) {
+  raw_.batch_size = options_.default_batch_size;
+  if (options_.with_model) add_model_flags(app, raw_, options_);
+  if (options_.with_optimizer) add_optimizer_flags(app, raw_, options_);
+  add_schedule_flags(app, raw_);
+  add_run_control_flags(app, raw_);
+  add_data_flags(app, raw_);
+  app.add_flag("--markdown", raw_.markdown, "print the --list-* tables as Markdown (give it first)");
+  add_listing(app, "--list-optimizers", optim::optimizers(), raw_.markdown);
+  add_listing(app, "--list-schedules", optim::schedules(), raw_.markdown);
+  add_listing(app, "--list-models", nn::models(), raw_.markdown);
+}
+
+bool RunFlags::given(const std::string& flag) const { return app_.count(flag) > 0; }
+
+config::Spec RunFlags::optimizer_spec(const std::string& text) const {
+  config::Spec spec = config::parse_spec(text);
+  auto fold = [&](const std::string& flag, const std::string& key, const std::string& value) {
+    if (!given(flag)) return;
+    const std::string* in_spec = spec.find(key);
+    if (in_spec && *in_spec != value) {
+      throw FlagError(fmt::format("{} {} conflicts with {}={} in the optimiser spec '{}'", flag, value, key, *in_spec,
+                                  text));
+    }
+    spec.set(key, value);
+  };
+  if (options_.with_optimizer) fold("--lr", "lr", config::format_real(raw_.lr));
+  fold("--weight-decay", "weight_decay", config::format_real(raw_.weight_decay));
+  fold("--decoupled", "decoupled", "true");
+  return optim::resolve_optimizer(spec);
+}
+
+config::Spec RunFlags::schedule_spec() const {
+  config::Spec spec = config::parse_spec(raw_.schedule);
+  const optim::ScheduleEntry& entry = optim::schedules().at(spec.name);
+  auto fold = [&](const std::string& flag, const std::string& key, const std::string& value) {
+    if (!given(flag)) return;
+    bool has = key.starts_with("warmup");
+    for (const config::OptionInfo& o : entry.options) has = has || o.key == key;
+    if (!has) throw FlagError(fmt::format("{}: the {} schedule has no {} (see --list-schedules)", flag, spec.name, key));
+    if (spec.find(key)) throw FlagError(fmt::format("{} and {}= in --schedule both given", flag, key));
+    spec.set(key, value);
+  };
+  fold("--lr-final", "final", config::format_real(raw_.lr_final));
+  fold("--lr-epochs", "epochs", std::to_string(raw_.lr_epochs));
+  fold("--lr-tau", "tau", config::format_real(raw_.lr_tau));
+  fold("--lr-step", "every", std::to_string(raw_.lr_step));
+  fold("--lr-gamma", "gamma", config::format_real(raw_.lr_gamma));
+  fold("--warmup", "warmup", config::format_real(raw_.warmup));
+  return optim::resolve_schedule(spec);
+}
+
+namespace {
+config::Spec model_spec(const RunFlags::Raw& raw) {
+  config::Spec spec = config::parse_spec(raw.model);
+  if (!raw.hidden.empty()) {
+    if (spec.find("hidden")) throw FlagError("--hidden and hidden= in --model both given");
+    std::string list = raw.hidden;
+    if (list.find(',') != std::string::npos || list.front() != '[') list = "[" + list + "]";
+    spec.set("hidden", list);
+  }
+  return nn::resolve_model(spec);
+}
+
+void check_ranges(const RunFlags::Raw& raw) {
+  auto require = [](bool ok, const std::string& message) {
+    if (!ok) throw FlagError(message);
+  };
+  require(raw.batch_size >= 1, "--batch-size: must be at least 1");
+  require(raw.threads >= 1 && raw.threads <= 256, "--threads: between 1 and 256");
+  require(std::isfinite(raw.max_loss) && raw.max_loss >= 0, "--max-loss: must be non-negative");
+  require(raw.save_every == 0 || !raw.save.empty(), "--save-every: needs --save FILE");
+  require(raw.dataset == "mnist" || raw.dataset == "fashion",
+          fmt::format("--dataset: '{}' (mnist or fashion)", raw.dataset));
+}
+}  // namespace
+
+RunConfig RunFlags::config() const {
+  check_ranges(raw_);
+  RunConfig c;
+  if (options_.with_model) {
+    c.model = model_spec(raw_);
+    c.images = nn::models().at(c.model.name).images;
+  }
+  if (options_.with_optimizer) c.optimizer = optimizer_spec(raw_.optimizer);
+  c.schedule = schedule_spec();
+  c.lr_per_epoch = raw_.lr_per_epoch;
+  c.no_bias_decay = raw_.no_bias_decay;
+  nn::parse_init(raw_.init);
+  c.init = raw_.init;
+  c.batch_size = raw_.batch_size;
+  c.epochs = raw_.epochs;
+  c.seed = raw_.seed;
+  c.dataset = raw_.dataset;
+  c.data_dir = raw_.data;
+  c.threads = static_cast<int>(raw_.threads);
+  c.validation = raw_.validation;
+  c.train_subset = raw_.train_subset;
+  c.log_path = raw_.log;
+  c.save_path = raw_.save;
+  c.save_every_steps = raw_.save_every;
+  c.resume_path = raw_.resume;
+  c.max_loss = raw_.max_loss;
+  c.progress = !raw_.no_progress;
+  return c;
+}
+
+std::string registry_help() {
+  return fmt::format("optimizers:\n{}\nschedules:\n{}\nmodels:\n{}", config::help_text(config::infos(optim::optimizers())),
+                     config::help_text(config::infos(optim::schedules())), config::help_text(config::infos(nn::models())));
+}
+
+}  // namespace examples

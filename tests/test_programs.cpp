@@ -1,0 +1,200 @@
+// The example programs as a user runs them, each in a child process: optimiser specs on the command line
+// and their errors, the registry listings, a user-defined optimiser in the lab (custom_optimizer), Ctrl-C
+// (SIGINT sent to the child) stopping a run cleanly with its checkpoint, CSV row and final line, and
+// Newton on MNIST logistic regression with no other flag. Needs MNIST (TAPEGRAD_MNIST_DIR).
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+extern char** environ;
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+fs::path scratch(const std::string& name) {
+  fs::path dir = fs::temp_directory_path() / ("tapegrad_programs_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  return dir / name;
+}
+
+/// A program of examples/ running as a child process, its stdout and stderr going to files.
+class Child {
+ public:
+  Child(const std::string& program, const std::vector<std::string>& args) {
+    static int counter = 0;
+    out_ = scratch(program + std::to_string(++counter) + ".out");
+    err_ = scratch(program + std::to_string(counter) + ".err");
+    std::vector<std::string> argv_text{std::string(TAPEGRAD_EXAMPLES_DIR) + "/" + program};
+    argv_text.insert(argv_text.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (std::string& a : argv_text) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int error = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    REQUIRE_MESSAGE(error == 0, "cannot start " << argv[0]);
+  }
+  ~Child() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      wait();
+    }
+  }
+  /// The exit code (128 + signal if killed by one).
+  int wait() {
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  void signal(int sig) { ::kill(pid_, sig); }
+  std::string out() const { return read_file(out_); }
+  std::string err() const { return read_file(err_); }
+
+ private:
+  pid_t pid_ = -1;
+  fs::path out_, err_;
+};
+
+struct Outcome {
+  int code;
+  std::string out, err;
+};
+
+Outcome run(const std::string& program, const std::vector<std::string>& args) {
+  Child child(program, args);
+  int code = child.wait();
+  return {code, child.out(), child.err()};
+}
+
+bool has_mnist() {
+  const char* dir = std::getenv("TAPEGRAD_MNIST_DIR");
+  return dir && fs::exists(fs::path(dir) / "train-images-idx3-ubyte");
+}
+
+double value_after(const std::string& text, const std::string& key) {
+  std::size_t at = text.rfind(key);
+  REQUIRE_MESSAGE(at != std::string::npos, "no '" << key << "' in: " << text);
+  return std::stod(text.substr(at + key.size()));
+}
+
+}  // namespace
+
+TEST_CASE("an optimiser spec on the command line: printed resolved; a misspelt key or a bad value refused") {
+  REQUIRE(has_mnist());
+  Outcome ok = run("mnist_mlp", {"--optimizer", "momentum(lr=0.05,momentum=0.95)", "--epochs", "1", "--train-subset",
+                                 "3000", "--no-progress"});
+  INFO(ok.out << ok.err);
+  CHECK(ok.code == 0);
+  CHECK(ok.out.find("# optimizer momentum(lr=0.05,weight_decay=0,decoupled=false,momentum=0.95)") != std::string::npos);
+  CHECK(value_after(ok.out, "final test_acc=") > 0.8);
+
+  Outcome misspelt = run("mnist_mlp", {"--optimizer", "momentum(lr=0.05,momentun=0.95)"});
+  CHECK(misspelt.code == 2);
+  CHECK(misspelt.err.find("momentum: unknown option 'momentun' (options: lr, weight_decay, decoupled, momentum)") !=
+        std::string::npos);
+  Outcome range = run("mnist_mlp", {"--optimizer", "adam(beta2=1.5)"});
+  CHECK(range.code == 2);
+  CHECK(range.err.find("adam: beta2 must be in [0, 1), got '1.5'") != std::string::npos);
+  Outcome flag = run("mnist_mlp", {"--momentum", "0.9"});
+  CHECK(flag.code == 2);
+  CHECK(flag.err.find("--momentum") != std::string::npos);
+  Outcome conflict = run("mnist_mlp", {"--optimizer", "adam(lr=0.1)", "--lr", "0.2"});
+  CHECK(conflict.code == 2);
+  CHECK(conflict.err.find("--lr 0.2 conflicts with lr=0.1") != std::string::npos);
+}
+
+TEST_CASE("--help and the registry listings") {
+  Outcome help = run("mnist_cnn", {"--help"});
+  CHECK(help.code == 0);
+  CHECK(help.out.find("--optimizer") != std::string::npos);
+  CHECK(help.out.find("nesterov-lookahead") != std::string::npos);  // the names come from the registry
+  Outcome list = run("mnist_mlp", {"--list-optimizers"});
+  CHECK(list.code == 0);
+  CHECK(list.out.find("beta2") != std::string::npos);
+  Outcome markdown = run("mnist_mlp", {"--markdown", "--list-schedules"});
+  CHECK(markdown.code == 0);
+  CHECK(markdown.out.find("| `linear` |") != std::string::npos);
+}
+
+TEST_CASE("custom_optimizer: a user's optimiser registered from user code, listed and compared in the lab") {
+  REQUIRE(has_mnist());
+  Outcome list = run("custom_optimizer", {"--list-optimizers"});
+  CHECK(list.code == 0);
+  CHECK(list.out.find("lion") != std::string::npos);
+  CHECK(list.out.find("adam") != std::string::npos);
+  fs::path out = scratch("lion-lab");
+  Outcome lab = run("custom_optimizer", {"--optimizers", "lion(lr=1e-4)", "adam", "--epochs", "1", "--seeds", "0",
+                                         "--batch-sizes", "100", "--train-subset", "3000", "--out", out.string()});
+  INFO(lab.out << lab.err);
+  CHECK(lab.code == 0);
+  std::string summary = read_file(out / "summary.md");
+  CHECK(summary.find("lion") != std::string::npos);
+  CHECK(summary.find("adam") != std::string::npos);
+  Outcome bad = run("custom_optimizer", {"--optimizers", "lion(beta3=0.9)"});
+  CHECK(bad.code == 2);
+  CHECK(bad.err.find("lion: unknown option 'beta3'") != std::string::npos);
+}
+
+TEST_CASE("Ctrl-C: the run finishes its step, writes the checkpoint, the CSV row and the final line, exits 130") {
+  REQUIRE(has_mnist());
+  fs::path checkpoint = scratch("interrupted.ckpt"), log = scratch("interrupted.csv");
+  fs::remove(checkpoint);
+  Child child("mnist_mlp", {"--epochs", "50", "--batch-size", "10", "--no-progress", "--save", checkpoint.string(),
+                            "--log", log.string()});
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (child.out().find("# BLAS") == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  child.signal(SIGINT);
+  int code = child.wait();
+  std::string out = child.out(), err = child.err();
+  INFO(out << err);
+  CHECK(code == 130);
+  CHECK(out.find("(interrupted)") != std::string::npos);
+  CHECK(out.find("interrupted=1") != std::string::npos);
+  CHECK(err.find("checkpoint written to") != std::string::npos);
+  REQUIRE(fs::exists(checkpoint));
+  std::string csv = read_file(log);
+  CHECK(std::count(csv.begin(), csv.end(), '\n') == 2);  // the header and the partial epoch
+  // The checkpoint resumes: evaluation only, from the step where it stopped.
+  Outcome resumed = run("mnist_mlp", {"--resume", checkpoint.string(), "--epochs", "0", "--batch-size", "10"});
+  INFO(resumed.out << resumed.err);
+  CHECK(resumed.code == 0);
+  CHECK(value_after(resumed.out, "steps=") == value_after(out, "steps="));
+}
+
+TEST_CASE("Newton on MNIST logistic regression with no other flag: >= 90 % after one epoch") {
+  REQUIRE(has_mnist());
+  Outcome newton = run("mnist_logreg", {"--optimizer", "newton", "--epochs", "1", "--no-progress"});
+  INFO(newton.out << newton.err);
+  CHECK(newton.code == 0);
+  CHECK(value_after(newton.out, "final test_acc=") >= 0.90);
+}
