@@ -99,9 +99,24 @@ ag::Tensor Flatten::forward(const ag::Tensor& x) { return ag::flatten(x, 1); }
 
 // ---------------------------------------------------------------- Dropout
 
-Dropout::Dropout(double p, std::uint64_t seed) : p_(p), gen_(seed) {
+namespace {
+double dropout_rate(double p) {
   if (!(p >= 0.0 && p < 1.0)) throw std::invalid_argument(fmt::format("Dropout: p = {} is outside [0, 1)", p));
+  return p;
 }
+/// One 64-bit draw seeds the layer's own engine (so its masks are not a slice of `gen`'s stream); none if
+/// p is refused.
+std::uint64_t stream_seed(double p, ag::Generator& gen) {
+  dropout_rate(p);
+  return gen.engine()();
+}
+}  // namespace
+
+Dropout::Dropout(double p) : Dropout(p, default_generator()) {}
+
+Dropout::Dropout(double p, ag::Generator& gen) : Dropout(p, stream_seed(p, gen)) {}
+
+Dropout::Dropout(double p, std::uint64_t seed) : p_(dropout_rate(p)), gen_(seed) {}
 
 ag::Tensor Dropout::forward(const ag::Tensor& x) {
   if (!is_training() || p_ == 0.0) return x;

@@ -105,10 +105,17 @@ class Flatten : public Module {
 };
 
 /// In training, zeroes each element with probability p and scales the rest by 1/(1-p) (inverted
-/// dropout); in evaluation, the identity. Masks come from its own seeded generator.
+/// dropout); in evaluation, the identity. Each layer draws its masks from a stream of its own:
+///   Dropout(p)         seeded at construction by one draw from nn::default_generator(), as the other
+///                      layers' initial weights are: nn::manual_seed and the order in which the layers are
+///                      built decide every mask, and two layers have different masks;
+///   Dropout(p, gen)    the same from a given generator (a model built from the run's seed);
+///   Dropout(p, seed)   an explicit seed: two layers with one seed have the same masks.
 class Dropout : public Module {
  public:
-  explicit Dropout(double p = 0.5, std::uint64_t seed = 0);
+  explicit Dropout(double p = 0.5);
+  Dropout(double p, ag::Generator& gen);
+  Dropout(double p, std::uint64_t seed);
   ag::Tensor forward(const ag::Tensor& x) override;
   std::string type_name() const override;
 

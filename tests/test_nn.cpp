@@ -424,3 +424,45 @@ TEST_CASE("checkpoints refuse a name given twice, naming it, and change nothing"
     std::remove(path.c_str());
   }
 }
+
+// ================================================================ random streams
+
+TEST_CASE("Dropout: each layer has its own stream, decided by manual_seed and the construction order") {
+  const Tensor x = Tensor::ones(Shape{20, 50});
+  // A model with two Dropout layers around an identity-like middle; each layer's mask on its own.
+  auto masks_of = [&](std::uint64_t seed) {
+    nn::manual_seed(seed);
+    nn::Sequential model{std::make_shared<nn::Dropout>(0.5), std::make_shared<nn::Linear>(50, 50),
+                         std::make_shared<nn::Dropout>(0.5)};
+    std::vector<std::vector<double>> masks;
+    for (const char* name : {"0", "2"}) {
+      for (const auto& [child_name, child] : model.children()) {
+        if (child_name == name) masks.push_back(child->forward(x).to_vector());
+      }
+    }
+    masks.push_back(model.forward(x).to_vector());  // the next masks of both
+    return masks;
+  };
+  std::vector<std::vector<double>> first = masks_of(42);
+  REQUIRE(first.size() == 3);
+  CHECK(first[0] != first[1]);               // two layers, two masks
+  CHECK(masks_of(42) == first);              // the same seed: the same masks, run after run
+  CHECK(masks_of(43)[0] != first[0]);        // another seed: other masks
+  // The same from a given generator; an explicit seed ignores both.
+  ag::Generator g1(9), g2(9);
+  nn::Dropout from_g1(0.5, g1), from_g2(0.5, g2), after(0.5, g1);
+  CHECK(from_g1.forward(x).to_vector() == from_g2.forward(x).to_vector());
+  CHECK(after.forward(x).to_vector() != from_g2.forward(x).to_vector());
+  nn::manual_seed(1);
+  nn::Dropout seeded_a(0.5, std::uint64_t{77});
+  nn::manual_seed(2);
+  nn::Dropout seeded_b(0.5, std::uint64_t{77});
+  CHECK(seeded_a.forward(x).to_vector() == seeded_b.forward(x).to_vector());
+  // A refused rate takes nothing from the global stream.
+  nn::manual_seed(5);
+  CHECK_THROWS_AS(nn::Dropout(1.5), std::invalid_argument);
+  nn::Dropout after_refusal(0.5);
+  nn::manual_seed(5);
+  nn::Dropout fresh(0.5);
+  CHECK(after_refusal.forward(x).to_vector() == fresh.forward(x).to_vector());
+}
