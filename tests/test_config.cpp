@@ -1,0 +1,117 @@
+// Specs and option tables (config/): the grammar, grids, lists, the values a table accepts and the errors
+// that name what is wrong.
+#include <doctest/doctest.h>
+
+#include "config/options.hpp"
+#include "config/registry.hpp"
+#include "config/spec.hpp"
+
+using config::parse_spec;
+using config::Spec;
+using config::SpecError;
+
+TEST_CASE("parse_spec: a name alone, with options, spaces, list values; text() reads back") {
+  CHECK(parse_spec("adam") == Spec{"adam", {}});
+  CHECK(parse_spec("adam()") == Spec{"adam", {}});
+  Spec s = parse_spec(" adam( lr = 3e-4 , beta2=0.99 ) ");
+  CHECK(s.name == "adam");
+  REQUIRE(s.args.size() == 2);
+  CHECK(s.args[0] == std::pair<std::string, std::string>{"lr", "3e-4"});
+  CHECK(*s.find("beta2") == "0.99");
+  CHECK(s.find("beta1") == nullptr);
+  CHECK(s.text() == "adam(lr=3e-4,beta2=0.99)");
+  CHECK(parse_spec(s.text()) == s);
+  CHECK(*parse_spec("mlp(hidden=[128, 64])").find("hidden") == "[128,64]");
+  CHECK(parse_spec("nesterov-lookahead(eps_placement=inside)").name == "nesterov-lookahead");
+  s.set("lr", "1").set("eps", "1e-8").erase("beta2");
+  CHECK(s.text() == "adam(lr=1,eps=1e-8)");
+}
+
+TEST_CASE("parse_spec: malformed specs are refused, naming the text and the position") {
+  CHECK_THROWS_WITH_AS(parse_spec(""), doctest::Contains("a name expected (at character 1)"), SpecError);
+  CHECK_THROWS_WITH_AS(parse_spec("adam(lr)"), doctest::Contains("'=' expected"), SpecError);
+  CHECK_THROWS_WITH_AS(parse_spec("adam(lr=1e-3"), doctest::Contains("',' missing at the end"), SpecError);
+  CHECK_THROWS_WITH_AS(parse_spec("adam(lr=1,lr=2)"), doctest::Contains("'lr' is given twice"), SpecError);
+  CHECK_THROWS_WITH_AS(parse_spec("adam(lr=)"), doctest::Contains("a value expected"), SpecError);
+  CHECK_THROWS_WITH_AS(parse_spec("adam(lr=1) x"), doctest::Contains("unexpected text after ')'"), SpecError);
+  CHECK_THROWS_WITH_AS(parse_spec("adam(lr=[1,])"), doctest::Contains("a list element expected"), SpecError);
+  CHECK_THROWS_AS(parse_spec("ad am"), SpecError);
+}
+
+TEST_CASE("expand_grid: the Cartesian product, the last key fastest; split_specs at top-level commas") {
+  std::vector<Spec> grid = config::expand_grid("adam(lr=[1e-4,3e-4],beta2=[0.99,0.999],eps=1e-8)");
+  REQUIRE(grid.size() == 4);
+  CHECK(grid[0].text() == "adam(lr=1e-4,beta2=0.99,eps=1e-8)");
+  CHECK(grid[1].text() == "adam(lr=1e-4,beta2=0.999,eps=1e-8)");
+  CHECK(grid[3].text() == "adam(lr=3e-4,beta2=0.999,eps=1e-8)");
+  CHECK(config::expand_grid("sgd").size() == 1);
+  CHECK(config::split_specs("sgd(lr=0.1,momentum=0.9), adam(lr=[1,2]),rmsprop") ==
+        std::vector<std::string>{"sgd(lr=0.1,momentum=0.9)", "adam(lr=[1,2])", "rmsprop"});
+  CHECK_THROWS_AS(config::split_specs("adam,,sgd"), SpecError);
+}
+
+namespace {
+enum class Mode { a, b };
+struct Options {
+  double rate = 0.5;
+  std::size_t steps = 3;
+  bool on = false;
+  Mode mode = Mode::a;
+  std::vector<std::size_t> widths{4, 2};
+};
+config::OptionTable<Options> table() {
+  config::OptionTable<Options> t;
+  t.real("rate", &Options::rate, config::Range::unit(), "a rate")
+      .count("steps", &Options::steps, 1, 10, "a count")
+      .flag("on", &Options::on, "a switch")
+      .choice("mode", &Options::mode, {{"a", Mode::a}, {"b", Mode::b}}, "a mode")
+      .counts("widths", &Options::widths, "a list");
+  return t;
+}
+}  // namespace
+
+TEST_CASE("OptionTable: applies a spec's keys, writes every value out, refuses what it cannot take") {
+  Options o = table().apply({}, parse_spec("x(rate=0.25,steps=7,on=true,mode=b,widths=[8,8,8])"), "thing");
+  CHECK(o.rate == 0.25);
+  CHECK(o.steps == 7);
+  CHECK(o.on);
+  CHECK(o.mode == Mode::b);
+  CHECK(o.widths == std::vector<std::size_t>{8, 8, 8});
+  CHECK(table().values(Options{}) ==
+        std::vector<std::pair<std::string, std::string>>{
+            {"rate", "0.5"}, {"steps", "3"}, {"on", "false"}, {"mode", "a"}, {"widths", "[4,2]"}});
+  auto bad = [](const std::string& spec) { table().apply({}, parse_spec(spec), "thing"); };
+  CHECK_THROWS_WITH_AS(bad("x(rate=1)"), "thing: rate must be in [0, 1), got '1'", SpecError);
+  CHECK_THROWS_WITH_AS(bad("x(rate=nan)"), "thing: rate must be in [0, 1), got 'nan'", SpecError);
+  CHECK_THROWS_WITH_AS(bad("x(rate=0.5x)"), "thing: rate must be in [0, 1), got '0.5x'", SpecError);
+  CHECK_THROWS_WITH_AS(bad("x(steps=2.5)"), "thing: steps must be an integer in [1, 10], got '2.5'", SpecError);
+  CHECK_THROWS_WITH_AS(bad("x(steps=11)"), "thing: steps must be an integer in [1, 10], got '11'", SpecError);
+  CHECK_THROWS_WITH_AS(bad("x(on=maybe)"), "thing: on must be true or false, got 'maybe'", SpecError);
+  CHECK_THROWS_WITH_AS(bad("x(mode=c)"), "thing: mode must be one of a | b, got 'c'", SpecError);
+  CHECK_THROWS_WITH_AS(bad("x(widths=[8,0])"), doctest::Contains("thing: widths must be an integer in [1,"),
+                       SpecError);
+  CHECK_THROWS_WITH_AS(bad("x(speed=1)"),
+                       "thing: unknown option 'speed' (options: rate, steps, on, mode, widths)", SpecError);
+  CHECK(config::Range::positive().text() == "> 0");
+  CHECK(config::Range::at_least(0).text() == ">= 0");
+  CHECK(config::format_real(1e-8) == "1e-08");
+  CHECK(config::format_real(0.1) == "0.1");
+}
+
+TEST_CASE("Registry: add, find, unknown names listed, duplicates refused") {
+  struct Entry : config::EntryInfo {};
+  config::Registry<Entry> registry("widget");
+  Entry b;
+  b.name = "beta";
+  registry.add(b);
+  Entry a;
+  a.name = "alpha";
+  registry.add(a);
+  CHECK(registry.names() == std::vector<std::string>{"alpha", "beta"});
+  CHECK(registry.at("beta").name == "beta");
+  CHECK_THROWS_WITH_AS(registry.at("gamma"), "widget: unknown widget 'gamma' (known: alpha, beta)", SpecError);
+  CHECK_THROWS_AS(registry.add(a), std::logic_error);
+  Entry bad;
+  bad.name = "has space";
+  CHECK_THROWS_AS(registry.add(bad), SpecError);
+}
