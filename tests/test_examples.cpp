@@ -1,55 +1,76 @@
-// The training programs' shared core and the optimiser-comparison lab: flag parsing, short end-to-end runs on
-// the real MNIST (data/mnist, see scripts/fetch-mnist.sh), determinism, checkpoint round trips, divergence,
-// and the lab's aggregation and outputs (CSV, Markdown, PNG through gnuplot).
+// The training programs' shared core and the optimiser-comparison lab: the command line (RunFlags on
+// CLI11, optimiser and schedule specs), short end-to-end runs on the real MNIST (data/mnist, see
+// scripts/fetch-mnist.sh), determinism, checkpoint round trips (at epoch ends and mid-epoch), divergence,
+// per-step schedules, parameter groups, and the lab's grids, aggregation and outputs (CSV, Markdown, PNG).
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iterator>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include <CLI/CLI.hpp>
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
-#include "examples/common/flags.hpp"
+#include "config/spec.hpp"
+#include "examples/common/cli.hpp"
 #include "examples/common/lab.hpp"
 #include "examples/common/training.hpp"
+#include "nn/checkpoint.hpp"
+#include "nn/loss.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 using examples::FlagError;
-using examples::FlagSet;
 using examples::RunConfig;
 using examples::RunResult;
 
-void parse(FlagSet& flags, std::vector<std::string> args) {
-  args.insert(args.begin(), "program");
+/// argv for `args` behind a program name (the strings must outlive the call).
+std::vector<const char*> argv_of(const std::vector<std::string>& args) {
   std::vector<const char*> argv;
   for (const std::string& a : args) argv.push_back(a.c_str());
-  flags.parse(static_cast<int>(argv.size()), argv.data());
+  return argv;
 }
 
-RunConfig config_of(std::vector<std::string> args, const std::string& model = "mlp") {
-  FlagSet flags("program", "test");
-  examples::add_training_flags(flags, model);
-  parse(flags, std::move(args));
-  return examples::config_from_flags(flags, model);
+int parse(CLI::App& app, std::vector<std::string> args) {
+  args.insert(args.begin(), "program");
+  std::vector<const char*> argv = argv_of(args);
+  return examples::parse(app, static_cast<int>(argv.size()), argv.data());
 }
 
+/// The RunConfig a program's flags give (RunFlags on a fresh app); REQUIREs that parsing goes on.
+RunConfig config_of(std::vector<std::string> args, examples::RunFlagsOptions options = {}) {
+  CLI::App app{"test", "program"};
+  examples::RunFlags flags(app, options);
+  REQUIRE(parse(app, std::move(args)) == -1);
+  return flags.config();
+}
+
+/// The message of the FlagError or config::SpecError `f` throws.
 std::string error_of(const std::function<void()>& f) {
   try {
     f();
   } catch (const FlagError& error) {
     return error.what();
+  } catch (const config::SpecError& error) {
+    return error.what();
   }
-  return "(no FlagError)";
+  return "(no FlagError or SpecError)";
 }
+
+config::Spec spec(const std::string& text) { return config::parse_spec(text); }
 
 /// MNIST, read once.
 const examples::Datasets& mnist() {
@@ -98,122 +119,127 @@ fs::path temp_path(const std::string& name) {
   return fs::temp_directory_path() / fmt::format("tapegrad_test_examples_{}_{}", ::getpid(), name);
 }
 
+/// What `f` writes to file descriptor `fd` (1: stdout, 2: stderr).
+std::string captured(int fd, const std::function<void()>& f) {
+  fs::path path = temp_path(fmt::format("fd{}", fd));
+  std::fflush(stdout);
+  std::fflush(stderr);
+  int saved = ::dup(fd);
+  int file = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  ::dup2(file, fd);
+  ::close(file);
+  f();
+  std::fflush(stdout);
+  std::fflush(stderr);
+  ::dup2(saved, fd);
+  ::close(saved);
+  std::string text = read_file(path);
+  fs::remove(path);
+  return text;
+}
+
 int lab_main(std::vector<std::string> args) {
   args.insert(args.begin(), "compare_optimizers");
-  std::vector<const char*> argv;
-  for (const std::string& a : args) argv.push_back(a.c_str());
+  std::vector<const char*> argv = argv_of(args);
   return examples::lab::lab_main(static_cast<int>(argv.size()), argv.data());
+}
+
+examples::lab::LabConfig lab_config(std::vector<std::string> args) {
+  CLI::App app{"test", "compare_optimizers"};
+  examples::lab::LabFlags flags(app);
+  REQUIRE(parse(app, std::move(args)) == -1);
+  return flags.config();
+}
+
+std::vector<std::string> texts_of(const std::vector<config::Spec>& specs) {
+  std::vector<std::string> texts;
+  for (const config::Spec& s : specs) texts.push_back(s.text());
+  return texts;
 }
 
 }  // namespace
 
-// ---------------------------------------------------------------- flags
+// ---------------------------------------------------------------- the command line
 
-TEST_CASE("FlagSet parses values, switches and lists") {
-  FlagSet flags("program", "test");
-  flags.add("name", "default", "a text").add("rate", "0.5", "a number").add("widths", "128,64", "a list");
-  flags.add("count", "3", "a count").add_switch("verbose", "a switch");
-  parse(flags, {"--rate", "0.25", "--widths=300,100,100", "--verbose"});
-  CHECK(flags.number("rate") == 0.25);
-  CHECK(flags.counts("widths") == std::vector<std::size_t>{300, 100, 100});
-  CHECK(flags.on("verbose"));
-  CHECK(flags.given("rate"));
-  CHECK_FALSE(flags.given("name"));
-  CHECK(flags.text("name") == "default");
-  CHECK(flags.count("count") == 3);
-  CHECK_FALSE(flags.help_requested());
-
-  FlagSet defaults("program", "test");
-  defaults.add("widths", "128,64", "").add("empty", "", "").add_switch("verbose", "");
-  parse(defaults, {});
-  CHECK(defaults.counts("widths") == std::vector<std::size_t>{128, 64});
-  CHECK(defaults.counts("empty").empty());
-  CHECK_FALSE(defaults.on("verbose"));
-
-  FlagSet help("program", "a summary line");
-  help.add("rate", "0.5", "the rate");
-  parse(help, {"--help"});
-  CHECK(help.help_requested());
-  CHECK(help.usage().find("--rate") != std::string::npos);
-  CHECK(help.usage().find("default: 0.5") != std::string::npos);
-}
-
-TEST_CASE("FlagSet rejects unknown flags, missing values and bad numbers, naming the flag") {
-  auto fresh = [] {
-    auto flags = std::make_shared<FlagSet>("program", "test");
-    flags->add("rate", "0.5", "").add("widths", "128,64", "").add("count", "3", "").add_switch("verbose", "");
-    return flags;
-  };
-  CHECK(error_of([&] { parse(*fresh(), {"--nope", "1"}); }).find("--nope") != std::string::npos);
-  CHECK(error_of([&] { parse(*fresh(), {"--rate"}); }).find("--rate needs a value") != std::string::npos);
-  CHECK(error_of([&] { parse(*fresh(), {"--verbose=1"}); }).find("--verbose") != std::string::npos);
-  CHECK(error_of([&] { parse(*fresh(), {"rate"}); }).find("rate") != std::string::npos);
-
-  for (const char* bad : {"abc", "1.5x", "", "nan", "inf", "--"}) {
-    auto flags = fresh();
-    parse(*flags, {"--rate", bad});
-    std::string message = error_of([&] { flags->number("rate"); });
-    CAPTURE(bad);
-    CHECK(message.find("--rate") != std::string::npos);
-    CHECK(message.find("not a number") != std::string::npos);
-  }
-  for (const char* bad : {"128,,64", "0", "12.5", "128,x", "-4", ","}) {
-    auto flags = fresh();
-    parse(*flags, {"--widths", bad});
-    CAPTURE(bad);
-    CHECK(error_of([&] { flags->counts("widths"); }).find("--widths") != std::string::npos);
-  }
-  for (const char* bad : {"-3", "2.5", "many"}) {
-    auto flags = fresh();
-    parse(*flags, {"--count", bad});
-    CAPTURE(bad);
-    CHECK(error_of([&] { flags->count("count"); }).find("--count") != std::string::npos);
-  }
-}
-
-TEST_CASE("config_from_flags reads the shared training flags and rejects bad values") {
-  RunConfig c = config_of({"--optimizer", "nadam", "--lr", "2e-3", "--batch-size", "64", "--hidden", "300,100,100",
-                           "--schedule", "linear", "--lr-final", "1e-4", "--epochs", "3", "--seed", "7", "--weight-decay",
-                           "1e-4", "--init", "normal", "--validation", "10000", "--train-subset", "500"});
-  CHECK(c.model == "mlp");
-  CHECK(c.optimizer == "nadam");
-  CHECK(c.lr == 2e-3);
+TEST_CASE("RunFlags reads the shared flags into a RunConfig, the optimiser and schedule as resolved specs") {
+  RunConfig c = config_of({"--optimizer", "nadam", "--lr", "2e-3", "--batch-size", "64", "--schedule", "linear",
+                           "--lr-final", "1e-4", "--epochs", "3", "--seed", "7", "--weight-decay", "1e-4", "--init",
+                           "normal", "--validation", "10000", "--train-subset", "500", "--no-bias-decay",
+                           "--lr-per-epoch", "--save", "x.ckpt", "--save-every", "50"});
+  CHECK(c.optimizer.name == "nadam");
+  CHECK(*c.optimizer.find("lr") == "0.002");
+  CHECK(*c.optimizer.find("weight_decay") == "0.0001");
+  CHECK(c.optimizer.find("beta2") != nullptr);  // resolved: every option written out
+  CHECK(c.lr() == 2e-3);
   CHECK(c.batch_size == 64);
-  CHECK(c.hidden == std::vector<std::size_t>{300, 100, 100});
-  CHECK(c.schedule == "linear");
-  CHECK(c.lr_final == 1e-4);
+  CHECK(c.schedule.name == "linear");
+  CHECK(*c.schedule.find("final") == "0.0001");
+  CHECK(c.lr_per_epoch);
+  CHECK(c.no_bias_decay);
   CHECK(c.epochs == 3);
   CHECK(c.seed == 7);
-  CHECK(c.weight_decay == 1e-4);
   CHECK(c.init == "normal");
   CHECK(c.validation == 10000);
   CHECK(c.train_subset == 500);
+  CHECK(c.save_path == "x.ckpt");
+  CHECK(c.save_every_steps == 50);
 
   RunConfig defaults = config_of({});
-  CHECK(defaults.optimizer == "adam");
-  CHECK(defaults.lr == 0);  // the optimiser's own default
-  CHECK(defaults.hidden == std::vector<std::size_t>{128, 64});
+  CHECK(defaults.optimizer.name == "adam");
+  CHECK(defaults.lr() == 1e-3);  // the optimiser's registered default
+  CHECK(defaults.batch_size == 200);
+  CHECK_FALSE(defaults.lr_per_epoch);
 
-  CHECK(error_of([] { config_of({"--optimizer", "adamw"}); }).find("adamw") != std::string::npos);
-  CHECK(error_of([] { config_of({"--optimizer", "newton"}); }).find("newton") != std::string::npos);
-  CHECK(config_of({"--optimizer", "newton"}, "logreg").optimizer == "newton");
-  CHECK(error_of([] { config_of({"--schedule", "sawtooth"}); }).find("sawtooth") != std::string::npos);
-  CHECK(error_of([] { config_of({"--lr", "-0.1"}); }).find("--lr") != std::string::npos);
-  CHECK(error_of([] { config_of({"--lr", "0"}); }).find("--lr") != std::string::npos);
-  CHECK(error_of([] { config_of({"--batch-size", "0"}); }).find("--batch-size") != std::string::npos);
-  CHECK(error_of([] { config_of({"--batch-size", "-5"}); }).find("--batch-size") != std::string::npos);
-  CHECK(error_of([] { config_of({"--hidden", ""}); }).find("--hidden") != std::string::npos);
-  CHECK(error_of([] { config_of({"--dataset", "cifar"}); }).find("cifar") != std::string::npos);
-  CHECK(error_of([] { config_of({"--threads", "0"}); }).find("--threads") != std::string::npos);
-  CHECK(error_of([] { config_of({"--weight-decay", "-1"}); }).find("--weight-decay") != std::string::npos);
-  CHECK_THROWS_AS(config_of({"--hidden", "128"}, "logreg"), FlagError);  // logreg has no --hidden
+  RunConfig by_spec = config_of({"--optimizer", "momentum(lr=0.05,momentum=0.95)"});
+  CHECK(*by_spec.optimizer.find("momentum") == "0.95");
+  CHECK(by_spec.lr() == 0.05);
+
+  RunConfig model = config_of({"--model", "mlp", "--hidden", "300,100,100"}, {.with_model = true});
+  CHECK(model.model.name == "mlp");
+  CHECK(*model.model.find("hidden") == "[300,100,100]");
 }
 
-TEST_CASE("training_main exits 2 on bad flags, before touching the data") {
-  std::vector<const char*> argv{"mnist_mlp", "--optimizer", "adamw"};
-  CHECK(examples::training_main(static_cast<int>(argv.size()), argv.data(), "mlp", "test") == 2);
-  std::vector<const char*> missing{"mnist_mlp", "--lr"};
-  CHECK(examples::training_main(static_cast<int>(missing.size()), missing.data(), "mlp", "test") == 2);
+TEST_CASE("RunFlags refuses unknown names, keys and bad values, naming the flag or the key and the range") {
+  CHECK(error_of([] { config_of({"--optimizer", "adamw"}); }).find("adamw") != std::string::npos);
+  std::string misspelt = error_of([] { config_of({"--optimizer", "adam(betta2=0.9)"}); });
+  CHECK(misspelt.find("adam") != std::string::npos);
+  CHECK(misspelt.find("betta2") != std::string::npos);
+  std::string range = error_of([] { config_of({"--optimizer", "adam(beta2=1.5)"}); });
+  CHECK(range.find("beta2") != std::string::npos);
+  CHECK(range.find("[0, 1)") != std::string::npos);
+  CHECK(error_of([] { config_of({"--schedule", "sawtooth"}); }).find("sawtooth") != std::string::npos);
+  CHECK(error_of([] { config_of({"--lr", "-0.1"}); }).find("lr") != std::string::npos);
+  CHECK(error_of([] { config_of({"--optimizer", "adam(lr=0.1)", "--lr", "0.2"}); }).find("--lr") != std::string::npos);
+  CHECK(error_of([] { config_of({"--batch-size", "0"}); }).find("--batch-size") != std::string::npos);
+  CHECK(error_of([] { config_of({"--dataset", "cifar"}); }).find("cifar") != std::string::npos);
+  CHECK(error_of([] { config_of({"--threads", "0"}); }).find("--threads") != std::string::npos);
+  CHECK(error_of([] { config_of({"--weight-decay", "-1"}); }).find("weight_decay") != std::string::npos);
+  CHECK(error_of([] { config_of({"--save-every", "10"}); }).find("--save-every") != std::string::npos);
+  CHECK(error_of([] { config_of({"--model", "cnn", "--hidden", "64"}, {.with_model = true}); }).find("hidden") !=
+        std::string::npos);
+
+  // parse(): 2 for what CLI11 itself refuses (an unknown flag, a missing value, a bad number), 0 for --help.
+  auto parsed = [](std::vector<std::string> args) {
+    CLI::App app{"test", "program"};
+    examples::RunFlags flags(app);
+    int code = -99;
+    captured(1, [&] { captured(2, [&] { code = parse(app, args); }); });
+    return code;
+  };
+  CHECK(parsed({"--nope", "1"}) == 2);
+  CHECK(parsed({"--epochs"}) == 2);
+  CHECK(parsed({"--epochs", "many"}) == 2);
+  CHECK(parsed({"--lr", "abc"}) == 2);
+  CHECK(parsed({"--help"}) == 0);
+  CHECK(parsed({"--list-optimizers"}) == 0);
+  CHECK(parsed({"--epochs", "2"}) == -1);
+
+  // checked(): a bad spec found after parsing is "program: message" and exit 2.
+  std::string err = captured(2, [] {
+    CHECK(examples::checked("mnist_mlp", [] { return config_of({"--optimizer", "adam(betta2=0.9)"}).batch_size > 0; }) == 2);
+  });
+  CHECK(err.rfind("mnist_mlp: ", 0) == 0);
+  CHECK(err.find("betta2") != std::string::npos);
 }
 
 // ---------------------------------------------------------------- end to end on the real data
@@ -223,9 +249,8 @@ TEST_CASE("training_main exits 2 on bad flags, before touching the data") {
 // steps: batch 32 (1,875 steps) gives 95.8 %.
 TEST_CASE("one epoch of the MLP 784-128-64-10 with Adam reaches 95 % test accuracy") {
   RunConfig c = quiet_config();
-  c.hidden = {128, 64};
-  c.optimizer = "adam";
-  c.lr = 1e-3;
+  c.model = spec("mlp(hidden=[128,64])");
+  c.optimizer = spec("adam(lr=1e-3)");
   c.batch_size = 32;
   c.epochs = 1;
   std::vector<examples::EpochMetrics> seen;
@@ -240,6 +265,7 @@ TEST_CASE("one epoch of the MLP 784-128-64-10 with Adam reaches 95 % test accura
   CHECK(m.test_loss < 0.2);
   CHECK(result.best_test_acc == m.test_acc);
   CHECK(m.lr == 1e-3);
+  CHECK(result.steps == 1875);
   CHECK(result.final_line().rfind("final test_acc=", 0) == 0);
 
   c.batch_size = 200;
@@ -253,7 +279,7 @@ TEST_CASE("one epoch of the MLP 784-128-64-10 with Adam reaches 95 % test accura
 TEST_CASE("the same seed gives the same metrics, bit for bit; another seed does not") {
   examples::Datasets sets = mnist_subset(6000);
   RunConfig c = quiet_config();
-  c.hidden = {64};
+  c.model = spec("mlp(hidden=[64])");
   c.batch_size = 100;
   c.epochs = 2;
   c.seed = 3;
@@ -270,19 +296,24 @@ TEST_CASE("the same seed gives the same metrics, bit for bit; another seed does 
 TEST_CASE("resume: one epoch, save, one more epoch equals two epochs straight") {
   examples::Datasets sets = mnist_subset(6000);
   fs::path checkpoint = temp_path("resume.ckpt");
-  // The schedule must pick up at the right epoch too, with its horizon given (--lr-epochs 2) or taken from
-  // the run (0: the epochs before the resume plus --epochs).
-  for (auto [optimizer, lr_epochs] : {std::pair{"adam", 2}, std::pair{"momentum", 2}, std::pair{"momentum", 0}}) {
+  // The schedule must pick up at the right step too, with its horizon given (epochs=2), or taken from the
+  // run (the epochs before the resume plus --epochs: stepped per epoch, so that the first epoch is the same).
+  struct Case {
+    const char *optimizer, *schedule;
+    bool per_epoch;
+  };
+  for (auto [optimizer, schedule, per_epoch] : {Case{"adam", "linear(final=1e-4,epochs=2)", false},
+                                                Case{"momentum", "linear(final=1e-3,epochs=2)", false},
+                                                Case{"momentum", "linear(final=1e-3)", true}}) {
     CAPTURE(optimizer);
-    CAPTURE(lr_epochs);
+    CAPTURE(schedule);
     RunConfig c = quiet_config();
-    c.hidden = {64, 32};
-    c.optimizer = optimizer;
+    c.model = spec("mlp(hidden=[64,32])");
+    c.optimizer = spec(optimizer);
+    c.schedule = spec(schedule);
+    c.lr_per_epoch = per_epoch;
     c.batch_size = 100;
     c.seed = 11;
-    c.schedule = "linear";
-    c.lr_epochs = static_cast<std::size_t>(lr_epochs);
-    c.lr_final = c.optimizer == "adam" ? 1e-4 : 1e-3;
 
     c.epochs = 2;
     RunResult straight = examples::train(c, sets);
@@ -301,6 +332,7 @@ TEST_CASE("resume: one epoch, save, one more epoch equals two epochs straight") 
     check_same(first.epochs[0], straight.epochs[0]);
     check_same(resumed.epochs[0], straight.epochs[1]);
     CHECK(resumed.best_test_acc == straight.best_test_acc);
+    CHECK(resumed.steps == straight.steps);
 
     // --resume FILE --epochs 0 only evaluates the saved model: the first epoch's numbers on the test set.
     c.epochs = 0;
@@ -312,12 +344,66 @@ TEST_CASE("resume: one epoch, save, one more epoch equals two epochs straight") 
   fs::remove(checkpoint);
 }
 
+TEST_CASE("--save-every N steps: a mid-epoch checkpoint resumes to the uninterrupted run, bit for bit") {
+  examples::Datasets sets = mnist_subset(4000);
+  fs::path checkpoint = temp_path("every.ckpt"), copy = temp_path("every_copy.ckpt");
+  fs::remove(copy);
+  RunConfig c = quiet_config();
+  c.model = spec("mlp(hidden=[32])");
+  c.optimizer = spec("adam(lr=3e-3)");
+  c.schedule = spec("linear(final=1e-4)");
+  c.batch_size = 20;  // 200 steps
+  c.epochs = 1;
+  c.seed = 5;
+  c.save_path = checkpoint.string();
+  c.save_every_steps = 30;
+  // A copy of the first mid-epoch checkpoint seen (written atomically, so a copy is whole): the state of a
+  // run killed there. The run itself goes on to the end of the epoch: the uninterrupted run.
+  std::atomic<bool> done{false};
+  std::thread watcher([&] {
+    while (!done) {
+      std::error_code error;
+      if (fs::exists(checkpoint) && fs::copy_file(checkpoint, copy, error)) return;
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  });
+  RunResult straight = examples::train(c, sets);
+  done = true;
+  watcher.join();
+  REQUIRE(straight.epochs.size() == 1);
+  REQUIRE(fs::exists(copy));
+
+  double batch = -1, step = -1;
+  for (const auto& [name, tensor] : nn::load_tensors(copy.string())) {
+    if (name == "run/batch") batch = tensor.item();
+    if (name == "run/step") step = tensor.item();
+  }
+  MESSAGE("checkpoint copied at step ", step, " (batch ", batch, ")");
+  REQUIRE(batch > 0);  // mid-epoch
+  CHECK(step == batch);
+  CHECK(static_cast<std::size_t>(step) % c.save_every_steps == 0);
+
+  c.save_path.clear();
+  c.save_every_steps = 0;
+  c.resume_path = copy.string();
+  RunResult resumed = examples::train(c, sets);  // finishes the epoch: the batches done are skipped
+  REQUIRE(resumed.epochs.size() == 1);
+  const examples::EpochMetrics &a = straight.epochs[0], &b = resumed.epochs[0];
+  CHECK(b.epoch == 1);
+  CHECK(b.test_loss == a.test_loss);  // the weights are the same, bit for bit
+  CHECK(b.test_acc == a.test_acc);
+  CHECK(b.weight_norm == a.weight_norm);
+  CHECK(b.lr == a.lr);
+  CHECK(resumed.steps == straight.steps);
+  fs::remove(checkpoint);
+  fs::remove(copy);
+}
+
 TEST_CASE("a diverging run stops at the first non-finite loss and names the step and the epoch") {
   examples::Datasets sets = mnist_subset(300);
   RunConfig c = quiet_config();
-  c.hidden = {128, 64};
-  c.optimizer = "sgd";
-  c.lr = 50;
+  c.model = spec("mlp(hidden=[128,64])");
+  c.optimizer = spec("sgd(lr=50)");
   c.batch_size = 1;
   c.epochs = 3;
   std::size_t callbacks = 0;
@@ -333,6 +419,52 @@ TEST_CASE("a diverging run stops at the first non-finite loss and names the step
   CHECK(result.final_line().find("diverged=1") != std::string::npos);
 }
 
+TEST_CASE("schedules step every batch: one epoch of --schedule linear ends at --lr-final; --lr-per-epoch does not") {
+  examples::Datasets sets = mnist_subset(1000);
+  RunConfig c = config_of({"--optimizer", "sgd(lr=0.1)", "--schedule", "linear", "--lr-final", "0.001", "--epochs", "1",
+                           "--batch-size", "50", "--no-progress"});
+  c.model = spec("mlp(hidden=[16])");
+  RunResult per_step = examples::train(c, sets);
+  REQUIRE(per_step.epochs.size() == 1);
+  MESSAGE("per step: the epoch ends at lr ", per_step.epochs.back().lr);
+  CHECK(per_step.epochs.back().lr == doctest::Approx(0.001).epsilon(1e-12));
+
+  c.lr_per_epoch = true;  // the old behaviour: one rate per epoch, the first epoch's is the base rate
+  RunResult per_epoch = examples::train(c, sets);
+  REQUIRE(per_epoch.epochs.size() == 1);
+  CHECK(per_epoch.epochs.back().lr == 0.1);
+  c.epochs = 2;
+  per_epoch = examples::train(c, sets);
+  REQUIRE(per_epoch.epochs.size() == 2);
+  CHECK(per_epoch.epochs[1].lr == doctest::Approx(0.0505).epsilon(1e-12));  // halfway from 0.1 to 0.001
+}
+
+TEST_CASE("--no-bias-decay: the biases in a group with weight_decay 0") {
+  examples::Datasets sets = mnist_subset(1000);
+  RunConfig c = config_of({"--optimizer", "sgd(lr=0.1,weight_decay=1)", "--no-bias-decay", "--epochs", "1",
+                           "--batch-size", "50", "--no-progress"});
+  REQUIRE(c.no_bias_decay);
+  auto train_model = [&](const RunConfig& config) {
+    RunConfig sized = config;
+    sized.model = spec("mlp(hidden=[16])");
+    std::shared_ptr<nn::Module> model = examples::build_model(sized, sets.train);
+    std::string out = captured(1, [&] { CHECK(examples::run_program(*model, sized, sets) == 0); });
+    double bias = 0;
+    for (const auto& [name, tensor] : model->named_parameters()) {
+      if (name.ends_with("bias")) bias += nn::weight_norm({{name, tensor}});
+    }
+    return std::pair{out, bias};
+  };
+  auto [header, kept] = train_model(c);
+  CHECK(header.find("(biases: weight_decay=0)") != std::string::npos);
+  c.no_bias_decay = false;
+  auto [plain_header, decayed] = train_model(c);
+  CHECK(plain_header.find("biases") == std::string::npos);
+  // 20 steps of w <- w - 0.1 (g + w) shrink decayed biases by about 0.9^20 = 0.12.
+  MESSAGE("bias norm with --no-bias-decay ", kept, ", without ", decayed);
+  CHECK(kept > 2 * decayed);
+}
+
 // ---------------------------------------------------------------- the lab
 
 namespace {
@@ -340,7 +472,7 @@ namespace {
 examples::lab::RunRecord record(const std::string& optimizer, std::uint64_t seed, std::vector<double> test_acc,
                                 double train_loss, double seconds, bool diverged = false) {
   examples::lab::RunRecord r;
-  r.point = {optimizer, 1e-3, 100};
+  r.point = {spec(optimizer), 100};
   r.seed = seed;
   for (std::size_t e = 0; e < test_acc.size(); ++e) {
     examples::EpochMetrics m;
@@ -369,17 +501,21 @@ TEST_CASE("lab: mean and sample std over seeds, epochs to a target, diverged run
   CHECK(examples::lab::stat_of({7}).std == 0);
   CHECK(std::isnan(examples::lab::stat_of({}).mean));
 
+  const std::string adam_spec = "adam(lr=0.001,beta2=0.999)", sgd_spec = "sgd(lr=0.1)";
   std::vector<examples::lab::RunRecord> records{
-      record("adam", 0, {0.95, 0.97, 0.975}, 0.1, 2.0),
-      record("adam", 1, {0.96, 0.975, 0.98}, 0.2, 4.0),
-      record("adam", 2, {0.96, 0.965, 0.968}, 0.3, 3.0),
-      record("sgd", 0, {0.90, 0.92, 0.93}, 0.5, 1.0),
-      record("sgd", 1, {0.91, 0.92}, 0.5, 1.0, true),
+      record(adam_spec, 0, {0.95, 0.97, 0.975}, 0.1, 2.0),
+      record(adam_spec, 1, {0.96, 0.975, 0.98}, 0.2, 4.0),
+      record(adam_spec, 2, {0.96, 0.965, 0.968}, 0.3, 3.0),
+      record(sgd_spec, 0, {0.90, 0.92, 0.93}, 0.5, 1.0),
+      record(sgd_spec, 1, {0.91, 0.92}, 0.5, 1.0, true),
   };
+  auto interrupted = record(sgd_spec, 2, {0.5}, 0.5, 1.0);  // cut short by Ctrl-C: written, not summarised
+  interrupted.result.interrupted = true;
+  records.push_back(interrupted);
   auto summaries = examples::lab::summarise(records, {0.97, 0.98});
   REQUIRE(summaries.size() == 2);
   const auto& adam = summaries[0];
-  CHECK(adam.point.optimizer == "adam");
+  CHECK(adam.point.optimizer.name == "adam");
   CHECK(adam.runs == 3);
   CHECK(adam.diverged == 0);
   CHECK(adam.final_test_acc.mean == doctest::Approx((0.975 + 0.98 + 0.968) / 3));
@@ -399,9 +535,11 @@ TEST_CASE("lab: mean and sample std over seeds, epochs to a target, diverged run
   CHECK(sgd.final_test_acc.mean == doctest::Approx(0.93));
   CHECK(sgd.epochs_to[0].n == 0);
 
+  // lr differs between the two (0.001, 0.1): a column; beta2 is adam's alone: not one.
   std::string md = examples::lab::summary_markdown(summaries);
   MESSAGE("\n", md);
-  CHECK(md.find("| optimizer | lr | batch | runs | final test acc (%)") == 0);
+  CHECK(md.find("| optimizer | lr | runs | final test acc (%)") == 0);
+  CHECK(md.find("| adam | 0.001 | 3 |") != std::string::npos);
   CHECK(md.find("epochs to 97 %") != std::string::npos);
   CHECK(md.find("epochs to 98 %") != std::string::npos);
   CHECK(md.find("97.43 ± 0.60") != std::string::npos);  // adam's final accuracy, mean ± std in percent
@@ -412,86 +550,156 @@ TEST_CASE("lab: mean and sample std over seeds, epochs to a target, diverged run
   CHECK(md.find("**1 of 2**") != std::string::npos);
   CHECK(line_count(md) == 4);
 
+  // CSVs: optimizer, spec, then one column per key (the union, first-seen order), empty where lacking.
   std::string csv = examples::lab::summary_csv(summaries);
-  CHECK(csv.rfind("optimizer,lr,batch_size,runs,diverged,final_test_acc_mean,final_test_acc_std,", 0) == 0);
+  CHECK(csv.rfind("optimizer,spec,lr,beta2,batch_size,runs,diverged,final_test_acc_mean,final_test_acc_std,", 0) == 0);
+  CHECK(csv.find("\nadam,\"adam(lr=0.001,beta2=0.999)\",0.001,0.999,100,3,0,") != std::string::npos);
+  CHECK(csv.find("\nsgd,sgd(lr=0.1),0.1,,100,2,1,") != std::string::npos);
   CHECK(csv.find("epochs_to_97_mean,epochs_to_97_std,reached_97") != std::string::npos);
   CHECK(line_count(csv) == 3);
-  CHECK(examples::lab::curves_csv_header() ==
-        "optimizer,lr,batch_size,seed,epoch,train_loss,train_acc,test_loss,test_acc,lr_now,seconds\n");
-  CHECK(line_count(examples::lab::curves_csv_rows(records[0])) == 3);
-  CHECK(examples::lab::curves_csv_rows(records[0]).rfind("adam,0.001,100,0,1,", 0) == 0);
+  std::vector<std::string> keys{"lr", "beta2"};
+  CHECK(examples::lab::curves_csv_header(keys) ==
+        "optimizer,spec,lr,beta2,batch_size,seed,epoch,train_loss,train_acc,test_loss,test_acc,lr_now,seconds\n");
+  CHECK(line_count(examples::lab::curves_csv_rows(records[0], keys)) == 3);
+  CHECK(examples::lab::curves_csv_rows(records[0], keys).rfind("adam,\"adam(lr=0.001,beta2=0.999)\",0.001,0.999,100,0,1,", 0) == 0);
+  CHECK(examples::lab::curves_csv_rows(records[3], keys).rfind("sgd,sgd(lr=0.1),0.1,,100,0,1,", 0) == 0);
   std::string runs = examples::lab::runs_csv(records);
-  CHECK(line_count(runs) == 6);
+  CHECK(runs.rfind("optimizer,spec,lr,beta2,batch_size,seed,", 0) == 0);
+  CHECK(line_count(runs) == 7);
   CHECK(runs.find("\"diverged: the training loss became nan at step 9 (batch 9 of epoch 3)\"") != std::string::npos);
+
+  examples::lab::GridPoint point{spec("adam(lr=0.001,beta1=0.9,beta2=0.99)"), 64};
+  CHECK(examples::lab::point_label(point, {"lr", "beta2"}, false) == "adam lr=0.001 beta2=0.99");
+  CHECK(examples::lab::point_label(point, {"momentum"}, true) == "adam batch=64");
 }
 
-TEST_CASE("lab: its flags, forwarded to the programs' checks") {
-  auto lab_config = [](std::vector<std::string> args) {
-    FlagSet flags("compare_optimizers", "test");
-    examples::lab::add_lab_flags(flags);
-    parse(flags, std::move(args));
-    return examples::lab::lab_config_from_flags(flags);
+TEST_CASE("lab: specs expand into grids; --lrs gives rates to the specs without lr=") {
+  auto resolve = [](const std::string& text) { return spec(text); };  // no defaults written out: easier to read
+  auto expanded = [&](std::vector<std::string> texts, std::vector<double> lrs) {
+    return texts_of(examples::lab::expand_optimizers(texts, lrs, resolve));
   };
+  CHECK(expanded({"adam(lr=[1e-4,1e-3],beta2=[0.99,0.999])"}, {}) ==
+        std::vector<std::string>{"adam(lr=1e-4,beta2=0.99)", "adam(lr=1e-4,beta2=0.999)", "adam(lr=1e-3,beta2=0.99)",
+                                 "adam(lr=1e-3,beta2=0.999)"});
+  CHECK(expanded({"sgd(lr=0.1,momentum=0.9),adam", "rmsprop"}, {}) ==
+        std::vector<std::string>{"sgd(lr=0.1,momentum=0.9)", "adam", "rmsprop"});
+  // A spec's own lr wins over --lrs; the others get one point per rate.
+  CHECK(expanded({"adam(lr=0.01)", "sgd"}, {0.1, 0.2}) ==
+        std::vector<std::string>{"adam(lr=0.01)", "sgd(lr=0.1)", "sgd(lr=0.2)"});
+  CHECK(expanded({"adam", "adam"}, {}) == std::vector<std::string>{"adam"});  // duplicates dropped
+
+  std::vector<config::Spec> grid{spec("adam(lr=0.001,beta2=0.99)"), spec("adam(lr=0.001,beta2=0.999)"),
+                                 spec("sgd(lr=0.001,momentum=0.9)")};
+  CHECK(examples::lab::hyper_keys(grid) == std::vector<std::string>{"lr", "beta2", "momentum"});
+  CHECK(examples::lab::varying_keys(grid) == std::vector<std::string>{"beta2"});
+}
+
+TEST_CASE("lab: its flags, with the shared ones; the optimisers resolved by the registry") {
   examples::lab::LabConfig defaults = lab_config({});
-  CHECK(defaults.optimizers == std::vector<std::string>{"adam", "rmsprop"});
-  CHECK(defaults.lrs.empty());
+  REQUIRE(defaults.optimizers.size() == 2);
+  CHECK(defaults.optimizers[0].name == "adam");
+  CHECK(defaults.optimizers[1].name == "rmsprop");
+  CHECK(*defaults.optimizers[0].find("lr") == "0.001");  // resolved: the registered defaults written out
+  CHECK(defaults.optimizers[0].find("beta2") != nullptr);
   CHECK(defaults.batch_sizes == std::vector<std::size_t>{1024});
   CHECK(defaults.seeds == std::vector<std::uint64_t>{0, 1, 2, 3, 4});
   CHECK(defaults.base.epochs == 10);
+  CHECK(defaults.base.model.name == "mlp");
   CHECK(defaults.out_dir == "lab-out");
-  auto points = examples::lab::grid_points(defaults);
-  REQUIRE(points.size() == 2);
-  CHECK(points[0].lr == 1e-3);  // the optimisers' own defaults
-  CHECK(points[1].lr == 1e-3);
+  CHECK(examples::lab::grid_points(defaults).size() == 2);
 
   examples::lab::LabConfig c = lab_config({"--model", "mlp", "--hidden", "512,512", "--init", "normal", "--optimizers",
-                                           "sgd,adam,nadam", "--lrs", "0.1,1e-3", "--batch-sizes", "64,1024", "--seeds",
-                                           "7,0", "--epochs", "3", "--validation", "10000", "--weight-decay", "1e-4",
-                                           "--out", "somewhere", "--quiet"});
-  CHECK(c.base.hidden == std::vector<std::size_t>{512, 512});
+                                           "sgd,adam", "nadam", "--lrs", "0.1,1e-3", "--batch-sizes", "64,1024",
+                                           "--seeds", "7,0", "--epochs", "3", "--validation", "10000",
+                                           "--weight-decay", "1e-4", "--out", "somewhere", "--quiet"});
+  CHECK(*c.base.model.find("hidden") == "[512,512]");
   CHECK(c.base.init == "normal");
   CHECK(c.base.epochs == 3);
   CHECK(c.base.validation == 10000);
-  CHECK(c.base.weight_decay == 1e-4);
   CHECK(c.seeds == std::vector<std::uint64_t>{7, 0});
   CHECK(c.out_dir == "somewhere");
   CHECK_FALSE(c.epoch_lines);
+  REQUIRE(c.optimizers.size() == 3 * 2);
+  for (const config::Spec& s : c.optimizers) CHECK(*s.find("weight_decay") == "0.0001");  // folded into each
   CHECK(examples::lab::grid_points(c).size() == 3 * 2 * 2);
+
+  // --grid appends to --optimizers; a spec's lr is kept under --lrs.
+  examples::lab::LabConfig g = lab_config({"--optimizers", "sgd(lr=0.5)", "--grid", "adam(beta2=[0.99,0.999])",
+                                           "--lrs", "1e-3,3e-3"});
+  REQUIRE(g.optimizers.size() == 1 + 2 * 2);
+  CHECK(*g.optimizers[0].find("lr") == "0.5");
+  CHECK(g.optimizers[1].name == "adam");
+  CHECK(examples::lab::varying_keys(g.optimizers) == std::vector<std::string>{"lr", "beta2"});
+  CHECK(lab_config({"--optimizers", "adam", "--optimizers", "sgd"}).optimizers.size() == 2);
+  CHECK(lab_config({"--model", "logreg", "--optimizers", "newton,sgd"}).optimizers.size() == 2);
 
   CHECK(error_of([&] { lab_config({"--optimizers", "adam,adamw"}); }).find("adamw") != std::string::npos);
   CHECK(error_of([&] { lab_config({"--optimizers", ""}); }).find("--optimizers") != std::string::npos);
   CHECK(error_of([&] { lab_config({"--lrs", "1e-3,-1"}); }).find("--lrs") != std::string::npos);
   CHECK(error_of([&] { lab_config({"--batch-sizes", "0"}); }).find("--batch-sizes") != std::string::npos);
-  CHECK(error_of([&] { lab_config({"--seeds", "1.5"}); }).find("--seeds") != std::string::npos);
-  CHECK(error_of([&] { lab_config({"--seeds", ""}); }).find("--seeds") != std::string::npos);
-  CHECK(error_of([&] { lab_config({"--model", "cnn", "--hidden", "64"}); }).find("--hidden") != std::string::npos);
+  CHECK(error_of([&] { lab_config({"--model", "cnn", "--hidden", "64"}); }).find("hidden") != std::string::npos);
   CHECK(error_of([&] { lab_config({"--model", "rnn"}); }).find("rnn") != std::string::npos);
   CHECK(error_of([&] { lab_config({"--schedule", "sawtooth"}); }).find("sawtooth") != std::string::npos);
   CHECK(error_of([&] { lab_config({"--targets", "97"}); }).find("--targets") != std::string::npos);
-  CHECK(lab_config({"--model", "logreg", "--optimizers", "newton,sgd"}).optimizers.size() == 2);
-  CHECK(lab_main({"--optimizers", "adamw"}) == 2);
+  CHECK(error_of([&] { lab_config({"--batch-size", "64"}); }).find("--batch-sizes") != std::string::npos);
+  CHECK(error_of([&] { lab_config({"--seed", "1"}); }).find("--seeds") != std::string::npos);
+  CHECK(captured(2, [] { CHECK(lab_main({"--seeds", "1.5"}) == 2); }).find("--seeds") != std::string::npos);
+  CHECK(captured(2, [] { CHECK(lab_main({"--optimizers", "adamw"}) == 2); }).find("adamw") != std::string::npos);
+}
+
+TEST_CASE("lab: a misspelt key or a value out of range exits 2 naming the optimiser, the key and the range, "
+          "before reading the data") {
+  // --data points nowhere: had the lab read it, the message would be about the data instead.
+  std::string misspelt = captured(2, [] {
+    CHECK(lab_main({"--optimizers", "adam(betta2=0.9)", "--data", "/nonexistent/mnist", "--no-progress"}) == 2);
+  });
+  MESSAGE(misspelt);
+  CHECK(misspelt.rfind("compare_optimizers: --optimizers: ", 0) == 0);
+  CHECK(misspelt.find("adam") != std::string::npos);
+  CHECK(misspelt.find("betta2") != std::string::npos);
+  CHECK(misspelt.find("beta2") != std::string::npos);  // among the keys it has
+  CHECK(misspelt.find("nonexistent") == std::string::npos);
+
+  std::string range = captured(2, [] {
+    CHECK(lab_main({"--grid", "adam(beta2=[0.99,1.5])", "--data", "/nonexistent/mnist", "--no-progress"}) == 2);
+  });
+  MESSAGE(range);
+  CHECK(range.find("adam") != std::string::npos);
+  CHECK(range.find("beta2") != std::string::npos);
+  CHECK(range.find("[0, 1)") != std::string::npos);
+  CHECK(range.find("1.5") != std::string::npos);
+  CHECK(range.find("nonexistent") == std::string::npos);
 }
 
 TEST_CASE("lab: a tiny grid writes its CSV, Markdown table and PNGs") {
   fs::path out = temp_path("lab");
   fs::remove_all(out);
   // 2 optimisers x 1 lr x 1 batch size x 2 seeds, 2 epochs on 1000 training images.
-  int status = lab_main({"--optimizers", "adam,sgd", "--lrs", "0.01", "--batch-sizes", "50", "--seeds", "0,1",
-                         "--epochs", "2", "--hidden", "32", "--train-subset", "1000", "--out", out.string(), "--quiet",
-                         "--no-progress"});
+  int status = 0;
+  std::string log = captured(1, [&] {
+    status = lab_main({"--optimizers", "adam,sgd", "--lrs", "0.01", "--batch-sizes", "50", "--seeds", "0,1", "--epochs",
+                       "2", "--hidden", "32", "--train-subset", "1000", "--out", out.string(), "--quiet",
+                       "--no-progress"});
+  });
   REQUIRE(status == 0);
+  // Every run prints its fully resolved hyper-parameters.
+  CHECK(log.find("run 1/4: adam(lr=0.01,weight_decay=0,decoupled=false,beta1=0.9,beta2=0.999,eps=1e-08") !=
+        std::string::npos);
+  CHECK(log.find("run 3/4: sgd(lr=0.01,") != std::string::npos);
 
   std::string curves = read_file(out / "curves.csv");
-  CHECK(curves.rfind(examples::lab::curves_csv_header(), 0) == 0);
+  CHECK(curves.rfind("optimizer,spec,lr,weight_decay,decoupled,beta1,beta2,", 0) == 0);
   CHECK(line_count(curves) == 1 + 2 * 2 * 2);  // header + runs x epochs
-  CHECK(curves.find("\nadam,0.01,50,1,2,") != std::string::npos);
-  CHECK(curves.find("\nsgd,0.01,50,0,1,") != std::string::npos);
+  CHECK(curves.find("\nadam,\"adam(lr=0.01,") != std::string::npos);
+  CHECK(curves.find("\nsgd,\"sgd(lr=0.01,") != std::string::npos);
   std::string summary = read_file(out / "summary.csv");
   CHECK(line_count(summary) == 3);
   std::string markdown = read_file(out / "summary.md");
-  CHECK(markdown.find("| optimizer | lr | batch |") != std::string::npos);
-  CHECK(markdown.find("| adam | 0.01 | 50 | 2 |") != std::string::npos);
-  CHECK(markdown.find("| sgd | 0.01 | 50 | 2 |") != std::string::npos);
+  MESSAGE(markdown);
+  CHECK(markdown.find("| optimizer | runs |") != std::string::npos);  // nothing both have varies
+  CHECK(markdown.find("| adam | 2 |") != std::string::npos);
+  CHECK(markdown.find("| sgd | 2 |") != std::string::npos);
+  CHECK(markdown.find("`adam(lr=0.01,") != std::string::npos);  // the resolved specs, above the table
   CHECK(line_count(read_file(out / "runs.csv")) == 5);
 
   std::string why;
@@ -506,13 +714,16 @@ TEST_CASE("lab: a tiny grid writes its CSV, Markdown table and PNGs") {
     }
   }
   CHECK(fs::file_size(out / "plot.gp") > 0);
-  CHECK(fs::file_size(out / "bands.dat") > 0);
+  CHECK(read_file(out / "bands.dat").find("# adam\n") != std::string::npos);  // labels: the name (nothing varies)
 
   // Without gnuplot: the same tables, a warning and no PNG, still exit 0.
   fs::path no_plots = temp_path("lab_no_gnuplot");
   fs::remove_all(no_plots);
-  status = lab_main({"--optimizers", "adam", "--seeds", "0", "--epochs", "1", "--hidden", "16", "--train-subset", "500",
-                     "--out", no_plots.string(), "--gnuplot", "/nonexistent/gnuplot", "--quiet", "--no-progress"});
+  captured(1, [&] {
+    status = lab_main({"--optimizers", "adam", "--seeds", "0", "--epochs", "1", "--hidden", "16", "--train-subset",
+                       "500", "--out", no_plots.string(), "--gnuplot", "/nonexistent/gnuplot", "--quiet",
+                       "--no-progress"});
+  });
   CHECK(status == 0);
   CHECK(fs::exists(no_plots / "summary.md"));
   CHECK(fs::exists(no_plots / "curves.csv"));
@@ -521,4 +732,35 @@ TEST_CASE("lab: a tiny grid writes its CSV, Markdown table and PNGs") {
 
   fs::remove_all(out);
   fs::remove_all(no_plots);
+}
+
+TEST_CASE("lab: a 2x2 grid over adam(beta2=[0.99,0.999]) and --lrs 1e-3,3e-3 has the beta2 column") {
+  fs::path out = temp_path("lab_grid");
+  fs::remove_all(out);
+  int status = 0;
+  captured(1, [&] {
+    status = lab_main({"--grid", "adam(beta2=[0.99,0.999])", "--lrs", "1e-3,3e-3", "--train-subset", "2000",
+                       "--epochs", "1", "--seeds", "0", "--batch-sizes", "100", "--hidden", "32", "--out", out.string(),
+                       "--quiet", "--no-progress", "--no-plots"});
+  });
+  REQUIRE(status == 0);
+  std::string md = read_file(out / "summary.md");
+  MESSAGE(md);
+  CHECK(md.find("| optimizer | lr | beta2 | runs |") != std::string::npos);
+  for (const char* row : {"| adam | 0.001 | 0.99 | 1 |", "| adam | 0.003 | 0.99 | 1 |", "| adam | 0.001 | 0.999 | 1 |",
+                          "| adam | 0.003 | 0.999 | 1 |"}) {
+    CAPTURE(row);
+    CHECK(md.find(row) != std::string::npos);
+  }
+  std::string summary = read_file(out / "summary.csv");
+  CHECK(summary.rfind("optimizer,spec,lr,weight_decay,decoupled,beta1,beta2,eps,eps_placement,batch_size,", 0) == 0);
+  CHECK(line_count(summary) == 5);
+  CHECK(summary.find(",0.001,0,false,0.9,0.99,1e-08,outside,100,") != std::string::npos);
+  CHECK(summary.find(",0.003,0,false,0.9,0.999,1e-08,outside,100,") != std::string::npos);
+  std::string runs = read_file(out / "runs.csv");
+  CHECK(runs.rfind("optimizer,spec,lr,weight_decay,decoupled,beta1,beta2,", 0) == 0);
+  CHECK(line_count(runs) == 5);
+  std::string curves = read_file(out / "curves.csv");
+  CHECK(curves.find("\"adam(lr=0.003,weight_decay=0,decoupled=false,beta1=0.9,beta2=0.99,") != std::string::npos);
+  fs::remove_all(out);
 }

@@ -6,17 +6,102 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <map>
 #include <stdexcept>
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "autograd/blas.hpp"
-#include "optim/factory.hpp"
+#include "config/options.hpp"
+#include "nn/models.hpp"
 
 namespace examples::lab {
 
 namespace fs = std::filesystem;
+
+// ---------------------------------------------------------------- the grid
+
+std::vector<GridPoint> grid_points(const LabConfig& config) {
+  std::vector<GridPoint> points;
+  for (const config::Spec& optimizer : config.optimizers) {
+    for (std::size_t batch : config.batch_sizes) points.push_back({optimizer, batch});
+  }
+  return points;
+}
+
+std::vector<config::Spec> expand_optimizers(const std::vector<std::string>& texts, const std::vector<double>& lrs,
+                                            const std::function<config::Spec(const std::string&)>& resolve) {
+  std::vector<config::Spec> specs;
+  auto add = [&](const config::Spec& spec) {
+    config::Spec resolved = resolve(spec.text());
+    if (std::find(specs.begin(), specs.end(), resolved) == specs.end()) specs.push_back(std::move(resolved));
+  };
+  for (const std::string& text : texts) {
+    for (const std::string& one : config::split_specs(text)) {
+      for (config::Spec spec : config::expand_grid(one)) {
+        if (spec.find("lr") || lrs.empty()) {
+          add(spec);  // the spec's own lr wins over --lrs
+          continue;
+        }
+        for (double lr : lrs) add(spec.set("lr", config::format_real(lr)));
+      }
+    }
+  }
+  return specs;
+}
+
+std::vector<std::string> hyper_keys(const std::vector<config::Spec>& specs) {
+  std::vector<std::string> keys;
+  for (const config::Spec& spec : specs) {
+    for (const auto& arg : spec.args) {
+      if (std::find(keys.begin(), keys.end(), arg.first) == keys.end()) keys.push_back(arg.first);
+    }
+  }
+  return keys;
+}
+
+std::vector<std::string> varying_keys(const std::vector<config::Spec>& specs) {
+  std::vector<std::string> varying;
+  for (const std::string& key : hyper_keys(specs)) {
+    const std::string* first = nullptr;
+    for (const config::Spec& spec : specs) {
+      const std::string* value = spec.find(key);
+      if (!value) continue;
+      if (!first) first = value;
+      if (*value != *first) {
+        varying.push_back(key);
+        break;
+      }
+    }
+  }
+  return varying;
+}
+
+namespace {
+
+std::vector<config::Spec> specs_of(const std::vector<GridPoint>& points) {
+  std::vector<config::Spec> specs;
+  for (const GridPoint& p : points) specs.push_back(p.optimizer);
+  return specs;
+}
+
+bool batch_varies(const std::vector<GridPoint>& points) {
+  for (const GridPoint& p : points) {
+    if (p.batch_size != points.front().batch_size) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string point_label(const GridPoint& point, const std::vector<std::string>& varying, bool show_batch) {
+  std::string label = point.optimizer.name;
+  for (const std::string& key : varying) {
+    if (const std::string* value = point.optimizer.find(key)) label += fmt::format(" {}={}", key, *value);
+  }
+  if (show_batch) label += fmt::format(" batch={}", point.batch_size);
+  return label;
+}
 
 // ---------------------------------------------------------------- aggregation
 
@@ -31,18 +116,6 @@ Stat stat_of(const std::vector<double>& values) {
   for (double v : values) squares += (v - s.mean) * (v - s.mean);
   s.std = values.size() > 1 ? std::sqrt(squares / static_cast<double>(values.size() - 1)) : 0.0;
   return s;
-}
-
-std::vector<GridPoint> grid_points(const LabConfig& config) {
-  std::vector<GridPoint> points;
-  for (const std::string& optimizer : config.optimizers) {
-    std::vector<double> lrs = config.lrs;
-    if (lrs.empty()) lrs.push_back(optim::default_lr(optimizer));
-    for (double lr : lrs) {
-      for (std::size_t batch : config.batch_sizes) points.push_back({optimizer, lr, batch});
-    }
-  }
-  return points;
 }
 
 namespace {
@@ -69,58 +142,52 @@ std::size_t first_epoch_reaching(const RunResult& result, double threshold) {
   return 0;
 }
 
+Summary summary_of(const GridPoint& point, const std::vector<const RunRecord*>& runs,
+                   const std::vector<double>& thresholds) {
+  Summary s;
+  s.point = point;
+  s.thresholds = thresholds;
+  std::vector<double> final_acc, best_acc, final_loss, seconds;
+  std::vector<std::vector<double>> reached(thresholds.size());
+  for (const RunRecord* run : runs) {
+    const RunResult& r = run->result;
+    if (r.interrupted && !r.diverged) continue;  // cut short by Ctrl-C: not a run of the grid's length
+    ++s.runs;
+    if (r.diverged || r.epochs.empty()) {
+      s.diverged += r.diverged ? 1 : 0;
+      continue;
+    }
+    final_acc.push_back(r.epochs.back().test_acc);
+    best_acc.push_back(r.best_test_acc);
+    final_loss.push_back(r.epochs.back().train_loss);
+    seconds.push_back(r.seconds);
+    for (std::size_t t = 0; t < thresholds.size(); ++t) {
+      std::size_t epoch = first_epoch_reaching(r, thresholds[t]);
+      if (epoch > 0) reached[t].push_back(static_cast<double>(epoch));
+    }
+  }
+  s.final_test_acc = stat_of(final_acc);
+  s.best_test_acc = stat_of(best_acc);
+  s.final_train_loss = stat_of(final_loss);
+  s.seconds = stat_of(seconds);
+  for (const auto& epochs : reached) s.epochs_to.push_back(stat_of(epochs));
+  return s;
+}
+
 }  // namespace
 
 std::vector<Summary> summarise(const std::vector<RunRecord>& records, const std::vector<double>& thresholds) {
   std::vector<Summary> summaries;
   for (const auto& [point, runs] : group(records)) {
-    Summary s;
-    s.point = point;
-    s.runs = runs.size();
-    s.thresholds = thresholds;
-    std::vector<double> final_acc, best_acc, final_loss, seconds;
-    std::vector<std::vector<double>> reached(thresholds.size());
-    for (const RunRecord* run : runs) {
-      const RunResult& r = run->result;
-      if (r.diverged || r.epochs.empty()) {
-        s.diverged += r.diverged ? 1 : 0;
-        continue;
-      }
-      final_acc.push_back(r.epochs.back().test_acc);
-      best_acc.push_back(r.best_test_acc);
-      final_loss.push_back(r.epochs.back().train_loss);
-      seconds.push_back(r.seconds);
-      for (std::size_t t = 0; t < thresholds.size(); ++t) {
-        std::size_t epoch = first_epoch_reaching(r, thresholds[t]);
-        if (epoch > 0) reached[t].push_back(static_cast<double>(epoch));
-      }
-    }
-    s.final_test_acc = stat_of(final_acc);
-    s.best_test_acc = stat_of(best_acc);
-    s.final_train_loss = stat_of(final_loss);
-    s.seconds = stat_of(seconds);
-    for (const auto& epochs : reached) s.epochs_to.push_back(stat_of(epochs));
-    summaries.push_back(std::move(s));
+    Summary s = summary_of(point, runs, thresholds);
+    if (s.runs > 0) summaries.push_back(std::move(s));
   }
   return summaries;
-}
-
-std::string point_label(const GridPoint& point, bool show_lr, bool show_batch) {
-  std::string label = point.optimizer;
-  if (show_lr) label += fmt::format(" lr={:g}", point.lr);
-  if (show_batch) label += fmt::format(" batch={}", point.batch_size);
-  return label;
 }
 
 // ---------------------------------------------------------------- writers
 
 namespace {
-
-std::string csv_row(const GridPoint& point, std::uint64_t seed, const EpochMetrics& m) {
-  return fmt::format("{},{:g},{},{},{},{:.9g},{:.6f},{:.9g},{:.6f},{:.6g},{:.4f}\n", point.optimizer, point.lr,
-                     point.batch_size, seed, m.epoch, m.train_loss, m.train_acc, m.test_loss, m.test_acc, m.lr,
-                     m.seconds);
-}
 
 /// "" for NaN (a CSV cell with no value).
 std::string cell(double value, const char* format = "{:.9g}") {
@@ -136,7 +203,87 @@ std::string csv_quote(const std::string& text) {
   return out + "\"";
 }
 
+/// A text cell, quoted when it needs to be.
+std::string text_cell(const std::string& text) {
+  return text.find_first_of(",\"\n") == std::string::npos ? text : csv_quote(text);
+}
+
+/// The key columns' names: "optimizer,spec,lr,beta1,...".
+std::string point_header(const std::vector<std::string>& keys) {
+  std::string text = "optimizer,spec";
+  for (const std::string& key : keys) text += "," + key;
+  return text;
+}
+
+/// The point's cells under point_header(keys): its name, its resolved spec, its value of every key.
+std::string point_cells(const config::Spec& spec, const std::vector<std::string>& keys) {
+  std::string text = text_cell(spec.name) + "," + text_cell(spec.text());
+  for (const std::string& key : keys) {
+    const std::string* value = spec.find(key);
+    text += "," + (value ? text_cell(*value) : std::string());
+  }
+  return text;
+}
+
 std::string threshold_name(double threshold) { return fmt::format("{:g}", 100 * threshold); }
+
+}  // namespace
+
+std::string curves_csv_header(const std::vector<std::string>& keys) {
+  return point_header(keys) + ",batch_size,seed,epoch,train_loss,train_acc,test_loss,test_acc,lr_now,seconds\n";
+}
+
+std::string curves_csv_rows(const RunRecord& record, const std::vector<std::string>& keys) {
+  std::string rows;
+  std::string point = point_cells(record.point.optimizer, keys);
+  for (const EpochMetrics& m : record.result.epochs) {
+    rows += fmt::format("{},{},{},{},{:.9g},{:.6f},{:.9g},{:.6f},{:.6g},{:.4f}\n", point, record.point.batch_size,
+                        record.seed, m.epoch, m.train_loss, m.train_acc, m.test_loss, m.test_acc, m.lr, m.seconds);
+  }
+  return rows;
+}
+
+std::string runs_csv(const std::vector<RunRecord>& records) {
+  std::vector<config::Spec> specs;
+  for (const RunRecord& r : records) specs.push_back(r.point.optimizer);
+  std::vector<std::string> keys = hyper_keys(specs);
+  std::string text = point_header(keys) +
+                     ",batch_size,seed,epochs,steps,final_test_acc,best_test_acc,final_train_loss,seconds,diverged,"
+                     "interrupted,divergence\n";
+  for (const RunRecord& r : records) {
+    const RunResult& res = r.result;
+    bool has = !res.epochs.empty();
+    text += fmt::format("{},{},{},{},{},{},{},{},{:.3f},{},{},{}\n", point_cells(r.point.optimizer, keys),
+                        r.point.batch_size, r.seed, has ? res.epochs.back().epoch : 0, res.steps,
+                        has ? cell(res.epochs.back().test_acc, "{:.6f}") : "", cell(res.best_test_acc, "{:.6f}"),
+                        has ? cell(res.epochs.back().train_loss) : "", res.seconds, res.diverged ? 1 : 0,
+                        res.interrupted ? 1 : 0, res.diverged ? csv_quote(res.divergence) : "");
+  }
+  return text;
+}
+
+std::string summary_csv(const std::vector<Summary>& summaries) {
+  std::vector<GridPoint> points;
+  for (const Summary& s : summaries) points.push_back(s.point);
+  std::vector<std::string> keys = hyper_keys(specs_of(points));
+  std::string text = point_header(keys) +
+                     ",batch_size,runs,diverged,final_test_acc_mean,final_test_acc_std,best_test_acc_mean,"
+                     "best_test_acc_std,final_train_loss_mean,final_train_loss_std";
+  std::vector<double> thresholds = summaries.empty() ? std::vector<double>{} : summaries.front().thresholds;
+  for (double t : thresholds) text += fmt::format(",epochs_to_{0}_mean,epochs_to_{0}_std,reached_{0}", threshold_name(t));
+  text += ",seconds_mean,seconds_std\n";
+  for (const Summary& s : summaries) {
+    text += fmt::format("{},{},{},{},{},{},{},{},{},{}", point_cells(s.point.optimizer, keys), s.point.batch_size,
+                        s.runs, s.diverged, cell(s.final_test_acc.mean), cell(s.final_test_acc.std),
+                        cell(s.best_test_acc.mean), cell(s.best_test_acc.std), cell(s.final_train_loss.mean),
+                        cell(s.final_train_loss.std));
+    for (const Stat& e : s.epochs_to) text += fmt::format(",{},{},{}", cell(e.mean), cell(e.std), e.n);
+    text += fmt::format(",{},{}\n", cell(s.seconds.mean, "{:.3f}"), cell(s.seconds.std, "{:.3f}"));
+  }
+  return text;
+}
+
+namespace {
 
 // Markdown cells. "—" marks a value that does not exist (no run to average).
 const char* const kNone = "—";
@@ -159,69 +306,45 @@ std::string epochs_cell(const Stat& s, std::size_t completed) {
   return text;
 }
 
-}  // namespace
-
-std::string curves_csv_header() {
-  return "optimizer,lr,batch_size,seed,epoch,train_loss,train_acc,test_loss,test_acc,lr_now,seconds\n";
-}
-
-std::string curves_csv_rows(const RunRecord& record) {
-  std::string rows;
-  for (const EpochMetrics& m : record.result.epochs) rows += csv_row(record.point, record.seed, m);
-  return rows;
-}
-
-std::string runs_csv(const std::vector<RunRecord>& records) {
-  std::string text = "optimizer,lr,batch_size,seed,epochs,final_test_acc,best_test_acc,final_train_loss,seconds,diverged,divergence\n";
-  for (const RunRecord& r : records) {
-    const RunResult& res = r.result;
-    bool has = !res.epochs.empty();
-    text += fmt::format("{},{:g},{},{},{},{},{},{},{:.3f},{},{}\n", r.point.optimizer, r.point.lr, r.point.batch_size,
-                        r.seed, has ? res.epochs.back().epoch : 0, has ? cell(res.epochs.back().test_acc, "{:.6f}") : "",
-                        cell(res.best_test_acc, "{:.6f}"), has ? cell(res.epochs.back().train_loss) : "", res.seconds,
-                        res.diverged ? 1 : 0, res.diverged ? csv_quote(res.divergence) : "");
+std::string markdown_header(const std::vector<std::string>& varying, bool show_batch,
+                            const std::vector<double>& thresholds, const std::string& eval_name) {
+  std::string header = "| optimizer", rule = "|---";
+  for (const std::string& key : varying) {
+    header += " | " + key;
+    rule += "|---:";
   }
-  return text;
-}
-
-std::string summary_csv(const std::vector<Summary>& summaries) {
-  std::string text =
-      "optimizer,lr,batch_size,runs,diverged,final_test_acc_mean,final_test_acc_std,best_test_acc_mean,"
-      "best_test_acc_std,final_train_loss_mean,final_train_loss_std";
-  std::vector<double> thresholds = summaries.empty() ? std::vector<double>{} : summaries.front().thresholds;
-  for (double t : thresholds) {
-    std::string name = threshold_name(t);
-    text += fmt::format(",epochs_to_{0}_mean,epochs_to_{0}_std,reached_{0}", name);
+  if (show_batch) {
+    header += " | batch";
+    rule += "|---:";
   }
-  text += ",seconds_mean,seconds_std\n";
-  for (const Summary& s : summaries) {
-    text += fmt::format("{},{:g},{},{},{},{},{},{},{},{},{}", s.point.optimizer, s.point.lr, s.point.batch_size, s.runs,
-                        s.diverged, cell(s.final_test_acc.mean), cell(s.final_test_acc.std),
-                        cell(s.best_test_acc.mean), cell(s.best_test_acc.std), cell(s.final_train_loss.mean),
-                        cell(s.final_train_loss.std));
-    for (const Stat& e : s.epochs_to) text += fmt::format(",{},{},{}", cell(e.mean), cell(e.std), e.n);
-    text += fmt::format(",{},{}\n", cell(s.seconds.mean, "{:.3f}"), cell(s.seconds.std, "{:.3f}"));
-  }
-  return text;
-}
-
-std::string summary_markdown(const std::vector<Summary>& summaries, const std::string& eval_name) {
-  std::vector<double> thresholds = summaries.empty() ? std::vector<double>{} : summaries.front().thresholds;
-  std::string header = fmt::format("| optimizer | lr | batch | runs | final {0} acc (%) | best {0} acc (%) | final train loss",
-                                   eval_name);
-  std::string rule = "|---|---:|---:|---:|---:|---:|---:";
+  header += fmt::format(" | runs | final {0} acc (%) | best {0} acc (%) | final train loss", eval_name);
+  rule += "|---:|---:|---:|---:";
   for (double t : thresholds) {
     header += fmt::format(" | epochs to {} %", threshold_name(t));
     rule += "|---:";
   }
-  header += " | seconds | diverged |\n";
-  rule += "|---:|---:|\n";
-  std::string text = header + rule;
+  return header + " | seconds | diverged |\n" + rule + "|---:|---:|\n";
+}
+
+}  // namespace
+
+std::string summary_markdown(const std::vector<Summary>& summaries, const std::string& eval_name) {
+  std::vector<GridPoint> points;
+  for (const Summary& s : summaries) points.push_back(s.point);
+  const std::vector<std::string> varying = varying_keys(specs_of(points));
+  const bool show_batch = !points.empty() && batch_varies(points);
+  std::vector<double> thresholds = summaries.empty() ? std::vector<double>{} : summaries.front().thresholds;
+  std::string text = markdown_header(varying, show_batch, thresholds, eval_name);
   for (const Summary& s : summaries) {
     std::size_t completed = s.runs - s.diverged;
-    std::string name = s.diverged > 0 ? fmt::format("{} ⚠", s.point.optimizer) : s.point.optimizer;
-    text += fmt::format("| {} | {:g} | {} | {} | {} | {} | {}", name, s.point.lr, s.point.batch_size, s.runs,
-                        pm(s.final_test_acc, 100, 2), pm(s.best_test_acc, 100, 2), pm_general(s.final_train_loss));
+    text += "| " + s.point.optimizer.name + (s.diverged > 0 ? " ⚠" : "");
+    for (const std::string& key : varying) {
+      const std::string* value = s.point.optimizer.find(key);
+      text += " | " + (value ? *value : std::string(kNone));
+    }
+    if (show_batch) text += fmt::format(" | {}", s.point.batch_size);
+    text += fmt::format(" | {} | {} | {} | {}", s.runs, pm(s.final_test_acc, 100, 2), pm(s.best_test_acc, 100, 2),
+                        pm_general(s.final_train_loss));
     for (const Stat& e : s.epochs_to) text += " | " + epochs_cell(e, completed);
     text += fmt::format(" | {} | {} |\n", pm(s.seconds, 1, 1),
                         s.diverged == 0 ? std::string("0") : fmt::format("**{} of {}**", s.diverged, s.runs));
@@ -333,22 +456,12 @@ struct Curve {
 
 }  // namespace
 
-PlotOutcome write_plots(const LabConfig& config, const std::vector<RunRecord>& records, const std::string& context,
-                        const std::string& eval_name) {
-  PlotOutcome outcome;
-  std::vector<GridPoint> points = grid_points(config);
-  bool vary_lr = false, vary_batch = false;
-  for (const GridPoint& p : points) {
-    vary_lr = vary_lr || p.lr != points.front().lr;
-    vary_batch = vary_batch || p.batch_size != points.front().batch_size;
-  }
-  // The constant parts of the configuration go into the title instead of every key entry.
-  std::string constant;
-  if (!points.empty() && !vary_lr) constant += fmt::format(", lr {:g}", points.front().lr);
-  if (!points.empty() && !vary_batch) constant += fmt::format(", batch {}", points.front().batch_size);
+namespace {
 
+/// One curve per point with a completed run: mean +- std per epoch over its completed runs.
+std::vector<Curve> curves_of(const std::vector<RunRecord>& records, const std::vector<std::string>& varying,
+                             bool vary_batch, const std::string& eval_name, std::size_t& max_epoch) {
   std::vector<Curve> curves;
-  std::size_t max_epoch = 0;
   for (const auto& [point, runs] : group(records)) {
     std::vector<const RunResult*> completed;
     for (const RunRecord* r : runs) {
@@ -356,9 +469,11 @@ PlotOutcome write_plots(const LabConfig& config, const std::vector<RunRecord>& r
     }
     if (completed.empty()) continue;  // nothing to draw: every run diverged
     Curve curve;
-    curve.label = point_label(point, vary_lr, vary_batch);
+    curve.label = point_label(point, varying, vary_batch);
     curve.runs = completed.size();
-    if (completed.size() < runs.size()) curve.label += fmt::format(" ({} of {} diverged)", runs.size() - completed.size(), runs.size());
+    if (completed.size() < runs.size()) {
+      curve.label += fmt::format(" ({} of {} diverged)", runs.size() - completed.size(), runs.size());
+    }
     std::size_t epochs = 0;
     for (const RunResult* r : completed) epochs = std::max(epochs, r->epochs.size());
     max_epoch = std::max(max_epoch, epochs);
@@ -379,46 +494,36 @@ PlotOutcome write_plots(const LabConfig& config, const std::vector<RunRecord>& r
     }
     curves.push_back(std::move(curve));
   }
-  if (curves.empty()) {
-    outcome.message = "no plots: no run completed an epoch without diverging";
-    return outcome;
-  }
+  return curves;
+}
 
-  std::string data;
-  for (const Curve& c : curves) data += c.rows + "\n\n";
-  write_text((fs::path(config.out_dir) / "bands.dat").string(), data);
+struct Figure {
+  std::string file, title, ylabel;
+  int column;  // the mean's column; lo and hi follow
+  bool log_y;
+  const char* key;
+};
 
-  std::string why;
-  std::string terminal = png_terminal(config.gnuplot, &why);
-  bool cairo = terminal == "pngcairo";
-  std::string pm_sign = cairo ? "±" : "+/-";
-  std::size_t seeds = config.seeds.size();
-  std::string spread = seeds > 1 ? fmt::format("mean {} 1 std over {} seeds", pm_sign, seeds) : "one seed";
-
-  struct Figure {
-    const char* file;
-    std::string title, ylabel;
-    int column;  // the mean's column; lo and hi follow
-    bool log_y;
-    const char* key;
-  };
-  const Figure figures[] = {
+std::vector<Figure> figures_for(const std::string& eval_name) {
+  std::string Eval = eval_name == "test" ? "Test" : "Validation";
+  return {
       {"loss.png", "Training loss per epoch", "training loss (cross-entropy, mean over the epoch's batches)", 3, true,
        "top right"},
-      {"test_loss.png", fmt::format("{} loss per epoch", eval_name == "test" ? "Test" : "Validation"),
-       fmt::format("{} loss (cross-entropy)", eval_name), 6, true, "top right"},
-      {"accuracy.png", fmt::format("{} accuracy per epoch", eval_name == "test" ? "Test" : "Validation"),
-       fmt::format("{} accuracy (%)", eval_name), 9, false, "bottom right"},
+      {"test_loss.png", Eval + " loss per epoch", eval_name + " loss (cross-entropy)", 6, true, "top right"},
+      {"accuracy.png", Eval + " accuracy per epoch", eval_name + " accuracy (%)", 9, false, "bottom right"},
   };
+}
 
+/// The axes shared by every figure: grid, fill style, the epoch axis, log tics.
+std::string script_preamble(const std::string& terminal, bool key_outside, std::size_t max_epoch,
+                            const std::string& eval_name) {
   std::string script = fmt::format(
       "# Written by compare_optimizers: re-render with `gnuplot plot.gp` in this directory.\n"
       "# bands.dat holds one block per configuration (index 0, 1, ...): epoch, runs, then mean, mean - std and\n"
       "# mean + std of the training loss, the {0} loss and the {0} accuracy (%), over the seeds.\n",
       eval_name);
-  const bool key_outside = curves.size() > 3;
   const int width = key_outside ? 1350 : 1100;
-  script += (terminal.empty() ? terminal_line("pngcairo", width, 700) : terminal_line(terminal, width, 700)) + "\n";
+  script += terminal_line(terminal.empty() ? "pngcairo" : terminal, width, 700) + "\n";
   script += "set grid lc rgb '#d0d0d0'\nset border lc rgb '#404040'\nset style fill transparent solid 0.18 noborder\n";
   script += "set xlabel 'epoch'\n";
   if (max_epoch <= 1) {
@@ -427,34 +532,78 @@ PlotOutcome write_plots(const LabConfig& config, const std::vector<RunRecord>& r
     script += fmt::format("set xrange [1:{}]\n", max_epoch);
     if (max_epoch <= 30) script += "set xtics 1\n";
   }
-  // Labelled ticks at 1, 2 and 5 times the powers of ten (a loss rarely spans more than two decades).
-  std::string log_tics = "set ytics (";
+  return script;
+}
+
+/// Labelled ticks at 1, 2 and 5 times the powers of ten (a loss rarely spans more than two decades).
+std::string log_tics() {
+  std::string tics = "set ytics (";
   for (int decade = -8; decade <= 3; ++decade) {
-    for (int m : {1, 2, 5}) log_tics += fmt::format("{}{}e{}", decade == -8 && m == 1 ? "" : ", ", m, decade);
+    for (int m : {1, 2, 5}) tics += fmt::format("{}{}e{}", decade == -8 && m == 1 ? "" : ", ", m, decade);
   }
-  log_tics += ")\n";
-  for (const Figure& f : figures) {
-    script += fmt::format("\nset output {}\n", gnuplot_string(f.file));
-    script += fmt::format("set title {} . \"\\n\" . {}\n",
-                          gnuplot_string(fmt::format("{}: {}{}", f.title, spread, constant)), gnuplot_string(context));
-    script += fmt::format("set ylabel {}\n", gnuplot_string(f.ylabel));
-    script += f.log_y ? "set logscale y\nset mytics 10\nset grid ytics mytics\n" + log_tics
-                      : "unset logscale y\nset ytics autofreq\nset mytics default\nset grid ytics nomytics\n";
-    script += "set format y '%g'\nset autoscale yfix\nset offsets 0, 0, graph 0.04, graph 0.04\n";
-    // A few curves: the key inside; more: outside, so that it never hides a line.
-    script += fmt::format("set key {} box opaque Left reverse samplen 2.5 spacing 1.1 width 1\n",
-                          key_outside ? "outside right top" : f.key);
-    script += "plot \\\n";
-    for (std::size_t i = 0; i < curves.size(); ++i) {
-      const char* colour = kColours[i % std::size(kColours)];
-      std::size_t dash = 1 + i / std::size(kColours);
-      script += fmt::format("  'bands.dat' index {} using 1:{}:{} with filledcurves lc rgb '{}' notitle, \\\n", i,
-                            f.column + 1, f.column + 2, colour);
-      script += fmt::format("  'bands.dat' index {} using 1:{} with linespoints lw 2 pt 7 ps 0.7 dt {} lc rgb '{}' title {}{}\n",
-                            i, f.column, dash, colour, gnuplot_string(curves[i].label),
-                            i + 1 < curves.size() ? ", \\" : "");
-    }
+  return tics + ")\n";
+}
+
+std::string figure_script(const Figure& f, const std::vector<Curve>& curves, const std::string& title,
+                          const std::string& context, bool key_outside) {
+  std::string script = fmt::format("\nset output {}\n", gnuplot_string(f.file));
+  script += fmt::format("set title {} . \"\\n\" . {}\n", gnuplot_string(f.title + ": " + title), gnuplot_string(context));
+  script += fmt::format("set ylabel {}\n", gnuplot_string(f.ylabel));
+  script += f.log_y ? "set logscale y\nset mytics 10\nset grid ytics mytics\n" + log_tics()
+                    : "unset logscale y\nset ytics autofreq\nset mytics default\nset grid ytics nomytics\n";
+  script += "set format y '%g'\nset autoscale yfix\nset offsets 0, 0, graph 0.04, graph 0.04\n";
+  // A few curves: the key inside; more: outside, so that it never hides a line.
+  script += fmt::format("set key {} box opaque Left reverse samplen 2.5 spacing 1.1 width 1\n",
+                        key_outside ? "outside right top" : f.key);
+  script += "plot \\\n";
+  for (std::size_t i = 0; i < curves.size(); ++i) {
+    const char* colour = kColours[i % std::size(kColours)];
+    std::size_t dash = 1 + i / std::size(kColours);
+    script += fmt::format("  'bands.dat' index {} using 1:{}:{} with filledcurves lc rgb '{}' notitle, \\\n", i,
+                          f.column + 1, f.column + 2, colour);
+    script += fmt::format("  'bands.dat' index {} using 1:{} with linespoints lw 2 pt 7 ps 0.7 dt {} lc rgb '{}' title {}{}\n",
+                          i, f.column, dash, colour, gnuplot_string(curves[i].label), i + 1 < curves.size() ? ", \\" : "");
   }
+  return script;
+}
+
+/// The parts of the grid every curve shares, for the title: ", lr 0.001, batch 1024".
+std::string constant_parts(const std::vector<GridPoint>& points, const std::vector<std::string>& varying) {
+  std::string constant;
+  if (points.empty()) return constant;
+  bool lr_varies = std::find(varying.begin(), varying.end(), "lr") != varying.end();
+  if (const std::string* lr = points.front().optimizer.find("lr"); lr && !lr_varies) constant += ", lr " + *lr;
+  if (!batch_varies(points)) constant += fmt::format(", batch {}", points.front().batch_size);
+  return constant;
+}
+
+}  // namespace
+
+PlotOutcome write_plots(const LabConfig& config, const std::vector<RunRecord>& records, const std::string& context,
+                        const std::string& eval_name) {
+  PlotOutcome outcome;
+  std::vector<GridPoint> points = grid_points(config);
+  std::vector<std::string> varying = varying_keys(config.optimizers);
+  std::size_t max_epoch = 0;
+  std::vector<Curve> curves = curves_of(records, varying, !points.empty() && batch_varies(points), eval_name, max_epoch);
+  if (curves.empty()) {
+    outcome.message = "no plots: no run completed an epoch without diverging";
+    return outcome;
+  }
+  std::string data;
+  for (const Curve& c : curves) data += c.rows + "\n\n";
+  write_text((fs::path(config.out_dir) / "bands.dat").string(), data);
+
+  std::string why;
+  std::string terminal = png_terminal(config.gnuplot, &why);
+  std::string pm_sign = terminal == "pngcairo" ? "±" : "+/-";
+  std::size_t seeds = config.seeds.size();
+  std::string title = (seeds > 1 ? fmt::format("mean {} 1 std over {} seeds", pm_sign, seeds) : "one seed") +
+                      constant_parts(points, varying);
+  const bool key_outside = curves.size() > 3;
+  std::vector<Figure> figures = figures_for(eval_name);
+  std::string script = script_preamble(terminal, key_outside, max_epoch, eval_name);
+  for (const Figure& f : figures) script += figure_script(f, curves, title, context, key_outside);
   script += "\nunset output\n";
   write_text((fs::path(config.out_dir) / "plot.gp").string(), script);
 
@@ -462,8 +611,7 @@ PlotOutcome write_plots(const LabConfig& config, const std::vector<RunRecord>& r
     outcome.message = fmt::format("no plots: {}; bands.dat and plot.gp are in {} for later", why, config.out_dir);
     return outcome;
   }
-  std::string error = run_gnuplot(config.gnuplot, config.out_dir, "plot.gp");
-  if (!error.empty()) {
+  if (std::string error = run_gnuplot(config.gnuplot, config.out_dir, "plot.gp"); !error.empty()) {
     outcome.message = "no plots: " + error;
     return outcome;
   }
@@ -474,61 +622,218 @@ PlotOutcome write_plots(const LabConfig& config, const std::vector<RunRecord>& r
 
 // ---------------------------------------------------------------- flags
 
-void add_lab_flags(FlagSet& flags) {
-  flags.add("model", "mlp", "the model: logreg, mlp or cnn");
-  flags.add("hidden", "128,64", "mlp: hidden layer widths, comma-separated (001's network: 512,512)");
-  flags.add("optimizers", "adam,rmsprop",
-            "optimisers to compare, comma-separated: sgd, momentum, nesterov, nesterov-lookahead, adagrad, rmsprop, "
-            "adam, nadam, amsgrad, namsgrad, sgd-hd, adam-hd (newton with --model logreg)");
-  flags.add("lrs", "", "learning rates, comma-separated (default: each optimiser's own default)");
-  flags.add("batch-sizes", "1024", "batch sizes, comma-separated");
-  flags.add("seeds", "0,1,2,3,4", "seeds, comma-separated: every configuration runs once per seed");
-  flags.add("targets", "0.97,0.98", "test accuracies whose first epoch the table reports, comma-separated");
-  flags.add("out", "lab-out", "output directory (curves.csv, runs.csv, summary.csv, summary.md, *.png)");
-  flags.add("gnuplot", "gnuplot", "the gnuplot program that draws the PNGs");
-  flags.add_switch("no-plots", "write the CSV and Markdown files only");
-  flags.add_switch("quiet", "one line per run instead of one per epoch");
-  add_run_flags(flags);
+namespace {
+
+std::string joined(const std::vector<std::string>& items, const std::string& separator = ", ") {
+  std::string text;
+  for (const std::string& item : items) text += (text.empty() ? "" : separator) + item;
+  return text;
 }
 
-LabConfig lab_config_from_flags(const FlagSet& flags) {
+template <class T>
+std::string joined_numbers(const std::vector<T>& values) {
+  std::vector<std::string> items;
+  for (const T& v : values) items.push_back(fmt::format("{}", v));
+  return joined(items, ",");
+}
+
+}  // namespace
+
+LabFlags::LabFlags(CLI::App& app, LabProgram program)
+    : app_(app), program_(std::move(program)),
+      run_(app, {.with_model = true, .with_optimizer = false, .default_batch_size = 1024}) {
+  app.add_option("--optimizers", optimizers_,
+                 "optimiser specs to compare, space- or comma-separated, e.g. 'sgd(lr=0.1,momentum=0.9)' adam; "
+                 "a bracketed list is a grid over that key: 'adam(beta2=[0.99,0.999])' (default: " +
+                     joined(program_.default_optimizers, " ") + "; see --list-optimizers)");
+  app.add_option("--grid", grid_, "more specs, as --optimizers: 'adam(lr=[1e-4,3e-4,1e-3],beta2=[0.99,0.999])'");
+  app.add_option("--lrs", lrs_, "learning rates, comma-separated: one point each for every spec without lr= "
+                                "(default: the spec's lr, else the optimiser's own)")
+      ->delimiter(',');
+  app.add_option("--batch-sizes", batch_sizes_, "batch sizes, comma-separated")->delimiter(',')->capture_default_str();
+  app.add_option("--seeds", seeds_, "seeds, comma-separated: every configuration runs once per seed")
+      ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("--targets", targets_, "test accuracies whose first epoch the table reports, comma-separated")
+      ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("--out", out_, "output directory (curves.csv, runs.csv, summary.csv, summary.md, *.png)")
+      ->capture_default_str();
+  app.add_option("--gnuplot", gnuplot_, "the gnuplot program that draws the PNGs")->capture_default_str();
+  app.add_flag("--no-plots", no_plots_, "write the CSV and Markdown files only");
+  app.add_flag("--quiet", quiet_, "one line per run instead of one per epoch");
+}
+
+namespace {
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw FlagError(message);
+}
+
+/// The resolved specs of the --optimizers and --grid texts, each error prefixed with its flag.
+std::vector<config::Spec> grid_specs(const std::string& flag, const std::vector<std::string>& texts,
+                                     const std::vector<double>& lrs, const RunFlags& run) {
+  try {
+    return expand_optimizers(texts, lrs, [&](const std::string& t) { return run.optimizer_spec(t); });
+  } catch (const config::SpecError& error) {
+    throw config::SpecError(fmt::format("{}: {}", flag, error.what()));
+  }
+}
+
+}  // namespace
+
+LabConfig LabFlags::config() const {
+  // One run's flags whose lab counterparts are lists (or which a grid of runs cannot share).
+  for (auto [flag, instead] : {std::pair{"--batch-size", "--batch-sizes"}, {"--seed", "--seeds"}, {"--log", "--out"},
+                               {"--save", "--out"}, {"--save-every", "--out"}, {"--resume", "--out"}}) {
+    require(app_.count(flag) == 0, fmt::format("{}: not a lab flag (the lab takes {})", flag, instead));
+  }
   LabConfig lab;
-  std::string model = flags.text("model");
-  if (model != "logreg" && model != "mlp" && model != "cnn") {
-    throw FlagError(fmt::format("--model: unknown '{}' (logreg, mlp or cnn)", model));
+  lab.base = run_.config();
+  lab.program = program_.name;
+  for (double lr : lrs_) require(lr > 0 && std::isfinite(lr), fmt::format("--lrs: learning rates must be positive, got {:g}", lr));
+  const bool given = app_.count("--optimizers") + app_.count("--grid") > 0;
+  std::vector<std::string> texts = given ? optimizers_ : program_.default_optimizers;
+  lab.optimizers = grid_specs(given ? "--optimizers" : program_.name, texts, lrs_, run_);
+  for (const config::Spec& spec : grid_specs("--grid", grid_, lrs_, run_)) {
+    if (std::find(lab.optimizers.begin(), lab.optimizers.end(), spec) == lab.optimizers.end()) lab.optimizers.push_back(spec);
   }
-  if (model != "mlp" && flags.given("hidden")) throw FlagError("--hidden: only for --model mlp");
+  require(!lab.optimizers.empty(), "--optimizers: at least one optimiser spec");
+  lab.batch_sizes = batch_sizes_;
+  require(!lab.batch_sizes.empty(), "--batch-sizes: at least one batch size");
+  for (std::size_t b : lab.batch_sizes) require(b >= 1, "--batch-sizes: each at least 1");
+  lab.seeds = seeds_;
+  require(!lab.seeds.empty(), "--seeds: at least one seed");
+  lab.thresholds = targets_;
+  for (double t : lab.thresholds) require(t > 0 && t <= 1, fmt::format("--targets: accuracies in (0, 1], got {:g}", t));
+  lab.out_dir = out_;
+  require(!lab.out_dir.empty(), "--out: needs a directory");
+  lab.gnuplot = gnuplot_;
+  lab.plots = !no_plots_;
+  lab.epoch_lines = !quiet_;
+  return lab;
+}
 
-  lab.base.model = model;
-  if (model == "mlp") read_hidden_flag(flags, lab.base);
-  read_run_flags(flags, lab.base);
+// ---------------------------------------------------------------- running the grid
 
-  lab.optimizers = flags.texts("optimizers");
-  if (lab.optimizers.empty()) throw FlagError("--optimizers: at least one optimiser");
-  for (const std::string& name : lab.optimizers) check_optimizer_name("optimizers", name, model);
-  lab.lrs = flags.numbers("lrs");
-  for (double lr : lab.lrs) {
-    if (lr <= 0) throw FlagError(fmt::format("--lrs: learning rates must be positive, got {:g}", lr));
+namespace {
+
+/// The second title line and the first of summary.md: model, data, epochs, schedule.
+std::string context_of(const LabConfig& config, const Datasets& datasets) {
+  const RunConfig& b = config.base;
+  std::string context = fmt::format("{}, init {}, {} ({} train / {} {}), {} epoch{}", b.model.text(), b.init, b.dataset,
+                                    datasets.train.size(), datasets.test.size(), datasets.test_name, b.epochs,
+                                    b.epochs == 1 ? "" : "s");
+  bool scheduled = b.schedule.name != "constant";
+  for (const auto& [key, value] : b.schedule.args) scheduled = scheduled || (key.starts_with("warmup") && key != "warmup_start" && value != "0");
+  if (scheduled) {
+    context += fmt::format(", schedule {} ({})", b.schedule.text(), b.lr_per_epoch ? "per epoch" : "per step");
   }
-  lab.batch_sizes = flags.counts("batch-sizes");
-  if (lab.batch_sizes.empty()) throw FlagError("--batch-sizes: at least one batch size");
-  lab.seeds.clear();
-  for (double seed : flags.numbers("seeds")) {
-    if (seed < 0 || seed != std::floor(seed) || seed > 9007199254740992.0) {
-      throw FlagError(fmt::format("--seeds: '{:g}' is not a non-negative integer", seed));
+  if (b.no_bias_decay) context += ", no weight decay on biases";
+  return context;
+}
+
+void print_epoch(std::FILE* log, const EpochMetrics& m, const std::string& eval) {
+  fmt::print(log, "  epoch {:>3}{} train_loss={:.4f} train_acc={:.4f} {}_loss={:.4f} {}_acc={:.4f} lr={:.4g} seconds={:.2f}\n",
+             m.epoch, m.partial ? " (interrupted)" : "", m.train_loss, m.train_acc, eval, m.test_loss, eval, m.test_acc,
+             m.lr, m.seconds);
+  std::fflush(log);
+}
+
+/// One run of the grid; its epochs go to `curves` as they come. A run that throws is recorded as diverged.
+RunRecord run_point(const LabConfig& config, const Datasets& datasets, const GridPoint& point, std::uint64_t seed,
+                    std::ofstream& curves, const std::vector<std::string>& keys, std::FILE* log) {
+  RunRecord record{point, seed, {}};
+  RunConfig run = config.base;
+  run.optimizer = point.optimizer;
+  run.batch_size = point.batch_size;
+  run.seed = seed;
+  run.log_path.clear();
+  run.save_path.clear();
+  run.save_every_steps = 0;
+  run.resume_path.clear();
+  try {
+    record.result = train(run, datasets, [&](const EpochMetrics& m) {
+      RunRecord one{point, seed, {}};
+      one.result.epochs.push_back(m);
+      curves << curves_csv_rows(one, keys);
+      curves.flush();
+      if (log && config.epoch_lines) print_epoch(log, m, datasets.test_name);
+    });
+  } catch (const std::exception& error) {
+    // One failing run (say, Newton meeting a non-finite Hessian) must not lose the grid's other runs:
+    // it is counted with the diverged ones.
+    record.result.diverged = true;
+    record.result.divergence = fmt::format("failed: {}", error.what());
+  }
+  if (log) {
+    fmt::print(log, "  {}\n", record.result.diverged ? record.result.divergence : record.result.final_line());
+    std::fflush(log);
+  }
+  return record;
+}
+
+std::string markdown_document(const LabConfig& config, const Datasets& datasets, const std::string& table,
+                              bool interrupted) {
+  std::vector<std::string> specs;
+  for (const config::Spec& s : config.optimizers) specs.push_back("`" + s.text() + "`");
+  std::vector<std::string> seeds;
+  for (std::uint64_t s : config.seeds) seeds.push_back(std::to_string(s));
+  const std::string& eval = datasets.test_name;
+  return fmt::format(
+      "# {}\n\n{}; seeds {}; BLAS threads {}.\n\nOptimisers (resolved): {}.\n\n{}{}\n"
+      "Mean ± sample standard deviation over the seeds. Accuracies are on the {} set ({} images) after the last "
+      "epoch (final) and at the best epoch (best); the training loss is the mean cross-entropy over the last "
+      "epoch's batches. \"Epochs to X %\" is the first epoch whose {} accuracy reaches X %, averaged over the runs "
+      "that reach it ((k/n) when only k of the n completed runs do, \"never\" when none does). Seconds: training "
+      "time per run, evaluation excluded. Diverged runs (⚠: a non-finite loss) are counted and left out of the "
+      "means.\n",
+      config.program, context_of(config, datasets), joined(seeds), config.base.threads, joined(specs),
+      interrupted ? "**Interrupted (Ctrl-C): the grid stopped early; the table holds the runs completed.**\n\n" : "",
+      table, eval, datasets.test.size(), eval);
+}
+
+/// summary.md, summary.csv, runs.csv and the plots.
+void write_outputs(const LabConfig& config, const Datasets& datasets, LabResult& lab) {
+  const fs::path out(config.out_dir);
+  lab.summaries = summarise(lab.records, config.thresholds);
+  lab.markdown = summary_markdown(lab.summaries, datasets.test_name);
+  write_text((out / "summary.md").string(), markdown_document(config, datasets, lab.markdown, lab.interrupted));
+  write_text((out / "summary.csv").string(), summary_csv(lab.summaries));
+  write_text((out / "runs.csv").string(), runs_csv(lab.records));
+  if (config.plots) {
+    lab.plots = write_plots(config, lab.records, context_of(config, datasets), datasets.test_name);
+  } else {
+    lab.plots.message = "plots skipped (--no-plots)";
+  }
+}
+
+}  // namespace
+
+LabResult run_lab(const LabConfig& config, const Datasets& datasets, std::FILE* log) {
+  fs::create_directories(config.out_dir);
+  const fs::path curves_path = fs::path(config.out_dir) / "curves.csv";
+  std::ofstream curves(curves_path, std::ios::trunc);
+  if (!curves) throw std::runtime_error(fmt::format("cannot write {}", curves_path.string()));
+  const std::vector<std::string> keys = hyper_keys(config.optimizers);
+  curves << curves_csv_header(keys);
+
+  LabResult lab;
+  std::vector<GridPoint> points = grid_points(config);
+  const std::size_t total = points.size() * config.seeds.size();
+  for (std::size_t index = 0; index < total && !lab.interrupted; ++index) {
+    const GridPoint& point = points[index / config.seeds.size()];
+    const std::uint64_t seed = config.seeds[index % config.seeds.size()];
+    if (log) {
+      fmt::print(log, "run {}/{}: {} batch={} seed={}\n", index + 1, total, point.optimizer.text(), point.batch_size, seed);
+      std::fflush(log);
     }
-    lab.seeds.push_back(static_cast<std::uint64_t>(seed));
+    lab.records.push_back(run_point(config, datasets, point, seed, curves, keys, log));
+    lab.interrupted = lab.records.back().result.interrupted;
   }
-  if (lab.seeds.empty()) throw FlagError("--seeds: at least one seed");
-  lab.thresholds = flags.numbers("targets");
-  for (double t : lab.thresholds) {
-    if (t <= 0 || t > 1) throw FlagError(fmt::format("--targets: accuracies in (0, 1], got {:g}", t));
-  }
-  lab.out_dir = flags.text("out");
-  if (lab.out_dir.empty()) throw FlagError("--out: needs a directory");
-  lab.gnuplot = flags.text("gnuplot");
-  lab.plots = !flags.on("no-plots");
-  lab.epoch_lines = !flags.on("quiet");
+  if (lab.interrupted && log) fmt::print(log, "interrupted: the grid stops after {} of {} runs\n", lab.records.size(), total);
+  curves.close();
+  write_outputs(config, datasets, lab);
   return lab;
 }
 
@@ -536,164 +841,59 @@ LabConfig lab_config_from_flags(const FlagSet& flags) {
 
 namespace {
 
-std::string model_description(const RunConfig& c, std::size_t features) {
-  if (c.model == "logreg") return fmt::format("linear + softmax {}-{}", features, data::kMnistClasses);
-  if (c.model == "cnn") return "CNN conv3x3x8-pool-conv3x3x8-pool-fc128-10";
-  std::string widths = fmt::format("{}", features);
-  for (std::size_t h : c.hidden) widths += fmt::format("-{}", h);
-  return fmt::format("MLP {}-{}", widths, data::kMnistClasses);
+void print_plan(const LabConfig& config, const Datasets& datasets) {
+  const RunConfig& b = config.base;
+  RunConfig sized = b;
+  sized.images = nn::models().at(b.model.name).images;
+  std::size_t parameters = build_model(sized, datasets.train)->parameter_count();
+  fmt::print("# {} ({} parameters)\n", context_of(config, datasets), parameters);
+  fmt::print("# grid: {} optimiser spec{} x batch sizes {} x seeds {} = {} runs; output in {}\n", config.optimizers.size(),
+             config.optimizers.size() == 1 ? "" : "s", joined_numbers(config.batch_sizes), joined_numbers(config.seeds),
+             grid_points(config).size() * config.seeds.size(), config.out_dir);
+  for (const config::Spec& spec : config.optimizers) fmt::print("#   {}\n", spec.text());
+  ag::set_blas_threads(b.threads);
+  fmt::print("# BLAS: {}\n", ag::blas_info());
+  std::fflush(stdout);
 }
 
-std::string list_of(const std::vector<std::string>& items) {
-  std::string text;
-  for (const std::string& item : items) text += (text.empty() ? "" : ", ") + item;
-  return text;
+/// Runs the grid and reports: 0, or 130 when Ctrl-C stopped it.
+int run_and_report(const LabConfig& config, const Datasets& datasets) {
+  print_plan(config, datasets);
+  watch_interrupts();
+  LabResult lab = run_lab(config, datasets, stdout);
+  fmt::print("\n{}\n", lab.markdown);
+  fs::path out(config.out_dir);
+  fmt::print("wrote {}, {}, {}, {}\n", (out / "curves.csv").string(), (out / "runs.csv").string(),
+             (out / "summary.csv").string(), (out / "summary.md").string());
+  if (lab.plots.written) {
+    fmt::print("wrote {}\n", joined(lab.plots.files));
+  } else if (config.plots) {
+    fmt::print(stderr, "{}: warning: {}\n", config.program, lab.plots.message);
+    fmt::print("warning: {}\n", lab.plots.message);
+  }
+  std::fflush(stdout);
+  return lab.interrupted ? 130 : 0;
 }
 
 }  // namespace
 
-LabResult run_lab(const LabConfig& config, const Datasets& datasets, std::FILE* log) {
-  fs::create_directories(config.out_dir);
-  const fs::path out(config.out_dir);
-  std::ofstream curves(out / "curves.csv", std::ios::trunc);
-  if (!curves) throw std::runtime_error(fmt::format("cannot write {}", (out / "curves.csv").string()));
-  curves << curves_csv_header();
-
-  LabResult lab;
-  std::vector<GridPoint> points = grid_points(config);
-  std::size_t total = points.size() * config.seeds.size(), index = 0;
-  for (const GridPoint& point : points) {
-    for (std::uint64_t seed : config.seeds) {
-      ++index;
-      RunConfig run = config.base;
-      run.optimizer = point.optimizer;
-      run.lr = point.lr;
-      run.batch_size = point.batch_size;
-      run.seed = seed;
-      run.log_path.clear();
-      run.save_path.clear();
-      run.resume_path.clear();
-      if (log) {
-        fmt::print(log, "run {}/{}: {} lr={:g} batch={} seed={}\n", index, total, point.optimizer, point.lr,
-                   point.batch_size, seed);
-        std::fflush(log);
-      }
-      RunResult result;
-      try {
-        result = train(run, datasets, [&](const EpochMetrics& m) {
-          curves << csv_row(point, seed, m);
-          curves.flush();
-          if (log && config.epoch_lines) {
-            fmt::print(log,
-                       "  epoch {:>3} train_loss={:.4f} train_acc={:.4f} {}_loss={:.4f} {}_acc={:.4f} seconds={:.2f}\n",
-                       m.epoch, m.train_loss, m.train_acc, datasets.test_name, m.test_loss, datasets.test_name,
-                       m.test_acc, m.seconds);
-            std::fflush(log);
-          }
-        });
-      } catch (const std::exception& error) {
-        // One failing run (say, Newton meeting a non-finite Hessian) must not lose the grid's other runs:
-        // it is counted with the diverged ones.
-        result.diverged = true;
-        result.divergence = fmt::format("failed: {}", error.what());
-      }
-      if (log) {
-        if (result.diverged) {
-          fmt::print(log, "  {}\n", result.divergence);
-        } else {
-          fmt::print(log, "  {}\n", result.final_line());
-        }
-        std::fflush(log);
-      }
-      lab.records.push_back({point, seed, std::move(result)});
-    }
-  }
-  curves.close();
-
-  lab.summaries = summarise(lab.records, config.thresholds);
-  lab.markdown = summary_markdown(lab.summaries, datasets.test_name);
-  const RunConfig& b = config.base;
-  std::string context = fmt::format("{}, init {}, {} ({} train / {} {}), {} epoch{}{}", model_description(b, datasets.train.features()),
-                                    b.init, b.dataset, datasets.train.size(), datasets.test.size(), datasets.test_name,
-                                    b.epochs, b.epochs == 1 ? "" : "s", b.schedule != "constant" ? ", schedule " + b.schedule : "");
-  if (b.weight_decay > 0) context += fmt::format(", weight decay {:g}", b.weight_decay);
-  std::string seeds;
-  for (std::uint64_t s : config.seeds) seeds += (seeds.empty() ? "" : ", ") + std::to_string(s);
-  std::string markdown = fmt::format(
-      "# compare_optimizers\n\n{}; seeds {}; BLAS threads {}.\n\n{}\n"
-      "Mean ± sample standard deviation over the seeds. Accuracies are on the {} set ({} images) after the last "
-      "epoch (final) and at the best epoch (best); the training loss is the mean cross-entropy over the last "
-      "epoch's batches. \"Epochs to X %\" is the first epoch whose {} accuracy reaches X %, averaged over the runs "
-      "that reach it ((k/n) when only k of the n completed runs do, \"never\" when none does). Seconds: training "
-      "time per run, evaluation excluded. Diverged runs (⚠: a non-finite loss) are counted and left out of the "
-      "means.\n",
-      context, seeds, b.threads, lab.markdown, datasets.test_name, datasets.test.size(), datasets.test_name);
-  write_text((out / "summary.md").string(), markdown);
-  write_text((out / "summary.csv").string(), summary_csv(lab.summaries));
-  write_text((out / "runs.csv").string(), runs_csv(lab.records));
-  if (config.plots) {
-    lab.plots = write_plots(config, lab.records, context, datasets.test_name);
-  } else {
-    lab.plots.message = "plots skipped (--no-plots)";
-  }
-  return lab;
-}
-
-int lab_main(int argc, const char* const* argv) {
-  FlagSet flags(argv[0],
-                "The optimiser-comparison lab: trains every optimiser x learning rate x batch size x seed of a grid "
-                "on one model and data set,\nthen writes per-epoch curves, a mean +- std table and PNG plots.\n"
-                "001's experiment: --model mlp --hidden 512,512 --init normal --optimizers adam,rmsprop --lrs 1e-3 "
-                "--batch-sizes 1024 --epochs 10");
-  add_lab_flags(flags);
+int lab_main(int argc, const char* const* argv, LabProgram program) {
+  CLI::App app{program.summary, program.name};
+  LabFlags flags(app, program);
+  if (int code = parse(app, argc, argv); code >= 0) return code;
   LabConfig config;
   Datasets datasets;
-  try {
-    flags.parse(argc, argv);
-    if (flags.help_requested()) {
-      fmt::print("{}", flags.usage());
-      return 0;
-    }
-    config = lab_config_from_flags(flags);
+  // Bad flags and specs are refused before the data is read; bad data exits 2 as well.
+  int code = checked(program.name, [&] {
+    config = flags.config();
     datasets = load_datasets(config.base);
-  } catch (const std::exception& error) {
-    fmt::print(stderr, "{}: {}\n", argv[0], error.what());
-    return 2;
-  }
-  try {
-    const RunConfig& b = config.base;
-    auto model = build_model(b, datasets.train.features(), data::kMnistClasses);
-    std::string lrs;
-    for (double lr : config.lrs) lrs += fmt::format("{}{:g}", lrs.empty() ? "" : ",", lr);
-    std::string batches, seeds;
-    for (std::size_t s : config.batch_sizes) batches += fmt::format("{}{}", batches.empty() ? "" : ",", s);
-    for (std::uint64_t s : config.seeds) seeds += fmt::format("{}{}", seeds.empty() ? "" : ",", s);
-    fmt::print("# {} ({} parameters, init {}) on {} ({} train, {} {}), {} epoch{}, schedule {}\n",
-               model_description(b, datasets.train.features()), model->parameter_count(), b.init, b.dataset,
-               datasets.train.size(), datasets.test.size(), datasets.test_name, b.epochs, b.epochs == 1 ? "" : "s",
-               b.schedule);
-    fmt::print("# grid: optimizers {} x lrs {} x batch sizes {} x seeds {} = {} runs; output in {}\n",
-               list_of(config.optimizers), lrs.empty() ? "default" : lrs, batches, seeds,
-               grid_points(config).size() * config.seeds.size(), config.out_dir);
-    ag::set_blas_threads(b.threads);
-    fmt::print("# BLAS: {}\n", ag::blas_info());
-    std::fflush(stdout);
-    LabResult lab = run_lab(config, datasets, stdout);
-    fmt::print("\n{}\n", lab.markdown);
-    fs::path out(config.out_dir);
-    fmt::print("wrote {}, {}, {}, {}\n", (out / "curves.csv").string(), (out / "runs.csv").string(),
-               (out / "summary.csv").string(), (out / "summary.md").string());
-    if (lab.plots.written) {
-      std::string files;
-      for (const std::string& f : lab.plots.files) files += (files.empty() ? "" : ", ") + f;
-      fmt::print("wrote {}\n", files);
-    } else {
-      fmt::print(stderr, "{}: warning: {}\n", argv[0], lab.plots.message);
-      fmt::print("warning: {}\n", lab.plots.message);
-    }
     return 0;
+  });
+  if (code != 0) return code;
+  try {
+    return run_and_report(config, datasets);
   } catch (const std::exception& error) {
-    fmt::print(stderr, "{}: {}\n", argv[0], error.what());
+    fmt::print(stderr, "{}: {}\n", program.name, error.what());
     return 1;
   }
 }

@@ -1,26 +1,36 @@
-// The optimiser-comparison lab (compare_optimizers): a grid of optimisers x learning rates x batch sizes x
-// seeds trained in one process with examples::train, then aggregated over the seeds and written out as
+// The optimiser-comparison lab (compare_optimizers): a grid of optimiser specs x batch sizes x seeds trained
+// in one process with examples::train, then aggregated over the seeds and written out as
 //   curves.csv   one row per run per epoch
 //   runs.csv     one row per run: final metrics, divergence
-//   summary.csv  one row per optimiser x lr x batch size: mean and std over the seeds
+//   summary.csv  one row per optimiser spec x batch size: mean and std over the seeds
 //   summary.md   the same as a Markdown table
 //   loss.png, test_loss.png, accuracy.png   per-epoch curves, one line per configuration with a +-1 std band
 //                (bands.dat + plot.gp: re-render with `gnuplot plot.gp` inside the output directory)
 // like the figures of 000 (Figures 9-16) and 001 (Figures 6-9, mean +- std over 5 runs).
 //
+// The grid's optimisers are specs (config/spec.hpp), each resolved by the registry (every option written
+// out): `--optimizers 'sgd(lr=0.1,momentum=0.9)' adam`, and bracketed lists are grids over their keys:
+// `--grid 'adam(lr=[1e-4,1e-3],beta2=[0.99,0.999])'` is four points. `--lrs a,b` gives one point per rate
+// to every spec that sets no lr itself. The CSVs carry one column per hyper-parameter key (the union over
+// the grid, first-seen order; empty where a method lacks the key) besides `optimizer` and `spec`; the
+// Markdown table and the plots' labels show the keys whose values vary across the grid.
+//
 // Aggregation rules (summarise): the standard deviation is the sample one (divisor n - 1; 0 for a single run).
-// Diverged runs (RunResult::diverged) are counted and left out of every mean. "Epochs to 97 %" is the first
-// epoch whose test accuracy reaches 0.97, averaged over the runs that reach it; the count of those runs is
-// kept (k of n), and a configuration none of whose runs reaches it reports "never".
+// Diverged runs (RunResult::diverged, or a run that threw) are counted and left out of every mean; a run
+// cut short by Ctrl-C is written to runs.csv and curves.csv but left out of the summary. "Epochs to 97 %" is
+// the first epoch whose test accuracy reaches 0.97, averaged over the runs that reach it; the count of those
+// runs is kept (k of n), and a configuration none of whose runs reaches it reports "never".
 #pragma once
 
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
 
-#include "examples/common/flags.hpp"
+#include "config/spec.hpp"
+#include "examples/common/cli.hpp"
 #include "examples/common/training.hpp"
 
 namespace examples::lab {
@@ -34,30 +44,41 @@ struct Stat {
 Stat stat_of(const std::vector<double>& values);
 
 struct LabConfig {
-  /// Model, data and schedule settings shared by every run (its optimizer, lr, batch_size and seed are
+  /// Model, data and schedule settings shared by every run (its optimizer, batch_size and seed are
   /// replaced by the grid's).
   RunConfig base;
-  std::vector<std::string> optimizers{"adam", "rmsprop"};
-  std::vector<double> lrs;  // empty: each optimiser's default learning rate
+  /// The grid's optimisers, each fully resolved (lr included): the expansion of the user's specs.
+  std::vector<config::Spec> optimizers;
   std::vector<std::size_t> batch_sizes{1024};
   std::vector<std::uint64_t> seeds{0, 1, 2, 3, 4};
   std::vector<double> thresholds{0.97, 0.98};  // test accuracies whose first epoch is reported
   std::string out_dir = "lab-out";
   std::string gnuplot = "gnuplot";  // the program to run
+  std::string program = "compare_optimizers";
   bool plots = true;
   bool epoch_lines = true;  // print every epoch of every run (else one line per run)
 };
 
-/// One configuration of the grid; lr is resolved (never 0).
+/// One configuration of the grid: a resolved optimiser spec and a batch size.
 struct GridPoint {
-  std::string optimizer;
-  double lr = 0;
+  config::Spec optimizer;
   std::size_t batch_size = 0;
   bool operator==(const GridPoint&) const = default;
 };
 
-/// The grid in run order: optimizers, then lrs, then batch sizes.
+/// The grid in run order: optimisers, then batch sizes.
 std::vector<GridPoint> grid_points(const LabConfig& config);
+
+/// The user's spec texts (each possibly a list "a,b" and holding bracketed grids) expanded and resolved:
+/// a spec without lr= gives one point per entry of `lrs` (none: the method's default). `resolve` writes
+/// every option out (RunFlags::optimizer_spec). Duplicates are dropped. config::SpecError for bad specs.
+std::vector<config::Spec> expand_optimizers(const std::vector<std::string>& texts, const std::vector<double>& lrs,
+                                            const std::function<config::Spec(const std::string&)>& resolve);
+
+/// The hyper-parameter keys of the specs, their union in first-seen order.
+std::vector<std::string> hyper_keys(const std::vector<config::Spec>& specs);
+/// The keys two of the specs give different values (keys only one method has, at one value, do not vary).
+std::vector<std::string> varying_keys(const std::vector<config::Spec>& specs);
 
 struct RunRecord {
   GridPoint point;
@@ -76,12 +97,13 @@ struct Summary {
 /// Groups the records by grid point (in first-seen order) and aggregates over the seeds.
 std::vector<Summary> summarise(const std::vector<RunRecord>& records, const std::vector<double>& thresholds = {0.97, 0.98});
 
-/// A short label of a point: the optimiser, plus lr and batch size when the grid varies them.
-std::string point_label(const GridPoint& point, bool show_lr, bool show_batch);
+/// A short label of a point: the optimiser's name, its values of the `varying` keys, and the batch size
+/// when show_batch: "adam lr=0.001 beta2=0.99".
+std::string point_label(const GridPoint& point, const std::vector<std::string>& varying, bool show_batch);
 
-// ---- writers (each returns the text; write_text puts it in a file)
-std::string curves_csv_header();
-std::string curves_csv_rows(const RunRecord& record);
+// ---- writers (each returns the text; write_text puts it in a file). `keys`: hyper_keys of the grid.
+std::string curves_csv_header(const std::vector<std::string>& keys);
+std::string curves_csv_rows(const RunRecord& record, const std::vector<std::string>& keys);
 std::string runs_csv(const std::vector<RunRecord>& records);
 std::string summary_csv(const std::vector<Summary>& summaries);
 /// The Markdown table; eval_name is "test" or "validation".
@@ -112,24 +134,53 @@ PlotOutcome write_plots(const LabConfig& config, const std::vector<RunRecord>& r
                         const std::string& eval_name = "test");
 
 // ---- the program
-void add_lab_flags(FlagSet& flags);
-/// The lab the flags describe; throws FlagError for bad values (the shared training flags are checked by
-/// config_from_flags).
-LabConfig lab_config_from_flags(const FlagSet& flags);
+
+/// What a program running the lab sets: its name, its --help summary and the optimisers it compares by
+/// default (a user's program registers its own and names it here).
+struct LabProgram {
+  std::string name = "compare_optimizers";
+  std::string summary =
+      "The optimiser-comparison lab: trains every optimiser spec x batch size x seed of a grid on one model and "
+      "data set, then writes per-epoch curves, a mean +- std table and PNG plots.\n"
+      "001's experiment: --model mlp --hidden 512,512 --init normal --optimizers adam rmsprop --lrs 1e-3 "
+      "--batch-sizes 1024 --epochs 10";
+  std::vector<std::string> default_optimizers{"adam", "rmsprop"};
+};
+
+/// The lab's flags on an app: the shared ones (RunFlags, with --model) and the grid's.
+class LabFlags {
+ public:
+  LabFlags(CLI::App& app, LabProgram program = {});
+  /// The lab the parsed flags describe; FlagError or config::SpecError for bad values.
+  LabConfig config() const;
+
+ private:
+  CLI::App& app_;
+  LabProgram program_;
+  RunFlags run_;
+  std::vector<std::string> optimizers_, grid_;
+  std::vector<double> lrs_, targets_{0.97, 0.98};
+  std::vector<std::size_t> batch_sizes_{1024};
+  std::vector<std::uint64_t> seeds_{0, 1, 2, 3, 4};
+  std::string out_ = "lab-out", gnuplot_ = "gnuplot";
+  bool no_plots_ = false, quiet_ = false;
+};
 
 struct LabResult {
   std::vector<RunRecord> records;
   std::vector<Summary> summaries;
   std::string markdown;
   PlotOutcome plots;
+  bool interrupted = false;  // Ctrl-C stopped a run: the grid stopped there
 };
 
 /// Runs the grid and writes every output into config.out_dir (created if needed). Progress goes to `log`
-/// (nullptr: silent).
+/// (nullptr: silent). A run that throws is recorded as diverged and the grid goes on; a run interrupted
+/// by Ctrl-C stops the grid (what was collected is written).
 LabResult run_lab(const LabConfig& config, const Datasets& datasets, std::FILE* log = nullptr);
 
-/// main() of compare_optimizers. Exit codes: 0 done (plots skipped with a warning when gnuplot is missing),
-/// 2 bad flags or data, 1 anything else (an unwritable output directory, ...).
-int lab_main(int argc, const char* const* argv);
+/// main() of the lab. Exit codes: 0 done (plots skipped with a warning when gnuplot is missing), 2 bad
+/// flags or data (before any run), 130 interrupted, 1 anything else (an unwritable output directory, ...).
+int lab_main(int argc, const char* const* argv, LabProgram program = {});
 
 }  // namespace examples::lab
