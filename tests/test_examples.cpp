@@ -3,7 +3,10 @@
 // scripts/fetch-mnist.sh), determinism, checkpoint round trips (at epoch ends and mid-epoch), divergence,
 // per-step schedules, parameter groups, and the lab's grids, aggregation and outputs (CSV, Markdown, PNG).
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <algorithm>
 #include <atomic>
@@ -762,5 +765,70 @@ TEST_CASE("lab: a 2x2 grid over adam(beta2=[0.99,0.999]) and --lrs 1e-3,3e-3 has
   CHECK(line_count(runs) == 5);
   std::string curves = read_file(out / "curves.csv");
   CHECK(curves.find("\"adam(lr=0.003,weight_decay=0,decoupled=false,beta1=0.9,beta2=0.99,") != std::string::npos);
+  fs::remove_all(out);
+}
+
+TEST_CASE("lab: a program's own defaults; Ctrl-C stops the grid and what was collected is written") {
+  CLI::App app{"test", "my_lab"};
+  examples::lab::LabFlags flags(app, {.name = "my_lab", .summary = "mine", .default_optimizers = {"sgd(lr=0.05)", "adam"}});
+  REQUIRE(parse(app, {"--epochs", "1"}) == -1);
+  examples::lab::LabConfig c = flags.config();
+  CHECK(c.program == "my_lab");
+  REQUIRE(c.optimizers.size() == 2);
+  CHECK(*c.optimizers[0].find("lr") == "0.05");
+
+  fs::path out = temp_path("lab_interrupted");
+  fs::remove_all(out);
+  c.base.model = spec("mlp(hidden=[16])");
+  c.base.progress = false;
+  c.seeds = {0, 1};
+  c.batch_sizes = {100};
+  c.out_dir = out.string();
+  c.plots = false;
+  examples::interrupt_flag() = 1;  // as if Ctrl-C came during the first step
+  examples::lab::LabResult lab = examples::lab::run_lab(c, mnist_subset(1000));
+  examples::interrupt_flag() = 0;
+  CHECK(lab.interrupted);
+  REQUIRE(lab.records.size() == 1);  // the grid stopped after the interrupted run
+  CHECK(lab.records[0].result.steps == 1);
+  CHECK(lab.summaries.empty());      // an interrupted run is not summarised
+  std::string runs = read_file(out / "runs.csv");
+  CHECK(line_count(runs) == 2);
+  CHECK(runs.find(",0,1,\n") != std::string::npos);  // diverged 0, interrupted 1, no divergence text
+  CHECK(read_file(out / "summary.md").find("Interrupted") != std::string::npos);
+  fs::remove_all(out);
+}
+
+TEST_CASE("lab: SIGINT to a running lab stops it cleanly: outputs written, exit 130") {
+  fs::path out = temp_path("lab_sigint");
+  fs::remove_all(out);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 1);
+    ::dup2(null, 2);
+    int code = lab_main({"--optimizers", "adam", "--seeds", "0,1", "--epochs", "1000", "--hidden", "16",
+                         "--train-subset", "500", "--batch-sizes", "50", "--out", out.string(), "--no-plots",
+                         "--no-progress"});
+    std::fflush(stdout);
+    ::_exit(code);
+  }
+  // Once the first epoch is in curves.csv the run is under way: interrupt it.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (line_count(read_file(out / "curves.csv")) < 2 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ::kill(child, SIGINT);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 130);
+  std::string runs = read_file(out / "runs.csv");
+  CHECK(line_count(runs) == 2);  // the second seed never started
+  CHECK(runs.find(",0,1,\n") != std::string::npos);
+  CHECK(fs::exists(out / "summary.md"));
   fs::remove_all(out);
 }
