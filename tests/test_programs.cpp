@@ -109,7 +109,7 @@ double value_after(const std::string& text, const std::string& key) {
 TEST_CASE("an optimiser spec on the command line: printed resolved; a misspelt key or a bad value refused") {
   REQUIRE(has_mnist());
   Outcome ok = run("mnist_mlp", {"--optimizer", "momentum(lr=0.05,momentum=0.95)", "--epochs", "1", "--train-subset",
-                                 "3000", "--no-progress"});
+                                 "6000", "--batch-size", "50", "--no-progress"});
   INFO(ok.out << ok.err);
   CHECK(ok.code == 0);
   CHECK(ok.out.find("# optimizer momentum(lr=0.05,weight_decay=0,decoupled=false,momentum=0.95)") != std::string::npos);
