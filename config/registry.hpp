@@ -72,6 +72,23 @@ class Registry {
   std::deque<Entry> entries_;  // stable addresses
 };
 
+/// The entry of a thing whose options struct is O: its options described at `defaults`; make(spec,
+/// args...) applies the spec's keys to the defaults (errors named `where`) and returns build(options,
+/// args...); resolve(spec) gives every option's value under the spec.
+template <class Entry, class O, class Build>
+Entry entry_with_options(std::string name, std::string summary, OptionTable<O> table, O defaults, std::string where,
+                         Build build) {
+  Entry entry;
+  entry.name = std::move(name);
+  entry.summary = std::move(summary);
+  entry.options = table.describe(defaults);
+  entry.make = [=](const Spec& spec, auto&&... args) {
+    return build(table.apply(defaults, spec, where), std::forward<decltype(args)>(args)...);
+  };
+  entry.resolve = [=](const Spec& spec) { return table.values(table.apply(defaults, spec, where)); };
+  return entry;
+}
+
 /// The help text of a registry's entries: a line per entry, then its options indented.
 std::string help_text(const std::vector<const EntryInfo*>& entries);
 /// A Markdown table: name | summary | options (key=default).

@@ -50,17 +50,10 @@ struct RegisterModel {
   using Build = std::function<std::shared_ptr<Module>(const O&, const ModelContext&)>;
   RegisterModel(std::string name, std::string summary, config::OptionTable<O> table, bool images, Build build,
                 O defaults = {}) {
-    ModelEntry entry;
-    entry.name = name;
-    entry.summary = std::move(summary);
-    entry.options = table.describe(defaults);
+    std::string where = name;
+    ModelEntry entry = config::entry_with_options<ModelEntry>(std::move(name), std::move(summary), std::move(table),
+                                                              defaults, where, std::move(build));
     entry.images = images;
-    entry.make = [name, table, defaults, build](const config::Spec& spec, const ModelContext& context) {
-      return build(table.apply(defaults, spec, name), context);
-    };
-    entry.resolve = [name, table, defaults](const config::Spec& spec) {
-      return table.values(table.apply(defaults, spec, name));
-    };
     models().add(std::move(entry));
   }
 };

@@ -101,23 +101,16 @@ template <class M, class O>
 struct RegisterOptimizer {
   RegisterOptimizer(std::string name, std::string summary, config::OptionTable<O> table, O defaults = {}) {
     defaults.check(OptionCheck(name));
-    OptimizerEntry entry;
-    entry.name = name;
-    entry.summary = std::move(summary);
-    entry.options = table.describe(defaults);
-    entry.make = [name, table, defaults](const config::Spec& spec, std::vector<GroupSpec> groups) {
-      O base = table.apply(defaults, spec, name);
+    // Each group: the spec's options with the group's own keys applied on top.
+    auto build = [name, table](const O& base, std::vector<GroupSpec> groups) {
       std::vector<ParamGroup<O>> param_groups;
       for (std::size_t g = 0; g < groups.size(); ++g) {
-        O options = table.apply(base, groups[g].overrides, groups.size() > 1 ? name + " (group " + std::to_string(g) + ")" : name);
-        param_groups.push_back({std::move(groups[g].params), options});
+        std::string where = groups.size() > 1 ? name + " (group " + std::to_string(g) + ")" : name;
+        param_groups.push_back({std::move(groups[g].params), table.apply(base, groups[g].overrides, where)});
       }
       return std::unique_ptr<Optimizer>(std::make_unique<M>(std::move(param_groups), base));
     };
-    entry.resolve = [name, table, defaults](const config::Spec& spec) {
-      return table.values(table.apply(defaults, spec, name));
-    };
-    optimizers().add(std::move(entry));
+    optimizers().add(config::entry_with_options<OptimizerEntry>(name, std::move(summary), table, defaults, name, build));
   }
 };
 
@@ -149,17 +142,9 @@ template <class O>
 struct RegisterSchedule {
   using Build = std::function<std::unique_ptr<Schedule>(const O&, const ScheduleContext&)>;
   RegisterSchedule(std::string name, std::string summary, config::OptionTable<O> table, Build build, O defaults = {}) {
-    ScheduleEntry entry;
-    entry.name = name;
-    entry.summary = std::move(summary);
-    entry.options = table.describe(defaults);
-    entry.make = [name, table, defaults, build](const config::Spec& spec, const ScheduleContext& context) {
-      return build(table.apply(defaults, spec, name + " schedule"), context);
-    };
-    entry.resolve = [name, table, defaults](const config::Spec& spec) {
-      return table.values(table.apply(defaults, spec, name + " schedule"));
-    };
-    schedules().add(std::move(entry));
+    std::string where = name + " schedule";
+    schedules().add(config::entry_with_options<ScheduleEntry>(std::move(name), std::move(summary), std::move(table),
+                                                              defaults, where, std::move(build)));
   }
 };
 
