@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 
 #include <fmt/format.h>
 
@@ -11,6 +12,8 @@
 namespace ag {
 
 namespace {
+
+using ScalarLoss = std::function<double(const std::vector<Tensor>&)>;
 
 std::vector<Tensor> float64_leaves(const std::vector<Tensor>& inputs) {
   std::vector<Tensor> leaves;
@@ -54,17 +57,49 @@ void finish_stats(ErrorStats& s, std::size_t n) {
 
 void add_error(ErrorStats& s, double analytic, double numeric) {
   double abs_error = std::abs(analytic - numeric);
-  double scale = std::max(std::abs(analytic), std::abs(numeric));
-  double rel_error = scale > 0 ? abs_error / scale : 0.0;
+  double rel_error = relative_error(analytic, numeric);
   s.max_abs = std::max(s.max_abs, abs_error);
   s.max_rel = std::max(s.max_rel, rel_error);
   s.mean_abs += abs_error;
   s.mean_rel += rel_error;
 }
 
+/// The tape's gradient of L with respect to the leaves (zeros where L does not depend on them).
+std::vector<Tensor> tape_gradient(const Projected& projected, const std::vector<Tensor>& leaves) {
+  Tensor value = projected(leaves);
+  if (value.requires_grad()) return grad({value}, leaves);
+  // Nothing recorded: the function is constant as far as the tape knows.
+  release_tape();
+  std::vector<Tensor> zeros;
+  for (const Tensor& leaf : leaves) zeros.push_back(Tensor::zeros_like(leaf));
+  return zeros;
+}
+
+/// L as a number, evaluated without recording.
+ScalarLoss untaped(const Projected& projected) {
+  return [&projected](const std::vector<Tensor>& x) {
+    NoGradGuard no_grad;
+    return projected(x).item();
+  };
+}
+
+/// The three quotients of `loss` at element e of the leaf whose data is x, at the step h; `centre` is
+/// the loss at the leaves. x[e] is restored exactly.
+Differences quotients(const ScalarLoss& loss, const std::vector<Tensor>& leaves, double* x, std::size_t e, double h,
+                      double centre) {
+  double original = x[e];
+  x[e] = original + h;
+  double plus = loss(leaves);
+  x[e] = original - h;
+  double minus = loss(leaves);
+  x[e] = original;
+  return {.h = h, .forward = (plus - centre) / h, .backward = (centre - minus) / h, .central = (plus - minus) / (2 * h)};
+}
+
+double* writable(const Tensor& leaf) { return const_cast<double*>(leaf.data<double>()); }
+
 /// Compares analytic gradients of the scalar function `loss` with its finite differences.
-GradcheckReport compare(const std::function<double(const std::vector<Tensor>&)>& loss,
-                        const std::vector<Tensor>& leaves, const std::vector<Tensor>& analytic,
+GradcheckReport compare(const ScalarLoss& loss, const std::vector<Tensor>& leaves, const std::vector<Tensor>& analytic,
                         const GradcheckOptions& options) {
   GradcheckReport report;
   double h = options.step;
@@ -73,20 +108,15 @@ GradcheckReport compare(const std::function<double(const std::vector<Tensor>&)>&
     InputReport r;
     r.input = i;
     r.shape = leaves[i].shape();
-    double* x = const_cast<double*>(leaves[i].data<double>());
+    double* x = writable(leaves[i]);
     std::size_t n = leaves[i].numel();
     bool any_nonzero = false;
     for (std::size_t e = 0; e < n; ++e) {
-      double original = x[e];
-      x[e] = original + h;
-      double plus = loss(leaves);
-      x[e] = original - h;
-      double minus = loss(leaves);
-      x[e] = original;
+      Differences d = quotients(loss, leaves, x, e, h, centre);
       double a = analytic[i].at(e);
-      double central = (plus - minus) / (2 * h);
-      add_error(r.forward, a, (plus - centre) / h);
-      add_error(r.backward, a, (centre - minus) / h);
+      double central = d.central;
+      add_error(r.forward, a, d.forward);
+      add_error(r.backward, a, d.backward);
       add_error(r.central, a, central);
       if (!(std::abs(a - central) <= options.atol + options.rtol * std::abs(central))) ++r.failures;
       r.max_analytic = std::max(r.max_analytic, std::abs(a));
@@ -140,20 +170,8 @@ std::string GradcheckReport::summary() const {
 GradcheckReport gradcheck(const TensorFunction& f, const std::vector<Tensor>& inputs, const GradcheckOptions& options) {
   std::vector<Tensor> leaves = float64_leaves(inputs);
   Projected projected(f, leaves, options.seed);
-  Tensor value = projected(leaves);
-  std::vector<Tensor> analytic;
-  if (value.requires_grad()) {
-    analytic = grad({value}, leaves);
-  } else {
-    // Nothing recorded: the function is constant as far as the tape knows.
-    release_tape();
-    for (const Tensor& leaf : leaves) analytic.push_back(Tensor::zeros_like(leaf));
-  }
-  auto loss = [&](const std::vector<Tensor>& x) {
-    NoGradGuard no_grad;
-    return projected(x).item();
-  };
-  return compare(loss, leaves, analytic, options);
+  std::vector<Tensor> analytic = tape_gradient(projected, leaves);
+  return compare(untaped(projected), leaves, analytic, options);
 }
 
 GradcheckReport gradgradcheck(const TensorFunction& f, const std::vector<Tensor>& inputs,
@@ -180,6 +198,69 @@ GradcheckReport gradgradcheck(const TensorFunction& f, const std::vector<Tensor>
   }
   auto loss = [&](const std::vector<Tensor>& x) { return directional(x, false).item(); };
   return compare(loss, leaves, analytic, options);
+}
+
+double relative_error(double analytic, double numeric) {
+  double scale = std::max(std::abs(analytic), std::abs(numeric));
+  return scale > 0 ? std::abs(analytic - numeric) / scale : 0.0;
+}
+
+const char* to_string(DifferenceScheme scheme) {
+  switch (scheme) {
+    case DifferenceScheme::forward: return "forward";
+    case DifferenceScheme::backward: return "backward";
+    case DifferenceScheme::central: break;
+  }
+  return "central";
+}
+
+double Differences::operator[](DifferenceScheme scheme) const {
+  switch (scheme) {
+    case DifferenceScheme::forward: return forward;
+    case DifferenceScheme::backward: return backward;
+    case DifferenceScheme::central: break;
+  }
+  return central;
+}
+
+double ElementCheck::relative_error(std::size_t step, DifferenceScheme scheme) const {
+  return ag::relative_error(analytic, numeric.at(step)[scheme]);
+}
+
+std::vector<ElementCheck> gradcheck_elements(const TensorFunction& f, const std::vector<Tensor>& inputs,
+                                             const std::vector<ElementIndex>& elements,
+                                             const std::vector<double>& steps, const GradcheckOptions& options) {
+  for (double h : steps) {
+    if (!(h > 0 && std::isfinite(h))) {
+      throw std::invalid_argument(fmt::format("gradcheck_elements: the step {} is not positive and finite", h));
+    }
+  }
+  for (const ElementIndex& e : elements) {
+    if (e.input >= inputs.size() || e.index >= inputs[e.input].numel()) {
+      throw std::out_of_range(fmt::format("gradcheck_elements: element {} of input {} is outside the {} input(s){}",
+                                          e.index, e.input, inputs.size(),
+                                          e.input < inputs.size() ? " (shape " + inputs[e.input].shape().str() + ")" : ""));
+    }
+  }
+  std::vector<Tensor> leaves = float64_leaves(inputs);
+  Projected projected(f, leaves, options.seed);
+  std::vector<Tensor> analytic = tape_gradient(projected, leaves);
+  ScalarLoss loss = untaped(projected);
+  double centre = loss(leaves);
+  std::vector<ElementCheck> checks;
+  checks.reserve(elements.size());
+  for (const ElementIndex& e : elements) {
+    ElementCheck check{.element = e, .analytic = analytic[e.input].at(e.index), .numeric = {}};
+    for (double h : steps) check.numeric.push_back(quotients(loss, leaves, writable(leaves[e.input]), e.index, h, centre));
+    checks.push_back(std::move(check));
+  }
+  double after = loss(leaves);
+  if (after != centre && !(std::isnan(after) && std::isnan(centre))) {
+    throw std::runtime_error(fmt::format("gradcheck_elements: L was {:.17g} before the perturbations and {:.17g} "
+                                         "after: the function is not deterministic",
+                                         centre, after));
+  }
+  return checks;
 }
 
 }  // namespace ag

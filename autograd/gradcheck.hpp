@@ -11,8 +11,14 @@
 // Passing is judged on the central scheme: |analytic - numeric| <= atol + rtol * |numeric| for every
 // element. A check where the analytic and the numeric gradients are both zero everywhere is vacuous
 // and fails, unless allow_all_zero is set.
+//
+// gradcheck differences every element of every input: two evaluations of f each. gradcheck_elements
+// differences chosen elements only, at several steps h, and returns each element's analytic value and
+// its three quotients instead of a verdict: for inputs too large to difference whole (the parameters of
+// a network) and for studying the error against h (examples/gradcheck_report.cpp).
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -68,5 +74,49 @@ GradcheckReport gradcheck(const TensorFunction& f, const std::vector<Tensor>& in
 /// create_graph, s a fixed random tensor) against finite differences of the tape's own gradient.
 GradcheckReport gradgradcheck(const TensorFunction& f, const std::vector<Tensor>& inputs,
                               const GradcheckOptions& options = {});
+
+/// |analytic - numeric| / max(|analytic|, |numeric|), and 0 where both are 0: the relative error of
+/// every report here.
+double relative_error(double analytic, double numeric);
+
+/// "forward", "backward" or "central".
+const char* to_string(DifferenceScheme scheme);
+
+// ---- element by element
+
+/// One element of the inputs: which input, and the flat (row-major) index into it.
+struct ElementIndex {
+  std::size_t input = 0, index = 0;
+  bool operator==(const ElementIndex&) const = default;
+};
+
+/// The three difference quotients of L at one element, at the step h.
+struct Differences {
+  double h = 0;
+  double forward = 0, backward = 0, central = 0;
+  double operator[](DifferenceScheme scheme) const;
+};
+
+struct ElementCheck {
+  ElementIndex element;
+  /// The tape's dL/dx at the element.
+  double analytic = 0;
+  /// One per step, in the order the steps were given.
+  std::vector<Differences> numeric;
+  /// relative_error(analytic, numeric[step][scheme]).
+  double relative_error(std::size_t step, DifferenceScheme scheme) const;
+};
+
+/// The tape's gradient of L (as gradcheck: L = sum(f(x) * r), L = f(x) for a scalar f) at each of
+/// `elements`, and L's forward, backward and central quotients there at every h of `steps`; in the
+/// order given (an element may be repeated). options.step and the tolerances are not used. Inputs are
+/// converted to float64 copies, perturbed one element at a time and restored exactly; the originals are
+/// left untouched. Throws std::out_of_range for an element outside the inputs, std::invalid_argument
+/// for a step that is not positive and finite, std::runtime_error when L at the inputs is not the same
+/// after the perturbations as before (f is not deterministic). Like backward, it releases this thread's
+/// tape.
+std::vector<ElementCheck> gradcheck_elements(const TensorFunction& f, const std::vector<Tensor>& inputs,
+                                             const std::vector<ElementIndex>& elements,
+                                             const std::vector<double>& steps, const GradcheckOptions& options = {});
 
 }  // namespace ag

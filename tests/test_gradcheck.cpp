@@ -1,10 +1,13 @@
 // The gradient checker itself: it passes on correct ops, fails on a deliberately wrong backward (so it
 // cannot pass vacuously), calls all-zero gradients vacuous, and its three difference schemes have the
-// errors their orders predict. The same for the second-order check.
+// errors their orders predict. The same for the second-order check, and for the element-by-element
+// check (gradcheck_elements): exact quotients, a wrong gradient found, gradcheck's numbers.
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -360,4 +363,131 @@ TEST_CASE("gradgradcheck on a linear function is vacuous unless allowed") {
   CHECK_FALSE(report.passed);
   CHECK(report.reason.find("vacuous") != std::string::npos);
   CHECK(gradgradcheck(f, {x}, {.allow_all_zero = true}).passed);
+}
+
+// ---- gradcheck_elements: chosen elements, several steps, the values instead of a verdict
+
+TEST_CASE("gradcheck_elements: the exact quotients of a polynomial") {
+  // L(x, y) = sum(x^2) + sum(y^3), with dyadic values and steps, so that every quotient is exact in
+  // float64: for x^2 forward 2x + h, backward 2x - h, central 2x; for y^3 forward 3y^2 + 3yh + h^2,
+  // backward 3y^2 - 3yh + h^2, central 3y^2 + h^2.
+  Tensor x = Tensor::from_data(Shape{3}, std::span<const double>(std::vector<double>{0.5, -1.25, 3.0}));
+  Tensor y = Tensor::from_data(Shape{2, 2}, std::span<const double>(std::vector<double>{1.0, -0.5, 2.0, 0.75}));
+  auto f = [](const Inputs& v) { return add(sum(mul(v[0], v[0])), sum(mul(mul(v[1], v[1]), v[1]))); };
+  // Out of order, with a repeat: the results come back in the order asked.
+  std::vector<ElementIndex> elements{{1, 3}, {0, 1}, {1, 1}, {0, 1}};
+  std::vector<double> steps{0.25, 0.0625};
+  std::vector<ElementCheck> checks = gradcheck_elements(f, {x, y}, elements, steps);
+  REQUIRE(checks.size() == 4);
+  for (std::size_t i = 0; i < checks.size(); ++i) {
+    const ElementCheck& c = checks[i];
+    CHECK(c.element == elements[i]);
+    double v = (c.element.input == 0 ? x : y).at(c.element.index);
+    bool square = c.element.input == 0;
+    CHECK(c.analytic == (square ? 2 * v : 3 * v * v));
+    REQUIRE(c.numeric.size() == 2);
+    for (std::size_t k = 0; k < steps.size(); ++k) {
+      double h = steps[k];
+      const Differences& d = c.numeric[k];
+      CHECK(d.h == h);
+      CHECK(d.forward == (square ? 2 * v + h : 3 * v * v + 3 * v * h + h * h));
+      CHECK(d.backward == (square ? 2 * v - h : 3 * v * v - 3 * v * h + h * h));
+      CHECK(d.central == (square ? 2 * v : 3 * v * v + h * h));
+      CHECK(d[DifferenceScheme::forward] == d.forward);
+      CHECK(d[DifferenceScheme::backward] == d.backward);
+      CHECK(d[DifferenceScheme::central] == d.central);
+      CHECK(c.relative_error(k, DifferenceScheme::central) == relative_error(c.analytic, d.central));
+    }
+  }
+  // x^2: the central quotient is exact.
+  CHECK(checks[1].relative_error(0, DifferenceScheme::central) == 0);
+  // y = 0.75 at h = 0.25: central 3y^2 + h^2 = 1.75 against 1.6875, relative 0.0625 / 1.75.
+  CHECK(checks[0].relative_error(0, DifferenceScheme::central) == doctest::Approx(0.0625 / 1.75).epsilon(1e-15));
+  CHECK(tape_size() == 0);
+}
+
+TEST_CASE("relative_error and the schemes' names") {
+  CHECK(relative_error(2.0, 1.0) == 0.5);
+  CHECK(relative_error(1.0, 2.0) == 0.5);
+  CHECK(relative_error(-1.0, 1.0) == 2.0);
+  CHECK(relative_error(0.0, 0.0) == 0.0);
+  CHECK(relative_error(0.0, 1e-300) == 1.0);
+  CHECK(std::string(to_string(DifferenceScheme::forward)) == "forward");
+  CHECK(std::string(to_string(DifferenceScheme::backward)) == "backward");
+  CHECK(std::string(to_string(DifferenceScheme::central)) == "central");
+}
+
+TEST_CASE("gradcheck_elements detects a wrong gradient, element by element") {
+  Generator gen(15);
+  Tensor x = positive({3, 4}, gen);
+  std::vector<ElementIndex> elements{{0, 0}, {0, 5}, {0, 11}};
+  std::vector<double> steps{1e-4, 1e-6};
+  auto right = gradcheck_elements([](const Inputs& v) { return cube_with_scaled_gradient(v[0], 1.0); }, {x}, elements, steps);
+  auto twice = gradcheck_elements([](const Inputs& v) { return cube_with_scaled_gradient(v[0], 2.0); }, {x}, elements, steps);
+  REQUIRE(right.size() == 3);
+  REQUIRE(twice.size() == 3);
+  for (std::size_t i = 0; i < 3; ++i) {
+    CHECK(right[i].relative_error(0, DifferenceScheme::central) < 1e-8);
+    // The tape says 6 x^2 r where the truth is 3 x^2 r: relative error 1/2 whatever the step or scheme.
+    CHECK(twice[i].analytic == doctest::Approx(2 * right[i].analytic).epsilon(1e-12));
+    for (std::size_t k = 0; k < steps.size(); ++k) {
+      for (DifferenceScheme scheme : {DifferenceScheme::forward, DifferenceScheme::backward, DifferenceScheme::central}) {
+        CHECK(twice[i].relative_error(k, scheme) == doctest::Approx(0.5).epsilon(1e-4));
+      }
+    }
+  }
+  // A wrong sign on the second input only: its elements are off by 2, the first input's are right.
+  auto blamed = gradcheck_elements([](const Inputs& v) { return product_with_wrong_sign(v[0], v[1]); },
+                                   {normal({2, 3}, gen), positive({2, 3}, gen)}, {{0, 4}, {1, 4}}, {1e-5});
+  CHECK(blamed[0].relative_error(0, DifferenceScheme::central) < 1e-8);
+  CHECK(blamed[1].relative_error(0, DifferenceScheme::central) == doctest::Approx(2.0).epsilon(1e-6));
+}
+
+TEST_CASE("gradcheck_elements gives gradcheck's numbers on the elements it is asked for") {
+  Generator gen(16);
+  Tensor a = normal({2, 3}, gen), b = positive({3}, gen);
+  auto f = [](const Inputs& v) { return div(tanh(v[0]), v[1]); };
+  GradcheckOptions options;
+  options.step = 1e-3;
+  GradcheckReport report = gradcheck(f, {a, b}, options);
+  std::vector<ElementIndex> every;
+  for (std::size_t e = 0; e < a.numel(); ++e) every.push_back({0, e});
+  for (std::size_t e = 0; e < b.numel(); ++e) every.push_back({1, e});
+  std::vector<ElementCheck> checks = gradcheck_elements(f, {a, b}, every, {options.step}, options);
+  REQUIRE(checks.size() == 9);
+  for (std::size_t input = 0; input < 2; ++input) {
+    for (DifferenceScheme scheme : {DifferenceScheme::forward, DifferenceScheme::backward, DifferenceScheme::central}) {
+      double largest = 0;
+      for (const ElementCheck& c : checks) {
+        if (c.element.input == input) largest = std::max(largest, c.relative_error(0, scheme));
+      }
+      CHECK(largest == report.inputs[input].stats(scheme).max_rel);
+    }
+  }
+}
+
+TEST_CASE("gradcheck_elements leaves its inputs alone and refuses what it cannot check") {
+  Generator gen(17);
+  Tensor x = Tensor::randn({2, 3}, gen, 0.0, 1.0, DType::f32);
+  std::vector<double> before = x.to_vector();
+  auto f = [](const Inputs& v) { return sigmoid(v[0]); };
+  std::vector<ElementCheck> checks = gradcheck_elements(f, {x}, {{0, 5}}, {1e-6});
+  CHECK(checks.at(0).relative_error(0, DifferenceScheme::central) < 1e-7);
+  CHECK(x.dtype() == DType::f32);
+  CHECK(x.to_vector() == before);
+  CHECK_FALSE(x.requires_grad());
+  CHECK(tape_size() == 0);
+  CHECK(gradcheck_elements(f, {x}, {}, {1e-6}).empty());
+
+  CHECK_THROWS_WITH_AS(gradcheck_elements(f, {x}, {{0, 6}}, {1e-6}), doctest::Contains("element 6 of input 0"),
+                       std::out_of_range);
+  CHECK_THROWS_WITH_AS(gradcheck_elements(f, {x}, {{1, 0}}, {1e-6}), doctest::Contains("input 1"), std::out_of_range);
+  for (double bad : {0.0, -1e-6, std::numeric_limits<double>::infinity(), std::nan("")}) {
+    CHECK_THROWS_AS(gradcheck_elements(f, {x}, {{0, 0}}, {1e-6, bad}), std::invalid_argument);
+  }
+  // A function whose value changes from call to call has no finite differences.
+  int calls = 0;
+  auto drifting = [&calls](const Inputs& v) { return mul(sum(v[0]), 1.0 + 1e-3 * ++calls); };
+  CHECK_THROWS_WITH_AS(gradcheck_elements(drifting, {x}, {{0, 0}}, {1e-6}), doctest::Contains("not deterministic"),
+                       std::runtime_error);
 }
