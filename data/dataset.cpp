@@ -10,10 +10,6 @@
 
 #include "data/idx.hpp"
 
-#ifndef TAPEGRAD_DEFAULT_MNIST_DIR
-#error "TAPEGRAD_DEFAULT_MNIST_DIR must be defined by data/CMakeLists.txt"
-#endif
-
 namespace data {
 namespace {
 
@@ -93,7 +89,16 @@ Dataset load_idx_dataset(const std::string& images_path, const std::string& labe
 std::string default_mnist_dir() {
   const char* from_environment = std::getenv("TAPEGRAD_MNIST_DIR");
   if (from_environment != nullptr && *from_environment != '\0') return from_environment;
-  return TAPEGRAD_DEFAULT_MNIST_DIR;
+  std::error_code error;
+  const fs::path relative = fs::path("data") / "mnist";
+  fs::path here = fs::absolute(relative, error);
+  if (error) here = relative;
+  if (fs::is_directory(relative, error)) return here.string();
+  throw std::runtime_error(fmt::format(
+      "MNIST: no data directory: TAPEGRAD_MNIST_DIR is not set and {} does not exist; set "
+      "TAPEGRAD_MNIST_DIR to the directory holding the MNIST files, or pass --data DIR "
+      "(scripts/fetch-mnist.sh downloads MNIST into <repository>/data/mnist)",
+      here.string()));
 }
 
 std::string default_fashion_mnist_dir() { return "/usr/share/datasets/fashion-mnist"; }

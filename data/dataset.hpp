@@ -37,8 +37,10 @@ inline constexpr std::size_t kMnistClasses = 10;
 Dataset load_idx_dataset(const std::string& images_path, const std::string& labels_path,
                          std::size_t class_count = kMnistClasses);
 
-/// Where MNIST lives: $TAPEGRAD_MNIST_DIR if set and non-empty, else <source dir>/data/mnist
-/// (filled by scripts/fetch-mnist.sh).
+/// Where MNIST lives: $TAPEGRAD_MNIST_DIR if set and non-empty, else data/mnist under the current
+/// directory if there is one (where scripts/fetch-mnist.sh puts it: run from the repository root), as
+/// an absolute path. Otherwise throws std::runtime_error saying where it looked and how to fix it
+/// (set TAPEGRAD_MNIST_DIR, or pass --data DIR to the programs).
 std::string default_mnist_dir();
 
 /// Where the Debian package dataset-fashion-mnist installs Fashion-MNIST.

@@ -5,5 +5,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$here/scripts/setup.sh"
 BUILD_TYPE=Release "$here/scripts/build.sh"
+# The programs look for MNIST in $TAPEGRAD_MNIST_DIR, else in ./data/mnist.
+export TAPEGRAD_MNIST_DIR="${TAPEGRAD_MNIST_DIR:-$here/data/mnist}"
 exec "${BUILD_DIR:-$here/build}/examples/mnist_mlp" --hidden 128,64 --optimizer adam --lr 1e-3 --batch-size 200 \
   --epochs 15 "$@"
