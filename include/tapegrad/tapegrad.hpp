@@ -1,0 +1,16 @@
+// Everything of tapegrad in one include: the autograd engine (tensors, the tape, the ops, gradcheck,
+// BLAS set-up), the neural-network modules, the optimisers and schedules, and the data sets and loader.
+// Finer headers stay available, as <autograd/ops.hpp> or "nn/layers.hpp" etc.
+#pragma once
+
+#include "autograd/blas.hpp"
+#include "autograd/gradcheck.hpp"
+#include "autograd/ops.hpp"
+#include "autograd/tape.hpp"
+#include "autograd/tensor.hpp"
+#include "data/dataset.hpp"
+#include "data/idx.hpp"
+#include "data/loader.hpp"
+#include "nn/nn.hpp"
+#include "optim/optim.hpp"
+// config/*.hpp (specs and option tables) are to be added here.
