@@ -5,4 +5,5 @@
 #include "nn/init.hpp"
 #include "nn/layers.hpp"
 #include "nn/loss.hpp"
+#include "nn/models.hpp"
 #include "nn/module.hpp"

@@ -1,5 +1,6 @@
 // Everything of tapegrad in one include: the autograd engine (tensors, the tape, the ops, gradcheck,
-// BLAS set-up), the neural-network modules, the optimisers and schedules, and the data sets and loader.
+// BLAS set-up), specs and registries, the neural-network modules and registered models, the optimisers and
+// schedules, and the data sets and loader.
 // Finer headers stay available, as <autograd/ops.hpp> or "nn/layers.hpp" etc.
 #pragma once
 
@@ -8,9 +9,11 @@
 #include "autograd/ops.hpp"
 #include "autograd/tape.hpp"
 #include "autograd/tensor.hpp"
+#include "config/options.hpp"
+#include "config/registry.hpp"
+#include "config/spec.hpp"
 #include "data/dataset.hpp"
 #include "data/idx.hpp"
 #include "data/loader.hpp"
 #include "nn/nn.hpp"
 #include "optim/optim.hpp"
-// config/*.hpp (specs and option tables) are to be added here.
