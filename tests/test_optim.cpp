@@ -1211,3 +1211,161 @@ TEST_CASE("load_state refuses an entry given twice, a partial parameter state an
     CHECK(fresh.state().size() == 3);
   }
 }
+
+// ================================================================ Newton: adaptive damping
+
+namespace {
+/// f(x) = log cosh x = log((e^x + e^-x) / 2): f' = tanh x, f'' = sech² x; Newton overshoots for |x| > 1.09.
+Tensor log_cosh(const Tensor& x) {
+  return ag::sum(ag::log(ag::mul(ag::add(ag::exp(x), ag::exp(ag::sub(0.0, x))), 0.5)));
+}
+}  // namespace
+
+TEST_CASE("newton's damping rules, by hand") {
+  const optim::NewtonOptions o;  // hyper_lr β = 0.1, damping_start 0.1, damping_min 1e-3
+  CHECK(optim::Newton::next_damping(0.5, -1.0, o) == 0.5 * std::exp(-0.1));
+  CHECK(optim::Newton::next_damping(0.5, 1.0, o) == 0.5 * std::exp(0.1));
+  CHECK(optim::Newton::next_damping(0.5, std::nan(""), o) == 0.5);
+  CHECK(optim::Newton::next_damping(1.05e-3, -1.0, o) == 0.0);  // below damping_min: pure steps again
+  CHECK(optim::Newton::reduction_ratio(-0.3, -1.2) == 0.25);
+  CHECK(std::isnan(optim::Newton::reduction_ratio(-0.3, 0.0)));              // no decrease promised
+  CHECK(std::isnan(optim::Newton::reduction_ratio(-1e-15, -1e-14, 1e-13)));  // within J's rounding error
+  CHECK(optim::Newton::reduction_ratio(std::nan(""), -1.0) < 0.0);
+
+  SUBCASE("a quadratic: ρ = 1, μ stays 0, every step is the pure step (here with lr 1/2)") {
+    const Quadratic q({4, 1, 0, 1, 3, 1, 0, 1, 2}, {1, 2, 3});
+    Tensor x = column({5.0, -3.0, 2.0});
+    optim::Newton opt({{"x", x}}, {.lr = 0.5});
+    for (int t = 0; t < 4; ++t) {
+      Vec before = values_of(x), g = q.gradient(before);
+      opt.step(optim::Optimizer::LossFn([&] { return q.loss(x); }));
+      Vec step = values_of(x);
+      for (std::size_t i = 0; i < 3; ++i) step[i] = 2.0 * (before[i] - step[i]);  // = A^-1 g
+      Vec ag = q.gradient(step);
+      for (std::size_t i = 0; i < 3; ++i) CHECK(ag[i] + q.b.at(i) == doctest::Approx(g[i]).epsilon(1e-12));
+      if (t > 0) CHECK(opt.last_ratio() == doctest::Approx(1.0).epsilon(1e-10));
+      CHECK(opt.damping() == 0.0);
+      CHECK_FALSE(opt.undid_last_step());
+    }
+  }
+  SUBCASE("a damped step on f = 2 x²: it stops short, the next gradient agrees, μ <- μ e^-β") {
+    Tensor x = param({1.0});
+    auto f = [&] { return ag::sum(ag::mul(ag::mul(x, x), 2.0)); };
+    optim::Newton opt({{"x", x}}, {.damping = 0.5});
+    opt.step(optim::Optimizer::LossFn(f));
+    CHECK(x.at(0) == doctest::Approx(1.0 - 4.0 / 4.5).epsilon(1e-14));  // x - f'/(f'' + μ)
+    CHECK(opt.damping() == 0.5);
+    opt.step(optim::Optimizer::LossFn(f));
+    CHECK(opt.damping() == doctest::Approx(0.5 * std::exp(-0.1)).epsilon(1e-15));
+  }
+  SUBCASE("log cosh from x = 2: the pure step over-promises, is undone, damping starts and then grows") {
+    Tensor x = param({2.0});
+    auto f = [&] { return log_cosh(x); };
+    optim::Newton opt({{"x", x}});
+    const double t2 = std::tanh(2.0), s2 = 1.0 / (std::cosh(2.0) * std::cosh(2.0));
+    const double x1 = 2.0 - t2 / s2;  // the pure step: -11.64
+    opt.step(optim::Optimizer::LossFn(f));
+    CHECK(x.at(0) == doctest::Approx(x1).epsilon(1e-12));
+    // Next call: ρ = [f(x1) - f(2)] / (-½ f'(2)² / f''(2)), far below 1/4.
+    const double rho = (std::log(std::cosh(x1)) - std::log(std::cosh(2.0))) / (-0.5 * t2 * t2 / s2);
+    double loss = opt.step(optim::Optimizer::LossFn(f));
+    CHECK(opt.last_ratio() == doctest::Approx(rho).epsilon(1e-10));
+    CHECK(rho < -1.0);
+    CHECK(opt.undid_last_step());
+    CHECK(loss == doctest::Approx(std::log(std::cosh(2.0))).epsilon(1e-14));  // the step starts again at 2
+    CHECK(opt.damping() == 0.1);
+    const double x2 = 2.0 - t2 / (s2 + 0.1);  // damped, and still past 0: -3.65
+    CHECK(x.at(0) == doctest::Approx(x2).epsilon(1e-12));
+    // It went too far: f'(x2) = tanh(x2) and the step x2 - 2 point the same way (cos = +1): μ <- μ e^β.
+    opt.step(optim::Optimizer::LossFn(f));
+    CHECK_FALSE(opt.undid_last_step());
+    CHECK(opt.damping() == doctest::Approx(0.1 * std::exp(0.1)).epsilon(1e-15));
+    const double s_x2 = 1.0 / (std::cosh(x2) * std::cosh(x2));
+    CHECK(x.at(0) == doctest::Approx(x2 - std::tanh(x2) / (s_x2 + 0.1 * std::exp(0.1))).epsilon(1e-12));
+  }
+  SUBCASE("options") {
+    Tensor p = param({1.0});
+    CHECK_THROWS_WITH_AS(optim::Newton({{"p", p}}, {.damping_start = 0.0}), doctest::Contains("newton: damping_start"),
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(optim::Newton({{"p", p}}, {.damping_min = 1.0}),
+                         doctest::Contains("damping_min must be <= damping_start"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(optim::Newton({{"p", p}}, {.hyper_lr = -1.0}), doctest::Contains("newton: hyper_lr"),
+                         std::invalid_argument);
+  }
+}
+
+TEST_CASE("newton on mini-batches of a small logistic regression: adaptive damping converges, pure steps do not") {
+  // 3 classes, 20 features, 600 noisy samples; batches of 20 hold fewer samples than the 63 parameters, so
+  // each pure step fits its batch exactly.
+  ag::Generator gen(3);
+  const std::size_t n = 600, d = 20, k = 3, batch = 20;
+  Tensor x = Tensor::randn(ag::Shape{n, d}, gen, 0.0, 1.0, DType::f64);
+  Tensor truth = Tensor::randn(ag::Shape{d, k}, gen, 0.0, 1.0, DType::f64);
+  std::vector<std::int32_t> labels(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    double best = -1e300;
+    for (std::size_t c = 0; c < k; ++c) {
+      double score = 2.0 * gen.normal();
+      for (std::size_t j = 0; j < d; ++j) score += x.at(i * d + j) * truth.at(j * k + c);
+      if (score > best) best = score, labels[i] = static_cast<std::int32_t>(c);
+    }
+  }
+  auto make = [&] {
+    Tensor w = Tensor::zeros(ag::Shape{d, k}, DType::f64), b = Tensor::zeros(ag::Shape{k}, DType::f64);
+    w.set_requires_grad();
+    b.set_requires_grad();
+    return std::pair{w, b};
+  };
+  auto full_loss = [&](const Tensor& w, const Tensor& b) {
+    ag::NoGradGuard no_grad;
+    return ag::cross_entropy(ag::add(ag::matmul(x, w), b), labels).item();
+  };
+  // The optimum of the full problem (Newton on all 600 samples).
+  auto [w_star, b_star] = make();
+  optim::Newton exact({{"w", w_star}, {"b", b_star}}, {.adaptive = false});
+  for (int t = 0; t < 12; ++t) {
+    exact.step(
+        optim::Optimizer::LossFn([&] { return ag::cross_entropy(ag::add(ag::matmul(x, w_star), b_star), labels); }));
+  }
+  const double optimum = full_loss(w_star, b_star);
+
+  std::vector<std::pair<Tensor, std::vector<std::int32_t>>> batches;
+  const Vec all = x.to_vector();
+  for (std::size_t start = 0; start < n; start += batch) {
+    Vec rows(all.begin() + static_cast<std::ptrdiff_t>(start * d),
+             all.begin() + static_cast<std::ptrdiff_t>((start + batch) * d));
+    batches.emplace_back(Tensor::from_data(ag::Shape{batch, d}, std::span<const double>(rows)),
+                         std::vector<std::int32_t>(labels.begin() + static_cast<std::ptrdiff_t>(start),
+                                                   labels.begin() + static_cast<std::ptrdiff_t>(start + batch)));
+  }
+  auto train = [&](optim::Newton& opt, Tensor& w, Tensor& b, std::size_t from, std::size_t steps) {
+    for (std::size_t t = from; t < from + steps; ++t) {
+      const auto& [xb, yb] = batches[t % batches.size()];
+      opt.step(optim::Optimizer::LossFn([&] { return ag::cross_entropy(ag::add(ag::matmul(xb, w), b), yb); }));
+    }
+  };
+  auto [w, b] = make();
+  optim::Newton adaptive({{"w", w}, {"b", b}});
+  train(adaptive, w, b, 0, 90);
+  // Half-way, a copy resumes from the state and stays bit-identical.
+  Tensor w2 = w.clone(), b2 = b.clone();
+  w2.set_requires_grad();
+  b2.set_requires_grad();
+  optim::Newton resumed({{"w", w2}, {"b", b2}});
+  resumed.load_state(adaptive.state());
+  train(adaptive, w, b, 90, 90);
+  train(resumed, w2, b2, 90, 90);
+  CHECK(bit_identical(w, w2));
+  CHECK(bit_identical(b, b2));
+
+  auto [wp, bp] = make();
+  optim::Newton pure({{"w", wp}, {"b", bp}}, {.adaptive = false});
+  train(pure, wp, bp, 0, 180);
+  const double adaptive_loss = full_loss(w, b), pure_loss = full_loss(wp, bp);
+  MESSAGE("full-data loss after 6 epochs of batches of 20: optimum " << optimum << ", adaptive " << adaptive_loss
+                                                                   << " (μ = " << adaptive.damping() << "), pure "
+                                                                   << pure_loss);
+  CHECK(adaptive.damping() > 0.0);
+  CHECK(adaptive_loss < optimum + 0.1);
+  CHECK(!(pure_loss < optimum + 1.0));  // NaN or far off
+}
