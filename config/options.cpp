@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cmath>
+#include <limits>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -70,6 +71,11 @@ std::vector<std::size_t> parse_counts(std::string_view where, std::string_view k
   std::vector<std::size_t> out;
   for (const std::string& item : list_items(value)) out.push_back(parse_count(where, key, item, 1, 1u << 30));
   return out;
+}
+
+std::string count_range_text(std::size_t low, std::size_t high) {
+  if (high == std::numeric_limits<std::size_t>::max()) return fmt::format(">= {}, integer", low);
+  return fmt::format("[{}, {}], integer", low, high);
 }
 
 std::string format_counts(const std::vector<std::size_t>& values) { return fmt::format("[{}]", fmt::join(values, ",")); }

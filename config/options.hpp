@@ -57,6 +57,8 @@ bool parse_bool(std::string_view where, std::string_view key, const std::string&
 /// "[128,64]" (or "128" alone) -> {128, 64}; every element >= 1.
 std::vector<std::size_t> parse_counts(std::string_view where, std::string_view key, const std::string& value);
 std::string format_counts(const std::vector<std::size_t>& values);
+/// "[1, 10], integer", or ">= 1, integer" without an upper bound.
+std::string count_range_text(std::size_t low, std::size_t high);
 /// The SpecError for a key the table does not have, listing the ones it has.
 [[noreturn]] void unknown_key(std::string_view where, std::string_view key, const std::vector<std::string>& keys);
 /// The SpecError for a value outside a list of names.
@@ -73,9 +75,7 @@ class OptionTable {
   }
   OptionTable& count(std::string key, std::size_t Options::*field, std::size_t low, std::size_t high,
                      std::string help) {
-    std::string allowed = high == std::numeric_limits<std::size_t>::max()
-                              ? ">= " + std::to_string(low) + ", integer"
-                              : "[" + std::to_string(low) + ", " + std::to_string(high) + "], integer";
+    std::string allowed = count_range_text(low, high);
     return add(key, allowed, std::move(help),
                [=](Options& o, const std::string& v, std::string_view where) {
                  o.*field = parse_count(where, key, v, low, high);

@@ -393,9 +393,15 @@ std::optional<double> Newton::value_at_previous_point(const LossFn& loss_fn) {
 
 namespace {
 const RegisterOptimizer<Newton, NewtonOptions> registration{
-    "newton", "Newton's method, (H + μI) d = g from the tape's second derivatives (004 Prop. 3.10); small models",
+    "newton", "Newton's method, (H + μI) d = g from the tape's second derivatives, μ adapted (004 Prop. 3.10)",
     common_options<NewtonOptions>()
-        .real("damping", &NewtonOptions::damping, config::Range::at_least(0), "μ added to the Hessian's diagonal")
+        .real("damping", &NewtonOptions::damping, config::Range::at_least(0),
+              "μ added to the Hessian's diagonal: of the first step (adaptive) or of every step")
+        .flag("adaptive", &NewtonOptions::adaptive, "adapt μ: ratio test on undamped steps, hypergradient on log μ")
+        .real("damping_start", &NewtonOptions::damping_start, config::Range::positive(),
+              "adaptive: μ after an undamped step fails the ratio test")
+        .real("damping_min", &NewtonOptions::damping_min, config::Range::positive(), "adaptive: below it, μ <- 0")
+        .real("hyper_lr", &NewtonOptions::hyper_lr, config::Range::at_least(0), "adaptive: step of log μ")
         .choice("method", &NewtonOptions::method,
                 {{"automatic", HessianMethod::automatic}, {"full", HessianMethod::full},
                  {"cg", HessianMethod::conjugate_gradient}},
