@@ -284,7 +284,9 @@ class Trainer {
       return false;
     }
     if (scheduler_ && !config_.lr_per_epoch) scheduler_->step();
-    if (config_.save_every_steps > 0 && at_.step % config_.save_every_steps == 0) save();
+    // The epoch's last step is saved by finish_epoch, with the epoch's metrics.
+    bool epoch_end = at_.batch == loader_.num_batches();
+    if (config_.save_every_steps > 0 && at_.step % config_.save_every_steps == 0 && !epoch_end) save();
     return interrupted == 0;
   }
 
@@ -315,11 +317,12 @@ class Trainer {
     result_.seconds += seconds;
     double n = static_cast<double>(std::max<std::size_t>(seen, 1));
     return {.epoch = epoch, .train_loss = loss_sum / n, .train_acc = static_cast<double>(correct) / n,
-            .lr = optimizer_->lr(), .seconds = seconds, .partial = result_.interrupted};
+            .lr = optimizer_->lr(), .seconds = seconds};
   }
 
   void finish_epoch(EpochMetrics metrics, const EpochCallback& on_epoch) {
-    if (!result_.interrupted) {
+    metrics.partial = at_.batch < loader_.num_batches();  // Ctrl-C on an epoch's last step leaves it whole
+    if (!metrics.partial) {
       at_.epoch = metrics.epoch;
       at_.batch = 0;
       if (scheduler_ && config_.lr_per_epoch) scheduler_->step();
