@@ -83,7 +83,7 @@ struct Args {
 const char* kHelp =
     "usage: train_bench [options]\n"
     "tapegrad timings of the MNIST training workloads W1-W4 (see bench/README.md)\n"
-    "  --data DIR        MNIST directory (default: $TAPEGRAD_MNIST_DIR or <repo>/data/mnist)\n"
+    "  --data DIR        MNIST directory (default: $TAPEGRAD_MNIST_DIR or ./data/mnist)\n"
     "  --workloads LIST  comma-separated subset of w1,w2,w3,w4 (default: all)\n"
     "  --epochs N        epochs per timed repeat (default 1)\n"
     "  --w3-steps N      timed W3 steps (default 3000)\n"

@@ -33,9 +33,11 @@ namespace {
 }
 
 bool read_double(const std::string& text, double& value) {
-  const char* end = text.data() + text.size();
-  auto [ptr, error] = std::from_chars(text.data(), end, value);
-  return !text.empty() && error == std::errc() && ptr == end;
+  const char* begin = text.data();
+  const char* end = begin + text.size();
+  if (text.size() > 1 && text[0] == '+' && text[1] != '-') ++begin;  // from_chars takes no '+'
+  auto [ptr, error] = std::from_chars(begin, end, value);
+  return begin != end && error == std::errc() && ptr == end;
 }
 }  // namespace
 
@@ -55,8 +57,8 @@ std::size_t parse_count(std::string_view where, std::string_view key, const std:
             number >= static_cast<double>(low) && number <= static_cast<double>(high) && number <= 1e15;
   if (!ok) {
     bad_value(where, key, value,
-              high >= static_cast<std::size_t>(1e15) ? fmt::format("an integer >= {}", low)
-                                                     : fmt::format("an integer in [{}, {}]", low, high));
+              high == std::numeric_limits<std::size_t>::max() ? fmt::format("an integer >= {}", low)
+                                                              : fmt::format("an integer in [{}, {}]", low, high));
   }
   return static_cast<std::size_t>(number);
 }

@@ -41,6 +41,7 @@ class Reader {
           ++pos_;
           break;
         }
+        if (at_end()) fail("')' missing at the end");
         expect(',');
       }
     }
@@ -129,9 +130,9 @@ std::string Spec::text() const {
 Spec parse_spec(std::string_view text) { return Reader(text).spec(); }
 
 std::vector<std::string> list_items(std::string_view value) {
-  if (value.size() < 2 || value.front() != '[' || value.back() != ']') return {std::string(value)};
   std::vector<std::string> items;
-  std::string_view body = value.substr(1, value.size() - 2);
+  std::string_view body = value;
+  if (value.size() >= 2 && value.front() == '[' && value.back() == ']') body = value.substr(1, value.size() - 2);
   std::size_t start = 0;
   while (true) {
     std::size_t comma = body.find(',', start);
@@ -167,6 +168,9 @@ std::vector<std::string> split_specs(std::string_view text) {
     char c = i < text.size() ? text[i] : ',';
     if (c == '(' || c == '[') ++depth;
     if (c == ')' || c == ']') --depth;
+    if (i == text.size() && depth != 0) {
+      throw SpecError(fmt::format("'{}': unbalanced brackets in the list of specs", text));
+    }
     if (c == ',' && depth <= 0) {
       std::string_view part = text.substr(start, i - start);
       while (!part.empty() && std::isspace(static_cast<unsigned char>(part.front()))) part.remove_prefix(1);

@@ -47,7 +47,7 @@ Spec parse_spec(std::string_view text);
 /// varying fastest). A spec without lists gives itself.
 std::vector<Spec> expand_grid(std::string_view text);
 
-/// The elements of a list value "[a,b,c]" (or of a plain value: itself alone).
+/// The elements of a list value "[a,b,c]" (also written "a,b,c"; a plain value is itself alone).
 std::vector<std::string> list_items(std::string_view value);
 
 /// Splits a command-line list of specs "sgd(lr=0.1,momentum=0.9),adam" at the top-level commas (those

@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
 
   return examples::checked(app.get_name(), [&] {
     examples::RunConfig config = flags.config();
-    std::vector<std::size_t> widths = config::parse_counts("--hidden", "widths", "[" + hidden + "]");
+    std::vector<std::size_t> widths = config::parse_counts("--hidden", "widths", hidden);
     examples::Datasets data = examples::load_datasets(config);
     ag::Generator gen(config.seed);
     MLP model(data.train.features(), widths, data::kMnistClasses, nn::parse_init(config.init), gen);

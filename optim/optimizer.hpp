@@ -41,8 +41,9 @@
 //
 // Adding a method: an options struct (lr, weight_decay, weight_decay_mode, check()), a class deriving from
 // OptimizerWith<Options> that names its state and implements update() with one fused loop per parameter
-// (optim/<method>.hpp/.cpp, the .cpp listed in optim/CMakeLists.txt), its name in factory.cpp and
-// optim.hpp, and a test section in tests/test_optim.cpp writing its recurrence out.
+// (optim/<method>.hpp/.cpp, the .cpp listed in optim/CMakeLists.txt and the header in optim.hpp), one
+// RegisterOptimizer line in its .cpp with its option table (optim/registry.hpp), and a test section in
+// tests/test_optim.cpp writing its recurrence out.
 #pragma once
 
 #include <cstddef>
@@ -103,7 +104,7 @@ class Optimizer {
   Optimizer(const Optimizer&) = delete;
   Optimizer& operator=(const Optimizer&) = delete;
 
-  /// The factory's name of the method: "adam", "nesterov-lookahead", ...
+  /// The registered name of the method: "adam", "nesterov-lookahead", ...
   const std::string& name() const { return name_; }
 
   /// One update from the gradients already in .grad(). Throws std::logic_error for methods that need

@@ -30,7 +30,7 @@ TEST_CASE("parse_spec: a name alone, with options, spaces, list values; text() r
 TEST_CASE("parse_spec: malformed specs are refused, naming the text and the position") {
   CHECK_THROWS_WITH_AS(parse_spec(""), doctest::Contains("a name expected (at character 1)"), SpecError);
   CHECK_THROWS_WITH_AS(parse_spec("adam(lr)"), doctest::Contains("'=' expected"), SpecError);
-  CHECK_THROWS_WITH_AS(parse_spec("adam(lr=1e-3"), doctest::Contains("',' missing at the end"), SpecError);
+  CHECK_THROWS_WITH_AS(parse_spec("adam(lr=1e-3"), doctest::Contains("')' missing at the end"), SpecError);
   CHECK_THROWS_WITH_AS(parse_spec("adam(lr=1,lr=2)"), doctest::Contains("'lr' is given twice"), SpecError);
   CHECK_THROWS_WITH_AS(parse_spec("adam(lr=)"), doctest::Contains("a value expected"), SpecError);
   CHECK_THROWS_WITH_AS(parse_spec("adam(lr=1) x"), doctest::Contains("unexpected text after ')'"), SpecError);
@@ -48,6 +48,11 @@ TEST_CASE("expand_grid: the Cartesian product, the last key fastest; split_specs
   CHECK(config::split_specs("sgd(lr=0.1,momentum=0.9), adam(lr=[1,2]),rmsprop") ==
         std::vector<std::string>{"sgd(lr=0.1,momentum=0.9)", "adam(lr=[1,2])", "rmsprop"});
   CHECK_THROWS_AS(config::split_specs("adam,,sgd"), SpecError);
+  CHECK_THROWS_WITH_AS(config::split_specs("sgd,adam(lr=1e-3"), doctest::Contains("unbalanced brackets"), SpecError);
+  CHECK_THROWS_AS(config::split_specs("sgd, adam(lr=[1e-3"), SpecError);
+  CHECK(config::list_items("[1,2]") == std::vector<std::string>{"1", "2"});
+  CHECK(config::list_items("1,2") == std::vector<std::string>{"1", "2"});
+  CHECK(config::list_items("7") == std::vector<std::string>{"7"});
 }
 
 namespace {
@@ -77,6 +82,7 @@ TEST_CASE("OptionTable: applies a spec's keys, writes every value out, refuses w
   CHECK(o.on);
   CHECK(o.mode == Mode::b);
   CHECK(o.widths == std::vector<std::size_t>{8, 8, 8});
+  CHECK(table().apply({}, parse_spec("x(rate=+0.25)"), "thing").rate == 0.25);
   CHECK(table().values(Options{}) ==
         std::vector<std::pair<std::string, std::string>>{
             {"rate", "0.5"}, {"steps", "3"}, {"on", "false"}, {"mode", "a"}, {"widths", "[4,2]"}});

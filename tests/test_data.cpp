@@ -1,5 +1,7 @@
 // Tests of data/: the IDX reader on good and malformed files written here, the MNIST and
 // Fashion-MNIST loaders, the validation split, and the mini-batch loader.
+#include <unistd.h>
+
 #include <doctest/doctest.h>
 #include <zlib.h>
 
@@ -391,15 +393,26 @@ TEST_CASE("load_mnist finds plain and gzip'd files, and says how to get missing 
   CHECK_MESSAGE(contains(name_message, "unknown data set 'cifar'"), name_message);
 }
 
-TEST_CASE("default_mnist_dir: the source tree, overridable by TAPEGRAD_MNIST_DIR") {
+TEST_CASE("default_mnist_dir: $TAPEGRAD_MNIST_DIR, else ./data/mnist, else an error saying how to fix it") {
   const char* saved = std::getenv("TAPEGRAD_MNIST_DIR");
   const std::string saved_value = saved != nullptr ? saved : "";
+  const fs::path saved_cwd = fs::current_path();
+  const fs::path scratch = fs::temp_directory_path() / ("tapegrad_mnist_dir_" + std::to_string(::getpid()));
+  fs::create_directories(scratch);
+  fs::current_path(scratch);
   unsetenv("TAPEGRAD_MNIST_DIR");
-  CHECK(fs::path(data::default_mnist_dir()) == fs::path(TAPEGRAD_SOURCE_DIR) / "data" / "mnist");
+  const std::string expected = "TAPEGRAD_MNIST_DIR is not set and " + (scratch / "data" / "mnist").string() +
+                               " does not exist";
+  CHECK_THROWS_WITH_AS(data::default_mnist_dir(), doctest::Contains(expected.c_str()), std::runtime_error);
+  CHECK_THROWS_WITH_AS(data::default_mnist_dir(), doctest::Contains("--data DIR"), std::runtime_error);
+  fs::create_directories(scratch / "data" / "mnist");
+  CHECK(fs::path(data::default_mnist_dir()) == scratch / "data" / "mnist");  // never the build tree
   setenv("TAPEGRAD_MNIST_DIR", "/somewhere/else", 1);
   CHECK(data::default_mnist_dir() == "/somewhere/else");
   setenv("TAPEGRAD_MNIST_DIR", "", 1);  // empty counts as unset
-  CHECK(fs::path(data::default_mnist_dir()) == fs::path(TAPEGRAD_SOURCE_DIR) / "data" / "mnist");
+  CHECK(fs::path(data::default_mnist_dir()) == scratch / "data" / "mnist");
+  fs::current_path(saved_cwd);
+  fs::remove_all(scratch);
   if (saved != nullptr) {
     setenv("TAPEGRAD_MNIST_DIR", saved_value.c_str(), 1);
   } else {

@@ -26,12 +26,15 @@
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
+#include "autograd/ops.hpp"
 #include "config/spec.hpp"
 #include "examples/common/cli.hpp"
 #include "examples/common/lab.hpp"
 #include "examples/common/training.hpp"
 #include "nn/checkpoint.hpp"
 #include "nn/loss.hpp"
+#include "nn/module.hpp"
+#include "optim/registry.hpp"
 
 namespace {
 
@@ -831,4 +834,58 @@ TEST_CASE("lab: SIGINT to a running lab stops it cleanly: outputs written, exit 
   CHECK(runs.find(",0,1,\n") != std::string::npos);
   CHECK(fs::exists(out / "summary.md"));
   fs::remove_all(out);
+}
+
+TEST_CASE("Ctrl-C during an epoch's evaluation stops the run after that epoch, the epoch whole") {
+  RunConfig c = quiet_config();
+  c.model = spec("mlp(hidden=[16])");
+  c.epochs = 3;
+  c.batch_size = 100;
+  examples::interrupt_flag() = 0;
+  RunResult r = examples::train(c, mnist_subset(500), [](const examples::EpochMetrics&) {
+    examples::interrupt_flag() = 1;  // the callback runs after the evaluation: as late as a signal can come
+  });
+  examples::interrupt_flag() = 0;
+  CHECK(r.interrupted);
+  REQUIRE(r.epochs.size() == 1);
+  CHECK_FALSE(r.epochs[0].partial);
+  CHECK(r.steps == 5);
+}
+
+namespace {
+/// Logits = a bias alone (the images are multiplied by a constant zero matrix).
+class BiasOnly : public nn::Module {
+ public:
+  BiasOnly() : bias_(register_parameter("bias", ag::Tensor::zeros(ag::Shape{10}))) {}
+  ag::Tensor forward(const ag::Tensor& x) override {
+    return ag::add(ag::matmul(x, ag::Tensor::zeros(ag::Shape{x.dim(1), 10})), bias_);
+  }
+  std::string type_name() const override { return "BiasOnly"; }
+
+ private:
+  ag::Tensor bias_;
+};
+}  // namespace
+
+TEST_CASE("--no-bias-decay on a model of biases only: one group, without decay") {
+  RunConfig c = quiet_config();
+  c.epochs = 1;
+  c.batch_size = 100;
+  c.no_bias_decay = true;
+  c.optimizer = optim::resolve_optimizer(spec("sgd(lr=0.1,weight_decay=100)"));
+  BiasOnly model;
+  RunResult r = examples::fit(model, c, mnist_subset(200));
+  CHECK(r.steps == 2);
+  CHECK(std::isfinite(r.epochs.back().train_loss));
+  CHECK(r.epochs.back().weight_norm < 1.0);  // weight_decay=100 at lr 0.1 on the bias would blow it up
+}
+
+TEST_CASE("--epochs 0 with a decaying schedule only evaluates") {
+  RunConfig c = quiet_config();
+  c.model = spec("mlp(hidden=[16])");
+  c.epochs = 0;
+  c.schedule = optim::resolve_schedule(spec("linear(final=1e-5)"));
+  RunResult r = examples::train(c, mnist_subset(200));
+  REQUIRE(r.epochs.size() == 1);
+  CHECK(r.steps == 0);
 }

@@ -114,6 +114,12 @@ TEST_CASE("an optimiser spec on the command line: printed resolved; a misspelt k
   CHECK(ok.code == 0);
   CHECK(ok.out.find("# optimizer momentum(lr=0.05,weight_decay=0,decoupled=false,momentum=0.95)") != std::string::npos);
   CHECK(value_after(ok.out, "final test_acc=") > 0.8);
+  // The same number written two ways is no conflict; --hidden takes a bracketed list too.
+  Outcome same = run("mnist_mlp", {"--optimizer", "adam(lr=1e-3)", "--lr", "0.001", "--hidden", "[32]", "--epochs",
+                                   "1", "--train-subset", "500", "--no-progress"});
+  INFO(same.out << same.err);
+  CHECK(same.code == 0);
+  CHECK(same.out.find("(fc1): Linear(in=784, out=32)") != std::string::npos);
 
   Outcome misspelt = run("mnist_mlp", {"--optimizer", "momentum(lr=0.05,momentun=0.95)"});
   CHECK(misspelt.code == 2);
@@ -128,6 +134,12 @@ TEST_CASE("an optimiser spec on the command line: printed resolved; a misspelt k
   Outcome conflict = run("mnist_mlp", {"--optimizer", "adam(lr=0.1)", "--lr", "0.2"});
   CHECK(conflict.code == 2);
   CHECK(conflict.err.find("--lr 0.2 conflicts with lr=0.1") != std::string::npos);
+  Outcome grid = run("mnist_mlp", {"--optimizer", "adam(lr=[1e-3,1e-4])"});
+  CHECK(grid.code == 2);
+  CHECK(grid.err.find("a grid of runs is the lab's") != std::string::npos);
+  Outcome unclosed = run("mnist_mlp", {"--optimizer", "adam(lr=1e-3"});
+  CHECK(unclosed.code == 2);
+  CHECK(unclosed.err.find("')' missing at the end") != std::string::npos);
 }
 
 TEST_CASE("--help and the registry listings") {

@@ -137,10 +137,21 @@ bool RunFlags::given(const std::string& flag) const { return app_.count(flag) > 
 
 config::Spec RunFlags::optimizer_spec(const std::string& text) const {
   config::Spec spec = config::parse_spec(text);
+  for (const auto& [key, value] : spec.args) {
+    if (value.starts_with('[')) {
+      throw FlagError(fmt::format("'{}': {}={} is a list; a grid of runs is the lab's (compare_optimizers --grid)",
+                                  text, key, value));
+    }
+  }
+  // The same number written two ways is no conflict: compare the resolved texts.
+  auto same = [&](const std::string& key, const std::string& a, const std::string& b) {
+    config::Spec one{spec.name, {{key, a}}}, other{spec.name, {{key, b}}};
+    return optim::resolve_optimizer(one) == optim::resolve_optimizer(other);
+  };
   auto fold = [&](const std::string& flag, const std::string& key, const std::string& value) {
     if (!given(flag)) return;
     const std::string* in_spec = spec.find(key);
-    if (in_spec && *in_spec != value) {
+    if (in_spec && !same(key, *in_spec, value)) {
       throw FlagError(fmt::format("{} {} conflicts with {}={} in the optimiser spec '{}'", flag, value, key, *in_spec,
                                   text));
     }
@@ -177,9 +188,7 @@ config::Spec model_spec(const RunFlags::Raw& raw) {
   config::Spec spec = config::parse_spec(raw.model);
   if (!raw.hidden.empty()) {
     if (spec.find("hidden")) throw FlagError("--hidden and hidden= in --model both given");
-    std::string list = raw.hidden;
-    if (list.find(',') != std::string::npos || list.front() != '[') list = "[" + list + "]";
-    spec.set("hidden", list);
+    spec.set("hidden", raw.hidden.front() == '[' ? raw.hidden : "[" + raw.hidden + "]");
   }
   return nn::resolve_model(spec);
 }

@@ -180,8 +180,8 @@ std::unique_ptr<optim::Optimizer> make_optimizer(const RunConfig& config, const 
     groups[bias ? 1 : 0].params.push_back(entry);
   }
   groups[1].overrides.set("weight_decay", "0");
-  if (groups[1].params.empty() || groups[0].params.empty()) groups.resize(1);
-  if (groups[0].params.empty()) groups[0] = std::move(groups[1]);
+  if (groups[0].params.empty()) std::swap(groups[0], groups[1]);  // only biases: one group, without decay
+  if (groups[1].params.empty()) groups.resize(1);
   return optim::make_optimizer(config.optimizer, std::move(groups));
 }
 
@@ -202,7 +202,7 @@ class Trainer {
                              .seed = config.seed}) {
     if (!config.resume_path.empty()) resume();
     last_epoch_ = at_.epoch + config.epochs;
-    if (!is_constant(config.schedule)) make_scheduler();
+    if (config.epochs > 0 && !is_constant(config.schedule)) make_scheduler();
     open_log();
   }
 
@@ -212,6 +212,7 @@ class Trainer {
       EpochMetrics metrics = train_epoch(epoch);
       if (result_.diverged) break;
       finish_epoch(metrics, on_epoch);
+      if (interrupted) result_.interrupted = true;  // also when it came during the evaluation
       if (result_.interrupted) break;
     }
     result_.steps = at_.step;
@@ -263,6 +264,7 @@ class Trainer {
                               optimizer_->lr(), 0.0, nn::weight_norm(model_.named_parameters())});
     result_.best_test_acc = std::max(result_.best_test_acc, test_eval.accuracy);
     result_.steps = at_.step;
+    result_.interrupted = interrupted != 0;
     return result_;
   }
 

@@ -17,13 +17,14 @@ int main() {
   const ag::Tensor inputs = ag::Tensor::from_data({64, 4}, x);
   ag::Generator gen(1);
   auto net = nn::make_mlp(4, {16}, 2, nn::Init::default_uniform, &gen);
-  optim::Adam adam(net->named_parameters(), {.lr = 1e-2});
+  // By name, from the registry: the installed library's own registrations must be there.
+  auto adam = optim::make_optimizer("adam(lr=1e-2,beta2=0.99)", net->named_parameters());
   double first = 0, last = 0;
   for (int step = 0; step < 100; ++step) {
-    adam.zero_grad();
+    adam->zero_grad();
     ag::Tensor loss = ag::cross_entropy(net->forward(inputs), y);
     ag::backward(loss);
-    adam.step();
+    adam->step();
     (step == 0 ? first : last) = loss.item();
   }
   const ag::GradcheckReport check = ag::gradcheck(
