@@ -1,9 +1,13 @@
 // Every optimiser, the registries (methods and schedules by name) and the schedules.
 #pragma once
 
+#include "optim/adabelief.hpp"
+#include "optim/adadelta.hpp"
 #include "optim/adagrad.hpp"
 #include "optim/adam.hpp"
 #include "optim/adam_hd.hpp"
+#include "optim/adamax.hpp"
+#include "optim/adamw.hpp"
 #include "optim/amsgrad.hpp"
 #include "optim/registry.hpp"
 #include "optim/momentum.hpp"
@@ -13,7 +17,9 @@
 #include "optim/nesterov_lookahead.hpp"
 #include "optim/newton.hpp"
 #include "optim/optimizer.hpp"
+#include "optim/radam.hpp"
 #include "optim/rmsprop.hpp"
 #include "optim/schedule.hpp"
 #include "optim/sgd.hpp"
 #include "optim/sgd_hd.hpp"
+#include "optim/yogi.hpp"

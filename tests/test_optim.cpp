@@ -766,7 +766,10 @@ TEST_CASE("every method converges on a convex quadratic") {
       {"nesterov-lookahead", 0.05, 300, 1e-6}, {"adagrad", 0.5, 2000, 1e-4}, {"rmsprop", 0.003, 2000, 1e-2},
       {"adam", 0.05, 1000, 1e-4},      {"nadam", 0.05, 1000, 1e-4},    {"amsgrad", 0.05, 2000, 1e-3},
       {"namsgrad", 0.05, 1000, 1e-4},  {"sgd-hd", 0.01, 500, 1e-6},    {"adam-hd", 0.05, 1000, 1e-4},
-      {"newton", 1.0, 1, 1e-12}};
+      {"newton", 1.0, 1, 1e-12},       {"adamax", 0.05, 1000, 1e-4},   {"adabelief", 0.05, 1000, 1e-4},
+      {"yogi", 0.05, 1000, 1e-4},      {"radam", 0.05, 1000, 1e-4},    {"adadelta", 0.1, 2000, 1e-6},
+      // AdamW keeps its registered decoupled λ = 1e-2, which pulls x towards 0: it settles near, not at, x*.
+      {"adamw", 0.05, 1000, 1e-3}};
   REQUIRE(runs.size() == optim::optimizers().names().size());
   for (const Run& r : runs) {
     Tensor x = column({0.0, 0.0, 0.0, 0.0});
@@ -797,7 +800,14 @@ TEST_CASE("convergence on Rosenbrock f = (1 - x)^2 + 100 (y - x^2)^2 from (-1.2,
       {"nesterov-lookahead", 1e-3, 4000, 1e-5}, {"adam", 0.05, 3000, 1e-6},   {"nadam", 0.02, 4000, 1e-3},
       {"amsgrad", 0.1, 3000, 1e-5},      {"namsgrad", 0.05, 3000, 1e-4},   {"adam-hd", 0.02, 4000, 1e-5},
       {"rmsprop", 3e-3, 5000, 1e-2},     {"adagrad", 1.0, 5000, 5e-2},     {"sgd", 1.5e-3, 5000, 5e-2},
-      {"sgd-hd", 1.5e-3, 5000, 0.1}};
+      {"sgd-hd", 1.5e-3, 5000, 0.1},     {"adamax", 0.1, 5000, 1e-5},      {"adabelief", 0.02, 5000, 1e-6},
+      {"yogi", 0.1, 5000, 1e-6},
+      // RAdam's first five steps are momentum SGD at the full rate (ρt <= 5), which diverges here above
+      // ~2e-3 (the gradient at the start is ~200): a small rate, and the steps to make up for it.
+      {"radam", 1e-3, 20000, 1e-6},
+      // AdamW's registered decoupled λ = 1e-2 moves the point it settles at; Adadelta's step
+      // sqrt(u + ε) / sqrt(v + ε) g does not shrink near the minimum, and it hovers in the valley.
+      {"adamw", 0.02, 5000, 5e-2},       {"adadelta", 0.1, 5000, 0.1}};
   REQUIRE(runs.size() == optim::optimizers().names().size());
   for (const Run& r : runs) {
     Tensor p = param({-1.2, 1.0});
@@ -1068,7 +1078,7 @@ TEST_CASE("registry: every method by spec, its registered defaults, groups, and 
         "adam(lr=0.001,weight_decay=0,decoupled=false,beta1=0.9,beta2=0.99,eps=1e-08,eps_placement=outside)");
   // Errors name the method, the key and what is allowed.
   CHECK_THROWS_WITH_AS(optim::make_optimizer("lbfgs", {{"w", w}}),
-                       doctest::Contains("unknown optimizer 'lbfgs' (known: adagrad, adam, adam-hd"), config::SpecError);
+                       doctest::Contains("unknown optimizer 'lbfgs' (known: adabelief, adadelta, adagrad, adam, adam-hd"), config::SpecError);
   CHECK_THROWS_WITH_AS(optim::make_optimizer("adam(lr=-1)", {{"w", w}}), doctest::Contains("adam: lr must be >= 0, got '-1'"),
                        config::SpecError);
   CHECK_THROWS_WITH_AS(optim::make_optimizer("adam(beta2=1)", {{"w", w}}),
@@ -1368,4 +1378,207 @@ TEST_CASE("newton on mini-batches of a small logistic regression: adaptive dampi
   CHECK(adaptive.damping() > 0.0);
   CHECK(adaptive_loss < optimum + 0.1);
   CHECK(!(pure_loss < optimum + 1.0));  // NaN or far off
+}
+
+// ================================================================ round two: AdamW, Adamax, AdaBelief, Yogi, RAdam, Adadelta
+// Each against its update written out from the formula (torch.optim's documented update where torch has
+// the method; the paper's algorithm otherwise), on the hand-set gradient sequence kGrads.
+
+TEST_CASE("adamw (Loshchilov & Hutter; torch.optim.AdamW): Adam by its own name, decoupled λ = 1e-2 by default") {
+  Tensor w = param(kW0);
+  auto by_name = optim::make_optimizer("adamw", {{"w", w}});
+  CHECK(by_name->name() == "adamw");
+  const optim::AdamOptions& d = dynamic_cast<optim::AdamW&>(*by_name).options();
+  CHECK(d.lr == 1e-3);
+  CHECK(d.beta1 == 0.9);
+  CHECK(d.beta2 == 0.999);
+  CHECK(d.eps == 1e-8);
+  CHECK(d.weight_decay == 1e-2);
+  CHECK(d.weight_decay_mode == optim::WeightDecay::decoupled);
+  CHECK(optim::AdamW({{"w", w}}).name() == "adamw");
+
+  // torch: w <- w (1 - lr λ); m, v as Adam; w <- w - lr m̂ / (sqrt(v̂) + ε).
+  const double lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.1;
+  optim::AdamOptions o = optim::AdamW::default_options();
+  o.lr = lr;
+  o.weight_decay = wd;
+  optim::AdamW opt({{"w", w}}, o);
+  Vec m(3, 0.0), v(3, 0.0);
+  follow(opt, w, [&](Vec& x, const Vec& g, int t) {
+    for (std::size_t i = 0; i < 3; ++i) {
+      m[i] = b1 * m[i] + (1 - b1) * g[i];
+      v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+      double mh = m[i] / (1 - std::pow(b1, t)), vh = v[i] / (1 - std::pow(b2, t));
+      x[i] = (1 - lr * wd) * x[i] - lr * mh / (std::sqrt(vh) + eps);
+    }
+  });
+  CHECK(entry(opt.state(), "optimizer/adamw").item() == 1.0);
+}
+
+TEST_CASE("adamax (Kingma & Ba §7.1; torch.optim.Adamax): u <- max(β2 u, |g| + ε), w <- w - lr m / ((1 - β1^t) u)") {
+  const double lr = 0.01, b1 = 0.9, b2 = 0.5, eps = 1e-2;  // β2 = 0.5: the maximum switches sides; a visible ε
+  Tensor w = param(kW0);
+  Vec m(3, 0.0), u(3, 0.0);
+  SUBCASE("plain") {
+    optim::Adamax opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps});
+    follow(opt, w, [&](Vec& x, const Vec& g, int t) {
+      for (std::size_t i = 0; i < 3; ++i) {
+        m[i] = b1 * m[i] + (1 - b1) * g[i];
+        u[i] = std::max(b2 * u[i], std::abs(g[i]) + eps);
+        x[i] = x[i] - lr / (1 - std::pow(b1, t)) * m[i] / u[i];
+      }
+    });
+    check_close(entry(opt.state(), "state/w/exp_inf"), u);
+    CHECK(entry(opt.state(), "state/w/step").item() == 3.0);
+  }
+  SUBCASE("coupled weight decay (torch's): g + λ w in m and u") {
+    const double wd = 0.1;
+    optim::Adamax opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .weight_decay = wd});
+    follow(opt, w, [&](Vec& x, const Vec& g, int t) {
+      for (std::size_t i = 0; i < 3; ++i) {
+        double gd = g[i] + wd * x[i];
+        m[i] = b1 * m[i] + (1 - b1) * gd;
+        u[i] = std::max(b2 * u[i], std::abs(gd) + eps);
+        x[i] = x[i] - lr / (1 - std::pow(b1, t)) * m[i] / u[i];
+      }
+    });
+  }
+  CHECK(optim::make_optimizer("adamax", {{"w", param(kW0)}})->lr() == 2e-3);
+}
+
+TEST_CASE("adabelief (Zhuang et al. 2020 Alg. 2): s <- β2 s + (1 - β2)(g - m)^2 + ε, w <- w - lr m̂ / (sqrt(ŝ) + ε)") {
+  const double lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-3;  // a large ε, so both of its places show
+  Tensor w = param(kW0);
+  Vec m(3, 0.0), s(3, 0.0);
+  auto advance = [&](Vec& x, const Vec& g, int t, double shrink) {
+    for (std::size_t i = 0; i < 3; ++i) {
+      m[i] = b1 * m[i] + (1 - b1) * g[i];
+      s[i] = b2 * s[i] + (1 - b2) * (g[i] - m[i]) * (g[i] - m[i]) + eps;
+      double mh = m[i] / (1 - std::pow(b1, t)), sh = s[i] / (1 - std::pow(b2, t));
+      x[i] = shrink * x[i] - lr * mh / (std::sqrt(sh) + eps);
+    }
+  };
+  SUBCASE("plain") {
+    optim::AdaBelief opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps});
+    follow(opt, w, [&](Vec& x, const Vec& g, int t) { advance(x, g, t, 1.0); });
+    check_close(entry(opt.state(), "state/w/exp_avg_var"), s);
+  }
+  SUBCASE("decoupled weight decay (the official package's weight_decouple)") {
+    const double wd = 0.1;
+    optim::AdaBelief opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .weight_decay = wd,
+                                      .weight_decay_mode = optim::WeightDecay::decoupled});
+    follow(opt, w, [&](Vec& x, const Vec& g, int t) { advance(x, g, t, 1 - lr * wd); });
+  }
+  CHECK(dynamic_cast<optim::AdaBelief&>(*optim::make_optimizer("adabelief", {{"w", param(kW0)}})).options().eps == 1e-16);
+}
+
+TEST_CASE("yogi (Zaheer et al. 2018 Alg. 2): v <- v - (1 - β2) sign(v - g^2) g^2, w <- w - lr m / (sqrt(v) + ε)") {
+  const double lr = 0.01, b1 = 0.9, eps = 1e-3;
+  Tensor w = param(kW0);
+  Vec m(3, 0.0), v(3, 0.0);
+  auto sign = [](double a) { return double(a > 0) - double(a < 0); };
+  SUBCASE("the paper: no bias correction; β2 = 0.5 so that v also moves down (element 0, step 2)") {
+    const double b2 = 0.5;
+    int downs = 0;
+    optim::Yogi opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps});
+    follow(opt, w, [&](Vec& x, const Vec& g, int) {
+      for (std::size_t i = 0; i < 3; ++i) {
+        m[i] = b1 * m[i] + (1 - b1) * g[i];
+        downs += v[i] > g[i] * g[i];
+        v[i] = v[i] - (1 - b2) * sign(v[i] - g[i] * g[i]) * g[i] * g[i];
+        x[i] = x[i] - lr * m[i] / (std::sqrt(v[i]) + eps);
+      }
+    });
+    CHECK(downs > 0);
+    check_close(entry(opt.state(), "state/w/exp_avg_sq"), v);
+  }
+  SUBCASE("bias_correction = true (TensorFlow Addons, torch-optimizer), coupled weight decay") {
+    const double b2 = 0.999, wd = 0.1;
+    optim::Yogi opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .bias_correction = true,
+                                 .weight_decay = wd});
+    follow(opt, w, [&](Vec& x, const Vec& g, int t) {
+      for (std::size_t i = 0; i < 3; ++i) {
+        double gd = g[i] + wd * x[i];
+        m[i] = b1 * m[i] + (1 - b1) * gd;
+        v[i] = v[i] - (1 - b2) * sign(v[i] - gd * gd) * gd * gd;
+        double mh = m[i] / (1 - std::pow(b1, t)), vh = v[i] / (1 - std::pow(b2, t));
+        x[i] = x[i] - lr * mh / (std::sqrt(vh) + eps);
+      }
+    });
+  }
+  auto by_name = optim::make_optimizer("yogi", {{"w", param(kW0)}});
+  const auto& d = dynamic_cast<optim::Yogi&>(*by_name).options();
+  CHECK(d.lr == 1e-2);
+  CHECK(d.eps == 1e-3);
+  CHECK_FALSE(d.bias_correction);
+}
+
+TEST_CASE("radam (Liu et al. 2020; torch.optim.RAdam): momentum SGD while ρt <= 5, then the rectified Adam step") {
+  // torch's documented update, 8 steps (kGrads, cycled) so that both branches run: with β2 = 0.999, ρ1..ρ5 <= 5 < ρ6.
+  const double lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-2;  // a large ε, so that its place shows
+  const double wd = 0.1;
+  for (bool decoupled : {false, true}) {
+    INFO("decoupled " << decoupled);
+    Tensor w = param(kW0);
+    optim::RAdam opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .weight_decay = wd,
+                                  .weight_decay_mode = decoupled ? optim::WeightDecay::decoupled : optim::WeightDecay::coupled});
+    Vec x = kW0, m(3, 0.0), v(3, 0.0);
+    const double rho_inf = 2 / (1 - b2) - 1;
+    int rectified = 0;
+    for (int t = 1; t <= 8; ++t) {
+      const Vec& g = kGrads[(t - 1) % 3];
+      give_grad(w, g);
+      opt.step();
+      double bc1 = 1 - std::pow(b1, t), bc2 = 1 - std::pow(b2, t);
+      double rho_t = rho_inf - 2 * t * std::pow(b2, t) / bc2;
+      for (std::size_t i = 0; i < 3; ++i) {
+        double gd = decoupled ? g[i] : g[i] + wd * x[i];
+        if (decoupled) x[i] *= 1 - lr * wd;
+        m[i] = b1 * m[i] + (1 - b1) * gd;
+        v[i] = b2 * v[i] + (1 - b2) * gd * gd;
+        double mh = m[i] / bc1;
+        if (rho_t > 5) {
+          double r = std::sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t));
+          x[i] -= lr * mh * r * std::sqrt(bc2) / (std::sqrt(v[i]) + eps);
+        } else {
+          x[i] -= lr * mh;
+        }
+      }
+      rectified += rho_t > 5;
+      INFO("step " << t << ", ρt = " << rho_t);
+      check_close(w, x);
+    }
+    CHECK(rectified == 3);  // steps 6, 7, 8
+  }
+}
+
+TEST_CASE("adadelta (Zeiler 2012 Alg. 1; torch.optim.Adadelta): Δ = sqrt(u + ε) / sqrt(v + ε) g, w <- w - lr Δ") {
+  const double lr = 0.5, rho = 0.9, eps = 1e-2;
+  Tensor w = param(kW0);
+  Vec v(3, 0.0), u(3, 0.0);
+  auto advance = [&](Vec& x, const Vec& g, double shrink) {
+    for (std::size_t i = 0; i < 3; ++i) {
+      v[i] = rho * v[i] + (1 - rho) * g[i] * g[i];
+      double delta = std::sqrt(u[i] + eps) / std::sqrt(v[i] + eps) * g[i];
+      u[i] = rho * u[i] + (1 - rho) * delta * delta;
+      x[i] = shrink * x[i] - lr * delta;
+    }
+  };
+  SUBCASE("plain") {
+    optim::Adadelta opt({{"w", w}}, {.lr = lr, .rho = rho, .eps = eps});
+    follow(opt, w, [&](Vec& x, const Vec& g, int) { advance(x, g, 1.0); });
+    check_close(entry(opt.state(), "state/w/square_avg"), v);
+    check_close(entry(opt.state(), "state/w/acc_delta"), u);
+  }
+  SUBCASE("decoupled weight decay") {
+    const double wd = 0.1;
+    optim::Adadelta opt({{"w", w}}, {.lr = lr, .rho = rho, .eps = eps, .weight_decay = wd,
+                                     .weight_decay_mode = optim::WeightDecay::decoupled});
+    follow(opt, w, [&](Vec& x, const Vec& g, int) { advance(x, g, 1 - lr * wd); });
+  }
+  auto by_name = optim::make_optimizer("adadelta", {{"w", param(kW0)}});
+  const auto& d = dynamic_cast<optim::Adadelta&>(*by_name).options();
+  CHECK(d.lr == 1.0);
+  CHECK(d.rho == 0.9);
+  CHECK(d.eps == 1e-6);
 }
