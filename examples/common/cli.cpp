@@ -95,12 +95,25 @@ void add_data_flags(CLI::App& app, RunFlags::Raw& raw) {
   app.add_option("--train-subset", raw.train_subset, "train on the first N training images only (0: all)");
 }
 
-void add_run_control_flags(CLI::App& app, RunFlags::Raw& raw) {
-  app.add_option("--epochs", raw.epochs, "epochs to train (with --resume: more epochs; 0 only evaluates)")
-      ->capture_default_str();
+/// The flags of one run that a grid of runs cannot share.
+void add_single_run_flags(CLI::App& app, RunFlags::Raw& raw, bool shown) {
+  const std::string group = shown ? "Options" : "";  // CLI11 hides options of the empty group
   app.add_option("--batch-size", raw.batch_size, "samples per step: 1 is online, 60000 full batch")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->group(group);
   app.add_option("--seed", raw.seed, "seed of the initial weights, the shuffling and every random stream")
+      ->capture_default_str()
+      ->group(group);
+  app.add_option("--log", raw.log, "write per-epoch metrics to this CSV file")->group(group);
+  app.add_option("--save", raw.save, "write a checkpoint (model, optimiser, run) here after every epoch and on Ctrl-C")
+      ->group(group);
+  app.add_option("--save-every", raw.save_every, "with --save: also every N steps")->group(group);
+  app.add_option("--resume", raw.resume, "continue from this checkpoint")->group(group);
+}
+
+void add_run_control_flags(CLI::App& app, RunFlags::Raw& raw) {
+  app.add_option("--epochs", raw.epochs,
+                 "epochs to train (with --resume: epochs after the last complete one; 0 only evaluates)")
       ->capture_default_str();
   app.add_option("--init", raw.init,
                  "initialiser: default (U(+-1/sqrt(fan_in))), normal (N(0,1)*0.01, as 001), xavier, xavier-normal, "
@@ -112,10 +125,6 @@ void add_run_control_flags(CLI::App& app, RunFlags::Raw& raw) {
   app.add_option("--threads", raw.threads, "BLAS threads")->capture_default_str();
   app.add_option("--max-loss", raw.max_loss, "also stop as diverged when a step's loss exceeds this (0: only non-finite)");
   app.add_flag("--no-progress", raw.no_progress, "never draw the progress bar");
-  app.add_option("--log", raw.log, "write per-epoch metrics to this CSV file");
-  app.add_option("--save", raw.save, "write a checkpoint (model, optimiser, run) here after every epoch and on Ctrl-C");
-  app.add_option("--save-every", raw.save_every, "with --save: also every N steps");
-  app.add_option("--resume", raw.resume, "continue from this checkpoint");
 }
 
 }  // namespace
@@ -125,6 +134,7 @@ RunFlags::RunFlags(CLI::App& app, RunFlagsOptions options) : app_(app), options_
   if (options_.with_model) add_model_flags(app, raw_, options_);
   if (options_.with_optimizer) add_optimizer_flags(app, raw_, options_);
   add_schedule_flags(app, raw_);
+  add_single_run_flags(app, raw_, options_.single_run);
   add_run_control_flags(app, raw_);
   add_data_flags(app, raw_);
   app.add_flag("--markdown", raw_.markdown, "print the --list-* tables as Markdown (give it first)");

@@ -40,6 +40,8 @@ struct RunFlagsOptions {
   std::string default_model = "mlp";
   std::string default_optimizer = "adam";
   std::size_t default_batch_size = 200;
+  bool single_run = true;       // false (the lab): --batch-size, --seed, --log, --save, --save-every and
+                                // --resume are hidden from --help (the lab refuses them, naming its own)
 };
 
 /// The shared flags, declared on an app; config() reads them after parsing. Also declares
