@@ -29,8 +29,10 @@
 #include <array>
 #include <iterator>
 #include <chrono>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -515,6 +517,80 @@ std::string core_from(const std::string& info) {
   return info.substr(open + 1, close - open - 1);
 }
 
+/// The BLAS the run used and what the environment asked for.
+struct Environment {
+  std::string blas, coretype_env, threads_env, coretype_used;
+};
+
+/// The min/median table of the timed workloads.
+void print_results(const std::vector<std::pair<std::string, Result>>& results, const std::string& blas, int repeats) {
+  fmt::print("\ntapegrad, {}, min/median of {} repeat(s)\n", blas, repeats);
+  fmt::print("{:<14} {:<9} {:>10} {:>10} {:>9} {:>11}\n", "workload", "unit", "min", "median", "s/epoch",
+             "final loss");
+  for (const auto& [key, r] : results) {
+    const Workload& wl = workload(key);
+    double mn = min_of(r.times), md = median(r.times);
+    bool us = r.unit == "us/step";
+    double spe = us ? mn * 60000 / 1e6 : mn;
+    fmt::print("{:<14} {:<9} {:>10} {:>10} {:>9.2f} {:>11.4f}\n", key + " " + wl.name, r.unit,
+               us ? fmt::format("{:.1f}", mn) : fmt::format("{:.3f}", mn),
+               us ? fmt::format("{:.1f}", md) : fmt::format("{:.3f}", md), spe, r.final_loss);
+  }
+}
+
+/// The results and the run's metadata as JSON in args.json; false (and a message) if it cannot be written.
+bool write_json(const Args& args, const std::vector<std::pair<std::string, Result>>& results, const Environment& env,
+                double rss) {
+  utsname uts{};
+  uname(&uts);
+  std::string out = "{\n";
+  for (const auto& [key, r] : results) out += fmt::format("  {}: {},\n", json_string(key), json_result(r));
+  std::vector<std::pair<std::string, std::string>> meta = {
+      {"tapegrad", json_string("train_bench")},
+      {"compiler", json_string(std::string("g++ ") + __VERSION__)},
+#ifdef NDEBUG
+      {"build_type", json_string("Release")},
+#else
+      {"build_type", json_string("Debug")},
+#endif
+      {"threads", std::to_string(args.threads)},
+      {"repeats", std::to_string(args.repeats)},
+      {"epochs", std::to_string(args.epochs)},
+      {"data", json_string(args.data)},
+      {"machine", json_string(uts.machine)},
+      {"cpu_count", std::to_string(std::thread::hardware_concurrency())},
+      {"blas_info", json_string(env.blas)},
+      {"openblas_core", json_string(core_from(env.blas))},
+      {"openblas_threads", std::to_string(ag::blas_threads())},
+      {"openblas_coretype_env", env.coretype_env.empty() ? "null" : json_string(env.coretype_env)},
+      {"openblas_coretype_used", env.coretype_used.empty() ? "null" : json_string(env.coretype_used)},
+      {"openblas_num_threads_env", env.threads_env.empty() ? "null" : json_string(env.threads_env)},
+      {"batching", json_string(args.preshuffle ? "preshuffled-slices" : "gather")},
+      {"w3_steps", std::to_string(args.w3_steps)},
+      {"w3_warmup", std::to_string(args.w3_warmup)},
+      {"mode", json_string(args.breakdown ? "timing+breakdown" : "timing")},
+      {"peak_rss_mb", json_number(rss)},
+  };
+  out += "  \"meta\": {\n";
+  for (std::size_t i = 0; i < meta.size(); ++i) {
+    out += fmt::format("    {}: {}{}\n", json_string(meta[i].first), meta[i].second, i + 1 < meta.size() ? "," : "");
+  }
+  out += "  }\n}\n";
+  std::filesystem::path json_path(args.json);
+  if (json_path.has_parent_path()) {
+    std::error_code ec;
+    std::filesystem::create_directories(json_path.parent_path(), ec);
+  }
+  std::ofstream file(json_path);
+  if (!file) {
+    std::fprintf(stderr, "error: cannot write %s: %s\n", args.json.c_str(), std::strerror(errno));
+    return false;
+  }
+  file << out;
+  fmt::print("wrote {}\n", args.json);
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -571,69 +647,12 @@ int main(int argc, char** argv) {
     }
   }
 
-  fmt::print("\ntapegrad, {}, min/median of {} repeat(s)\n", blas, args.repeats);
-  fmt::print("{:<14} {:<9} {:>10} {:>10} {:>9} {:>11}\n", "workload", "unit", "min", "median", "s/epoch",
-             "final loss");
-  for (const auto& [key, r] : results) {
-    const Workload& wl = workload(key);
-    double mn = min_of(r.times), md = median(r.times);
-    bool us = r.unit == "us/step";
-    double spe = us ? mn * 60000 / 1e6 : mn;
-    fmt::print("{:<14} {:<9} {:>10} {:>10} {:>9.2f} {:>11.4f}\n", key + " " + wl.name, r.unit,
-               us ? fmt::format("{:.1f}", mn) : fmt::format("{:.3f}", mn),
-               us ? fmt::format("{:.1f}", md) : fmt::format("{:.3f}", md), spe, r.final_loss);
-  }
+  print_results(results, blas, args.repeats);
   double rss = peak_rss_mb();
   fmt::print("peak RSS: {:.0f} MB\n", rss);
-
   if (!args.json.empty()) {
-    utsname uts{};
-    uname(&uts);
-    std::string out = "{\n";
-    for (const auto& [key, r] : results) out += fmt::format("  {}: {},\n", json_string(key), json_result(r));
-    std::vector<std::pair<std::string, std::string>> meta = {
-        {"tapegrad", json_string("train_bench")},
-        {"compiler", json_string(std::string("g++ ") + __VERSION__)},
-#ifdef NDEBUG
-        {"build_type", json_string("Release")},
-#else
-        {"build_type", json_string("Debug")},
-#endif
-        {"threads", std::to_string(args.threads)},
-        {"repeats", std::to_string(args.repeats)},
-        {"epochs", std::to_string(args.epochs)},
-        {"data", json_string(args.data)},
-        {"machine", json_string(uts.machine)},
-        {"cpu_count", std::to_string(std::thread::hardware_concurrency())},
-        {"blas_info", json_string(blas)},
-        {"openblas_core", json_string(core_from(blas))},
-        {"openblas_threads", std::to_string(ag::blas_threads())},
-        {"openblas_coretype_env", coretype_env.empty() ? "null" : json_string(coretype_env)},
-        {"openblas_coretype_used", used_core_env ? json_string(used_core_env) : "null"},
-        {"openblas_num_threads_env", threads_env.empty() ? "null" : json_string(threads_env)},
-        {"batching", json_string(args.preshuffle ? "preshuffled-slices" : "gather")},
-        {"w3_steps", std::to_string(args.w3_steps)},
-        {"w3_warmup", std::to_string(args.w3_warmup)},
-        {"mode", json_string(args.breakdown ? "timing+breakdown" : "timing")},
-        {"peak_rss_mb", json_number(rss)},
-    };
-    out += "  \"meta\": {\n";
-    for (std::size_t i = 0; i < meta.size(); ++i) {
-      out += fmt::format("    {}: {}{}\n", json_string(meta[i].first), meta[i].second, i + 1 < meta.size() ? "," : "");
-    }
-    out += "  }\n}\n";
-    std::filesystem::path json_path(args.json);
-    if (json_path.has_parent_path()) {
-      std::error_code ec;
-      std::filesystem::create_directories(json_path.parent_path(), ec);
-    }
-    std::ofstream file(json_path);
-    if (!file) {
-      std::fprintf(stderr, "error: cannot write %s\n", args.json.c_str());
-      return 1;
-    }
-    file << out;
-    fmt::print("wrote {}\n", args.json);
+    Environment env{blas, coretype_env, threads_env, used_core_env ? used_core_env : ""};
+    if (!write_json(args, results, env, rss)) return 1;
   }
   return 0;
 }

@@ -44,7 +44,8 @@ int main(int argc, char** argv) {
     examples::RunConfig config = flags.config();
     config.images = true;  // [N, 1, 28, 28] batches
     examples::Datasets data = examples::load_datasets(config);
-    ag::Generator gen(config.seed);
+    nn::manual_seed(config.seed);  // every random stream: the weights here, dropout masks
+    ag::Generator& gen = nn::default_generator();
     CNN model(nn::parse_init(config.init), gen);
     return examples::run_program(model, config, data);
   });

@@ -16,7 +16,8 @@ int main(int argc, char** argv) {
   return examples::checked(app.get_name(), [&] {
     examples::RunConfig config = flags.config();
     examples::Datasets data = examples::load_datasets(config);
-    ag::Generator gen(config.seed);
+    nn::manual_seed(config.seed);  // every random stream: the weights here, dropout masks
+    ag::Generator& gen = nn::default_generator();
     nn::Linear model(data.train.features(), data::kMnistClasses, nn::parse_init(config.init), true, &gen);
     return examples::run_program(model, config, data);
   });

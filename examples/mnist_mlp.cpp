@@ -52,7 +52,8 @@ int main(int argc, char** argv) {
     examples::RunConfig config = flags.config();
     std::vector<std::size_t> widths = config::parse_counts("--hidden", "widths", hidden);
     examples::Datasets data = examples::load_datasets(config);
-    ag::Generator gen(config.seed);
+    nn::manual_seed(config.seed);  // every random stream: the weights here, dropout masks
+    ag::Generator& gen = nn::default_generator();
     MLP model(data.train.features(), widths, data::kMnistClasses, nn::parse_init(config.init), gen);
     return examples::run_program(model, config, data);
   });

@@ -9,8 +9,8 @@
 // AdaBelief; the options are named as the official package's: beta1, beta2 = betas, eps, weight_decay;
 // decoupled = its weight_decouple. Weight decay: coupled g <- g + λ w (L2) by default, as the other
 // methods here (the official package 0.2 defaults to weight_decouple=True), or decoupled=true:
-// w <- (1 - lr λ) w - (the step above). The package's rectify (RAdam's rectification) and amsgrad
-// options are not implemented. State per parameter: exp_avg (m), exp_avg_var (s), step.
+// w <- (1 - lr λ) w - (the step above). This is AdaBelief itself: the package's variants (rectify, its
+// RAdam rectification; amsgrad) are other methods. State per parameter: exp_avg (m), exp_avg_var (s), step.
 #pragma once
 
 #include "optim/optimizer.hpp"

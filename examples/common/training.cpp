@@ -412,15 +412,14 @@ Datasets load_datasets(const RunConfig& config) {
 }
 
 std::shared_ptr<nn::Module> build_model(const RunConfig& config, const data::Dataset& train) {
-  ag::Generator gen(config.seed);
+  nn::manual_seed(config.seed);  // every random stream of the model: its weights, its dropout masks
   nn::ModelContext context{.channels = 1, .height = train.rows, .width = train.cols, .classes = data::kMnistClasses,
-                           .init = nn::parse_init(config.init), .gen = &gen};
+                           .init = nn::parse_init(config.init), .gen = &nn::default_generator()};
   return nn::make_model(config.model, context);
 }
 
 RunResult fit(nn::Module& model, const RunConfig& config, const Datasets& datasets, const EpochCallback& on_epoch) {
   ag::set_blas_threads(config.threads);
-  nn::manual_seed(config.seed);
   return Trainer(model, config, datasets).run(on_epoch);
 }
 

@@ -74,7 +74,7 @@ struct Datasets {
 /// Reads the data set the config names (its validation split too).
 Datasets load_datasets(const RunConfig& config);
 
-/// config.model built for the data's geometry from the config's seed and initialiser.
+/// config.model built for the data's geometry with the config's initialiser, after nn::manual_seed(config.seed).
 std::shared_ptr<nn::Module> build_model(const RunConfig& config, const data::Dataset& train);
 
 /// Called after every epoch (the programs print it; the lab collects it).
