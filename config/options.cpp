@@ -87,6 +87,10 @@ void unknown_key(std::string_view where, std::string_view key, const std::vector
                               keys.empty() ? std::string("none") : fmt::format("{}", fmt::join(keys, ", "))));
 }
 
+std::string fmt_where(std::string_view where, std::string_view key, std::string_view what) {
+  return fmt::format("{}: {}: {}", where, key, what);
+}
+
 void bad_choice(std::string_view where, std::string_view key, const std::string& value, const std::string& allowed) {
   bad_value(where, key, value, "one of " + allowed);
 }

@@ -59,6 +59,8 @@ std::vector<std::size_t> parse_counts(std::string_view where, std::string_view k
 std::string format_counts(const std::vector<std::size_t>& values);
 /// "[1, 10], integer", or ">= 1, integer" without an upper bound.
 std::string count_range_text(std::size_t low, std::size_t high);
+/// "<where>: <key>: <what>".
+std::string fmt_where(std::string_view where, std::string_view key, std::string_view what);
 /// The SpecError for a key the table does not have, listing the ones it has.
 [[noreturn]] void unknown_key(std::string_view where, std::string_view key, const std::vector<std::string>& keys);
 /// The SpecError for a value outside a list of names.
@@ -93,6 +95,18 @@ class OptionTable {
                  o.*field = parse_counts(where, key, v);
                },
                [=](const Options& o) { return format_counts(o.*field); });
+  }
+  /// A spec as the value (a wrapper's inner optimiser): "adam(lr=1e-3)"; only its syntax is checked here.
+  OptionTable& spec(std::string key, Spec Options::*field, std::string help) {
+    return add(key, "a spec, name(key=value, ...)", std::move(help),
+               [=](Options& o, const std::string& v, std::string_view where) {
+                 try {
+                   o.*field = parse_spec(v);
+                 } catch (const SpecError& e) {
+                   throw SpecError(fmt_where(where, key, e.what()));
+                 }
+               },
+               [=](const Options& o) { return (o.*field).text(); });
   }
   /// An enumeration, given by name: choice("eps_placement", &O::eps_placement, {{"outside", ...}, ...}).
   template <class E>

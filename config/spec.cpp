@@ -73,13 +73,28 @@ class Reader {
     if (pos_ == start) fail(fmt::format("{} expected", what));
     return std::string(text_.substr(start, pos_ - start));
   }
+  /// A word, or a nested spec name(key=value, ...) kept as its canonical text.
+  std::string element(std::string_view what) {
+    std::size_t start = (skip_space(), pos_);
+    std::string word = token(is_value_char, what);
+    skip_space();
+    if (peek() != '(') return word;
+    int depth = 0;
+    for (; !at_end(); ++pos_) {
+      if (text_[pos_] == '(' || text_[pos_] == '[') ++depth;
+      if ((text_[pos_] == ')' || text_[pos_] == ']') && --depth == 0) break;
+    }
+    if (at_end()) fail(fmt::format("the nested spec '{}' is not closed", text_.substr(start)));
+    ++pos_;
+    return parse_spec(text_.substr(start, pos_ - start)).text();
+  }
   std::string value() {
     skip_space();
-    if (peek() != '[') return token(is_value_char, "a value");
+    if (peek() != '[') return element("a value");
     ++pos_;
     std::string list = "[";
     while (true) {
-      list += token(is_value_char, "a list element");
+      list += element("a list element");
       skip_space();
       if (peek() == ']') break;
       expect(',');
@@ -129,38 +144,9 @@ std::string Spec::text() const {
 
 Spec parse_spec(std::string_view text) { return Reader(text).spec(); }
 
-std::vector<std::string> list_items(std::string_view value) {
-  std::vector<std::string> items;
-  std::string_view body = value;
-  if (value.size() >= 2 && value.front() == '[' && value.back() == ']') body = value.substr(1, value.size() - 2);
-  std::size_t start = 0;
-  while (true) {
-    std::size_t comma = body.find(',', start);
-    items.emplace_back(body.substr(start, comma - start));
-    if (comma == std::string_view::npos) break;
-    start = comma + 1;
-  }
-  return items;
-}
-
-std::vector<Spec> expand_grid(std::string_view text) {
-  Spec base = parse_spec(text);
-  std::vector<Spec> specs{Spec{base.name, {}}};
-  for (const auto& [key, value] : base.args) {
-    std::vector<Spec> next;
-    for (const Spec& partial : specs) {
-      for (const std::string& item : list_items(value)) {
-        Spec spec = partial;
-        spec.args.emplace_back(key, item);
-        next.push_back(std::move(spec));
-      }
-    }
-    specs = std::move(next);
-  }
-  return specs;
-}
-
-std::vector<std::string> split_specs(std::string_view text) {
+namespace {
+/// `text` split at the commas outside parentheses and brackets, each part trimmed.
+std::vector<std::string> split_top_level(std::string_view text) {
   std::vector<std::string> parts;
   int depth = 0;
   std::size_t start = 0;
@@ -175,10 +161,65 @@ std::vector<std::string> split_specs(std::string_view text) {
       std::string_view part = text.substr(start, i - start);
       while (!part.empty() && std::isspace(static_cast<unsigned char>(part.front()))) part.remove_prefix(1);
       while (!part.empty() && std::isspace(static_cast<unsigned char>(part.back()))) part.remove_suffix(1);
-      if (part.empty()) throw SpecError(fmt::format("'{}': an empty spec in the list", text));
       parts.emplace_back(part);
       start = i + 1;
     }
+  }
+  return parts;
+}
+
+bool is_nested_spec(std::string_view value) { return !value.empty() && value.back() == ')'; }
+}  // namespace
+
+std::vector<std::string> list_items(std::string_view value) {
+  std::string_view body = value;
+  if (value.size() >= 2 && value.front() == '[' && value.back() == ']') body = value.substr(1, value.size() - 2);
+  return split_top_level(body);
+}
+
+std::vector<Spec> expand_grid(std::string_view text) {
+  Spec base = parse_spec(text);
+  std::vector<Spec> specs{Spec{base.name, {}}};
+  for (const auto& [key, value] : base.args) {
+    std::vector<std::string> alternatives;
+    for (const std::string& item : list_items(value)) {
+      if (!is_nested_spec(item)) {
+        alternatives.push_back(item);
+        continue;
+      }
+      for (const Spec& nested : expand_grid(item)) alternatives.push_back(nested.text());
+    }
+    std::vector<Spec> next;
+    for (const Spec& partial : specs) {
+      for (const std::string& item : alternatives) {
+        Spec spec = partial;
+        spec.args.emplace_back(key, item);
+        next.push_back(std::move(spec));
+      }
+    }
+    specs = std::move(next);
+  }
+  return specs;
+}
+
+std::vector<std::pair<std::string, std::string>> Spec::flat_args() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& [key, value] : args) {
+    if (!is_nested_spec(value) || value.front() == '[') {
+      out.emplace_back(key, value);
+      continue;
+    }
+    Spec nested = parse_spec(value);
+    out.emplace_back(key, nested.name);
+    for (const auto& [k, v] : nested.flat_args()) out.emplace_back(key + "." + k, v);
+  }
+  return out;
+}
+
+std::vector<std::string> split_specs(std::string_view text) {
+  std::vector<std::string> parts = split_top_level(text);
+  for (const std::string& part : parts) {
+    if (part.empty()) throw SpecError(fmt::format("'{}': an empty spec in the list", text));
   }
   return parts;
 }

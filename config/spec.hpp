@@ -3,11 +3,15 @@
 //   adam                                   the method with its defaults
 //   adam(lr=3e-4, beta2=0.99, eps=1e-8)    keys and values, in any order
 //   mlp(hidden=[128,64])                   a list value (options that take lists)
+//   lookahead(inner=adam(lr=3e-4), k=5)   a spec as a value (wrappers: the optimiser they wrap)
 //   adam(lr=[1e-4,3e-4], beta2=[0.99,0.999])   a grid: expand_grid gives the 4 specs, the last key varying
 //                                          fastest (adam(lr=1e-4,beta2=0.99), adam(lr=1e-4,beta2=0.999), ...)
 //
-// Names and keys are [A-Za-z0-9_.-]+; values are words or numbers ([^,()[\]=\s]+), or one bracketed list of
-// them. Spaces around tokens are ignored. Parsing checks the syntax only; what the keys mean, and whether a
+// A list may hold nested specs, and a nested spec may hold lists: lookahead(inner=[adam(lr=[1e-3,1e-4]),sgd])
+// is a grid of three.
+//
+// Names and keys are [A-Za-z0-9_.-]+; values are words or numbers ([^,()[\]=\s]+), nested specs, or one
+// bracketed list of them. Spaces around tokens are ignored. Parsing checks the syntax only; what the keys mean, and whether a
 // value is allowed, is the business of the option table of whatever the name refers to (options.hpp).
 #pragma once
 
@@ -37,6 +41,9 @@ struct Spec {
   Spec& erase(std::string_view key);
   /// "adam(lr=0.001,beta2=0.99)", or "adam" without arguments; parse_spec(text()) gives the spec back.
   std::string text() const;
+  /// The args with every nested spec written out as "key" = its name and "key.<its keys>" = its values,
+  /// recursively: lookahead(inner=adam(lr=0.1),k=5) -> inner=adam, inner.lr=0.1, k=5.
+  std::vector<std::pair<std::string, std::string>> flat_args() const;
   bool operator==(const Spec&) const = default;
 };
 
@@ -44,10 +51,11 @@ struct Spec {
 Spec parse_spec(std::string_view text);
 
 /// Parses a spec and expands every list value into alternatives (the Cartesian product, the last key
-/// varying fastest). A spec without lists gives itself.
+/// varying fastest), nested specs' lists included. A spec without lists gives itself.
 std::vector<Spec> expand_grid(std::string_view text);
 
-/// The elements of a list value "[a,b,c]" (also written "a,b,c"; a plain value is itself alone).
+/// The elements of a list value "[a,b,c]" (also written "a,b,c"; a plain value is itself alone), split at
+/// the commas outside nested specs.
 std::vector<std::string> list_items(std::string_view value);
 
 /// Splits a command-line list of specs "sgd(lr=0.1,momentum=0.9),adam" at the top-level commas (those

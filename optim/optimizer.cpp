@@ -71,6 +71,7 @@ Optimizer::Optimizer(std::string name, const std::vector<std::vector<nn::NamedTe
 // ---------------------------------------------------------------- stepping
 
 void Optimizer::step() {
+  refuse_while_evaluating("step()");
   if (needs_closure()) {
     throw std::logic_error(fmt::format(
         "{}: step() needs the loss: call step(closure) or step(loss_fn)", name_));
@@ -84,6 +85,7 @@ void Optimizer::step() {
 
 double Optimizer::step(const Closure& closure) {
   if (!closure) throw std::invalid_argument(fmt::format("{}: step(closure) with an empty closure", name_));
+  refuse_while_evaluating("step(closure)");
   double loss = closure_step(closure);
   ++step_count_;
   return loss;
@@ -91,6 +93,7 @@ double Optimizer::step(const Closure& closure) {
 
 double Optimizer::step(const LossFn& loss_fn) {
   if (!loss_fn) throw std::invalid_argument(fmt::format("{}: step(loss_fn) with an empty function", name_));
+  refuse_while_evaluating("step(loss_fn)");
   double loss = loss_fn_step(loss_fn);
   ++step_count_;
   return loss;
@@ -157,8 +160,49 @@ void Optimizer::set_lr(std::size_t group, double lr) {
     throw std::out_of_range(fmt::format("{}: group {} of {}", name_, group, groups_.size()));
   }
   OptionCheck(name_).non_negative("lr", lr);
+  if (Optimizer* wrapped = inner()) return wrapped->set_lr(group, lr);
   group_lr(group) = lr;
   lr_changed(group);
+}
+
+double& Optimizer::lr_ref(std::size_t group) {
+  if (Optimizer* wrapped = inner()) return wrapped->lr_ref(group);
+  return group_lr(group);
+}
+
+// ---------------------------------------------------------------- the evaluation point
+
+void Optimizer::refuse_while_evaluating(std::string_view what) const {
+  if (evaluating_) {
+    throw std::logic_error(fmt::format("{}: {} while the parameters hold the evaluation point: call train() first",
+                                       name_, what));
+  }
+}
+
+void Optimizer::eval() {
+  if (evaluating_) return;
+  swap_eval_point();
+  evaluating_ = true;
+}
+
+void Optimizer::train() {
+  if (!evaluating_) return;
+  swap_eval_point();
+  evaluating_ = false;
+}
+
+void Optimizer::swap_eval_point() {
+  std::optional<std::size_t> index = eval_state();
+  if (!index) {
+    if (Optimizer* wrapped = inner()) evaluating_ ? wrapped->train() : wrapped->eval();
+    return;
+  }
+  for (const Param& p : params_) {
+    ParamState* s = find_state(p);
+    if (!s) continue;  // never updated: the evaluation point is the parameter itself
+    ag::Tensor w = p.tensor, point = s->tensors.at(*index);
+    detail::dispatch(w.dtype(), [&]<class T>() { std::swap_ranges(w.data<T>(), w.data<T>() + w.numel(), point.data<T>()); });
+  }
 }
 
 void Optimizer::set_lr(double lr) {
@@ -194,13 +238,14 @@ ag::Tensor f64_scalar(double value) { return ag::Tensor::scalar(value, ag::DType
 }  // namespace
 
 std::vector<nn::NamedTensor> Optimizer::state() const {
+  refuse_while_evaluating("state()");
   std::vector<nn::NamedTensor> out;
   out.emplace_back("optimizer/" + name_, f64_scalar(1.0));
   out.emplace_back("global/step", f64_scalar(static_cast<double>(step_count_)));
   for (const GlobalScalar& s : const_cast<Optimizer*>(this)->global_scalars()) {
     out.emplace_back("global/" + s.name, f64_scalar(*s.value));
   }
-  for (std::size_t g = 0; g < groups_.size(); ++g) {
+  for (std::size_t g = 0; g < groups_.size() && !inner(); ++g) {
     out.emplace_back(fmt::format("group/{}/lr", g), f64_scalar(group_lr_value(g)));
   }
   std::vector<std::string> tensor_names = tensor_state_names();
@@ -215,6 +260,9 @@ std::vector<nn::NamedTensor> Optimizer::state() const {
     for (std::size_t i = 0; i < scalar_names.size(); ++i) {
       out.emplace_back("state/" + p.name + "/" + scalar_names[i], f64_scalar(s.scalars[i]));
     }
+  }
+  if (const Optimizer* wrapped = inner()) {
+    for (auto& [entry, tensor] : wrapped->state()) out.emplace_back("inner/" + entry, std::move(tensor));
   }
   return out;
 }
@@ -247,17 +295,41 @@ std::unordered_set<std::string> params_with_state(const std::vector<nn::NamedTen
 
 nn::EntrySpec scalar_spec(std::string name) { return {std::move(name), ag::Shape{}, ag::DType::f64, "expected"}; }
 
+/// Entries without the prefix "inner/" (first) and those with it, the prefix taken off (second).
+std::pair<std::vector<nn::NamedTensor>, std::vector<nn::NamedTensor>> split_inner(
+    const std::vector<nn::NamedTensor>& entries) {
+  std::pair<std::vector<nn::NamedTensor>, std::vector<nn::NamedTensor>> out;
+  for (const auto& [name, tensor] : entries) {
+    if (name.starts_with("inner/")) {
+      out.second.emplace_back(name.substr(6), tensor);
+    } else {
+      out.first.emplace_back(name, tensor);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 void Optimizer::load_state(const std::vector<nn::NamedTensor>& entries) {
+  refuse_while_evaluating("load_state()");
+  nn::throw_if_problems(fmt::format("{}: cannot load the optimiser state", name_), state_problems(entries));
+  replace_state(entries);
+}
+
+std::vector<std::string> Optimizer::state_problems(const std::vector<nn::NamedTensor>& entries) {
+  Optimizer* wrapped = inner();
+  auto [own, inner_entries] = wrapped ? split_inner(entries) : std::pair{entries, std::vector<nn::NamedTensor>{}};
   nn::ReportTerms terms{.source = "the state",
                         .target = "expected",
                         .unexpected = [this](const std::string& entry) { return unexpected_entry(entry); }};
-  std::vector<std::string> problems = nn::mismatches(entries, expected_state(entries), terms);
-  std::vector<std::string> values = value_problems(entries);
+  std::vector<std::string> problems = nn::mismatches(own, expected_state(own), terms);
+  std::vector<std::string> values = value_problems(own);
   problems.insert(problems.end(), values.begin(), values.end());
-  nn::throw_if_problems(fmt::format("{}: cannot load the optimiser state", name_), problems);
-  replace_state(entries);
+  if (wrapped) {
+    for (const std::string& problem : wrapped->state_problems(inner_entries)) problems.push_back("inner: " + problem);
+  }
+  return problems;
 }
 
 std::vector<nn::EntrySpec> Optimizer::expected_state(const std::vector<nn::NamedTensor>& entries) const {
@@ -265,7 +337,9 @@ std::vector<nn::EntrySpec> Optimizer::expected_state(const std::vector<nn::Named
   for (const GlobalScalar& s : const_cast<Optimizer*>(this)->global_scalars()) {
     specs.push_back(scalar_spec("global/" + s.name));
   }
-  for (std::size_t g = 0; g < groups_.size(); ++g) specs.push_back(scalar_spec(fmt::format("group/{}/lr", g)));
+  for (std::size_t g = 0; g < groups_.size() && !inner(); ++g) {
+    specs.push_back(scalar_spec(fmt::format("group/{}/lr", g)));
+  }
   // A parameter's state is all or nothing: one entry of it asks for all of them.
   const std::unordered_set<std::string> saved = params_with_state(entries);
   for (const Param& p : params_) {
@@ -282,7 +356,11 @@ std::string Optimizer::unexpected_entry(const std::string& entry) const {
   if (entry.starts_with("optimizer/")) {
     return fmt::format("the state was saved by '{}', not '{}'", entry.substr(10), name_);
   }
-  if (entry.starts_with("group/")) return fmt::format("unexpected (this optimiser has {} group(s))", groups_.size());
+  if (entry.starts_with("group/")) {
+    if (inner()) return fmt::format("unexpected ({}'s learning rates are its inner optimiser's)", name_);
+    return fmt::format("unexpected (this optimiser has {} group(s))", groups_.size());
+  }
+  if (entry.starts_with("inner/")) return fmt::format("{} wraps no other optimiser", name_);
   if (auto split = split_state_entry(entry)) {
     const auto& [pname, key] = *split;
     bool known = std::any_of(params_.begin(), params_.end(), [&](const Param& p) { return p.name == pname; });
@@ -307,7 +385,7 @@ std::vector<std::string> Optimizer::value_problems(const std::vector<nn::NamedTe
   if (auto step = value_of("global/step"); step && (*step < 0 || *step != std::floor(*step) || *step > 9e15)) {
     problems.push_back(fmt::format("global/step: not a step count: {}", *step));
   }
-  for (std::size_t g = 0; g < groups_.size(); ++g) {
+  for (std::size_t g = 0; g < groups_.size() && !inner(); ++g) {
     std::string entry = fmt::format("group/{}/lr", g);
     if (auto lr = value_of(entry); lr && !(*lr >= 0 && std::isfinite(*lr))) {
       problems.push_back(fmt::format("{}: not a learning rate: {}", entry, *lr));
@@ -322,8 +400,11 @@ std::vector<std::string> Optimizer::value_problems(const std::vector<nn::NamedTe
   return problems;
 }
 
-void Optimizer::replace_state(const std::vector<nn::NamedTensor>& entries) {
+void Optimizer::replace_state(const std::vector<nn::NamedTensor>& all_entries) {
   // Everything fits. The new per-parameter states first (the only part that allocates), then the swap.
+  Optimizer* wrapped = inner();
+  auto [entries, inner_entries] =
+      wrapped ? split_inner(all_entries) : std::pair{all_entries, std::vector<nn::NamedTensor>{}};
   const auto index = by_name(entries);
   const std::unordered_set<std::string> saved = params_with_state(entries);
   std::unordered_map<const ag::TensorImpl*, ParamState> states;
@@ -337,8 +418,11 @@ void Optimizer::replace_state(const std::vector<nn::NamedTensor>& entries) {
   }
   for (const GlobalScalar& s : global_scalars()) *s.value = index.at("global/" + s.name)->item();
   step_count_ = static_cast<std::int64_t>(index.at("global/step")->item());
-  for (std::size_t g = 0; g < groups_.size(); ++g) group_lr(g) = index.at(fmt::format("group/{}/lr", g))->item();
+  for (std::size_t g = 0; g < groups_.size() && !wrapped; ++g) {
+    group_lr(g) = index.at(fmt::format("group/{}/lr", g))->item();
+  }
   state_ = std::move(states);
+  if (wrapped) wrapped->replace_state(inner_entries);
 }
 
 // ---------------------------------------------------------------- kernel helpers

@@ -29,6 +29,7 @@
 //   "group/<g>/lr"                learning rate of group g
 //   "state/<param>/<buffer>"      a tensor of the parameter's shape and dtype ("state/fc1.weight/exp_avg")
 //   "state/<param>/<scalar>"      a per-parameter scalar ("state/fc1.weight/step")
+//   "inner/<entry>"               a wrapper's wrapped optimiser's entry (its group learning rates are there)
 // and load_state() restores them bit for bit, so training resumes exactly: state() -> nn::save_tensors ->
 // nn::load_tensors -> load_state() on a fresh optimiser over the same named parameters.
 //
@@ -128,6 +129,14 @@ class Optimizer {
   /// Number of steps taken.
   std::int64_t step_count() const { return step_count_; }
 
+  /// The evaluation point. Methods that evaluate elsewhere than where they take gradients (the averaged
+  /// weights of ema, swa and asgd; schedule-free's x) keep that point as per-parameter state; eval()
+  /// exchanges it with the parameters' values, train() exchanges it back, bit for bit. For the others both
+  /// are no-ops; either is a no-op when already in its mode. step() and state() refuse while evaluating.
+  void eval();
+  void train();
+  bool evaluating() const { return evaluating_; }
+
   /// A copy of the whole state, named as described at the top of this header.
   std::vector<nn::NamedTensor> state() const;
   /// Replaces the state by `entries` (from state(), possibly through a checkpoint file). Nothing is
@@ -180,7 +189,12 @@ class Optimizer {
     double min, max;
   };
   virtual std::vector<GlobalScalar> global_scalars() { return {}; }
-  double group_lr_value(std::size_t group) const { return const_cast<Optimizer*>(this)->group_lr(group); }
+  double group_lr_value(std::size_t group) const { return const_cast<Optimizer*>(this)->lr_ref(group); }
+  /// The index in tensor_state_names() of the evaluation point (see eval()), for methods that have one.
+  virtual std::optional<std::size_t> eval_state() const { return std::nullopt; }
+  /// A wrapper (lookahead, clip, ema, swa, sam: optim/wrapper.hpp) returns the optimiser it wraps: the
+  /// learning rates are the wrapped one's, and its state is saved under "inner/".
+  virtual Optimizer* inner() const { return nullptr; }
 
   // ---- helpers for methods ----
   const std::vector<Param>& all_params() const { return params_; }
@@ -196,6 +210,13 @@ class Optimizer {
   Closure closure_from(const LossFn& loss_fn);
 
  private:
+  friend class Wrapper;
+  double& lr_ref(std::size_t group);
+  /// Exchanges the evaluation point with the parameters (eval() and train()).
+  void swap_eval_point();
+  void refuse_while_evaluating(std::string_view what) const;
+  /// Every reason `entries` cannot be loaded (empty: they fit); inner entries are checked by the inner.
+  std::vector<std::string> state_problems(const std::vector<nn::NamedTensor>& entries);
   // load_state's pieces: the entries a state must hold (every state entry of each parameter it names),
   // why an entry nobody expects is there, the checks of the values, and the replacement itself.
   std::vector<nn::EntrySpec> expected_state(const std::vector<nn::NamedTensor>& entries) const;
@@ -208,6 +229,20 @@ class Optimizer {
   std::vector<Param> params_;
   std::unordered_map<const ag::TensorImpl*, ParamState> state_;
   std::int64_t step_count_ = 0;
+  bool evaluating_ = false;
+};
+
+/// The optimiser's evaluation point in the parameters for a scope: eval() now, train() at the end.
+///   { optim::EvalScope at(*optimizer); accuracy = evaluate(model); }
+class EvalScope {
+ public:
+  explicit EvalScope(Optimizer& optimizer) : optimizer_(optimizer) { optimizer_.eval(); }
+  ~EvalScope() { optimizer_.train(); }
+  EvalScope(const EvalScope&) = delete;
+  EvalScope& operator=(const EvalScope&) = delete;
+
+ private:
+  Optimizer& optimizer_;
 };
 
 /// The base for a method with an options struct `Options`, which has at least

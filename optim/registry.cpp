@@ -1,6 +1,11 @@
 #include "optim/registry.hpp"
 
 #include <cmath>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+
+#include <fmt/format.h>
 
 namespace optim {
 
@@ -31,6 +36,51 @@ std::unique_ptr<Optimizer> make_optimizer(std::string_view spec, std::vector<nn:
 config::Spec resolve_optimizer(const config::Spec& spec) {
   return {spec.name, optimizers().at(spec.name).resolve(spec)};
 }
+
+std::optional<std::string> option_of(const config::Spec& spec, std::string_view option) {
+  if (const std::string* value = spec.find(option)) return *value;
+  const std::string* inner = spec.find("inner");
+  if (!inner || !inner->ends_with(')')) return std::nullopt;
+  return option_of(config::parse_spec(*inner), option);
+}
+
+namespace detail {
+
+namespace {
+/// The same value, written the same way or as the same number ("0.1" and "1e-1").
+bool same_value(const std::string& a, const std::string& b) {
+  if (a == b) return true;
+  try {
+    std::size_t na = 0, nb = 0;
+    double x = std::stod(a, &na), y = std::stod(b, &nb);
+    return na == a.size() && nb == b.size() && x == y;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+}  // namespace
+
+config::Spec pass_to_inner(const config::Spec& spec, const std::function<bool(std::string_view)>& has_key,
+                           config::Spec& inner, const std::string& where) {
+  if (const std::string* text = spec.find("inner")) inner = config::parse_spec(*text);
+  config::Spec own{spec.name, {}};
+  for (const auto& [key, value] : spec.args) {
+    if (key == "inner") continue;
+    if (has_key(key)) {
+      own.args.emplace_back(key, value);
+      continue;
+    }
+    const std::string* there = inner.find(key);
+    if (there && !same_value(*there, value)) {
+      throw config::SpecError(fmt::format("{}: {}={} conflicts with {}={} in its inner optimiser {}", where, key, value,
+                                          key, *there, inner.text()));
+    }
+    inner.set(key, value);
+  }
+  return own;
+}
+
+}  // namespace detail
 
 // ---- schedules: warm-up, common to all
 

@@ -19,6 +19,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -111,6 +112,56 @@ struct RegisterOptimizer {
       return std::unique_ptr<Optimizer>(std::make_unique<M>(std::move(param_groups), base));
     };
     optimizers().add(config::entry_with_options<OptimizerEntry>(name, std::move(summary), table, defaults, name, build));
+  }
+};
+
+/// A wrapper's options begin with the optimiser it wraps: `inner`, a spec (wrapper.hpp).
+template <class O>
+config::OptionTable<O> wrapper_options() {
+  config::OptionTable<O> table;
+  table.spec("inner", &O::inner, "the optimiser it wraps (a spec); keys the wrapper lacks go to it");
+  return table;
+}
+
+/// `option` of `spec`, or of its inner spec if the spec is a wrapper's without it (recursively); nullopt
+/// if none names it. option_of(lookahead(inner=sgd(lr=0.1)), "lr") -> "0.1".
+std::optional<std::string> option_of(const config::Spec& spec, std::string_view option);
+
+namespace detail {
+/// Moves the keys of `spec` that `has_key` refuses into `inner` (SpecError naming `where` if `inner` has
+/// one of them with another value); returns the spec of the rest.
+config::Spec pass_to_inner(const config::Spec& spec, const std::function<bool(std::string_view)>& has_key,
+                           config::Spec& inner, const std::string& where);
+}  // namespace detail
+
+/// Registers wrapper M (wrapper.hpp) whose options struct O has `config::Spec inner` and check(); M is built
+/// as M(make_optimizer(inner, groups), options). The table starts from wrapper_options<O>(); the spec's keys
+/// the table lacks go to the inner spec (and a parameter group's keys go to the inner optimiser's groups).
+template <class M, class O>
+struct RegisterWrapper {
+  RegisterWrapper(std::string name, std::string summary, config::OptionTable<O> table, O defaults) {
+    defaults.check(OptionCheck(name));
+    auto options = [name, table, defaults](const config::Spec& spec) {
+      O o = defaults;
+      config::Spec own = detail::pass_to_inner(spec, [&](std::string_view key) { return table.has(key); }, o.inner, name);
+      o = table.apply(o, own, name);
+      o.check(OptionCheck(name));
+      return o;
+    };
+    OptimizerEntry entry;
+    entry.name = name;
+    entry.summary = std::move(summary);
+    entry.options = table.describe(defaults);
+    entry.make = [options](const config::Spec& spec, std::vector<GroupSpec> groups) {
+      O o = options(spec);
+      return std::unique_ptr<Optimizer>(std::make_unique<M>(make_optimizer(o.inner, std::move(groups)), o));
+    };
+    entry.resolve = [options, table](const config::Spec& spec) {
+      O o = options(spec);
+      o.inner = resolve_optimizer(o.inner);
+      return table.values(o);
+    };
+    optimizers().add(std::move(entry));
   }
 };
 

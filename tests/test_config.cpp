@@ -55,6 +55,32 @@ TEST_CASE("expand_grid: the Cartesian product, the last key fastest; split_specs
   CHECK(config::list_items("7") == std::vector<std::string>{"7"});
 }
 
+TEST_CASE("nested specs: a spec as a value, canonical text, grids inside and lists of them, flat_args") {
+  Spec s = parse_spec("lookahead( inner = adam( lr = 3e-4 , beta2=0.99 ), k=5)");
+  CHECK(*s.find("inner") == "adam(lr=3e-4,beta2=0.99)");
+  CHECK(s.text() == "lookahead(inner=adam(lr=3e-4,beta2=0.99),k=5)");
+  CHECK(parse_spec(s.text()) == s);
+  CHECK(*parse_spec("ema(inner=lookahead(inner=sgd(lr=0.1)))").find("inner") == "lookahead(inner=sgd(lr=0.1))");
+  CHECK(*parse_spec("clip(inner=adam())").find("inner") == "adam");
+  CHECK_THROWS_WITH_AS(parse_spec("clip(inner=adam(lr=1)"), doctest::Contains("')' missing at the end"), SpecError);
+  CHECK_THROWS_WITH_AS(parse_spec("clip(inner=adam(lr),k=1)"), doctest::Contains("'=' expected"), SpecError);
+
+  std::vector<Spec> grid = config::expand_grid("lookahead(inner=[adam(lr=[1e-3,1e-4]),sgd],k=[5,10])");
+  REQUIRE(grid.size() == 6);
+  CHECK(grid[0].text() == "lookahead(inner=adam(lr=1e-3),k=5)");
+  CHECK(grid[1].text() == "lookahead(inner=adam(lr=1e-3),k=10)");
+  CHECK(grid[2].text() == "lookahead(inner=adam(lr=1e-4),k=5)");
+  CHECK(grid[5].text() == "lookahead(inner=sgd,k=10)");
+  CHECK(config::list_items("[adam(lr=1,beta2=0.9),sgd]") == std::vector<std::string>{"adam(lr=1,beta2=0.9)", "sgd"});
+  CHECK(config::split_specs("clip(inner=adam(lr=[1,2]),max_norm=1),sgd") ==
+        std::vector<std::string>{"clip(inner=adam(lr=[1,2]),max_norm=1)", "sgd"});
+
+  using Args = std::vector<std::pair<std::string, std::string>>;
+  CHECK(parse_spec("ema(inner=lookahead(inner=sgd(lr=0.1),k=5),decay=0.9)").flat_args() ==
+        Args{{"inner", "lookahead"}, {"inner.inner", "sgd"}, {"inner.inner.lr", "0.1"}, {"inner.k", "5"}, {"decay", "0.9"}});
+  CHECK(parse_spec("mlp(hidden=[128,64])").flat_args() == Args{{"hidden", "[128,64]"}});
+}
+
 namespace {
 enum class Mode { a, b };
 struct Options {

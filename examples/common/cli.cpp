@@ -1,6 +1,7 @@
 #include "examples/common/cli.hpp"
 
 #include <cmath>
+#include <optional>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -160,7 +161,7 @@ config::Spec RunFlags::optimizer_spec(const std::string& text) const {
   };
   auto fold = [&](const std::string& flag, const std::string& key, const std::string& value) {
     if (!given(flag)) return;
-    const std::string* in_spec = spec.find(key);
+    const std::optional<std::string> in_spec = optim::option_of(spec, key);
     if (in_spec && !same(key, *in_spec, value)) {
       throw FlagError(fmt::format("{} {} conflicts with {}={} in the optimiser spec '{}'", flag, value, key, *in_spec,
                                   text));

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <stdexcept>
 
 #include <CLI/CLI.hpp>
@@ -14,6 +15,7 @@
 #include "autograd/blas.hpp"
 #include "config/options.hpp"
 #include "nn/models.hpp"
+#include "optim/registry.hpp"
 
 namespace examples::lab {
 
@@ -39,7 +41,7 @@ std::vector<config::Spec> expand_optimizers(const std::vector<std::string>& text
   for (const std::string& text : texts) {
     for (const std::string& one : config::split_specs(text)) {
       for (config::Spec spec : config::expand_grid(one)) {
-        if (spec.find("lr") || lrs.empty()) {
+        if (optim::option_of(spec, "lr") || lrs.empty()) {
           add(spec);  // the spec's own lr wins over --lrs
           continue;
         }
@@ -50,10 +52,20 @@ std::vector<config::Spec> expand_optimizers(const std::vector<std::string>& text
   return specs;
 }
 
+namespace {
+/// The value of a key of flat_args() ("inner.lr"), or nullopt.
+std::optional<std::string> flat_value(const config::Spec& spec, const std::string& key) {
+  for (auto& [k, v] : spec.flat_args()) {
+    if (k == key) return v;
+  }
+  return std::nullopt;
+}
+}  // namespace
+
 std::vector<std::string> hyper_keys(const std::vector<config::Spec>& specs) {
   std::vector<std::string> keys;
   for (const config::Spec& spec : specs) {
-    for (const auto& arg : spec.args) {
+    for (const auto& arg : spec.flat_args()) {
       if (std::find(keys.begin(), keys.end(), arg.first) == keys.end()) keys.push_back(arg.first);
     }
   }
@@ -63,9 +75,9 @@ std::vector<std::string> hyper_keys(const std::vector<config::Spec>& specs) {
 std::vector<std::string> varying_keys(const std::vector<config::Spec>& specs) {
   std::vector<std::string> varying;
   for (const std::string& key : hyper_keys(specs)) {
-    const std::string* first = nullptr;
+    std::optional<std::string> first;
     for (const config::Spec& spec : specs) {
-      const std::string* value = spec.find(key);
+      std::optional<std::string> value = flat_value(spec, key);
       if (!value) continue;
       if (!first) first = value;
       if (*value != *first) {
@@ -219,7 +231,7 @@ std::string point_header(const std::vector<std::string>& keys) {
 std::string point_cells(const config::Spec& spec, const std::vector<std::string>& keys) {
   std::string text = text_cell(spec.name) + "," + text_cell(spec.text());
   for (const std::string& key : keys) {
-    const std::string* value = spec.find(key);
+    std::optional<std::string> value = flat_value(spec, key);
     text += "," + (value ? text_cell(*value) : std::string());
   }
   return text;

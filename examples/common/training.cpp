@@ -257,9 +257,15 @@ class Trainer {
     if (!append) log_ << "epoch,train_loss,train_acc,test_loss,test_acc,lr,seconds,weight_norm\n";
   }
 
+  /// The model on `dataset` at the optimiser's evaluation point (an average of the weights, if it keeps one).
+  Evaluation evaluate_at_eval_point(const data::Dataset& dataset) {
+    optim::EvalScope at(*optimizer_);
+    return evaluate(model_, dataset, config_.images);
+  }
+
   RunResult evaluate_only() {
-    Evaluation train_eval = evaluate(model_, data_.train, config_.images);
-    Evaluation test_eval = evaluate(model_, data_.test, config_.images);
+    Evaluation train_eval = evaluate_at_eval_point(data_.train);
+    Evaluation test_eval = evaluate_at_eval_point(data_.test);
     result_.epochs.push_back({at_.epoch, train_eval.loss, train_eval.accuracy, test_eval.loss, test_eval.accuracy,
                               optimizer_->lr(), 0.0, nn::weight_norm(model_.named_parameters())});
     result_.best_test_acc = std::max(result_.best_test_acc, test_eval.accuracy);
@@ -329,7 +335,7 @@ class Trainer {
       at_.batch = 0;
       if (scheduler_ && config_.lr_per_epoch) scheduler_->step();
     }
-    Evaluation test_eval = evaluate(model_, data_.test, config_.images);
+    Evaluation test_eval = evaluate_at_eval_point(data_.test);
     metrics.test_loss = test_eval.loss;
     metrics.test_acc = test_eval.accuracy;
     metrics.weight_norm = nn::weight_norm(model_.named_parameters());
@@ -382,7 +388,7 @@ void print_header(nn::Module& model, const RunConfig& config, const Datasets& da
 
 }  // namespace
 
-double RunConfig::lr() const { return std::stod(*optim::resolve_optimizer(optimizer).find("lr")); }
+double RunConfig::lr() const { return std::stod(optim::option_of(optim::resolve_optimizer(optimizer), "lr").value()); }
 
 std::string RunResult::final_line() const {
   EpochMetrics last = epochs.empty() ? EpochMetrics{} : epochs.back();
