@@ -27,12 +27,14 @@
 #include <fmt/format.h>
 
 #include "autograd/ops.hpp"
+#include "config/registry.hpp"
 #include "config/spec.hpp"
 #include "examples/common/cli.hpp"
 #include "examples/common/lab.hpp"
 #include "examples/common/training.hpp"
 #include "nn/checkpoint.hpp"
 #include "nn/loss.hpp"
+#include "nn/models.hpp"
 #include "nn/module.hpp"
 #include "optim/registry.hpp"
 
@@ -299,6 +301,23 @@ TEST_CASE("the same seed gives the same metrics, bit for bit; another seed does 
   CHECK(other.epochs.back().train_loss != a.epochs.back().train_loss);
 }
 
+TEST_CASE("an optimiser's evaluation point is what the programs evaluate: ema's average, not the weights") {
+  examples::Datasets sets = mnist_subset(3000);
+  RunConfig c = quiet_config();
+  c.model = spec("mlp(hidden=[32])");
+  c.batch_size = 100;
+  c.epochs = 1;
+  c.optimizer = spec("adam");
+  RunResult plain = examples::train(c, sets);
+  c.optimizer = spec("ema(inner=adam,decay=0.9)");
+  RunResult averaged = examples::train(c, sets);
+  REQUIRE(plain.epochs.size() == 1);
+  REQUIRE(averaged.epochs.size() == 1);
+  // The same training (the average never feeds back), another model evaluated.
+  CHECK(averaged.epochs[0].train_loss == plain.epochs[0].train_loss);
+  CHECK(averaged.epochs[0].test_loss != plain.epochs[0].test_loss);
+}
+
 TEST_CASE("resume: one epoch, save, one more epoch equals two epochs straight") {
   examples::Datasets sets = mnist_subset(6000);
   fs::path checkpoint = temp_path("resume.ckpt");
@@ -310,7 +329,8 @@ TEST_CASE("resume: one epoch, save, one more epoch equals two epochs straight") 
   };
   for (auto [optimizer, schedule, per_epoch] : {Case{"adam", "linear(final=1e-4,epochs=2)", false},
                                                 Case{"momentum", "linear(final=1e-3,epochs=2)", false},
-                                                Case{"momentum", "linear(final=1e-3)", true}}) {
+                                                Case{"momentum", "linear(final=1e-3)", true},
+                                                Case{"ema(inner=lookahead(inner=adam),decay=0.9)", "constant", false}}) {
     CAPTURE(optimizer);
     CAPTURE(schedule);
     RunConfig c = quiet_config();
@@ -598,6 +618,16 @@ TEST_CASE("lab: specs expand into grids; --lrs gives rates to the specs without 
                                  spec("sgd(lr=0.001,momentum=0.9)")};
   CHECK(examples::lab::hyper_keys(grid) == std::vector<std::string>{"lr", "beta2", "momentum"});
   CHECK(examples::lab::varying_keys(grid) == std::vector<std::string>{"beta2"});
+
+  // Wrappers: grids inside the inner spec; an inner lr counts as the spec's own; columns flattened.
+  CHECK(expanded({"lookahead(inner=[adam(lr=[1e-3,1e-4]),sgd],k=5)"}, {0.5}) ==
+        std::vector<std::string>{"lookahead(inner=adam(lr=1e-3),k=5)", "lookahead(inner=adam(lr=1e-4),k=5)",
+                                 "lookahead(inner=sgd,k=5,lr=0.5)"});
+  std::vector<config::Spec> wrapped{spec("lookahead(inner=adam(lr=0.001),k=5)"), spec("lookahead(inner=sgd(lr=0.1),k=5)")};
+  CHECK(examples::lab::hyper_keys(wrapped) == std::vector<std::string>{"inner", "inner.lr", "k"});
+  CHECK(examples::lab::varying_keys(wrapped) == std::vector<std::string>{"inner", "inner.lr"});
+  CHECK(examples::lab::hyper_value(wrapped[1], "inner.lr") == "0.1");
+  CHECK(examples::lab::point_label({wrapped[1], 64}, {"inner", "inner.lr"}, false) == "lookahead inner=sgd inner.lr=0.1");
 }
 
 TEST_CASE("lab: its flags, with the shared ones; the optimisers resolved by the registry") {
@@ -888,4 +918,18 @@ TEST_CASE("--epochs 0 with a decaying schedule only evaluates") {
   RunResult r = examples::train(c, mnist_subset(200));
   REQUIRE(r.epochs.size() == 1);
   CHECK(r.steps == 0);
+}
+
+TEST_CASE("README: its tables of optimisers, schedules and models are the registries' own") {
+  std::ifstream file(std::string(TAPEGRAD_SOURCE_DIR) + "/README.md");
+  REQUIRE(file);
+  const std::string readme((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  const std::vector<std::pair<std::string, std::string>> tables{
+      {"--list-optimizers", config::markdown_table(config::infos(optim::optimizers()))},
+      {"--list-schedules", config::markdown_table(config::infos(optim::schedules()))},
+      {"--list-models", config::markdown_table(config::infos(nn::models()))}};
+  for (const auto& [flag, table] : tables) {
+    INFO("README.md is out of date: paste the output of `build/examples/mnist_mlp --markdown " << flag << "`:\n" << table);
+    CHECK(readme.find(table) != std::string::npos);
+  }
 }

@@ -52,15 +52,12 @@ std::vector<config::Spec> expand_optimizers(const std::vector<std::string>& text
   return specs;
 }
 
-namespace {
-/// The value of a key of flat_args() ("inner.lr"), or nullopt.
-std::optional<std::string> flat_value(const config::Spec& spec, const std::string& key) {
+std::optional<std::string> hyper_value(const config::Spec& spec, const std::string& key) {
   for (auto& [k, v] : spec.flat_args()) {
     if (k == key) return v;
   }
   return std::nullopt;
 }
-}  // namespace
 
 std::vector<std::string> hyper_keys(const std::vector<config::Spec>& specs) {
   std::vector<std::string> keys;
@@ -77,7 +74,7 @@ std::vector<std::string> varying_keys(const std::vector<config::Spec>& specs) {
   for (const std::string& key : hyper_keys(specs)) {
     std::optional<std::string> first;
     for (const config::Spec& spec : specs) {
-      std::optional<std::string> value = flat_value(spec, key);
+      std::optional<std::string> value = hyper_value(spec, key);
       if (!value) continue;
       if (!first) first = value;
       if (*value != *first) {
@@ -109,7 +106,7 @@ bool batch_varies(const std::vector<GridPoint>& points) {
 std::string point_label(const GridPoint& point, const std::vector<std::string>& varying, bool show_batch) {
   std::string label = point.optimizer.name;
   for (const std::string& key : varying) {
-    if (const std::string* value = point.optimizer.find(key)) label += fmt::format(" {}={}", key, *value);
+    if (std::optional<std::string> value = hyper_value(point.optimizer, key)) label += fmt::format(" {}={}", key, *value);
   }
   if (show_batch) label += fmt::format(" batch={}", point.batch_size);
   return label;
@@ -231,7 +228,7 @@ std::string point_header(const std::vector<std::string>& keys) {
 std::string point_cells(const config::Spec& spec, const std::vector<std::string>& keys) {
   std::string text = text_cell(spec.name) + "," + text_cell(spec.text());
   for (const std::string& key : keys) {
-    std::optional<std::string> value = flat_value(spec, key);
+    std::optional<std::string> value = hyper_value(spec, key);
     text += "," + (value ? text_cell(*value) : std::string());
   }
   return text;
@@ -351,7 +348,7 @@ std::string summary_markdown(const std::vector<Summary>& summaries, const std::s
     std::size_t completed = s.runs - s.diverged;
     text += "| " + s.point.optimizer.name + (s.diverged > 0 ? " ⚠" : "");
     for (const std::string& key : varying) {
-      const std::string* value = s.point.optimizer.find(key);
+      std::optional<std::string> value = hyper_value(s.point.optimizer, key);
       text += " | " + (value ? *value : std::string(kNone));
     }
     if (show_batch) text += fmt::format(" | {}", s.point.batch_size);

@@ -26,6 +26,7 @@
 #include <cstdio>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -75,8 +76,11 @@ std::vector<GridPoint> grid_points(const LabConfig& config);
 std::vector<config::Spec> expand_optimizers(const std::vector<std::string>& texts, const std::vector<double>& lrs,
                                             const std::function<config::Spec(const std::string&)>& resolve);
 
-/// The hyper-parameter keys of the specs, their union in first-seen order.
+/// The hyper-parameter keys of the specs, their union in first-seen order. A wrapper's inner spec is
+/// flattened (config::Spec::flat_args): "inner" is its name, "inner.lr" its rate.
 std::vector<std::string> hyper_keys(const std::vector<config::Spec>& specs);
+/// The value of one of those keys in `spec`, or nullopt.
+std::optional<std::string> hyper_value(const config::Spec& spec, const std::string& key);
 /// The keys two of the specs give different values (keys only one method has, at one value, do not vary).
 std::vector<std::string> varying_keys(const std::vector<config::Spec>& specs);
 
