@@ -164,9 +164,10 @@ void declare_flags(CLI::App& app, Settings& s) {
   add_count(app, "--seed", s.seed, 0, "seed of the weights, the shuffling, the checked sample and the sampled elements")
       ->capture_default_str();
   app.add_option("--dataset", s.dataset, "mnist or fashion")->capture_default_str();
-  app.add_option("--data", s.data, "directory of the IDX files (default: the data set's; for MNIST $TAPEGRAD_MNIST_DIR, else ./data/mnist)");
+  examples::path_option(app.add_option("--data", s.data, "directory of the IDX files (default: the data set's; for MNIST $TAPEGRAD_MNIST_DIR, else ./data/mnist)"));
   app.add_option("--threads", s.threads, "BLAS threads")->check(CLI::Range(1, 256))->capture_default_str();
-  app.add_option("--out", s.out, "output directory: elements.csv, summary.csv, histogram.csv, PNGs")->capture_default_str();
+  examples::path_option(app.add_option("--out", s.out, "output directory: elements.csv, summary.csv, histogram.csv, PNGs"))
+      ->capture_default_str();
   app.add_option("--gnuplot", s.gnuplot, "the gnuplot program that draws the PNGs")->capture_default_str();
   app.add_flag("--no-plots", s.no_plots, "write the CSV files only");
 }
@@ -820,6 +821,10 @@ int run(int argc, const char* const* argv) {
   ag::set_blas_threads(s.threads);
   try {
     return report(s, train, test);
+  } catch (const std::bad_alloc&) {
+    std::string widths;
+    for (std::size_t w : s.hidden) widths += (widths.empty() ? "" : ",") + std::to_string(w);
+    return fail(2, fmt::format("out of memory: the network of --hidden {} does not fit in this machine's memory", widths));
   } catch (const std::exception& error) {
     return fail(1, error.what());
   }

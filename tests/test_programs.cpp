@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <tuple>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -209,4 +210,65 @@ TEST_CASE("Newton on MNIST logistic regression with no other flag: >= 90 % after
   INFO(newton.out << newton.err);
   CHECK(newton.code == 0);
   CHECK(value_after(newton.out, "final test_acc=") >= 0.90);
+}
+
+TEST_CASE("faults named before work is spent: empty paths, bad outputs, impossible splits, duplicate seeds") {
+  REQUIRE(has_mnist());
+  auto refused = [](const std::string& program, const std::vector<std::string>& args, const std::string& message) {
+    Outcome o = run(program, args);
+    INFO(program << " " << o.out << o.err);
+    CHECK(o.code == 2);
+    CHECK(o.err.find(message) != std::string::npos);
+    CHECK(o.out.find("epoch 1") == std::string::npos);  // nothing trained
+  };
+  for (const char* flag : {"--log", "--save", "--resume", "--data"}) refused("mnist_mlp", {flag, ""}, std::string(flag) + ": an empty path");
+  refused("gradcheck_report", {"--data", ""}, "--data: an empty path");
+  refused("compare_optimizers", {"--out", ""}, "--out: an empty path");
+  refused("mnist_mlp", {"--schedule", "linear", "--lr-epochs", "0"}, "--lr-epochs: at least 1");
+  refused("compare_optimizers", {"--seeds", "0,0"}, "--seeds: 0 is given twice");
+  refused("compare_optimizers", {"--batch-sizes", "100,100"}, "--batch-sizes: 100 is given twice");
+  refused("compare_optimizers", {"--validation", "60000", "--epochs", "1"},
+          "--validation 60000: the training set has 60000 images; at most 59999 can be held out");
+  refused("mnist_mlp", {"--save", "/nonexistent-folder/x.ckpt"}, "cannot write in its folder /nonexistent-folder: No such file or directory");
+  refused("mnist_mlp", {"--log", fs::temp_directory_path().string()}, "is a directory; refusing to replace it");
+  const fs::path link = scratch("link.ckpt");
+  fs::remove(link);
+  fs::create_symlink(scratch("elsewhere"), link);
+  refused("mnist_mlp", {"--save", link.string()}, "is a symbolic link; refusing to replace it");
+  refused("gradcheck_report", {"--hidden", "1000000000", "--train-steps", "0", "--no-plots", "--out", scratch("g").string()},
+          "out of memory: the network of --hidden 1000000000");
+}
+
+TEST_CASE("resume: a conflicting seed, batch size or rate is refused; the log keeps each epoch once") {
+  REQUIRE(has_mnist());
+  const fs::path ckpt = scratch("resume.ckpt"), log = scratch("resume.csv");
+  const std::vector<std::string> run_flags{"--train-subset", "1000", "--batch-size", "100", "--no-progress"};
+  auto with = [&](std::vector<std::string> args) {
+    args.insert(args.end(), run_flags.begin(), run_flags.end());
+    return args;
+  };
+  Outcome first = run("mnist_mlp", with({"--epochs", "2", "--save", ckpt.string(), "--log", log.string()}));
+  REQUIRE(first.code == 0);
+  for (auto [flag, value, message] : {std::tuple{"--seed", "3", "the run was started with --seed 0; resuming it with --seed 3"},
+                                      {"--lr", "0.5", "the run was started with the learning rate 0.001"}}) {
+    Outcome o = run("mnist_mlp", with({"--epochs", "1", "--resume", ckpt.string(), flag, value}));
+    INFO(o.err);
+    CHECK(o.code == 2);
+    CHECK(o.err.find(message) != std::string::npos);
+  }
+  Outcome batch = run("mnist_mlp", {"--epochs", "1", "--resume", ckpt.string(), "--train-subset", "1000", "--batch-size", "50"});
+  CHECK(batch.code == 2);
+  CHECK(batch.err.find("the run was started with --batch-size 100") != std::string::npos);
+
+  // A crash after epoch 3's row was logged but before its checkpoint: the checkpoint says 2 epochs, the
+  // log has 3. Resuming cuts the log back and writes epoch 3 once.
+  std::ofstream(log, std::ios::app) << "3,9,9,9,9,9,9,9\n";
+  Outcome resumed = run("mnist_mlp", with({"--epochs", "2", "--resume", ckpt.string(), "--log", log.string()}));
+  REQUIRE(resumed.code == 0);
+  std::string rows = read_file(log);
+  CHECK(rows.find("3,9,9") == std::string::npos);
+  for (const char* epoch : {"\n1,", "\n2,", "\n3,", "\n4,"}) {
+    CHECK(rows.find(epoch) != std::string::npos);
+    CHECK(rows.find(epoch) == rows.rfind(epoch));
+  }
 }

@@ -31,10 +31,19 @@ int parse(CLI::App& app, int argc, const char* const* argv) {
 int checked(const std::string& program, const std::function<int()>& body) {
   try {
     return body();
+  } catch (const std::bad_alloc&) {
+    fmt::print(stderr, "{}: out of memory: an allocation failed (are the sizes given, say --hidden or "
+                       "--batch-size, too large for this machine?)\n", program);
+    return 2;
   } catch (const std::exception& error) {
     fmt::print(stderr, "{}: {}\n", program, error.what());
     return 2;
   }
+}
+
+CLI::Option* path_option(CLI::Option* option) {
+  return option->check(CLI::Validator(
+      [](std::string& value) { return value.empty() ? std::string("an empty path") : std::string(); }, "PATH"));
 }
 
 namespace {
@@ -90,7 +99,7 @@ void add_schedule_flags(CLI::App& app, RunFlags::Raw& raw) {
 
 void add_data_flags(CLI::App& app, RunFlags::Raw& raw) {
   app.add_option("--dataset", raw.dataset, "mnist or fashion")->capture_default_str();
-  app.add_option("--data", raw.data, "directory of the IDX files (default: $TAPEGRAD_MNIST_DIR or ./data/mnist)");
+  path_option(app.add_option("--data", raw.data, "directory of the IDX files (default: $TAPEGRAD_MNIST_DIR or ./data/mnist)"));
   app.add_option("--validation", raw.validation,
                  "hold out the last N training images and evaluate on them instead of the test set");
   app.add_option("--train-subset", raw.train_subset, "train on the first N training images only (0: all)");
@@ -105,11 +114,11 @@ void add_single_run_flags(CLI::App& app, RunFlags::Raw& raw, bool shown) {
   app.add_option("--seed", raw.seed, "seed of the initial weights, the shuffling and every random stream")
       ->capture_default_str()
       ->group(group);
-  app.add_option("--log", raw.log, "write per-epoch metrics to this CSV file")->group(group);
-  app.add_option("--save", raw.save, "write a checkpoint (model, optimiser, run) here after every epoch and on Ctrl-C")
+  path_option(app.add_option("--log", raw.log, "write per-epoch metrics to this CSV file"))->group(group);
+  path_option(app.add_option("--save", raw.save, "write a checkpoint (model, optimiser, run) here after every epoch and on Ctrl-C"))
       ->group(group);
   app.add_option("--save-every", raw.save_every, "with --save: also every N steps")->group(group);
-  app.add_option("--resume", raw.resume, "continue from this checkpoint")->group(group);
+  path_option(app.add_option("--resume", raw.resume, "continue from this checkpoint"))->group(group);
 }
 
 void add_run_control_flags(CLI::App& app, RunFlags::Raw& raw) {
@@ -186,6 +195,9 @@ config::Spec RunFlags::schedule_spec() const {
     spec.set(key, value);
   };
   fold("--lr-final", "final", config::format_real(raw_.lr_final));
+  if (given("--lr-epochs") && raw_.lr_epochs == 0) {
+    throw FlagError("--lr-epochs: at least 1 (leave it out to decay over the whole run)");
+  }
   fold("--lr-epochs", "epochs", std::to_string(raw_.lr_epochs));
   fold("--lr-tau", "tau", config::format_real(raw_.lr_tau));
   fold("--lr-step", "every", std::to_string(raw_.lr_step));

@@ -17,6 +17,7 @@
 
 namespace CLI {
 class App;
+class Option;
 }
 
 namespace examples {
@@ -33,6 +34,9 @@ int parse(CLI::App& app, int argc, const char* const* argv);
 /// Runs `body` (which reads flags and data); a FlagError, config::SpecError or other exception is
 /// printed as "<program>: <message>" and gives 2.
 int checked(const std::string& program, const std::function<int()>& body);
+
+/// Declares that `option` takes a path: an empty value is refused ("--log: an empty path").
+CLI::Option* path_option(CLI::Option* option);
 
 struct RunFlagsOptions {
   bool with_model = false;      // --model SPEC (and --hidden): the lab; a program defines its own model

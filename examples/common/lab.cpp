@@ -666,7 +666,7 @@ LabFlags::LabFlags(CLI::App& app, LabProgram program)
   app.add_option("--targets", targets_, "test accuracies whose first epoch the table reports, comma-separated")
       ->delimiter(',')
       ->capture_default_str();
-  app.add_option("--out", out_, "output directory (curves.csv, runs.csv, summary.csv, summary.md, *.png)")
+  path_option(app.add_option("--out", out_, "output directory (curves.csv, runs.csv, summary.csv, summary.md, *.png)"))
       ->capture_default_str();
   app.add_option("--gnuplot", gnuplot_, "the gnuplot program that draws the PNGs")->capture_default_str();
   app.add_flag("--no-plots", no_plots_, "write the CSV and Markdown files only");
@@ -677,6 +677,16 @@ namespace {
 
 void require(bool ok, const std::string& message) {
   if (!ok) throw FlagError(message);
+}
+
+/// A list flag whose values must differ: the same seed twice would run the same run twice.
+template <class T>
+void require_distinct(const std::vector<T>& values, const std::string& flag) {
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    for (std::size_t j = 0; j < i; ++j) {
+      require(values[i] != values[j], fmt::format("{}: {} is given twice", flag, values[i]));
+    }
+  }
 }
 
 /// The resolved specs of the --optimizers and --grid texts, each error prefixed with its flag.
@@ -708,6 +718,9 @@ LabConfig LabFlags::config() const {
     if (std::find(lab.optimizers.begin(), lab.optimizers.end(), spec) == lab.optimizers.end()) lab.optimizers.push_back(spec);
   }
   require(!lab.optimizers.empty(), "--optimizers: at least one optimiser spec");
+  require_distinct(batch_sizes_, "--batch-sizes");
+  require_distinct(seeds_, "--seeds");
+  require_distinct(targets_, "--targets");
   lab.batch_sizes = batch_sizes_;
   require(!lab.batch_sizes.empty(), "--batch-sizes: at least one batch size");
   for (std::size_t b : lab.batch_sizes) require(b >= 1, "--batch-sizes: each at least 1");
@@ -773,6 +786,7 @@ RunRecord run_point(const LabConfig& config, const Datasets& datasets, const Gri
     // One failing run (say, Newton meeting a non-finite Hessian) must not lose the grid's other runs:
     // it is counted with the diverged ones.
     record.result.diverged = true;
+    record.result.failed = true;
     record.result.divergence = fmt::format("failed: {}", error.what());
   }
   if (log) {
@@ -865,7 +879,7 @@ void print_plan(const LabConfig& config, const Datasets& datasets) {
   std::fflush(stdout);
 }
 
-/// Runs the grid and reports: 0, or 130 when Ctrl-C stopped it.
+/// Runs the grid and reports: 0; 1 if a run failed (threw); 130 when Ctrl-C stopped it.
 int run_and_report(const LabConfig& config, const Datasets& datasets) {
   print_plan(config, datasets);
   watch_interrupts();
@@ -881,7 +895,13 @@ int run_and_report(const LabConfig& config, const Datasets& datasets) {
     fmt::print("warning: {}\n", lab.plots.message);
   }
   std::fflush(stdout);
-  return lab.interrupted ? 130 : 0;
+  if (lab.interrupted) return 130;
+  auto failed = std::count_if(lab.records.begin(), lab.records.end(), [](const RunRecord& r) { return r.result.failed; });
+  if (failed == 0) return 0;
+  auto first = std::find_if(lab.records.begin(), lab.records.end(), [](const RunRecord& r) { return r.result.failed; });
+  fmt::print(stderr, "{}: {} of {} runs failed; the first ({}, seed {}): {}\n", config.program, failed,
+             lab.records.size(), first->point.optimizer.text(), first->seed, first->result.divergence);
+  return 1;
 }
 
 }  // namespace

@@ -179,8 +179,9 @@ struct LabResult {
 };
 
 /// Runs the grid and writes every output into config.out_dir (created if needed). Progress goes to `log`
-/// (nullptr: silent). A run that throws is recorded as diverged and the grid goes on; a run interrupted
-/// by Ctrl-C stops the grid (what was collected is written).
+/// (nullptr: silent). A run that throws is recorded as failed (counted with the diverged ones in the
+/// tables) and the grid goes on; the program then exits 1. A run interrupted by Ctrl-C stops the grid
+/// (what was collected is written).
 LabResult run_lab(const LabConfig& config, const Datasets& datasets, std::FILE* log = nullptr);
 
 /// main() of the lab. Exit codes: 0 done (plots skipped with a warning when gnuplot is missing), 2 bad

@@ -3,6 +3,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -17,7 +18,9 @@
 
 #include "autograd/blas.hpp"
 #include "autograd/ops.hpp"
+#include "config/options.hpp"
 #include "data/loader.hpp"
+#include "examples/common/preflight.hpp"
 #include "nn/nn.hpp"
 #include "nn/models.hpp"
 #include "optim/registry.hpp"
@@ -155,8 +158,12 @@ struct Position {
   std::size_t epoch = 0, batch = 0, step = 0;
 };
 
+/// What a checkpoint holds besides model/ and optim/: where the run is, and what it was started with.
+const char* const kRunEntries[] = {"run/epoch", "run/batch",      "run/step",    "run/best_test_acc",
+                                   "run/seconds", "run/seed", "run/batch_size", "run/base_lr"};
+
 void save_checkpoint(const std::string& path, const nn::Module& model, const optim::Optimizer& optimizer,
-                     const Position& at, const RunResult& result) {
+                     const Position& at, const RunResult& result, const RunConfig& config) {
   std::vector<nn::NamedTensor> entries = with_prefix("model/", model.named_parameters());
   for (auto& entry : with_prefix("optim/", optimizer.state())) entries.push_back(entry);
   auto scalar = [&](const std::string& name, double value) {
@@ -167,7 +174,37 @@ void save_checkpoint(const std::string& path, const nn::Module& model, const opt
   scalar("run/step", static_cast<double>(at.step));
   scalar("run/best_test_acc", result.best_test_acc);
   scalar("run/seconds", result.seconds);
+  scalar("run/seed", static_cast<double>(config.seed));
+  scalar("run/batch_size", static_cast<double>(config.batch_size));
+  scalar("run/base_lr", config.lr());
   nn::save_tensors(path, entries);
+}
+
+/// Refuses entries a training checkpoint does not have (they would be ignored).
+void check_entry_names(const std::vector<nn::NamedTensor>& entries, const std::string& path) {
+  for (const auto& [name, tensor] : entries) {
+    if (name.starts_with("model/") || name.starts_with("optim/")) continue;
+    if (std::find(std::begin(kRunEntries), std::end(kRunEntries), name) != std::end(kRunEntries)) continue;
+    throw std::runtime_error(fmt::format("checkpoint {}: unexpected entry '{}' (a training checkpoint holds model/, "
+                                         "optim/ and run/ entries only)", path, name));
+  }
+}
+
+/// A resumed run goes on as it was started: the same seed (the shuffles), batch size and base rate.
+void check_same_run(const std::vector<nn::NamedTensor>& entries, const std::string& path, const RunConfig& config) {
+  auto refuse = [&](const std::string& flag, const std::string& saved, const std::string& asked) {
+    throw std::runtime_error(fmt::format("checkpoint {}: the run was started with {} {}; resuming it with {} {} would "
+                                         "change it (give its own value, or start a new run without --resume)",
+                                         path, flag, saved, flag, asked));
+  };
+  double seed = scalar_entry(entries, "run/seed", path, 0, 1.8446744073709552e19, true);
+  if (seed != static_cast<double>(config.seed)) refuse("--seed", fmt::format("{}", seed), std::to_string(config.seed));
+  double batch = scalar_entry(entries, "run/batch_size", path, 1, 1e12, true);
+  if (batch != static_cast<double>(config.batch_size)) {
+    refuse("--batch-size", fmt::format("{}", batch), std::to_string(config.batch_size));
+  }
+  double lr = scalar_entry(entries, "run/base_lr", path, 0, std::numeric_limits<double>::max());
+  if (lr != config.lr()) refuse("the learning rate", config::format_real(lr), config::format_real(config.lr()));
 }
 
 /// The optimiser of the config over the model's parameters; with no_bias_decay the biases form a
@@ -200,6 +237,10 @@ class Trainer {
       : model_(model), config_(config), data_(data), optimizer_(make_optimizer(config, model)),
         loader_(data.train, {.batch_size = config.batch_size, .shuffle = true, .image_shape = config.images,
                              .seed = config.seed}) {
+    if (!config.save_path.empty()) check_output_path(config.save_path, "the checkpoint");
+    if (!config.log_path.empty()) check_output_path(config.log_path, "the log");
+    probe_model(model_, data.train, config.images, "training");
+    probe_model(model_, data.test, config.images, data.test_name);
     if (!config.resume_path.empty()) resume();
     last_epoch_ = at_.epoch + config.epochs;
     if (config.epochs > 0 && !is_constant(config.schedule)) make_scheduler();
@@ -223,6 +264,8 @@ class Trainer {
   void resume() {
     const std::string& path = config_.resume_path;
     std::vector<nn::NamedTensor> entries = nn::load_tensors(path);
+    check_entry_names(entries, path);
+    check_same_run(entries, path, config_);
     nn::assign_tensors(under_prefix("model/", entries), model_.named_parameters(), "model");
     optimizer_->load_state(under_prefix("optim/", entries));
     at_.epoch = static_cast<std::size_t>(scalar_entry(entries, "run/epoch", path, 0, 1e6, true));
@@ -250,6 +293,7 @@ class Trainer {
   void open_log() {
     if (config_.log_path.empty()) return;
     bool append = at_.epoch > 0 || at_.batch > 0;
+    if (append) cut_log(config_.log_path, at_.epoch);
     log_.open(config_.log_path, append ? std::ios::app : std::ios::trunc);
     if (!log_) {
       throw std::runtime_error(fmt::format("cannot write the log {}: {}", config_.log_path, std::strerror(errno)));
@@ -355,7 +399,7 @@ class Trainer {
   }
 
   void save() {
-    if (!config_.save_path.empty()) save_checkpoint(config_.save_path, model_, *optimizer_, at_, result_);
+    if (!config_.save_path.empty()) save_checkpoint(config_.save_path, model_, *optimizer_, at_, result_, config_);
   }
 
   nn::Module& model_;
@@ -402,6 +446,10 @@ std::string RunResult::final_line() const {
 Datasets load_datasets(const RunConfig& config) {
   Datasets sets;
   sets.train = data::load_dataset(config.dataset, data::Split::train, config.data_dir);
+  if (config.validation >= sets.train.size()) {
+    throw std::runtime_error(fmt::format("--validation {}: the training set has {} images; at most {} can be held out",
+                                         config.validation, sets.train.size(), sets.train.size() - 1));
+  }
   if (config.validation > 0) {
     auto [train, validation] = data::split_train_validation(sets.train, config.validation);
     sets.train = std::move(train);

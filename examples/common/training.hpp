@@ -58,6 +58,7 @@ struct RunResult {
   std::vector<EpochMetrics> epochs;
   bool diverged = false;
   bool interrupted = false;  // stopped by SIGINT after finishing its step
+  bool failed = false;       // the lab: the run threw (an error, not a divergence); divergence says why
   std::string divergence;    // what happened, where
   double best_test_acc = 0;
   double seconds = 0;        // training time, evaluation excluded
