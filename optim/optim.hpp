@@ -11,6 +11,7 @@
 #include "optim/amsgrad.hpp"
 #include "optim/average.hpp"
 #include "optim/clip.hpp"
+#include "optim/lbfgs.hpp"
 #include "optim/lookahead.hpp"
 #include "optim/registry.hpp"
 #include "optim/momentum.hpp"

@@ -216,7 +216,7 @@ Optimizer::ParamState& Optimizer::state_for(const Param& param) {
   if (found != state_.end()) return found->second;
   ParamState s;
   for (std::size_t i = 0, n = tensor_state_names().size(); i < n; ++i) {
-    s.tensors.push_back(ag::Tensor::zeros_like(param.tensor));
+    s.tensors.push_back(ag::Tensor::zeros(tensor_state_shape(i, param), param.tensor.dtype()));
   }
   s.scalars.assign(scalar_state_names().size(), 0.0);
   init_state(s, param);
@@ -342,10 +342,12 @@ std::vector<nn::EntrySpec> Optimizer::expected_state(const std::vector<nn::Named
   }
   // A parameter's state is all or nothing: one entry of it asks for all of them.
   const std::unordered_set<std::string> saved = params_with_state(entries);
+  const std::vector<std::string> tensor_names = tensor_state_names();
   for (const Param& p : params_) {
     if (!saved.contains(p.name)) continue;
-    for (const std::string& key : tensor_state_names()) {
-      specs.push_back({"state/" + p.name + "/" + key, p.tensor.shape(), p.tensor.dtype(), "for the parameter"});
+    for (std::size_t i = 0; i < tensor_names.size(); ++i) {
+      specs.push_back({"state/" + p.name + "/" + tensor_names[i], tensor_state_shape(i, p), p.tensor.dtype(),
+                       "for the parameter"});
     }
     for (const std::string& key : scalar_state_names()) specs.push_back(scalar_spec("state/" + p.name + "/" + key));
   }

@@ -27,7 +27,9 @@
 //   "global/step"                 number of step() calls
 //   "global/<scalar>"             a whole-optimiser scalar of the method (Newton's "global/damping")
 //   "group/<g>/lr"                learning rate of group g
-//   "state/<param>/<buffer>"      a tensor of the parameter's shape and dtype ("state/fc1.weight/exp_avg")
+//   "state/<param>/<buffer>"      a tensor of the parameter's dtype and, unless the method's
+//                                 tensor_state_shape says otherwise, its shape ("state/fc1.weight/exp_avg";
+//                                 L-BFGS's history "state/fc1.weight/old_stps" is [history_size, numel])
 //   "state/<param>/<scalar>"      a per-parameter scalar ("state/fc1.weight/step")
 //   "inner/<entry>"               a wrapper's wrapped optimiser's entry (its group learning rates are there)
 // and load_state() restores them bit for bit, so training resumes exactly: state() -> nn::save_tensors ->
@@ -166,8 +168,11 @@ class Optimizer {
   // ---- what a method defines ----
   /// Applies one update from the gradients in .grad(); runs under NoGradGuard.
   virtual void update() = 0;
-  /// Per-parameter tensors (zero-initialised, the parameter's shape and dtype) and scalars.
+  /// Per-parameter tensors (zero-initialised, the parameter's dtype, shape tensor_state_shape) and scalars.
   virtual std::vector<std::string> tensor_state_names() const { return {}; }
+  /// Shape of tensor `index` of tensor_state_names() for `param`: what state_for creates and load_state
+  /// expects. Default: the parameter's shape.
+  virtual ag::Shape tensor_state_shape(std::size_t /*index*/, const Param& param) const { return param.tensor.shape(); }
   virtual std::vector<std::string> scalar_state_names() const { return {}; }
   /// Initialises a new parameter state's scalars (default: zeros).
   virtual void init_state(ParamState& /*state*/, const Param& /*param*/) {}

@@ -4,8 +4,10 @@
 // quadratic and on logistic regression, state round trips through a checkpoint file, option checks,
 // and a small MLP on a few hundred MNIST images.
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -773,7 +775,9 @@ TEST_CASE("every method converges on a convex quadratic") {
       // Wrappers, around their default inner methods (adam; momentum for swa and sam) at the rate given.
       {"clip", 0.05, 1000, 1e-4},      {"lookahead", 0.05, 2000, 1e-4}, {"ema", 0.05, 1000, 1e-4},
       // sam's ascent step has length ρ wherever g != 0, so it settles within about ρ of x*, not at it.
-      {"swa", 0.05, 300, 1e-6},        {"sam", 0.05, 300, 5e-3}};
+      {"swa", 0.05, 300, 1e-6},        {"sam", 0.05, 300, 5e-3},
+      // L-BFGS's iterations end once g·d > -tolerance_change = 1e-9 (torch's default), about 2e-6 from x*.
+      {"lbfgs", 1.0, 1, 1e-5}};
   REQUIRE(runs.size() == optim::optimizers().names().size());
   for (const Run& r : runs) {
     Tensor x = column({0.0, 0.0, 0.0, 0.0});
@@ -817,7 +821,10 @@ TEST_CASE("convergence on Rosenbrock f = (1 - x)^2 + 100 (y - x^2)^2 from (-1.2,
       // Wrappers: clip and lookahead around momentum (Adam at a fixed rate hovers in the valley, and with
       // clipped or averaged steps it hovers elsewhere); sam with a small ascent radius (the valley is narrow).
       {"clip", 1.5e-3, 3000, 1e-6},      {"lookahead", 1.5e-3, 6000, 1e-6}, {"ema", 0.05, 3000, 1e-6},
-      {"swa", 1.5e-3, 3000, 1e-6},       {"sam", 1.5e-3, 3000, 1e-3}};
+      {"swa", 1.5e-3, 3000, 1e-6},       {"sam", 1.5e-3, 3000, 1e-3},
+      // L-BFGS, fixed steps t = lr (up to 20 iterations per step): its tolerance_change = 1e-9 ends the
+      // iterations about 3e-6 from (1, 1), where f ~ 1e-11 and the valley is flat.
+      {"lbfgs", 1.0, 5, 1e-5}};
   REQUIRE(runs.size() == optim::optimizers().names().size());
   for (const Run& r : runs) {
     Tensor p = param({-1.2, 1.0});
@@ -1093,8 +1100,8 @@ TEST_CASE("registry: every method by spec, its registered defaults, groups, and 
   CHECK(optim::resolve_optimizer(config::parse_spec("adam(beta2=0.99)")).text() ==
         "adam(lr=0.001,weight_decay=0,decoupled=false,beta1=0.9,beta2=0.99,eps=1e-08,eps_placement=outside)");
   // Errors name the method, the key and what is allowed.
-  CHECK_THROWS_WITH_AS(optim::make_optimizer("lbfgs", {{"w", w}}),
-                       doctest::Contains("unknown optimizer 'lbfgs' (known: adabelief, adadelta, adagrad, adam, adam-hd"), config::SpecError);
+  CHECK_THROWS_WITH_AS(optim::make_optimizer("l-bfgs", {{"w", w}}),
+                       doctest::Contains("unknown optimizer 'l-bfgs' (known: adabelief, adadelta, adagrad, adam, adam-hd"), config::SpecError);
   CHECK_THROWS_WITH_AS(optim::make_optimizer("adam(lr=-1)", {{"w", w}}), doctest::Contains("adam: lr must be >= 0, got '-1'"),
                        config::SpecError);
   CHECK_THROWS_WITH_AS(optim::make_optimizer("adam(beta2=1)", {{"w", w}}),
@@ -1597,4 +1604,374 @@ TEST_CASE("adadelta (Zeiler 2012 Alg. 1; torch.optim.Adadelta): Δ = sqrt(u + ε
   CHECK(d.lr == 1.0);
   CHECK(d.rho == 0.9);
   CHECK(d.eps == 1e-6);
+}
+
+// ================================================================ L-BFGS
+
+namespace {
+/// 2×2 matrices, row-major, for L-BFGS by hand.
+using Mat2 = std::array<double, 4>;
+Vec times(const Mat2& m, const Vec& v) { return {m[0] * v[0] + m[1] * v[1], m[2] * v[0] + m[3] * v[1]}; }
+double inner(const Vec& a, const Vec& b) {
+  double s = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+/// BFGS's inverse update H+ = Vᵀ H V + ρ s sᵀ, V = I - ρ y sᵀ, ρ = 1 / y·s (N&W eq. 6.17).
+Mat2 bfgs_update(const Mat2& h, const Vec& s, const Vec& y) {
+  const double rho = 1 / inner(y, s);
+  const Mat2 v{1 - rho * y[0] * s[0], -rho * y[0] * s[1], -rho * y[1] * s[0], 1 - rho * y[1] * s[1]};
+  Mat2 out{};
+  for (std::size_t i = 0; i < 2; ++i) {
+    for (std::size_t j = 0; j < 2; ++j) {
+      double sum = rho * s[i] * s[j];
+      for (std::size_t k = 0; k < 2; ++k) {
+        for (std::size_t l = 0; l < 2; ++l) sum += v[k * 2 + i] * h[k * 2 + l] * v[l * 2 + j];
+      }
+      out[i * 2 + j] = sum;
+    }
+  }
+  return out;
+}
+
+/// A closure over `loss_fn` that counts its calls.
+optim::Optimizer::Closure counted(optim::Optimizer& opt, const std::function<Tensor()>& loss_fn, int& calls) {
+  return [&opt, loss_fn, &calls] {
+    ++calls;
+    opt.zero_grad();
+    Tensor loss = loss_fn();
+    ag::backward(loss);
+    return loss.item();
+  };
+}
+
+double state_scalar(const optim::Optimizer& opt, const std::string& name) { return entry(opt.state(), name).item(); }
+}  // namespace
+
+TEST_CASE("lbfgs (N&W Alg. 7.4-7.5; torch.optim.LBFGS) by hand: one step of max_iter = 1, 2, 3 on ½ xᵀAx - bᵀx") {
+  // Iteration 1: t = min(1, 1/‖g‖₁) lr along -g. Iteration k > 1: y = g_k - g_{k-1}, s = t d, H_diag = y·s / y·y,
+  // d = -H g with H the BFGS update of H_diag I by the pairs, oldest first (what the two-loop recursion
+  // computes), t = lr. Coupled weight decay λ is the same quadratic with A + λ I.
+  const Quadratic q({3, 1, 1, 2}, {1, 1});
+  const Vec x0{1.0, -1.0};  // g0 = (1, -2): t0 = lr / 3
+  const double lr = 0.8;
+  for (double wd : {0.0, 0.5}) {
+    INFO("weight_decay " << wd);
+    const Mat2 a{3 + wd, 1, 1, 2 + wd};
+    auto grad = [&](const Vec& x) { return Vec{times(a, x)[0] - 1, times(a, x)[1] - 1}; };
+    std::vector<Vec> xs{x0}, ss, ys;
+    std::vector<double> h_diag{1.0};
+    const Vec g0 = grad(x0);
+    const double t0 = std::min(1.0, 1 / (std::abs(g0[0]) + std::abs(g0[1]))) * lr;
+    ss.push_back({-t0 * g0[0], -t0 * g0[1]});
+    xs.push_back({x0[0] + ss[0][0], x0[1] + ss[0][1]});
+    for (std::size_t k = 1; k < 3; ++k) {
+      const Vec g = grad(xs[k]), g_prev = grad(xs[k - 1]);
+      ys.push_back({g[0] - g_prev[0], g[1] - g_prev[1]});
+      h_diag.push_back(inner(ss.back(), ys.back()) / inner(ys.back(), ys.back()));
+      Mat2 h{h_diag.back(), 0, 0, h_diag.back()};
+      for (std::size_t i = 0; i < ys.size(); ++i) h = bfgs_update(h, ss[i], ys[i]);
+      const Vec hg = times(h, g);
+      ss.push_back({-lr * hg[0], -lr * hg[1]});
+      xs.push_back({xs[k][0] + ss[k][0], xs[k][1] + ss[k][1]});
+    }
+    for (std::size_t iterations = 1; iterations <= 3; ++iterations) {
+      INFO("max_iter " << iterations);
+      Tensor x = column(x0);
+      // max_eval: the default max_iter * 5 / 4 would end max_iter = 2 and 3 an iteration early (2 and 3 calls).
+      optim::LBFGS opt({{"x", x}}, {.lr = lr, .max_iter = iterations, .max_eval = 10, .weight_decay = wd});
+      int calls = 0;
+      const double loss = opt.step(counted(opt, [&] { return q.loss(x); }, calls));
+      check_close(x, xs[iterations], 1e-12);
+      CHECK(loss == q.value(x0));  // the closure's first loss, without the L2 term
+      CHECK(calls == static_cast<int>(iterations));  // one per iteration but the last, plus the first
+      CHECK(opt.iterations() == static_cast<std::int64_t>(iterations));
+      CHECK(opt.history_count() == iterations - 1);
+      CHECK(state_scalar(opt, "global/H_diag") == doctest::Approx(h_diag[iterations - 1]).epsilon(1e-12));
+      CHECK(state_scalar(opt, "global/t") == doctest::Approx(iterations == 1 ? t0 : lr).epsilon(1e-15));
+      // d of the last iteration: the step it took over t.
+      const double t = iterations == 1 ? t0 : lr;
+      check_close(entry(opt.state(), "state/x/d"), {ss[iterations - 1][0] / t, ss[iterations - 1][1] / t}, 1e-12);
+    }
+  }
+}
+
+TEST_CASE("lbfgs: a pair is kept only if y·s > 1e-10 (on a linear f, y = 0: steepest descent with t = lr)") {
+  Tensor x = param({0.5, -0.5});
+  const Tensor c = Tensor::from_data(ag::Shape{2}, {0.25, -1.0}, DType::f64);
+  optim::LBFGS opt({{"x", x}}, {.lr = 0.1, .max_iter = 3, .max_eval = 10});
+  opt.step(optim::Optimizer::LossFn([&] { return ag::sum(ag::mul(c, x)); }));
+  // t0 = min(1, 1 / 1.25) 0.1 = 0.08, then two steps of 0.1 along -c.
+  check_close(x, {0.5 - 0.28 * 0.25, -0.5 + 0.28 * 1.0});
+  CHECK(opt.history_count() == 0);
+  CHECK(state_scalar(opt, "global/H_diag") == 1.0);
+}
+
+TEST_CASE("lbfgs: the cubic interpolation of the line search") {
+  // On a quadratic φ(t) = 3 (t - 0.7)² + 1 the cubic through two points is φ itself: its minimum, exactly.
+  auto phi = [](double t) { return 3 * (t - 0.7) * (t - 0.7) + 1; };
+  auto slope = [](double t) { return 6 * (t - 0.7); };
+  CHECK(optim::LBFGS::cubic_minimum(0, phi(0), slope(0), 2, phi(2), slope(2), 0, 2) == doctest::Approx(0.7).epsilon(1e-15));
+  CHECK(optim::LBFGS::cubic_minimum(2, phi(2), slope(2), 0.1, phi(0.1), slope(0.1), 0.1, 2) ==
+        doctest::Approx(0.7).epsilon(1e-15));
+  // Clamped to the bounds (extrapolation from [0, 0.2] limited to [0.202, 0.5]).
+  CHECK(optim::LBFGS::cubic_minimum(0, phi(0), slope(0), 0.2, phi(0.2), slope(0.2), 0.202, 0.5) == 0.5);
+  // φ = t³ + t on [-1, 1] has no minimum (d1² < φ'a φ'b): the middle of the bounds.
+  CHECK(optim::LBFGS::cubic_minimum(-1, -2, 4, 1, 2, 4, -1, 1) == 0.0);
+}
+
+TEST_CASE("lbfgs with strong Wolfe on an n-dimensional quadratic: both conditions hold; exact searches end in n iterations") {
+  // Distinct eigenvalues, n = 6. One iteration per step(), so that every accepted step can be checked.
+  const std::size_t n = 6;
+  Vec a(n * n);
+  for (std::size_t i = 0; i < n; ++i) {
+    for (std::size_t j = 0; j < n; ++j) {
+      a[i * n + j] = 1.0 / (1.0 + std::abs(double(i) - double(j))) + (i == j ? double(i + 1) : 0.0);
+    }
+  }
+  const Quadratic q(a, {1, -1, 2, 0.5, -2, 1});
+  const Vec minimum = q.minimum();
+  // lr = 10: every first trial overshoots the minimum along d, and the zoom's cubic lands on it exactly, so
+  // every search is exact: then L-BFGS's directions are conjugate (they are CG's), and the minimum is reached
+  // after n iterations (N&W Thm. 6.4 with §7.2), not before. lr = 1 (the default): t = 1 is accepted as soon
+  // as it meets both conditions, and the searches are not exact.
+  for (double lr : {10.0, 1.0}) {
+    INFO("lr " << lr);
+    Tensor x = column(Vec(n, 0.0));
+    optim::LBFGS opt({{"x", x}}, {.lr = lr, .max_iter = 1, .line_search = optim::LineSearch::strong_wolfe});
+    double worst_exactness = 0;
+    for (std::size_t k = 1; k <= n; ++k) {
+      INFO("iteration " << k);
+      const Vec x0 = values_of(x), g0 = q.gradient(x0);
+      opt.step(optim::Optimizer::LossFn([&] { return q.loss(x); }));
+      const Vec x1 = values_of(x), g1 = q.gradient(x1);
+      Vec p(n);
+      for (std::size_t i = 0; i < n; ++i) p[i] = x1[i] - x0[i];
+      CHECK(q.value(x1) <= q.value(x0) + 1e-4 * inner(g0, p));  // sufficient decrease
+      CHECK(std::abs(inner(g1, p)) <= 0.9 * std::abs(inner(g0, p)));  // curvature
+      worst_exactness = std::max(worst_exactness, std::abs(inner(g1, p) / inner(g0, p)));
+      double error = 0;
+      for (std::size_t i = 0; i < n; ++i) error = std::max(error, std::abs(x1[i] - minimum[i]));
+      if (lr == 10.0 && k == n - 1) CHECK(error > 1e-3);
+      if (lr == 10.0 && k == n) CHECK(error < 1e-10);
+    }
+    if (lr == 10.0) {
+      CHECK(worst_exactness < 1e-12);
+      CHECK(opt.func_evals() == static_cast<std::int64_t>(n * 3));  // per step: g, the overshoot, the minimum
+    } else {
+      CHECK(worst_exactness > 0.1);
+    }
+  }
+}
+
+namespace {
+Tensor rosenbrock_of(const Tensor& p) {
+  const Tensor pick_x = Tensor::from_data(ag::Shape{2}, {1.0, 0.0}, DType::f64);
+  const Tensor pick_y = Tensor::from_data(ag::Shape{2}, {0.0, 1.0}, DType::f64);
+  Tensor px = ag::sum(ag::mul(p, pick_x)), py = ag::sum(ag::mul(p, pick_y));
+  Tensor a = ag::sub(1.0, px), b = ag::sub(py, ag::mul(px, px));
+  return ag::add(ag::mul(a, a), ag::mul(ag::mul(b, b), 100.0));
+}
+}  // namespace
+
+TEST_CASE("lbfgs with strong Wolfe on Rosenbrock from (-1.2, 1)") {
+  auto error_of = [](const Tensor& p) { return std::max(std::abs(p.at(0) - 1.0), std::abs(p.at(1) - 1.0)); };
+  SUBCASE("one iteration per step: (1, 1) to 1e-6 within 40 steps") {
+    Tensor p = param({-1.2, 1.0});
+    auto opt = optim::make_optimizer("lbfgs(line_search=strong_wolfe,max_iter=1,tolerance_change=1e-15)", {{"p", p}});
+    int steps = 0;
+    while (steps < 40 && error_of(p) > 1e-6) {
+      opt->step(optim::Optimizer::LossFn([&] { return rosenbrock_of(p); }));
+      ++steps;
+    }
+    INFO("steps " << steps << ", error " << error_of(p));
+    CHECK(error_of(p) <= 1e-6);
+  }
+  SUBCASE("max_iter = 20: two steps") {
+    Tensor p = param({-1.2, 1.0});
+    auto opt = optim::make_optimizer("lbfgs(line_search=strong_wolfe,tolerance_change=1e-15)", {{"p", p}});
+    for (int t = 0; t < 2; ++t) opt->step(optim::Optimizer::LossFn([&] { return rosenbrock_of(p); }));
+    CHECK(error_of(p) <= 1e-6);
+  }
+  SUBCASE("torch's tolerance_change = 1e-9 ends the iterations once g·d > -1e-9, short of 1e-6 in this flat valley") {
+    Tensor p = param({-1.2, 1.0});
+    optim::LBFGS opt({{"p", p}}, {.line_search = optim::LineSearch::strong_wolfe});
+    for (int t = 0; t < 10; ++t) opt.step(optim::Optimizer::LossFn([&] { return rosenbrock_of(p); }));
+    const std::int64_t evals = opt.func_evals();
+    opt.step(optim::Optimizer::LossFn([&] { return rosenbrock_of(p); }));
+    CHECK(opt.func_evals() == evals + 1);  // the first evaluation, and no further iteration
+    CHECK(error_of(p) > 1e-6);
+    CHECK(error_of(p) < 1e-4);
+  }
+}
+
+TEST_CASE("lbfgs stops: at a stationary point after one call; max|g| <= tolerance_grad; max_eval calls") {
+  const Quadratic q({2, 0, 0, 4}, {2, 4});  // x* = (1, 1), where g = 0 exactly
+  SUBCASE("a stationary point: the closure is called once, nothing moves") {
+    Tensor x = column({1.0, 1.0});
+    optim::LBFGS opt({{"x", x}});
+    int calls = 0;
+    CHECK(opt.step(counted(opt, [&] { return q.loss(x); }, calls)) == -3.0);
+    CHECK(calls == 1);
+    CHECK(values_of(x) == Vec{1.0, 1.0});
+    CHECK(opt.iterations() == 0);
+    CHECK(opt.func_evals() == 1);
+  }
+  SUBCASE("tolerance_grad: max|g| = 4 <= 4 stops before the first iteration") {
+    Tensor x = column({0.0, 0.0});
+    optim::LBFGS opt({{"x", x}}, {.tolerance_grad = 4.0});
+    int calls = 0;
+    opt.step(counted(opt, [&] { return q.loss(x); }, calls));
+    CHECK(calls == 1);
+    CHECK(values_of(x) == Vec{0.0, 0.0});
+  }
+  SUBCASE("line_search = none: min(max_eval, max_iter) calls") {
+    struct Case {
+      std::size_t max_iter, max_eval;
+      int calls;
+    };
+    // max_eval = 0: max_iter * 5 / 4 (25 for 20, 5 for 4, 2 for 2: one iteration, as torch's).
+    for (Case c : {Case{20, 7, 7}, Case{20, 0, 20}, Case{4, 0, 4}, Case{2, 0, 2}, Case{3, 2, 2}, Case{5, 100, 5}}) {
+      INFO("max_iter " << c.max_iter << ", max_eval " << c.max_eval);
+      Tensor x = column({20.0, -20.0});
+      optim::LBFGS opt({{"x", x}}, {.lr = 0.01, .max_iter = c.max_iter, .max_eval = c.max_eval});
+      int calls = 0;
+      opt.step(counted(opt, [&] { return q.loss(x); }, calls));
+      CHECK(calls == c.calls);
+      CHECK(opt.func_evals() == c.calls);
+    }
+  }
+  SUBCASE("strong_wolfe: the count is tested after each iteration, so a line search may pass max_eval") {
+    // lr = 1000: each search takes two calls (the overshoot, then the minimum), after the first call.
+    for (auto [max_eval, calls_expected] : {std::pair{2, 3}, std::pair{3, 3}, std::pair{4, 5}, std::pair{6, 7}}) {
+      INFO("max_eval " << max_eval);
+      // In 2 dimensions exact searches end after 2 iterations: 3 dimensions.
+      const Quadratic wide({4, 1, 0, 1, 3, 1, 0, 1, 2}, {1, 2, 3});
+      Tensor y = column({20.0, -20.0, 5.0});
+      optim::LBFGS opt({{"y", y}}, {.lr = 1000, .max_eval = static_cast<std::size_t>(max_eval),
+                                    .line_search = optim::LineSearch::strong_wolfe});
+      int calls = 0;
+      opt.step(counted(opt, [&] { return wide.loss(y); }, calls));
+      CHECK(calls == calls_expected);
+      CHECK(opt.func_evals() == calls_expected);
+    }
+  }
+}
+
+TEST_CASE("lbfgs options: bad values are refused naming the option; one group, one dtype; step() needs the closure") {
+  Tensor w = param({1.0, 2.0});
+  std::vector<nn::NamedTensor> p{{"w", w}};
+  CHECK_THROWS_WITH_AS(optim::LBFGS(p, {.lr = -1}), doctest::Contains("lbfgs: lr must be >= 0"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::LBFGS(p, {.max_iter = 0}), doctest::Contains("lbfgs: max_iter must be >= 1"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::LBFGS(p, {.history_size = 0}), doctest::Contains("lbfgs: history_size must be >= 1"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::LBFGS(p, {.tolerance_grad = -1e-7}), doctest::Contains("lbfgs: tolerance_grad"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::LBFGS(p, {.tolerance_change = std::nan("")}), doctest::Contains("lbfgs: tolerance_change"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::LBFGS(p, {.weight_decay = -1}), doctest::Contains("lbfgs: weight_decay"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::LBFGS(p, {.weight_decay = 0.1, .weight_decay_mode = optim::WeightDecay::decoupled}),
+                       doctest::Contains("lbfgs: decoupled must be false"), std::invalid_argument);
+  // By spec: the table's ranges and choices.
+  CHECK_THROWS_WITH_AS(optim::make_optimizer("lbfgs(max_iter=0)", p), doctest::Contains("lbfgs: max_iter must be"),
+                       config::SpecError);
+  CHECK_THROWS_WITH_AS(optim::make_optimizer("lbfgs(line_search=armijo)", p),
+                       doctest::Contains("line_search must be one of none | strong_wolfe, got 'armijo'"), config::SpecError);
+  CHECK_THROWS_WITH_AS(optim::make_optimizer("lbfgs(decoupled=true)", p), doctest::Contains("lbfgs: decoupled"),
+                       config::SpecError);
+  CHECK_THROWS_WITH_AS(optim::make_optimizer("lbfgs(history_size=0)", p), doctest::Contains("lbfgs: history_size"),
+                       config::SpecError);
+  auto by_name = optim::make_optimizer("lbfgs(max_iter=8,line_search=strong_wolfe)", p);
+  const optim::LBFGSOptions& o = dynamic_cast<optim::LBFGS&>(*by_name).options();
+  CHECK(o.lr == 1.0);  // torch's defaults
+  CHECK(o.evaluations() == 10);
+  CHECK(o.tolerance_grad == 1e-7);
+  CHECK(o.tolerance_change == 1e-9);
+  CHECK(o.history_size == 100);
+  CHECK(o.line_search == optim::LineSearch::strong_wolfe);
+  CHECK(optim::LBFGSOptions{}.evaluations() == 25);
+  // One group, one dtype.
+  Tensor v = param({3.0});
+  CHECK_THROWS_WITH_AS(optim::LBFGS({{.params = p}, {.params = {{"v", v}}}}),
+                       doctest::Contains("lbfgs: one parameter group only"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(
+      optim::make_optimizer(config::parse_spec("lbfgs"), std::vector<optim::GroupSpec>{{p}, {{{"v", v}}}}),
+      doctest::Contains("one parameter group only"), std::invalid_argument);
+  Tensor v32 = param({3.0}, DType::f32);
+  CHECK_THROWS_WITH_AS(optim::LBFGS({{"w", w}, {"v", v32}}),
+                       doctest::Contains("lbfgs: every parameter must have one dtype: 'w' is f64, 'v' is f32"),
+                       std::invalid_argument);
+  optim::LBFGS opt(p);
+  give_grad(w, {1.0, 1.0});
+  CHECK_THROWS_WITH_AS(opt.step(), doctest::Contains("lbfgs: step() needs the loss"), std::logic_error);
+  // The rings' rows are the history_size they were made with.
+  opt.step(optim::Optimizer::LossFn([&] { return ag::sum(ag::mul(w, w)); }));
+  opt.set_options(0, {.history_size = 4});
+  CHECK_THROWS_WITH_AS(opt.step(optim::Optimizer::LossFn([&] { return ag::sum(ag::mul(w, w)); })),
+                       doctest::Contains("lbfgs: history_size is 4, but the history kept has 100 rows"), std::logic_error);
+}
+
+TEST_CASE("lbfgs state: the ring buffer wrapped (history_size = 2) resumes bit for bit; bad scalars are refused") {
+  for (DType dtype : {DType::f32, DType::f64}) {
+    for (const char* search : {"none", "strong_wolfe"}) {
+      INFO(ag::dtype_name(dtype) << " " << search);
+      const std::string spec = std::string("lbfgs(lr=0.5,history_size=2,max_iter=3,weight_decay=0.01,line_search=") +
+                               search + ")";
+      Tensor a = param({0.8, -0.4}, dtype), b = param({1.1, 0.3, -0.9}, dtype);
+      auto opt = optim::make_optimizer(spec, {{"a", a}, {"b", b}});
+      auto loss_of = [](Tensor& x, Tensor& y) { return optim::Optimizer::LossFn([&x, &y] { return quartic({x, y}); }); };
+      for (int t = 0; t < 5; ++t) opt->step(loss_of(a, b));
+      CHECK(state_scalar(*opt, "global/history_count") == 2.0);
+      CHECK(state_scalar(*opt, "global/n_iter") > 3.0);  // more pairs than rows: the ring has wrapped
+      CHECK(entry(opt->state(), "state/b/old_stps").shape() == ag::Shape{2, 3});
+      CHECK(entry(opt->state(), "state/b/d").shape() == ag::Shape{3});
+
+      std::string path = temp_path("lbfgs_ring.ckpt");
+      nn::save_tensors(path, opt->state());
+      std::vector<nn::NamedTensor> loaded = nn::load_tensors(path);
+      std::filesystem::remove(path);
+      Tensor a2 = a.clone(), b2 = b.clone();
+      a2.set_requires_grad();
+      b2.set_requires_grad();
+      auto resumed = optim::make_optimizer(spec, {{"a", a2}, {"b", b2}});
+      resumed->load_state(loaded);
+      for (int t = 0; t < 5; ++t) {
+        opt->step(loss_of(a, b));
+        resumed->step(loss_of(a2, b2));
+      }
+      CHECK(bit_identical(a, a2));
+      CHECK(bit_identical(b, b2));
+      CHECK(state_scalar(*opt, "global/func_evals") == state_scalar(*resumed, "global/func_evals"));
+
+      // Another history_size: the rings' shape; scalars out of range.
+      auto other = optim::make_optimizer("lbfgs(history_size=3)", {{"a", a2}, {"b", b2}});
+      const std::string ring = fmt::format("state/a/old_dirs: {0}[2, 2] in the state, {0}[3, 2] for the parameter",
+                                           ag::dtype_name(dtype));
+      CHECK_THROWS_WITH_AS(other->load_state(loaded), doctest::Contains(ring.c_str()), std::runtime_error);
+      std::vector<nn::NamedTensor> bad;
+      for (const auto& [name, t] : loaded) {
+        if (name == "global/history_count") {
+          bad.emplace_back(name, Tensor::scalar(3.0, DType::f64));
+        } else if (name == "global/H_diag") {
+          bad.emplace_back(name, Tensor::scalar(-1.0, DType::f64));
+        } else if (name == "global/history_start") {
+          bad.emplace_back(name, Tensor::scalar(2.0, DType::f64));
+        } else {
+          bad.emplace_back(name, t);
+        }
+      }
+      try {
+        resumed->load_state(bad);
+        FAIL("load_state accepted a broken state");
+      } catch (const std::runtime_error& e) {
+        std::string message = e.what();
+        INFO(message);
+        CHECK(message.find("global/history_count: 3 is outside [0, 2]") != std::string::npos);
+        CHECK(message.find("global/history_start: 2 is outside [0, 1]") != std::string::npos);
+        CHECK(message.find("global/H_diag: -1 is outside") != std::string::npos);
+      }
+    }
+  }
 }
