@@ -19,6 +19,7 @@
 #include "optim/optimizer.hpp"
 #include "optim/radam.hpp"
 #include "optim/rmsprop.hpp"
+#include "optim/rprop.hpp"
 #include "optim/schedule.hpp"
 #include "optim/sgd.hpp"
 #include "optim/sgd_hd.hpp"

@@ -769,7 +769,9 @@ TEST_CASE("every method converges on a convex quadratic") {
       {"newton", 1.0, 1, 1e-12},       {"adamax", 0.05, 1000, 1e-4},   {"adabelief", 0.05, 1000, 1e-4},
       {"yogi", 0.05, 1000, 1e-4},      {"radam", 0.05, 1000, 1e-4},    {"adadelta", 0.1, 2000, 1e-6},
       // AdamW keeps its registered decoupled λ = 1e-2, which pulls x towards 0: it settles near, not at, x*.
-      {"adamw", 0.05, 1000, 1e-3}};
+      {"adamw", 0.05, 1000, 1e-3},
+      // Rprop's step sizes stop at step_min = 1e-6, which bounds its accuracy.
+      {"rprop", 0.01, 1000, 2e-6}};
   REQUIRE(runs.size() == optim::optimizers().names().size());
   for (const Run& r : runs) {
     Tensor x = column({0.0, 0.0, 0.0, 0.0});
@@ -807,13 +809,17 @@ TEST_CASE("convergence on Rosenbrock f = (1 - x)^2 + 100 (y - x^2)^2 from (-1.2,
       {"radam", 1e-3, 20000, 1e-6},
       // AdamW's registered decoupled λ = 1e-2 moves the point it settles at; Adadelta's step
       // sqrt(u + ε) / sqrt(v + ε) g does not shrink near the minimum, and it hovers in the valley.
-      {"adamw", 0.02, 5000, 5e-2},       {"adadelta", 0.1, 5000, 0.1}};
+      {"adamw", 0.02, 5000, 5e-2},       {"adadelta", 0.1, 5000, 0.1},
+      // Rprop runs with step_min = 1e-9 (below): at torch's floor 1e-6 a step in y overshoots the valley
+      // y = x² near the end, the signs cycle, and it stops ~1e-3 short.
+      {"rprop", 0.01, 8000, 2e-6}};
   REQUIRE(runs.size() == optim::optimizers().names().size());
   for (const Run& r : runs) {
     Tensor p = param({-1.2, 1.0});
     // SGD-HD's hypergradient is a product of gradients in the hundreds here: a small β.
     config::Spec s = spec(r.name, r.lr);
     if (r.name.ends_with("-hd")) s.set("hyper_lr", "1e-8");
+    if (r.name == "rprop") s.set("step_min", "1e-9");
     auto opt = optim::make_optimizer(s, {{"p", p}});
     for (int t = 0; t < r.steps; ++t) opt->step(optim::Optimizer::LossFn([&] { return rosenbrock(p); }));
     double error = std::max(std::abs(p.at(0) - 1.0), std::abs(p.at(1) - 1.0));
@@ -1582,3 +1588,90 @@ TEST_CASE("adadelta (Zeiler 2012 Alg. 1; torch.optim.Adadelta): Δ = sqrt(u + ε
   CHECK(d.rho == 0.9);
   CHECK(d.eps == 1e-6);
 }
+
+// ================================================================ round three
+// Each against its update written out from the formula (torch.optim's documented update where torch has
+// the method or the form; the paper's algorithm otherwise), on the hand-set gradient sequence kGrads.
+
+namespace {
+double sign_of(double x) { return x > 0 ? 1.0 : (x < 0 ? -1.0 : x); }
+void check_values(const Vec& x, const Vec& expected) {
+  REQUIRE(x.size() == expected.size());
+  for (std::size_t i = 0; i < x.size(); ++i) CHECK(x[i] == doctest::Approx(expected[i]).epsilon(1e-13));
+}
+}  // namespace
+
+TEST_CASE("rprop (torch.optim.Rprop): s × η+ while g prev > 0, × η- and g <- 0 when < 0; w <- w - s sign(g)") {
+  // kGrads flips the signs of elements 0 and 1 at step 2 (they then rest at step 3, prev = 0) and keeps
+  // element 2's, which then flips at step 3.
+  const double lr = 0.1, eta_minus = 0.5, eta_plus = 1.2;
+  Tensor w = param(kW0);
+  Vec prev(3, 0.0), s(3, lr);
+  auto advance = [&](Vec& x, const Vec& g, double s_min, double s_max, double coupled, double shrink) {
+    for (std::size_t i = 0; i < 3; ++i) {
+      double gi = g[i] + coupled * x[i];
+      double p = gi * prev[i];
+      if (p > 0) {
+        s[i] = std::min(s[i] * eta_plus, s_max);
+      } else if (p < 0) {
+        s[i] = std::max(s[i] * eta_minus, s_min);
+        gi = 0;
+      } else {
+        s[i] = std::clamp(s[i], s_min, s_max);
+      }
+      x[i] = shrink * x[i] - s[i] * sign_of(gi);
+      prev[i] = gi;
+    }
+  };
+  SUBCASE("plain: torch's step sizes (1e-6, 50)") {
+    optim::Rprop opt({{"w", w}}, {.lr = lr, .eta_minus = eta_minus, .eta_plus = eta_plus});
+    follow(opt, w, [&](Vec& x, const Vec& g, int) { advance(x, g, 1e-6, 50, 0, 1); });
+    check_close(entry(opt.state(), "state/w/step_size"), s);
+    check_close(entry(opt.state(), "state/w/prev"), prev);
+    check_values(s, {0.05, 0.05, 0.06});  // halved, halved, grown then halved
+    CHECK(prev[2] == 0.0);
+    CHECK(entry(opt.state(), "state/w/step").item() == 3.0);
+  }
+  SUBCASE("clamped: step_min = 0.07 stops the halving, step_max = 0.11 the growth") {
+    optim::Rprop opt({{"w", w}}, {.lr = lr, .eta_minus = eta_minus, .eta_plus = eta_plus, .step_min = 0.07,
+                                  .step_max = 0.11});
+    follow(opt, w, [&](Vec& x, const Vec& g, int) { advance(x, g, 0.07, 0.11, 0, 1); });
+    CHECK(s == Vec{0.07, 0.07, 0.07});
+  }
+  SUBCASE("coupled weight decay (g + λ w, seen by the signs) and decoupled") {
+    // λ = 0.5 is large enough to change the signs: with g + λ w elements 0 and 1 no longer flip at step 2.
+    const double wd = 0.5;
+    optim::Rprop coupled({{"w", w}}, {.lr = lr, .weight_decay = wd});
+    follow(coupled, w, [&](Vec& x, const Vec& g, int) { advance(x, g, 1e-6, 50, wd, 1); });
+    check_values(s, {0.144, 0.144, 0.06});
+    Tensor w2 = param(kW0);
+    prev.assign(3, 0.0);
+    s.assign(3, lr);
+    optim::Rprop decoupled({{"w", w2}},
+                           {.lr = lr, .weight_decay = wd, .weight_decay_mode = optim::WeightDecay::decoupled});
+    follow(decoupled, w2, [&](Vec& x, const Vec& g, int) { advance(x, g, 1e-6, 50, 0, 1 - lr * wd); });
+  }
+  SUBCASE("the registered defaults are torch's; bad values are refused, naming the option") {
+    auto by_name = optim::make_optimizer("rprop", {{"w", w}});
+    const auto& d = dynamic_cast<optim::Rprop&>(*by_name).options();
+    CHECK(d.lr == 0.01);
+    CHECK(d.eta_minus == 0.5);
+    CHECK(d.eta_plus == 1.2);
+    CHECK(d.step_min == 1e-6);
+    CHECK(d.step_max == 50.0);
+    std::vector<nn::NamedTensor> p{{"w", w}};
+    CHECK_THROWS_WITH_AS(optim::Rprop(p, {.eta_minus = 1.0}), doctest::Contains("rprop: eta_minus must be in (0, 1)"),
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(optim::Rprop(p, {.eta_plus = 1.0}), doctest::Contains("rprop: eta_plus must be > 1"),
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(optim::Rprop(p, {.step_min = 1.0, .step_max = 0.5}),
+                         doctest::Contains("rprop: step_max must be >= step_min"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(optim::make_optimizer("rprop(eta_minus=0)", p), doctest::Contains("rprop: eta_minus"),
+                         config::SpecError);
+    CHECK_THROWS_WITH_AS(optim::make_optimizer("rprop(eta_plus=0.9)", p), doctest::Contains("rprop: eta_plus"),
+                         config::SpecError);
+    CHECK_THROWS_WITH_AS(optim::make_optimizer("rprop(step_max=0)", p), doctest::Contains("rprop: step_max"),
+                         config::SpecError);
+  }
+}
+
