@@ -771,7 +771,9 @@ TEST_CASE("every method converges on a convex quadratic") {
       // AdamW keeps its registered decoupled λ = 1e-2, which pulls x towards 0: it settles near, not at, x*.
       {"adamw", 0.05, 1000, 1e-3},
       // Rprop's step sizes stop at step_min = 1e-6, which bounds its accuracy.
-      {"rprop", 0.01, 1000, 2e-6}};
+      {"rprop", 0.01, 1000, 2e-6},
+      // Lion moves every coordinate by ±lr (or 0): it circles x* within ~lr.
+      {"lion", 1e-3, 3000, 2e-3}};
   REQUIRE(runs.size() == optim::optimizers().names().size());
   for (const Run& r : runs) {
     Tensor x = column({0.0, 0.0, 0.0, 0.0});
@@ -812,7 +814,10 @@ TEST_CASE("convergence on Rosenbrock f = (1 - x)^2 + 100 (y - x^2)^2 from (-1.2,
       {"adamw", 0.02, 5000, 5e-2},       {"adadelta", 0.1, 5000, 0.1},
       // Rprop runs with step_min = 1e-9 (below): at torch's floor 1e-6 a step in y overshoots the valley
       // y = x² near the end, the signs cycle, and it stops ~1e-3 short.
-      {"rprop", 0.01, 8000, 2e-6}};
+      {"rprop", 0.01, 8000, 2e-6},
+      // Lion's ±lr steps circle (1, 1) within ~lr. (At lr = 1e-3 exactly, (-1.2, 1) and (1, 1) lie on one
+      // lattice of steps and it lands on the minimum: a coincidence avoided here.)
+      {"lion", 7e-4, 7000, 2e-3}};
   REQUIRE(runs.size() == optim::optimizers().names().size());
   for (const Run& r : runs) {
     Tensor p = param({-1.2, 1.0});
@@ -1671,6 +1676,73 @@ TEST_CASE("rprop (torch.optim.Rprop): s × η+ while g prev > 0, × η- and g <-
     CHECK_THROWS_WITH_AS(optim::make_optimizer("rprop(eta_plus=0.9)", p), doctest::Contains("rprop: eta_plus"),
                          config::SpecError);
     CHECK_THROWS_WITH_AS(optim::make_optimizer("rprop(step_max=0)", p), doctest::Contains("rprop: step_max"),
+                         config::SpecError);
+  }
+}
+
+TEST_CASE("lion (Chen et al. 2023): c = β1 m + (1 - β1) g, w <- w - lr (sign(c) + λ w), m <- β2 m + (1 - β2) g") {
+  const double lr = 0.01, b1 = 0.9, b2 = 0.99;
+  Tensor w = param(kW0);
+  Vec m(3, 0.0);
+  auto advance = [&](Vec& x, const Vec& g, double coupled, double decay) {
+    for (std::size_t i = 0; i < 3; ++i) {
+      double gi = g[i] + coupled * x[i];
+      double c = b1 * m[i] + (1 - b1) * gi;
+      x[i] = x[i] - lr * (sign_of(c) + decay * x[i]);
+      m[i] = b2 * m[i] + (1 - b2) * gi;
+    }
+  };
+  SUBCASE("plain") {
+    optim::Lion opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2});
+    follow(opt, w, [&](Vec& x, const Vec& g, int) { advance(x, g, 0, 0); });
+    check_close(entry(opt.state(), "state/w/exp_avg"), m);
+  }
+  SUBCASE("β1 = 0.99 against kGrads: the sign of c, not of g, moves w (element 0 at step 2)") {
+    optim::Lion opt({{"w", w}}, {.lr = lr, .beta1 = 0.99, .beta2 = 0.5});
+    Vec x = kW0, mm(3, 0.0);
+    for (const Vec& g : kGrads) {
+      give_grad(w, g);
+      opt.step();
+      for (std::size_t i = 0; i < 3; ++i) {
+        x[i] -= lr * sign_of(0.99 * mm[i] + 0.01 * g[i]);
+        mm[i] = 0.5 * mm[i] + 0.5 * g[i];
+      }
+      check_close(w, x);
+    }
+    // Element 0 goes down at step 2 although g_2 < 0, and up at step 3 although g_3 > 0.
+    CHECK(w.at(0) == doctest::Approx(kW0[0] - lr - lr + lr));
+  }
+  SUBCASE("decoupled weight decay, the method's own: w <- (1 - lr λ) w - lr sign(c)") {
+    const double wd = 0.5;
+    optim::Lion opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .weight_decay = wd});
+    follow(opt, w, [&](Vec& x, const Vec& g, int) { advance(x, g, 0, wd); });
+  }
+  SUBCASE("decoupled=false: L2, g + λ w in c and m") {
+    const double wd = 0.5;
+    optim::Lion opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .weight_decay = wd,
+                                 .weight_decay_mode = optim::WeightDecay::coupled});
+    follow(opt, w, [&](Vec& x, const Vec& g, int) { advance(x, g, wd, 0); });
+  }
+  SUBCASE("sign(0) = 0: no move; sign(NaN) = NaN: the NaN reaches w") {
+    optim::Lion opt({{"w", w}}, {.lr = lr});
+    give_grad(w, {0.0, std::nan(""), -1.0});
+    opt.step();
+    CHECK(w.at(0) == kW0[0]);
+    CHECK(std::isnan(w.at(1)));
+    CHECK(w.at(2) == kW0[2] + lr);
+    CHECK(std::isnan(entry(opt.state(), "state/w/exp_avg").at(1)));
+  }
+  SUBCASE("registered defaults; options checked") {
+    auto by_name = optim::make_optimizer("lion", {{"w", w}});
+    const auto& d = dynamic_cast<optim::Lion&>(*by_name).options();
+    CHECK(d.lr == 1e-4);
+    CHECK(d.beta1 == 0.9);
+    CHECK(d.beta2 == 0.99);
+    CHECK(d.weight_decay == 0.0);
+    CHECK(d.weight_decay_mode == optim::WeightDecay::decoupled);
+    CHECK_THROWS_WITH_AS(optim::Lion({{"w", w}}, {.beta1 = 1.0}), doctest::Contains("lion: beta1 must be in [0, 1)"),
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(optim::make_optimizer("lion(beta2=1.5)", {{"w", w}}), doctest::Contains("lion: beta2"),
                          config::SpecError);
   }
 }

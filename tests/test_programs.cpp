@@ -159,19 +159,19 @@ TEST_CASE("custom_optimizer: a user's optimiser registered from user code, liste
   REQUIRE(has_mnist());
   Outcome list = run("custom_optimizer", {"--list-optimizers"});
   CHECK(list.code == 0);
-  CHECK(list.out.find("lion") != std::string::npos);
+  CHECK(list.out.find("signum") != std::string::npos);
   CHECK(list.out.find("adam") != std::string::npos);
-  fs::path out = scratch("lion-lab");
-  Outcome lab = run("custom_optimizer", {"--optimizers", "lion(lr=1e-4)", "adam", "--epochs", "1", "--seeds", "0",
+  fs::path out = scratch("signum-lab");
+  Outcome lab = run("custom_optimizer", {"--optimizers", "signum(lr=1e-4)", "adam", "--epochs", "1", "--seeds", "0",
                                          "--batch-sizes", "100", "--train-subset", "3000", "--out", out.string()});
   INFO(lab.out << lab.err);
   CHECK(lab.code == 0);
   std::string summary = read_file(out / "summary.md");
-  CHECK(summary.find("lion") != std::string::npos);
+  CHECK(summary.find("signum") != std::string::npos);
   CHECK(summary.find("adam") != std::string::npos);
-  Outcome bad = run("custom_optimizer", {"--optimizers", "lion(beta3=0.9)"});
+  Outcome bad = run("custom_optimizer", {"--optimizers", "signum(beta3=0.9)"});
   CHECK(bad.code == 2);
-  CHECK(bad.err.find("lion: unknown option 'beta3'") != std::string::npos);
+  CHECK(bad.err.find("signum: unknown option 'beta3'") != std::string::npos);
 }
 
 TEST_CASE("Ctrl-C: the run finishes its step, writes the checkpoint, the CSV row and the final line, exits 130") {
