@@ -9,6 +9,7 @@
 #include "optim/adamax.hpp"
 #include "optim/adamw.hpp"
 #include "optim/amsgrad.hpp"
+#include "optim/lamb.hpp"
 #include "optim/lion.hpp"
 #include "optim/registry.hpp"
 #include "optim/momentum.hpp"

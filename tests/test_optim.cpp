@@ -773,7 +773,9 @@ TEST_CASE("every method converges on a convex quadratic") {
       // Rprop's step sizes stop at step_min = 1e-6, which bounds its accuracy.
       {"rprop", 0.01, 1000, 2e-6},
       // Lion moves every coordinate by ±lr (or 0): it circles x* within ~lr.
-      {"lion", 1e-3, 3000, 2e-3}};
+      {"lion", 1e-3, 3000, 2e-3},
+      // LAMB's step is lr ‖x‖ in norm whatever the gradient: at a constant rate it circles x* that far off.
+      {"lamb", 3e-3, 3000, 1e-2}};
   REQUIRE(runs.size() == optim::optimizers().names().size());
   for (const Run& r : runs) {
     Tensor x = column({0.0, 0.0, 0.0, 0.0});
@@ -817,7 +819,10 @@ TEST_CASE("convergence on Rosenbrock f = (1 - x)^2 + 100 (y - x^2)^2 from (-1.2,
       {"rprop", 0.01, 8000, 2e-6},
       // Lion's ±lr steps circle (1, 1) within ~lr. (At lr = 1e-3 exactly, (-1.2, 1) and (1, 1) lie on one
       // lattice of steps and it lands on the minimum: a coincidence avoided here.)
-      {"lion", 7e-4, 7000, 2e-3}};
+      {"lion", 7e-4, 7000, 2e-3},
+      // The valley passes by the origin, where LAMB's step lr ‖p‖ nearly vanishes: it crawls there for most
+      // of the run, then circles (1, 1) about lr ‖p‖ off.
+      {"lamb", 3e-3, 10000, 2e-2}};
   REQUIRE(runs.size() == optim::optimizers().names().size());
   for (const Run& r : runs) {
     Tensor p = param({-1.2, 1.0});
@@ -1604,6 +1609,11 @@ void check_values(const Vec& x, const Vec& expected) {
   REQUIRE(x.size() == expected.size());
   for (std::size_t i = 0; i < x.size(); ++i) CHECK(x[i] == doctest::Approx(expected[i]).epsilon(1e-13));
 }
+double norm_of(const Vec& x) {
+  double s = 0;
+  for (double e : x) s += e * e;
+  return std::sqrt(s);
+}
 }  // namespace
 
 TEST_CASE("rprop (torch.optim.Rprop): s × η+ while g prev > 0, × η- and g <- 0 when < 0; w <- w - s sign(g)") {
@@ -1744,6 +1754,91 @@ TEST_CASE("lion (Chen et al. 2023): c = β1 m + (1 - β1) g, w <- w - lr (sign(c
                          std::invalid_argument);
     CHECK_THROWS_WITH_AS(optim::make_optimizer("lion(beta2=1.5)", {{"w", w}}), doctest::Contains("lion: beta2"),
                          config::SpecError);
+  }
+}
+
+namespace {
+/// LAMB's update of one tensor, from the formula: λ in g (l2) or in r (in_r); bias-corrected or not.
+struct LambByHand {
+  double lr, b1, b2, eps;
+  Vec m, v;
+  void step(Vec& x, const Vec& g, int t, double l2, double in_r, bool corrected) {
+    double c1 = corrected ? 1 / (1 - std::pow(b1, t)) : 1, c2 = corrected ? 1 / (1 - std::pow(b2, t)) : 1;
+    m.resize(x.size(), 0.0);
+    v.resize(x.size(), 0.0);
+    Vec r(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      double gi = g[i] + l2 * x[i];
+      m[i] = b1 * m[i] + (1 - b1) * gi;
+      v[i] = b2 * v[i] + (1 - b2) * gi * gi;
+      r[i] = m[i] * c1 / (std::sqrt(v[i] * c2) + eps) + in_r * x[i];
+    }
+    double wn = norm_of(x), rn = norm_of(r);
+    double ratio = wn > 0 && rn > 0 ? wn / rn : 1.0;
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] -= lr * ratio * r[i];
+  }
+};
+}  // namespace
+
+TEST_CASE("lamb (You et al. 2020 Alg. 2): r = m̂ / (sqrt(v̂) + ε) + λ w, w <- w - lr ‖w‖ / ‖r‖ · r per tensor") {
+  const double lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-2, wd = 0.1;  // a visible ε
+  Tensor w = param(kW0);
+  LambByHand hand{lr, b1, b2, eps, {}, {}};
+  SUBCASE("plain") {
+    optim::Lamb opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps});
+    follow(opt, w, [&](Vec& x, const Vec& g, int t) { hand.step(x, g, t, 0, 0, true); });
+    check_close(entry(opt.state(), "state/w/exp_avg"), hand.m);
+    check_close(entry(opt.state(), "state/w/exp_avg_sq"), hand.v);
+    CHECK(entry(opt.state(), "state/w/step").item() == 3.0);
+  }
+  SUBCASE("weight decay in r, inside the trust ratio (the paper; the default decoupled=true)") {
+    optim::Lamb opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .weight_decay = wd});
+    follow(opt, w, [&](Vec& x, const Vec& g, int t) { hand.step(x, g, t, 0, wd, true); });
+  }
+  SUBCASE("decoupled=false: L2, g + λ w into m and v (apex's adam_w_mode=False)") {
+    optim::Lamb opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .weight_decay = wd,
+                                 .weight_decay_mode = optim::WeightDecay::coupled});
+    follow(opt, w, [&](Vec& x, const Vec& g, int t) { hand.step(x, g, t, wd, 0, true); });
+  }
+  SUBCASE("bias_correction = false") {
+    optim::Lamb opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .bias_correction = false});
+    follow(opt, w, [&](Vec& x, const Vec& g, int t) { hand.step(x, g, t, 0, 0, false); });
+  }
+  SUBCASE("one ratio per tensor; ratio 1 when ‖w‖ = 0 (a zero tensor moves) or ‖r‖ = 0 (no NaN)") {
+    Tensor a = param({0.0, 0.0, 0.0}), b = param({3.0, -4.0});
+    optim::Lamb opt({{"a", a}, {"b", b}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps});
+    LambByHand hand_b{lr, b1, b2, eps, {}, {}};
+    Vec xa{0.0, 0.0, 0.0}, xb{3.0, -4.0};
+    const std::vector<Vec> gb{{0.0, 0.0}, {1.0, 2.0}, {-0.5, 0.3}};  // r = 0 at step 1
+    for (int t = 1; t <= 3; ++t) {
+      give_grad(a, kGrads[t - 1]);
+      give_grad(b, gb[t - 1]);
+      opt.step();
+      hand.step(xa, kGrads[t - 1], t, 0, 0, true);
+      hand_b.step(xb, gb[t - 1], t, 0, 0, true);
+      INFO("step " << t);
+      check_close(a, xa);
+      check_close(b, xb);
+      if (t == 1) CHECK(values_of(b) == Vec{3.0, -4.0});
+    }
+  }
+  SUBCASE("registered defaults; options checked") {
+    auto by_name = optim::make_optimizer("lamb", {{"w", w}});
+    const auto& d = dynamic_cast<optim::Lamb&>(*by_name).options();
+    CHECK(d.lr == 1e-3);
+    CHECK(d.beta1 == 0.9);
+    CHECK(d.beta2 == 0.999);
+    CHECK(d.eps == 1e-6);
+    CHECK(d.bias_correction);
+    CHECK(d.weight_decay_mode == optim::WeightDecay::decoupled);
+    CHECK_THROWS_WITH_AS(optim::Lamb({{"w", w}}, {.beta2 = 1.0}), doctest::Contains("lamb: beta2 must be in [0, 1)"),
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(optim::Lamb({{"w", w}}, {.eps = 0.0}), doctest::Contains("lamb: eps must be > 0"),
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(optim::make_optimizer("lamb(eps=0)", {{"w", w}}), doctest::Contains("lamb: eps"),
+                         config::SpecError);
+    CHECK_THROWS_WITH_AS(optim::make_optimizer("lamb(bias_correction=maybe)", {{"w", w}}),
+                         doctest::Contains("lamb: bias_correction"), config::SpecError);
   }
 }
 
