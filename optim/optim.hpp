@@ -10,6 +10,7 @@
 #include "optim/adamw.hpp"
 #include "optim/amsgrad.hpp"
 #include "optim/lamb.hpp"
+#include "optim/lars.hpp"
 #include "optim/lion.hpp"
 #include "optim/registry.hpp"
 #include "optim/momentum.hpp"

@@ -775,7 +775,9 @@ TEST_CASE("every method converges on a convex quadratic") {
       // Lion moves every coordinate by ±lr (or 0): it circles x* within ~lr.
       {"lion", 1e-3, 3000, 2e-3},
       // LAMB's step is lr ‖x‖ in norm whatever the gradient: at a constant rate it circles x* that far off.
-      {"lamb", 3e-3, 3000, 1e-2}};
+      {"lamb", 3e-3, 3000, 1e-2},
+      // LARS's step is lr η ‖x‖ in norm (η = 1e-3) whatever the gradient: the same.
+      {"lars", 1.0, 3000, 3e-3}};
   REQUIRE(runs.size() == optim::optimizers().names().size());
   for (const Run& r : runs) {
     Tensor x = column({0.0, 0.0, 0.0, 0.0});
@@ -822,7 +824,9 @@ TEST_CASE("convergence on Rosenbrock f = (1 - x)^2 + 100 (y - x^2)^2 from (-1.2,
       {"lion", 7e-4, 7000, 2e-3},
       // The valley passes by the origin, where LAMB's step lr ‖p‖ nearly vanishes: it crawls there for most
       // of the run, then circles (1, 1) about lr ‖p‖ off.
-      {"lamb", 3e-3, 10000, 2e-2}};
+      {"lamb", 3e-3, 10000, 2e-2},
+      // LARS's steps are lr η ‖p‖ in norm: it circles (1, 1) at that distance.
+      {"lars", 1.0, 5000, 3e-3}};
   REQUIRE(runs.size() == optim::optimizers().names().size());
   for (const Run& r : runs) {
     Tensor p = param({-1.2, 1.0});
@@ -1839,6 +1843,66 @@ TEST_CASE("lamb (You et al. 2020 Alg. 2): r = m̂ / (sqrt(v̂) + ε) + λ w, w <
                          config::SpecError);
     CHECK_THROWS_WITH_AS(optim::make_optimizer("lamb(bias_correction=maybe)", {{"w", w}}),
                          doctest::Contains("lamb: bias_correction"), config::SpecError);
+  }
+}
+
+TEST_CASE("lars (You et al. 2017 Alg. 1): local_lr = η ‖w‖ / (‖g‖ + λ ‖w‖ + ε), v <- γ v + lr local_lr (g + λ w)") {
+  const double lr = 0.5, gamma = 0.9, eta = 0.02, eps = 0.1, wd = 0.1;  // a visible ε
+  Tensor w = param(kW0);
+  Vec v(3, 0.0);
+  // λ in the local rate and the step (coupled), or w <- shrink w - v (decoupled).
+  auto advance = [&](Vec& x, const Vec& g, double coupled, double shrink) {
+    double wn = norm_of(x), gn = norm_of(g);
+    double local = wn > 0 && gn > 0 ? eta * wn / (gn + coupled * wn + eps) : 1.0;
+    for (std::size_t i = 0; i < 3; ++i) {
+      v[i] = gamma * v[i] + lr * local * (g[i] + coupled * x[i]);
+      x[i] = shrink * x[i] - v[i];
+    }
+  };
+  const optim::LarsOptions o{.lr = lr, .momentum = gamma, .trust_coefficient = eta, .eps = eps};
+  SUBCASE("plain") {
+    optim::Lars opt({{"w", w}}, o);
+    follow(opt, w, [&](Vec& x, const Vec& g, int) { advance(x, g, 0, 1); });
+    check_close(entry(opt.state(), "state/w/velocity"), v);
+  }
+  SUBCASE("weight decay, coupled (the paper): λ in the local rate and in the step") {
+    optim::LarsOptions with = o;
+    with.weight_decay = wd;
+    optim::Lars opt({{"w", w}}, with);
+    follow(opt, w, [&](Vec& x, const Vec& g, int) { advance(x, g, wd, 1); });
+  }
+  SUBCASE("weight decay, decoupled: w <- (1 - lr λ) w - v") {
+    optim::LarsOptions with = o;
+    with.weight_decay = wd;
+    with.weight_decay_mode = optim::WeightDecay::decoupled;
+    optim::Lars opt({{"w", w}}, with);
+    follow(opt, w, [&](Vec& x, const Vec& g, int) { advance(x, g, 0, 1 - lr * wd); });
+  }
+  SUBCASE("local_lr = 1 when ‖w‖ = 0 (the first step is momentum SGD's) or ‖g‖ = 0 (w coasts on γ v)") {
+    Tensor z = param({0.0, 0.0, 0.0});
+    optim::Lars opt({{"z", z}}, o);
+    give_grad(z, kGrads[0]);
+    opt.step();
+    check_close(z, {-lr * 0.5, lr * 1.0, -lr * 2.0});
+    give_grad(z, {0.0, 0.0, 0.0});
+    opt.step();
+    check_close(z, {-lr * 0.5 * (1 + gamma), lr * 1.0 * (1 + gamma), -lr * 2.0 * (1 + gamma)});
+  }
+  SUBCASE("registered defaults; options checked") {
+    auto by_name = optim::make_optimizer("lars", {{"w", w}});
+    const auto& d = dynamic_cast<optim::Lars&>(*by_name).options();
+    CHECK(d.momentum == 0.9);
+    CHECK(d.trust_coefficient == 1e-3);
+    CHECK(d.eps == 1e-8);
+    CHECK(d.weight_decay_mode == optim::WeightDecay::coupled);
+    CHECK_THROWS_WITH_AS(optim::Lars({{"w", w}}, {.trust_coefficient = 0.0}),
+                         doctest::Contains("lars: trust_coefficient must be > 0"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(optim::Lars({{"w", w}}, {.momentum = 1.0}),
+                         doctest::Contains("lars: momentum must be in [0, 1)"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(optim::make_optimizer("lars(eps=-1)", {{"w", w}}), doctest::Contains("lars: eps"),
+                         config::SpecError);
+    CHECK_THROWS_WITH_AS(optim::make_optimizer("lars(trust_coefficient=0)", {{"w", w}}),
+                         doctest::Contains("lars: trust_coefficient"), config::SpecError);
   }
 }
 
