@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <numeric>
 #include <span>
 #include <string>
@@ -1906,3 +1907,114 @@ TEST_CASE("lars (You et al. 2017 Alg. 1): local_lr = η ‖w‖ / (‖g‖ + λ 
   }
 }
 
+// -------------------------------------------------- conventions: momentum's lr_inside
+
+TEST_CASE("momentum, nesterov, lr_inside=false (torch.optim.SGD): v <- γ v + g, w <- w - lr v, or - lr (g + γ v)") {
+  const double lr = 0.1, gamma = 0.9, wd = 0.1;
+  for (bool nesterov : {false, true}) {
+    for (double decay : {0.0, wd}) {
+      INFO("nesterov " << nesterov << ", coupled λ " << decay);
+      Tensor w = param(kW0);
+      const optim::MomentumOptions o{.lr = lr, .momentum = gamma, .weight_decay = decay, .lr_inside = false};
+      std::unique_ptr<optim::Optimizer> opt;
+      if (nesterov) {
+        opt = std::make_unique<optim::Nesterov>(std::vector<nn::NamedTensor>{{"w", w}}, o);
+      } else {
+        opt = std::make_unique<optim::Momentum>(std::vector<nn::NamedTensor>{{"w", w}}, o);
+      }
+      Vec v(3, 0.0);
+      follow(*opt, w, [&](Vec& x, const Vec& g, int) {
+        for (std::size_t i = 0; i < 3; ++i) {
+          double gi = g[i] + decay * x[i];
+          v[i] = gamma * v[i] + gi;
+          x[i] = x[i] - lr * (nesterov ? gi + gamma * v[i] : v[i]);
+        }
+      });
+      check_close(entry(opt->state(), "state/w/velocity"), v);  // torch's momentum_buffer
+    }
+  }
+}
+
+TEST_CASE("momentum's two forms agree while lr is constant and differ, as their formulas say, once it changes") {
+  // Steps 1-2 at lr, step 3 at lr'. With b_2 torch's buffer after step 2 (v_2 = lr b_2 with the rate inside):
+  //   heavy ball, lr inside:  w_3 = w_2 - (γ lr b_2 + lr' g_3)       torch: w_3 = w_2 - lr' (γ b_2 + g_3)
+  //   nesterov,   lr inside:  w_3 = w_2 - (γ² lr b_2 + (1 + γ) lr' g_3)
+  //                           torch: w_3 = w_2 - lr' ((1 + γ) g_3 + γ² b_2)
+  // so w_3(inside) - w_3(torch) = γ b_2 (lr' - lr) (heavy ball), γ² b_2 (lr' - lr) (nesterov).
+  const double lr = 0.1, lr2 = 0.05, gamma = 0.9;
+  for (bool nesterov : {false, true}) {
+    INFO("nesterov " << nesterov);
+    Tensor inside = param(kW0), torch = param(kW0);
+    auto make = [&](Tensor& w, bool lr_inside) -> std::unique_ptr<optim::Optimizer> {
+      const optim::MomentumOptions o{.lr = lr, .momentum = gamma, .lr_inside = lr_inside};
+      std::vector<nn::NamedTensor> p{{"w", w}};
+      if (nesterov) return std::make_unique<optim::Nesterov>(p, o);
+      return std::make_unique<optim::Momentum>(p, o);
+    };
+    auto a = make(inside, true), b = make(torch, false);
+    Vec x_in = kW0, x_t = kW0, v_in(3, 0.0), b_t(3, 0.0), b2;
+    for (int t = 1; t <= 3; ++t) {
+      double rate = t < 3 ? lr : lr2;
+      if (t == 3) {
+        b2 = b_t;
+        a->set_lr(lr2);
+        b->set_lr(lr2);
+      }
+      const Vec& g = kGrads[t - 1];
+      give_grad(inside, g);
+      give_grad(torch, g);
+      a->step();
+      b->step();
+      for (std::size_t i = 0; i < 3; ++i) {
+        v_in[i] = gamma * v_in[i] + rate * g[i];
+        x_in[i] -= nesterov ? gamma * v_in[i] + rate * g[i] : v_in[i];
+        b_t[i] = gamma * b_t[i] + g[i];
+        x_t[i] -= rate * (nesterov ? g[i] + gamma * b_t[i] : b_t[i]);
+      }
+      INFO("step " << t);
+      check_close(inside, x_in);
+      check_close(torch, x_t);
+      if (t < 3) check_close(inside, values_of(torch));
+    }
+    const double factor = nesterov ? gamma * gamma : gamma;
+    for (std::size_t i = 0; i < 3; ++i) {
+      CHECK(inside.at(i) - torch.at(i) == doctest::Approx(factor * b2[i] * (lr2 - lr)).epsilon(1e-10));
+      CHECK(std::abs(inside.at(i) - torch.at(i)) > 1e-3);
+    }
+  }
+}
+
+TEST_CASE("the default keeps the seeds' loop bit for bit: momentum with lr inside") {
+  // The same operations in the same order as the loop (float64), compared with ==.
+  SUBCASE("momentum") {
+    const double lr = 0.1, gamma = 0.9;
+    Tensor w = param(kW0);
+    optim::Momentum opt({{"w", w}}, {.lr = lr, .momentum = gamma});
+    Vec x = kW0, v(3, 0.0);
+    for (const Vec& g : kGrads) {
+      give_grad(w, g);
+      opt.step();
+      for (std::size_t i = 0; i < 3; ++i) {
+        const double step = lr * g[i];
+        v[i] = gamma * v[i] + step;
+        x[i] = x[i] - v[i];
+      }
+      CHECK(values_of(w) == x);
+    }
+  }
+}
+
+TEST_CASE("lr_inside is a flag of momentum and nesterov; nesterov-lookahead keeps the rate inside") {
+  Tensor w = param(kW0);
+  auto mom = optim::make_optimizer("momentum(lr_inside=false)", {{"w", w}});
+  CHECK_FALSE(dynamic_cast<optim::Momentum&>(*mom).options().lr_inside);
+  CHECK(dynamic_cast<optim::Momentum&>(*optim::make_optimizer("momentum", {{"w", w}})).options().lr_inside);
+  auto nes = optim::make_optimizer("nesterov(lr_inside=false)", {{"w", w}});
+  CHECK_FALSE(dynamic_cast<optim::Nesterov&>(*nes).options().lr_inside);
+  CHECK_THROWS_WITH_AS(optim::make_optimizer("momentum(lr_inside=sometimes)", {{"w", w}}),
+                       doctest::Contains("momentum: lr_inside"), config::SpecError);
+  CHECK_THROWS_WITH_AS(optim::make_optimizer("nesterov-lookahead(lr_inside=false)", {{"w", w}}),
+                       doctest::Contains("unknown option 'lr_inside'"), config::SpecError);
+  CHECK_THROWS_WITH_AS(optim::NesterovLookahead({{"w", w}}, {.lr_inside = false}),
+                       doctest::Contains("nesterov-lookahead: lr_inside=false"), std::invalid_argument);
+}

@@ -112,7 +112,8 @@ TEST_CASE("an optimiser spec on the command line: printed resolved; a misspelt k
                                  "6000", "--batch-size", "50", "--no-progress"});
   INFO(ok.out << ok.err);
   CHECK(ok.code == 0);
-  CHECK(ok.out.find("# optimizer momentum(lr=0.05,weight_decay=0,decoupled=false,momentum=0.95)") != std::string::npos);
+  CHECK(ok.out.find("# optimizer momentum(lr=0.05,weight_decay=0,decoupled=false,momentum=0.95,lr_inside=true)") !=
+        std::string::npos);
   CHECK(value_after(ok.out, "final test_acc=") > 0.8);
   // The same number written two ways is no conflict; --hidden takes a bracketed list too.
   Outcome same = run("mnist_mlp", {"--optimizer", "adam(lr=1e-3)", "--lr", "0.001", "--hidden", "[32]", "--epochs",
@@ -123,7 +124,8 @@ TEST_CASE("an optimiser spec on the command line: printed resolved; a misspelt k
 
   Outcome misspelt = run("mnist_mlp", {"--optimizer", "momentum(lr=0.05,momentun=0.95)"});
   CHECK(misspelt.code == 2);
-  CHECK(misspelt.err.find("momentum: unknown option 'momentun' (options: lr, weight_decay, decoupled, momentum)") !=
+  CHECK(misspelt.err.find(
+            "momentum: unknown option 'momentun' (options: lr, weight_decay, decoupled, momentum, lr_inside)") !=
         std::string::npos);
   Outcome range = run("mnist_mlp", {"--optimizer", "adam(beta2=1.5)"});
   CHECK(range.code == 2);
