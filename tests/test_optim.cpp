@@ -1907,7 +1907,7 @@ TEST_CASE("lars (You et al. 2017 Alg. 1): local_lr = η ‖w‖ / (‖g‖ + λ 
   }
 }
 
-// -------------------------------------------------- conventions: momentum's lr_inside
+// -------------------------------------------------- conventions: momentum's lr_inside, Nadam's momentum_decay
 
 TEST_CASE("momentum, nesterov, lr_inside=false (torch.optim.SGD): v <- γ v + g, w <- w - lr v, or - lr (g + γ v)") {
   const double lr = 0.1, gamma = 0.9, wd = 0.1;
@@ -1984,8 +1984,8 @@ TEST_CASE("momentum's two forms agree while lr is constant and differ, as their 
   }
 }
 
-TEST_CASE("the default keeps the seeds' loop bit for bit: momentum with lr inside") {
-  // The same operations in the same order as the loop (float64), compared with ==.
+TEST_CASE("the defaults keep the seeds' loops bit for bit: momentum with lr inside, nadam with momentum_decay = 0") {
+  // The same operations in the same order as the loops (float64), compared with ==.
   SUBCASE("momentum") {
     const double lr = 0.1, gamma = 0.9;
     Tensor w = param(kW0);
@@ -2001,6 +2001,87 @@ TEST_CASE("the default keeps the seeds' loop bit for bit: momentum with lr insid
       }
       CHECK(values_of(w) == x);
     }
+  }
+  SUBCASE("nadam") {
+    const double lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-8;
+    Tensor w = param(kW0);
+    optim::Nadam opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps});
+    Vec x = kW0, m(3, 0.0), v(3, 0.0);
+    for (int t = 1; t <= 3; ++t) {
+      const Vec& g = kGrads[t - 1];
+      give_grad(w, g);
+      opt.step();
+      const double c1 = 1.0 / (1.0 - std::pow(b1, t)), c2 = 1.0 / (1.0 - std::pow(b2, t)), step = lr * c1;
+      for (std::size_t i = 0; i < 3; ++i) {
+        m[i] = b1 * m[i] + (1 - b1) * g[i];
+        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+        const double top = b1 * m[i] + (1 - b1) * g[i];
+        x[i] = x[i] - step * top / (std::sqrt(v[i] * c2) + eps);
+      }
+      CHECK(values_of(w) == x);
+    }
+    CHECK(entry(opt.state(), "state/w/mu_product").item() == 1.0);
+  }
+}
+
+TEST_CASE("nadam, momentum_decay ψ > 0 (torch.optim.NAdam): μ_t = β1 (1 - 0.5 · 0.96^(t ψ)), Π μ corrects the bias") {
+  const double lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.1;
+  Tensor w = param(kW0);
+  Vec m(3, 0.0), v(3, 0.0);
+  double product = 1.0;
+  auto advance = [&](Vec& x, const Vec& g, int t, double psi, double coupled, double shrink) {
+    double mu = b1 * (1 - 0.5 * std::pow(0.96, t * psi)), mu_next = b1 * (1 - 0.5 * std::pow(0.96, (t + 1) * psi));
+    product *= mu;
+    for (std::size_t i = 0; i < 3; ++i) {
+      double gi = g[i] + coupled * x[i];
+      m[i] = b1 * m[i] + (1 - b1) * gi;
+      v[i] = b2 * v[i] + (1 - b2) * gi * gi;
+      double denom = std::sqrt(v[i] / (1 - std::pow(b2, t))) + eps;
+      x[i] = shrink * x[i] - lr * (1 - mu) / (1 - product) * gi / denom -
+             lr * mu_next / (1 - product * mu_next) * m[i] / denom;
+    }
+  };
+  SUBCASE("torch's ψ = 0.004, and ψ = 5 (μ_t near β1 after one step): both differ from the seeds' form") {
+    for (double psi : {0.004, 5.0}) {
+      INFO("ψ = " << psi);
+      Tensor x = param(kW0), seeds = param(kW0);
+      optim::Nadam opt({{"x", x}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .momentum_decay = psi});
+      optim::Nadam constant({{"x", seeds}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps});
+      m.assign(3, 0.0);
+      v.assign(3, 0.0);
+      product = 1.0;
+      Vec hand = kW0;
+      for (int t = 1; t <= 3; ++t) {
+        give_grad(x, kGrads[t - 1]);
+        give_grad(seeds, kGrads[t - 1]);
+        opt.step();
+        constant.step();
+        advance(hand, kGrads[t - 1], t, psi, 0, 1);
+        INFO("step " << t);
+        check_close(x, hand);
+        CHECK(std::abs(x.at(0) - seeds.at(0)) > 1e-5);
+      }
+      CHECK(entry(opt.state(), "state/x/mu_product").item() == doctest::Approx(product).epsilon(1e-15));
+    }
+  }
+  SUBCASE("coupled weight decay (torch's weight_decay): g + λ w") {
+    optim::Nadam opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .weight_decay = wd,
+                                  .momentum_decay = 0.004});
+    follow(opt, w, [&](Vec& x, const Vec& g, int t) { advance(x, g, t, 0.004, wd, 1); });
+  }
+  SUBCASE("decoupled weight decay (torch's decoupled_weight_decay=True): w <- (1 - lr λ) w first") {
+    optim::Nadam opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .weight_decay = wd,
+                                  .weight_decay_mode = optim::WeightDecay::decoupled, .momentum_decay = 0.004});
+    follow(opt, w, [&](Vec& x, const Vec& g, int t) { advance(x, g, t, 0.004, 0, 1 - lr * wd); });
+  }
+  SUBCASE("options: momentum_decay >= 0, registered default 0") {
+    CHECK(dynamic_cast<optim::Nadam&>(*optim::make_optimizer("nadam", {{"w", w}})).options().momentum_decay == 0.0);
+    auto torch = optim::make_optimizer("nadam(momentum_decay=0.004)", {{"w", w}});
+    CHECK(dynamic_cast<optim::Nadam&>(*torch).options().momentum_decay == 0.004);
+    CHECK_THROWS_WITH_AS(optim::Nadam({{"w", w}}, {.momentum_decay = -1.0}),
+                         doctest::Contains("nadam: momentum_decay must be >= 0"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(optim::make_optimizer("nadam(momentum_decay=-0.1)", {{"w", w}}),
+                         doctest::Contains("nadam: momentum_decay"), config::SpecError);
   }
 }
 
