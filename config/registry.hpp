@@ -3,7 +3,7 @@
 // Help texts, factories, the lab and the README's tables all read the same registry.
 //
 //   // in a .cpp of the user's program, at namespace scope:
-//   static const optim::RegisterOptimizer<Lion, LionOptions> lion{"lion", "Lion (Chen et al. 2023)", lion_table()};
+//   static const optim::RegisterOptimizer<Signum, SignumOptions> signum{"signum", "signSGD with momentum", signum_table()};
 #pragma once
 
 #include <algorithm>
@@ -46,7 +46,7 @@ class Registry {
     }
     return nullptr;
   }
-  /// SpecError "unknown optimiser 'lion' (known: adam, ...)" for a name not registered.
+  /// SpecError "unknown optimiser 'lbfgs2' (known: adam, ...)" for a name not registered.
   const Entry& at(std::string_view name) const {
     if (const Entry* e = find(name)) return *e;
     std::string known;

@@ -80,7 +80,7 @@ AdamFamilyKernel<T> kernel_for(Eps eps, Numerator numerator, SecondMoment second
 
 /// Base of the four methods. Options need lr, beta1, beta2, eps, eps_placement, weight_decay,
 /// weight_decay_mode, and may have bool bias_correction (absent: always corrected). State per parameter:
-/// tensors {exp_avg, exp_avg_sq[, max_exp_avg_sq]}, scalars {step}.
+/// tensors {exp_avg, exp_avg_sq[, max_exp_avg_sq]}, scalars {step} (Nadam adds mu_product).
 template <class Options>
 class AdamFamily : public OptimizerWith<Options> {
  protected:
@@ -89,24 +89,27 @@ class AdamFamily : public OptimizerWith<Options> {
       : OptimizerWith<Options>(std::move(name), std::move(groups), defaults), numerator_(numerator), second_(second) {}
 
   void update() override {
-    for (const auto& item : this->gradients()) {
-      const Options& o = this->options(item.param->group);
-      detail::Decay decay = detail::decay(o.lr, o.weight_decay, o.weight_decay_mode);
-      ag::Tensor w = item.param->tensor;
-      auto& state = this->state_for(*item.param);
-      double t = state.scalars[0] += 1.0;
-      bool corrected = true;
-      if constexpr (requires { o.bias_correction; }) corrected = o.bias_correction;
-      double c1 = corrected ? 1.0 / (1.0 - std::pow(o.beta1, t)) : 1.0;
-      double c2 = corrected ? 1.0 / (1.0 - std::pow(o.beta2, t)) : 1.0;
-      detail::dispatch(w.dtype(), [&]<class T>() {
-        T* v_max = second_ == SecondMoment::average ? nullptr : state.tensors[2].template data<T>();
-        detail::kernel_for<T>(o.eps_placement, numerator_, second_)(
-            w.template data<T>(), item.grad.template data<T>(), state.tensors[0].template data<T>(),
-            state.tensors[1].template data<T>(), v_max, w.numel(), T(o.lr), T(o.beta1), T(o.beta2), T(c1), T(c2),
-            T(o.eps), T(decay.coupled), T(decay.shrink));
-      });
-    }
+    for (const auto& item : this->gradients()) update_param(item);
+  }
+
+  /// One parameter's step (Nadam's torch form replaces it when momentum_decay > 0).
+  virtual void update_param(const Optimizer::Work& item) {
+    const Options& o = this->options(item.param->group);
+    detail::Decay decay = detail::decay(o.lr, o.weight_decay, o.weight_decay_mode);
+    ag::Tensor w = item.param->tensor;
+    auto& state = this->state_for(*item.param);
+    double t = state.scalars[0] += 1.0;
+    bool corrected = true;
+    if constexpr (requires { o.bias_correction; }) corrected = o.bias_correction;
+    double c1 = corrected ? 1.0 / (1.0 - std::pow(o.beta1, t)) : 1.0;
+    double c2 = corrected ? 1.0 / (1.0 - std::pow(o.beta2, t)) : 1.0;
+    detail::dispatch(w.dtype(), [&]<class T>() {
+      T* v_max = second_ == SecondMoment::average ? nullptr : state.tensors[2].template data<T>();
+      detail::kernel_for<T>(o.eps_placement, numerator_, second_)(
+          w.template data<T>(), item.grad.template data<T>(), state.tensors[0].template data<T>(),
+          state.tensors[1].template data<T>(), v_max, w.numel(), T(o.lr), T(o.beta1), T(o.beta2), T(c1), T(c2),
+          T(o.eps), T(decay.coupled), T(decay.shrink));
+    });
   }
 
   std::vector<std::string> tensor_state_names() const override {

@@ -1,11 +1,13 @@
-// Gradient descent with momentum (heavy ball), in the form of 000 §4.3:
-//   v <- γ v + lr g
-//   w <- w - v
-// (γ = `momentum`). Mappings: 004 Prop. 3.8 writes v' = α v - η ∇J, W += v', i.e. its v is our -v;
-// 001 eq. 10 writes θ' = θ - α g + β (θ - θ_prev), the same iteration with v = θ_prev - θ; PyTorch
-// keeps b <- μ b + g, w <- w - lr b, the same iteration (v = lr b) while lr is constant. Here the
-// velocity carries the learning rate, so a schedule changes only the new gradient's weight.
-// Weight decay: coupled g <- g + λ w; decoupled w <- (1 - lr λ) w - v.
+// Gradient descent with momentum (heavy ball), in two forms (lr_inside chooses):
+//   lr_inside = true (the default; 000 §4.3):   v <- γ v + lr g,   w <- w - v
+//   lr_inside = false (torch.optim.SGD):         v <- γ v + g,      w <- w - lr v
+// (γ = `momentum`). The state "velocity" holds v: the step itself (lr inside), or torch's momentum_buffer b.
+// The two agree while lr is constant (v_inside = lr v_torch); once lr changes they differ: with lr inside,
+// a new rate weighs only the new gradients and the velocity keeps the old rate's steps; torch's form
+// rescales the whole velocity at once. Mappings: 004 Prop. 3.8 writes v' = α v - η ∇J, W += v', i.e. its
+// v is our -v (lr inside); 001 eq. 10 writes θ' = θ - α g + β (θ - θ_prev), the same iteration with
+// v = θ_prev - θ. torch's dampening is not offered (it is 0 by default).
+// Weight decay: coupled g <- g + λ w; decoupled w <- (1 - lr λ) w - (the step).
 #pragma once
 
 #include "optim/optimizer.hpp"
@@ -17,6 +19,8 @@ struct MomentumOptions {
   double momentum = 0.9;
   double weight_decay = 0.0;
   WeightDecay weight_decay_mode = WeightDecay::coupled;
+  /// v <- γ v + lr g, w <- w - v (true); v <- γ v + g, w <- w - lr v (false, torch's).
+  bool lr_inside = true;
   void check(const OptionCheck& c) const {
     c.common(lr, weight_decay);
     c.unit_interval("momentum", momentum);

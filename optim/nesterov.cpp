@@ -13,7 +13,8 @@ Nesterov::Nesterov(std::vector<ParamGroup<NesterovOptions>> groups, const Nester
 namespace {
 const RegisterOptimizer<Nesterov, NesterovOptions> registration{
     "nesterov", "Nesterov momentum, reparameterised: w <- w - (γ v + lr g) (Sutskever et al. 2013; 004 Prop. 3.9)",
-    momentum_options<NesterovOptions>()};
+    momentum_options<NesterovOptions>().flag("lr_inside", &NesterovOptions::lr_inside,
+                                             "true: v <- γ v + lr g; false: v <- γ v + g, w <- w - lr (g + γ v)")};
 }  // namespace
 
 }  // namespace optim

@@ -32,7 +32,14 @@ NesterovLookahead::NesterovLookahead(std::vector<nn::NamedTensor> params, const 
 
 NesterovLookahead::NesterovLookahead(std::vector<ParamGroup<NesterovOptions>> groups,
                                      const NesterovOptions& defaults)
-    : OptimizerWith("nesterov-lookahead", std::move(groups), defaults) {}
+    : OptimizerWith("nesterov-lookahead", std::move(groups), defaults) {
+  for (std::size_t g = 0; g < group_count(); ++g) {
+    if (!options(g).lr_inside) {
+      throw std::invalid_argument("nesterov-lookahead: lr_inside=false is not available (the look-ahead point "
+                                  "W - γ v needs the rate inside v)");
+    }
+  }
+}
 
 void NesterovLookahead::update() {
   throw std::logic_error("nesterov-lookahead: the update needs the closure");  // unreachable: needs_closure

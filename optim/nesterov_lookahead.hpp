@@ -8,8 +8,10 @@
 //      point's loss);
 //   3. v and W are updated from the saved W; parameters that got no gradient go back to W unchanged.
 // Same trajectory as the reparameterised Nesterov (nesterov.hpp) after mapping θ = W - γ v.
-// 004 writes v with the opposite sign (W + α v). Weight decay: coupled ∇E + λ (W - γ v) (the regularised
-// objective's gradient at the look-ahead point); decoupled W <- (1 - lr λ) W - v.
+// 004 writes v with the opposite sign (W + α v). The rate stays inside v (the look-ahead point needs it):
+// the options' lr_inside=false (momentum's torch form) is refused, and the registry has no such key.
+// Weight decay: coupled ∇E + λ (W - γ v) (the regularised objective's gradient at the look-ahead point);
+// decoupled W <- (1 - lr λ) W - v.
 #pragma once
 
 #include "optim/nesterov.hpp"

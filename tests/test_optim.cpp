@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <numeric>
 #include <span>
 #include <string>
@@ -777,7 +778,15 @@ TEST_CASE("every method converges on a convex quadratic") {
       // sam's ascent step has length ρ wherever g != 0, so it settles within about ρ of x*, not at it.
       {"swa", 0.05, 300, 1e-6},        {"sam", 0.05, 300, 5e-3},
       // L-BFGS's iterations end once g·d > -tolerance_change = 1e-9 (torch's default), about 2e-6 from x*.
-      {"lbfgs", 1.0, 1, 1e-5}};
+      {"lbfgs", 1.0, 1, 1e-5},
+      // Rprop's step sizes stop at step_min = 1e-6, which bounds its accuracy.
+      {"rprop", 0.01, 1000, 2e-6},
+      // Lion moves every coordinate by ±lr (or 0): it circles x* within ~lr.
+      {"lion", 1e-3, 3000, 2e-3},
+      // LAMB's step is lr ‖x‖ in norm whatever the gradient: at a constant rate it circles x* that far off.
+      {"lamb", 3e-3, 3000, 1e-2},
+      // LARS's step is lr η ‖x‖ in norm (η = 1e-3) whatever the gradient: the same.
+      {"lars", 1.0, 3000, 3e-3}};
   REQUIRE(runs.size() == optim::optimizers().names().size());
   for (const Run& r : runs) {
     Tensor x = column({0.0, 0.0, 0.0, 0.0});
@@ -824,7 +833,18 @@ TEST_CASE("convergence on Rosenbrock f = (1 - x)^2 + 100 (y - x^2)^2 from (-1.2,
       {"swa", 1.5e-3, 3000, 1e-6},       {"sam", 1.5e-3, 3000, 1e-3},
       // L-BFGS, fixed steps t = lr (up to 20 iterations per step): its tolerance_change = 1e-9 ends the
       // iterations about 3e-6 from (1, 1), where f ~ 1e-11 and the valley is flat.
-      {"lbfgs", 1.0, 5, 1e-5}};
+      {"lbfgs", 1.0, 5, 1e-5},
+      // Rprop runs with step_min = 1e-9 (below): at torch's floor 1e-6 a step in y overshoots the valley
+      // y = x² near the end, the signs cycle, and it stops ~1e-3 short.
+      {"rprop", 0.01, 8000, 2e-6},
+      // Lion's ±lr steps circle (1, 1) within ~lr. (At lr = 1e-3 exactly, (-1.2, 1) and (1, 1) lie on one
+      // lattice of steps and it lands on the minimum: a coincidence avoided here.)
+      {"lion", 7e-4, 7000, 2e-3},
+      // The valley passes by the origin, where LAMB's step lr ‖p‖ nearly vanishes: it crawls there for most
+      // of the run, then circles (1, 1) about lr ‖p‖ off.
+      {"lamb", 3e-3, 10000, 2e-2},
+      // LARS's steps are lr η ‖p‖ in norm: it circles (1, 1) at that distance.
+      {"lars", 1.0, 5000, 3e-3}};
   REQUIRE(runs.size() == optim::optimizers().names().size());
   for (const Run& r : runs) {
     Tensor p = param({-1.2, 1.0});
@@ -833,6 +853,7 @@ TEST_CASE("convergence on Rosenbrock f = (1 - x)^2 + 100 (y - x^2)^2 from (-1.2,
     if (r.name.ends_with("-hd")) s.set("hyper_lr", "1e-8");
     if (r.name == "sam") s.set("rho", "1e-4");
     if (r.name == "clip" || r.name == "lookahead") s.set("inner", "momentum");
+    if (r.name == "rprop") s.set("step_min", "1e-9");
     auto opt = optim::make_optimizer(s, {{"p", p}});
     for (int t = 0; t < r.steps; ++t) opt->step(optim::Optimizer::LossFn([&] { return rosenbrock(p); }));
     double error = std::max(std::abs(p.at(0) - 1.0), std::abs(p.at(1) - 1.0));
@@ -1974,4 +1995,500 @@ TEST_CASE("lbfgs state: the ring buffer wrapped (history_size = 2) resumes bit f
       }
     }
   }
+}
+
+// ================================================================ round three
+// Each against its update written out from the formula (torch.optim's documented update where torch has
+// the method or the form; the paper's algorithm otherwise), on the hand-set gradient sequence kGrads.
+
+namespace {
+double sign_of(double x) { return x > 0 ? 1.0 : (x < 0 ? -1.0 : x); }
+void check_values(const Vec& x, const Vec& expected) {
+  REQUIRE(x.size() == expected.size());
+  for (std::size_t i = 0; i < x.size(); ++i) CHECK(x[i] == doctest::Approx(expected[i]).epsilon(1e-13));
+}
+double norm_of(const Vec& x) {
+  double s = 0;
+  for (double e : x) s += e * e;
+  return std::sqrt(s);
+}
+}  // namespace
+
+TEST_CASE("rprop (torch.optim.Rprop): s × η+ while g prev > 0, × η- and g <- 0 when < 0; w <- w - s sign(g)") {
+  // kGrads flips the signs of elements 0 and 1 at step 2 (they then rest at step 3, prev = 0) and keeps
+  // element 2's, which then flips at step 3.
+  const double lr = 0.1, eta_minus = 0.5, eta_plus = 1.2;
+  Tensor w = param(kW0);
+  Vec prev(3, 0.0), s(3, lr);
+  auto advance = [&](Vec& x, const Vec& g, double s_min, double s_max, double coupled, double shrink) {
+    for (std::size_t i = 0; i < 3; ++i) {
+      double gi = g[i] + coupled * x[i];
+      double p = gi * prev[i];
+      if (p > 0) {
+        s[i] = std::min(s[i] * eta_plus, s_max);
+      } else if (p < 0) {
+        s[i] = std::max(s[i] * eta_minus, s_min);
+        gi = 0;
+      } else {
+        s[i] = std::clamp(s[i], s_min, s_max);
+      }
+      x[i] = shrink * x[i] - s[i] * sign_of(gi);
+      prev[i] = gi;
+    }
+  };
+  SUBCASE("plain: torch's step sizes (1e-6, 50)") {
+    optim::Rprop opt({{"w", w}}, {.lr = lr, .eta_minus = eta_minus, .eta_plus = eta_plus});
+    follow(opt, w, [&](Vec& x, const Vec& g, int) { advance(x, g, 1e-6, 50, 0, 1); });
+    check_close(entry(opt.state(), "state/w/step_size"), s);
+    check_close(entry(opt.state(), "state/w/prev"), prev);
+    check_values(s, {0.05, 0.05, 0.06});  // halved, halved, grown then halved
+    CHECK(prev[2] == 0.0);
+    CHECK(entry(opt.state(), "state/w/step").item() == 3.0);
+  }
+  SUBCASE("clamped: step_min = 0.07 stops the halving, step_max = 0.11 the growth") {
+    optim::Rprop opt({{"w", w}}, {.lr = lr, .eta_minus = eta_minus, .eta_plus = eta_plus, .step_min = 0.07,
+                                  .step_max = 0.11});
+    follow(opt, w, [&](Vec& x, const Vec& g, int) { advance(x, g, 0.07, 0.11, 0, 1); });
+    CHECK(s == Vec{0.07, 0.07, 0.07});
+  }
+  SUBCASE("coupled weight decay (g + λ w, seen by the signs) and decoupled") {
+    // λ = 0.5 is large enough to change the signs: with g + λ w elements 0 and 1 no longer flip at step 2.
+    const double wd = 0.5;
+    optim::Rprop coupled({{"w", w}}, {.lr = lr, .weight_decay = wd});
+    follow(coupled, w, [&](Vec& x, const Vec& g, int) { advance(x, g, 1e-6, 50, wd, 1); });
+    check_values(s, {0.144, 0.144, 0.06});
+    Tensor w2 = param(kW0);
+    prev.assign(3, 0.0);
+    s.assign(3, lr);
+    optim::Rprop decoupled({{"w", w2}},
+                           {.lr = lr, .weight_decay = wd, .weight_decay_mode = optim::WeightDecay::decoupled});
+    follow(decoupled, w2, [&](Vec& x, const Vec& g, int) { advance(x, g, 1e-6, 50, 0, 1 - lr * wd); });
+  }
+  SUBCASE("the registered defaults are torch's; bad values are refused, naming the option") {
+    auto by_name = optim::make_optimizer("rprop", {{"w", w}});
+    const auto& d = dynamic_cast<optim::Rprop&>(*by_name).options();
+    CHECK(d.lr == 0.01);
+    CHECK(d.eta_minus == 0.5);
+    CHECK(d.eta_plus == 1.2);
+    CHECK(d.step_min == 1e-6);
+    CHECK(d.step_max == 50.0);
+    std::vector<nn::NamedTensor> p{{"w", w}};
+    CHECK_THROWS_WITH_AS(optim::Rprop(p, {.eta_minus = 1.0}), doctest::Contains("rprop: eta_minus must be in (0, 1)"),
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(optim::Rprop(p, {.eta_plus = 1.0}), doctest::Contains("rprop: eta_plus must be > 1"),
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(optim::Rprop(p, {.step_min = 1.0, .step_max = 0.5}),
+                         doctest::Contains("rprop: step_max must be >= step_min"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(optim::make_optimizer("rprop(eta_minus=0)", p), doctest::Contains("rprop: eta_minus"),
+                         config::SpecError);
+    CHECK_THROWS_WITH_AS(optim::make_optimizer("rprop(eta_plus=0.9)", p), doctest::Contains("rprop: eta_plus"),
+                         config::SpecError);
+    CHECK_THROWS_WITH_AS(optim::make_optimizer("rprop(step_max=0)", p), doctest::Contains("rprop: step_max"),
+                         config::SpecError);
+  }
+}
+
+TEST_CASE("lion (Chen et al. 2023): c = β1 m + (1 - β1) g, w <- w - lr (sign(c) + λ w), m <- β2 m + (1 - β2) g") {
+  const double lr = 0.01, b1 = 0.9, b2 = 0.99;
+  Tensor w = param(kW0);
+  Vec m(3, 0.0);
+  auto advance = [&](Vec& x, const Vec& g, double coupled, double decay) {
+    for (std::size_t i = 0; i < 3; ++i) {
+      double gi = g[i] + coupled * x[i];
+      double c = b1 * m[i] + (1 - b1) * gi;
+      x[i] = x[i] - lr * (sign_of(c) + decay * x[i]);
+      m[i] = b2 * m[i] + (1 - b2) * gi;
+    }
+  };
+  SUBCASE("plain") {
+    optim::Lion opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2});
+    follow(opt, w, [&](Vec& x, const Vec& g, int) { advance(x, g, 0, 0); });
+    check_close(entry(opt.state(), "state/w/exp_avg"), m);
+  }
+  SUBCASE("β1 = 0.99 against kGrads: the sign of c, not of g, moves w (element 0 at step 2)") {
+    optim::Lion opt({{"w", w}}, {.lr = lr, .beta1 = 0.99, .beta2 = 0.5});
+    Vec x = kW0, mm(3, 0.0);
+    for (const Vec& g : kGrads) {
+      give_grad(w, g);
+      opt.step();
+      for (std::size_t i = 0; i < 3; ++i) {
+        x[i] -= lr * sign_of(0.99 * mm[i] + 0.01 * g[i]);
+        mm[i] = 0.5 * mm[i] + 0.5 * g[i];
+      }
+      check_close(w, x);
+    }
+    // Element 0 goes down at step 2 although g_2 < 0, and up at step 3 although g_3 > 0.
+    CHECK(w.at(0) == doctest::Approx(kW0[0] - lr - lr + lr));
+  }
+  SUBCASE("decoupled weight decay, the method's own: w <- (1 - lr λ) w - lr sign(c)") {
+    const double wd = 0.5;
+    optim::Lion opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .weight_decay = wd});
+    follow(opt, w, [&](Vec& x, const Vec& g, int) { advance(x, g, 0, wd); });
+  }
+  SUBCASE("decoupled=false: L2, g + λ w in c and m") {
+    const double wd = 0.5;
+    optim::Lion opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .weight_decay = wd,
+                                 .weight_decay_mode = optim::WeightDecay::coupled});
+    follow(opt, w, [&](Vec& x, const Vec& g, int) { advance(x, g, wd, 0); });
+  }
+  SUBCASE("sign(0) = 0: no move; sign(NaN) = NaN: the NaN reaches w") {
+    optim::Lion opt({{"w", w}}, {.lr = lr});
+    give_grad(w, {0.0, std::nan(""), -1.0});
+    opt.step();
+    CHECK(w.at(0) == kW0[0]);
+    CHECK(std::isnan(w.at(1)));
+    CHECK(w.at(2) == kW0[2] + lr);
+    CHECK(std::isnan(entry(opt.state(), "state/w/exp_avg").at(1)));
+  }
+  SUBCASE("registered defaults; options checked") {
+    auto by_name = optim::make_optimizer("lion", {{"w", w}});
+    const auto& d = dynamic_cast<optim::Lion&>(*by_name).options();
+    CHECK(d.lr == 1e-4);
+    CHECK(d.beta1 == 0.9);
+    CHECK(d.beta2 == 0.99);
+    CHECK(d.weight_decay == 0.0);
+    CHECK(d.weight_decay_mode == optim::WeightDecay::decoupled);
+    CHECK_THROWS_WITH_AS(optim::Lion({{"w", w}}, {.beta1 = 1.0}), doctest::Contains("lion: beta1 must be in [0, 1)"),
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(optim::make_optimizer("lion(beta2=1.5)", {{"w", w}}), doctest::Contains("lion: beta2"),
+                         config::SpecError);
+  }
+}
+
+namespace {
+/// LAMB's update of one tensor, from the formula: λ in g (l2) or in r (in_r); bias-corrected or not.
+struct LambByHand {
+  double lr, b1, b2, eps;
+  Vec m, v;
+  void step(Vec& x, const Vec& g, int t, double l2, double in_r, bool corrected) {
+    double c1 = corrected ? 1 / (1 - std::pow(b1, t)) : 1, c2 = corrected ? 1 / (1 - std::pow(b2, t)) : 1;
+    m.resize(x.size(), 0.0);
+    v.resize(x.size(), 0.0);
+    Vec r(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      double gi = g[i] + l2 * x[i];
+      m[i] = b1 * m[i] + (1 - b1) * gi;
+      v[i] = b2 * v[i] + (1 - b2) * gi * gi;
+      r[i] = m[i] * c1 / (std::sqrt(v[i] * c2) + eps) + in_r * x[i];
+    }
+    double wn = norm_of(x), rn = norm_of(r);
+    double ratio = wn > 0 && rn > 0 ? wn / rn : 1.0;
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] -= lr * ratio * r[i];
+  }
+};
+}  // namespace
+
+TEST_CASE("lamb (You et al. 2020 Alg. 2): r = m̂ / (sqrt(v̂) + ε) + λ w, w <- w - lr ‖w‖ / ‖r‖ · r per tensor") {
+  const double lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-2, wd = 0.1;  // a visible ε
+  Tensor w = param(kW0);
+  LambByHand hand{lr, b1, b2, eps, {}, {}};
+  SUBCASE("plain") {
+    optim::Lamb opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps});
+    follow(opt, w, [&](Vec& x, const Vec& g, int t) { hand.step(x, g, t, 0, 0, true); });
+    check_close(entry(opt.state(), "state/w/exp_avg"), hand.m);
+    check_close(entry(opt.state(), "state/w/exp_avg_sq"), hand.v);
+    CHECK(entry(opt.state(), "state/w/step").item() == 3.0);
+  }
+  SUBCASE("weight decay in r, inside the trust ratio (the paper; the default decoupled=true)") {
+    optim::Lamb opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .weight_decay = wd});
+    follow(opt, w, [&](Vec& x, const Vec& g, int t) { hand.step(x, g, t, 0, wd, true); });
+  }
+  SUBCASE("decoupled=false: L2, g + λ w into m and v (apex's adam_w_mode=False)") {
+    optim::Lamb opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .weight_decay = wd,
+                                 .weight_decay_mode = optim::WeightDecay::coupled});
+    follow(opt, w, [&](Vec& x, const Vec& g, int t) { hand.step(x, g, t, wd, 0, true); });
+  }
+  SUBCASE("bias_correction = false") {
+    optim::Lamb opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .bias_correction = false});
+    follow(opt, w, [&](Vec& x, const Vec& g, int t) { hand.step(x, g, t, 0, 0, false); });
+  }
+  SUBCASE("one ratio per tensor; ratio 1 when ‖w‖ = 0 (a zero tensor moves) or ‖r‖ = 0 (no NaN)") {
+    Tensor a = param({0.0, 0.0, 0.0}), b = param({3.0, -4.0});
+    optim::Lamb opt({{"a", a}, {"b", b}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps});
+    LambByHand hand_b{lr, b1, b2, eps, {}, {}};
+    Vec xa{0.0, 0.0, 0.0}, xb{3.0, -4.0};
+    const std::vector<Vec> gb{{0.0, 0.0}, {1.0, 2.0}, {-0.5, 0.3}};  // r = 0 at step 1
+    for (int t = 1; t <= 3; ++t) {
+      give_grad(a, kGrads[t - 1]);
+      give_grad(b, gb[t - 1]);
+      opt.step();
+      hand.step(xa, kGrads[t - 1], t, 0, 0, true);
+      hand_b.step(xb, gb[t - 1], t, 0, 0, true);
+      INFO("step " << t);
+      check_close(a, xa);
+      check_close(b, xb);
+      if (t == 1) CHECK(values_of(b) == Vec{3.0, -4.0});
+    }
+  }
+  SUBCASE("registered defaults; options checked") {
+    auto by_name = optim::make_optimizer("lamb", {{"w", w}});
+    const auto& d = dynamic_cast<optim::Lamb&>(*by_name).options();
+    CHECK(d.lr == 1e-3);
+    CHECK(d.beta1 == 0.9);
+    CHECK(d.beta2 == 0.999);
+    CHECK(d.eps == 1e-6);
+    CHECK(d.bias_correction);
+    CHECK(d.weight_decay_mode == optim::WeightDecay::decoupled);
+    CHECK_THROWS_WITH_AS(optim::Lamb({{"w", w}}, {.beta2 = 1.0}), doctest::Contains("lamb: beta2 must be in [0, 1)"),
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(optim::Lamb({{"w", w}}, {.eps = 0.0}), doctest::Contains("lamb: eps must be > 0"),
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(optim::make_optimizer("lamb(eps=0)", {{"w", w}}), doctest::Contains("lamb: eps"),
+                         config::SpecError);
+    CHECK_THROWS_WITH_AS(optim::make_optimizer("lamb(bias_correction=maybe)", {{"w", w}}),
+                         doctest::Contains("lamb: bias_correction"), config::SpecError);
+  }
+}
+
+TEST_CASE("lars (You et al. 2017 Alg. 1): local_lr = η ‖w‖ / (‖g‖ + λ ‖w‖ + ε), v <- γ v + lr local_lr (g + λ w)") {
+  const double lr = 0.5, gamma = 0.9, eta = 0.02, eps = 0.1, wd = 0.1;  // a visible ε
+  Tensor w = param(kW0);
+  Vec v(3, 0.0);
+  // λ in the local rate and the step (coupled), or w <- shrink w - v (decoupled).
+  auto advance = [&](Vec& x, const Vec& g, double coupled, double shrink) {
+    double wn = norm_of(x), gn = norm_of(g);
+    double local = wn > 0 && gn > 0 ? eta * wn / (gn + coupled * wn + eps) : 1.0;
+    for (std::size_t i = 0; i < 3; ++i) {
+      v[i] = gamma * v[i] + lr * local * (g[i] + coupled * x[i]);
+      x[i] = shrink * x[i] - v[i];
+    }
+  };
+  const optim::LarsOptions o{.lr = lr, .momentum = gamma, .trust_coefficient = eta, .eps = eps};
+  SUBCASE("plain") {
+    optim::Lars opt({{"w", w}}, o);
+    follow(opt, w, [&](Vec& x, const Vec& g, int) { advance(x, g, 0, 1); });
+    check_close(entry(opt.state(), "state/w/velocity"), v);
+  }
+  SUBCASE("weight decay, coupled (the paper): λ in the local rate and in the step") {
+    optim::LarsOptions with = o;
+    with.weight_decay = wd;
+    optim::Lars opt({{"w", w}}, with);
+    follow(opt, w, [&](Vec& x, const Vec& g, int) { advance(x, g, wd, 1); });
+  }
+  SUBCASE("weight decay, decoupled: w <- (1 - lr λ) w - v") {
+    optim::LarsOptions with = o;
+    with.weight_decay = wd;
+    with.weight_decay_mode = optim::WeightDecay::decoupled;
+    optim::Lars opt({{"w", w}}, with);
+    follow(opt, w, [&](Vec& x, const Vec& g, int) { advance(x, g, 0, 1 - lr * wd); });
+  }
+  SUBCASE("local_lr = 1 when ‖w‖ = 0 (the first step is momentum SGD's) or ‖g‖ = 0 (w coasts on γ v)") {
+    Tensor z = param({0.0, 0.0, 0.0});
+    optim::Lars opt({{"z", z}}, o);
+    give_grad(z, kGrads[0]);
+    opt.step();
+    check_close(z, {-lr * 0.5, lr * 1.0, -lr * 2.0});
+    give_grad(z, {0.0, 0.0, 0.0});
+    opt.step();
+    check_close(z, {-lr * 0.5 * (1 + gamma), lr * 1.0 * (1 + gamma), -lr * 2.0 * (1 + gamma)});
+  }
+  SUBCASE("registered defaults; options checked") {
+    auto by_name = optim::make_optimizer("lars", {{"w", w}});
+    const auto& d = dynamic_cast<optim::Lars&>(*by_name).options();
+    CHECK(d.momentum == 0.9);
+    CHECK(d.trust_coefficient == 1e-3);
+    CHECK(d.eps == 1e-8);
+    CHECK(d.weight_decay_mode == optim::WeightDecay::coupled);
+    CHECK_THROWS_WITH_AS(optim::Lars({{"w", w}}, {.trust_coefficient = 0.0}),
+                         doctest::Contains("lars: trust_coefficient must be > 0"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(optim::Lars({{"w", w}}, {.momentum = 1.0}),
+                         doctest::Contains("lars: momentum must be in [0, 1)"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(optim::make_optimizer("lars(eps=-1)", {{"w", w}}), doctest::Contains("lars: eps"),
+                         config::SpecError);
+    CHECK_THROWS_WITH_AS(optim::make_optimizer("lars(trust_coefficient=0)", {{"w", w}}),
+                         doctest::Contains("lars: trust_coefficient"), config::SpecError);
+  }
+}
+
+// -------------------------------------------------- conventions: momentum's lr_inside, Nadam's momentum_decay
+
+TEST_CASE("momentum, nesterov, lr_inside=false (torch.optim.SGD): v <- γ v + g, w <- w - lr v, or - lr (g + γ v)") {
+  const double lr = 0.1, gamma = 0.9, wd = 0.1;
+  for (bool nesterov : {false, true}) {
+    for (double decay : {0.0, wd}) {
+      INFO("nesterov " << nesterov << ", coupled λ " << decay);
+      Tensor w = param(kW0);
+      const optim::MomentumOptions o{.lr = lr, .momentum = gamma, .weight_decay = decay, .lr_inside = false};
+      std::unique_ptr<optim::Optimizer> opt;
+      if (nesterov) {
+        opt = std::make_unique<optim::Nesterov>(std::vector<nn::NamedTensor>{{"w", w}}, o);
+      } else {
+        opt = std::make_unique<optim::Momentum>(std::vector<nn::NamedTensor>{{"w", w}}, o);
+      }
+      Vec v(3, 0.0);
+      follow(*opt, w, [&](Vec& x, const Vec& g, int) {
+        for (std::size_t i = 0; i < 3; ++i) {
+          double gi = g[i] + decay * x[i];
+          v[i] = gamma * v[i] + gi;
+          x[i] = x[i] - lr * (nesterov ? gi + gamma * v[i] : v[i]);
+        }
+      });
+      check_close(entry(opt->state(), "state/w/velocity"), v);  // torch's momentum_buffer
+    }
+  }
+}
+
+TEST_CASE("momentum's two forms agree while lr is constant and differ, as their formulas say, once it changes") {
+  // Steps 1-2 at lr, step 3 at lr'. With b_2 torch's buffer after step 2 (v_2 = lr b_2 with the rate inside):
+  //   heavy ball, lr inside:  w_3 = w_2 - (γ lr b_2 + lr' g_3)       torch: w_3 = w_2 - lr' (γ b_2 + g_3)
+  //   nesterov,   lr inside:  w_3 = w_2 - (γ² lr b_2 + (1 + γ) lr' g_3)
+  //                           torch: w_3 = w_2 - lr' ((1 + γ) g_3 + γ² b_2)
+  // so w_3(inside) - w_3(torch) = γ b_2 (lr' - lr) (heavy ball), γ² b_2 (lr' - lr) (nesterov).
+  const double lr = 0.1, lr2 = 0.05, gamma = 0.9;
+  for (bool nesterov : {false, true}) {
+    INFO("nesterov " << nesterov);
+    Tensor inside = param(kW0), torch = param(kW0);
+    auto make = [&](Tensor& w, bool lr_inside) -> std::unique_ptr<optim::Optimizer> {
+      const optim::MomentumOptions o{.lr = lr, .momentum = gamma, .lr_inside = lr_inside};
+      std::vector<nn::NamedTensor> p{{"w", w}};
+      if (nesterov) return std::make_unique<optim::Nesterov>(p, o);
+      return std::make_unique<optim::Momentum>(p, o);
+    };
+    auto a = make(inside, true), b = make(torch, false);
+    Vec x_in = kW0, x_t = kW0, v_in(3, 0.0), b_t(3, 0.0), b2;
+    for (int t = 1; t <= 3; ++t) {
+      double rate = t < 3 ? lr : lr2;
+      if (t == 3) {
+        b2 = b_t;
+        a->set_lr(lr2);
+        b->set_lr(lr2);
+      }
+      const Vec& g = kGrads[t - 1];
+      give_grad(inside, g);
+      give_grad(torch, g);
+      a->step();
+      b->step();
+      for (std::size_t i = 0; i < 3; ++i) {
+        v_in[i] = gamma * v_in[i] + rate * g[i];
+        x_in[i] -= nesterov ? gamma * v_in[i] + rate * g[i] : v_in[i];
+        b_t[i] = gamma * b_t[i] + g[i];
+        x_t[i] -= rate * (nesterov ? g[i] + gamma * b_t[i] : b_t[i]);
+      }
+      INFO("step " << t);
+      check_close(inside, x_in);
+      check_close(torch, x_t);
+      if (t < 3) check_close(inside, values_of(torch));
+    }
+    const double factor = nesterov ? gamma * gamma : gamma;
+    for (std::size_t i = 0; i < 3; ++i) {
+      CHECK(inside.at(i) - torch.at(i) == doctest::Approx(factor * b2[i] * (lr2 - lr)).epsilon(1e-10));
+      CHECK(std::abs(inside.at(i) - torch.at(i)) > 1e-3);
+    }
+  }
+}
+
+TEST_CASE("the defaults keep the seeds' loops bit for bit: momentum with lr inside, nadam with momentum_decay = 0") {
+  // The same operations in the same order as the loops (float64), compared with ==.
+  SUBCASE("momentum") {
+    const double lr = 0.1, gamma = 0.9;
+    Tensor w = param(kW0);
+    optim::Momentum opt({{"w", w}}, {.lr = lr, .momentum = gamma});
+    Vec x = kW0, v(3, 0.0);
+    for (const Vec& g : kGrads) {
+      give_grad(w, g);
+      opt.step();
+      for (std::size_t i = 0; i < 3; ++i) {
+        const double step = lr * g[i];
+        v[i] = gamma * v[i] + step;
+        x[i] = x[i] - v[i];
+      }
+      CHECK(values_of(w) == x);
+    }
+  }
+  SUBCASE("nadam") {
+    const double lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-8;
+    Tensor w = param(kW0);
+    optim::Nadam opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps});
+    Vec x = kW0, m(3, 0.0), v(3, 0.0);
+    for (int t = 1; t <= 3; ++t) {
+      const Vec& g = kGrads[t - 1];
+      give_grad(w, g);
+      opt.step();
+      const double c1 = 1.0 / (1.0 - std::pow(b1, t)), c2 = 1.0 / (1.0 - std::pow(b2, t)), step = lr * c1;
+      for (std::size_t i = 0; i < 3; ++i) {
+        m[i] = b1 * m[i] + (1 - b1) * g[i];
+        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+        const double top = b1 * m[i] + (1 - b1) * g[i];
+        x[i] = x[i] - step * top / (std::sqrt(v[i] * c2) + eps);
+      }
+      CHECK(values_of(w) == x);
+    }
+    CHECK(entry(opt.state(), "state/w/mu_product").item() == 1.0);
+  }
+}
+
+TEST_CASE("nadam, momentum_decay ψ > 0 (torch.optim.NAdam): μ_t = β1 (1 - 0.5 · 0.96^(t ψ)), Π μ corrects the bias") {
+  const double lr = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.1;
+  Tensor w = param(kW0);
+  Vec m(3, 0.0), v(3, 0.0);
+  double product = 1.0;
+  auto advance = [&](Vec& x, const Vec& g, int t, double psi, double coupled, double shrink) {
+    double mu = b1 * (1 - 0.5 * std::pow(0.96, t * psi)), mu_next = b1 * (1 - 0.5 * std::pow(0.96, (t + 1) * psi));
+    product *= mu;
+    for (std::size_t i = 0; i < 3; ++i) {
+      double gi = g[i] + coupled * x[i];
+      m[i] = b1 * m[i] + (1 - b1) * gi;
+      v[i] = b2 * v[i] + (1 - b2) * gi * gi;
+      double denom = std::sqrt(v[i] / (1 - std::pow(b2, t))) + eps;
+      x[i] = shrink * x[i] - lr * (1 - mu) / (1 - product) * gi / denom -
+             lr * mu_next / (1 - product * mu_next) * m[i] / denom;
+    }
+  };
+  SUBCASE("torch's ψ = 0.004, and ψ = 5 (μ_t near β1 after one step): both differ from the seeds' form") {
+    for (double psi : {0.004, 5.0}) {
+      INFO("ψ = " << psi);
+      Tensor x = param(kW0), seeds = param(kW0);
+      optim::Nadam opt({{"x", x}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .momentum_decay = psi});
+      optim::Nadam constant({{"x", seeds}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps});
+      m.assign(3, 0.0);
+      v.assign(3, 0.0);
+      product = 1.0;
+      Vec hand = kW0;
+      for (int t = 1; t <= 3; ++t) {
+        give_grad(x, kGrads[t - 1]);
+        give_grad(seeds, kGrads[t - 1]);
+        opt.step();
+        constant.step();
+        advance(hand, kGrads[t - 1], t, psi, 0, 1);
+        INFO("step " << t);
+        check_close(x, hand);
+        CHECK(std::abs(x.at(0) - seeds.at(0)) > 1e-5);
+      }
+      CHECK(entry(opt.state(), "state/x/mu_product").item() == doctest::Approx(product).epsilon(1e-15));
+    }
+  }
+  SUBCASE("coupled weight decay (torch's weight_decay): g + λ w") {
+    optim::Nadam opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .weight_decay = wd,
+                                  .momentum_decay = 0.004});
+    follow(opt, w, [&](Vec& x, const Vec& g, int t) { advance(x, g, t, 0.004, wd, 1); });
+  }
+  SUBCASE("decoupled weight decay (torch's decoupled_weight_decay=True): w <- (1 - lr λ) w first") {
+    optim::Nadam opt({{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .weight_decay = wd,
+                                  .weight_decay_mode = optim::WeightDecay::decoupled, .momentum_decay = 0.004});
+    follow(opt, w, [&](Vec& x, const Vec& g, int t) { advance(x, g, t, 0.004, 0, 1 - lr * wd); });
+  }
+  SUBCASE("options: momentum_decay >= 0, registered default 0") {
+    CHECK(dynamic_cast<optim::Nadam&>(*optim::make_optimizer("nadam", {{"w", w}})).options().momentum_decay == 0.0);
+    auto torch = optim::make_optimizer("nadam(momentum_decay=0.004)", {{"w", w}});
+    CHECK(dynamic_cast<optim::Nadam&>(*torch).options().momentum_decay == 0.004);
+    CHECK_THROWS_WITH_AS(optim::Nadam({{"w", w}}, {.momentum_decay = -1.0}),
+                         doctest::Contains("nadam: momentum_decay must be >= 0"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(optim::make_optimizer("nadam(momentum_decay=-0.1)", {{"w", w}}),
+                         doctest::Contains("nadam: momentum_decay"), config::SpecError);
+  }
+}
+
+TEST_CASE("lr_inside is a flag of momentum and nesterov; nesterov-lookahead keeps the rate inside") {
+  Tensor w = param(kW0);
+  auto mom = optim::make_optimizer("momentum(lr_inside=false)", {{"w", w}});
+  CHECK_FALSE(dynamic_cast<optim::Momentum&>(*mom).options().lr_inside);
+  CHECK(dynamic_cast<optim::Momentum&>(*optim::make_optimizer("momentum", {{"w", w}})).options().lr_inside);
+  auto nes = optim::make_optimizer("nesterov(lr_inside=false)", {{"w", w}});
+  CHECK_FALSE(dynamic_cast<optim::Nesterov&>(*nes).options().lr_inside);
+  CHECK_THROWS_WITH_AS(optim::make_optimizer("momentum(lr_inside=sometimes)", {{"w", w}}),
+                       doctest::Contains("momentum: lr_inside"), config::SpecError);
+  CHECK_THROWS_WITH_AS(optim::make_optimizer("nesterov-lookahead(lr_inside=false)", {{"w", w}}),
+                       doctest::Contains("unknown option 'lr_inside'"), config::SpecError);
+  CHECK_THROWS_WITH_AS(optim::NesterovLookahead({{"w", w}}, {.lr_inside = false}),
+                       doctest::Contains("nesterov-lookahead: lr_inside=false"), std::invalid_argument);
 }

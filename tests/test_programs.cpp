@@ -113,7 +113,8 @@ TEST_CASE("an optimiser spec on the command line: printed resolved; a misspelt k
                                  "6000", "--batch-size", "50", "--no-progress"});
   INFO(ok.out << ok.err);
   CHECK(ok.code == 0);
-  CHECK(ok.out.find("# optimizer momentum(lr=0.05,weight_decay=0,decoupled=false,momentum=0.95)") != std::string::npos);
+  CHECK(ok.out.find("# optimizer momentum(lr=0.05,weight_decay=0,decoupled=false,momentum=0.95,lr_inside=true)") !=
+        std::string::npos);
   CHECK(value_after(ok.out, "final test_acc=") > 0.8);
   // The same number written two ways is no conflict; --hidden takes a bracketed list too.
   Outcome same = run("mnist_mlp", {"--optimizer", "adam(lr=1e-3)", "--lr", "0.001", "--hidden", "[32]", "--epochs",
@@ -124,7 +125,8 @@ TEST_CASE("an optimiser spec on the command line: printed resolved; a misspelt k
 
   Outcome misspelt = run("mnist_mlp", {"--optimizer", "momentum(lr=0.05,momentun=0.95)"});
   CHECK(misspelt.code == 2);
-  CHECK(misspelt.err.find("momentum: unknown option 'momentun' (options: lr, weight_decay, decoupled, momentum)") !=
+  CHECK(misspelt.err.find(
+            "momentum: unknown option 'momentun' (options: lr, weight_decay, decoupled, momentum, lr_inside)") !=
         std::string::npos);
   Outcome range = run("mnist_mlp", {"--optimizer", "adam(beta2=1.5)"});
   CHECK(range.code == 2);
@@ -160,19 +162,19 @@ TEST_CASE("custom_optimizer: a user's optimiser registered from user code, liste
   REQUIRE(has_mnist());
   Outcome list = run("custom_optimizer", {"--list-optimizers"});
   CHECK(list.code == 0);
-  CHECK(list.out.find("lion") != std::string::npos);
+  CHECK(list.out.find("signum") != std::string::npos);
   CHECK(list.out.find("adam") != std::string::npos);
-  fs::path out = scratch("lion-lab");
-  Outcome lab = run("custom_optimizer", {"--optimizers", "lion(lr=1e-4)", "adam", "--epochs", "1", "--seeds", "0",
+  fs::path out = scratch("signum-lab");
+  Outcome lab = run("custom_optimizer", {"--optimizers", "signum(lr=1e-4)", "adam", "--epochs", "1", "--seeds", "0",
                                          "--batch-sizes", "100", "--train-subset", "3000", "--out", out.string()});
   INFO(lab.out << lab.err);
   CHECK(lab.code == 0);
   std::string summary = read_file(out / "summary.md");
-  CHECK(summary.find("lion") != std::string::npos);
+  CHECK(summary.find("signum") != std::string::npos);
   CHECK(summary.find("adam") != std::string::npos);
-  Outcome bad = run("custom_optimizer", {"--optimizers", "lion(beta3=0.9)"});
+  Outcome bad = run("custom_optimizer", {"--optimizers", "signum(beta3=0.9)"});
   CHECK(bad.code == 2);
-  CHECK(bad.err.find("lion: unknown option 'beta3'") != std::string::npos);
+  CHECK(bad.err.find("signum: unknown option 'beta3'") != std::string::npos);
 }
 
 TEST_CASE("Ctrl-C: the run finishes its step, writes the checkpoint, the CSV row and the final line, exits 130") {
