@@ -9,6 +9,7 @@
 #include "optim/adamax.hpp"
 #include "optim/adamw.hpp"
 #include "optim/amsgrad.hpp"
+#include "optim/asgd.hpp"
 #include "optim/average.hpp"
 #include "optim/clip.hpp"
 #include "optim/lookahead.hpp"

@@ -2,7 +2,7 @@
 // gradient sequence), convergence on a convex quadratic and on Rosenbrock, Nesterov's two forms on one
 // trajectory, Reddi et al.'s counterexample, hypergradients against finite differences, Newton on a
 // quadratic and on logistic regression, state round trips through a checkpoint file, option checks,
-// and a small MLP on a few hundred MNIST images.
+// a small MLP on a few hundred MNIST images, and asgd's evaluation point (eval/train).
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -773,7 +773,10 @@ TEST_CASE("every method converges on a convex quadratic") {
       // Wrappers, around their default inner methods (adam; momentum for swa and sam) at the rate given.
       {"clip", 0.05, 1000, 1e-4},      {"lookahead", 0.05, 2000, 1e-4}, {"ema", 0.05, 1000, 1e-4},
       // sam's ascent step has length ρ wherever g != 0, so it settles within about ρ of x*, not at it.
-      {"swa", 0.05, 300, 1e-6},        {"sam", 0.05, 300, 5e-3}};
+      {"swa", 0.05, 300, 1e-6},        {"sam", 0.05, 300, 5e-3},
+      // ASGD's λ = 1e-4 shrinks w at every step: it settles where ∇f(w) + λ w = 0, 9e-5 from x* (and its
+      // average, with t0 = 1e6, is w itself).
+      {"asgd", 0.1, 300, 2e-4}};
   REQUIRE(runs.size() == optim::optimizers().names().size());
   for (const Run& r : runs) {
     Tensor x = column({0.0, 0.0, 0.0, 0.0});
@@ -817,7 +820,9 @@ TEST_CASE("convergence on Rosenbrock f = (1 - x)^2 + 100 (y - x^2)^2 from (-1.2,
       // Wrappers: clip and lookahead around momentum (Adam at a fixed rate hovers in the valley, and with
       // clipped or averaged steps it hovers elsewhere); sam with a small ascent radius (the valley is narrow).
       {"clip", 1.5e-3, 3000, 1e-6},      {"lookahead", 1.5e-3, 6000, 1e-6}, {"ema", 0.05, 3000, 1e-6},
-      {"swa", 1.5e-3, 3000, 1e-6},       {"sam", 1.5e-3, 3000, 1e-3}};
+      {"swa", 1.5e-3, 3000, 1e-6},       {"sam", 1.5e-3, 3000, 1e-3},
+      // ASGD creeps along the valley as SGD does; λ = 1e-4 moves the point it settles at by ~3e-4.
+      {"asgd", 2e-3, 10000, 2e-3}};
   REQUIRE(runs.size() == optim::optimizers().names().size());
   for (const Run& r : runs) {
     Tensor p = param({-1.2, 1.0});
@@ -1597,4 +1602,113 @@ TEST_CASE("adadelta (Zeiler 2012 Alg. 1; torch.optim.Adadelta): Δ = sqrt(u + ε
   CHECK(d.lr == 1.0);
   CHECK(d.rho == 0.9);
   CHECK(d.eps == 1e-6);
+}
+
+// ================================================================ evaluation points
+
+namespace {
+/// eval() puts the state tensor `point` into w and train() puts w's values back, both bit for bit.
+void check_eval_point(optim::Optimizer& opt, Tensor& w, const std::string& point) {
+  const Tensor at = entry(opt.state(), "state/w/" + point), before = w.clone();
+  opt.eval();
+  CHECK(opt.evaluating());
+  CHECK(bit_identical(w, at));
+  opt.train();
+  CHECK_FALSE(opt.evaluating());
+  CHECK(bit_identical(w, before));
+}
+
+Vec mean_of(const std::vector<Vec>& points) {
+  Vec m(points.front().size(), 0.0);
+  for (const Vec& p : points) {
+    for (std::size_t i = 0; i < m.size(); ++i) m[i] += p[i] / static_cast<double>(points.size());
+  }
+  return m;
+}
+}  // namespace
+
+TEST_CASE("asgd (torch.optim.ASGD): w <- (1 - λ η) w - η g, η_t = lr / (1 + λ lr t)^α, ax the mean after t0") {
+  // torch's single-tensor update, 5 steps (kGrads cycled), with the η and μ of the step before; a large λ so
+  // that the shrink shows, t0 = 1 so that steps 4 and 5 average (μ = 1/2, 1/3): ax = mean(w3, w4, w5).
+  const double lr = 0.1, lambd = 0.5, alpha = 0.75, t0 = 1, wd = 0.1;
+  for (bool decoupled : {false, true}) {
+    INFO("decoupled " << decoupled);
+    Tensor w = param(kW0);
+    optim::ASGD opt({{"w", w}}, {.lr = lr, .lambd = lambd, .alpha = alpha, .t0 = t0, .weight_decay = wd,
+                                 .weight_decay_mode = decoupled ? optim::WeightDecay::decoupled : optim::WeightDecay::coupled});
+    Vec x = kW0, ax(3, 0.0);
+    std::vector<Vec> iterates;
+    double eta = lr, mu = 1;
+    for (int t = 1; t <= 5; ++t) {
+      const Vec& g = kGrads[(t - 1) % 3];
+      give_grad(w, g);
+      opt.step();
+      for (std::size_t i = 0; i < 3; ++i) {
+        double gd = decoupled ? g[i] : g[i] + wd * x[i];
+        double shrink = decoupled ? 1 - lr * wd : 1.0;
+        x[i] = shrink * (1 - lambd * eta) * x[i] - eta * gd;
+        ax[i] = mu == 1 ? x[i] : ax[i] + mu * (x[i] - ax[i]);
+      }
+      iterates.push_back(x);
+      eta = lr / std::pow(1 + lambd * lr * t, alpha);
+      mu = 1 / std::max(1.0, t - t0);
+      INFO("step " << t);
+      check_close(w, x);
+      const auto state = opt.state();
+      check_close(entry(state, "state/w/ax"), ax);
+      CHECK(entry(state, "state/w/eta").item() == doctest::Approx(eta).epsilon(1e-15));
+      CHECK(entry(state, "state/w/mu").item() == mu);
+      CHECK(entry(state, "state/w/step").item() == t);
+    }
+    check_close(entry(opt.state(), "state/w/ax"), mean_of({iterates[2], iterates[3], iterates[4]}));
+  }
+  auto by_name = optim::make_optimizer("asgd", {{"w", param(kW0)}});
+  const auto& d = dynamic_cast<optim::ASGD&>(*by_name).options();
+  CHECK(d.lr == 1e-2);
+  CHECK(d.lambd == 1e-4);
+  CHECK(d.alpha == 0.75);
+  CHECK(d.t0 == 1e6);
+  CHECK(d.weight_decay == 0.0);
+  CHECK(d.weight_decay_mode == optim::WeightDecay::coupled);
+}
+
+TEST_CASE("asgd: eval() puts ax into the parameters, train() puts w back bit for bit; torch's t0 changes nothing") {
+  SUBCASE("t0 = 2: after 6 steps ax is the mean of w4, w5, w6") {
+    Tensor w = param(kW0);
+    optim::ASGD opt({{"w", w}}, {.lr = 0.1, .t0 = 2});
+    std::vector<Vec> iterates;
+    for (int t = 1; t <= 6; ++t) {
+      give_grad(w, kGrads[(t - 1) % 3]);
+      opt.step();
+      iterates.push_back(values_of(w));
+    }
+    check_eval_point(opt, w, "ax");
+    optim::EvalScope at(opt);
+    check_close(w, mean_of({iterates[3], iterates[4], iterates[5]}));
+  }
+  SUBCASE("t0 = 1e6 (the default): ax = w, bit for bit") {
+    Tensor w = param(kW0);
+    optim::ASGD opt({{"w", w}});
+    opt.eval();  // before any step: nothing to exchange
+    CHECK(values_of(w) == kW0);
+    opt.train();
+    for (const Vec& g : kGrads) {
+      give_grad(w, g);
+      opt.step();
+    }
+    CHECK(bit_identical(entry(opt.state(), "state/w/ax"), w));
+    check_eval_point(opt, w, "ax");
+  }
+}
+
+TEST_CASE("asgd: options are checked, by constructor and by spec") {
+  Tensor w = param(kW0);
+  std::vector<nn::NamedTensor> p{{"w", w}};
+  CHECK_THROWS_WITH_AS(optim::ASGD(p, {.lambd = -1}), doctest::Contains("asgd: lambd must be >= 0"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::ASGD(p, {.alpha = -0.5}), doctest::Contains("asgd: alpha"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::ASGD(p, {.t0 = std::nan("")}), doctest::Contains("asgd: t0"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::make_optimizer("asgd(t0=-1)", p), doctest::Contains("asgd: t0 must be >= 0, got '-1'"),
+                       config::SpecError);
+  CHECK(optim::resolve_optimizer(config::parse_spec("asgd")).text() ==
+        "asgd(lr=0.01,weight_decay=0,decoupled=false,lambd=0.0001,alpha=0.75,t0=1000000)");
 }
