@@ -2,7 +2,7 @@
 // gradient sequence), convergence on a convex quadratic and on Rosenbrock, Nesterov's two forms on one
 // trajectory, Reddi et al.'s counterexample, hypergradients against finite differences, Newton on a
 // quadratic and on logistic regression, state round trips through a checkpoint file, option checks,
-// and a small MLP on a few hundred MNIST images.
+// a small MLP on a few hundred MNIST images, and the evaluation points of asgd and schedule-free (eval/train).
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
@@ -786,7 +786,14 @@ TEST_CASE("every method converges on a convex quadratic") {
       // LAMB's step is lr ‖x‖ in norm whatever the gradient: at a constant rate it circles x* that far off.
       {"lamb", 3e-3, 3000, 1e-2},
       // LARS's step is lr η ‖x‖ in norm (η = 1e-3) whatever the gradient: the same.
-      {"lars", 1.0, 3000, 3e-3}};
+      {"lars", 1.0, 3000, 3e-3},
+      // ASGD's λ = 1e-4 shrinks w at every step: it settles where ∇f(w) + λ w = 0, 9e-5 from x* (and its
+      // average, with t0 = 1e6, is w itself).
+      {"asgd", 0.1, 300, 2e-4},
+      // Schedule-free, at y (the parameters). AdamW's z step g / (sqrt(v̂) + ε) does not shrink as g -> 0
+      // (RMSProp's step): after ~4000 steps z hovers, and y = 0.1 z + 0.9 x with it; x, the evaluation
+      // point, keeps converging.
+      {"sgd-schedule-free", 0.15, 2000, 1e-6}, {"adamw-schedule-free", 0.02, 2000, 1e-6}};
   REQUIRE(runs.size() == optim::optimizers().names().size());
   for (const Run& r : runs) {
     Tensor x = column({0.0, 0.0, 0.0, 0.0});
@@ -797,7 +804,10 @@ TEST_CASE("every method converges on a convex quadratic") {
     for (int t = 0; t < r.steps; ++t) opt->step(optim::Optimizer::LossFn([&] { return q.loss(x); }));
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     double error = 0;
-    for (std::size_t i = 0; i < 4; ++i) error = std::max(error, std::abs(x.at(i) - minimum[i]));
+    // std::max(0, NaN) is 0: a run that diverges must not pass as converged.
+    for (std::size_t i = 0; i < 4; ++i) {
+      error = std::isfinite(x.at(i)) ? std::max(error, std::abs(x.at(i) - minimum[i])) : INFINITY;
+    }
     INFO(r.name << ": max |x - x*| = " << error << " after " << r.steps << " steps (" << seconds << " s)");
     CHECK(error < r.tolerance);
   }
@@ -844,7 +854,13 @@ TEST_CASE("convergence on Rosenbrock f = (1 - x)^2 + 100 (y - x^2)^2 from (-1.2,
       // of the run, then circles (1, 1) about lr ‖p‖ off.
       {"lamb", 3e-3, 10000, 2e-2},
       // LARS's steps are lr η ‖p‖ in norm: it circles (1, 1) at that distance.
-      {"lars", 1.0, 5000, 3e-3}};
+      {"lars", 1.0, 5000, 3e-3},
+      // ASGD creeps along the valley as SGD does; λ = 1e-4 moves the point it settles at by ~3e-4.
+      {"asgd", 2e-3, 10000, 2e-3},
+      // Schedule-free with r = 4, c_t ≈ 5/t: with r = 0 the plain mean x weighs the whole path along the
+      // valley equally, and y = 0.1 z + 0.9 x swings with it for tens of thousands of steps (1e-3 to 1e-1
+      // away between 10k and 20k). AdamW's z step does not shrink near the minimum, and y hovers ~3e-4 away.
+      {"sgd-schedule-free", 5e-3, 15000, 1e-4}, {"adamw-schedule-free", 5e-3, 12000, 1e-3}};
   REQUIRE(runs.size() == optim::optimizers().names().size());
   for (const Run& r : runs) {
     Tensor p = param({-1.2, 1.0});
@@ -854,6 +870,7 @@ TEST_CASE("convergence on Rosenbrock f = (1 - x)^2 + 100 (y - x^2)^2 from (-1.2,
     if (r.name == "sam") s.set("rho", "1e-4");
     if (r.name == "clip" || r.name == "lookahead") s.set("inner", "momentum");
     if (r.name == "rprop") s.set("step_min", "1e-9");
+    if (r.name.ends_with("-schedule-free")) s.set("r", "4");
     auto opt = optim::make_optimizer(s, {{"p", p}});
     for (int t = 0; t < r.steps; ++t) opt->step(optim::Optimizer::LossFn([&] { return rosenbrock(p); }));
     double error = std::max(std::abs(p.at(0) - 1.0), std::abs(p.at(1) - 1.0));
@@ -2491,4 +2508,265 @@ TEST_CASE("lr_inside is a flag of momentum and nesterov; nesterov-lookahead keep
                        doctest::Contains("unknown option 'lr_inside'"), config::SpecError);
   CHECK_THROWS_WITH_AS(optim::NesterovLookahead({{"w", w}}, {.lr_inside = false}),
                        doctest::Contains("nesterov-lookahead: lr_inside=false"), std::invalid_argument);
+}
+
+// ================================================================ evaluation points: asgd and schedule-free
+
+namespace {
+/// eval() puts the state tensor `point` into w and train() puts w's values back, both bit for bit.
+void check_eval_point(optim::Optimizer& opt, Tensor& w, const std::string& point) {
+  const Tensor at = entry(opt.state(), "state/w/" + point), before = w.clone();
+  opt.eval();
+  CHECK(opt.evaluating());
+  CHECK(bit_identical(w, at));
+  opt.train();
+  CHECK_FALSE(opt.evaluating());
+  CHECK(bit_identical(w, before));
+}
+
+Vec mean_of(const std::vector<Vec>& points) {
+  Vec m(points.front().size(), 0.0);
+  for (const Vec& p : points) {
+    for (std::size_t i = 0; i < m.size(); ++i) m[i] += p[i] / static_cast<double>(points.size());
+  }
+  return m;
+}
+}  // namespace
+
+TEST_CASE("asgd (torch.optim.ASGD): w <- (1 - λ η) w - η g, η_t = lr / (1 + λ lr t)^α, ax the mean after t0") {
+  // torch's single-tensor update, 5 steps (kGrads cycled), with the η and μ of the step before; a large λ so
+  // that the shrink shows, t0 = 1 so that steps 4 and 5 average (μ = 1/2, 1/3): ax = mean(w3, w4, w5).
+  const double lr = 0.1, lambd = 0.5, alpha = 0.75, t0 = 1, wd = 0.1;
+  for (bool decoupled : {false, true}) {
+    INFO("decoupled " << decoupled);
+    Tensor w = param(kW0);
+    optim::ASGD opt({{"w", w}}, {.lr = lr, .lambd = lambd, .alpha = alpha, .t0 = t0, .weight_decay = wd,
+                                 .weight_decay_mode = decoupled ? optim::WeightDecay::decoupled : optim::WeightDecay::coupled});
+    Vec x = kW0, ax(3, 0.0);
+    std::vector<Vec> iterates;
+    double eta = lr, mu = 1;
+    for (int t = 1; t <= 5; ++t) {
+      const Vec& g = kGrads[(t - 1) % 3];
+      give_grad(w, g);
+      opt.step();
+      for (std::size_t i = 0; i < 3; ++i) {
+        double gd = decoupled ? g[i] : g[i] + wd * x[i];
+        double shrink = decoupled ? 1 - lr * wd : 1.0;
+        x[i] = shrink * (1 - lambd * eta) * x[i] - eta * gd;
+        ax[i] = mu == 1 ? x[i] : ax[i] + mu * (x[i] - ax[i]);
+      }
+      iterates.push_back(x);
+      eta = lr / std::pow(1 + lambd * lr * t, alpha);
+      mu = 1 / std::max(1.0, t - t0);
+      INFO("step " << t);
+      check_close(w, x);
+      const auto state = opt.state();
+      check_close(entry(state, "state/w/ax"), ax);
+      CHECK(entry(state, "state/w/eta").item() == doctest::Approx(eta).epsilon(1e-15));
+      CHECK(entry(state, "state/w/mu").item() == mu);
+      CHECK(entry(state, "state/w/step").item() == t);
+    }
+    check_close(entry(opt.state(), "state/w/ax"), mean_of({iterates[2], iterates[3], iterates[4]}));
+  }
+  auto by_name = optim::make_optimizer("asgd", {{"w", param(kW0)}});
+  const auto& d = dynamic_cast<optim::ASGD&>(*by_name).options();
+  CHECK(d.lr == 1e-2);
+  CHECK(d.lambd == 1e-4);
+  CHECK(d.alpha == 0.75);
+  CHECK(d.t0 == 1e6);
+  CHECK(d.weight_decay == 0.0);
+  CHECK(d.weight_decay_mode == optim::WeightDecay::coupled);
+}
+
+TEST_CASE("asgd: eval() puts ax into the parameters, train() puts w back bit for bit; torch's t0 changes nothing") {
+  SUBCASE("t0 = 2: after 6 steps ax is the mean of w4, w5, w6") {
+    Tensor w = param(kW0);
+    optim::ASGD opt({{"w", w}}, {.lr = 0.1, .t0 = 2});
+    std::vector<Vec> iterates;
+    for (int t = 1; t <= 6; ++t) {
+      give_grad(w, kGrads[(t - 1) % 3]);
+      opt.step();
+      iterates.push_back(values_of(w));
+    }
+    check_eval_point(opt, w, "ax");
+    optim::EvalScope at(opt);
+    check_close(w, mean_of({iterates[3], iterates[4], iterates[5]}));
+  }
+  SUBCASE("t0 = 1e6 (the default): ax = w, bit for bit") {
+    Tensor w = param(kW0);
+    optim::ASGD opt({{"w", w}});
+    opt.eval();  // before any step: nothing to exchange
+    CHECK(values_of(w) == kW0);
+    opt.train();
+    for (const Vec& g : kGrads) {
+      give_grad(w, g);
+      opt.step();
+    }
+    CHECK(bit_identical(entry(opt.state(), "state/w/ax"), w));
+    check_eval_point(opt, w, "ax");
+  }
+}
+
+TEST_CASE("asgd: options are checked, by constructor and by spec") {
+  Tensor w = param(kW0);
+  std::vector<nn::NamedTensor> p{{"w", w}};
+  CHECK_THROWS_WITH_AS(optim::ASGD(p, {.lambd = -1}), doctest::Contains("asgd: lambd must be >= 0"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::ASGD(p, {.alpha = -0.5}), doctest::Contains("asgd: alpha"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::ASGD(p, {.t0 = std::nan("")}), doctest::Contains("asgd: t0"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::make_optimizer("asgd(t0=-1)", p), doctest::Contains("asgd: t0 must be >= 0, got '-1'"),
+                       config::SpecError);
+  CHECK(optim::resolve_optimizer(config::parse_spec("asgd")).text() ==
+        "asgd(lr=0.01,weight_decay=0,decoupled=false,lambd=0.0001,alpha=0.75,t0=1000000)");
+}
+
+namespace {
+/// The schedule-free bookkeeping written out (schedule_free.hpp): γ_t with warmup, then c_t from lr_max and Σ.
+struct ScheduleFreeWeights {
+  double lr, warmup, r, power;
+  double lr_max = -1, sum = 0;
+  std::pair<double, double> next(int t) {
+    double gamma = t <= warmup ? lr * t / warmup : lr;
+    lr_max = std::max(lr_max, gamma);
+    double weight = std::pow(t, r) * std::pow(lr_max, power);
+    sum += weight;
+    return {gamma, weight / sum};
+  }
+};
+}  // namespace
+
+TEST_CASE("sgd-schedule-free (Defazio et al. 2024): z <- z - γ g(y), x <- (1 - c) x + c z, y <- (1 - β) z + β x") {
+  // Warmup over 2 steps, r = 1 and weight_lr_power = 2, so that γ_t, lr_max and every weight differ; L2 at y.
+  const double lr = 0.5, beta = 0.9, wd = 0.1;
+  Tensor w = param(kW0);
+  optim::SGDScheduleFree opt({{"w", w}}, {.lr = lr, .momentum = beta, .weight_decay = wd, .warmup_steps = 2, .r = 1});
+  ScheduleFreeWeights weights{.lr = lr, .warmup = 2, .r = 1, .power = 2};
+  Vec z = kW0, x = kW0, y_ref = kW0, z_ref = kW0;
+  follow(opt, w, [&](Vec& y, const Vec& g, int t) {
+    auto [gamma, c] = weights.next(t);
+    for (std::size_t i = 0; i < 3; ++i) {
+      double gd = g[i] + wd * y[i];
+      z[i] -= gamma * gd;
+      x[i] = (1 - c) * x[i] + c * z[i];
+      y[i] = (1 - beta) * z[i] + beta * x[i];
+      // The reference's in-place form, on its own trajectory: y <- (1 - c) y + c z + γ (β (1 - c) - 1) g; z <- z - γ g.
+      double gr = g[i] + wd * y_ref[i];
+      y_ref[i] = (1 - c) * y_ref[i] + c * z_ref[i] + gamma * (beta * (1 - c) - 1) * gr;
+      z_ref[i] -= gamma * gr;
+    }
+    check_close(w, y_ref, 1e-14);
+  });
+  const auto state = opt.state();
+  check_close(entry(state, "state/w/z"), z);
+  check_close(entry(state, "state/w/x"), x);
+  CHECK(entry(state, "state/w/step").item() == 3);
+  CHECK(entry(state, "state/w/lr_max").item() == lr);
+  CHECK(entry(state, "state/w/weight_sum").item() == doctest::Approx(weights.sum).epsilon(1e-15));
+
+  auto by_name = optim::make_optimizer("sgd-schedule-free", {{"w", param(kW0)}});
+  const auto& d = dynamic_cast<optim::SGDScheduleFree&>(*by_name).options();
+  CHECK(d.lr == 1.0);
+  CHECK(d.momentum == 0.9);
+  CHECK(d.weight_decay == 0.0);
+  CHECK(d.warmup_steps == 0);
+  CHECK(d.r == 0.0);
+  CHECK(d.weight_lr_power == 2.0);
+}
+
+TEST_CASE("adamw-schedule-free (Defazio et al. 2024): d = g / (sqrt(v̂) + ε) + λ y, then the schedule-free step") {
+  const double lr = 0.05, b1 = 0.9, b2 = 0.999, eps = 1e-3, wd = 0.1;  // a large ε, so that its place shows
+  for (bool decoupled : {true, false}) {
+    INFO("decoupled " << decoupled);
+    Tensor w = param(kW0);
+    optim::AdamWScheduleFree opt(
+        {{"w", w}}, {.lr = lr, .beta1 = b1, .beta2 = b2, .eps = eps, .weight_decay = wd,
+                     .weight_decay_mode = decoupled ? optim::WeightDecay::decoupled : optim::WeightDecay::coupled,
+                     .warmup_steps = 2});
+    ScheduleFreeWeights weights{.lr = lr, .warmup = 2, .r = 0, .power = 2};
+    Vec z = kW0, x = kW0, v(3, 0.0), y_ref = kW0, z_ref = kW0, v_ref(3, 0.0);
+    follow(opt, w, [&](Vec& y, const Vec& g, int t) {
+      auto [gamma, c] = weights.next(t);
+      const double bc2 = 1 - std::pow(b2, t);
+      for (std::size_t i = 0; i < 3; ++i) {
+        double gd = decoupled ? g[i] : g[i] + wd * y[i];
+        v[i] = b2 * v[i] + (1 - b2) * gd * gd;
+        double d = gd / (std::sqrt(v[i] / bc2) + eps) + (decoupled ? wd * y[i] : 0.0);
+        z[i] -= gamma * d;
+        x[i] = (1 - c) * x[i] + c * z[i];
+        y[i] = (1 - b1) * z[i] + b1 * x[i];
+        if (!decoupled) continue;
+        // The reference's in-place form (its weight decay is this decoupled one), on its own trajectory.
+        v_ref[i] = b2 * v_ref[i] + (1 - b2) * g[i] * g[i];
+        double dr = g[i] / (std::sqrt(v_ref[i] / bc2) + eps) + wd * y_ref[i];
+        y_ref[i] = (1 - c) * y_ref[i] + c * z_ref[i] + gamma * (b1 * (1 - c) - 1) * dr;
+        z_ref[i] -= gamma * dr;
+      }
+      if (decoupled) check_close(w, y_ref, 1e-14);
+    });
+    const auto state = opt.state();
+    check_close(entry(state, "state/w/z"), z);
+    check_close(entry(state, "state/w/x"), x);
+    check_close(entry(state, "state/w/exp_avg_sq"), v);
+  }
+  auto by_name = optim::make_optimizer("adamw-schedule-free", {{"w", param(kW0)}});
+  const auto& d = dynamic_cast<optim::AdamWScheduleFree&>(*by_name).options();
+  CHECK(d.lr == 0.0025);
+  CHECK(d.beta1 == 0.9);
+  CHECK(d.beta2 == 0.999);
+  CHECK(d.eps == 1e-8);
+  CHECK(d.weight_decay == 0.0);
+  CHECK(d.weight_decay_mode == optim::WeightDecay::decoupled);
+  CHECK(d.warmup_steps == 0);
+  CHECK(d.r == 0.0);
+  CHECK(d.weight_lr_power == 2.0);
+}
+
+TEST_CASE("schedule-free: eval() puts x into the parameters, train() puts y back bit for bit; the run goes on") {
+  for (const char* spec_text : {"sgd-schedule-free(lr=0.2,weight_decay=0.1)", "adamw-schedule-free(lr=0.05,weight_decay=0.1)"}) {
+    INFO(spec_text);
+    Tensor w = param(kW0), twin = param(kW0);
+    auto opt = optim::make_optimizer(spec_text, {{"w", w}});
+    auto uninterrupted = optim::make_optimizer(spec_text, {{"w", twin}});
+    opt->eval();  // before any step: nothing to exchange
+    CHECK(values_of(w) == kW0);
+    opt->train();
+    for (const Vec& g : kGrads) {
+      give_grad(w, g);
+      give_grad(twin, g);
+      opt->step();
+      uninterrupted->step();
+      check_eval_point(*opt, w, "x");
+    }
+    // The parameters hold y = (1 - β) z + β x between steps, and evaluating changed nothing in the run.
+    const auto state = opt->state();
+    const Vec z = values_of(entry(state, "state/w/z")), x = values_of(entry(state, "state/w/x"));
+    Vec y(3);
+    for (std::size_t i = 0; i < 3; ++i) y[i] = 0.1 * z[i] + 0.9 * x[i];
+    check_close(w, y);
+    CHECK(bit_identical(w, twin));
+  }
+}
+
+TEST_CASE("schedule-free: options are checked, by constructor and by spec") {
+  Tensor w = param(kW0);
+  std::vector<nn::NamedTensor> p{{"w", w}};
+  CHECK_THROWS_WITH_AS(optim::SGDScheduleFree(p, {.momentum = 1.0}),
+                       doctest::Contains("sgd-schedule-free: momentum must be in [0, 1)"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::SGDScheduleFree(p, {.r = -1}), doctest::Contains("sgd-schedule-free: r"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::SGDScheduleFree(p, {.weight_lr_power = -2}),
+                       doctest::Contains("sgd-schedule-free: weight_lr_power"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::AdamWScheduleFree(p, {.beta1 = 1.0}), doctest::Contains("adamw-schedule-free: beta1"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::AdamWScheduleFree(p, {.beta2 = -0.1}), doctest::Contains("adamw-schedule-free: beta2"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::AdamWScheduleFree(p, {.eps = 0.0}), doctest::Contains("adamw-schedule-free: eps"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(optim::make_optimizer("sgd-schedule-free(warmup_steps=2.5)", p),
+                       doctest::Contains("sgd-schedule-free: warmup_steps"), config::SpecError);
+  CHECK_THROWS_WITH_AS(optim::make_optimizer("adamw-schedule-free(momentum=0.9)", p),
+                       doctest::Contains("unknown option 'momentum'"), config::SpecError);
+  CHECK(optim::resolve_optimizer(config::parse_spec("sgd-schedule-free")).text() ==
+        "sgd-schedule-free(lr=1,weight_decay=0,decoupled=false,momentum=0.9,warmup_steps=0,r=0,weight_lr_power=2)");
+  CHECK(optim::resolve_optimizer(config::parse_spec("adamw-schedule-free")).text() ==
+        "adamw-schedule-free(lr=0.0025,weight_decay=0,decoupled=true,beta1=0.9,beta2=0.999,eps=1e-08,warmup_steps=0,"
+        "r=0,weight_lr_power=2)");
 }
