@@ -33,6 +33,10 @@ NesterovLookahead::NesterovLookahead(std::vector<nn::NamedTensor> params, const 
 NesterovLookahead::NesterovLookahead(std::vector<ParamGroup<NesterovOptions>> groups,
                                      const NesterovOptions& defaults)
     : OptimizerWith("nesterov-lookahead", std::move(groups), defaults) {
+  require_lr_inside();
+}
+
+void NesterovLookahead::require_lr_inside() const {
   for (std::size_t g = 0; g < group_count(); ++g) {
     if (!options(g).lr_inside) {
       throw std::invalid_argument("nesterov-lookahead: lr_inside=false is not available (the look-ahead point "
@@ -46,6 +50,7 @@ void NesterovLookahead::update() {
 }
 
 double NesterovLookahead::closure_step(const Closure& closure) {
+  require_lr_inside();  // set_options may have changed it since construction
   // 1. W -> W - γ v, keeping W.
   std::unordered_map<const ag::TensorImpl*, ag::Tensor> saved;
   {

@@ -29,6 +29,9 @@ class NesterovLookahead : public OptimizerWith<NesterovOptions> {
   bool needs_closure() const override { return true; }
   double closure_step(const Closure& closure) override;
   std::vector<std::string> tensor_state_names() const override { return {"velocity"}; }
+
+ private:
+  void require_lr_inside() const;
 };
 
 }  // namespace optim

@@ -2508,6 +2508,10 @@ TEST_CASE("lr_inside is a flag of momentum and nesterov; nesterov-lookahead keep
                        doctest::Contains("unknown option 'lr_inside'"), config::SpecError);
   CHECK_THROWS_WITH_AS(optim::NesterovLookahead({{"w", w}}, {.lr_inside = false}),
                        doctest::Contains("nesterov-lookahead: lr_inside=false"), std::invalid_argument);
+  optim::NesterovLookahead later({{"w", w}});
+  later.set_options(0, {.lr_inside = false});
+  CHECK_THROWS_WITH_AS(later.step(optim::Optimizer::LossFn([&] { return ag::sum(w); })),
+                       doctest::Contains("nesterov-lookahead: lr_inside=false"), std::invalid_argument);
 }
 
 // ================================================================ evaluation points: asgd and schedule-free
