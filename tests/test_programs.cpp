@@ -11,15 +11,19 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <tuple>
+#include <random>
 #include <sstream>
+#include <tuple>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <doctest/doctest.h>
+
+#include "nn/checkpoint.hpp"
 
 extern char** environ;
 
@@ -272,5 +276,97 @@ TEST_CASE("resume: a conflicting seed, batch size or rate is refused; the log ke
   for (const char* epoch : {"\n1,", "\n2,", "\n3,", "\n4,"}) {
     CHECK(rows.find(epoch) != std::string::npos);
     CHECK(rows.find(epoch) == rows.rfind(epoch));
+  }
+}
+
+namespace {
+/// The checkpoint's model/ and optim/ entries (what decides every later step), and run/epoch.
+std::vector<nn::NamedTensor> decisive(const fs::path& checkpoint) {
+  std::vector<nn::NamedTensor> out;
+  for (auto& [name, tensor] : nn::load_tensors(checkpoint.string())) {
+    if (name.starts_with("model/") || name.starts_with("optim/") || name == "run/epoch" || name == "run/step") {
+      out.emplace_back(name, tensor);
+    }
+  }
+  return out;
+}
+
+bool same_bits(const std::vector<nn::NamedTensor>& a, const std::vector<nn::NamedTensor>& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const ag::Tensor &x = a[i].second, &y = b[i].second;
+    if (a[i].first != b[i].first || !(x.shape() == y.shape()) || x.dtype() != y.dtype()) return false;
+    // float32 -> double is exact: equal doubles, equal floats.
+    const std::vector<double> u = x.to_vector(), v = y.to_vector();
+    if (std::memcmp(u.data(), v.data(), u.size() * sizeof(double)) != 0) return false;
+  }
+  return true;
+}
+
+/// The CSV's rows without their seconds column (the only one a resumed run may change).
+std::vector<std::string> rows_without_seconds(const fs::path& csv) {
+  std::vector<std::string> rows;
+  std::istringstream in(read_file(csv));
+  for (std::string line; std::getline(in, line);) {
+    std::vector<std::string> cells;
+    std::istringstream cells_in(line);
+    for (std::string cell; std::getline(cells_in, cell, ',');) cells.push_back(cell);
+    if (cells.size() > 6) cells.erase(cells.begin() + 6);
+    std::string joined;
+    for (const std::string& c : cells) joined += c + ",";
+    rows.push_back(joined);
+  }
+  return rows;
+}
+}  // namespace
+
+TEST_CASE("crash consistency: SIGKILL at random moments, resume until done: the straight run's state bit for bit, "
+          "each epoch logged once") {
+  REQUIRE(has_mnist());
+  const int epochs = 3;
+  const std::vector<std::string> flags{"--train-subset", "3000", "--batch-size", "100", "--save-every", "7",
+                                       "--seed", "5", "--no-progress"};
+  auto args = [&](const fs::path& ckpt, const fs::path& log, int more_epochs, bool resume) {
+    std::vector<std::string> a = flags;
+    a.insert(a.end(), {"--save", ckpt.string(), "--log", log.string(), "--epochs", std::to_string(more_epochs)});
+    if (resume) a.insert(a.end(), {"--resume", ckpt.string()});
+    return a;
+  };
+  const fs::path straight_ckpt = scratch("straight.ckpt"), straight_log = scratch("straight.csv");
+  REQUIRE(run("mnist_mlp", args(straight_ckpt, straight_log, epochs, false)).code == 0);
+  const auto expected = decisive(straight_ckpt);
+  const auto expected_rows = rows_without_seconds(straight_log);
+  REQUIRE(expected_rows.size() == epochs + 1);
+
+  for (unsigned seed : {1u, 2u, 3u}) {
+    CAPTURE(seed);
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<int> delay_ms(0, 1500);
+    const fs::path ckpt = scratch("killed.ckpt"), log = scratch("killed.csv");
+    fs::remove(ckpt);
+    fs::remove(log);
+    int kills = 0;
+    while (true) {
+      const bool resume = fs::exists(ckpt);
+      int completed = 0;
+      if (resume) {
+        for (auto& [name, t] : decisive(ckpt)) {
+          if (name == "run/epoch") completed = static_cast<int>(t.item());
+        }
+      }
+      Child child("mnist_mlp", args(ckpt, log, epochs - completed, resume));
+      if (kills < 8) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));
+        child.signal(SIGKILL);
+      }
+      const int code = child.wait();
+      if (code == 0) break;
+      INFO(child.err());
+      REQUIRE(code == 128 + SIGKILL);
+      ++kills;
+    }
+    INFO(kills << " kills");
+    CHECK(same_bits(decisive(ckpt), expected));
+    CHECK(rows_without_seconds(log) == expected_rows);
   }
 }

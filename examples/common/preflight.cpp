@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -67,18 +68,21 @@ void probe_model(nn::Module& model, const data::Dataset& dataset, bool image_sha
   model.train();
 }
 
-void cut_log(const std::string& path, std::size_t epochs) {
+void cut_log(const std::string& path, std::size_t epochs, const std::string& header) {
+  // The header, then the rows of finished epochs (a row starts with its epoch). A log killed before its
+  // header reached the disk, or a new --log path, starts from the header alone.
+  std::string kept = header;
   std::ifstream in(path);
-  if (!in) throw std::runtime_error(fmt::format("cannot read the log {} to resume it: {}", path, std::strerror(errno)));
-  std::string kept, line;
-  bool header = true;
-  while (std::getline(in, line)) {
-    // Rows start with their epoch; the header and the rows of finished epochs stay.
-    if (header || std::strtoull(line.c_str(), nullptr, 10) <= epochs) kept += line + "\n";
-    header = false;
+  if (in) {
+    for (std::string line; std::getline(in, line);) {
+      if (!line.empty() && line + "\n" != header && std::strtoull(line.c_str(), nullptr, 10) <= epochs &&
+          std::isdigit(static_cast<unsigned char>(line[0]))) {
+        kept += line + "\n";
+      }
+    }
+    if (in.bad()) throw std::runtime_error(fmt::format("reading the log {} failed: {}", path, std::strerror(errno)));
+    in.close();
   }
-  if (in.bad()) throw std::runtime_error(fmt::format("reading the log {} failed: {}", path, std::strerror(errno)));
-  in.close();
   const std::string temporary = path + ".cut";
   {
     std::ofstream out(temporary, std::ios::trunc);

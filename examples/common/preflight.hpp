@@ -19,9 +19,10 @@ void check_output_path(const std::string& path, const std::string& what);
 /// data set and its image size if the model cannot take it, before a whole epoch is trained.
 void probe_model(nn::Module& model, const data::Dataset& dataset, bool image_shape, const std::string& name);
 
-/// Cuts the per-epoch CSV log at `path` back to its header and the rows of epochs 1..`epochs` (a resumed
-/// run appends from there: after a crash, the epochs trained after the checkpoint are in it already).
-/// Written to a temporary and renamed over the log; std::runtime_error naming the file and strerror.
-void cut_log(const std::string& path, std::size_t epochs);
+/// Cuts the per-epoch CSV log at `path` back to `header` (its first line, with its newline) and the rows of
+/// epochs 1..`epochs` (a resumed run appends from there: after a crash, the epochs trained after the
+/// checkpoint may be in it already). Written to a temporary and renamed over the log; std::runtime_error
+/// naming the file and strerror.
+void cut_log(const std::string& path, std::size_t epochs, const std::string& header);
 
 }  // namespace examples

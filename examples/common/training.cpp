@@ -156,11 +156,15 @@ double scalar_entry(const std::vector<nn::NamedTensor>& entries, const std::stri
 /// Where a run is: epochs completed, batches of the current epoch done, steps in all.
 struct Position {
   std::size_t epoch = 0, batch = 0, step = 0;
+  // The current epoch's sums so far (its training loss and accuracy when it ends, resumed or not).
+  double loss_sum = 0;
+  std::size_t correct = 0, seen = 0;
 };
 
 /// What a checkpoint holds besides model/ and optim/: where the run is, and what it was started with.
-const char* const kRunEntries[] = {"run/epoch", "run/batch",      "run/step",    "run/best_test_acc",
-                                   "run/seconds", "run/seed", "run/batch_size", "run/base_lr"};
+const char* const kRunEntries[] = {"run/epoch",          "run/batch",         "run/step",     "run/best_test_acc",
+                                   "run/seconds",        "run/seed",          "run/batch_size", "run/base_lr",
+                                   "run/epoch_loss_sum", "run/epoch_correct", "run/epoch_seen"};
 
 void save_checkpoint(const std::string& path, const nn::Module& model, const optim::Optimizer& optimizer,
                      const Position& at, const RunResult& result, const RunConfig& config) {
@@ -177,6 +181,9 @@ void save_checkpoint(const std::string& path, const nn::Module& model, const opt
   scalar("run/seed", static_cast<double>(config.seed));
   scalar("run/batch_size", static_cast<double>(config.batch_size));
   scalar("run/base_lr", config.lr());
+  scalar("run/epoch_loss_sum", at.loss_sum);
+  scalar("run/epoch_correct", static_cast<double>(at.correct));
+  scalar("run/epoch_seen", static_cast<double>(at.seen));
   nn::save_tensors(path, entries);
 }
 
@@ -275,6 +282,9 @@ class Trainer {
       throw std::runtime_error(fmt::format("checkpoint {}: run/batch is {}, but an epoch has {} batches of {}", path,
                                            at_.batch, loader_.num_batches(), config_.batch_size));
     }
+    at_.loss_sum = scalar_entry(entries, "run/epoch_loss_sum", path, 0, std::numeric_limits<double>::max());
+    at_.correct = static_cast<std::size_t>(scalar_entry(entries, "run/epoch_correct", path, 0, 1e15, true));
+    at_.seen = static_cast<std::size_t>(scalar_entry(entries, "run/epoch_seen", path, 0, 1e15, true));
     result_.best_test_acc = scalar_entry(entries, "run/best_test_acc", path, 0, 1);
     result_.seconds = scalar_entry(entries, "run/seconds", path, 0, 1e12);
     // Replaying the earlier epochs' shuffles puts a resumed run on the same sample order.
@@ -292,13 +302,14 @@ class Trainer {
 
   void open_log() {
     if (config_.log_path.empty()) return;
+    const std::string header = "epoch,train_loss,train_acc,test_loss,test_acc,lr,seconds,weight_norm\n";
     bool append = at_.epoch > 0 || at_.batch > 0;
-    if (append) cut_log(config_.log_path, at_.epoch);
+    if (append) cut_log(config_.log_path, at_.epoch, header);
     log_.open(config_.log_path, append ? std::ios::app : std::ios::trunc);
     if (!log_) {
       throw std::runtime_error(fmt::format("cannot write the log {}: {}", config_.log_path, std::strerror(errno)));
     }
-    if (!append) log_ << "epoch,train_loss,train_acc,test_loss,test_acc,lr,seconds,weight_norm\n";
+    if (!append) log_ << header << std::flush;
   }
 
   /// The model on `dataset` at the optimiser's evaluation point (an average of the weights, if it keeps one).
@@ -326,6 +337,9 @@ class Trainer {
     }));
     ++at_.step;
     ++at_.batch;
+    at_.loss_sum += loss * static_cast<double>(batch.size());
+    at_.correct += count_correct(logits, batch.labels);
+    at_.seen += batch.size();
     if (!std::isfinite(loss) || (config_.max_loss > 0 && loss > config_.max_loss)) {
       result_.diverged = true;
       result_.divergence = fmt::format(
@@ -345,8 +359,7 @@ class Trainer {
   EpochMetrics train_epoch(std::size_t epoch) {
     ProgressBar bar(config_.progress && ::isatty(STDERR_FILENO), epoch, last_epoch_, data_.train.size());
     auto start = Clock::now();
-    double loss_sum = 0;
-    std::size_t correct = 0, seen = 0;
+    if (at_.batch == 0) at_.loss_sum = 0, at_.correct = 0, at_.seen = 0;  // else: resumed mid-epoch
     loader_.begin_epoch();
     data::Batch batch;
     for (std::size_t skip = at_.batch; skip > 0; --skip) loader_.next(batch);  // resuming mid-epoch
@@ -355,10 +368,7 @@ class Trainer {
       double loss = 0;
       bool go_on = train_step(batch, epoch, logits, loss);
       if (result_.diverged) break;
-      loss_sum += loss * static_cast<double>(batch.size());
-      correct += count_correct(logits, batch.labels);
-      seen += batch.size();
-      bar.update(seen, loss_sum / static_cast<double>(seen));
+      bar.update(at_.seen, at_.loss_sum / static_cast<double>(at_.seen));
       if (!go_on) {
         result_.interrupted = true;
         break;
@@ -367,8 +377,8 @@ class Trainer {
     bar.clear();
     double seconds = seconds_since(start);
     result_.seconds += seconds;
-    double n = static_cast<double>(std::max<std::size_t>(seen, 1));
-    return {.epoch = epoch, .train_loss = loss_sum / n, .train_acc = static_cast<double>(correct) / n,
+    double n = static_cast<double>(std::max<std::size_t>(at_.seen, 1));
+    return {.epoch = epoch, .train_loss = at_.loss_sum / n, .train_acc = static_cast<double>(at_.correct) / n,
             .lr = optimizer_->lr(), .seconds = seconds};
   }
 
