@@ -242,6 +242,7 @@ std::vector<nn::NamedTensor> Optimizer::state() const {
   std::vector<nn::NamedTensor> out;
   out.emplace_back("optimizer/" + name_, f64_scalar(1.0));
   out.emplace_back("global/step", f64_scalar(static_cast<double>(step_count_)));
+  out.emplace_back("global/params_with_state", f64_scalar(static_cast<double>(state_.size())));
   for (const GlobalScalar& s : const_cast<Optimizer*>(this)->global_scalars()) {
     out.emplace_back("global/" + s.name, f64_scalar(*s.value));
   }
@@ -293,6 +294,25 @@ std::unordered_set<std::string> params_with_state(const std::vector<nn::NamedTen
   return saved;
 }
 
+/// Why `tensor` breaks `rule` (its first bad element and how many are bad), or "".
+std::string value_problem(const ag::Tensor& tensor, StateRule rule) {
+  using Rule = StateRule;
+  const std::vector<double> values = tensor.to_vector();
+  std::size_t bad = 0, first = 0;
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const double v = values[i];
+    bool ok = std::isfinite(v) && (rule == Rule::finite || v >= 0) &&
+              (rule != Rule::count || (v == std::floor(v) && v <= 9e15));
+    if (!ok && bad++ == 0) first = i;
+  }
+  if (bad == 0) return {};
+  const char* requirement = rule == Rule::count      ? "a count (an integer >= 0)"
+                            : rule == Rule::non_negative ? "finite and >= 0"
+                                                         : "finite";
+  return fmt::format("{} at element {} ({} of {} values are not {})", values[first], first, bad, values.size(),
+                     requirement);
+}
+
 nn::EntrySpec scalar_spec(std::string name) { return {std::move(name), ag::Shape{}, ag::DType::f64, "expected"}; }
 
 /// Entries without the prefix "inner/" (first) and those with it, the prefix taken off (second).
@@ -333,7 +353,8 @@ std::vector<std::string> Optimizer::state_problems(const std::vector<nn::NamedTe
 }
 
 std::vector<nn::EntrySpec> Optimizer::expected_state(const std::vector<nn::NamedTensor>& entries) const {
-  std::vector<nn::EntrySpec> specs{scalar_spec("optimizer/" + name_), scalar_spec("global/step")};
+  std::vector<nn::EntrySpec> specs{scalar_spec("optimizer/" + name_), scalar_spec("global/step"),
+                                   scalar_spec("global/params_with_state")};
   for (const GlobalScalar& s : const_cast<Optimizer*>(this)->global_scalars()) {
     specs.push_back(scalar_spec("global/" + s.name));
   }
@@ -399,7 +420,39 @@ std::vector<std::string> Optimizer::value_problems(const std::vector<nn::NamedTe
       problems.push_back(fmt::format("{}: {} is outside [{}, {}]", entry, *v, s.min, s.max));
     }
   }
+  if (auto count = value_of("global/params_with_state")) {
+    std::string problem = missing_states(entries, *count);
+    if (!problem.empty()) problems.push_back(problem);
+  }
+  for (const auto& [entry, tensor] : entries) {
+    auto split = split_state_entry(entry);
+    if (!split || !tensor.defined()) continue;
+    std::string problem = value_problem(tensor, state_rule(split->second));
+    if (!problem.empty()) problems.push_back(entry + ": " + problem);
+  }
   return problems;
+}
+
+std::string Optimizer::missing_states(const std::vector<nn::NamedTensor>& entries, double count) const {
+  std::unordered_set<std::string> saved;
+  for (const std::string& name : params_with_state(entries)) {
+    if (std::any_of(params_.begin(), params_.end(), [&](const Param& p) { return p.name == name; })) saved.insert(name);
+  }
+  if (count == static_cast<double>(saved.size())) return {};
+  std::string without;
+  for (const Param& p : params_) {
+    if (!saved.contains(p.name)) without += (without.empty() ? "" : ", ") + p.name;
+  }
+  return fmt::format("global/params_with_state: the state says {} parameter(s) have state, it holds state for {}{}",
+                     count, saved.size(), without.empty() ? "" : " (none for: " + without + ")");
+}
+
+StateRule Optimizer::state_rule(const std::string& key) const {
+  static const std::unordered_set<std::string> non_negative{"exp_avg_sq", "max_exp_avg_sq", "sum_sq",    "square_avg",
+                                                             "acc_delta",  "exp_inf",        "exp_avg_var", "step_size",
+                                                             "eta",        "weight_sum"};
+  if (key == "step" || key == "count") return StateRule::count;
+  return non_negative.contains(key) ? StateRule::non_negative : StateRule::finite;
 }
 
 void Optimizer::replace_state(const std::vector<nn::NamedTensor>& all_entries) {

@@ -25,6 +25,7 @@
 // state() names every entry (all float64 scalars are rank-0 tensors):
 //   "optimizer/<name>"            1.0, a tag: load_state refuses state saved by another method
 //   "global/step"                 number of step() calls
+//   "global/params_with_state"    how many parameters have state (a state missing one is refused)
 //   "global/<scalar>"             a whole-optimiser scalar of the method (Newton's "global/damping")
 //   "group/<g>/lr"                learning rate of group g
 //   "state/<param>/<buffer>"      a tensor of the parameter's dtype and, unless the method's
@@ -66,6 +67,10 @@
 namespace optim {
 
 enum class WeightDecay { coupled, decoupled };
+
+/// What a per-parameter state entry must hold (Optimizer::state_rule): any finite value, a finite value
+/// >= 0, or a count (an integer >= 0).
+enum class StateRule { finite, non_negative, count };
 
 /// Where ε goes in adaptive methods: g / sqrt(v + ε) (the seeds' AdaGrad and RMSProp, 002 Alg. 2,
 /// 004 Def. 3.7, Prop. 3.11-3.12, 001 eq. 16) or g / (sqrt(v) + ε) (Adam in 000 §4.5, 001 eq. 18d).
@@ -174,6 +179,11 @@ class Optimizer {
   /// expects. Default: the parameter's shape.
   virtual ag::Shape tensor_state_shape(std::size_t /*index*/, const Param& param) const { return param.tensor.shape(); }
   virtual std::vector<std::string> scalar_state_names() const { return {}; }
+  /// What load_state requires of a per-parameter state entry besides being finite (all are): a count (a
+  /// non-negative integer) or a non-negative value. The default reads the names the methods share: the
+  /// scalars "step" and "count" are counts; "exp_avg_sq", "max_exp_avg_sq", "sum_sq", "square_avg",
+  /// "acc_delta", "exp_inf", "exp_avg_var", "step_size", "eta" and "weight_sum" are non-negative.
+  virtual StateRule state_rule(const std::string& key) const;
   /// Initialises a new parameter state's scalars (default: zeros).
   virtual void init_state(ParamState& /*state*/, const Param& /*param*/) {}
   /// True if step() without a closure is not allowed.
@@ -227,6 +237,8 @@ class Optimizer {
   std::vector<nn::EntrySpec> expected_state(const std::vector<nn::NamedTensor>& entries) const;
   std::string unexpected_entry(const std::string& entry) const;
   std::vector<std::string> value_problems(const std::vector<nn::NamedTensor>& entries);
+  /// The problem if `entries` hold state for another number of parameters than `count` says, or "".
+  std::string missing_states(const std::vector<nn::NamedTensor>& entries, double count) const;
   void replace_state(const std::vector<nn::NamedTensor>& entries);
 
   std::string name_;

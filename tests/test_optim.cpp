@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <numeric>
 #include <span>
@@ -970,7 +971,7 @@ TEST_CASE("load_state names every missing, unexpected or mismatched entry and ch
       CHECK(message.find("no parameter named 'zzz'") != std::string::npos);
     }
     CHECK(fresh.step_count() == 0);
-    CHECK(fresh.state().size() == 3);  // tag, step, group lr: still no parameter state
+    CHECK(fresh.state().size() == 4);  // tag, step, count, group lr: still no parameter state
   }
   SUBCASE("dtype mismatch") {
     Tensor a32 = param({0.8, -0.4}, DType::f32), b32 = param({1.1, 0.3, -0.9}, DType::f32);
@@ -987,7 +988,8 @@ TEST_CASE("state names its entries") {
   opt.step();
   std::vector<std::string> names;
   for (const auto& [n, t] : opt.state()) names.push_back(n);
-  CHECK(names == std::vector<std::string>{"optimizer/amsgrad", "global/step", "group/0/lr", "state/fc1.weight/exp_avg",
+  CHECK(names == std::vector<std::string>{"optimizer/amsgrad", "global/step", "global/params_with_state", "group/0/lr",
+                                          "state/fc1.weight/exp_avg",
                                           "state/fc1.weight/exp_avg_sq", "state/fc1.weight/max_exp_avg_sq",
                                           "state/fc1.weight/step"});
 }
@@ -1228,7 +1230,7 @@ TEST_CASE("load_state refuses an entry given twice, a partial parameter state an
       fresh.load_state(entries);
     } catch (const std::runtime_error& e) {
       CHECK(fresh.step_count() == 0);  // nothing changed
-      CHECK(fresh.state().size() == 3);
+      CHECK(fresh.state().size() == 4);
       return std::string(e.what());
     }
     FAIL("load_state accepted a broken state");
@@ -1279,7 +1281,7 @@ TEST_CASE("load_state refuses an entry given twice, a partial parameter state an
     optim::Adam other({{"a", a}, {"b", b}});
     fresh.load_state(other.state());
     CHECK(fresh.step_count() == 0);
-    CHECK(fresh.state().size() == 3);
+    CHECK(fresh.state().size() == 4);
   }
 }
 
@@ -2773,4 +2775,35 @@ TEST_CASE("schedule-free: options are checked, by constructor and by spec") {
   CHECK(optim::resolve_optimizer(config::parse_spec("adamw-schedule-free")).text() ==
         "adamw-schedule-free(lr=0.0025,weight_decay=0,decoupled=true,beta1=0.9,beta2=0.999,eps=1e-08,warmup_steps=0,"
         "r=0,weight_lr_power=2)");
+}
+
+TEST_CASE("load_state refuses values no optimiser produces and a parameter's state gone missing, naming each") {
+  Tensor a = param({0.8, -0.4}), b = param({1.1, 0.3, -0.9});
+  optim::Adam adam({{"a", a}, {"b", b}});
+  adam.step(optim::Optimizer::LossFn([&] { return quartic({a, b}); }));
+  const std::vector<nn::NamedTensor> good = adam.state();
+  auto with = [&](const std::string& name, const Tensor& value) {
+    std::vector<nn::NamedTensor> out;
+    for (const auto& [n, t] : good) out.emplace_back(n, n == name ? value : t);
+    return out;
+  };
+  auto refused = [&](const std::vector<nn::NamedTensor>& entries, const std::string& message) {
+    optim::Adam fresh({{"a", a}, {"b", b}});
+    CHECK_THROWS_WITH_AS(fresh.load_state(entries), doctest::Contains(message.c_str()), std::runtime_error);
+    CHECK(fresh.step_count() == 0);
+  };
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  for (double step : {nan, -7.0, 2.5}) {
+    refused(with("state/a/step", Tensor::scalar(step, DType::f64)), "state/a/step: ");
+  }
+  refused(with("state/a/step", Tensor::scalar(2.5, DType::f64)), "not a count (an integer >= 0)");
+  refused(with("state/b/exp_avg_sq", Tensor::from_data(ag::Shape{3}, {-1.0, -1.0, -1.0}, DType::f64)),
+          "state/b/exp_avg_sq: -1 at element 0 (3 of 3 values are not finite and >= 0)");
+  refused(with("state/b/exp_avg", Tensor::from_data(ag::Shape{3}, {0.0, nan, 0.0}, DType::f64)),
+          "state/b/exp_avg: nan at element 1 (1 of 3 values are not finite)");
+  std::vector<nn::NamedTensor> without_b;
+  for (const auto& [n, t] : good) {
+    if (!n.starts_with("state/b/")) without_b.emplace_back(n, t);
+  }
+  refused(without_b, "global/params_with_state: the state says 2 parameter(s) have state, it holds state for 1 (none for: b)");
 }

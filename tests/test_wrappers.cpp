@@ -242,8 +242,9 @@ TEST_CASE("a wrapper's state: its own entries and the inner's under inner/, chec
   for (int t = 0; t < 4; ++t) opt->step(linear(w, {0.5, 2.0}));
   std::vector<std::string> names;
   for (const auto& [name, tensor] : opt->state()) names.push_back(name);
-  CHECK(names == std::vector<std::string>{"optimizer/lookahead", "global/step", "state/w/slow", "inner/optimizer/adam",
-                                          "inner/global/step", "inner/group/0/lr", "inner/state/w/exp_avg",
+  CHECK(names == std::vector<std::string>{"optimizer/lookahead", "global/step", "global/params_with_state", "state/w/slow",
+                                          "inner/optimizer/adam", "inner/global/step", "inner/global/params_with_state",
+                                          "inner/group/0/lr", "inner/state/w/exp_avg",
                                           "inner/state/w/exp_avg_sq", "inner/state/w/step"});
   // Through a file, into a fresh one: the same next steps, bit for bit.
   const std::string path = (std::filesystem::temp_directory_path() / "tapegrad_test_wrappers.ckpt").string();
