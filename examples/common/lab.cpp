@@ -3,6 +3,9 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -18,6 +21,13 @@
 #include "optim/registry.hpp"
 
 namespace examples::lab {
+
+namespace {
+/// A failure to write the lab's own output: it stops the grid (a failing run does not).
+struct OutputError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+}  // namespace
 
 namespace fs = std::filesystem;
 
@@ -362,11 +372,21 @@ std::string summary_markdown(const std::vector<Summary>& summaries, const std::s
 }
 
 void write_text(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) throw std::runtime_error(fmt::format("cannot write {}", path));
-  out << text;
-  out.close();
-  if (!out) throw std::runtime_error(fmt::format("error writing {}", path));
+  // Whole or not at all: a temporary beside it, renamed over it once written and closed.
+  const std::string temporary = path + ".tmp";
+  auto fail = [&](const std::string& what) {
+    const int error = errno;
+    std::remove(temporary.c_str());
+    throw std::runtime_error(fmt::format("{} {}: {}", what, path, std::strerror(error)));
+  };
+  {
+    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+    if (!out) fail("cannot create");
+    out << text;
+    out.close();
+    if (!out) fail("writing");
+  }
+  if (std::rename(temporary.c_str(), path.c_str()) != 0) fail("cannot rename the temporary onto");
 }
 
 // ---------------------------------------------------------------- gnuplot
@@ -780,8 +800,11 @@ RunRecord run_point(const LabConfig& config, const Datasets& datasets, const Gri
       one.result.epochs.push_back(m);
       curves << curves_csv_rows(one, keys);
       curves.flush();
+      if (!curves) throw OutputError(fmt::format("writing {} failed: {}", config.out_dir + "/curves.csv", std::strerror(errno)));
       if (log && config.epoch_lines) print_epoch(log, m, datasets.test_name);
     });
+  } catch (const OutputError&) {
+    throw;  // the lab's own output: nothing more can be recorded
   } catch (const std::exception& error) {
     // One failing run (say, Newton meeting a non-finite Hessian) must not lose the grid's other runs:
     // it is counted with the diverged ones.
@@ -856,6 +879,7 @@ LabResult run_lab(const LabConfig& config, const Datasets& datasets, std::FILE* 
   }
   if (lab.interrupted && log) fmt::print(log, "interrupted: the grid stops after {} of {} runs\n", lab.records.size(), total);
   curves.close();
+  if (!curves) throw std::runtime_error(fmt::format("closing {} failed: {}", curves_path.string(), std::strerror(errno)));
   write_outputs(config, datasets, lab);
   return lab;
 }
