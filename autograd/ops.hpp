@@ -7,7 +7,9 @@
 //   autograd/ops/loss.cpp         cross_entropy, nll_loss, mse_loss
 //   autograd/ops/conv.cpp         conv2d
 //   autograd/ops/pool.cpp         max_pool2d
-// Every op checks its inputs and throws std::invalid_argument naming the op and the shapes.
+// Every op checks its inputs and throws std::invalid_argument naming the op and the shapes; a shape whose
+// element or byte count would overflow is refused the same way, and memory that cannot be had throws
+// ag::AllocationError (a std::bad_alloc naming the op, the shape and the bytes).
 // Binary ops need equal dtypes. Backward formulas use these same ops, so they can be differentiated
 // again (see BackwardOptions::create_graph).
 #pragma once

@@ -2,12 +2,14 @@
 // the lecture notes (forward: direct correlation; dL/dW: correlation of the input with dL/dY; dL/dX: full
 // convolution of dL/dY, dilated by the stride, with the kernel flipped 180 degrees), finite differences
 // of first and second order in float64, max-pool routing against a hand loop, float32 against float64,
-// and the errors.
+// and the errors (sizes that overflow included).
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <numeric>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -445,4 +447,34 @@ TEST_CASE("max_pool2d: errors name the op and the shapes") {
                        std::invalid_argument);
   CHECK_THROWS_WITH_AS(max_pool2d(Tensor(), 2), doctest::Contains("max_pool2d"), std::invalid_argument);
   CHECK_NOTHROW(max_pool2d(x, 3));
+}
+
+// ---------------------------------------------------------------- huge sizes
+
+TEST_CASE("conv2d and max_pool2d: padding, stride and kernel of any size are refused or computed, never wrapped") {
+  Tensor x = Tensor::ones(Shape{1, 1, 4, 4});
+  Tensor w = Tensor::ones(Shape{1, 1, 3, 3});
+  for (std::size_t huge : {std::size_t{1} << 62, std::size_t{1} << 63, SIZE_MAX}) {
+    CAPTURE(huge);
+    CHECK_THROWS_WITH_AS(conv2d(x, w, Tensor(), 1, huge), doctest::Contains("conv2d: padding"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(conv2d(x, w, Tensor(), huge, 0), doctest::Contains("conv2d: padding 0 and stride"),
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(max_pool2d(x, huge), doctest::Contains("max_pool2d: window"), std::invalid_argument);
+  }
+  // A stride beyond the input: one output per plane, as the formula says.
+  CHECK(max_pool2d(x, 2, std::size_t{1} << 63).shape() == Shape({1, 1, 1, 1}));
+  CHECK(conv2d(x, w, Tensor(), (std::size_t{1} << 62) - 1, 0).shape() == Shape({1, 1, 1, 1}));
+  // A large padding and stride that give a small output, through the im2col path.
+  // Outputs at -2^40, 0 and 2^40 of the padded input: only the middle one sees the image.
+  Tensor y = conv2d(x, w, Tensor(), std::size_t{1} << 40, std::size_t{1} << 40);
+  CHECK(y.shape() == Shape({1, 1, 3, 3}));
+  CHECK(y.to_vector() == Values{0, 0, 0, 0, 9, 0, 0, 0, 0});
+  // An output that fits in 64 bits but not in memory: a named allocation error, not a bare std::bad_alloc.
+  try {
+    (void)conv2d(x, w, Tensor(), 1, std::size_t{1} << 30);
+    FAIL("a 16 EiB output was allocated");
+  } catch (const std::exception& e) {
+    INFO(e.what());
+    CHECK(std::string(e.what()).find("conv2d") != std::string::npos);
+  }
 }

@@ -1,7 +1,7 @@
 // Every differentiable op but conv2d and max_pool2d (tested beside the convolution code): gradients
 // against finite differences in float64, second order for a representative set, forward values
-// against hand-computed ones, shape and dtype errors, float32 against float64, and the stability of
-// the fused cross-entropy.
+// against hand-computed ones, shape and dtype errors, float32 against float64, the stability of
+// the fused cross-entropy, and sizes that overflow.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -794,4 +794,52 @@ TEST_CASE("ops whose inputs need no gradient record nothing") {
   backward(sum(matmul(a, w)));
   CHECK(w.grad().defined());
   CHECK_FALSE(a.grad().defined());
+}
+
+// ================================================================ sizes that overflow
+
+TEST_CASE("shapes whose element or byte count overflows are refused at creation, naming the op and the shape") {
+  const std::size_t two32 = std::size_t{1} << 32, two62 = std::size_t{1} << 62;
+  CHECK_OP_ERROR(Tensor::zeros(Shape{two32, two32}), "zeros", "[4294967296, 4294967296]");
+  CHECK_OP_ERROR(Tensor::zeros(Shape{two62, 4}), "zeros", "[4611686018427387904, 4]");
+  CHECK_OP_ERROR(Tensor::ones(Shape{two62}, DType::f64), "ones", "f64[4611686018427387904]", "bytes");
+  CHECK_OP_ERROR(Tensor::empty(Shape{two62, 2}), "empty", "[4611686018427387904, 2]");
+  CHECK_OP_ERROR(Tensor::full(Shape{two32, two32, 2}, 1.0), "full", "[4294967296, 4294967296, 2]");
+  // 3 x 0xAAAAAAAAAAAAAAAB wraps to 1: refused at creation, so nothing (transpose) can read past it.
+  CHECK_OP_ERROR(Tensor::zeros(Shape{3, 0xAAAAAAAAAAAAAAABull}), "zeros", "[3, 12297829382473034411]");
+  CHECK_OP_ERROR(Tensor::from_data(Shape{3, 0xAAAAAAAAAAAAAAABull}, {1.0}), "from_data", "more than 2^64");
+  Generator gen(1);
+  CHECK_OP_ERROR(Tensor::randn(Shape{two32, two32}, gen), "randn", "[4294967296, 4294967296]");
+  CHECK_THROWS_WITH_AS((void)Shape({two32, two32}).numel(), doctest::Contains("[4294967296, 4294967296]"),
+                       std::invalid_argument);
+  CHECK_FALSE(Shape({two32, two32}).checked_numel().has_value());
+  CHECK(Shape({two32, 0, two32}).checked_numel() == 0);
+}
+
+TEST_CASE("ops refuse output shapes that overflow, naming the op") {
+  const std::size_t two40 = std::size_t{1} << 40, two32 = std::size_t{1} << 32;
+  Tensor one = Tensor::ones(Shape{1});
+  CHECK_OP_ERROR(reshape(one, Shape{3, 0xAAAAAAAAAAAAAAABull}), "reshape", "[3, 12297829382473034411]");
+  CHECK_OP_ERROR(broadcast_to(one, Shape{two32, two32}), "broadcast_to", "[4294967296, 4294967296]");
+  // Empty inputs, an output of 2^80 elements.
+  CHECK_OP_ERROR(matmul(Tensor::zeros(Shape{two40, 0}), Tensor::zeros(Shape{0, two40})), "matmul",
+                 "[1099511627776, 1099511627776]");
+  const LabelVector labels{0, 1};
+  CHECK_OP_ERROR(one_hot(labels, std::size_t{1} << 63), "one_hot", "[2, 9223372036854775808]");
+}
+
+TEST_CASE("memory that cannot be had is an AllocationError naming the op, the shape and the bytes") {
+  // 2^62 bytes: no address space holds it (and the sanitizers' allocator returns null, see test_main.cpp).
+  const std::size_t two60 = std::size_t{1} << 60;
+  try {
+    (void)Tensor::zeros(Shape{two60});
+    FAIL("allocating 2^62 bytes succeeded");
+  } catch (const AllocationError& e) {
+    std::string message = e.what();
+    INFO(message);
+    CHECK(message.find("zeros: cannot allocate f32[1152921504606846976]") != std::string::npos);
+    CHECK(message.find("4 EiB (4611686018427387904 bytes)") != std::string::npos);
+    CHECK(message.find("out of memory") != std::string::npos);
+  }
+  CHECK_THROWS_AS(Tensor::zeros(Shape{two60}), std::bad_alloc);  // and it is a std::bad_alloc
 }

@@ -14,7 +14,7 @@ namespace {
 template <class F>
 Tensor map_flat(const char* op, const Tensor& x, F f) {
   detail::check_defined(op, x);
-  Tensor out = Tensor::empty(x.shape(), x.dtype());
+  Tensor out = detail::make_tensor(x.shape(), x.dtype(), op);
   dispatch(x.dtype(), [&]<class T>() { xt::noalias(detail::flat<T>(out)) = f(detail::flat<T>(x)); });
   return out;
 }
@@ -27,7 +27,7 @@ Tensor along_axis(const char* op, const Tensor& x, int axis, RowOp row_op) {
   std::size_t outer = 1, inner = 1, extent = x.dim(a);
   for (std::size_t d = 0; d < a; ++d) outer *= x.dim(d);
   for (std::size_t d = a + 1; d < x.rank(); ++d) inner *= x.dim(d);
-  Tensor out = Tensor::empty(x.shape(), x.dtype());
+  Tensor out = detail::make_tensor(x.shape(), x.dtype(), op);
   dispatch(x.dtype(), [&]<class T>() {
     const T* px = x.data<T>();
     T* po = out.data<T>();

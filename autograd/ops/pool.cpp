@@ -133,7 +133,7 @@ Tensor max_pool2d_backward(const Tensor& grad, const Routing& routing) {
   if (!(grad.shape() == g.y_shape())) {
     fail("max_pool2d_backward", "gradient {} does not match the pooled shape {}", grad.describe(), g.y_shape().str());
   }
-  Tensor dx = Tensor::empty(g.x_shape(), grad.dtype());
+  Tensor dx = detail::make_tensor(g.x_shape(), grad.dtype(), "max_pool2d_backward");
   dispatch(grad.dtype(), [&]<class T>() { pool_scatter(grad.data<T>(), g, routing.index(), dx.data<T>()); });
   return record("max_pool2d_backward", dx, {grad}, [routing](const Tensor& gx, NeedsGrad) {
     return std::vector<Tensor>{max_pool2d_gather(gx, routing)};
@@ -146,7 +146,7 @@ Tensor max_pool2d_gather(const Tensor& x, const Routing& routing) {
   if (!(x.shape() == g.x_shape())) {
     fail("max_pool2d_gather", "input {} does not match the pooled input shape {}", x.describe(), g.x_shape().str());
   }
-  Tensor y = Tensor::empty(g.y_shape(), x.dtype());
+  Tensor y = detail::make_tensor(g.y_shape(), x.dtype(), "max_pool2d_gather");
   dispatch(x.dtype(), [&]<class T>() { pool_gather(x.data<T>(), g, routing.index(), y.data<T>()); });
   return record("max_pool2d_gather", y, {x}, [routing](const Tensor& gy, NeedsGrad) {
     return std::vector<Tensor>{max_pool2d_backward(gy, routing)};
@@ -157,9 +157,11 @@ Tensor max_pool2d_gather(const Tensor& x, const Routing& routing) {
 
 Tensor max_pool2d(const Tensor& x, std::size_t kernel, std::size_t stride) {
   PoolGeometry g = make_geometry(x, kernel, stride);
-  Routing routing{g, std::make_shared<Storage>(std::max<std::size_t>(1, g.planes() * g.out_plane()) *
-                                               sizeof(std::uint32_t))};
-  Tensor y = Tensor::empty(g.y_shape(), x.dtype());
+  Tensor y = detail::make_tensor(g.y_shape(), x.dtype(), "max_pool2d");
+  // The uint32 indices, one per output, in the storage of an f32 tensor of as many elements (4 bytes each):
+  // an allocation failure is reported like any other.
+  Routing routing{g, detail::make_tensor(Shape{std::max<std::size_t>(1, y.numel())}, DType::f32, "max_pool2d")
+                         .impl()->storage};
   dispatch(x.dtype(), [&]<class T>() { pool_forward(x.data<T>(), g, y.data<T>(), routing.index()); });
   return record("max_pool2d", y, {x}, [routing](const Tensor& gy, NeedsGrad) {
     return std::vector<Tensor>{max_pool2d_backward(gy, routing)};
