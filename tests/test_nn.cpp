@@ -1,5 +1,5 @@
 // nn: registration by name, parameter counts, modes, every module gradchecked in float64, the MLP of
-// 000 §3.4 against a hand-written backprop, initialisers and checkpoints.
+// 000 §3.4 against a hand-written backprop, initialisers, NaN weights, and checkpoints.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -7,9 +7,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include "autograd/gradcheck.hpp"
 #include "autograd/ops.hpp"
+#include "config/spec.hpp"
 #include "nn/nn.hpp"
 
 using namespace ag;
@@ -465,4 +467,30 @@ TEST_CASE("Dropout: each layer has its own stream, decided by manual_seed and th
   nn::manual_seed(5);
   nn::Dropout fresh(0.5);
   CHECK(after_refusal.forward(x).to_vector() == fresh.forward(x).to_vector());
+}
+
+// ================================================================ NaN weights are not hidden
+
+TEST_CASE("models whose weights are all NaN give a NaN loss and NaN gradients (the ReLUs do not hide them)") {
+  // A checkpoint of NaN weights used to resume and train with a finite loss: the ReLUs turned the NaN
+  // activations into 0, so the divergence check never fired and the NaN weights were never updated again.
+  for (const char* spec : {"mlp(hidden=[16,8])", "cnn(channels=2,fc=8)"}) {
+    INFO(spec);
+    nn::manual_seed(3);
+    nn::ModelContext context{.channels = 1, .height = 8, .width = 8, .classes = 3};
+    std::shared_ptr<nn::Module> model = nn::make_model(config::parse_spec(spec), context);
+    for (auto& [name, p] : model->named_parameters()) p.fill_(std::numeric_limits<double>::quiet_NaN());
+    bool images = nn::models().at(config::parse_spec(spec).name).images;
+    Shape shape = images ? Shape{4, 1, 8, 8} : Shape{4, 64};
+    Tensor x = Tensor::ones(shape);
+    std::vector<std::int32_t> labels{0, 1, 2, 0};
+    Tensor loss = cross_entropy(model->forward(x), labels);
+    CHECK(std::isnan(loss.item()));
+    backward(loss);
+    for (auto& [name, p] : model->named_parameters()) {
+      INFO(name);
+      REQUIRE(p.grad().defined());
+      CHECK(std::isnan(p.grad().at(0)));
+    }
+  }
 }

@@ -189,13 +189,19 @@ Tensor abs(const Tensor& x) {
   return record("abs", out, {x}, [x](const Tensor& g, NeedsGrad) { return std::vector<Tensor>{mul(g, sign(x))}; });
 }
 
+// step and sign keep NaN (as NumPy's sign; PyTorch's sign gives 0 for NaN, a known divergence from NumPy).
+
 Tensor step(const Tensor& x) {
-  return scalar_kernel("step", x, 0.0, [](auto v, auto zero) { return v > zero ? decltype(v)(1) : decltype(v)(0); });
+  return scalar_kernel("step", x, 0.0, [](auto v, auto zero) {
+    using T = decltype(v);
+    return v > zero ? T(1) : (v <= zero ? T(0) : v);
+  });
 }
 
 Tensor sign(const Tensor& x) {
   return scalar_kernel("sign", x, 0.0, [](auto v, auto zero) {
-    return v > zero ? decltype(v)(1) : (v < zero ? decltype(v)(-1) : decltype(v)(0));
+    using T = decltype(v);
+    return v > zero ? T(1) : (v < zero ? T(-1) : (v == zero ? T(0) : v));
   });
 }
 

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <limits>
 
+#include "autograd/detail/nan.hpp"
 #include "autograd/detail/xt.hpp"
 #include "autograd/ops.hpp"
 
@@ -74,7 +75,7 @@ Tensor cross_entropy(const Tensor& logits, Labels labels, Reduction reduction) {
     for (std::size_t i = 0; i < batch; ++i) {
       const T* row = z + i * classes;
       T peak = -std::numeric_limits<T>::infinity();
-      for (std::size_t k = 0; k < classes; ++k) peak = std::max(peak, row[k]);
+      for (std::size_t k = 0; k < classes; ++k) peak = detail::nan_max(peak, row[k]);  // NaN stays NaN
       T norm = 0;
       for (std::size_t k = 0; k < classes; ++k) {
         p[i * classes + k] = std::exp(row[k] - peak);
