@@ -48,7 +48,9 @@ std::string default_fashion_mnist_dir();
 
 /// Loads the MNIST split from `dir`, which holds train-images-idx3-ubyte, train-labels-idx1-ubyte,
 /// t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each either plain or with a .gz suffix.
-/// If a file is missing, the error says to run scripts/fetch-mnist.sh.
+/// If a file is missing, the error says to run scripts/fetch-mnist.sh. If the other split's images
+/// are there and differ in geometry (rows x cols) from this split's, throws std::runtime_error
+/// naming both files (only that file's header is read).
 Dataset load_mnist(const std::string& dir, Split split);
 
 /// Loads the Fashion-MNIST split (same file names and layout as MNIST, usually gzip'd).
@@ -57,6 +59,10 @@ Dataset load_fashion_mnist(Split split, const std::string& dir = default_fashion
 /// Loads a data set by name: "mnist", or "fashion" (also "fashion-mnist"). An empty `dir` means
 /// the data set's default directory. Throws std::invalid_argument for an unknown name.
 Dataset load_dataset(std::string_view name, Split split, const std::string& dir = {});
+
+/// Throws std::runtime_error naming both geometries unless `train` and `test` have images of the same
+/// rows x cols (the same pixel count is not enough: 56 x 14 is not 28 x 28).
+void check_same_geometry(const Dataset& train, const Dataset& test, std::string_view test_name = "test");
 
 /// Splits off the LAST `validation_size` samples as a validation set, the convention for MNIST's
 /// 60,000 training images (50,000 train + 10,000 validation). Returns {train, validation}.

@@ -1,5 +1,8 @@
-// Tests of data/: the IDX reader on good and malformed files written here, the MNIST and
-// Fashion-MNIST loaders, the validation split, and the mini-batch loader.
+// Tests of data/: the IDX reader on good and malformed files written here (gzip'd ones as exact as plain
+// ones, files that are not regular, headers that declare more than the file holds), the MNIST and
+// Fashion-MNIST loaders and the geometry of their splits, the validation split, and the mini-batch loader.
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <doctest/doctest.h>
@@ -363,6 +366,134 @@ TEST_CASE("IDX pair: image and label counts must match") {
       thrown_message([&] { data::load_idx_dataset(images_path, labels_path); });
   CHECK_MESSAGE(contains(range_message, "label 10 at index 1 is out of range (expected < 10)"),
                 range_message);
+}
+
+TEST_CASE("IDX: gzip'd files are as exact as plain ones: trailing garbage and trailing data are refused") {
+  TempDir dir;
+  const std::string path = dir.file("images.gz");
+  write_gzip_file(path, good_images());
+  const Bytes compressed = read_file(path);
+
+  // Garbage after the gzip stream (zlib's gzread ignores it silently).
+  Bytes garbage = compressed;
+  garbage.insert(garbage.end(), {'j', 'u', 'n', 'k', 0, 0, 0});
+  write_file(path, garbage);
+  std::string message = thrown_message([&] { data::read_idx_images(path); });
+  CHECK_MESSAGE(message == path + ": 7 bytes of trailing garbage after the gzip stream", message);
+
+  // Zeros after it are garbage too.
+  Bytes zeros = compressed;
+  zeros.insert(zeros.end(), 100, 0);
+  write_file(path, zeros);
+  CHECK(contains(thrown_message([&] { data::read_idx_images(path); }), "100 bytes of trailing garbage"));
+
+  // Bytes beyond the header's size inside the stream.
+  Bytes long_images = good_images();
+  long_images.insert(long_images.end(), {1, 2, 3});
+  write_gzip_file(path, long_images);
+  message = thrown_message([&] { data::read_idx_images(path); });
+  CHECK_MESSAGE(message == path + ": expected 34 bytes from header (3 x 2 x 3), decompressed file has 37 (3 "
+                                  "trailing bytes)",
+                message);
+
+  // Concatenated gzip members are one gzip file (RFC 1952), as gzip itself reads them.
+  const Bytes images = good_images();
+  write_gzip_file(dir.file("first"), Bytes(images.begin(), images.begin() + 20));
+  write_gzip_file(dir.file("second"), Bytes(images.begin() + 20, images.end()));
+  Bytes joined = read_file(dir.file("first"));
+  const Bytes second = read_file(dir.file("second"));
+  joined.insert(joined.end(), second.begin(), second.end());
+  write_file(path, joined);
+  CHECK(data::read_idx_images(path).pixels.size() == kPixels.size());
+
+  // A corrupted byte in the stream.
+  Bytes corrupt = compressed;
+  corrupt[corrupt.size() - 6] ^= 0xff;  // inside the CRC-32 / length trailer
+  write_file(path, corrupt);
+  CHECK(contains(thrown_message([&] { data::read_idx_images(path); }), "gzip stream is corrupt"));
+}
+
+TEST_CASE("IDX: a declared count larger than the file holds is refused without allocating for it") {
+  TempDir dir;
+  const std::string path = dir.file("images.gz");
+  // 401,240 images of 28 x 28 declared (315 MB), three images' worth of pixels present.
+  write_gzip_file(path, idx_bytes(data::kIdxImagesMagic, {401240, 28, 28}, pixel_pattern(3 * 784)));
+  const std::string message = thrown_message([&] { data::read_idx_images(path); });
+  CHECK_MESSAGE(contains(message, path + ": header declares 401240 x 28 x 28 (314572176 bytes), more than a gzip "
+                                         "file of "),
+                message);
+  CHECK_MESSAGE(contains(message, "the file is truncated or its header is wrong"), message);
+
+  // Declaring more than any IDX file may hold (1 GiB) is refused from the header alone.
+  write_gzip_file(path, idx_bytes(data::kIdxImagesMagic, {0xffffffff, 0xffffffff, 0xffffffff}, {}));
+  CHECK(contains(thrown_message([&] { data::read_idx_images(path); }),
+                 "header declares 4294967295 x 4294967295 x 4294967295 elements, more than the 1073741824 bytes"));
+  write_file(path, idx_bytes(data::kIdxImagesMagic, {2000000, 28, 28}, {}));
+  CHECK(contains(thrown_message([&] { data::read_idx_images(path); }), "more than the 1073741824 bytes"));
+}
+
+TEST_CASE("IDX: what is not a regular file is refused before reading, and I/O errors carry strerror") {
+  TempDir dir;
+  std::string message = thrown_message([&] { data::read_idx_images(dir.file("")); });
+  CHECK_MESSAGE(contains(message, "is a directory, not a regular file: refusing to read it"), message);
+  message = thrown_message([] { data::read_idx_labels("/dev/zero"); });
+  CHECK_MESSAGE(message == "/dev/zero: is a character device, not a regular file: refusing to read it", message);
+  const std::string fifo = dir.file("fifo");
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  message = thrown_message([&] { data::read_idx_images(fifo); });  // would block for ever if opened blocking
+  CHECK_MESSAGE(contains(message, "is a FIFO"), message);
+  const std::string locked = dir.file("unreadable");
+  write_file(locked, good_labels());
+  fs::permissions(locked, fs::perms::none);
+  if (::access(locked.c_str(), R_OK) != 0) {  // root reads anything
+    message = thrown_message([&] { data::read_idx_labels(locked); });
+    CHECK_MESSAGE(message == locked + ": cannot open: Permission denied", message);
+  }
+}
+
+TEST_CASE("IDX: the header of an image file alone, plain or gzip'd") {
+  TempDir dir;
+  write_file(dir.file("plain"), good_images());
+  write_gzip_file(dir.file("packed"), good_images());
+  for (const char* name : {"plain", "packed"}) {
+    const data::IdxGeometry geometry = data::read_idx_image_geometry(dir.file(name));
+    CHECK(geometry.count == kCount);
+    CHECK(geometry.rows == kRows);
+    CHECK(geometry.cols == kCols);
+  }
+  write_file(dir.file("labels"), good_labels());
+  CHECK(contains(thrown_message([&] { data::read_idx_image_geometry(dir.file("labels")); }), "has 1 dimension"));
+}
+
+TEST_CASE("MNIST layout: training and test images of another geometry with the same pixel count are refused") {
+  TempDir dir;
+  // 2 x 3 against 3 x 2: six pixels each, as 56 x 14 against 28 x 28.
+  write_file(dir.file("train-images-idx3-ubyte"), good_images());
+  write_file(dir.file("train-labels-idx1-ubyte"), good_labels());
+  write_gzip_file(dir.file("t10k-images-idx3-ubyte.gz"),
+                  idx_bytes(data::kIdxImagesMagic, {kCount, kCols, kRows}, kPixels));
+  write_file(dir.file("t10k-labels-idx1-ubyte"), good_labels());
+  const std::string directory = dir.file("");
+  for (data::Split split : {data::Split::train, data::Split::test}) {
+    const std::string message = thrown_message([&] { data::load_mnist(directory, split); });
+    CHECK_MESSAGE(contains(message, dir.file("train-images-idx3-ubyte")), message);
+    CHECK_MESSAGE(contains(message, dir.file("t10k-images-idx3-ubyte.gz")), message);
+    CHECK_MESSAGE(contains(message, "images of 2 x 3"), message);
+    CHECK_MESSAGE(contains(message, "images of 3 x 2"), message);
+  }
+  // The same geometry loads; a broken other split is left to its own loading to report.
+  write_gzip_file(dir.file("t10k-images-idx3-ubyte.gz"), good_images());
+  CHECK(data::load_mnist(directory, data::Split::test).rows == kRows);
+  write_file(dir.file("t10k-images-idx3-ubyte.gz"), Bytes{1, 2, 3});
+  CHECK(data::load_mnist(directory, data::Split::train).size() == kCount);
+
+  // Data sets in memory: the same check, for any pair.
+  data::Dataset train = indexed_dataset(2), test = indexed_dataset(2);
+  CHECK_NOTHROW(data::check_same_geometry(train, test));
+  test.rows = 4;
+  test.cols = 1;
+  const std::string message = thrown_message([&] { data::check_same_geometry(train, test, "validation"); });
+  CHECK_MESSAGE(contains(message, "the training images are 2 x 2 but the validation images 4 x 1"), message);
 }
 
 // ----------------------------------------------------------------------------------- data sets
