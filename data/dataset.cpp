@@ -82,11 +82,10 @@ Dataset slice(const Dataset& dataset, std::size_t first, std::size_t count) {
   Dataset part;
   part.rows = dataset.rows;
   part.cols = dataset.cols;
-  const auto features = static_cast<std::ptrdiff_t>(dataset.features());
+  const PixelView pixels = dataset.images.view(first * dataset.features(), count * dataset.features());
+  part.images.assign(pixels.begin(), pixels.end());
   const auto begin = static_cast<std::ptrdiff_t>(first);
   const auto end = static_cast<std::ptrdiff_t>(first + count);
-  part.images.assign(dataset.images.begin() + begin * features,
-                     dataset.images.begin() + end * features);
   part.labels.assign(dataset.labels.begin() + begin, dataset.labels.begin() + end);
   return part;
 }

@@ -3,18 +3,21 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "data/pixels.hpp"
+
 namespace data {
 
 /// Images with one class label each, held as plain vectors (no tensors) so that a data set can
-/// be split, inspected and batched without touching the autograd tape.
+/// be split, inspected and batched without touching the autograd tape. The pixels are the files'
+/// bytes (a quarter of the memory of floats), read as floats in [0, 1] (data/pixels.hpp); the
+/// DataLoader makes the floats of one batch at a time.
 struct Dataset {
-  std::vector<float> images;          // size() x features(), row-major, pixels in [0, 1]
+  Pixels images;                      // size() x features(), row-major, pixels in [0, 1]
   std::vector<std::int32_t> labels;   // size() entries
   std::size_t rows = 0;               // image height
   std::size_t cols = 0;               // image width
@@ -22,9 +25,7 @@ struct Dataset {
   std::size_t size() const { return labels.size(); }
   std::size_t features() const { return rows * cols; }
   /// The pixels of sample `index`, features() values.
-  std::span<const float> image(std::size_t index) const {
-    return std::span(images).subspan(index * features(), features());
-  }
+  PixelView image(std::size_t index) const { return images.view(index * features(), features()); }
 };
 
 enum class Split { train, test };

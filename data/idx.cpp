@@ -293,7 +293,7 @@ std::span<const unsigned char> as_bytes(std::string_view text) {
 const Expected kImages{kIdxImagesMagic, "images: N x rows x cols"};
 const Expected kLabels{kIdxLabelsMagic, "labels: N"};
 
-/// The images of a file's bytes.
+/// The images of a file's bytes, which become the pixels (the header cut off in place: no copy).
 IdxImages images_of(std::vector<unsigned char> file, const std::string& source) {
   Contents contents = contents_of(std::move(file), source, kImages);
   IdxImages images;
@@ -303,10 +303,9 @@ IdxImages images_of(std::vector<unsigned char> file, const std::string& source) 
   if (images.rows == 0 || images.cols == 0) {
     fail(source, fmt::format("image size is {} x {}; images need at least one pixel", images.rows, images.cols));
   }
-  const std::span<const unsigned char> pixels = std::span(contents.bytes).subspan(contents.layout.header_bytes);
-  images.pixels.resize(pixels.size());
-  // Division rather than a reciprocal multiply so that 255 maps to exactly 1.0F.
-  for (std::size_t i = 0; i < pixels.size(); ++i) images.pixels[i] = static_cast<float>(pixels[i]) / 255.0F;
+  const auto header = static_cast<std::ptrdiff_t>(contents.layout.header_bytes);
+  contents.bytes.erase(contents.bytes.begin(), contents.bytes.begin() + header);
+  images.pixels = Pixels(std::move(contents.bytes));
   return images;
 }
 

@@ -22,18 +22,20 @@
 #include <string>
 #include <vector>
 
+#include "data/pixels.hpp"
+
 namespace data {
 
 /// Magic numbers of the two IDX layouts used by MNIST: unsigned bytes, 3 and 1 dimensions.
 inline constexpr std::uint32_t kIdxImagesMagic = 0x00000803;
 inline constexpr std::uint32_t kIdxLabelsMagic = 0x00000801;
 
-/// The images of an IDX file, pixels scaled from 0..255 to [0, 1].
+/// The images of an IDX file: the pixel bytes, read as floats in [0, 1] (data/pixels.hpp).
 struct IdxImages {
   std::size_t count = 0;
   std::size_t rows = 0;
   std::size_t cols = 0;
-  std::vector<float> pixels;  // count x rows x cols, row-major
+  Pixels pixels;  // count x rows x cols, row-major
 };
 
 /// Reads an IDX image file (magic 0x00000803, extents N, rows, cols), plain or gzip'd.
