@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 
 #include <array>
+#include <climits>
 #include <utility>
 #include <cstdlib>
 #include <stdexcept>
@@ -73,7 +74,14 @@ OpenBlas& openblas() {
   return lib;
 }
 
-int to_int(std::size_t value) { return static_cast<int>(value); }
+/// OpenBLAS's sizes are 32-bit ints: a larger one is refused rather than truncated into a wrong product.
+int to_int(std::size_t value) {
+  if (value > static_cast<std::size_t>(INT_MAX)) {
+    throw std::invalid_argument(
+        fmt::format("gemm: extent or stride {} exceeds OpenBLAS's 32-bit limit {}", value, INT_MAX));
+  }
+  return static_cast<int>(value);
+}
 
 // ---------------------------------------------------------------- few-row products
 // For C = alpha A B + beta C with A of at most kSmallRows rows (online and small mini-batches), OpenBLAS packs

@@ -7,7 +7,12 @@
 //   autograd/ops/loss.cpp         cross_entropy, nll_loss, mse_loss
 //   autograd/ops/conv.cpp         conv2d
 //   autograd/ops/pool.cpp         max_pool2d
-// Every op checks its inputs and throws std::invalid_argument naming the op and the shapes.
+// Every op checks its inputs and throws std::invalid_argument naming the op and the shapes; a shape whose
+// element or byte count would overflow is refused the same way, and memory that cannot be had throws
+// ag::AllocationError (a std::bad_alloc naming the op, the shape and the bytes).
+// NaN propagates: wherever a NaN input contributes to an output, the output is NaN, forward and backward
+// (max, max_pool2d, softmax, log_softmax and cross_entropy included: no comparison drops it). The one
+// exception is PyTorch's own: relu passes the gradient through at a NaN input (its forward gives NaN).
 // Binary ops need equal dtypes. Backward formulas use these same ops, so they can be differentiated
 // again (see BackwardOptions::create_graph).
 #pragma once
@@ -44,11 +49,11 @@ Tensor exp(const Tensor& x);
 Tensor log(const Tensor& x);
 /// d(sqrt x) = 1 / (2 sqrt x) (saved output).
 Tensor sqrt(const Tensor& x);
-/// d|x| = sign(x) (0 at 0).
+/// d|x| = sign(x) (0 at 0, NaN at NaN).
 Tensor abs(const Tensor& x);
-/// Not differentiable (zero gradient): 1 where x > 0, else 0. Used by relu's backward.
+/// Not differentiable (zero gradient): 1 where x > 0, 0 where x <= 0, NaN where x is NaN.
 Tensor step(const Tensor& x);
-/// Not differentiable (zero gradient): -1, 0 or 1.
+/// Not differentiable (zero gradient): -1, 0 or 1, and NaN for NaN (as NumPy; PyTorch gives 0).
 Tensor sign(const Tensor& x);
 
 Tensor operator+(const Tensor& a, const Tensor& b);
@@ -69,7 +74,7 @@ Tensor operator/(double s, const Tensor& a);
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
 
 // ---------------------------------------------------------------- activations
-/// relu(x) = max(x, 0); d = g * step(x).
+/// relu(x) = max(x, 0), NaN for NaN; d = g where x > 0 or x is NaN, else 0 (PyTorch's threshold_backward).
 Tensor relu(const Tensor& x);
 /// s = 1/(1+e^-x); d = g * s (1 - s) (saved output).
 Tensor sigmoid(const Tensor& x);
@@ -87,7 +92,8 @@ Tensor sum(const Tensor& x);
 Tensor sum(const Tensor& x, int axis, bool keepdims = false);
 Tensor mean(const Tensor& x);
 Tensor mean(const Tensor& x, int axis, bool keepdims = false);
-/// Maximum; the gradient goes to the first maximal element (as PyTorch's max over an axis).
+/// Maximum; the gradient goes to the first maximal element (as PyTorch's max over an axis). A NaN is the
+/// maximum (the first NaN takes the gradient).
 Tensor max(const Tensor& x);
 Tensor max(const Tensor& x, int axis, bool keepdims = false);
 /// The one helper that undoes broadcasting: sums `x` down to `shape` (which must broadcast to
@@ -121,7 +127,8 @@ Tensor flatten(const Tensor& x, std::size_t start_axis = 1);
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, std::size_t stride = 1,
               std::size_t padding = 0);
 /// Max over kernel x kernel windows moved by `stride` (0 means stride = kernel); x (N, C, H, W).
-/// The backward routes each gradient to the element that was the maximum (argmax saved by forward).
+/// The backward routes each gradient to the element that was the maximum (argmax saved by forward): the first
+/// maximum of the window in row-major order, or, if the window holds a NaN, the last NaN (as PyTorch).
 Tensor max_pool2d(const Tensor& x, std::size_t kernel, std::size_t stride = 0);
 
 // ---------------------------------------------------------------- losses

@@ -4,6 +4,7 @@
 #include <array>
 #include <cstddef>
 #include <initializer_list>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -39,8 +40,11 @@ class Shape {
 
   /// Appends an axis; throws std::invalid_argument beyond kMaxRank.
   void push_back(std::size_t extent);
-  /// Product of the extents (1 for a scalar).
+  /// Product of the extents (1 for a scalar). Throws std::invalid_argument naming the shape if the
+  /// product overflows size_t, so that no wrapped-around count is ever used.
   std::size_t numel() const;
+  /// The product of the extents, or nullopt if it overflows size_t.
+  std::optional<std::size_t> checked_numel() const;
   /// "[200, 784]".
   std::string str() const;
 
@@ -50,5 +54,9 @@ class Shape {
   std::array<std::size_t, kMaxRank> dims_{};
   std::size_t rank_ = 0;
 };
+
+/// The bytes of a tensor of `shape` and `dtype`. Throws std::invalid_argument "<op>: ..." naming the shape if
+/// the element count or the byte count overflows (more than PTRDIFF_MAX bytes: no allocator can serve it).
+std::size_t storage_bytes(const char* op, const Shape& shape, DType dtype);
 
 }  // namespace ag

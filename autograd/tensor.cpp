@@ -117,11 +117,33 @@ std::uint64_t Generator::below(std::uint64_t n) {
 
 namespace detail {
 
-Tensor make_tensor(const Shape& shape, DType dtype) {
+namespace {
+
+/// "4 TiB", "1.5 GiB", "12 bytes".
+std::string human_bytes(std::size_t bytes) {
+  constexpr const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  double value = static_cast<double>(bytes);
+  std::size_t unit = 0;
+  while (value >= 1024.0 && unit + 1 < std::size(units)) {
+    value /= 1024.0;
+    ++unit;
+  }
+  return unit == 0 ? fmt::format("{} bytes", bytes) : fmt::format("{:.3g} {}", value, units[unit]);
+}
+
+}  // namespace
+
+Tensor make_tensor(const Shape& shape, DType dtype, const char* op) {
+  std::size_t bytes = storage_bytes(op, shape, dtype);
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = shape;
   impl->dtype = dtype;
-  impl->storage = std::make_shared<Storage>(shape.numel() * dtype_size(dtype));
+  try {
+    impl->storage = std::make_shared<Storage>(bytes);
+  } catch (const std::bad_alloc&) {
+    throw AllocationError(fmt::format("{}: cannot allocate {}{}, {} ({} bytes): out of memory", op,
+                                      dtype_name(dtype), shape.str(), human_bytes(bytes), bytes));
+  }
   return Tensor(std::move(impl));
 }
 
@@ -138,8 +160,8 @@ Tensor alias(const Tensor& source, const Shape& shape) {
 namespace {
 
 template <class Fill>
-Tensor generate(const Shape& shape, DType dtype, Fill&& fill) {
-  Tensor t = detail::make_tensor(shape, dtype);
+Tensor generate(const char* op, const Shape& shape, DType dtype, Fill&& fill) {
+  Tensor t = detail::make_tensor(shape, dtype, op);
   std::size_t n = t.numel();
   if (dtype == DType::f64) {
     double* out = t.data<double>();
@@ -157,39 +179,45 @@ const TensorImpl& checked(const std::shared_ptr<TensorImpl>& impl) {
 }
 
 void check_numel(const Shape& shape, std::size_t count) {
-  if (shape.numel() != count) {
-    throw std::invalid_argument(
-        fmt::format("from_data: shape {} holds {} elements but {} values were given", shape.str(),
-                    shape.numel(), count));
+  std::optional<std::size_t> n = shape.checked_numel();
+  if (n != count) {
+    throw std::invalid_argument(fmt::format("from_data: shape {} holds {} elements but {} values were given",
+                                            shape.str(), n ? fmt::format("{}", *n) : "more than 2^64", count));
   }
 }
 
 }  // namespace
 
-Tensor Tensor::empty(const Shape& shape, DType dtype) { return detail::make_tensor(shape, dtype); }
+namespace {
 
-Tensor Tensor::zeros(const Shape& shape, DType dtype) { return full(shape, 0.0, dtype); }
-
-Tensor Tensor::ones(const Shape& shape, DType dtype) { return full(shape, 1.0, dtype); }
-
-Tensor Tensor::full(const Shape& shape, double value, DType dtype) {
-  Tensor t = detail::make_tensor(shape, dtype);
+Tensor filled(const char* op, const Shape& shape, double value, DType dtype) {
+  Tensor t = detail::make_tensor(shape, dtype, op);
   t.fill_(value);
   return t;
 }
 
-Tensor Tensor::scalar(double value, DType dtype) { return full(Shape{}, value, dtype); }
+}  // namespace
+
+Tensor Tensor::empty(const Shape& shape, DType dtype) { return detail::make_tensor(shape, dtype, "empty"); }
+
+Tensor Tensor::zeros(const Shape& shape, DType dtype) { return filled("zeros", shape, 0.0, dtype); }
+
+Tensor Tensor::ones(const Shape& shape, DType dtype) { return filled("ones", shape, 1.0, dtype); }
+
+Tensor Tensor::full(const Shape& shape, double value, DType dtype) { return filled("full", shape, value, dtype); }
+
+Tensor Tensor::scalar(double value, DType dtype) { return filled("scalar", Shape{}, value, dtype); }
 
 Tensor Tensor::from_data(const Shape& shape, std::span<const float> values) {
   check_numel(shape, values.size());
-  Tensor t = detail::make_tensor(shape, DType::f32);
+  Tensor t = detail::make_tensor(shape, DType::f32, "from_data");
   if (!values.empty()) std::memcpy(t.data<float>(), values.data(), values.size_bytes());
   return t;
 }
 
 Tensor Tensor::from_data(const Shape& shape, std::span<const double> values) {
   check_numel(shape, values.size());
-  Tensor t = detail::make_tensor(shape, DType::f64);
+  Tensor t = detail::make_tensor(shape, DType::f64, "from_data");
   if (!values.empty()) std::memcpy(t.data<double>(), values.data(), values.size_bytes());
   return t;
 }
@@ -197,22 +225,22 @@ Tensor Tensor::from_data(const Shape& shape, std::span<const double> values) {
 Tensor Tensor::from_data(const Shape& shape, std::initializer_list<double> values, DType dtype) {
   check_numel(shape, values.size());
   const double* source = values.begin();
-  return generate(shape, dtype, [&](std::size_t i) { return source[i]; });
+  return generate("from_data", shape, dtype, [&](std::size_t i) { return source[i]; });
 }
 
 Tensor Tensor::randn(const Shape& shape, Generator& gen, double mean, double stddev, DType dtype) {
-  return generate(shape, dtype, [&](std::size_t) { return mean + stddev * gen.normal(); });
+  return generate("randn", shape, dtype, [&](std::size_t) { return mean + stddev * gen.normal(); });
 }
 
 Tensor Tensor::uniform(const Shape& shape, Generator& gen, double low, double high, DType dtype) {
   if (!(low < high)) {
     throw std::invalid_argument(fmt::format("uniform: need low < high, got [{}, {})", low, high));
   }
-  return generate(shape, dtype, [&](std::size_t) { return low + (high - low) * gen.uniform01(); });
+  return generate("uniform", shape, dtype, [&](std::size_t) { return low + (high - low) * gen.uniform01(); });
 }
 
-Tensor Tensor::zeros_like(const Tensor& other) { return zeros(other.shape(), other.dtype()); }
-Tensor Tensor::ones_like(const Tensor& other) { return ones(other.shape(), other.dtype()); }
+Tensor Tensor::zeros_like(const Tensor& other) { return filled("zeros_like", other.shape(), 0.0, other.dtype()); }
+Tensor Tensor::ones_like(const Tensor& other) { return filled("ones_like", other.shape(), 1.0, other.dtype()); }
 
 // ---------------------------------------------------------------- description and data
 
@@ -315,7 +343,7 @@ std::vector<double> Tensor::to_vector() const {
 }
 
 Tensor Tensor::clone() const {
-  Tensor copy = detail::make_tensor(shape(), dtype());
+  Tensor copy = detail::make_tensor(shape(), dtype(), "clone");
   std::memcpy(copy.impl_->storage->data(), impl_->storage->data(), numel() * dtype_size(dtype()));
   return copy;
 }
@@ -324,10 +352,10 @@ Tensor Tensor::to(DType target) const {
   if (target == dtype()) return clone();
   if (target == DType::f64) {
     const float* source = data<float>();
-    return generate(shape(), target, [&](std::size_t i) { return static_cast<double>(source[i]); });
+    return generate("to", shape(), target, [&](std::size_t i) { return static_cast<double>(source[i]); });
   }
   const double* source = data<double>();
-  return generate(shape(), target, [&](std::size_t i) { return source[i]; });
+  return generate("to", shape(), target, [&](std::size_t i) { return source[i]; });
 }
 
 Tensor Tensor::detach() const { return detail::alias(*this, shape()); }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <iosfwd>
 #include <memory>
+#include <new>
 #include <random>
 #include <span>
 #include <string>
@@ -35,6 +36,18 @@ class Generator {
   double spare_ = 0.0;
 };
 
+/// Thrown when a tensor's storage cannot be allocated: a std::bad_alloc whose what() names the op, the
+/// dtype, the shape and the bytes asked for ("zeros: cannot allocate f32[1099511627776], 4 TiB: out of memory").
+/// Shapes whose element or byte count overflows never get this far: they throw std::invalid_argument.
+class AllocationError : public std::bad_alloc {
+ public:
+  explicit AllocationError(std::string message) : message_(std::move(message)) {}
+  const char* what() const noexcept override { return message_.c_str(); }
+
+ private:
+  std::string message_;
+};
+
 struct TensorImpl;
 
 class Tensor {
@@ -44,6 +57,8 @@ class Tensor {
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
   // ---- factories ----
+  // Each throws std::invalid_argument naming itself and the shape if the element or byte count overflows,
+  // and AllocationError if the memory cannot be had.
   static Tensor empty(const Shape& shape, DType dtype = DType::f32);  // uninitialised
   static Tensor zeros(const Shape& shape, DType dtype = DType::f32);
   static Tensor ones(const Shape& shape, DType dtype = DType::f32);

@@ -344,7 +344,7 @@ data::Dataset permuted(const data::Dataset& d, const std::vector<std::size_t>& o
   out.images.resize(d.images.size());
   out.labels.resize(d.labels.size());
   for (std::size_t i = 0; i < order.size(); ++i) {
-    std::copy_n(d.images.data() + order[i] * f, f, out.images.data() + i * f);
+    std::copy_n(d.images.bytes().data() + order[i] * f, f, out.images.bytes().data() + i * f);
     out.labels[i] = d.labels[order[i]];
   }
   return out;

@@ -36,6 +36,28 @@ std::string find_plain_or_gzip(const std::string& dir, const std::string& name) 
   return {};
 }
 
+/// Refuses a split whose images differ in geometry from the other split's in the same directory (56 x 14
+/// against 28 x 28 has the same pixel count, which a model that flattens would silently accept). Only the
+/// other file's header is read; if it is missing or unreadable, loading that split will say so.
+void check_against_other_split(const std::string& images_path, const Dataset& dataset, const std::string& dir,
+                               Split split) {
+  const SplitFileNames other_names = file_names(split == Split::train ? Split::test : Split::train);
+  const std::string other_path = find_plain_or_gzip(dir, other_names.images);
+  if (other_path.empty()) return;
+  IdxGeometry other;
+  try {
+    other = read_idx_image_geometry(other_path);
+  } catch (const std::runtime_error&) {
+    return;
+  }
+  if (other.rows != dataset.rows || other.cols != dataset.cols) {
+    throw std::runtime_error(fmt::format("{} holds images of {} x {} but {} holds images of {} x {}; the "
+                                         "training and test splits must have one geometry",
+                                         images_path, dataset.rows, dataset.cols, other_path, other.rows,
+                                         other.cols));
+  }
+}
+
 /// Loads a split of an MNIST-layout directory; `how_to_get_it` completes the error message
 /// when files are missing.
 Dataset load_mnist_layout(const std::string& dir, Split split, std::string_view dataset_name,
@@ -50,7 +72,9 @@ Dataset load_mnist_layout(const std::string& dir, Split split, std::string_view 
     throw std::runtime_error(fmt::format("{}: {} not found in {}; {}", dataset_name,
                                          fmt::join(missing, " and "), dir, how_to_get_it));
   }
-  return load_idx_dataset(images_path, labels_path, kMnistClasses);
+  Dataset dataset = load_idx_dataset(images_path, labels_path, kMnistClasses);
+  check_against_other_split(images_path, dataset, dir, split);
+  return dataset;
 }
 
 /// A data set holding samples [first, first + count) of `dataset`.
@@ -58,11 +82,10 @@ Dataset slice(const Dataset& dataset, std::size_t first, std::size_t count) {
   Dataset part;
   part.rows = dataset.rows;
   part.cols = dataset.cols;
-  const auto features = static_cast<std::ptrdiff_t>(dataset.features());
+  const PixelView pixels = dataset.images.view(first * dataset.features(), count * dataset.features());
+  part.images.assign(pixels.begin(), pixels.end());
   const auto begin = static_cast<std::ptrdiff_t>(first);
   const auto end = static_cast<std::ptrdiff_t>(first + count);
-  part.images.assign(dataset.images.begin() + begin * features,
-                     dataset.images.begin() + end * features);
   part.labels.assign(dataset.labels.begin() + begin, dataset.labels.begin() + end);
   return part;
 }
@@ -122,6 +145,13 @@ Dataset load_dataset(std::string_view name, Split split, const std::string& dir)
   }
   throw std::invalid_argument(
       fmt::format("unknown data set '{}' (expected \"mnist\" or \"fashion\")", name));
+}
+
+void check_same_geometry(const Dataset& train, const Dataset& test, std::string_view test_name) {
+  if (train.rows == test.rows && train.cols == test.cols) return;
+  throw std::runtime_error(fmt::format("the training images are {} x {} but the {} images {} x {}; a model "
+                                       "is built for one geometry",
+                                       train.rows, train.cols, test_name, test.rows, test.cols));
 }
 
 std::pair<Dataset, Dataset> split_train_validation(const Dataset& dataset,

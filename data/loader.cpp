@@ -1,7 +1,6 @@
 #include "data/loader.hpp"
 
 #include <algorithm>
-#include <cstring>
 #include <numeric>
 #include <stdexcept>
 #include <utility>
@@ -63,14 +62,13 @@ bool DataLoader::next(Batch& batch) {
   const ag::Shape shape = options_.image_shape
                               ? ag::Shape{batch_size, 1, dataset.rows, dataset.cols}
                               : ag::Shape{batch_size, features};
-  // Rows are copied straight into the new tensor's storage: one copy per sample, no staging.
+  // Pixel bytes become floats straight in the new tensor's storage: one pass per sample, no staging.
   batch.images = ag::Tensor::empty(shape, ag::DType::f32);
   float* destination = batch.images.data<float>();
   batch.labels.resize(batch_size);
   for (std::size_t row = 0; row < batch_size; ++row) {
     const std::size_t sample = order_[cursor_ + row];
-    std::memcpy(destination + row * features, dataset.images.data() + sample * features,
-                features * sizeof(float));
+    dataset.images.to_floats(sample * features, features, destination + row * features);
     batch.labels[row] = dataset.labels[sample];
   }
   cursor_ += batch_size;

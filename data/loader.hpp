@@ -11,6 +11,9 @@
 //   data::Batch batch;
 //   while (loader.next(batch)) { ... }
 //
+// The data set keeps its pixels as bytes; each batch's floats (byte / 255) are made when it is drawn,
+// straight into the batch tensor.
+//
 // Shuffling is deterministic: the loader owns an ag::Generator seeded from the options, and
 // every epoch permutes the sample order with it, so the same seed gives the same sequence of
 // epochs run after run, and different seeds give different ones.

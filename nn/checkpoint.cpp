@@ -1,20 +1,15 @@
 #include "nn/checkpoint.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <bit>
-#include <cerrno>
-#include <cstdio>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
-#include <iterator>
+#include <optional>
 #include <stdexcept>
 #include <unordered_map>
 #include <unordered_set>
 
 #include <fmt/format.h>
+
+#include "data/file.hpp"
 
 namespace nn {
 
@@ -27,8 +22,9 @@ constexpr std::uint32_t kVersion = 1;
 // Bounds on header fields, so a corrupted length cannot make the reader allocate wildly.
 constexpr std::uint32_t kMaxNameLength = 4096;
 constexpr std::uint32_t kMaxEntries = 1u << 20;
+constexpr std::size_t kChecksumBytes = 8;
 
-std::uint64_t fnv1a(const std::string& bytes) {
+std::uint64_t fnv1a(std::string_view bytes) {
   std::uint64_t hash = 14695981039346656037ull;
   for (unsigned char c : bytes) {
     hash ^= c;
@@ -42,42 +38,89 @@ void put(std::string& out, T value) {
   out.append(reinterpret_cast<const char*>(&value), sizeof(T));
 }
 
+const char* bytes_of(const ag::Tensor& tensor) {
+  return tensor.dtype() == ag::DType::f64 ? reinterpret_cast<const char*>(tensor.data<double>())
+                                          : reinterpret_cast<const char*>(tensor.data<float>());
+}
+
+void* elements_of(ag::Tensor& tensor) {
+  return tensor.dtype() == ag::DType::f64 ? static_cast<void*>(tensor.data<double>())
+                                          : static_cast<void*>(tensor.data<float>());
+}
+
 class Reader {
  public:
-  Reader(const std::string& bytes, const std::string& path) : bytes_(bytes), path_(path) {}
+  Reader(std::string_view bytes, const std::string& source) : bytes_(bytes), source_(source) {}
   template <class T>
   T get(const char* what) {
     T value;
-    need(sizeof(T), what);
-    std::memcpy(&value, bytes_.data() + at_, sizeof(T));
-    at_ += sizeof(T);
+    std::memcpy(&value, take(sizeof(T), what), sizeof(T));
     return value;
   }
   const char* take(std::size_t count, const char* what) {
-    need(count, what);
+    if (count > remaining()) fail(fmt::format("truncated: {} needs {} bytes, {} remain", what, count, remaining()));
     const char* start = bytes_.data() + at_;
     at_ += count;
     return start;
   }
-  std::size_t position() const { return at_; }
+  /// Bytes left before the checksum.
+  std::size_t remaining() const { return bytes_.size() - kChecksumBytes - at_; }
   [[noreturn]] void fail(const std::string& message) const {
-    throw std::runtime_error(fmt::format("checkpoint {}: {} (at byte {})", path_, message, at_));
+    throw std::runtime_error(fmt::format("checkpoint {}: {} (at byte {})", source_, message, at_));
   }
 
  private:
-  void need(std::size_t count, const char* what) {
-    if (count > bytes_.size() - at_) {
-      fail(fmt::format("truncated: {} needs {} bytes, {} remain", what, count, bytes_.size() - at_));
-    }
-  }
-  const std::string& bytes_;
-  const std::string& path_;
+  std::string_view bytes_;
+  const std::string& source_;
   std::size_t at_ = 0;
 };
 
+/// Checks the magic, the checksum and the version, and returns the entry count.
+std::uint32_t read_header(Reader& reader, std::string_view bytes) {
+  if (bytes.size() < sizeof(kMagic) || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) {
+    reader.fail("not a checkpoint (bad magic)");
+  }
+  if (bytes.size() < sizeof(kMagic) + 8 + kChecksumBytes) reader.fail("truncated: shorter than a header and checksum");
+  reader.take(sizeof(kMagic), "magic");
+  std::uint64_t stored;
+  std::memcpy(&stored, bytes.data() + bytes.size() - kChecksumBytes, kChecksumBytes);
+  if (stored != fnv1a(bytes.substr(0, bytes.size() - kChecksumBytes))) {
+    reader.fail("checksum mismatch: the file is corrupted or truncated");
+  }
+  auto version = reader.get<std::uint32_t>("version");
+  if (version != kVersion) reader.fail(fmt::format("version {} is not supported (this build reads {})", version, kVersion));
+  auto count = reader.get<std::uint32_t>("entry count");
+  if (count > kMaxEntries) reader.fail(fmt::format("implausible entry count {}", count));
+  return count;
+}
+
+/// One entry's shape and dtype, then its elements; every size is checked before the tensor is allocated.
+ag::Tensor read_tensor(Reader& reader, const std::string& name) {
+  auto dtype_code = reader.get<std::uint8_t>("dtype");
+  if (dtype_code > 1) reader.fail(fmt::format("'{}': unknown dtype code {}", name, dtype_code));
+  auto rank = reader.get<std::uint8_t>("rank");
+  if (rank > ag::kMaxRank) reader.fail(fmt::format("'{}': rank {} exceeds {}", name, rank, ag::kMaxRank));
+  ag::Shape shape;
+  for (std::uint8_t d = 0; d < rank; ++d) shape.push_back(static_cast<std::size_t>(reader.get<std::uint64_t>("extent")));
+  ag::DType dtype = dtype_code == 1 ? ag::DType::f64 : ag::DType::f32;
+  std::optional<std::size_t> count = shape.checked_numel();
+  std::size_t size = 0;
+  if (!count || __builtin_mul_overflow(*count, ag::dtype_size(dtype), &size)) {
+    reader.fail(fmt::format("'{}': shape {} has more bytes than 64 bits count", name, shape.str()));
+  }
+  if (size > reader.remaining()) {
+    reader.fail(fmt::format("'{}': shape {} needs {} bytes, but only {} remain in the file", name, shape.str(), size,
+                            reader.remaining()));
+  }
+  const char* data = reader.take(size, "tensor data");
+  ag::Tensor tensor = ag::Tensor::empty(shape, dtype);
+  if (size > 0) std::memcpy(elements_of(tensor), data, size);
+  return tensor;
+}
+
 }  // namespace
 
-void save_tensors(const std::string& path, const std::vector<NamedTensor>& entries) {
+std::string serialize_tensors(const std::vector<NamedTensor>& entries, const std::string& source) {
   std::string bytes(kMagic, sizeof(kMagic));
   put(bytes, kVersion);
   put(bytes, static_cast<std::uint32_t>(entries.size()));
@@ -85,66 +128,22 @@ void save_tensors(const std::string& path, const std::vector<NamedTensor>& entri
   for (const auto& [name, tensor] : entries) {
     if (!tensor.defined()) throw std::invalid_argument(fmt::format("save_tensors: '{}' is undefined", name));
     if (!names.insert(name).second) {
-      throw std::invalid_argument(fmt::format("save_tensors: '{}' is given twice ({})", name, path));
+      throw std::invalid_argument(fmt::format("save_tensors: '{}' is given twice ({})", name, source));
     }
     put(bytes, static_cast<std::uint32_t>(name.size()));
     bytes += name;
     put(bytes, static_cast<std::uint8_t>(tensor.dtype() == ag::DType::f64 ? 1 : 0));
     put(bytes, static_cast<std::uint8_t>(tensor.rank()));
     for (std::size_t extent : tensor.shape()) put(bytes, static_cast<std::uint64_t>(extent));
-    std::size_t size = tensor.numel() * ag::dtype_size(tensor.dtype());
-    const char* data = tensor.dtype() == ag::DType::f64 ? reinterpret_cast<const char*>(tensor.data<double>())
-                                                        : reinterpret_cast<const char*>(tensor.data<float>());
-    bytes.append(data, size);
+    bytes.append(bytes_of(tensor), tensor.numel() * ag::dtype_size(tensor.dtype()));
   }
   put(bytes, fnv1a(bytes));
-
-  // A unique temporary name beside the target (same file system, so rename is atomic), so that two
-  // writers of one path never write into the same temporary file.
-  std::string temporary = path + ".tmp.XXXXXX";
-  int fd = ::mkstemp(temporary.data());
-  if (fd < 0) throw std::runtime_error(fmt::format("checkpoint {}: cannot create {}: {}", path, temporary, std::strerror(errno)));
-  bool written = true;
-  for (std::size_t done = 0; written && done < bytes.size();) {
-    ssize_t count = ::write(fd, bytes.data() + done, bytes.size() - done);
-    written = count > 0;
-    done += written ? static_cast<std::size_t>(count) : 0;
-  }
-  written = ::fsync(fd) == 0 && written;
-  written = ::close(fd) == 0 && written;
-  if (!written || std::rename(temporary.c_str(), path.c_str()) != 0) {
-    std::string reason = std::strerror(errno);
-    std::remove(temporary.c_str());
-    throw std::runtime_error(fmt::format("checkpoint {}: write failed: {}", path, reason));
-  }
-  // Make the rename itself durable.
-  std::string directory = std::filesystem::path(path).parent_path().string();
-  int dir_fd = ::open(directory.empty() ? "." : directory.c_str(), O_RDONLY | O_DIRECTORY);
-  if (dir_fd >= 0) {
-    ::fsync(dir_fd);
-    ::close(dir_fd);
-  }
+  return bytes;
 }
 
-std::vector<NamedTensor> load_tensors(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  if (!file) throw std::runtime_error(fmt::format("checkpoint {}: cannot open: {}", path, std::strerror(errno)));
-  std::string bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-  Reader reader(bytes, path);
-  if (bytes.size() < sizeof(kMagic) || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) {
-    reader.fail("not a checkpoint (bad magic)");
-  }
-  reader.take(sizeof(kMagic), "magic");
-  if (bytes.size() < sizeof(kMagic) + 16) reader.fail("truncated: shorter than a header and checksum");
-  std::uint64_t stored;
-  std::memcpy(&stored, bytes.data() + bytes.size() - 8, 8);
-  if (stored != fnv1a(bytes.substr(0, bytes.size() - 8))) {
-    reader.fail("checksum mismatch: the file is corrupted or truncated");
-  }
-  auto version = reader.get<std::uint32_t>("version");
-  if (version != kVersion) reader.fail(fmt::format("version {} is not supported (this build reads {})", version, kVersion));
-  auto count = reader.get<std::uint32_t>("entry count");
-  if (count > kMaxEntries) reader.fail(fmt::format("implausible entry count {}", count));
+std::vector<NamedTensor> parse_tensors(std::string_view bytes, const std::string& source) {
+  Reader reader(bytes, source);
+  std::uint32_t count = read_header(reader, bytes);
   std::vector<NamedTensor> entries;
   std::unordered_set<std::string> names;
   for (std::uint32_t e = 0; e < count; ++e) {
@@ -152,26 +151,20 @@ std::vector<NamedTensor> load_tensors(const std::string& path) {
     if (length > kMaxNameLength) reader.fail(fmt::format("entry {}: implausible name length {}", e, length));
     std::string name(reader.take(length, "name"), length);
     if (!names.insert(name).second) reader.fail(fmt::format("entry {}: '{}' is stored twice", e, name));
-    auto dtype_code = reader.get<std::uint8_t>("dtype");
-    if (dtype_code > 1) reader.fail(fmt::format("'{}': unknown dtype code {}", name, dtype_code));
-    auto rank = reader.get<std::uint8_t>("rank");
-    if (rank > ag::kMaxRank) reader.fail(fmt::format("'{}': rank {} exceeds {}", name, rank, ag::kMaxRank));
-    ag::Shape shape;
-    for (std::uint8_t d = 0; d < rank; ++d) shape.push_back(static_cast<std::size_t>(reader.get<std::uint64_t>("extent")));
-    ag::DType dtype = dtype_code == 1 ? ag::DType::f64 : ag::DType::f32;
-    std::size_t size = shape.numel() * ag::dtype_size(dtype);
-    if (size > bytes.size()) reader.fail(fmt::format("'{}': shape {} is larger than the file", name, shape.str()));
-    const char* data = reader.take(size, "tensor data");
-    ag::Tensor tensor = ag::Tensor::empty(shape, dtype);
-    if (dtype == ag::DType::f64) {
-      std::memcpy(tensor.data<double>(), data, size);
-    } else {
-      std::memcpy(tensor.data<float>(), data, size);
-    }
+    ag::Tensor tensor = read_tensor(reader, name);
     entries.emplace_back(std::move(name), std::move(tensor));
   }
-  if (reader.position() != bytes.size() - 8) reader.fail("trailing bytes after the last entry");
+  if (reader.remaining() != 0) reader.fail("trailing bytes after the last entry");
   return entries;
+}
+
+void save_tensors(const std::string& path, const std::vector<NamedTensor>& entries) {
+  data::check_replaceable(path, "checkpoint");  // before the work of serialising
+  data::write_file_atomically(path, serialize_tensors(entries, path), "checkpoint");
+}
+
+std::vector<NamedTensor> load_tensors(const std::string& path) {
+  return parse_tensors(data::read_regular_file(path, "checkpoint"), path);
 }
 
 std::vector<EntrySpec> specs_of(const std::vector<NamedTensor>& tensors) {

@@ -6,23 +6,36 @@
 //              rank x u64 extents, the elements (row-major, little-endian)
 //   u64 FNV-1a 64 checksum of every byte before it.
 // A write goes to a unique "<path>.tmp.XXXXXX" beside it, is fsync'd, then renamed over <path>: a crash leaves
-// either the old file or the new one, never half of one.
+// either the old file or the new one, never half of one (data::write_file_atomically). A path that exists and
+// is not a regular file (a device, a FIFO, a directory, a symbolic link) is never replaced, and temporaries
+// left by killed writers are removed at the next save of the same path.
+// A read refuses what is not a regular file before reading it, reads no more than the file's real size, and
+// checks every declared size (extents whose product overflows, a tensor larger than the rest of the file)
+// before allocating anything.
 #pragma once
 
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "nn/module.hpp"
 
 namespace nn {
 
-/// Writes `entries` to `path` atomically. Throws std::runtime_error naming the path on I/O failure,
-/// std::invalid_argument (naming them) for undefined tensors or a name given twice.
+/// Writes `entries` to `path` atomically. Throws std::runtime_error naming the path, the operation and
+/// strerror on I/O failure, or what the path is if it is not a regular file; std::invalid_argument (naming
+/// them) for undefined tensors or a name given twice.
 void save_tensors(const std::string& path, const std::vector<NamedTensor>& entries);
-/// Reads every entry; throws std::runtime_error naming the path and the problem (bad magic, version,
-/// truncation, checksum mismatch, a name stored twice, ...).
+/// Reads every entry; throws std::runtime_error naming the path and the problem (not a regular file, an I/O
+/// error with strerror, bad magic, version, truncation, checksum mismatch, a name stored twice, a shape
+/// whose size overflows or exceeds the file, ...).
 std::vector<NamedTensor> load_tensors(const std::string& path);
+
+/// The bytes save_tensors writes, and their reading back as load_tensors does (`source` names them in
+/// errors): for tests, fuzzing, and checkpoints kept elsewhere than in files.
+std::string serialize_tensors(const std::vector<NamedTensor>& entries, const std::string& source);
+std::vector<NamedTensor> parse_tensors(std::string_view bytes, const std::string& source);
 
 // ---- the mismatch report, shared by module checkpoints and optimiser states
 

@@ -5,7 +5,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 packages=(cmake g++ make ccache libxtensor-dev libxtensor-blas-dev libxsimd-dev libopenblas-dev doctest-dev
-          libfmt-dev zlib1g-dev libcli11-dev gnuplot-nox dataset-fashion-mnist)
+          libfmt-dev zlib1g-dev libcli11-dev gnuplot-nox dataset-fashion-mnist
+          clang libclang-rt-dev)  # clang and libFuzzer: the fuzz targets (scripts/fuzz.sh)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

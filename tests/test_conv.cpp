@@ -2,12 +2,16 @@
 // the lecture notes (forward: direct correlation; dL/dW: correlation of the input with dL/dY; dL/dX: full
 // convolution of dL/dY, dilated by the stride, with the kernel flipped 180 degrees), finite differences
 // of first and second order in float64, max-pool routing against a hand loop, float32 against float64,
-// and the errors.
+// NaN in max-pool windows, and the errors (sizes that overflow included).
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <limits>
 #include <numeric>
+#include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -445,4 +449,95 @@ TEST_CASE("max_pool2d: errors name the op and the shapes") {
                        std::invalid_argument);
   CHECK_THROWS_WITH_AS(max_pool2d(Tensor(), 2), doctest::Contains("max_pool2d"), std::invalid_argument);
   CHECK_NOTHROW(max_pool2d(x, 3));
+}
+
+// ---------------------------------------------------------------- NaN in max_pool2d, huge sizes
+
+TEST_CASE("max_pool2d: a window holding a NaN gives NaN wherever the NaN is, its gradient to the (last) NaN") {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  // The 2x2 window {1, NaN, 2, 3} used to give 3 while {NaN, 1, 2, 3} gave NaN. As PyTorch's
+  // `val > maxval || isnan(val)` scan: NaN wherever it is, and of two NaNs the last takes the gradient.
+  struct Window {
+    Values values;
+    std::size_t winner;
+  };
+  const std::vector<Window> windows{{{nan, 1, 2, 3}, 0}, {{1, nan, 2, 3}, 1}, {{1, 2, nan, 3}, 2},
+                                    {{1, 2, 3, nan}, 3}, {{nan, 1, nan, 3}, 2}, {{nan, nan, nan, nan}, 3},
+                                    {{3, 3, 1, 3}, 0}};
+  for (DType dtype : {DType::f64, DType::f32}) {
+    for (const Window& window : windows) {
+      for (std::size_t kernel_stride : {0, 1}) {  // the 2x2 fast path, and the general loop (stride 1)
+        INFO("window " << window.values[0] << " " << window.values[1] << " " << window.values[2] << " "
+                       << window.values[3] << ", " << dtype_name(dtype) << ", stride " << kernel_stride);
+        Tensor x = Tensor::from_data(Shape{1, 1, 2, 2}, std::span<const double>(window.values)).to(dtype);
+        x.set_requires_grad();
+        Tensor y = max_pool2d(x, 2, kernel_stride);
+        bool has_nan = std::any_of(window.values.begin(), window.values.end(), [](double v) { return v != v; });
+        CHECK(std::isnan(y.item()) == has_nan);
+        backward(sum(y));
+        Values expected(4, 0.0);
+        expected[window.winner] = 1.0;
+        CHECK(x.grad().to_vector() == expected);
+      }
+    }
+  }
+}
+
+TEST_CASE("max_pool2d: NaN in every lane of the 2x2 fast path, values and routing against a hand scan") {
+  Generator gen(41);
+  for (DType dtype : {DType::f32, DType::f64}) {
+    Tensor x = random(Shape{2, 3, 8, 38}, gen, dtype);
+    for (std::size_t i = 0; i < x.numel(); i += 7) {
+      if (dtype == DType::f32) {
+        x.data<float>()[i] = std::numeric_limits<float>::quiet_NaN();
+      } else {
+        x.data<double>()[i] = std::numeric_limits<double>::quiet_NaN();
+      }
+    }
+    x.set_requires_grad();
+    Tensor y = max_pool2d(x, 2);
+    backward(sum(y));
+    Values xv = x.to_vector(), yv = y.to_vector(), dx(x.numel(), 0.0);
+    std::size_t o = 0;
+    for (std::size_t plane = 0; plane < 6; ++plane)
+      for (std::size_t i = 0; i < 4; ++i)
+        for (std::size_t j = 0; j < 19; ++j, ++o) {
+          std::size_t first = plane * 8 * 38 + 2 * i * 38 + 2 * j, best = first;
+          for (std::size_t k : {first, first + 1, first + 38, first + 39}) {
+            if (xv[k] > xv[best] || xv[k] != xv[k]) best = k;
+          }
+          INFO("output " << o);
+          CHECK((std::isnan(yv[o]) ? std::isnan(xv[best]) : yv[o] == xv[best]));
+          dx[best] += 1.0;
+        }
+    CHECK(x.grad().to_vector() == dx);
+  }
+}
+
+TEST_CASE("conv2d and max_pool2d: padding, stride and kernel of any size are refused or computed, never wrapped") {
+  Tensor x = Tensor::ones(Shape{1, 1, 4, 4});
+  Tensor w = Tensor::ones(Shape{1, 1, 3, 3});
+  for (std::size_t huge : {std::size_t{1} << 62, std::size_t{1} << 63, SIZE_MAX}) {
+    CAPTURE(huge);
+    CHECK_THROWS_WITH_AS(conv2d(x, w, Tensor(), 1, huge), doctest::Contains("conv2d: padding"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(conv2d(x, w, Tensor(), huge, 0), doctest::Contains("conv2d: padding 0 and stride"),
+                         std::invalid_argument);
+    CHECK_THROWS_WITH_AS(max_pool2d(x, huge), doctest::Contains("max_pool2d: window"), std::invalid_argument);
+  }
+  // A stride beyond the input: one output per plane, as the formula says.
+  CHECK(max_pool2d(x, 2, std::size_t{1} << 63).shape() == Shape({1, 1, 1, 1}));
+  CHECK(conv2d(x, w, Tensor(), (std::size_t{1} << 62) - 1, 0).shape() == Shape({1, 1, 1, 1}));
+  // A large padding and stride that give a small output, through the im2col path.
+  // Outputs at -2^40, 0 and 2^40 of the padded input: only the middle one sees the image.
+  Tensor y = conv2d(x, w, Tensor(), std::size_t{1} << 40, std::size_t{1} << 40);
+  CHECK(y.shape() == Shape({1, 1, 3, 3}));
+  CHECK(y.to_vector() == Values{0, 0, 0, 0, 9, 0, 0, 0, 0});
+  // An output that fits in 64 bits but not in memory: a named allocation error, not a bare std::bad_alloc.
+  try {
+    (void)conv2d(x, w, Tensor(), 1, std::size_t{1} << 30);
+    FAIL("a 16 EiB output was allocated");
+  } catch (const std::exception& e) {
+    INFO(e.what());
+    CHECK(std::string(e.what()).find("conv2d") != std::string::npos);
+  }
 }

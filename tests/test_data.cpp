@@ -1,5 +1,8 @@
-// Tests of data/: the IDX reader on good and malformed files written here, the MNIST and
-// Fashion-MNIST loaders, the validation split, and the mini-batch loader.
+// Tests of data/: the IDX reader on good and malformed files written here (gzip'd ones as exact as plain
+// ones, files that are not regular, headers that declare more than the file holds), the MNIST and
+// Fashion-MNIST loaders and the geometry of their splits, the validation split, and the mini-batch loader.
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <doctest/doctest.h>
@@ -113,16 +116,16 @@ const Bytes kLabels = {7, 0, 9};
 Bytes good_images() { return idx_bytes(data::kIdxImagesMagic, {kCount, kRows, kCols}, kPixels); }
 Bytes good_labels() { return idx_bytes(data::kIdxLabelsMagic, {kCount}, kLabels); }
 
-/// A synthetic data set of `size` samples of 2 x 2 pixels whose label is the sample index and
-/// whose pixels all equal it, so a batch shows which samples it holds and that rows and labels
-/// stayed together.
+/// A synthetic data set of `size` (at most 256) samples of 2 x 2 pixels whose label is the sample
+/// index and whose pixel bytes all equal it, so a batch shows which samples it holds and that rows
+/// and labels stayed together.
 data::Dataset indexed_dataset(std::size_t size) {
   data::Dataset dataset;
   dataset.rows = 2;
   dataset.cols = 2;
   for (std::size_t i = 0; i < size; ++i) {
     dataset.labels.push_back(static_cast<std::int32_t>(i));
-    dataset.images.insert(dataset.images.end(), dataset.features(), static_cast<float>(i));
+    dataset.images.bytes().insert(dataset.images.bytes().end(), dataset.features(), static_cast<std::uint8_t>(i));
   }
   return dataset;
 }
@@ -145,7 +148,7 @@ std::vector<std::int32_t> run_epoch(data::DataLoader& loader) {
     for (std::size_t row = 0; row < batch.size(); ++row) {
       for (std::size_t feature = 0; feature < dataset.features(); ++feature) {
         REQUIRE(pixels[row * dataset.features() + feature] ==
-                static_cast<float>(batch.labels[row]));
+                data::pixel_value(static_cast<std::uint8_t>(batch.labels[row])));
       }
     }
     visited.insert(visited.end(), batch.labels.begin(), batch.labels.end());
@@ -181,8 +184,8 @@ TEST_CASE("IDX images: a good file reads with pixels scaled to [0, 1]") {
   }
   CHECK(images.pixels[0] == 0.0F);
   CHECK(images.pixels[1] == 1.0F);  // 255 maps to exactly 1
-  CHECK(*std::min_element(images.pixels.begin(), images.pixels.end()) >= 0.0F);
-  CHECK(*std::max_element(images.pixels.begin(), images.pixels.end()) <= 1.0F);
+  CHECK(*std::ranges::min_element(images.pixels) >= 0.0F);
+  CHECK(*std::ranges::max_element(images.pixels) <= 1.0F);
 }
 
 TEST_CASE("IDX labels: a good file reads, with an optional class bound") {
@@ -365,6 +368,164 @@ TEST_CASE("IDX pair: image and label counts must match") {
                 range_message);
 }
 
+TEST_CASE("IDX: gzip'd files are as exact as plain ones: trailing garbage and trailing data are refused") {
+  TempDir dir;
+  const std::string path = dir.file("images.gz");
+  write_gzip_file(path, good_images());
+  const Bytes compressed = read_file(path);
+
+  // Garbage after the gzip stream (zlib's gzread ignores it silently).
+  Bytes garbage = compressed;
+  garbage.insert(garbage.end(), {'j', 'u', 'n', 'k', 0, 0, 0});
+  write_file(path, garbage);
+  std::string message = thrown_message([&] { data::read_idx_images(path); });
+  CHECK_MESSAGE(message == path + ": 7 bytes of trailing garbage after the gzip stream", message);
+
+  // Zeros after it are garbage too.
+  Bytes zeros = compressed;
+  zeros.insert(zeros.end(), 100, 0);
+  write_file(path, zeros);
+  CHECK(contains(thrown_message([&] { data::read_idx_images(path); }), "100 bytes of trailing garbage"));
+
+  // Bytes beyond the header's size inside the stream.
+  Bytes long_images = good_images();
+  long_images.insert(long_images.end(), {1, 2, 3});
+  write_gzip_file(path, long_images);
+  message = thrown_message([&] { data::read_idx_images(path); });
+  CHECK_MESSAGE(message == path + ": expected 34 bytes from header (3 x 2 x 3), decompressed file has 37 (3 "
+                                  "trailing bytes)",
+                message);
+
+  // Concatenated gzip members are one gzip file (RFC 1952), as gzip itself reads them.
+  const Bytes images = good_images();
+  write_gzip_file(dir.file("first"), Bytes(images.begin(), images.begin() + 20));
+  write_gzip_file(dir.file("second"), Bytes(images.begin() + 20, images.end()));
+  Bytes joined = read_file(dir.file("first"));
+  const Bytes second = read_file(dir.file("second"));
+  joined.insert(joined.end(), second.begin(), second.end());
+  write_file(path, joined);
+  CHECK(data::read_idx_images(path).pixels.size() == kPixels.size());
+
+  // A corrupted byte in the stream.
+  Bytes corrupt = compressed;
+  corrupt[corrupt.size() - 6] ^= 0xff;  // inside the CRC-32 / length trailer
+  write_file(path, corrupt);
+  CHECK(contains(thrown_message([&] { data::read_idx_images(path); }), "gzip stream is corrupt"));
+}
+
+TEST_CASE("IDX: a declared count larger than the file holds is refused without allocating for it") {
+  TempDir dir;
+  const std::string path = dir.file("images.gz");
+  // 401,240 images of 28 x 28 declared (315 MB), three images' worth of pixels present.
+  write_gzip_file(path, idx_bytes(data::kIdxImagesMagic, {401240, 28, 28}, pixel_pattern(3 * 784)));
+  const std::string message = thrown_message([&] { data::read_idx_images(path); });
+  CHECK_MESSAGE(contains(message, path + ": header declares 401240 x 28 x 28 (314572176 bytes), more than a gzip "
+                                         "file of "),
+                message);
+  CHECK_MESSAGE(contains(message, "the file is truncated or its header is wrong"), message);
+
+  // Declaring more than any IDX file may hold (1 GiB) is refused from the header alone.
+  write_gzip_file(path, idx_bytes(data::kIdxImagesMagic, {0xffffffff, 0xffffffff, 0xffffffff}, {}));
+  CHECK(contains(thrown_message([&] { data::read_idx_images(path); }),
+                 "header declares 4294967295 x 4294967295 x 4294967295 elements, more than the 1073741824 bytes"));
+  write_file(path, idx_bytes(data::kIdxImagesMagic, {2000000, 28, 28}, {}));
+  CHECK(contains(thrown_message([&] { data::read_idx_images(path); }), "more than the 1073741824 bytes"));
+}
+
+TEST_CASE("IDX: 100,000 black images gzip'd to 100 KiB cost their bytes, not five times them") {
+  // Found by fuzzing: a 299 KiB gzip'd file of 401,240 black images took 1.5 GiB, the decompressed bytes
+  // plus a float copy. Now the bytes are the data set (floats are made per batch) and the buffer grows
+  // to exactly the declared size.
+  TempDir dir;
+  const std::string path = dir.file("black.gz");
+  constexpr std::uint32_t kImages = 100000;
+  {
+    gzFile file = gzopen(path.c_str(), "wb");
+    REQUIRE(file != nullptr);
+    const Bytes header = idx_bytes(data::kIdxImagesMagic, {kImages, 28, 28}, {});
+    REQUIRE(gzwrite(file, header.data(), static_cast<unsigned>(header.size())) == 16);
+    const Bytes zeros(784 * 1000, 0);
+    for (std::uint32_t i = 0; i < kImages / 1000; ++i) {
+      REQUIRE(gzwrite(file, zeros.data(), static_cast<unsigned>(zeros.size())) == static_cast<int>(zeros.size()));
+    }
+    REQUIRE(gzclose(file) == Z_OK);
+  }
+  CHECK(fs::file_size(path) < 200 * 1024);
+  rusage before{};
+  getrusage(RUSAGE_SELF, &before);
+  const data::IdxImages images = data::read_idx_images(path);
+  rusage after{};
+  getrusage(RUSAGE_SELF, &after);
+  REQUIRE(images.pixels.size() == std::size_t{kImages} * 784);
+  const long data_kib = static_cast<long>(images.pixels.size() / 1024);
+  INFO("peak grew by " << after.ru_maxrss - before.ru_maxrss << " KiB for " << data_kib << " KiB of pixels");
+  CHECK(after.ru_maxrss - before.ru_maxrss < data_kib * 3 / 2);
+}
+
+TEST_CASE("IDX: what is not a regular file is refused before reading, and I/O errors carry strerror") {
+  TempDir dir;
+  std::string message = thrown_message([&] { data::read_idx_images(dir.file("")); });
+  CHECK_MESSAGE(contains(message, "is a directory, not a regular file: refusing to read it"), message);
+  message = thrown_message([] { data::read_idx_labels("/dev/zero"); });
+  CHECK_MESSAGE(message == "/dev/zero: is a character device, not a regular file: refusing to read it", message);
+  const std::string fifo = dir.file("fifo");
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  message = thrown_message([&] { data::read_idx_images(fifo); });  // would block for ever if opened blocking
+  CHECK_MESSAGE(contains(message, "is a FIFO"), message);
+  const std::string locked = dir.file("unreadable");
+  write_file(locked, good_labels());
+  fs::permissions(locked, fs::perms::none);
+  if (::access(locked.c_str(), R_OK) != 0) {  // root reads anything
+    message = thrown_message([&] { data::read_idx_labels(locked); });
+    CHECK_MESSAGE(message == locked + ": cannot open: Permission denied", message);
+  }
+}
+
+TEST_CASE("IDX: the header of an image file alone, plain or gzip'd") {
+  TempDir dir;
+  write_file(dir.file("plain"), good_images());
+  write_gzip_file(dir.file("packed"), good_images());
+  for (const char* name : {"plain", "packed"}) {
+    const data::IdxGeometry geometry = data::read_idx_image_geometry(dir.file(name));
+    CHECK(geometry.count == kCount);
+    CHECK(geometry.rows == kRows);
+    CHECK(geometry.cols == kCols);
+  }
+  write_file(dir.file("labels"), good_labels());
+  CHECK(contains(thrown_message([&] { data::read_idx_image_geometry(dir.file("labels")); }), "has 1 dimension"));
+}
+
+TEST_CASE("MNIST layout: training and test images of another geometry with the same pixel count are refused") {
+  TempDir dir;
+  // 2 x 3 against 3 x 2: six pixels each, as 56 x 14 against 28 x 28.
+  write_file(dir.file("train-images-idx3-ubyte"), good_images());
+  write_file(dir.file("train-labels-idx1-ubyte"), good_labels());
+  write_gzip_file(dir.file("t10k-images-idx3-ubyte.gz"),
+                  idx_bytes(data::kIdxImagesMagic, {kCount, kCols, kRows}, kPixels));
+  write_file(dir.file("t10k-labels-idx1-ubyte"), good_labels());
+  const std::string directory = dir.file("");
+  for (data::Split split : {data::Split::train, data::Split::test}) {
+    const std::string message = thrown_message([&] { data::load_mnist(directory, split); });
+    CHECK_MESSAGE(contains(message, dir.file("train-images-idx3-ubyte")), message);
+    CHECK_MESSAGE(contains(message, dir.file("t10k-images-idx3-ubyte.gz")), message);
+    CHECK_MESSAGE(contains(message, "images of 2 x 3"), message);
+    CHECK_MESSAGE(contains(message, "images of 3 x 2"), message);
+  }
+  // The same geometry loads; a broken other split is left to its own loading to report.
+  write_gzip_file(dir.file("t10k-images-idx3-ubyte.gz"), good_images());
+  CHECK(data::load_mnist(directory, data::Split::test).rows == kRows);
+  write_file(dir.file("t10k-images-idx3-ubyte.gz"), Bytes{1, 2, 3});
+  CHECK(data::load_mnist(directory, data::Split::train).size() == kCount);
+
+  // Data sets in memory: the same check, for any pair.
+  data::Dataset train = indexed_dataset(2), test = indexed_dataset(2);
+  CHECK_NOTHROW(data::check_same_geometry(train, test));
+  test.rows = 4;
+  test.cols = 1;
+  const std::string message = thrown_message([&] { data::check_same_geometry(train, test, "validation"); });
+  CHECK_MESSAGE(contains(message, "the training images are 2 x 2 but the validation images 4 x 1"), message);
+}
+
 // ----------------------------------------------------------------------------------- data sets
 
 TEST_CASE("load_mnist finds plain and gzip'd files, and says how to get missing ones") {
@@ -420,6 +581,37 @@ TEST_CASE("default_mnist_dir: $TAPEGRAD_MNIST_DIR, else ./data/mnist, else an er
   }
 }
 
+TEST_CASE("Pixels: bytes read as floats in [0, 1], through the interface of a vector of floats") {
+  data::Pixels pixels(std::vector<std::uint8_t>{0, 51, 255, 128});
+  CHECK(pixels.size() == 4);
+  CHECK(pixels[0] == 0.0F);
+  CHECK(pixels[1] == 0.2F);
+  CHECK(pixels[2] == 1.0F);  // exactly
+  CHECK(std::vector<float>(pixels.begin(), pixels.end()) ==
+        std::vector<float>{0.0F, 0.2F, 1.0F, 128.0F / 255.0F});
+  std::vector<float> copied;
+  copied.assign(pixels.begin() + 1, pixels.begin() + 3);  // as code written for a vector of floats does
+  CHECK(copied == std::vector<float>{0.2F, 1.0F});
+  data::Pixels part;
+  part.assign(pixels.begin() + 2, pixels.end());
+  CHECK(part.bytes() == std::vector<std::uint8_t>{255, 128});
+  pixels.assign(pixels.begin() + 1, pixels.begin() + 2);  // from itself
+  CHECK(pixels.bytes() == std::vector<std::uint8_t>{51});
+  pixels.resize(3);
+  CHECK(pixels.bytes() == std::vector<std::uint8_t>{51, 0, 0});
+  float out[2];
+  part.to_floats(0, 2, out);
+  CHECK(out[0] == 1.0F);
+  CHECK(out[1] == 128.0F / 255.0F);
+  const data::PixelView view = part.view(1, 1);
+  CHECK(view.size() == 1);
+  CHECK(view[0] == 128.0F / 255.0F);
+  float total = 0;
+  for (float v : view) total += v;  // range-for over one image, as the programs do
+  CHECK(total == 128.0F / 255.0F);
+  static_assert(std::random_access_iterator<data::PixelIterator>);
+}
+
 TEST_CASE("split_train_validation takes the last samples as validation") {
   const data::Dataset dataset = indexed_dataset(10);
   const auto [train, validation] = data::split_train_validation(dataset, 3);
@@ -429,7 +621,7 @@ TEST_CASE("split_train_validation takes the last samples as validation") {
   CHECK(validation.labels == std::vector<std::int32_t>{7, 8, 9});
   CHECK(train.images.size() == 7 * dataset.features());
   CHECK(validation.images.size() == 3 * dataset.features());
-  CHECK(validation.image(0)[0] == 7.0F);
+  CHECK(validation.image(0)[0] == data::pixel_value(7));
   CHECK(validation.rows == dataset.rows);
   CHECK(validation.cols == dataset.cols);
 
@@ -524,7 +716,7 @@ TEST_CASE("DataLoader: batch tensors are independent of each other") {
   REQUIRE(loader.next(second));
   CHECK_FALSE(first.images.shares_storage_with(second.images));
   CHECK(first.images.at(0) == 0.0);
-  CHECK(second.images.at(0) == 2.0);
+  CHECK(second.images.at(0) == data::pixel_value(2));
 }
 
 TEST_CASE("DataLoader: invalid batch sizes are rejected with a clear message") {
@@ -569,8 +761,8 @@ TEST_CASE("MNIST: the real files load as 60000 + 10000 images of 28 x 28") {
     CHECK(dataset->rows == 28);
     CHECK(dataset->cols == 28);
     CHECK(dataset->images.size() == dataset->size() * 784);
-    CHECK(*std::min_element(dataset->images.begin(), dataset->images.end()) == 0.0F);
-    CHECK(*std::max_element(dataset->images.begin(), dataset->images.end()) == 1.0F);
+    CHECK(*std::ranges::min_element(dataset->images) == 0.0F);
+    CHECK(*std::ranges::max_element(dataset->images) == 1.0F);
   }
 
   // Label histograms of the original distribution.

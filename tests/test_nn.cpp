@@ -1,15 +1,27 @@
 // nn: registration by name, parameter counts, modes, every module gradchecked in float64, the MLP of
-// 000 §3.4 against a hand-written backprop, initialisers and checkpoints.
+// 000 §3.4 against a hand-written backprop, initialisers, NaN weights, and checkpoints (their sizes, the
+// file types they refuse, atomic writes and the temporaries of killed writers).
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <limits>
 
 #include "autograd/gradcheck.hpp"
 #include "autograd/ops.hpp"
+#include "config/spec.hpp"
+#include "data/file.hpp"
 #include "nn/nn.hpp"
 
 using namespace ag;
@@ -465,4 +477,187 @@ TEST_CASE("Dropout: each layer has its own stream, decided by manual_seed and th
   nn::manual_seed(5);
   nn::Dropout fresh(0.5);
   CHECK(after_refusal.forward(x).to_vector() == fresh.forward(x).to_vector());
+}
+
+// ================================================================ NaN weights are not hidden
+
+TEST_CASE("models whose weights are all NaN give a NaN loss and NaN gradients (the ReLUs do not hide them)") {
+  // A checkpoint of NaN weights used to resume and train with a finite loss: the ReLUs turned the NaN
+  // activations into 0, so the divergence check never fired and the NaN weights were never updated again.
+  for (const char* spec : {"mlp(hidden=[16,8])", "cnn(channels=2,fc=8)"}) {
+    INFO(spec);
+    nn::manual_seed(3);
+    nn::ModelContext context{.channels = 1, .height = 8, .width = 8, .classes = 3};
+    std::shared_ptr<nn::Module> model = nn::make_model(config::parse_spec(spec), context);
+    for (auto& [name, p] : model->named_parameters()) p.fill_(std::numeric_limits<double>::quiet_NaN());
+    bool images = nn::models().at(config::parse_spec(spec).name).images;
+    Shape shape = images ? Shape{4, 1, 8, 8} : Shape{4, 64};
+    Tensor x = Tensor::ones(shape);
+    std::vector<std::int32_t> labels{0, 1, 2, 0};
+    Tensor loss = cross_entropy(model->forward(x), labels);
+    CHECK(std::isnan(loss.item()));
+    backward(loss);
+    for (auto& [name, p] : model->named_parameters()) {
+      INFO(name);
+      REQUIRE(p.grad().defined());
+      CHECK(std::isnan(p.grad().at(0)));
+    }
+  }
+}
+
+// ================================================================ checkpoints: sizes, file types, writes
+
+namespace {
+
+/// A fresh directory, removed with what it holds at scope exit.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "tapegrad-test-nn-XXXXXX").string();
+    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
+    path_ = pattern;
+  }
+  ~ScratchDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (const auto& entry : std::filesystem::directory_iterator(path_)) out.push_back(entry.path().filename());
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+ private:
+  std::filesystem::path path_;
+};
+
+/// A checkpoint's bytes with the checksum recomputed (FNV-1a 64 of everything before it).
+std::string with_checksum(std::string bytes) {
+  std::uint64_t hash = 14695981039346656037ull;
+  for (std::size_t i = 0; i + 8 < bytes.size(); ++i) {
+    hash ^= static_cast<unsigned char>(bytes[i]);
+    hash *= 1099511628211ull;
+  }
+  std::memcpy(bytes.data() + bytes.size() - 8, &hash, 8);
+  return bytes;
+}
+
+std::string message_of(const std::function<void()>& action) {
+  try {
+    action();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  FAIL_CHECK("expected an exception, none was thrown");
+  return {};
+}
+
+bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+}  // namespace
+
+TEST_CASE("load_tensors: extents whose product overflows, or larger than the file, are refused before allocating") {
+  // One entry "w" of f32[2, 3]: magic 8, version 4, count 4, name length 4, name 1, dtype 1, rank 1,
+  // then the two extents at bytes 23 and 31.
+  const std::string good = nn::serialize_tensors({{"w", Tensor::zeros(Shape{2, 3})}}, "memory");
+  REQUIRE(nn::parse_tensors(good, "memory").size() == 1);
+  auto with_extents = [&](std::uint64_t rows, std::uint64_t cols) {
+    std::string bytes = good;
+    std::memcpy(bytes.data() + 23, &rows, 8);
+    std::memcpy(bytes.data() + 31, &cols, 8);
+    return with_checksum(bytes);
+  };
+  REQUIRE(nn::parse_tensors(with_extents(3, 2), "memory")[0].second.shape() == Shape({3, 2}));
+  // Found by libFuzzer: 2 x 9223372036854775811 wraps to 6 elements, the 24 bytes the file holds.
+  std::string wrapped = message_of([&] { nn::parse_tensors(with_extents(2, 9223372036854775811ull), "crafted"); });
+  CHECK_MESSAGE(has(wrapped, "checkpoint crafted: 'w': shape [2, 9223372036854775811] has more bytes than 64 bits "
+                             "count"),
+                wrapped);
+  // 2^62 elements of 4 bytes: the element count fits, the byte count does not.
+  CHECK(has(message_of([&] { nn::parse_tensors(with_extents(1, std::uint64_t{1} << 62), "crafted"); }),
+            "more bytes than 64 bits count"));
+  // Larger than the rest of the file: refused before a tensor of 8 GB is allocated.
+  std::string large = message_of([&] { nn::parse_tensors(with_extents(2, 1000000000), "crafted"); });
+  CHECK_MESSAGE(has(large, "'w': shape [2, 1000000000] needs 8000000000 bytes, but only 24 remain"), large);
+}
+
+TEST_CASE("load_tensors refuses what is not a regular file before reading it, and names I/O errors") {
+  ScratchDir dir;
+  CHECK(has(message_of([&] { nn::load_tensors(dir.file("")); }), "is a directory, not a regular file"));
+  CHECK(has(message_of([] { nn::load_tensors("/dev/zero"); }),
+            "checkpoint /dev/zero: is a character device, not a regular file: refusing to read it"));
+  // A FIFO with no writer: opening it for reading would block for ever.
+  const std::string fifo = dir.file("fifo");
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  CHECK(has(message_of([&] { nn::load_tensors(fifo); }), "is a FIFO, not a regular file"));
+  CHECK(has(message_of([&] { nn::load_tensors(dir.file("missing")); }),
+            "cannot open: No such file or directory"));
+  // A symbolic link to a checkpoint is followed.
+  nn::save_tensors(dir.file("real"), {{"w", Tensor::ones(Shape{2})}});
+  std::filesystem::create_symlink(dir.file("real"), dir.file("link"));
+  CHECK(nn::load_tensors(dir.file("link"))[0].second.to_vector() == std::vector<double>{1, 1});
+}
+
+TEST_CASE("save_tensors refuses to replace what is not a regular file, saying what it is") {
+  ScratchDir dir;
+  const std::vector<nn::NamedTensor> entries{{"w", Tensor::ones(Shape{2})}};
+  REQUIRE(::mkfifo(dir.file("fifo").c_str(), 0600) == 0);
+  std::filesystem::create_directory(dir.file("directory"));
+  nn::save_tensors(dir.file("target"), entries);
+  std::filesystem::create_symlink(dir.file("target"), dir.file("link"));
+  struct Refusal {
+    std::string path, what;
+  };
+  for (const Refusal& r : {Refusal{dir.file("fifo"), "is a FIFO"}, Refusal{dir.file("directory"), "is a directory"},
+                           Refusal{dir.file("link"), "is a symbolic link"},
+                           Refusal{"/dev/null", "is a character device"}}) {
+    INFO(r.path);
+    std::string message = message_of([&] { nn::save_tensors(r.path, entries); });
+    CHECK_MESSAGE(has(message, "checkpoint " + r.path + ": " + r.what + ", not a regular file: refusing to replace it"),
+                  message);
+  }
+  CHECK(std::filesystem::is_symlink(dir.file("link")));  // untouched
+  CHECK(std::filesystem::is_fifo(dir.file("fifo")));
+  CHECK(dir.names() == std::vector<std::string>{"directory", "fifo", "link", "target"});  // no temporary left
+  // An unwritable place: the operation and strerror.
+  std::string message = message_of([&] { nn::save_tensors(dir.file("no/such/dir.ckpt"), entries); });
+  CHECK_MESSAGE(has(message, "cannot create the temporary"), message);
+  CHECK_MESSAGE(has(message, "No such file or directory"), message);
+}
+
+TEST_CASE("save_tensors removes the temporaries killed writers left, and no live writer's") {
+  ScratchDir dir;
+  const std::string target = dir.file("run.ckpt");
+  for (const char* name : {"run.ckpt.tmp.abc123", "run.ckpt.tmp.ZZZZZZ", "run.ckpt.tmp.live01",
+                           "run.ckpt.tmp.toolong1", "other.ckpt.tmp.abc123", "run.ckpt.tmp.ab-123"}) {
+    std::ofstream(dir.file(name)) << "half a checkpoint";
+  }
+  // A live writer holds its temporary locked.
+  int live = ::open(dir.file("run.ckpt.tmp.live01").c_str(), O_RDONLY);
+  REQUIRE(live >= 0);
+  REQUIRE(::flock(live, LOCK_EX) == 0);
+  nn::save_tensors(target, {{"w", Tensor::ones(Shape{3})}});
+  ::close(live);
+  CHECK(dir.names() == std::vector<std::string>{"other.ckpt.tmp.abc123", "run.ckpt", "run.ckpt.tmp.ab-123",
+                                                "run.ckpt.tmp.live01", "run.ckpt.tmp.toolong1"});
+  CHECK(nn::load_tensors(target)[0].second.to_vector() == std::vector<double>{1, 1, 1});
+  // Once its writer is gone, the next save removes it too.
+  nn::save_tensors(target, {{"w", Tensor::ones(Shape{3})}});
+  CHECK(dir.names() == std::vector<std::string>{"other.ckpt.tmp.abc123", "run.ckpt", "run.ckpt.tmp.ab-123",
+                                                "run.ckpt.tmp.toolong1"});
+}
+
+TEST_CASE("data::check_writable: a save target is checked before any work, and nothing is left behind") {
+  ScratchDir dir;
+  CHECK_NOTHROW(data::check_writable(dir.file("new.ckpt"), "checkpoint"));
+  CHECK(dir.names().empty());
+  CHECK(has(message_of([&] { data::check_writable(dir.file("missing/x"), "log"); }),
+            "log " + dir.file("missing/x") + ": cannot create the temporary"));
+  CHECK(has(message_of([] { data::check_writable("/dev/null", "log"); }), "is a character device"));
+  CHECK(data::file_type("/dev/null") == "a character device");
+  CHECK(data::file_type(dir.file("nothing")) == "nothing");
 }

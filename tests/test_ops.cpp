@@ -1,12 +1,13 @@
 // Every differentiable op but conv2d and max_pool2d (tested beside the convolution code): gradients
 // against finite differences in float64, second order for a representative set, forward values
-// against hand-computed ones, shape and dtype errors, float32 against float64, and the stability of
-// the fused cross-entropy.
+// against hand-computed ones, shape and dtype errors, float32 against float64, the stability of
+// the fused cross-entropy, NaN through every op (conv2d and max_pool2d included), and sizes that overflow.
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <span>
 #include <stdexcept>
@@ -794,4 +795,222 @@ TEST_CASE("ops whose inputs need no gradient record nothing") {
   backward(sum(matmul(a, w)));
   CHECK(w.grad().defined());
   CHECK_FALSE(a.grad().defined());
+}
+
+// ================================================================ NaN propagates through every op
+
+namespace {
+
+/// What the gradient at a NaN input must be: NaN where the derivative reads the input, a finite number
+/// where it does not (d(x + y)/dx = 1 whatever x is), or exactly one where the op routes its gradient
+/// to the NaN (max, max_pool2d) or passes it through (relu, as PyTorch's threshold_backward).
+enum class GradAtNaN { nan, finite, one, none };
+
+struct NanCase {
+  const char* op;
+  Shape shape;
+  std::function<Tensor(const Tensor&)> f;
+  std::size_t nan_output;  // flat index of an output that must be NaN
+  GradAtNaN grad;
+};
+
+/// Every op of ops.hpp with an input of `shape` that is positive except x[1] = NaN; the other operands
+/// are finite and positive.
+std::vector<NanCase> nan_cases(DType dtype) {
+  Generator gen(71);
+  auto other = [&](const Shape& shape) { return positive(shape, gen).to(dtype); };
+  const Shape m{2, 3};
+  Tensor y = other(m), row = other(Shape{3}), w = other(Shape{3, 2}), v = other(Shape{2, 2}), b = other(Shape{2});
+  Tensor kernel = other(Shape{1, 1, 2, 2});
+  const LabelVector labels{0, 2};
+  using G = GradAtNaN;
+  return {
+      {"add", m, [=](const Tensor& x) { return add(x, y); }, 1, G::finite},
+      {"add (broadcast)", m, [=](const Tensor& x) { return add(x, row); }, 1, G::finite},
+      {"sub", m, [=](const Tensor& x) { return sub(y, x); }, 1, G::finite},
+      {"mul", m, [=](const Tensor& x) { return mul(x, y); }, 1, G::finite},
+      {"mul (x * x)", m, [](const Tensor& x) { return mul(x, x); }, 1, G::nan},
+      {"div (x / y)", m, [=](const Tensor& x) { return div(x, y); }, 1, G::finite},
+      {"div (y / x)", m, [=](const Tensor& x) { return div(y, x); }, 1, G::nan},
+      {"add scalar", m, [](const Tensor& x) { return add(x, 2.0); }, 1, G::finite},
+      {"sub scalar", m, [](const Tensor& x) { return sub(2.0, x); }, 1, G::finite},
+      {"mul scalar", m, [](const Tensor& x) { return mul(x, 3.0); }, 1, G::finite},
+      {"div scalar", m, [](const Tensor& x) { return div(x, 3.0); }, 1, G::finite},
+      {"rdiv scalar", m, [](const Tensor& x) { return div(3.0, x); }, 1, G::nan},
+      {"neg", m, [](const Tensor& x) { return neg(x); }, 1, G::finite},
+      {"pow 2", m, [](const Tensor& x) { return pow(x, 2.0); }, 1, G::nan},
+      {"pow 0.5", m, [](const Tensor& x) { return pow(x, 0.5); }, 1, G::nan},
+      {"exp", m, [](const Tensor& x) { return exp(x); }, 1, G::nan},
+      {"log", m, [](const Tensor& x) { return log(x); }, 1, G::nan},
+      {"sqrt", m, [](const Tensor& x) { return sqrt(x); }, 1, G::nan},
+      {"abs", m, [](const Tensor& x) { return abs(x); }, 1, G::nan},
+      {"step", m, [](const Tensor& x) { return step(x); }, 1, G::none},
+      {"sign", m, [](const Tensor& x) { return sign(x); }, 1, G::none},
+      {"relu", m, [](const Tensor& x) { return relu(x); }, 1, G::one},
+      {"sigmoid", m, [](const Tensor& x) { return sigmoid(x); }, 1, G::nan},
+      {"tanh", m, [](const Tensor& x) { return tanh(x); }, 1, G::nan},
+      {"softmax", m, [](const Tensor& x) { return softmax(x); }, 0, G::nan},
+      {"softmax (axis 0)", m, [](const Tensor& x) { return softmax(x, 0); }, 4, G::nan},
+      {"log_softmax", m, [](const Tensor& x) { return log_softmax(x); }, 2, G::nan},
+      {"sum", m, [](const Tensor& x) { return sum(x); }, 0, G::finite},
+      {"sum (axis)", m, [](const Tensor& x) { return sum(x, 1); }, 0, G::finite},
+      {"mean", m, [](const Tensor& x) { return mean(x); }, 0, G::finite},
+      {"mean (axis)", m, [](const Tensor& x) { return mean(x, 0); }, 1, G::finite},
+      {"max", m, [](const Tensor& x) { return max(x); }, 0, G::one},
+      {"max (axis 1)", m, [](const Tensor& x) { return max(x, 1); }, 0, G::one},
+      {"max (axis 0)", m, [](const Tensor& x) { return max(x, 0, true); }, 1, G::one},
+      {"sum_to", m, [](const Tensor& x) { return sum_to(x, Shape{3}); }, 1, G::finite},
+      {"broadcast_to", m, [](const Tensor& x) { return broadcast_to(x, Shape{2, 2, 3}); }, 7, G::finite},
+      {"matmul (left)", m, [=](const Tensor& x) { return matmul(x, w); }, 1, G::finite},
+      {"matmul (right)", m, [=](const Tensor& x) { return matmul(v, x); }, 4, G::finite},
+      {"matmul (x x^T)", m, [](const Tensor& x) { return matmul(x, x, false, true); }, 1, G::nan},
+      {"linear", m, [=](const Tensor& x) { return linear(x, w, b); }, 0, G::finite},
+      {"transpose", m, [](const Tensor& x) { return transpose(x); }, 2, G::finite},
+      {"reshape", m, [](const Tensor& x) { return reshape(x, Shape{3, 2}); }, 1, G::finite},
+      {"flatten", Shape{1, 2, 3}, [](const Tensor& x) { return flatten(x); }, 1, G::finite},
+      {"cross_entropy", m, [=](const Tensor& x) { return cross_entropy(x, labels); }, 0, G::nan},
+      {"cross_entropy (none)", m, [=](const Tensor& x) { return cross_entropy(x, labels, Reduction::none); }, 0,
+       G::nan},
+      {"nll_loss", m, [=](const Tensor& x) { return nll_loss(x, labels); }, 0, G::finite},
+      {"mse_loss", m, [=](const Tensor& x) { return mse_loss(x, y); }, 0, G::nan},
+      {"conv2d", Shape{1, 1, 3, 3}, [=](const Tensor& x) { return conv2d(x, kernel, Tensor()); }, 0, G::finite},
+      {"conv2d (padded)", Shape{1, 1, 3, 3}, [=](const Tensor& x) { return conv2d(x, kernel, Tensor(), 2, 1); }, 1,
+       G::finite},
+      {"conv2d (x as kernel)", Shape{1, 1, 2, 2},
+       [=](const Tensor& x) { return conv2d(x, x, Tensor()); }, 0, G::nan},
+      {"max_pool2d", Shape{1, 1, 2, 4}, [](const Tensor& x) { return max_pool2d(x, 2); }, 0, G::one},
+      {"max_pool2d (kernel 3)", Shape{1, 1, 3, 3}, [](const Tensor& x) { return max_pool2d(x, 3); }, 0, G::one},
+  };
+}
+
+}  // namespace
+
+TEST_CASE("NaN propagates through every op, forward and backward, float32 and float64") {
+  for (DType dtype : {DType::f64, DType::f32}) {
+    for (const NanCase& c : nan_cases(dtype)) {
+      INFO(std::string(c.op) << " in " << std::string(dtype_name(dtype)));
+      Generator gen(73);
+      Tensor x = positive(c.shape, gen).to(dtype);
+      if (dtype == DType::f64) {
+        x.data<double>()[1] = std::numeric_limits<double>::quiet_NaN();
+      } else {
+        x.data<float>()[1] = std::numeric_limits<float>::quiet_NaN();
+      }
+      x.set_requires_grad(c.grad != GradAtNaN::none);
+      Tensor out = c.f(x);
+      CHECK(std::isnan(out.at(c.nan_output)));
+      if (c.grad == GradAtNaN::none) continue;
+      backward(sum(out));
+      double grad = x.grad().at(1);
+      INFO("gradient at the NaN: " << grad);
+      switch (c.grad) {
+        case GradAtNaN::nan: CHECK(std::isnan(grad)); break;
+        case GradAtNaN::finite: CHECK(std::isfinite(grad)); break;
+        case GradAtNaN::one: CHECK(grad == 1.0); break;
+        case GradAtNaN::none: break;
+      }
+    }
+  }
+}
+
+TEST_CASE("relu keeps NaN as PyTorch does: relu([-1, NaN, 1]) = [0, NaN, 1], gradient [0, 1, 1]") {
+  // PyTorch: relu's forward is threshold (x <= 0 ? 0 : x) and its backward threshold_backward
+  // (x <= 0 ? 0 : g); NaN <= 0 is false in both, so NaN stays NaN and its gradient passes through.
+  for (DType dtype : {DType::f64, DType::f32}) {
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    Tensor x = Tensor::from_data(Shape{3}, {-1.0, nan, 1.0}, dtype).set_requires_grad();
+    Tensor y = relu(x);
+    CHECK(y.at(0) == 0.0);
+    CHECK(std::isnan(y.at(1)));
+    CHECK(y.at(2) == 1.0);
+    backward(sum(y));
+    CHECK(x.grad().at(0) == 0.0);
+    CHECK(x.grad().at(1) == 1.0);
+    CHECK(x.grad().at(2) == 1.0);
+    // The differentiable backward (create_graph) gives the same gradient as the fused one.
+    Tensor z = Tensor::from_data(Shape{3}, {-1.0, nan, 1.0}, dtype).set_requires_grad();
+    Tensor g = grad({sum(relu(z))}, {z}, {}, {.create_graph = true})[0];
+    CHECK(g.to_vector()[0] == 0.0);
+    CHECK(g.to_vector()[1] == 1.0);
+    CHECK(g.to_vector()[2] == 1.0);
+    release_tape();
+  }
+}
+
+TEST_CASE("relu on a long vector: NaN kept in every lane of the vectorised loop, values exact") {
+  const std::size_t n = 1003;  // not a multiple of any vector width
+  std::vector<float> values(n);
+  for (std::size_t i = 0; i < n; ++i) values[i] = static_cast<float>(i % 7) - 3.0F;
+  for (std::size_t i = 0; i < n; i += 13) values[i] = std::numeric_limits<float>::quiet_NaN();
+  Tensor y = relu(Tensor::from_data(Shape{n}, std::span<const float>(values)));
+  for (std::size_t i = 0; i < n; ++i) {
+    INFO("element " << i);
+    if (std::isnan(values[i])) {
+      CHECK(std::isnan(y.at(i)));
+    } else {
+      CHECK(y.at(i) == std::max(0.0, static_cast<double>(values[i])));
+    }
+  }
+}
+
+TEST_CASE("step and sign keep NaN; abs's gradient at NaN is NaN") {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  Tensor x = f64(Shape{4}, {-2.0, 0.0, nan, 3.0});
+  std::vector<double> s = step(x).to_vector(), g = sign(x).to_vector();
+  CHECK(s[0] == 0.0);
+  CHECK(s[1] == 0.0);
+  CHECK(std::isnan(s[2]));
+  CHECK(s[3] == 1.0);
+  CHECK(g[0] == -1.0);
+  CHECK(g[1] == 0.0);
+  CHECK(std::isnan(g[2]));
+  CHECK(g[3] == 1.0);
+}
+
+// ================================================================ sizes that overflow
+
+TEST_CASE("shapes whose element or byte count overflows are refused at creation, naming the op and the shape") {
+  const std::size_t two32 = std::size_t{1} << 32, two62 = std::size_t{1} << 62;
+  CHECK_OP_ERROR(Tensor::zeros(Shape{two32, two32}), "zeros", "[4294967296, 4294967296]");
+  CHECK_OP_ERROR(Tensor::zeros(Shape{two62, 4}), "zeros", "[4611686018427387904, 4]");
+  CHECK_OP_ERROR(Tensor::ones(Shape{two62}, DType::f64), "ones", "f64[4611686018427387904]", "bytes");
+  CHECK_OP_ERROR(Tensor::empty(Shape{two62, 2}), "empty", "[4611686018427387904, 2]");
+  CHECK_OP_ERROR(Tensor::full(Shape{two32, two32, 2}, 1.0), "full", "[4294967296, 4294967296, 2]");
+  // 3 x 0xAAAAAAAAAAAAAAAB wraps to 1: refused at creation, so nothing (transpose) can read past it.
+  CHECK_OP_ERROR(Tensor::zeros(Shape{3, 0xAAAAAAAAAAAAAAABull}), "zeros", "[3, 12297829382473034411]");
+  CHECK_OP_ERROR(Tensor::from_data(Shape{3, 0xAAAAAAAAAAAAAAABull}, {1.0}), "from_data", "more than 2^64");
+  Generator gen(1);
+  CHECK_OP_ERROR(Tensor::randn(Shape{two32, two32}, gen), "randn", "[4294967296, 4294967296]");
+  CHECK_THROWS_WITH_AS((void)Shape({two32, two32}).numel(), doctest::Contains("[4294967296, 4294967296]"),
+                       std::invalid_argument);
+  CHECK_FALSE(Shape({two32, two32}).checked_numel().has_value());
+  CHECK(Shape({two32, 0, two32}).checked_numel() == 0);
+}
+
+TEST_CASE("ops refuse output shapes that overflow, naming the op") {
+  const std::size_t two40 = std::size_t{1} << 40, two32 = std::size_t{1} << 32;
+  Tensor one = Tensor::ones(Shape{1});
+  CHECK_OP_ERROR(reshape(one, Shape{3, 0xAAAAAAAAAAAAAAABull}), "reshape", "[3, 12297829382473034411]");
+  CHECK_OP_ERROR(broadcast_to(one, Shape{two32, two32}), "broadcast_to", "[4294967296, 4294967296]");
+  // Empty inputs, an output of 2^80 elements.
+  CHECK_OP_ERROR(matmul(Tensor::zeros(Shape{two40, 0}), Tensor::zeros(Shape{0, two40})), "matmul",
+                 "[1099511627776, 1099511627776]");
+  const LabelVector labels{0, 1};
+  CHECK_OP_ERROR(one_hot(labels, std::size_t{1} << 63), "one_hot", "[2, 9223372036854775808]");
+}
+
+TEST_CASE("memory that cannot be had is an AllocationError naming the op, the shape and the bytes") {
+  // 2^62 bytes: no address space holds it (and the sanitizers' allocator returns null, see test_main.cpp).
+  const std::size_t two60 = std::size_t{1} << 60;
+  try {
+    (void)Tensor::zeros(Shape{two60});
+    FAIL("allocating 2^62 bytes succeeded");
+  } catch (const AllocationError& e) {
+    std::string message = e.what();
+    INFO(message);
+    CHECK(message.find("zeros: cannot allocate f32[1152921504606846976]") != std::string::npos);
+    CHECK(message.find("4 EiB (4611686018427387904 bytes)") != std::string::npos);
+    CHECK(message.find("out of memory") != std::string::npos);
+  }
+  CHECK_THROWS_AS(Tensor::zeros(Shape{two60}), std::bad_alloc);  // and it is a std::bad_alloc
 }

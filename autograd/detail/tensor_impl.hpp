@@ -38,8 +38,9 @@ struct TensorImpl {
 };
 
 namespace detail {
-/// New tensor with fresh, uninitialised storage.
-Tensor make_tensor(const Shape& shape, DType dtype);
+/// New tensor with fresh, uninitialised storage. Errors (a size that overflows, memory that cannot be had)
+/// start with `op`.
+Tensor make_tensor(const Shape& shape, DType dtype, const char* op = "tensor");
 /// New handle sharing `storage` with another shape (same numel).
 Tensor alias(const Tensor& source, const Shape& shape);
 }  // namespace detail

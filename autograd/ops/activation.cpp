@@ -2,6 +2,7 @@
 #include <cmath>
 #include <limits>
 
+#include "autograd/detail/nan.hpp"
 #include "autograd/detail/xt.hpp"
 #include "autograd/ops.hpp"
 
@@ -14,7 +15,7 @@ namespace {
 template <class F>
 Tensor map_flat(const char* op, const Tensor& x, F f) {
   detail::check_defined(op, x);
-  Tensor out = Tensor::empty(x.shape(), x.dtype());
+  Tensor out = detail::make_tensor(x.shape(), x.dtype(), op);
   dispatch(x.dtype(), [&]<class T>() { xt::noalias(detail::flat<T>(out)) = f(detail::flat<T>(x)); });
   return out;
 }
@@ -27,7 +28,7 @@ Tensor along_axis(const char* op, const Tensor& x, int axis, RowOp row_op) {
   std::size_t outer = 1, inner = 1, extent = x.dim(a);
   for (std::size_t d = 0; d < a; ++d) outer *= x.dim(d);
   for (std::size_t d = a + 1; d < x.rank(); ++d) inner *= x.dim(d);
-  Tensor out = Tensor::empty(x.shape(), x.dtype());
+  Tensor out = detail::make_tensor(x.shape(), x.dtype(), op);
   dispatch(x.dtype(), [&]<class T>() {
     const T* px = x.data<T>();
     T* po = out.data<T>();
@@ -41,30 +42,53 @@ Tensor along_axis(const char* op, const Tensor& x, int axis, RowOp row_op) {
   return out;
 }
 
-/// Max and log-sum-exp of a strided row, computed stably.
+/// Max and log-sum-exp of a strided row, computed stably. A NaN anywhere in the row makes both NaN (std::max
+/// would skip it as the peak; the sum would still catch it, but the peak must not hide it either).
 template <class T>
 std::pair<T, T> max_and_logsumexp(const T* in, std::size_t count, std::size_t stride) {
   T peak = -std::numeric_limits<T>::infinity();
-  for (std::size_t k = 0; k < count; ++k) peak = std::max(peak, in[k * stride]);
+  for (std::size_t k = 0; k < count; ++k) peak = detail::nan_max(peak, in[k * stride]);
   T total = 0;
   for (std::size_t k = 0; k < count; ++k) total += std::exp(in[k * stride] - peak);
   return {peak, peak + std::log(total)};
 }
 
+// relu follows PyTorch exactly, NaN included: the forward is threshold(x, 0, 0) = (x <= 0 ? 0 : x), so
+// relu(NaN) = NaN (xt::maximum, i.e. maxps, would return the 0); the backward is threshold_backward(g, x, 0)
+// = (x <= 0 ? 0 : g), so at a NaN input the gradient passes through (1 for a seed of 1). NaN <= 0 is false
+// in both. Each compiles to one compare and one blend per vector, as fast as the max it replaces.
+
+/// out[i] = x[i] <= 0 ? 0 : x[i].
+template <class T>
+void relu_kernel(const T* __restrict x, T* __restrict out, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) out[i] = x[i] <= T(0) ? T(0) : x[i];
+}
+
+/// out[i] = x[i] <= 0 ? 0 : v[i].
+template <class T>
+void threshold_at_zero(const T* __restrict x, const T* __restrict v, T* __restrict out, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) out[i] = x[i] <= T(0) ? T(0) : v[i];
+}
+
+/// relu's backward mask as a constant: 1 where x passes (x > 0 or NaN), else 0.
+Tensor relu_mask(const Tensor& x) {
+  Tensor ones = Tensor::ones(x.shape(), x.dtype());
+  Tensor mask = detail::make_tensor(x.shape(), x.dtype(), "relu");
+  dispatch(x.dtype(), [&]<class T>() { threshold_at_zero(x.data<T>(), ones.data<T>(), mask.data<T>(), x.numel()); });
+  return mask;
+}
+
 }  // namespace
 
 Tensor relu(const Tensor& x) {
-  Tensor out = map_flat("relu", x, [](auto&& v) { return xt::maximum(v, 0); });
+  detail::check_defined("relu", x);
+  Tensor out = detail::make_tensor(x.shape(), x.dtype(), "relu");
+  dispatch(x.dtype(), [&]<class T>() { relu_kernel(x.data<T>(), out.data<T>(), x.numel()); });
   return record("relu", out, {x}, [x](const Tensor& g, NeedsGrad) {
-    if (is_recording()) return std::vector<Tensor>{mul(g, step(x))};
-    // First order: one fused pass instead of building the step mask.
-    Tensor dx = Tensor::empty(x.shape(), x.dtype());
-    dispatch(x.dtype(), [&]<class T>() {
-      const T* __restrict px = x.data<T>();
-      const T* __restrict pg = g.data<T>();
-      T* __restrict pd = dx.data<T>();
-      for (std::size_t i = 0, n = x.numel(); i < n; ++i) pd[i] = px[i] > T(0) ? pg[i] : T(0);
-    });
+    if (is_recording()) return std::vector<Tensor>{mul(g, relu_mask(x))};
+    // First order: one fused pass instead of building the mask.
+    Tensor dx = detail::make_tensor(x.shape(), x.dtype(), "relu");
+    dispatch(x.dtype(), [&]<class T>() { threshold_at_zero(x.data<T>(), g.data<T>(), dx.data<T>(), x.numel()); });
     return std::vector<Tensor>{dx};
   });
 }

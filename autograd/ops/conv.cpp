@@ -16,6 +16,7 @@
 //   dw = weight_grad(x, dy)       dx  = input_grad(dy, G)     ddy = conv2d(x, G)
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include <xsimd/xsimd.hpp>
@@ -46,6 +47,10 @@ struct ConvGeometry {
   Shape y_shape() const { return Shape{n, co, ho, wo}; }
 };
 
+/// Padding and stride below 2^62 keep every index formula of the kernels (i s + p - pad, pad + s, ...) inside
+/// 64 bits for any input that fits in memory; beyond, no output could be computed anyway.
+constexpr std::size_t kMaxPadOrStride = std::size_t{1} << 62;
+
 /// Validates an (input shape, weight shape) pair and derives the output extents; errors name `op` and both shapes.
 ConvGeometry make_geometry(const char* op, const Shape& x, const Shape& w, std::size_t stride, std::size_t pad) {
   if (x.rank() != 4) fail(op, "input must be 4-D (N, C, H, W), got {}", x.str());
@@ -54,14 +59,22 @@ ConvGeometry make_geometry(const char* op, const Shape& x, const Shape& w, std::
     fail(op, "input {} has {} channels but weight {} expects {}", x.str(), x[1], w.str(), w[1]);
   }
   if (stride == 0) fail(op, "stride must be positive (input {}, weight {})", x.str(), w.str());
+  if (pad >= kMaxPadOrStride || stride >= kMaxPadOrStride) {
+    fail(op, "padding {} and stride {} must be below 2^62 (input {}, weight {})", pad, stride, x.str(), w.str());
+  }
   if (w[2] == 0 || w[3] == 0) fail(op, "empty kernel in weight {}", w.str());
-  if (w[2] > x[2] + 2 * pad || w[3] > x[3] + 2 * pad) {
+  std::size_t hp = x[2] + 2 * pad, wp = x[3] + 2 * pad;
+  if (w[2] > hp || w[3] > wp) {
     fail(op, "kernel {}x{} of weight {} is larger than the padded input {}x{} (input {}, padding {})", w[2], w[3],
-         w.str(), x[2] + 2 * pad, x[3] + 2 * pad, x.str(), pad);
+         w.str(), hp, wp, x.str(), pad);
   }
   ConvGeometry g{x[0], x[1], x[2], x[3], w[0], w[2], w[3], stride, pad, 0, 0};
-  g.ho = (g.h + 2 * pad - g.kh) / stride + 1;
-  g.wo = (g.w + 2 * pad - g.kw) / stride + 1;
+  g.ho = (hp - g.kh) / stride + 1;
+  g.wo = (wp - g.kw) / stride + 1;
+  if (!g.y_shape().checked_numel()) {
+    fail(op, "output {} of input {}, weight {}, stride {}, padding {} has more elements than 64 bits count",
+         g.y_shape().str(), x.str(), w.str(), stride, pad);
+  }
   return g;
 }
 
@@ -72,8 +85,8 @@ ConvGeometry make_geometry(const char* op, const Shape& x, const Shape& w, std::
 bool use_direct(const ConvGeometry& g, std::size_t element_size) {
   constexpr std::size_t l2_budget = std::size_t(1) << 20;
   if (g.stride != 1 || g.pad >= g.kh || g.pad >= g.kw) return false;
-  std::size_t padded_plane = (g.h + 2 * g.pad) * (g.w + 2 * g.pad);
-  return (g.ci + g.co) * padded_plane * element_size <= l2_budget;
+  std::optional<std::size_t> staged = Shape{g.ci + g.co, g.h + 2 * g.pad, g.w + 2 * g.pad}.checked_numel();
+  return staged && *staged <= l2_budget / element_size;
 }
 
 // ---------------------------------------------------------------- scratch
@@ -93,9 +106,16 @@ Scratch<T>& scratch() {
   return instance;
 }
 
+/// The buffer's data, grown to `count` elements; an allocation failure names the scratch and its size.
 template <class T>
 T* sized(std::vector<T>& buffer, std::size_t count) {
-  if (buffer.size() < count) buffer.resize(count);
+  if (buffer.size() >= count) return buffer.data();
+  try {
+    buffer.resize(count);
+  } catch (const std::exception&) {  // std::bad_alloc, or std::length_error beyond max_size()
+    throw AllocationError(fmt::format("conv2d: cannot allocate a scratch buffer of {} elements of {} bytes: out of memory",
+                                      count, sizeof(T)));
+  }
   return buffer.data();
 }
 
@@ -352,10 +372,19 @@ void direct_input_grad(const T* dy, const T* weight, const ConvGeometry& g, T* d
 
 // ---------------------------------------------------------------- im2col + GEMM
 
-/// Output rows per chunk: cols[K x rows Wo] of about 64k elements (fits L2).
+/// Output rows per chunk: cols[K x rows Wo] of about 64k elements (fits L2), at least one row.
 std::size_t chunk_rows(const ConvGeometry& g) {
   constexpr std::size_t budget = 1 << 16;
-  return std::clamp<std::size_t>(budget / std::max<std::size_t>(1, g.taps() * g.wo), 1, g.ho);
+  std::size_t row = 0;
+  if (__builtin_mul_overflow(g.taps(), g.wo, &row)) return 1;
+  return std::clamp<std::size_t>(budget / std::max<std::size_t>(1, row), 1, g.ho);
+}
+
+/// Elements of cols for `rows` output rows: K x rows x Wo, refused (naming the sizes) if it overflows.
+std::size_t cols_elements(const ConvGeometry& g, std::size_t rows) {
+  std::optional<std::size_t> count = Shape{g.taps(), rows, g.wo}.checked_numel();
+  if (!count) fail("conv2d", "im2col columns of {} x {} x {} elements overflow 64 bits", g.taps(), rows, g.wo);
+  return *count;
 }
 
 /// For output column j, input column j s + q - pad is inside [0, w) for j in [lo, hi).
@@ -424,7 +453,7 @@ void col2im(const T* cols, const ConvGeometry& g, std::size_t r0, std::size_t r1
 template <class T>
 void gemm_forward(const T* x, const T* weight, const T* bias, const ConvGeometry& g, T* y) {
   std::size_t k = g.taps(), rows = chunk_rows(g);
-  T* cols = sized(scratch<T>().cols, k * rows * g.wo);
+  T* cols = sized(scratch<T>().cols, cols_elements(g, rows));
   for (std::size_t img = 0; img < g.n; ++img) {
     const T* x_img = x + img * g.ci * g.in_plane();
     T* y_img = y + img * g.co * g.out_plane();
@@ -447,7 +476,7 @@ void gemm_forward(const T* x, const T* weight, const T* bias, const ConvGeometry
 template <class T>
 void gemm_weight_grad(const T* x, const T* dy, const ConvGeometry& g, T* dw) {
   std::size_t k = g.taps(), rows = chunk_rows(g);
-  T* cols = sized(scratch<T>().cols, k * rows * g.wo);
+  T* cols = sized(scratch<T>().cols, cols_elements(g, rows));
   std::fill_n(dw, g.co * k, T(0));
   for (std::size_t img = 0; img < g.n; ++img) {
     const T* x_img = x + img * g.ci * g.in_plane();
@@ -464,7 +493,7 @@ void gemm_weight_grad(const T* x, const T* dy, const ConvGeometry& g, T* dw) {
 template <class T>
 void gemm_input_grad(const T* dy, const T* weight, const ConvGeometry& g, T* dx) {
   std::size_t k = g.taps(), rows = chunk_rows(g);
-  T* cols = sized(scratch<T>().cols, k * rows * g.wo);
+  T* cols = sized(scratch<T>().cols, cols_elements(g, rows));
   std::fill_n(dx, g.n * g.ci * g.in_plane(), T(0));
   for (std::size_t img = 0; img < g.n; ++img) {
     const T* dy_img = dy + img * g.co * g.out_plane();
@@ -482,7 +511,7 @@ void gemm_input_grad(const T* dy, const T* weight, const ConvGeometry& g, T* dx)
 // ---------------------------------------------------------------- kernels by dtype
 
 Tensor forward_kernel(const Tensor& x, const Tensor& weight, const Tensor& bias, const ConvGeometry& g) {
-  Tensor y = Tensor::empty(g.y_shape(), x.dtype());
+  Tensor y = detail::make_tensor(g.y_shape(), x.dtype(), "conv2d");
   dispatch(x.dtype(), [&]<class T>() {
     const T* pb = bias.defined() ? bias.data<T>() : nullptr;
     if (y.numel() == 0) return;
@@ -499,7 +528,7 @@ Tensor forward_kernel(const Tensor& x, const Tensor& weight, const Tensor& bias,
 }
 
 Tensor input_grad_kernel(const Tensor& dy, const Tensor& weight, const ConvGeometry& g) {
-  Tensor dx = Tensor::empty(g.x_shape(), dy.dtype());
+  Tensor dx = detail::make_tensor(g.x_shape(), dy.dtype(), "conv2d_input_grad");
   dispatch(dy.dtype(), [&]<class T>() {
     if (dx.numel() == 0) return;
     if (g.co == 0 || g.out_plane() == 0) {
@@ -534,8 +563,8 @@ void bias_grad(const T* dy, const ConvGeometry& g, T* db) {
 
 /// dw, and db too when `db` is given (first order: one pass over dy for both).
 Tensor weight_grad_kernel(const Tensor& x, const Tensor& dy, const ConvGeometry& g, Tensor* db = nullptr) {
-  Tensor dw = Tensor::empty(g.w_shape(), x.dtype());
-  if (db) *db = Tensor::empty(Shape{g.co}, x.dtype());
+  Tensor dw = detail::make_tensor(g.w_shape(), x.dtype(), "conv2d_weight_grad");
+  if (db) *db = detail::make_tensor(Shape{g.co}, x.dtype(), "conv2d_weight_grad");
   dispatch(x.dtype(), [&]<class T>() {
     T* pdb = db ? db->data<T>() : nullptr;
     if (g.n == 0 || g.out_plane() == 0 || dw.numel() == 0) {
@@ -552,7 +581,7 @@ Tensor weight_grad_kernel(const Tensor& x, const Tensor& dy, const ConvGeometry&
 }
 
 Tensor bias_grad_kernel(const Tensor& dy, const ConvGeometry& g) {
-  Tensor db = Tensor::empty(Shape{g.co}, dy.dtype());
+  Tensor db = detail::make_tensor(Shape{g.co}, dy.dtype(), "conv2d_bias_grad");
   dispatch(dy.dtype(), [&]<class T>() { bias_grad(dy.data<T>(), g, db.data<T>()); });
   return db;
 }

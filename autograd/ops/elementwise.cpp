@@ -20,6 +20,9 @@ Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
     if (ea != eb && ea != 1 && eb != 1) fail(op, "shapes {} and {} do not broadcast", a.str(), b.str());
     out.push_back(ea == 1 ? eb : ea);
   }
+  if (!out.checked_numel()) {
+    fail(op, "shapes {} and {} broadcast to {}, more elements than 64 bits count", a.str(), b.str(), out.str());
+  }
   return out;
 }
 
@@ -30,7 +33,7 @@ template <class F>
 Tensor binary_kernel(const char* op, const Tensor& a, const Tensor& b, F f) {
   detail::check_binary(op, a, b);
   Shape shape = a.shape() == b.shape() ? a.shape() : broadcast_shapes(a.shape(), b.shape(), op);
-  Tensor out = Tensor::empty(shape, a.dtype());
+  Tensor out = detail::make_tensor(shape, a.dtype(), op);
   dispatch(a.dtype(), [&]<class T>() {
     const T* __restrict pa = a.data<T>();
     const T* __restrict pb = b.data<T>();
@@ -57,7 +60,7 @@ Tensor binary_kernel(const char* op, const Tensor& a, const Tensor& b, F f) {
 template <class F>
 Tensor unary_kernel(const char* op, const Tensor& x, F f) {
   detail::check_defined(op, x);
-  Tensor out = Tensor::empty(x.shape(), x.dtype());
+  Tensor out = detail::make_tensor(x.shape(), x.dtype(), op);
   dispatch(x.dtype(), [&]<class T>() { xt::noalias(detail::flat<T>(out)) = f(detail::flat<T>(x)); });
   return out;
 }
@@ -66,7 +69,7 @@ Tensor unary_kernel(const char* op, const Tensor& x, F f) {
 template <class F>
 Tensor scalar_kernel(const char* op, const Tensor& x, double s, F f) {
   detail::check_defined(op, x);
-  Tensor out = Tensor::empty(x.shape(), x.dtype());
+  Tensor out = detail::make_tensor(x.shape(), x.dtype(), op);
   dispatch(x.dtype(), [&]<class T>() {
     const T* __restrict px = x.data<T>();
     T* __restrict po = out.data<T>();
@@ -186,13 +189,19 @@ Tensor abs(const Tensor& x) {
   return record("abs", out, {x}, [x](const Tensor& g, NeedsGrad) { return std::vector<Tensor>{mul(g, sign(x))}; });
 }
 
+// step and sign keep NaN (as NumPy's sign; PyTorch's sign gives 0 for NaN, a known divergence from NumPy).
+
 Tensor step(const Tensor& x) {
-  return scalar_kernel("step", x, 0.0, [](auto v, auto zero) { return v > zero ? decltype(v)(1) : decltype(v)(0); });
+  return scalar_kernel("step", x, 0.0, [](auto v, auto zero) {
+    using T = decltype(v);
+    return v > zero ? T(1) : (v <= zero ? T(0) : v);
+  });
 }
 
 Tensor sign(const Tensor& x) {
   return scalar_kernel("sign", x, 0.0, [](auto v, auto zero) {
-    return v > zero ? decltype(v)(1) : (v < zero ? decltype(v)(-1) : decltype(v)(0));
+    using T = decltype(v);
+    return v > zero ? T(1) : (v < zero ? T(-1) : (v == zero ? T(0) : v));
   });
 }
 

@@ -19,7 +19,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
     fail("matmul", "inner dimensions differ: {}{} x {}{}", a.shape().str(), transpose_a ? "^T" : "",
          b.shape().str(), transpose_b ? "^T" : "");
   }
-  Tensor out = Tensor::empty(Shape{m, n}, a.dtype());
+  Tensor out = detail::make_tensor(Shape{m, n}, a.dtype(), "matmul");
   dispatch(a.dtype(), [&]<class T>() {
     if (k == 0) {
       out.fill_(0.0);
@@ -49,7 +49,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
       fail("linear", "bias {} for weight {} (expected [{}])", bias.describe(), weight.describe(), out_features);
     }
   }
-  Tensor out = Tensor::empty(Shape{batch, out_features}, x.dtype());
+  Tensor out = detail::make_tensor(Shape{batch, out_features}, x.dtype(), "linear");
   dispatch(x.dtype(), [&]<class T>() {
     T* po = out.data<T>();
     if (bias.defined()) {
@@ -74,7 +74,7 @@ Tensor transpose(const Tensor& x) {
   detail::check_defined("transpose", x);
   if (x.rank() != 2) fail("transpose", "needs a 2-D tensor, got {}", x.describe());
   std::size_t rows = x.dim(0), cols = x.dim(1);
-  Tensor out = Tensor::empty(Shape{cols, rows}, x.dtype());
+  Tensor out = detail::make_tensor(Shape{cols, rows}, x.dtype(), "transpose");
   dispatch(x.dtype(), [&]<class T>() {
     const T* px = x.data<T>();
     T* po = out.data<T>();

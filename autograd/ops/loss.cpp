@@ -2,6 +2,7 @@
 #include <cmath>
 #include <limits>
 
+#include "autograd/detail/nan.hpp"
 #include "autograd/detail/xt.hpp"
 #include "autograd/ops.hpp"
 
@@ -45,7 +46,8 @@ Tensor row_factor(const Tensor& g, Reduction reduction, std::size_t batch) {
 }  // namespace
 
 Tensor one_hot(Labels labels, std::size_t classes, DType dtype) {
-  Tensor out = Tensor::zeros(Shape{labels.size(), classes}, dtype);
+  Tensor out = detail::make_tensor(Shape{labels.size(), classes}, dtype, "one_hot");
+  out.fill_(0.0);
   for (std::size_t i = 0; i < labels.size(); ++i) {
     if (labels[i] < 0 || static_cast<std::size_t>(labels[i]) >= classes) {
       fail("one_hot", "label {} of sample {} is outside [0, {})", labels[i], i, classes);
@@ -63,8 +65,8 @@ Tensor cross_entropy(const Tensor& logits, Labels labels, Reduction reduction) {
   std::size_t batch = logits.dim(0), classes = logits.dim(1);
   if (batch == 0) fail("cross_entropy", "empty batch {}", logits.describe());
   // Forward: loss_i = logsumexp(z_i - max z_i) - (z_i[y_i] - max z_i), and the softmax kept for backward.
-  Tensor losses = Tensor::empty(Shape{batch}, logits.dtype());
-  Tensor probabilities = Tensor::empty(logits.shape(), logits.dtype());
+  Tensor losses = detail::make_tensor(Shape{batch}, logits.dtype(), "cross_entropy");
+  Tensor probabilities = detail::make_tensor(logits.shape(), logits.dtype(), "cross_entropy");
   double total = 0.0;
   dispatch(logits.dtype(), [&]<class T>() {
     const T* z = logits.data<T>();
@@ -73,7 +75,7 @@ Tensor cross_entropy(const Tensor& logits, Labels labels, Reduction reduction) {
     for (std::size_t i = 0; i < batch; ++i) {
       const T* row = z + i * classes;
       T peak = -std::numeric_limits<T>::infinity();
-      for (std::size_t k = 0; k < classes; ++k) peak = std::max(peak, row[k]);
+      for (std::size_t k = 0; k < classes; ++k) peak = detail::nan_max(peak, row[k]);  // NaN stays NaN
       T norm = 0;
       for (std::size_t k = 0; k < classes; ++k) {
         p[i * classes + k] = std::exp(row[k] - peak);
@@ -101,7 +103,7 @@ Tensor cross_entropy(const Tensor& logits, Labels labels, Reduction reduction) {
                     return std::vector<Tensor>{mul(delta, row_factor(g, reduction, batch))};
                   }
                   // First order: one pass over the saved softmax.
-                  Tensor dz = Tensor::empty(logits.shape(), logits.dtype());
+                  Tensor dz = detail::make_tensor(logits.shape(), logits.dtype(), "cross_entropy");
                   dispatch(logits.dtype(), [&]<class T>() {
                     const T* p = probabilities.data<T>();
                     const T* pg = g.data<T>();

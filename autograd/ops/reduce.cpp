@@ -46,8 +46,9 @@ Tensor expand_reduced(const Tensor& g, const Shape& input_shape, std::size_t axi
 /// Mask with a 1 at the first maximal element of each (outer, inner) slice along the axis, and the
 /// maxima themselves. A whole-tensor max is the split (1, numel, 1).
 std::pair<Tensor, Tensor> max_with_mask(const Tensor& x, AxisSplit s, const Shape& out_shape) {
-  Tensor out = Tensor::empty(out_shape, x.dtype());
-  Tensor mask = Tensor::zeros(x.shape(), x.dtype());
+  Tensor out = detail::make_tensor(out_shape, x.dtype(), "max");
+  Tensor mask = detail::make_tensor(x.shape(), x.dtype(), "max");
+  mask.fill_(0.0);
   dispatch(x.dtype(), [&]<class T>() {
     const T* px = x.data<T>();
     T* po = out.data<T>();
@@ -74,7 +75,7 @@ std::pair<Tensor, Tensor> max_with_mask(const Tensor& x, AxisSplit s, const Shap
 
 Tensor sum(const Tensor& x) {
   detail::check_defined("sum", x);
-  Tensor out = Tensor::empty(Shape{}, x.dtype());
+  Tensor out = detail::make_tensor(Shape{}, x.dtype(), "sum");
   dispatch(x.dtype(), [&]<class T>() {
     const T* px = x.data<T>();
     std::size_t n = x.numel();
@@ -92,7 +93,8 @@ Tensor sum(const Tensor& x, int axis, bool keepdims) {
   detail::check_defined("sum", x);
   std::size_t a = detail::normalise_axis("sum", axis, x);
   AxisSplit s = split_at(x.shape(), a);
-  Tensor out = Tensor::zeros(reduced_shape(x.shape(), a, keepdims), x.dtype());
+  Tensor out = detail::make_tensor(reduced_shape(x.shape(), a, keepdims), x.dtype(), "sum");
+  out.fill_(0.0);
   dispatch(x.dtype(), [&]<class T>() {
     const T* px = x.data<T>();
     T* po = out.data<T>();
@@ -148,7 +150,7 @@ Tensor broadcast_to(const Tensor& x, const Shape& shape) {
   if (!(broadcast_shapes(x.shape(), shape, "broadcast_to") == shape)) {
     fail("broadcast_to", "{} cannot be broadcast to {}", x.shape().str(), shape.str());
   }
-  Tensor out = Tensor::empty(shape, x.dtype());
+  Tensor out = detail::make_tensor(shape, x.dtype(), "broadcast_to");
   dispatch(x.dtype(), [&]<class T>() {
     const T* px = x.data<T>();
     T* po = out.data<T>();
@@ -170,7 +172,8 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
   if (!(broadcast_shapes(shape, x.shape(), "sum_to") == x.shape())) {
     fail("sum_to", "{} cannot be summed to {}", x.shape().str(), shape.str());
   }
-  Tensor out = Tensor::zeros(shape, x.dtype());
+  Tensor out = detail::make_tensor(shape, x.dtype(), "sum_to");
+  out.fill_(0.0);
   dispatch(x.dtype(), [&]<class T>() {
     const T* px = x.data<T>();
     T* po = out.data<T>();

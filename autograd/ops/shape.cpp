@@ -6,8 +6,10 @@ namespace ag {
 
 Tensor reshape(const Tensor& x, const Shape& shape) {
   detail::check_defined("reshape", x);
-  if (shape.numel() != x.numel()) {
-    detail::fail("reshape", "{} has {} elements, {} has {}", x.shape().str(), x.numel(), shape.str(), shape.numel());
+  std::optional<std::size_t> count = shape.checked_numel();
+  if (count != x.numel()) {
+    detail::fail("reshape", "{} has {} elements, {} has {}", x.shape().str(), x.numel(), shape.str(),
+                 count ? fmt::format("{}", *count) : "more than 64 bits count");
   }
   Tensor out = detail::alias(x, shape);
   return record("reshape", out, {x}, [source = x.shape()](const Tensor& g, NeedsGrad) {

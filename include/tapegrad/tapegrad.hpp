@@ -1,6 +1,6 @@
 // Everything of tapegrad in one include: the autograd engine (tensors, the tape, the ops, gradcheck,
 // BLAS set-up), specs and registries, the neural-network modules and registered models, the optimisers and
-// schedules, and the data sets and loader.
+// schedules, the data sets and loader, and checked file reads and atomic writes.
 // Finer headers stay available, as <autograd/ops.hpp> or "nn/layers.hpp" etc.
 #pragma once
 
@@ -13,6 +13,7 @@
 #include "config/registry.hpp"
 #include "config/spec.hpp"
 #include "data/dataset.hpp"
+#include "data/file.hpp"
 #include "data/idx.hpp"
 #include "data/loader.hpp"
 #include "nn/nn.hpp"
