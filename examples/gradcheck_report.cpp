@@ -821,10 +821,11 @@ int run(int argc, const char* const* argv) {
   ag::set_blas_threads(s.threads);
   try {
     return report(s, train, test);
-  } catch (const std::bad_alloc&) {
+  } catch (const std::bad_alloc& error) {
     std::string widths;
     for (std::size_t w : s.hidden) widths += (widths.empty() ? "" : ",") + std::to_string(w);
-    return fail(2, fmt::format("out of memory: the network of --hidden {} does not fit in this machine's memory", widths));
+    return fail(2, fmt::format("out of memory: the network of --hidden {} does not fit in this machine's memory ({})",
+                               widths, error.what()));
   } catch (const std::exception& error) {
     return fail(1, error.what());
   }

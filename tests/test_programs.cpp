@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -235,12 +236,12 @@ TEST_CASE("faults named before work is spent: empty paths, bad outputs, impossib
   refused("compare_optimizers", {"--batch-sizes", "100,100"}, "--batch-sizes: 100 is given twice");
   refused("compare_optimizers", {"--validation", "60000", "--epochs", "1"},
           "--validation 60000: the training set has 60000 images; at most 59999 can be held out");
-  refused("mnist_mlp", {"--save", "/nonexistent-folder/x.ckpt"}, "cannot write in its folder /nonexistent-folder: No such file or directory");
-  refused("mnist_mlp", {"--log", fs::temp_directory_path().string()}, "is a directory; refusing to replace it");
+  refused("mnist_mlp", {"--save", "/nonexistent-folder/x.ckpt"}, "cannot create the temporary /nonexistent-folder/x.ckpt.tmp");
+  refused("mnist_mlp", {"--log", fs::temp_directory_path().string()}, "is a directory, not a regular file: refusing to replace it");
   const fs::path link = scratch("link.ckpt");
   fs::remove(link);
   fs::create_symlink(scratch("elsewhere"), link);
-  refused("mnist_mlp", {"--save", link.string()}, "is a symbolic link; refusing to replace it");
+  refused("mnist_mlp", {"--save", link.string()}, "is a symbolic link, not a regular file: refusing to replace it");
   refused("gradcheck_report", {"--hidden", "1000000000", "--train-steps", "0", "--no-plots", "--out", scratch("g").string()},
           "out of memory: the network of --hidden 1000000000");
 }
@@ -369,4 +370,19 @@ TEST_CASE("crash consistency: SIGKILL at random moments, resume until done: the 
     CHECK(same_bits(decisive(ckpt), expected));
     CHECK(rows_without_seconds(log) == expected_rows);
   }
+}
+
+TEST_CASE("a checkpoint whose weights are NaN is refused on resume, naming the entry") {
+  REQUIRE(has_mnist());
+  const fs::path ckpt = scratch("nan.ckpt");
+  REQUIRE(run("mnist_mlp", {"--epochs", "1", "--train-subset", "500", "--save", ckpt.string(), "--no-progress"}).code == 0);
+  std::vector<nn::NamedTensor> entries = nn::load_tensors(ckpt.string());
+  for (auto& [name, tensor] : entries) {
+    if (name.starts_with("model/")) tensor = ag::Tensor::full(tensor.shape(), std::nan(""), tensor.dtype());
+  }
+  nn::save_tensors(ckpt.string(), entries);
+  Outcome resumed = run("mnist_mlp", {"--epochs", "1", "--train-subset", "500", "--resume", ckpt.string()});
+  CHECK(resumed.code == 2);
+  CHECK(resumed.err.find("model/fc1.weight holds 100352 non-finite value(s) of 100352: not a run to resume") !=
+        std::string::npos);
 }

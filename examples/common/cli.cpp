@@ -31,9 +31,9 @@ int parse(CLI::App& app, int argc, const char* const* argv) {
 int checked(const std::string& program, const std::function<int()>& body) {
   try {
     return body();
-  } catch (const std::bad_alloc&) {
-    fmt::print(stderr, "{}: out of memory: an allocation failed (are the sizes given, say --hidden or "
-                       "--batch-size, too large for this machine?)\n", program);
+  } catch (const std::bad_alloc& error) {
+    fmt::print(stderr, "{}: out of memory: {} (are the sizes given, say --hidden or --batch-size, too large for this "
+                       "machine?)\n", program, error.what());
     return 2;
   } catch (const std::exception& error) {
     fmt::print(stderr, "{}: {}\n", program, error.what());

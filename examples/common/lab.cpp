@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 
 #include "autograd/blas.hpp"
+#include "data/file.hpp"
 #include "config/options.hpp"
 #include "nn/models.hpp"
 #include "optim/registry.hpp"
@@ -371,23 +372,7 @@ std::string summary_markdown(const std::vector<Summary>& summaries, const std::s
   return text;
 }
 
-void write_text(const std::string& path, const std::string& text) {
-  // Whole or not at all: a temporary beside it, renamed over it once written and closed.
-  const std::string temporary = path + ".tmp";
-  auto fail = [&](const std::string& what) {
-    const int error = errno;
-    std::remove(temporary.c_str());
-    throw std::runtime_error(fmt::format("{} {}: {}", what, path, std::strerror(error)));
-  };
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    if (!out) fail("cannot create");
-    out << text;
-    out.close();
-    if (!out) fail("writing");
-  }
-  if (std::rename(temporary.c_str(), path.c_str()) != 0) fail("cannot rename the temporary onto");
-}
+void write_text(const std::string& path, const std::string& text) { data::write_file_atomically(path, text, ""); }
 
 // ---------------------------------------------------------------- gnuplot
 

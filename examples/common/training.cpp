@@ -19,6 +19,7 @@
 #include "autograd/blas.hpp"
 #include "autograd/ops.hpp"
 #include "config/options.hpp"
+#include "data/file.hpp"
 #include "data/loader.hpp"
 #include "examples/common/preflight.hpp"
 #include "nn/nn.hpp"
@@ -197,6 +198,19 @@ void check_entry_names(const std::vector<nn::NamedTensor>& entries, const std::s
   }
 }
 
+/// Refuses model weights that are not finite: a run that diverged is not one to resume.
+void check_finite_model(const std::vector<nn::NamedTensor>& entries, const std::string& path) {
+  for (const auto& [name, tensor] : entries) {
+    if (!name.starts_with("model/")) continue;
+    const std::vector<double> values = tensor.to_vector();
+    auto bad = std::count_if(values.begin(), values.end(), [](double v) { return !std::isfinite(v); });
+    if (bad > 0) {
+      throw std::runtime_error(fmt::format("checkpoint {}: {} holds {} non-finite value(s) of {}: not a run to resume",
+                                           path, name, bad, values.size()));
+    }
+  }
+}
+
 /// A resumed run goes on as it was started: the same seed (the shuffles), batch size and base rate.
 void check_same_run(const std::vector<nn::NamedTensor>& entries, const std::string& path, const RunConfig& config) {
   auto refuse = [&](const std::string& flag, const std::string& saved, const std::string& asked) {
@@ -244,8 +258,8 @@ class Trainer {
       : model_(model), config_(config), data_(data), optimizer_(make_optimizer(config, model)),
         loader_(data.train, {.batch_size = config.batch_size, .shuffle = true, .image_shape = config.images,
                              .seed = config.seed}) {
-    if (!config.save_path.empty()) check_output_path(config.save_path, "the checkpoint");
-    if (!config.log_path.empty()) check_output_path(config.log_path, "the log");
+    if (!config.save_path.empty()) data::check_writable(config.save_path, "the checkpoint");
+    if (!config.log_path.empty()) data::check_writable(config.log_path, "the log");
     probe_model(model_, data.train, config.images, "training");
     probe_model(model_, data.test, config.images, data.test_name);
     if (!config.resume_path.empty()) resume();
@@ -272,6 +286,7 @@ class Trainer {
     const std::string& path = config_.resume_path;
     std::vector<nn::NamedTensor> entries = nn::load_tensors(path);
     check_entry_names(entries, path);
+    check_finite_model(entries, path);
     check_same_run(entries, path, config_);
     nn::assign_tensors(under_prefix("model/", entries), model_.named_parameters(), "model");
     optimizer_->load_state(under_prefix("optim/", entries));
