@@ -933,3 +933,17 @@ TEST_CASE("README: its tables of optimisers, schedules and models are the regist
     CHECK(readme.find(table) != std::string::npos);
   }
 }
+
+TEST_CASE("a model that cannot take the images is refused before the first epoch, naming the set and the size") {
+  examples::Datasets sets = mnist_subset(1000);
+  // The CNN built for the training images (28x28) meets test images of another geometry, same pixel count.
+  sets.test.rows = 14;
+  sets.test.cols = 56;
+  RunConfig c = quiet_config();
+  c.model = spec("cnn");
+  c.epochs = 1;
+  int epochs_seen = 0;
+  CHECK_THROWS_WITH_AS(examples::train(c, sets, [&](const examples::EpochMetrics&) { ++epochs_seen; }),
+                       doctest::Contains("the model cannot take the test images (14x56)"), std::runtime_error);
+  CHECK(epochs_seen == 0);
+}
