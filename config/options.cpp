@@ -1,5 +1,6 @@
 #include "config/options.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <limits>
@@ -103,11 +104,17 @@ void bad_choice(std::string_view where, std::string_view key, const std::string&
 namespace config {
 
 std::string help_text(const std::vector<const EntryInfo*>& entries) {
+  // Columns as wide as their longest entry (at least the usual widths).
+  std::size_t name_width = 20, key_width = 16;
+  for (const EntryInfo* e : entries) {
+    name_width = std::max(name_width, e->name.size());
+    for (const OptionInfo& o : e->options) key_width = std::max(key_width, o.key.size());
+  }
   std::string out;
   for (const EntryInfo* e : entries) {
-    out += fmt::format("  {:<20} {}\n", e->name, e->summary);
+    out += fmt::format("  {:<{}} {}\n", e->name, name_width, e->summary);
     for (const OptionInfo& o : e->options) {
-      out += fmt::format("      {:<16} {:<10} {} ({})\n", o.key, o.value, o.help, o.allowed);
+      out += fmt::format("      {:<{}} {:<10} {} ({})\n", o.key, key_width, o.value, o.help, o.allowed);
     }
   }
   return out;
