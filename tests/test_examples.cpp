@@ -612,7 +612,9 @@ TEST_CASE("lab: specs expand into grids; --lrs gives rates to the specs without 
   // A spec's own lr wins over --lrs; the others get one point per rate.
   CHECK(expanded({"adam(lr=0.01)", "sgd"}, {0.1, 0.2}) ==
         std::vector<std::string>{"adam(lr=0.01)", "sgd(lr=0.1)", "sgd(lr=0.2)"});
-  CHECK(expanded({"adam", "adam"}, {}) == std::vector<std::string>{"adam"});  // duplicates dropped
+  CHECK_THROWS_WITH_AS(expanded({"adam", "adam"}, {}), doctest::Contains("adam is given twice"), config::SpecError);
+  CHECK_THROWS_WITH_AS(expanded({"sgd(lr=0.1)", "sgd"}, {0.1}), doctest::Contains("sgd(lr=0.1) is given twice"),
+                       config::SpecError);
 
   std::vector<config::Spec> grid{spec("adam(lr=0.001,beta2=0.99)"), spec("adam(lr=0.001,beta2=0.999)"),
                                  spec("sgd(lr=0.001,momentum=0.9)")};

@@ -47,7 +47,10 @@ std::vector<config::Spec> expand_optimizers(const std::vector<std::string>& text
   std::vector<config::Spec> specs;
   auto add = [&](const config::Spec& spec) {
     config::Spec resolved = resolve(spec.text());
-    if (std::find(specs.begin(), specs.end(), resolved) == specs.end()) specs.push_back(std::move(resolved));
+    if (std::find(specs.begin(), specs.end(), resolved) != specs.end()) {
+      throw config::SpecError(fmt::format("{} is given twice (the same run twice)", resolved.text()));
+    }
+    specs.push_back(std::move(resolved));
   };
   for (const std::string& text : texts) {
     for (const std::string& one : config::split_specs(text)) {
@@ -720,7 +723,9 @@ LabConfig LabFlags::config() const {
   std::vector<std::string> texts = given ? optimizers_ : program_.default_optimizers;
   lab.optimizers = grid_specs(given ? "--optimizers" : program_.name, texts, lrs_, run_);
   for (const config::Spec& spec : grid_specs("--grid", grid_, lrs_, run_)) {
-    if (std::find(lab.optimizers.begin(), lab.optimizers.end(), spec) == lab.optimizers.end()) lab.optimizers.push_back(spec);
+    require(std::find(lab.optimizers.begin(), lab.optimizers.end(), spec) == lab.optimizers.end(),
+            fmt::format("--grid: {} is given by --optimizers too", spec.text()));
+    lab.optimizers.push_back(spec);
   }
   require(!lab.optimizers.empty(), "--optimizers: at least one optimiser spec");
   require_distinct(batch_sizes_, "--batch-sizes");

@@ -72,7 +72,7 @@ std::vector<GridPoint> grid_points(const LabConfig& config);
 
 /// The user's spec texts (each possibly a list "a,b" and holding bracketed grids) expanded and resolved:
 /// a spec without lr= gives one point per entry of `lrs` (none: the method's default). `resolve` writes
-/// every option out (RunFlags::optimizer_spec). Duplicates are dropped. config::SpecError for bad specs.
+/// every option out (RunFlags::optimizer_spec). config::SpecError for bad specs and for a spec given twice.
 std::vector<config::Spec> expand_optimizers(const std::vector<std::string>& texts, const std::vector<double>& lrs,
                                             const std::function<config::Spec(const std::string&)>& resolve);
 
