@@ -841,6 +841,40 @@ TEST_CASE("logsumexp: per axis, keepdims both ways, first and second order, the 
   }
 }
 
+TEST_CASE("new ops: empty extents, and float32 close to float64") {
+  Tensor empty = Tensor::zeros({0, 3}, DType::f64).set_requires_grad();
+  for (const UnaryOp& op : new_activations()) {
+    INFO(std::string(op.name));
+    CHECK(op.fn(empty).shape() == Shape{0, 3});
+  }
+  CHECK(maximum(empty, f64({3}, {1, 2, 3})).shape() == Shape{0, 3});
+  CHECK(where(Tensor::zeros({0, 1}), empty, f64({3}, {1, 2, 3})).shape() == Shape{0, 3});
+  CHECK(logsumexp(empty, 0).shape() == Shape{3});
+  CHECK(logsumexp(empty, 1).shape() == Shape{0});
+  // Over an empty axis: log 0 = -inf, as PyTorch.
+  const double inf = std::numeric_limits<double>::infinity();
+  CHECK(logsumexp(empty, 0).to_vector() == std::vector<double>{-inf, -inf, -inf});
+  backward(sum(add(sum(gelu(empty)), sum(logsumexp(empty, 1)))));
+  CHECK(empty.grad().shape() == Shape{0, 3});
+
+  Generator gen(94);
+  Tensor x64 = mul(normal({4, 6}, gen), 3.0), y64 = normal({6}, gen);
+  Tensor x32 = x64.to(DType::f32), y32 = y64.to(DType::f32);
+  auto worst = [](const Tensor& t32, const Tensor& t64) {
+    std::vector<double> a = t32.to_vector(), b = t64.to_vector();
+    double w = 0.0;
+    for (std::size_t i = 0; i < a.size(); ++i) w = std::max(w, std::abs(a[i] - b[i]) / (1.0 + std::abs(b[i])));
+    return w;
+  };
+  for (const UnaryOp& op : new_activations()) {
+    INFO(std::string(op.name));
+    CHECK(op.fn(x32).dtype() == DType::f32);
+    CHECK(worst(op.fn(x32), op.fn(x64)) < 1e-6);
+  }
+  CHECK(worst(maximum(x32, y32), maximum(x64, y64)) < 1e-7);
+  CHECK(worst(logsumexp(x32, 1), logsumexp(x64, 1)) < 1e-6);
+}
+
 TEST_CASE("new ops: errors name the op and the shapes") {
   Tensor a = Tensor::zeros({3, 4}, DType::f64), b = Tensor::zeros({5}, DType::f64);
   CHECK_OP_ERROR(maximum(a, b), "maximum", "[3, 4]", "[5]");
