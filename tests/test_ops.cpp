@@ -875,6 +875,26 @@ TEST_CASE("new ops: empty extents, and float32 close to float64") {
   CHECK(worst(logsumexp(x32, 1), logsumexp(x64, 1)) < 1e-6);
 }
 
+TEST_CASE("new activations on a long vector: NaN kept in every lane, forward and backward") {
+  const std::size_t n = 1003;  // not a multiple of any vector width
+  for (DType dtype : {DType::f32, DType::f64}) {
+    std::vector<double> values(n);
+    for (std::size_t i = 0; i < n; ++i) values[i] = i % 13 == 0 ? std::nan("") : 0.5 * static_cast<double>(i % 9) - 2.0;
+    for (const UnaryOp& op : new_activations()) {
+      INFO(std::string(op.name) << " in " << dtype_name(dtype));
+      Tensor x = Tensor::from_data(Shape{n}, std::span<const double>(values)).to(dtype).set_requires_grad();
+      Tensor y = op.fn(x);
+      backward(sum(y));
+      std::size_t wrong = 0;
+      for (std::size_t i = 0; i < n; ++i) {
+        bool nan_in = std::isnan(values[i]);
+        if (nan_in != std::isnan(y.at(i)) || nan_in != std::isnan(x.grad().at(i))) ++wrong;
+      }
+      CHECK(wrong == 0);
+    }
+  }
+}
+
 TEST_CASE("new ops: errors name the op and the shapes") {
   Tensor a = Tensor::zeros({3, 4}, DType::f64), b = Tensor::zeros({5}, DType::f64);
   CHECK_OP_ERROR(maximum(a, b), "maximum", "[3, 4]", "[5]");
