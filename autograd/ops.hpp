@@ -1,7 +1,9 @@
 // Differentiable ops. Each is implemented with its backward right beside it, one file per family:
-//   autograd/ops/elementwise.cpp  arithmetic with NumPy broadcasting, exp/log/sqrt/abs/pow
-//   autograd/ops/activation.cpp   relu, sigmoid, tanh, softmax, log_softmax
-//   autograd/ops/reduce.cpp       sum / mean / max, sum_to (undoes broadcasting), broadcast_to
+//   autograd/ops/elementwise.cpp  arithmetic with NumPy broadcasting, exp/log/sqrt/abs/pow;
+//                                 selection and clamping: where, maximum, minimum, clamp
+//   autograd/ops/activation.cpp   relu, leaky_relu, elu, gelu, softplus, silu, log_sigmoid, hardtanh,
+//                                 sigmoid, tanh, softmax, log_softmax
+//   autograd/ops/reduce.cpp       sum / mean / max / logsumexp, sum_to (undoes broadcasting), broadcast_to
 //   autograd/ops/linalg.cpp       matmul (BLAS, transpose flags), transpose
 //   autograd/ops/shape.cpp        reshape, flatten
 //   autograd/ops/loss.cpp         cross_entropy, nll_loss, mse_loss
@@ -13,6 +15,8 @@
 // NaN propagates: wherever a NaN input contributes to an output, the output is NaN, forward and backward
 // (max, max_pool2d, softmax, log_softmax and cross_entropy included: no comparison drops it). The one
 // exception is PyTorch's own: relu passes the gradient through at a NaN input (its forward gives NaN).
+// leaky_relu, elu, hardtanh and clamp do not follow PyTorch there (it passes or zeroes the gradient at a NaN):
+// their gradient at a NaN is NaN.
 // Binary ops need equal dtypes. Backward formulas use these same ops, so they can be differentiated
 // again (see BackwardOptions::create_graph).
 #pragma once
@@ -73,9 +77,45 @@ Tensor operator/(double s, const Tensor& a);
 /// Shape that `a` and `b` broadcast to; throws naming `op` if they do not.
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
 
+// ---------------------------------------------------------------- selection and clamping
+/// out = cond != 0 ? a : b elementwise, the three broadcast together (NumPy). `cond` is a mask tensor (any
+/// dtype; a NaN counts as nonzero) and gets no gradient. d = (where(cond, g, 0), where(cond, 0, g)), each
+/// summed back to its input's shape: an unselected NaN or infinity reaches neither the output nor a gradient.
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+/// Elementwise larger of a and b, broadcasting; NaN if either is NaN. d = (g * w, g * (1 - w)) with
+/// w = 1 where a > b, 0 where a < b, 1/2 on ties (PyTorch's split), summed back to each input's shape.
+/// At a NaN the NaN operand takes the whole gradient (as max; PyTorch gives it to both operands).
+Tensor maximum(const Tensor& a, const Tensor& b);
+/// Elementwise smaller of a and b; as maximum with the comparison reversed (ties split 1/2 each).
+Tensor minimum(const Tensor& a, const Tensor& b);
+/// min(max(x, lo), hi); NaN stays NaN. d = g where lo <= x <= hi (bounds inclusive, as PyTorch), 0 outside,
+/// NaN at a NaN. Refuses lo > hi or a NaN bound, naming x's shape.
+Tensor clamp(const Tensor& x, double lo, double hi);
+
 // ---------------------------------------------------------------- activations
 /// relu(x) = max(x, 0), NaN for NaN; d = g where x > 0 or x is NaN, else 0 (PyTorch's threshold_backward).
 Tensor relu(const Tensor& x);
+/// x where x > 0, else negative_slope * x. d = g where x > 0, g * negative_slope where x <= 0 (at exactly 0
+/// the slope is negative_slope, as PyTorch), NaN at a NaN.
+Tensor leaky_relu(const Tensor& x, double negative_slope = 0.01);
+/// x where x > 0, else alpha (e^x - 1). d = g where x > 0, g * (y + alpha) = g alpha e^x where x <= 0 (at 0:
+/// alpha, as PyTorch).
+Tensor elu(const Tensor& x, double alpha = 1.0);
+/// Exact: x Phi(x), Phi the standard normal CDF = erfc(-x / sqrt 2) / 2; d = g (Phi(x) + x phi(x)),
+/// phi(x) = e^(-x^2/2) / sqrt(2 pi). approximate = true is PyTorch's approximate='tanh':
+/// y = x (1 + tanh u) / 2, u = sqrt(2/pi) (x + 0.044715 x^3); d = g ((1 + t)/2 + x (1 - t^2) u' / 2), t = tanh u.
+Tensor gelu(const Tensor& x, bool approximate = false);
+/// PyTorch's: log(1 + e^(beta x)) / beta, and x itself where beta x > threshold (at beta x = threshold the log
+/// form). d = g sigmoid(beta x), g where beta x > threshold. beta must be positive.
+Tensor softplus(const Tensor& x, double beta = 1.0, double threshold = 20.0);
+/// x sigmoid(x); d = g s (1 + x (1 - s)), s = sigmoid(x).
+Tensor silu(const Tensor& x);
+/// log sigmoid(x) = -softplus(-x), computed stably: min(x, 0) - log(1 + e^-|x|) (log_sigmoid(-1000) = -1000).
+/// d = g sigmoid(-x).
+Tensor log_sigmoid(const Tensor& x);
+/// clamp(x, min, max). d = g where min < x < max, 0 outside and at exactly min or max (PyTorch's
+/// hardtanh_backward: bounds exclusive, unlike clamp's), NaN at a NaN. Refuses min > max.
+Tensor hardtanh(const Tensor& x, double min = -1.0, double max = 1.0);
 /// s = 1/(1+e^-x); d = g * s (1 - s) (saved output).
 Tensor sigmoid(const Tensor& x);
 /// t = tanh x; d = g * (1 - t^2) (saved output).
@@ -96,6 +136,9 @@ Tensor mean(const Tensor& x, int axis, bool keepdims = false);
 /// maximum (the first NaN takes the gradient).
 Tensor max(const Tensor& x);
 Tensor max(const Tensor& x, int axis, bool keepdims = false);
+/// log(sum(exp(x), axis)), computed max-shifted (no overflow); a row of -inf gives -inf and a +inf gives +inf,
+/// as PyTorch; a NaN gives NaN. d = g * softmax(x, axis) = g e^(x - y) (NaN for a row of -inf, as PyTorch).
+Tensor logsumexp(const Tensor& x, int axis, bool keepdims = false);
 /// The one helper that undoes broadcasting: sums `x` down to `shape` (which must broadcast to
 /// x's shape). d = g broadcast back to x's shape.
 Tensor sum_to(const Tensor& x, const Shape& shape);

@@ -89,6 +89,20 @@ ag::Tensor MaxPool2d::forward(const ag::Tensor& x) {
 std::string MaxPool2d::type_name() const { return fmt::format("MaxPool2d(kernel={}, stride={})", kernel_, stride_); }
 
 ag::Tensor ReLU::forward(const ag::Tensor& x) { return ag::relu(x); }
+ag::Tensor LeakyReLU::forward(const ag::Tensor& x) { return ag::leaky_relu(x, negative_slope_); }
+std::string LeakyReLU::type_name() const { return fmt::format("LeakyReLU(negative_slope={})", negative_slope_); }
+ag::Tensor ELU::forward(const ag::Tensor& x) { return ag::elu(x, alpha_); }
+std::string ELU::type_name() const { return fmt::format("ELU(alpha={})", alpha_); }
+ag::Tensor GELU::forward(const ag::Tensor& x) { return ag::gelu(x, approximate_); }
+std::string GELU::type_name() const { return approximate_ ? "GELU(approximate=tanh)" : "GELU"; }
+ag::Tensor SiLU::forward(const ag::Tensor& x) { return ag::silu(x); }
+
+Softplus::Softplus(double beta, double threshold) : beta_(beta), threshold_(threshold) {
+  if (!(beta > 0)) throw std::invalid_argument(fmt::format("Softplus: beta {} must be positive", beta));
+}
+ag::Tensor Softplus::forward(const ag::Tensor& x) { return ag::softplus(x, beta_, threshold_); }
+std::string Softplus::type_name() const { return fmt::format("Softplus(beta={}, threshold={})", beta_, threshold_); }
+
 ag::Tensor Sigmoid::forward(const ag::Tensor& x) { return ag::sigmoid(x); }
 ag::Tensor Tanh::forward(const ag::Tensor& x) { return ag::tanh(x); }
 ag::Tensor Softmax::forward(const ag::Tensor& x) { return ag::softmax(x, axis_); }

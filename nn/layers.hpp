@@ -64,6 +64,56 @@ class ReLU : public Module {
   std::string type_name() const override { return "ReLU"; }
 };
 
+/// leaky_relu(x, negative_slope).
+class LeakyReLU : public Module {
+ public:
+  explicit LeakyReLU(double negative_slope = 0.01) : negative_slope_(negative_slope) {}
+  ag::Tensor forward(const ag::Tensor& x) override;
+  std::string type_name() const override;
+
+ private:
+  double negative_slope_;
+};
+
+/// elu(x, alpha).
+class ELU : public Module {
+ public:
+  explicit ELU(double alpha = 1.0) : alpha_(alpha) {}
+  ag::Tensor forward(const ag::Tensor& x) override;
+  std::string type_name() const override;
+
+ private:
+  double alpha_;
+};
+
+/// gelu(x, approximate): the exact erf form, or the tanh form (PyTorch's approximate='tanh').
+class GELU : public Module {
+ public:
+  explicit GELU(bool approximate = false) : approximate_(approximate) {}
+  ag::Tensor forward(const ag::Tensor& x) override;
+  std::string type_name() const override;
+
+ private:
+  bool approximate_;
+};
+
+class SiLU : public Module {
+ public:
+  ag::Tensor forward(const ag::Tensor& x) override;
+  std::string type_name() const override { return "SiLU"; }
+};
+
+/// softplus(x, beta, threshold); beta must be positive (checked here, naming the module).
+class Softplus : public Module {
+ public:
+  explicit Softplus(double beta = 1.0, double threshold = 20.0);
+  ag::Tensor forward(const ag::Tensor& x) override;
+  std::string type_name() const override;
+
+ private:
+  double beta_, threshold_;
+};
+
 class Sigmoid : public Module {
  public:
   ag::Tensor forward(const ag::Tensor& x) override;

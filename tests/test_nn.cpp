@@ -149,11 +149,23 @@ TEST_CASE("every module passes the float64 gradient check") {
     }
     for (auto module : std::vector<std::shared_ptr<nn::Module>>{
              std::make_shared<nn::ReLU>(), std::make_shared<nn::Sigmoid>(), std::make_shared<nn::Tanh>(),
-             std::make_shared<nn::Softmax>(), std::make_shared<nn::LogSoftmax>(), std::make_shared<nn::Flatten>()}) {
+             std::make_shared<nn::Softmax>(), std::make_shared<nn::LogSoftmax>(), std::make_shared<nn::Flatten>(),
+             std::make_shared<nn::LeakyReLU>(0.2), std::make_shared<nn::ELU>(0.5), std::make_shared<nn::GELU>(),
+             std::make_shared<nn::GELU>(true), std::make_shared<nn::SiLU>(), std::make_shared<nn::Softplus>(2.0, 1.0)}) {
       GradcheckReport report = gradcheck([&](const std::vector<Tensor>& in) { return module->forward(in[0]); }, {x});
       INFO(module->type_name() << "\n" << report.summary());
       CHECK(report.passed);
     }
+  }
+  SUBCASE("the new activation modules call their ops with their options") {
+    Tensor x = Tensor::randn(Shape{3, 4}, gen, 0, 1, DType::f64);
+    CHECK(nn::LeakyReLU(0.2).forward(x).to_vector() == ag::leaky_relu(x, 0.2).to_vector());
+    CHECK(nn::ELU(0.5).forward(x).to_vector() == ag::elu(x, 0.5).to_vector());
+    CHECK(nn::GELU(true).forward(x).to_vector() == ag::gelu(x, true).to_vector());
+    CHECK(nn::Softplus(2.0, 1.0).forward(x).to_vector() == ag::softplus(x, 2.0, 1.0).to_vector());
+    CHECK(nn::LeakyReLU(0.2).type_name() == "LeakyReLU(negative_slope=0.2)");
+    CHECK(nn::GELU(true).type_name() == "GELU(approximate=tanh)");
+    CHECK_THROWS_WITH_AS(nn::Softplus(0.0), doctest::Contains("Softplus"), std::invalid_argument);
   }
   SUBCASE("Dropout with its mask held fixed by reseeding") {
     Tensor x = Tensor::randn(Shape{4, 5}, gen, 0, 1, DType::f64);

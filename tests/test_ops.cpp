@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <numbers>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -614,6 +615,302 @@ TEST_CASE("second order: gradgradcheck on a representative set") {
                       {distinct({3, 4}, gen)});
 }
 
+// ================================================================ more activations, selection, logsumexp
+
+namespace {
+
+/// Every new activation with its parameters, named for messages.
+struct UnaryOp {
+  const char* name;
+  std::function<Tensor(const Tensor&)> fn;
+};
+
+const std::vector<UnaryOp>& new_activations() {
+  static const std::vector<UnaryOp> ops = {
+      {"leaky_relu", [](const Tensor& x) { return leaky_relu(x); }},
+      {"leaky_relu 0.2", [](const Tensor& x) { return leaky_relu(x, 0.2); }},
+      {"elu", [](const Tensor& x) { return elu(x); }},
+      {"elu 0.5", [](const Tensor& x) { return elu(x, 0.5); }},
+      {"gelu", [](const Tensor& x) { return gelu(x); }},
+      {"gelu tanh", [](const Tensor& x) { return gelu(x, true); }},
+      {"softplus", [](const Tensor& x) { return softplus(x); }},
+      // Both branches: beta x > 1 is linear.
+      {"softplus beta 2, threshold 1", [](const Tensor& x) { return softplus(x, 2.0, 1.0); }},
+      {"silu", [](const Tensor& x) { return silu(x); }},
+      {"log_sigmoid", [](const Tensor& x) { return log_sigmoid(x); }},
+      {"hardtanh", [](const Tensor& x) { return hardtanh(x); }},
+      {"hardtanh -0.5, 0.7", [](const Tensor& x) { return hardtanh(x, -0.5, 0.7); }},
+      {"clamp -0.5, 0.7", [](const Tensor& x) { return clamp(x, -0.5, 0.7); }},
+  };
+  return ops;
+}
+
+}  // namespace
+
+TEST_CASE("leaky_relu, elu, gelu, softplus, silu, log_sigmoid, hardtanh and clamp: first and second order") {
+  Generator gen(91);
+  for (const UnaryOp& op : new_activations()) {
+    // Off the kinks at 0 (relu family) and, with probability ~1e-6, off the clamp bounds.
+    for (const Shape& shape : {Shape{2, 3, 4}, Shape{1, 4}, Shape{3, 1}, Shape{}}) {
+      INFO(std::string(op.name) << " on " << shape.str());
+      Tensor x = mul(off_zero(shape, gen), 1.3);
+      auto fn = op.fn;
+      // A few elements may all fall outside clamp's bounds: a zero gradient is then right.
+      const GradcheckOptions zero_ok{.allow_all_zero = true};
+      CHECK_GRADCHECK([fn](const Inputs& v) { return fn(v[0]); }, {x}, zero_ok);
+      // Times x, so that the piecewise-linear ones have a second derivative to check.
+      CHECK_GRADGRADCHECK([fn](const Inputs& v) { return mul(fn(v[0]), v[0]); }, {x}, zero_ok);
+      CHECK_GRADGRADCHECK([fn](const Inputs& v) { return fn(v[0]); }, {x}, zero_ok);
+    }
+  }
+  // Broadcasting into an activation, and a chain.
+  Tensor a = normal({3, 1}, gen), b = normal({4}, gen);
+  CHECK_GRADCHECK([](const Inputs& v) { return gelu(add(v[0], v[1])); }, {a, b});
+  CHECK_GRADGRADCHECK([](const Inputs& v) { return silu(mul(v[0], v[1])); }, {a, b});
+  CHECK_GRADGRADCHECK([](const Inputs& v) { return log_sigmoid(elu(v[0])); }, {off_zero({2, 3}, gen)});
+}
+
+TEST_CASE("new activations: values against closed forms") {
+  const double e = std::exp(1.0);
+  Tensor x = f64({5}, {-2, -0.5, 0, 1, 3});
+  check_values(leaky_relu(x), {5}, {-0.02, -0.005, 0, 1, 3});
+  check_values(leaky_relu(x, 0.5), {5}, {-1, -0.25, 0, 1, 3});
+  check_values(elu(x), {5}, {std::expm1(-2.0), std::expm1(-0.5), 0, 1, 3});
+  check_values(elu(x, 2.0), {5}, {2 * std::expm1(-2.0), 2 * std::expm1(-0.5), 0, 1, 3});
+  check_values(hardtanh(x), {5}, {-1, -0.5, 0, 1, 1});
+  check_values(hardtanh(x, -0.25, 2.0), {5}, {-0.25, -0.25, 0, 1, 2});
+  check_values(clamp(x, -1.0, 0.5), {5}, {-1, -0.5, 0, 0.5, 0.5});
+  // gelu(1) = Phi(1); gelu(-1) = -(1 - Phi(1)); tanh form at 1 from its formula.
+  check_values(gelu(f64({3}, {1, -1, 0})), {3}, {0.8413447460685429, -0.15865525393145707, 0}, 1e-14);
+  const double u = std::sqrt(2 / std::numbers::pi) * (1 + 0.044715);
+  check_values(gelu(f64({2}, {1, 0}), true), {2}, {0.5 * (1 + std::tanh(u)), 0});
+  CHECK(gelu(f64({1}, {1}), true).item() == doctest::Approx(0.841192).epsilon(1e-6));
+  check_values(silu(f64({2}, {1, -1})), {2}, {1 / (1 + 1 / e), -1 / (1 + e)});
+  // softplus: log(1 + e^x) up to and including the threshold, x above it.
+  check_values(softplus(f64({4}, {0, 1, 20, 20.5})), {4},
+               {std::log(2.0), std::log1p(e), std::log1p(std::exp(20.0)), 20.5});
+  CHECK(softplus(f64({1}, {20})).item() != 20.0);
+  // beta 2, threshold 20: the switch is at x = 10.
+  check_values(softplus(f64({3}, {1, 10, 10.5}), 2.0), {3},
+               {std::log1p(std::exp(2.0)) / 2, std::log1p(std::exp(20.0)) / 2, 10.5});
+  // log_sigmoid: stable at both ends.
+  check_values(log_sigmoid(f64({5}, {-1000, -1, 0, 1, 1000})), {5},
+               {-1000, -std::log1p(e), -std::log(2.0), -std::log1p(1 / e), 0});
+  CHECK(all_finite(log_sigmoid(f64({2}, {-1000, 1000}))));
+  CHECK(all_finite(softplus(f64({2}, {-1000, 1000}))));
+  CHECK(all_finite(silu(f64({2}, {-1000, 1000}))));
+  CHECK(all_finite(gelu(f64({2}, {-1000, 1000}))));
+  // Gradients: gelu'(1) = Phi(1) + phi(1); silu'(0) = 1/2; log_sigmoid'(-1000) = 1; softplus'(0) = 1/2.
+  Tensor one = f64({1}, {1}).set_requires_grad();
+  backward(sum(gelu(one)));
+  const double phi1 = std::exp(-0.5) / std::sqrt(2 * std::numbers::pi);
+  CHECK(one.grad().item() == doctest::Approx(0.8413447460685429 + phi1).epsilon(1e-14));
+  Tensor z = f64({3}, {0, -1000, 0}).set_requires_grad();
+  backward(sum(add(add(silu(z), log_sigmoid(z)), softplus(z))));
+  // 1/2 + 1/2 + 1/2 at 0; 0 + 1 + 0 at -1000.
+  check_values(z.grad(), {3}, {1.5, 1, 1.5});
+}
+
+TEST_CASE("kinks and bounds: PyTorch's gradient at exactly the boundary") {
+  // leaky_relu at 0: the negative slope. elu at 0: alpha.
+  Tensor x = f64({3}, {-1, 0, 1}).set_requires_grad();
+  backward(sum(leaky_relu(x, 0.1)));
+  check_values(x.grad(), {3}, {0.1, 0.1, 1});
+  x.zero_grad();
+  backward(sum(elu(x, 0.5)));
+  check_values(x.grad(), {3}, {0.5 * std::exp(-1.0), 0.5, 1});
+  // hardtanh: 0 at both bounds (exclusive); clamp: 1 at both bounds (inclusive).
+  Tensor h = f64({5}, {-2, -1, 0, 1, 2}).set_requires_grad();
+  backward(sum(hardtanh(h)));
+  check_values(h.grad(), {5}, {0, 0, 1, 0, 0});
+  h.zero_grad();
+  backward(sum(clamp(h, -1.0, 1.0)));
+  check_values(h.grad(), {5}, {0, 1, 1, 1, 0});
+  // clamp with lo == hi: the one point inside gets the gradient.
+  h.zero_grad();
+  backward(sum(clamp(h, 0.0, 0.0)));
+  check_values(h.grad(), {5}, {0, 0, 1, 0, 0});
+  // softplus at exactly the threshold is the log form, its slope sigmoid(20); above it, 1.
+  Tensor s = f64({2}, {20, 21}).set_requires_grad();
+  backward(sum(softplus(s)));
+  check_values(s.grad(), {2}, {1 / (1 + std::exp(-20.0)), 1});
+  // The differentiable backward (create_graph) agrees with the one above at every boundary.
+  Tensor k = f64({5}, {-1, 0, 1, 20, 20.5}).set_requires_grad();
+  Tensor g = grad({sum(add(add(leaky_relu(k, 0.1), hardtanh(k)), add(clamp(k, 0.0, 1.0), softplus(k))))}, {k}, {},
+                  {.create_graph = true})[0];
+  check_values(g, {5}, {0.1 + 0 + 0 + 1 / (1 + std::exp(1.0)), 0.1 + 1 + 1 + 0.5, 1 + 0 + 1 + 1 / (1 + std::exp(-1.0)),
+                        1 + 0 + 0 + 1 / (1 + std::exp(-20.0)), 1 + 0 + 0 + 1});
+  release_tape();
+}
+
+TEST_CASE("maximum, minimum and where: broadcasting, first and second order") {
+  Generator gen(92);
+  const std::pair<Shape, Shape> cases[] = {
+      {Shape{3, 4}, Shape{3, 4}}, {Shape{3, 4}, Shape{4}},    {Shape{2, 1, 3}, Shape{4, 1}},
+      {Shape{}, Shape{2, 3}},     {Shape{3, 1}, Shape{1}},    {Shape{2, 1, 3, 1}, Shape{4, 1, 5}},
+  };
+  for (const auto& c : cases) {
+    INFO(c.first.str() << " and " << c.second.str());
+    Tensor a = normal(c.first, gen), b = normal(c.second, gen);
+    CHECK(maximum(a, b).shape() == broadcast_shapes(c.first, c.second, "maximum"));
+    // A one-element side may lose everywhere: its zero gradient is then right.
+    const GradcheckOptions zero_ok{.allow_all_zero = true};
+    CHECK_GRADCHECK([](const Inputs& v) { return maximum(v[0], v[1]); }, {a, b}, zero_ok);
+    CHECK_GRADCHECK([](const Inputs& v) { return minimum(v[0], v[1]); }, {a, b}, zero_ok);
+    CHECK_GRADGRADCHECK([](const Inputs& v) { return mul(maximum(v[0], v[1]), v[0]); }, {a, b}, zero_ok);
+    CHECK_GRADGRADCHECK([](const Inputs& v) { return mul(minimum(v[0], v[1]), v[1]); }, {a, b}, zero_ok);
+    // A mask of the first shape choosing between the two.
+    Tensor mask = step(normal(c.first, gen));
+    CHECK_GRADCHECK([mask](const Inputs& v) { return where(mask, v[0], v[1]); }, {a, b}, zero_ok);
+    CHECK_GRADGRADCHECK([mask](const Inputs& v) { return where(mask, mul(v[0], v[1]), exp(v[1])); }, {a, b},
+                        zero_ok);
+  }
+  // The mask itself broadcast against both.
+  Tensor a = normal({3, 4}, gen), b = normal({3, 4}, gen);
+  Tensor row_mask = f64({4}, {1, 0, 0, 1});
+  CHECK_GRADCHECK([row_mask](const Inputs& v) { return where(row_mask, v[0], v[1]); }, {a, b});
+  CHECK_GRADCHECK([](const Inputs& v) { return where(f64({2, 1, 1}, {0, 1}), v[0], v[1]); }, {a, b});
+}
+
+TEST_CASE("maximum, minimum and where: values, ties split half and half, no gradient to the mask") {
+  Tensor a = f64({2, 3}, {1, 5, 3, -2, 0, 7}), b = f64({3}, {2, 5, 1});
+  check_values(maximum(a, b), {2, 3}, {2, 5, 3, 2, 5, 7});
+  check_values(minimum(a, b), {2, 3}, {1, 5, 1, -2, 0, 1});
+  // Ties (5 = 5): 1/2 to each side, as PyTorch; b's gradient summed over the broadcast rows.
+  Tensor ta = a.clone().set_requires_grad(), tb = b.clone().set_requires_grad();
+  backward(sum(maximum(ta, tb)));
+  check_values(ta.grad(), {2, 3}, {0, 0.5, 1, 0, 0, 1});
+  check_values(tb.grad(), {3}, {2, 1.5, 0});
+  ta.zero_grad();
+  tb.zero_grad();
+  backward(sum(minimum(ta, tb)));
+  check_values(ta.grad(), {2, 3}, {1, 0.5, 0, 1, 1, 0});
+  check_values(tb.grad(), {3}, {0, 0.5, 2});
+  // where: a nonzero condition selects a; an unselected infinity or NaN leaks into nothing.
+  const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+  Tensor cond = f64({3}, {1, 0, 2}).set_requires_grad();
+  Tensor wa = f64({3}, {1, inf, 3}).set_requires_grad(), wb = f64({3}, {nan, 20, 30}).set_requires_grad();
+  Tensor w = where(cond, wa, wb);
+  check_values(w, {3}, {1, 20, 3});
+  backward(sum(mul(w, w)));
+  check_values(wa.grad(), {3}, {2, 0, 6});
+  check_values(wb.grad(), {3}, {0, 40, 0});
+  CHECK_FALSE(cond.grad().defined());
+  // A float32 mask serves float64 operands.
+  check_values(where(Tensor::from_data({2}, {0.0, 1.0}), f64({2}, {1, 2}), f64({2}, {3, 4})), {2}, {3, 2});
+}
+
+TEST_CASE("logsumexp: per axis, keepdims both ways, first and second order, the softmax gradient") {
+  Generator gen(93);
+  for (const Shape& shape : {Shape{5}, Shape{3, 4}, Shape{2, 3, 4}, Shape{3, 1}, Shape{1, 4}, Shape{2, 1, 3, 2}}) {
+    for (int axis = -static_cast<int>(shape.rank()); axis < static_cast<int>(shape.rank()); ++axis) {
+      for (bool keepdims : {false, true}) {
+        INFO("shape " << shape.str() << ", axis " << axis << ", keepdims " << keepdims);
+        Tensor x = normal(shape, gen, 2.0);
+        CHECK_GRADCHECK([axis, keepdims](const Inputs& v) { return logsumexp(v[0], axis, keepdims); }, {x});
+        // Over an axis of extent 1, logsumexp is the identity: no second derivative.
+        CHECK_GRADGRADCHECK([axis, keepdims](const Inputs& v) { return logsumexp(v[0], axis, keepdims); }, {x},
+                            {.allow_all_zero = x.shape()[axis < 0 ? axis + x.rank() : axis] == 1});
+      }
+    }
+  }
+  // Closed forms: values, and the gradient of sum(logsumexp) is softmax along the axis.
+  Tensor x = f64({2, 3}, {1, 2, 3, 0, 0, 0});
+  double norm = std::exp(1.0) + std::exp(2.0) + std::exp(3.0);
+  check_values(logsumexp(x, 1), {2}, {std::log(norm), std::log(3.0)});
+  check_values(logsumexp(x, 0, true), {1, 3}, {std::log1p(std::exp(1.0)), std::log1p(std::exp(2.0)),
+                                               std::log1p(std::exp(3.0))});
+  Tensor xg = x.clone().set_requires_grad();
+  backward(sum(logsumexp(xg, -1)));
+  check_values(xg.grad(), {2, 3}, {std::exp(1.0) / norm, std::exp(2.0) / norm, std::exp(3.0) / norm, 1.0 / 3, 1.0 / 3,
+                                   1.0 / 3});
+  CHECK(max_abs_difference(xg.grad().to_vector(), softmax(x, 1).to_vector()) < 1e-14);
+  // Stable at 1000; a row of -inf gives -inf (as PyTorch); +inf gives +inf.
+  const double inf = std::numeric_limits<double>::infinity();
+  check_values(logsumexp(f64({2, 2}, {1000, 1000, -1000, 0}), 1), {2}, {1000 + std::log(2.0), 0});
+  std::vector<double> extremes = logsumexp(f64({3, 2}, {-inf, -inf, inf, 1, -inf, 2}), 1).to_vector();
+  CHECK(extremes[0] == -inf);
+  CHECK(extremes[1] == inf);
+  CHECK(extremes[2] == 2.0);
+  for (DType dtype : {DType::f32, DType::f64}) {
+    Tensor big = Tensor::from_data({3}, {1000, -1000, 999}, dtype).set_requires_grad();
+    Tensor y = logsumexp(big, 0);
+    CHECK(y.item() == doctest::Approx(1000 + std::log1p(std::exp(-1.0))));
+    backward(y);
+    CHECK(all_finite(big.grad()));
+  }
+}
+
+TEST_CASE("new ops: empty extents, and float32 close to float64") {
+  Tensor empty = Tensor::zeros({0, 3}, DType::f64).set_requires_grad();
+  for (const UnaryOp& op : new_activations()) {
+    INFO(std::string(op.name));
+    CHECK(op.fn(empty).shape() == Shape{0, 3});
+  }
+  CHECK(maximum(empty, f64({3}, {1, 2, 3})).shape() == Shape{0, 3});
+  CHECK(where(Tensor::zeros({0, 1}), empty, f64({3}, {1, 2, 3})).shape() == Shape{0, 3});
+  CHECK(logsumexp(empty, 0).shape() == Shape{3});
+  CHECK(logsumexp(empty, 1).shape() == Shape{0});
+  // Over an empty axis: log 0 = -inf, as PyTorch.
+  const double inf = std::numeric_limits<double>::infinity();
+  CHECK(logsumexp(empty, 0).to_vector() == std::vector<double>{-inf, -inf, -inf});
+  backward(sum(add(sum(gelu(empty)), sum(logsumexp(empty, 1)))));
+  CHECK(empty.grad().shape() == Shape{0, 3});
+
+  Generator gen(94);
+  Tensor x64 = mul(normal({4, 6}, gen), 3.0), y64 = normal({6}, gen);
+  Tensor x32 = x64.to(DType::f32), y32 = y64.to(DType::f32);
+  auto worst = [](const Tensor& t32, const Tensor& t64) {
+    std::vector<double> a = t32.to_vector(), b = t64.to_vector();
+    double w = 0.0;
+    for (std::size_t i = 0; i < a.size(); ++i) w = std::max(w, std::abs(a[i] - b[i]) / (1.0 + std::abs(b[i])));
+    return w;
+  };
+  for (const UnaryOp& op : new_activations()) {
+    INFO(std::string(op.name));
+    CHECK(op.fn(x32).dtype() == DType::f32);
+    CHECK(worst(op.fn(x32), op.fn(x64)) < 1e-6);
+  }
+  CHECK(worst(maximum(x32, y32), maximum(x64, y64)) < 1e-7);
+  CHECK(worst(logsumexp(x32, 1), logsumexp(x64, 1)) < 1e-6);
+}
+
+TEST_CASE("new activations on a long vector: NaN kept in every lane, forward and backward") {
+  const std::size_t n = 1003;  // not a multiple of any vector width
+  for (DType dtype : {DType::f32, DType::f64}) {
+    std::vector<double> values(n);
+    for (std::size_t i = 0; i < n; ++i) values[i] = i % 13 == 0 ? std::nan("") : 0.5 * static_cast<double>(i % 9) - 2.0;
+    for (const UnaryOp& op : new_activations()) {
+      INFO(std::string(op.name) << " in " << dtype_name(dtype));
+      Tensor x = Tensor::from_data(Shape{n}, std::span<const double>(values)).to(dtype).set_requires_grad();
+      Tensor y = op.fn(x);
+      backward(sum(y));
+      std::size_t wrong = 0;
+      for (std::size_t i = 0; i < n; ++i) {
+        bool nan_in = std::isnan(values[i]);
+        if (nan_in != std::isnan(y.at(i)) || nan_in != std::isnan(x.grad().at(i))) ++wrong;
+      }
+      CHECK(wrong == 0);
+    }
+  }
+}
+
+TEST_CASE("new ops: errors name the op and the shapes") {
+  Tensor a = Tensor::zeros({3, 4}, DType::f64), b = Tensor::zeros({5}, DType::f64);
+  CHECK_OP_ERROR(maximum(a, b), "maximum", "[3, 4]", "[5]");
+  CHECK_OP_ERROR(minimum(a, b), "minimum", "[3, 4]", "[5]");
+  CHECK_OP_ERROR(where(Tensor::zeros({2}), a, a), "where", "[2]", "[3, 4]");
+  CHECK_OP_ERROR(where(a, a, b), "where", "[3, 4]", "[5]");
+  CHECK_OP_ERROR(where(a, a, Tensor::zeros({3, 4}, DType::f32)), "where", "f64[3, 4]", "f32[3, 4]");
+  CHECK_OP_ERROR(clamp(a, 1.0, -1.0), "clamp", "[3, 4]");
+  CHECK_OP_ERROR(clamp(a, std::nan(""), 1.0), "clamp", "[3, 4]");
+  CHECK_OP_ERROR(hardtanh(a, 1.0, -1.0), "hardtanh", "[3, 4]");
+  CHECK_OP_ERROR(softplus(a, 0.0), "softplus", "[3, 4]");
+  CHECK_OP_ERROR(logsumexp(a, 2), "logsumexp", "[3, 4]");
+  CHECK_OP_ERROR(leaky_relu(Tensor()), "leaky_relu", "leaky_relu");
+  CHECK(tape_size() == 0);
+}
+
 // ================================================================ errors
 
 TEST_CASE("errors name the op and the shapes") {
@@ -880,6 +1177,21 @@ std::vector<NanCase> nan_cases(DType dtype) {
        [=](const Tensor& x) { return conv2d(x, x, Tensor()); }, 0, G::nan},
       {"max_pool2d", Shape{1, 1, 2, 4}, [](const Tensor& x) { return max_pool2d(x, 2); }, 0, G::one},
       {"max_pool2d (kernel 3)", Shape{1, 1, 3, 3}, [](const Tensor& x) { return max_pool2d(x, 3); }, 0, G::one},
+      {"leaky_relu", m, [](const Tensor& x) { return leaky_relu(x); }, 1, G::nan},
+      {"elu", m, [](const Tensor& x) { return elu(x); }, 1, G::nan},
+      {"gelu", m, [](const Tensor& x) { return gelu(x); }, 1, G::nan},
+      {"gelu (tanh)", m, [](const Tensor& x) { return gelu(x, true); }, 1, G::nan},
+      {"softplus", m, [](const Tensor& x) { return softplus(x); }, 1, G::nan},
+      {"silu", m, [](const Tensor& x) { return silu(x); }, 1, G::nan},
+      {"log_sigmoid", m, [](const Tensor& x) { return log_sigmoid(x); }, 1, G::nan},
+      {"hardtanh", m, [](const Tensor& x) { return hardtanh(x); }, 1, G::nan},
+      {"clamp", m, [](const Tensor& x) { return clamp(x, 0.0, 1.0); }, 1, G::nan},
+      {"maximum (x, y)", m, [=](const Tensor& x) { return maximum(x, y); }, 1, G::one},
+      {"maximum (y, x)", m, [=](const Tensor& x) { return maximum(y, x); }, 1, G::one},
+      {"minimum (broadcast)", m, [=](const Tensor& x) { return minimum(row, x); }, 1, G::one},
+      {"where (selected)", m, [=](const Tensor& x) { return where(Tensor::ones_like(x), x, y); }, 1, G::one},
+      {"logsumexp", m, [](const Tensor& x) { return logsumexp(x, 1); }, 0, G::nan},
+      {"logsumexp (axis 0, keepdims)", m, [](const Tensor& x) { return logsumexp(x, 0, true); }, 1, G::nan},
   };
 }
 

@@ -1,6 +1,7 @@
 // Elementwise arithmetic with NumPy broadcasting, and the unary maths functions.
 // Each op: forward kernel, then its backward (written with these same ops) in the record() call.
 #include <cmath>
+#include <stdexcept>
 
 #include "autograd/detail/broadcast.hpp"
 #include "autograd/detail/xt.hpp"
@@ -202,6 +203,80 @@ Tensor sign(const Tensor& x) {
   return scalar_kernel("sign", x, 0.0, [](auto v, auto zero) {
     using T = decltype(v);
     return v > zero ? T(1) : (v < zero ? T(-1) : (v == zero ? T(0) : v));
+  });
+}
+
+// ---------------------------------------------------------------- selection and clamping
+
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+  detail::check_defined("where", cond);
+  detail::check_binary("where", a, b);
+  Shape shape;
+  try {
+    shape = broadcast_shapes(cond.shape(), broadcast_shapes(a.shape(), b.shape(), "where"), "where");
+  } catch (const std::invalid_argument&) {
+    fail("where", "condition {}, a {} and b {} do not broadcast", cond.shape().str(), a.shape().str(),
+         b.shape().str());
+  }
+  // Inputs spread to the common shape first: broadcast_to's own backward sums their gradients back.
+  auto spread = [&](const Tensor& t) { return t.shape() == shape ? t : broadcast_to(t, shape); };
+  Tensor c = spread(cond.detach().to(a.dtype())).detach(), sa = spread(a), sb = spread(b);
+  Tensor out = detail::make_tensor(shape, a.dtype(), "where");
+  dispatch(a.dtype(), [&]<class T>() {
+    const T* __restrict pc = c.data<T>();
+    const T* __restrict pa = sa.data<T>();
+    const T* __restrict pb = sb.data<T>();
+    T* __restrict po = out.data<T>();
+    std::size_t n = out.numel();
+    for (std::size_t i = 0; i < n; ++i) po[i] = pc[i] != T(0) ? pa[i] : pb[i];
+  });
+  return record("where", out, {sa, sb}, [c](const Tensor& g, NeedsGrad needs) {
+    Tensor zeros = Tensor::zeros_like(g);
+    return std::vector<Tensor>{needs[0] ? where(c, g, zeros) : Tensor(), needs[1] ? where(c, zeros, g) : Tensor()};
+  });
+}
+
+namespace {
+
+/// maximum (larger = true) or minimum: `wins(x, y)` is true where x is the result (NaN included); the
+/// backward weight of a is 1 where it wins, 1/2 on a tie, else 0 (a constant: no second-order term).
+template <class Wins>
+Tensor select_binary(const char* op, const Tensor& a, const Tensor& b, Wins wins) {
+  Tensor out = binary_kernel(op, a, b, [wins](auto x, auto y) { return wins(x, y) ? x : y; });
+  return record(op, out, {a, b}, [a, b, op, wins](const Tensor& g, NeedsGrad needs) {
+    Tensor weight = binary_kernel(op, a, b, [wins](auto x, auto y) {
+      using T = decltype(x);
+      return wins(x, y) ? T(1) : (x == y ? T(0.5) : T(0));
+    });
+    return std::vector<Tensor>{needs[0] ? sum_to(mul(g, weight), a.shape()) : Tensor(),
+                               needs[1] ? sum_to(mul(g, sub(1.0, weight)), b.shape()) : Tensor()};
+  });
+}
+
+}  // namespace
+
+Tensor maximum(const Tensor& a, const Tensor& b) {
+  return select_binary("maximum", a, b, [](auto x, auto y) { return x > y || x != x; });
+}
+
+Tensor minimum(const Tensor& a, const Tensor& b) {
+  return select_binary("minimum", a, b, [](auto x, auto y) { return x < y || x != x; });
+}
+
+Tensor clamp(const Tensor& x, double lo, double hi) {
+  detail::check_defined("clamp", x);
+  if (!(lo <= hi)) fail("clamp", "of {} to [{}, {}]: the bounds must be ordered numbers", x.describe(), lo, hi);
+  Tensor out = scalar_kernel("clamp", x, 0.0, [lo, hi](auto v, auto) {
+    using T = decltype(v);
+    return v < T(lo) ? T(lo) : (v > T(hi) ? T(hi) : v);
+  });
+  return record("clamp", out, {x}, [x, lo, hi](const Tensor& g, NeedsGrad) {
+    // 1 inside the closed interval, 0 outside, NaN at a NaN (v itself).
+    Tensor inside = scalar_kernel("clamp", x, 0.0, [lo, hi](auto v, auto) {
+      using T = decltype(v);
+      return v >= T(lo) && v <= T(hi) ? T(1) : (v != v ? v : T(0));
+    });
+    return std::vector<Tensor>{mul(g, inside)};
   });
 }
 

@@ -1,8 +1,12 @@
-// Reductions (sum, mean, max) and the pair that moves between broadcast shapes: broadcast_to and its
+// Reductions (sum, mean, max, logsumexp) and the pair that moves between broadcast shapes: broadcast_to and its
 // adjoint sum_to, the one helper every binary op's backward uses to undo broadcasting.
+#include <algorithm>
+#include <cmath>
 #include <limits>
+#include <vector>
 
 #include "autograd/detail/broadcast.hpp"
+#include "autograd/detail/nan.hpp"
 #include "autograd/detail/xt.hpp"
 #include "autograd/ops.hpp"
 
@@ -140,6 +144,45 @@ Tensor max(const Tensor& x, int axis, bool keepdims) {
   auto [out, mask] = max_with_mask(x, split_at(x.shape(), a), reduced_shape(x.shape(), a, keepdims));
   return record("max_axis", out, {x}, [mask, shape = x.shape(), a](const Tensor& g, NeedsGrad) {
     return std::vector<Tensor>{mul(expand_reduced(g, shape, a), mask)};
+  });
+}
+
+// ---------------------------------------------------------------- logsumexp
+
+Tensor logsumexp(const Tensor& x, int axis, bool keepdims) {
+  detail::check_defined("logsumexp", x);
+  std::size_t a = detail::normalise_axis("logsumexp", axis, x);
+  AxisSplit s = split_at(x.shape(), a);
+  Shape kept = reduced_shape(x.shape(), a, true);
+  Tensor out = detail::make_tensor(kept, x.dtype(), "logsumexp");
+  dispatch(x.dtype(), [&]<class T>() {
+    const T* px = x.data<T>();
+    T* po = out.data<T>();
+    std::vector<T> total(s.inner);
+    for (std::size_t o = 0; o < s.outer; ++o) {
+      // Peaks (NaN kept) then shifted sums, each a contiguous loop along the inner extent.
+      T* __restrict peak = po + o * s.inner;
+      T* __restrict acc = total.data();
+      std::fill_n(peak, s.inner, -std::numeric_limits<T>::infinity());
+      std::fill_n(acc, s.inner, T(0));
+      for (std::size_t k = 0; k < s.extent; ++k) {
+        const T* __restrict row = px + (o * s.extent + k) * s.inner;
+        for (std::size_t i = 0; i < s.inner; ++i) peak[i] = detail::nan_max(peak[i], row[i]);
+      }
+      for (std::size_t k = 0; k < s.extent; ++k) {
+        const T* __restrict row = px + (o * s.extent + k) * s.inner;
+        for (std::size_t i = 0; i < s.inner; ++i) acc[i] += std::exp(row[i] - peak[i]);
+      }
+      // An infinite peak (all -inf, or a +inf) is the answer itself: inf - inf would be NaN.
+      for (std::size_t i = 0; i < s.inner; ++i) {
+        if (std::abs(peak[i]) != std::numeric_limits<T>::infinity()) peak[i] += std::log(acc[i]);
+      }
+    }
+  });
+  if (!keepdims) out = reshape(out, reduced_shape(x.shape(), a, false));
+  // d = g e^(x - y): y kept with extent 1 broadcasts along the axis (mul's and sub's sum_to undo it).
+  return record("logsumexp", out, {x}, [x, out, kept](const Tensor& g, NeedsGrad) {
+    return std::vector<Tensor>{mul(reshape(g, kept), exp(sub(x, reshape(out, kept))))};
   });
 }
 
