@@ -11,12 +11,6 @@
 #include "nn/models.hpp"
 #include "optim/registry.hpp"
 
-#if defined(__SANITIZE_ADDRESS__)
-// Under AddressSanitizer the programs behave as without it when memory runs out: an allocation too large
-// returns null and becomes the library's named std::bad_alloc (reported, exit 2), not an abort.
-extern "C" const char* __asan_default_options() { return "allocator_may_return_null=1"; }
-#endif
-
 namespace examples {
 
 int parse(CLI::App& app, int argc, const char* const* argv) {
