@@ -131,11 +131,24 @@ struct Temporary {
   int fd;
 };
 
+/// The mode a file created by open(2) would get: rw for all, less the process's umask (mkstemp gives 0600).
+mode_t created_file_mode() {
+  mode_t mask = ::umask(0);  // read by setting: the programs do not create files from other threads meanwhile
+  ::umask(mask);
+  return static_cast<mode_t>(0666 & ~mask);
+}
+
 Temporary create_temporary(const std::string& path, std::string_view what) {
   for (int attempt = 0; attempt < 8; ++attempt) {
     std::string name = path + std::string(kTemporaryInfix) + std::string(kTemporarySuffix, 'X');
     Descriptor fd(::mkstemp(name.data()));
     if (fd.get() < 0) fail_errno(what, path, fmt::format("cannot create the temporary {}", name));
+    if (::fchmod(fd.get(), created_file_mode()) != 0) {
+      int error = errno;
+      ::unlink(name.c_str());
+      errno = error;
+      fail_errno(what, path, fmt::format("cannot set the mode of the temporary {}", name));
+    }
     bool locked = ::flock(fd.get(), LOCK_EX | LOCK_NB) == 0;
     if (!locked && errno != EWOULDBLOCK) return {name, fd.release()};  // no locks here: go on unprotected
     if (locked && still_named(fd.get(), name)) return {name, fd.release()};

@@ -3,17 +3,21 @@
 // Fashion-MNIST loaders and the geometry of their splits, the validation split, and the mini-batch loader.
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <doctest/doctest.h>
 #include <zlib.h>
 
 #include <algorithm>
+#include <csignal>
+#include <cstdio>
 #include <array>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <functional>
 #include <numeric>
 #include <stdexcept>
@@ -21,6 +25,7 @@
 #include <vector>
 
 #include "data/dataset.hpp"
+#include "data/file.hpp"
 #include "data/idx.hpp"
 #include "data/loader.hpp"
 
@@ -806,4 +811,48 @@ TEST_CASE("Fashion-MNIST: the Debian package's files load, 10 balanced classes")
   for (const std::int32_t label : test.labels) ++counts.at(static_cast<std::size_t>(label));
   for (const std::size_t count : counts) CHECK(count == 1000);
   CHECK(data::load_fashion_mnist(data::Split::train).size() == 60000);
+}
+
+TEST_CASE("write_file_atomically: a full disk leaves the old file whole and no temporary; new files get the umask's mode") {
+  TempDir dir;
+  const std::string path = dir.file("result.csv");
+  data::write_file_atomically(path, "old,content\n", "the result");
+  struct stat info {};
+  REQUIRE(::stat(path.c_str(), &info) == 0);
+  mode_t mask = ::umask(0);
+  ::umask(mask);
+  CHECK((info.st_mode & 0777) == (0666 & ~mask));  // as a file open(2) creates, not mkstemp's 0600
+
+  // Files may not grow past 100 bytes: a write of 1000 fails as on a full disk (EFBIG in place of ENOSPC).
+  // In a child, so that the limit does not outlive the check.
+  std::fflush(stdout);
+  std::fflush(stderr);
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::signal(SIGXFSZ, SIG_IGN);
+    rlimit files{100, 100};
+    ::setrlimit(RLIMIT_FSIZE, &files);
+    int code = 0;
+    try {
+      data::write_file_atomically(path, std::string(1000, 'x'), "the result");
+      code = 10;  // no error: wrong
+    } catch (const std::runtime_error& error) {
+      const std::string message = error.what();
+      if (message.find("the result " + path) != 0) code = 11;
+      if (message.find("write failed after") == std::string::npos) code = 12;
+      if (message.find("File too large") == std::string::npos) code = 13;
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  std::ifstream in(path);
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(content == "old,content\n");
+  std::size_t files = 0;
+  for ([[maybe_unused]] const auto& entry : fs::directory_iterator(fs::path(path).parent_path())) ++files;
+  CHECK(files == 1);
 }
