@@ -3,6 +3,7 @@
 // scripts/fetch-mnist.sh), determinism, checkpoint round trips (at epoch ends and mid-epoch), divergence,
 // per-step schedules, parameter groups, and the lab's grids, aggregation and outputs (CSV, Markdown, PNG).
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -683,6 +684,19 @@ TEST_CASE("lab: its flags, with the shared ones; the optimisers resolved by the 
   CHECK(error_of([&] { lab_config({"--seed", "1"}); }).find("--seeds") != std::string::npos);
   CHECK(captured(2, [] { CHECK(lab_main({"--seeds", "1.5"}) == 2); }).find("--seeds") != std::string::npos);
   CHECK(captured(2, [] { CHECK(lab_main({"--optimizers", "adamx"}) == 2); }).find("adamx") != std::string::npos);
+  // Lists: an empty item, a negative count, a list given twice (CLI11 alone would drop, wrap, append).
+  CHECK(captured(2, [] { CHECK(lab_main({"--seeds", "0,,1"}) == 2); }).find("--seeds: an empty item in the list '0,,1'") !=
+        std::string::npos);
+  CHECK(captured(2, [] { CHECK(lab_main({"--batch-sizes", "64,"}) == 2); }).find("--batch-sizes: an empty item") !=
+        std::string::npos);
+  CHECK(captured(2, [] { CHECK(lab_main({"--seeds", "-1"}) == 2); }).find("--seeds: '-1' is not a whole number") !=
+        std::string::npos);
+  CHECK(captured(2, [] { CHECK(lab_main({"--seeds", "1", "--seeds", "2"}) == 2); }).find("--seeds") != std::string::npos);
+  CHECK(captured(2, [] { CHECK(lab_main({"--targets", "0.5,abc"}) == 2); }).find("--targets: 'abc' is not a number") !=
+        std::string::npos);
+  // An output directory that cannot be made is refused before the data is read (--data points nowhere).
+  CHECK(captured(2, [] { CHECK(lab_main({"--out", "/proc/no/such", "--data", "/nonexistent/mnist"}) == 2); })
+            .find("--out /proc/no/such: cannot create the directory: No such file or directory") != std::string::npos);
 }
 
 TEST_CASE("lab: a misspelt key or a value out of range exits 2 naming the optimiser, the key and the range, "
@@ -851,9 +865,9 @@ TEST_CASE("lab: SIGINT to a running lab stops it cleanly: outputs written, exit 
     std::fflush(stdout);
     ::_exit(code);
   }
-  // Once the first epoch is in curves.csv the run is under way: interrupt it.
+  // Once the first epoch is in the progress file the run is under way: interrupt it.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (line_count(read_file(out / "curves.csv")) < 2 && std::chrono::steady_clock::now() < deadline) {
+  while (line_count(read_file(out / "curves.partial.csv")) < 2 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   ::kill(child, SIGINT);
@@ -865,7 +879,69 @@ TEST_CASE("lab: SIGINT to a running lab stops it cleanly: outputs written, exit 
   CHECK(line_count(runs) == 2);  // the second seed never started
   CHECK(runs.find(",0,1,\n") != std::string::npos);
   CHECK(fs::exists(out / "summary.md"));
+  CHECK(line_count(read_file(out / "curves.csv")) >= 2);  // the finished curves replace the progress file
+  CHECK_FALSE(fs::exists(out / "curves.partial.csv"));
   fs::remove_all(out);
+}
+
+namespace {
+/// Runs the lab in a child whose files may not grow past `limit` bytes (as on a full disk, writes fail:
+/// EFBIG); returns its exit status and what it wrote on stderr.
+std::pair<int, std::string> lab_with_file_limit(const fs::path& out, rlim_t limit) {
+  int pipe_fds[2];
+  REQUIRE(::pipe(pipe_fds) == 0);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 1);
+    ::dup2(pipe_fds[1], 2);
+    ::signal(SIGXFSZ, SIG_IGN);
+    rlimit files{limit, limit};
+    ::setrlimit(RLIMIT_FSIZE, &files);
+    int code = lab_main({"--optimizers", "adam", "--seeds", "0", "--epochs", "20", "--hidden", "8", "--train-subset",
+                         "200", "--batch-sizes", "100", "--out", out.string(), "--no-plots", "--no-progress"});
+    std::fflush(stderr);
+    ::_exit(code);
+  }
+  ::close(pipe_fds[1]);
+  std::string message;
+  char buffer[4096];
+  for (ssize_t n; (n = ::read(pipe_fds[0], buffer, sizeof buffer)) > 0;) message.append(buffer, static_cast<std::size_t>(n));
+  ::close(pipe_fds[0]);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  return {WEXITSTATUS(status), message};
+}
+}  // namespace
+
+TEST_CASE("lab: a disk that fills up stops the grid with the file and the reason, and leaves no half-written output") {
+  // The progress file fills at the header (60 bytes), after a few epochs (600) or late in the run (4000).
+  // (The final files' atomic writes under a full disk: tests/test_data.cpp.)
+  for (rlim_t limit : {rlim_t{60}, rlim_t{600}, rlim_t{4000}}) {
+    CAPTURE(limit);
+    fs::path out = temp_path("lab_full_disk");
+    fs::remove_all(out);
+    auto [code, message] = lab_with_file_limit(out, limit);
+    CHECK(code == 1);
+    CHECK(message.find("File too large") != std::string::npos);
+    CHECK(message.find(out.string()) != std::string::npos);
+    for (const auto& entry : fs::directory_iterator(out)) {
+      const std::string name = entry.path().filename().string();
+      CAPTURE(name);
+      CHECK(name.find(".tmp.") == std::string::npos);  // no temporary left behind
+      CHECK(fs::file_size(entry.path()) <= limit);
+      // What stands under a final name is whole: curves.csv, when written, holds all 20 epochs.
+      if (name == "curves.csv") CHECK(line_count(read_file(entry.path())) == 21);
+      if (name == "summary.md") CHECK(read_file(entry.path()).find("Mean ± sample standard deviation") != std::string::npos);
+    }
+    CHECK(message.find("curves.partial.csv") != std::string::npos);
+    CHECK_FALSE(fs::exists(out / "curves.csv"));
+    fs::remove_all(out);
+  }
 }
 
 TEST_CASE("Ctrl-C during an epoch's evaluation stops the run after that epoch, the epoch whole") {

@@ -1,4 +1,6 @@
 #include "examples/common/lab.hpp"
+#include "examples/common/list_flag.hpp"
+#include "examples/common/preflight.hpp"
 
 #include <sys/wait.h>
 
@@ -664,16 +666,13 @@ LabFlags::LabFlags(CLI::App& app, LabProgram program)
                  "a bracketed list is a grid over that key: 'adam(beta2=[0.99,0.999])' (default: " +
                      joined(program_.default_optimizers, " ") + "; see --list-optimizers)");
   app.add_option("--grid", grid_, "more specs, as --optimizers: 'adam(lr=[1e-4,3e-4,1e-3],beta2=[0.99,0.999])'");
-  app.add_option("--lrs", lrs_, "learning rates, comma-separated: one point each for every spec without lr= "
-                                "(default: the spec's lr, else the optimiser's own)")
-      ->delimiter(',');
-  app.add_option("--batch-sizes", batch_sizes_, "batch sizes, comma-separated")->delimiter(',')->capture_default_str();
-  app.add_option("--seeds", seeds_, "seeds, comma-separated: every configuration runs once per seed")
-      ->delimiter(',')
-      ->capture_default_str();
-  app.add_option("--targets", targets_, "test accuracies whose first epoch the table reports, comma-separated")
-      ->delimiter(',')
-      ->capture_default_str();
+  add_list(app, "--lrs", lrs_, "learning rates, comma-separated: one point each for every spec without lr= "
+                               "(default: the spec's lr, else the optimiser's own)");
+  add_list(app, "--batch-sizes", batch_sizes_, "batch sizes, comma-separated")->default_str(joined_numbers(batch_sizes_));
+  add_list(app, "--seeds", seeds_, "seeds, comma-separated: every configuration runs once per seed")
+      ->default_str(joined_numbers(seeds_));
+  add_list(app, "--targets", targets_, "test accuracies whose first epoch the table reports, comma-separated")
+      ->default_str(joined_numbers(targets_));
   path_option(app.add_option("--out", out_, "output directory (curves.csv, runs.csv, summary.csv, summary.md, *.png)"))
       ->capture_default_str();
   app.add_option("--gnuplot", gnuplot_, "the gnuplot program that draws the PNGs")->capture_default_str();
@@ -772,9 +771,9 @@ void print_epoch(std::FILE* log, const EpochMetrics& m, const std::string& eval)
   std::fflush(log);
 }
 
-/// One run of the grid; its epochs go to `curves` as they come. A run that throws is recorded as diverged.
+/// One run of the grid; its epochs go to `progress` as they come. A run that throws is recorded as diverged.
 RunRecord run_point(const LabConfig& config, const Datasets& datasets, const GridPoint& point, std::uint64_t seed,
-                    std::ofstream& curves, const std::vector<std::string>& keys, std::FILE* log) {
+                    std::ofstream& progress, const std::vector<std::string>& keys, std::FILE* log) {
   RunRecord record{point, seed, {}};
   RunConfig run = config.base;
   run.optimizer = point.optimizer;
@@ -788,9 +787,11 @@ RunRecord run_point(const LabConfig& config, const Datasets& datasets, const Gri
     record.result = train(run, datasets, [&](const EpochMetrics& m) {
       RunRecord one{point, seed, {}};
       one.result.epochs.push_back(m);
-      curves << curves_csv_rows(one, keys);
-      curves.flush();
-      if (!curves) throw OutputError(fmt::format("writing {} failed: {}", config.out_dir + "/curves.csv", std::strerror(errno)));
+      progress << curves_csv_rows(one, keys);
+      progress.flush();
+      if (!progress) {
+        throw OutputError(fmt::format("writing {} failed: {}", config.out_dir + "/curves.partial.csv", std::strerror(errno)));
+      }
       if (log && config.epoch_lines) print_epoch(log, m, datasets.test_name);
     });
   } catch (const OutputError&) {
@@ -844,15 +845,22 @@ void write_outputs(const LabConfig& config, const Datasets& datasets, LabResult&
   }
 }
 
+/// The grid's epochs as they come, in curves.partial.csv beside the outputs (to watch a long grid): the
+/// finished curves.csv is written whole at the end, so that it is never half-written.
+std::ofstream open_progress(const fs::path& path, const std::vector<std::string>& keys) {
+  std::ofstream progress(path, std::ios::trunc);
+  if (!progress) throw OutputError(fmt::format("cannot write {}: {}", path.string(), std::strerror(errno)));
+  progress << curves_csv_header(keys);
+  return progress;
+}
+
 }  // namespace
 
 LabResult run_lab(const LabConfig& config, const Datasets& datasets, std::FILE* log) {
   fs::create_directories(config.out_dir);
-  const fs::path curves_path = fs::path(config.out_dir) / "curves.csv";
-  std::ofstream curves(curves_path, std::ios::trunc);
-  if (!curves) throw std::runtime_error(fmt::format("cannot write {}", curves_path.string()));
+  const fs::path progress_path = fs::path(config.out_dir) / "curves.partial.csv";
   const std::vector<std::string> keys = hyper_keys(config.optimizers);
-  curves << curves_csv_header(keys);
+  std::ofstream progress = open_progress(progress_path, keys);
 
   LabResult lab;
   std::vector<GridPoint> points = grid_points(config);
@@ -864,12 +872,15 @@ LabResult run_lab(const LabConfig& config, const Datasets& datasets, std::FILE* 
       fmt::print(log, "run {}/{}: {} batch={} seed={}\n", index + 1, total, point.optimizer.text(), point.batch_size, seed);
       std::fflush(log);
     }
-    lab.records.push_back(run_point(config, datasets, point, seed, curves, keys, log));
+    lab.records.push_back(run_point(config, datasets, point, seed, progress, keys, log));
     lab.interrupted = lab.records.back().result.interrupted;
   }
   if (lab.interrupted && log) fmt::print(log, "interrupted: the grid stops after {} of {} runs\n", lab.records.size(), total);
-  curves.close();
-  if (!curves) throw std::runtime_error(fmt::format("closing {} failed: {}", curves_path.string(), std::strerror(errno)));
+  progress.close();
+  std::string curves = curves_csv_header(keys);
+  for (const RunRecord& record : lab.records) curves += curves_csv_rows(record, keys);
+  write_text((fs::path(config.out_dir) / "curves.csv").string(), curves);
+  fs::remove(progress_path);
   write_outputs(config, datasets, lab);
   return lab;
 }
@@ -929,6 +940,7 @@ int lab_main(int argc, const char* const* argv, LabProgram program) {
   // Bad flags and specs are refused before the data is read; bad data exits 2 as well.
   int code = checked(program.name, [&] {
     config = flags.config();
+    prepare_output_dir("--out", config.out_dir, {"curves.partial.csv", "curves.csv", "runs.csv", "summary.csv", "summary.md"});
     datasets = load_datasets(config.base);
     return 0;
   });
