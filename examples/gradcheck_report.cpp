@@ -50,6 +50,8 @@
 #include "data/dataset.hpp"
 #include "data/loader.hpp"
 #include "examples/common/lab.hpp"
+#include "examples/common/list_flag.hpp"
+#include "examples/common/preflight.hpp"
 #include "nn/nn.hpp"
 #include "optim/sgd.hpp"
 
@@ -140,8 +142,8 @@ CLI::Validator initialiser_name() {
 }
 
 void declare_flags(CLI::App& app, Settings& s) {
-  app.add_option("--hidden", s.hidden, "hidden layer widths, comma-separated (002's network: 300,100,100)")
-      ->delimiter(',')->transform(whole_number(1))->type_name("LIST")->default_str("300,100,100");
+  examples::add_list(app, "--hidden", s.hidden, "hidden layer widths, comma-separated (002's network: 300,100,100)",
+                     whole_number(1))->default_str("300,100,100");
   app.add_option("--init", s.init, "initialiser (see mnist_mlp --help)")
       ->check(initialiser_name())->type_name("NAME")->capture_default_str();
   add_count(app, "--train-steps", s.train_steps,
@@ -155,8 +157,8 @@ void declare_flags(CLI::App& app, Settings& s) {
   add_count(app, "--zero-samples", s.zero_samples, 0,
             "extra elements whose analytic gradient is zero (their differences should be too)")
       ->capture_default_str();
-  app.add_option("--steps", s.steps, "finite-difference step sizes h, comma-separated")
-      ->delimiter(',')->check(positive())->type_name("LIST")->default_str("1e-2,1e-4,1e-6,1e-8");
+  examples::add_list(app, "--steps", s.steps, "finite-difference step sizes h, comma-separated", positive())
+      ->default_str("1e-2,1e-4,1e-6,1e-8");
   add_count(app, "--check-batch", s.check_batch, 1, "training samples in the loss that is differentiated (002: one)")
       ->capture_default_str();
   app.add_option("--min-loss", s.min_loss, "draw the checked samples among those whose loss is at least this (0: any sample)")
@@ -195,8 +197,17 @@ Parsed parse_flags(int argc, const char* const* argv) {
   return parsed;
 }
 
+constexpr std::size_t kMaxTrainEpochs = 100;
+
 /// What the data and the network allow of the counts asked for: "" if all is well, else why not.
 std::string check_counts(const Settings& s, std::size_t train_size, std::size_t parameter_count) {
+  // 002 checks after one epoch; a hundred is far past where the check says anything new, and a bound keeps
+  // a mistyped count (1e15) from running for ever.
+  const std::size_t epoch_steps = (train_size + s.batch_size - 1) / s.batch_size;
+  if (s.train_steps > kMaxTrainEpochs * epoch_steps) {
+    return fmt::format("--train-steps {}: more than {} epochs ({} steps at --batch-size {} on {} training samples)",
+                       s.train_steps, kMaxTrainEpochs, kMaxTrainEpochs * epoch_steps, s.batch_size, train_size);
+  }
   if (s.check_batch > train_size) {
     return fmt::format("--check-batch {}: more than the {} training samples", s.check_batch, train_size);
   }
@@ -813,6 +824,7 @@ int run(int argc, const char* const* argv) {
   const Settings& s = parsed.settings;
   data::Dataset train, test;
   try {
+    examples::prepare_output_dir("--out", s.out, {"elements.csv", "summary.csv", "histogram.csv"});
     train = data::load_dataset(s.dataset, data::Split::train, s.data);
     test = data::load_dataset(s.dataset, data::Split::test, s.data);
   } catch (const std::exception& error) {

@@ -142,6 +142,13 @@ TEST_CASE("gradcheck_report: counts the data or the network cannot give are refu
   s.zero_samples = 20;
   s.check_batch = 60001;
   CHECK(check_counts(s, 60000, 276710).find("--check-batch 60001") == 0);
+  s.check_batch = 1;
+  s.batch_size = 100;
+  s.train_steps = 60'000;  // 100 epochs of 600 steps: allowed
+  CHECK(check_counts(s, 60000, 276710).empty());
+  s.train_steps = 1'000'000'000'000'000;  // a mistyped count would train for ever
+  CHECK(check_counts(s, 60000, 276710) ==
+        "--train-steps 1000000000000000: more than 100 epochs (60000 steps at --batch-size 100 on 60000 training samples)");
 
   GradientPools pools = split_by_gradient(
       {ag::Tensor::from_data(ag::Shape{2, 2}, std::span<const double>(std::vector<double>{0.5, 0, 0, -1})),
@@ -168,6 +175,10 @@ TEST_CASE("gradcheck_report: counts the data or the network cannot give are refu
   }
   // Refused before any training.
   CHECK(run_with({"--data", data, "--samples", "1e15"}) == 2);
+  CHECK(run_with({"--data", data, "--train-steps", "1e15"}) == 2);
+  CHECK(run_with({"--data", data, "--hidden", "10,,3"}) == 2);  // not 10,3
+  CHECK(run_with({"--data", data, "--hidden", "4", "--hidden", "5"}) == 2);
+  CHECK(run_with({"--data", data, "--out", "/proc/no/such"}) == 2);  // before a step is trained
   // Fewer non-zero gradients than asked for, on a small untrained network.
   CHECK(run_with({"--data", data, "--hidden", "4", "--train-steps", "0", "--samples", "3000", "--no-plots",
                   "--out", (fs::temp_directory_path() / "gradcheck_report_refused").string()}) == 2);

@@ -1,4 +1,5 @@
 #include "examples/common/cli.hpp"
+#include "examples/common/list_flag.hpp"
 
 #include <cmath>
 #include <optional>
@@ -44,6 +45,18 @@ int checked(const std::string& program, const std::function<int()>& body) {
 CLI::Option* path_option(CLI::Option* option) {
   return option->check(CLI::Validator(
       [](std::string& value) { return value.empty() ? std::string("an empty path") : std::string(); }, "PATH"));
+}
+
+std::vector<std::string> list_items(const std::string& flag, const std::string& text) {
+  std::vector<std::string> items;
+  std::size_t start = 0;
+  for (;;) {
+    std::size_t comma = text.find(',', start);
+    items.push_back(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (items.back().empty()) throw CLI::ValidationError(flag, "an empty item in the list '" + text + "'");
+    if (comma == std::string::npos) return items;
+    start = comma + 1;
+  }
 }
 
 namespace {

@@ -2,9 +2,11 @@
 
 #include <cctype>
 #include <cerrno>
+#include <filesystem>
 #include <cstring>
 #include <fstream>
 #include <stdexcept>
+#include <system_error>
 
 #include <fmt/format.h>
 
@@ -48,6 +50,15 @@ void cut_log(const std::string& path, std::size_t epochs, const std::string& hea
     in.close();
   }
   data::write_file_atomically(path, kept, "the log");
+}
+
+void prepare_output_dir(const std::string& flag, const std::string& dir, const std::vector<std::string>& files) {
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  if (error) throw std::runtime_error(fmt::format("{} {}: cannot create the directory: {}", flag, dir, error.message()));
+  for (const std::string& file : files) {
+    data::check_writable((std::filesystem::path(dir) / file).string(), fmt::format("{} {}: the output", flag, dir));
+  }
 }
 
 }  // namespace examples

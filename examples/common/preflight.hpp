@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <string>
+#include <vector>
 
 #include "data/dataset.hpp"
 #include "nn/module.hpp"
@@ -19,5 +20,9 @@ void probe_model(nn::Module& model, const data::Dataset& dataset, bool image_sha
 /// checkpoint may be in it already). Written atomically (data::write_file_atomically); std::runtime_error
 /// naming the file and strerror.
 void cut_log(const std::string& path, std::size_t epochs, const std::string& header);
+
+/// Creates the output directory `dir` (given by `flag`) and checks that each of `files` can be written in it
+/// (data::check_writable), before any work: std::runtime_error "<flag> <dir>: ..." with strerror.
+void prepare_output_dir(const std::string& flag, const std::string& dir, const std::vector<std::string>& files);
 
 }  // namespace examples
