@@ -1,11 +1,15 @@
 #include "autograd/tape.hpp"
 
+#include <cmath>
 #include <deque>
+#include <optional>
 #include <stdexcept>
 #include <unordered_map>
+#include <utility>
 
 #include <fmt/format.h>
 
+#include "autograd/anomaly.hpp"
 #include "autograd/detail/tensor_impl.hpp"
 #include "autograd/ops.hpp"
 
@@ -20,6 +24,8 @@ struct Node {
   NeedsGrad needs;
   /// d(root)/d(this node's output), accumulated while a sweep runs.
   Tensor grad;
+  /// Under anomaly detection: where the op ran forward (anomaly_where()).
+  std::string where;
 };
 
 struct Tape {
@@ -28,6 +34,8 @@ struct Tape {
   // Bumped on release, so tensors from a released tape are recognised.
   std::uint64_t generation = 1;
   bool recording = true;
+  /// The node whose backward is running (anomaly reports name it for the ops its backward runs), or null.
+  const Node* in_backward = nullptr;
 };
 
 Tape& tape() {
@@ -56,6 +64,64 @@ void check_gradient(const char* where, const Tensor& target, const Tensor& grad)
   }
 }
 
+// ---- anomaly detection (autograd/anomaly.hpp)
+
+/// "NaN at element 3 of f32[4, 10]", or nothing if every element is finite.
+std::optional<std::string> non_finite(const Tensor& t) {
+  if (!t.defined()) return std::nullopt;
+  auto scan = [&](const auto* values) -> std::optional<std::string> {
+    for (std::size_t i = 0, n = t.numel(); i < n; ++i) {
+      if (!std::isfinite(values[i])) {
+        return fmt::format("{} at element {} of {}", std::isnan(values[i]) ? "NaN" : "an infinity", i, t.describe());
+      }
+    }
+    return std::nullopt;
+  };
+  return t.dtype() == DType::f64 ? scan(t.data<double>()) : scan(t.data<float>());
+}
+
+/// "input 0 f32[4, 3] from 'matmul'", "input 1 f32[3] (a leaf that requires grad: a parameter)", ...
+std::string provenance(const Tensor& input, std::size_t index) {
+  const TensorImpl& impl = *input.impl();
+  std::string from;
+  if (impl.node >= 0 && impl.tape_generation == tape().generation) {
+    const Node& producer = tape().nodes[static_cast<std::size_t>(impl.node)];
+    from = fmt::format("from '{}'", producer.op);
+    if (!producer.where.empty()) from += " (" + producer.where + ")";
+  } else if (impl.requires_grad) {
+    from = "a leaf that requires grad (a parameter)";
+  } else {
+    from = "not recorded (data, a constant, or computed without recording)";
+  }
+  std::optional<std::string> bad = non_finite(input);
+  return fmt::format("input {} {} {}{}", index, input.describe(), from, bad ? ", already non-finite: " + *bad : "");
+}
+
+std::string provenances(const std::vector<Tensor>& inputs) {
+  std::string out;
+  for (std::size_t i = 0; i < inputs.size(); ++i) out += (i ? "; " : "") + provenance(inputs[i], i);
+  return out;
+}
+
+[[noreturn]] void report_anomaly(const char* op, const char* phase, const std::string& what, const std::string& where,
+                                 const std::vector<Tensor>& inputs, const std::string& backward_where = "") {
+  std::string message = fmt::format("anomaly: the {} of '{}' {}{}", phase, op, what, where.empty() ? "" : " in " + where);
+  if (!backward_where.empty() && backward_where != where) message += fmt::format(" (the backward ran in {})", backward_where);
+  message += fmt::format("; its inputs: {}", provenances(inputs));
+  throw AnomalyError(message, op, phase, where);
+}
+
+/// Under anomaly detection, after a node's backward: every gradient it hands on must be finite.
+void check_backward(const Node& node, const std::vector<Tensor>& grads) {
+  for (std::size_t j = 0; j < grads.size(); ++j) {
+    if (!node.needs[j]) continue;
+    if (std::optional<std::string> bad = non_finite(grads[j])) {
+      report_anomaly(node.op, "backward", fmt::format("gave a non-finite gradient for input {} ({})", j, *bad),
+                     node.where, node.inputs, anomaly_where());
+    }
+  }
+}
+
 /// slot += g: out of place, so gradients handed out earlier never change under their holder.
 void accumulate(Tensor& slot, const Tensor& g) { slot = slot.defined() ? add(slot, g) : g; }
 
@@ -72,6 +138,16 @@ struct Root {
   Tensor output;
   Tensor seed;
 };
+
+/// node.backward(grad_output), with the tape knowing whose backward runs (for anomaly reports).
+std::vector<Tensor> run_backward(const Node& node, const Tensor& grad_output) {
+  struct Running {
+    const Node* previous;
+    explicit Running(const Node& node) : previous(std::exchange(tape().in_backward, &node)) {}
+    ~Running() { tape().in_backward = previous; }
+  } running(node);
+  return node.backward(grad_output, node.needs);
+}
 
 /// The reverse sweep: from the highest root node down to node 0, one loop.
 /// Calls `on_node_grad(index, grad)` as each node's gradient is complete (before it is consumed).
@@ -99,11 +175,12 @@ void sweep(const std::vector<Root>& roots, bool create_graph, const LeafSink& le
     Tensor grad_output = std::move(node.grad);
     node.grad = Tensor();
     if (on_node_grad) on_node_grad(i, grad_output);
-    std::vector<Tensor> grads = node.backward(grad_output, node.needs);
+    std::vector<Tensor> grads = run_backward(node, grad_output);
     if (grads.size() != node.inputs.size()) {
       throw std::logic_error(fmt::format("backward of '{}': {} gradients for {} inputs", node.op, grads.size(),
                                          node.inputs.size()));
     }
+    if (detecting_anomalies()) check_backward(node, grads);
     for (std::size_t j = 0; j < grads.size(); ++j) {
       if (!node.needs[j] || !grads[j].defined()) continue;
       const Tensor& input = node.inputs[j];
@@ -193,8 +270,21 @@ Tensor append_node(const char* op, Tensor output, std::vector<Tensor> inputs, Ba
   out.requires_grad = true;
   out.node = static_cast<std::int64_t>(t.nodes.size());
   out.tape_generation = t.generation;
-  t.nodes.push_back(Node{op, std::move(inputs), std::move(backward), NeedsGrad(bits), Tensor()});
+  t.nodes.push_back(Node{op, std::move(inputs), std::move(backward), NeedsGrad(bits), Tensor(),
+                         detecting_anomalies() ? anomaly_where() : std::string()});
   return output;
+}
+
+bool detecting_anomalies() { return ag::detecting_anomalies(); }
+
+void check_forward(const char* op, const Tensor& output, std::initializer_list<Tensor> inputs) {
+  std::optional<std::string> bad = non_finite(output);
+  if (!bad) return;
+  if (const Node* node = tape().in_backward) {  // an op of a backward formula: the backward's anomaly
+    report_anomaly(node->op, "backward", fmt::format("gave a non-finite value (its '{}': {})", op, *bad), node->where,
+                   node->inputs, anomaly_where());
+  }
+  report_anomaly(op, "forward", "gave a non-finite output (" + *bad + ")", anomaly_where(), std::vector<Tensor>(inputs));
 }
 
 }  // namespace detail

@@ -76,13 +76,18 @@ class EnableGradGuard {
 
 namespace detail {
 Tensor append_node(const char* op, Tensor output, std::vector<Tensor> inputs, BackwardFn backward);
+/// Anomaly detection (autograd/anomaly.hpp): whether it is on, and the forward check of an op's output.
+bool detecting_anomalies();
+void check_forward(const char* op, const Tensor& output, std::initializer_list<Tensor> inputs);
 }  // namespace detail
 
 /// For op implementations: appends a node producing `output` from `inputs` if recording and some
 /// input requires grad (the output then requires grad too); otherwise returns `output` untouched and
-/// never builds the std::function. `op` names the op in error messages.
+/// never builds the std::function. `op` names the op in error messages. Under anomaly detection
+/// (autograd/anomaly.hpp) it first checks that `output` is finite.
 template <class F>
 Tensor record(const char* op, Tensor output, std::initializer_list<Tensor> inputs, F&& backward) {
+  if (detail::detecting_anomalies()) detail::check_forward(op, output, inputs);
   bool needed = false;
   if (is_recording()) {
     for (const Tensor& input : inputs) needed = needed || input.requires_grad();

@@ -162,7 +162,7 @@ Sequential& Sequential::add(std::shared_ptr<Module> module) {
 
 ag::Tensor Sequential::forward(const ag::Tensor& x) {
   ag::Tensor h = x;
-  for (const auto& [name, child] : children()) h = child->forward(h);
+  for (const auto& [name, child] : children()) h = (*child)(h);
   return h;
 }
 

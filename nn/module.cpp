@@ -4,7 +4,15 @@
 
 #include <fmt/format.h>
 
+#include "autograd/anomaly.hpp"
+
 namespace nn {
+
+ag::Tensor Module::operator()(const ag::Tensor& input) {
+  if (!ag::detecting_anomalies()) return forward(input);
+  ag::AnomalyScope scope(name_, type_name());
+  return forward(input);
+}
 
 ag::Tensor& Module::register_parameter(std::string name, ag::Tensor value) {
   if (!value.defined()) throw std::invalid_argument(fmt::format("register_parameter: '{}' is undefined", name));
@@ -21,6 +29,7 @@ void Module::add_child(std::string name, std::shared_ptr<Module> module) {
   for (const auto& [existing, child] : children_) {
     if (existing == name) throw std::invalid_argument(fmt::format("register_module: '{}' registered twice", name));
   }
+  module->name_ = name;
   children_.emplace_back(std::move(name), std::move(module));
 }
 

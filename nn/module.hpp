@@ -33,7 +33,9 @@ class Module {
 
   /// The module's computation; records on the tape like any op.
   virtual ag::Tensor forward(const ag::Tensor& input) = 0;
-  ag::Tensor operator()(const ag::Tensor& input) { return forward(input); }
+  /// forward(input); under anomaly detection (autograd/anomaly.hpp) the module's name and type label the
+  /// ops it runs, so call children as (*child)(x) for reports to name the layer.
+  ag::Tensor operator()(const ag::Tensor& input);
 
   /// "Linear(in=784, out=128)": the module's own line in `describe()`.
   virtual std::string type_name() const = 0;
@@ -70,6 +72,8 @@ class Module {
 
   std::vector<NamedTensor> parameters_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+  /// The name its parent registered it under ("" for a root).
+  std::string name_;
   bool training_ = true;
 };
 

@@ -4,6 +4,7 @@
 // Finer headers stay available, as <autograd/ops.hpp> or "nn/layers.hpp" etc.
 #pragma once
 
+#include "autograd/anomaly.hpp"
 #include "autograd/blas.hpp"
 #include "autograd/gradcheck.hpp"
 #include "autograd/ops.hpp"
