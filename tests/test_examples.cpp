@@ -27,6 +27,7 @@
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
+#include "autograd/anomaly.hpp"
 #include "autograd/ops.hpp"
 #include "config/registry.hpp"
 #include "config/spec.hpp"
@@ -34,6 +35,7 @@
 #include "examples/common/lab.hpp"
 #include "examples/common/training.hpp"
 #include "nn/checkpoint.hpp"
+#include "nn/layers.hpp"
 #include "nn/loss.hpp"
 #include "nn/models.hpp"
 #include "nn/module.hpp"
@@ -1024,4 +1026,40 @@ TEST_CASE("a model that cannot take the images is refused before the first epoch
   CHECK_THROWS_WITH_AS(examples::train(c, sets, [&](const examples::EpochMetrics&) { ++epochs_seen; }),
                        doctest::Contains("the model cannot take the test images (14x56)"), std::runtime_error);
   CHECK(epochs_seen == 0);
+}
+
+namespace {
+/// log of a linear map: NaN at the first step (some logits are negative).
+class LogOfLinear : public nn::Module {
+ public:
+  LogOfLinear() : fc_(register_module("fc", std::make_shared<nn::Linear>(784, 10))) {}
+  ag::Tensor forward(const ag::Tensor& x) override { return ag::log((*fc_)(x)); }
+  std::string type_name() const override { return "LogOfLinear"; }
+
+ private:
+  std::shared_ptr<nn::Linear> fc_;
+};
+}  // namespace
+
+TEST_CASE("--detect-anomaly: a run stops as diverged at the first NaN, naming the op, the layer and the step") {
+  RunConfig c = quiet_config();
+  c.epochs = 1;
+  c.batch_size = 100;
+  LogOfLinear plain;
+  RunResult without = examples::fit(plain, c, mnist_subset(200));
+  CHECK(without.diverged);
+  MESSAGE(without.divergence);
+  CHECK(without.divergence.find("nan at step 1 (batch 1 of epoch 1)") != std::string::npos);  // nan or -nan
+
+  c.detect_anomaly = true;
+  LogOfLinear model;
+  RunResult with = examples::fit(model, c, mnist_subset(200));
+  MESSAGE(with.divergence);
+  CHECK(with.diverged);
+  CHECK(with.steps == 0);
+  CHECK(with.divergence.rfind("diverged: anomaly: the forward of 'log' gave a non-finite output (NaN at element ", 0) == 0);
+  CHECK(with.divergence.find("in step 1 (batch 1 of epoch 1), module LogOfLinear; its inputs: input 0 f32[100, 10] "
+                             "from 'linear' (step 1 (batch 1 of epoch 1), module fc (Linear(in=784, out=10)))") !=
+        std::string::npos);
+  CHECK_FALSE(ag::detecting_anomalies());  // the run's guard is gone
 }

@@ -148,6 +148,9 @@ void add_run_control_flags(CLI::App& app, RunFlags::Raw& raw) {
   app.add_option("--threads", raw.threads, "BLAS threads")->capture_default_str();
   app.add_option("--max-loss", raw.max_loss, "also stop as diverged when a step's loss exceeds this (0: only non-finite)");
   app.add_flag("--no-progress", raw.no_progress, "never draw the progress bar");
+  app.add_flag("--detect-anomaly", raw.detect_anomaly,
+               "check every op's output and gradients: the first NaN or infinity stops the run as diverged, naming "
+               "the op, the ops that made its inputs, the layer and the step (slower)");
 }
 
 }  // namespace
@@ -268,6 +271,7 @@ RunConfig RunFlags::config() const {
   c.save_every_steps = raw_.save_every;
   c.resume_path = raw_.resume;
   c.max_loss = raw_.max_loss;
+  c.detect_anomaly = raw_.detect_anomaly;
   c.progress = !raw_.no_progress;
   return c;
 }

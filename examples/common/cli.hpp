@@ -67,6 +67,7 @@ class RunFlags {
                 save_every = 0, threads = 1;
     std::uint64_t seed = 0;
     bool decoupled = false, no_progress = false, no_bias_decay = false, lr_per_epoch = false, markdown = false;
+    bool detect_anomaly = false;
   };
   const Raw& raw() const { return raw_; }
 

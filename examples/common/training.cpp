@@ -16,6 +16,7 @@
 
 #include <fmt/format.h>
 
+#include "autograd/anomaly.hpp"
 #include "autograd/blas.hpp"
 #include "autograd/ops.hpp"
 #include "config/options.hpp"
@@ -269,6 +270,7 @@ class Trainer {
   }
 
   RunResult run(const EpochCallback& on_epoch) {
+    ag::DetectAnomalyGuard detect(config_.detect_anomaly || ag::detecting_anomalies());
     if (config_.epochs == 0) return evaluate_only();
     for (std::size_t epoch = at_.epoch + 1; epoch <= last_epoch_; ++epoch) {
       EpochMetrics metrics = train_epoch(epoch);
@@ -346,10 +348,18 @@ class Trainer {
 
   /// One step on `batch`; false if the run must stop (diverged, or interrupted).
   bool train_step(const data::Batch& batch, std::size_t epoch, ag::Tensor& logits, double& loss) {
-    loss = optimizer_->step(optim::Optimizer::LossFn([&] {
-      logits = model_.forward(batch.images);
-      return ag::cross_entropy(logits, batch.labels);
-    }));
+    try {
+      ag::AnomalyScope at(ag::detecting_anomalies() ? fmt::format("step {} (batch {} of epoch {})", at_.step + 1,
+                                                                  at_.batch + 1, epoch) : std::string());
+      loss = optimizer_->step(optim::Optimizer::LossFn([&] {
+        logits = model_(batch.images);
+        return ag::cross_entropy(logits, batch.labels);
+      }));
+    } catch (const ag::AnomalyError& error) {
+      result_.diverged = true;
+      result_.divergence = fmt::format("diverged: {}; stopping", error.what());
+      return false;
+    }
     ++at_.step;
     ++at_.batch;
     at_.loss_sum += loss * static_cast<double>(batch.size());

@@ -43,6 +43,7 @@ struct RunConfig {
   std::string resume_path;
   double max_loss = 0;                  // > 0: a training loss above it counts as divergence too
   bool progress = true;                 // a progress bar when stderr is a terminal
+  bool detect_anomaly = false;          // ag::DetectAnomalyGuard: the first non-finite value stops the run as diverged
 
   /// The optimiser's resolved learning rate.
   double lr() const;
