@@ -182,6 +182,29 @@ TEST_CASE("custom_optimizer: a user's optimiser registered from user code, liste
   CHECK(bad.err.find("signum: unknown option 'beta3'") != std::string::npos);
 }
 
+TEST_CASE("optimizer_paths: every optimiser's path on a test function, in CSV and a contour plot") {
+  fs::path out = scratch("paths");
+  Outcome paths = run("optimizer_paths", {"--function", "booth", "--optimizers", "sgd(lr=0.01)", "newton(lr=1)",
+                                          "--steps", "50", "--out", out.string()});
+  INFO(paths.out << paths.err);
+  CHECK(paths.code == 0);
+  CHECK(paths.out.find("newton(lr=1)                       ends at (1, 3), f = 0") != std::string::npos);
+  std::string csv = read_file(out / "paths.csv");
+  CHECK(std::count(csv.begin(), csv.end(), '\n') == 1 + 2 * 51);
+  CHECK(csv.rfind("optimizer,step,x,y,f\n\"sgd(lr=0.01)\",0,-5,-5,", 0) == 0);
+  // The plot is drawn where gnuplot is installed (scripts/setup.sh installs it).
+  if (paths.err.find("no plot") == std::string::npos) CHECK(fs::file_size(out / "paths.png") > 10000);
+  Outcome list = run("optimizer_paths", {"--list-functions"});
+  CHECK(list.code == 0);
+  CHECK(list.out.find("rosenbrock") != std::string::npos);
+  Outcome unknown = run("optimizer_paths", {"--function", "himmelblau", "--out", scratch("p2").string()});
+  CHECK(unknown.code == 2);
+  CHECK(unknown.err.find("unknown test function 'himmelblau'") != std::string::npos);
+  Outcome start = run("optimizer_paths", {"--start", "1,2,3", "--out", scratch("p3").string()});
+  CHECK(start.code == 2);
+  CHECK(start.err.find("--start: two coordinates x,y, got 3") != std::string::npos);
+}
+
 TEST_CASE("Ctrl-C: the run finishes its step, writes the checkpoint, the CSV row and the final line, exits 130") {
   REQUIRE(has_mnist());
   fs::path checkpoint = scratch("interrupted.ckpt"), log = scratch("interrupted.csv");

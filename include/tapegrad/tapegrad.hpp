@@ -1,6 +1,6 @@
 // Everything of tapegrad in one include: the autograd engine (tensors, the tape, the ops, gradcheck,
 // BLAS set-up), specs and registries, the neural-network modules and registered models, the optimisers and
-// schedules, the data sets and loader, and checked file reads and atomic writes.
+// schedules, the 2-D test functions of optimisation, the data sets and loader, and checked file reads and atomic writes.
 // Finer headers stay available, as <autograd/ops.hpp> or "nn/layers.hpp" etc.
 #pragma once
 
@@ -19,3 +19,4 @@
 #include "data/loader.hpp"
 #include "nn/nn.hpp"
 #include "optim/optim.hpp"
+#include "problems/functions.hpp"
