@@ -34,6 +34,7 @@
 #include "examples/common/cli.hpp"
 #include "examples/common/lab.hpp"
 #include "examples/common/training.hpp"
+#include "examples/common/workers.hpp"
 #include "nn/checkpoint.hpp"
 #include "nn/layers.hpp"
 #include "nn/loss.hpp"
@@ -836,6 +837,7 @@ TEST_CASE("lab: a program's own defaults; Ctrl-C stops the grid and what was col
   c.batch_sizes = {100};
   c.out_dir = out.string();
   c.plots = false;
+  c.jobs = 1;
   examples::interrupt_flag() = 1;  // as if Ctrl-C came during the first step
   examples::lab::LabResult lab = examples::lab::run_lab(c, mnist_subset(1000));
   examples::interrupt_flag() = 0;
@@ -850,40 +852,133 @@ TEST_CASE("lab: a program's own defaults; Ctrl-C stops the grid and what was col
   fs::remove_all(out);
 }
 
-TEST_CASE("lab: SIGINT to a running lab stops it cleanly: outputs written, exit 130") {
-  fs::path out = temp_path("lab_sigint");
-  fs::remove_all(out);
-  std::fflush(stdout);
-  std::fflush(stderr);
-  pid_t child = ::fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
-    int null = ::open("/dev/null", O_WRONLY);
-    ::dup2(null, 1);
-    ::dup2(null, 2);
-    int code = lab_main({"--optimizers", "adam", "--seeds", "0,1", "--epochs", "1000", "--hidden", "16",
-                         "--train-subset", "500", "--batch-sizes", "50", "--out", out.string(), "--no-plots",
-                         "--no-progress"});
+namespace {
+/// The processes `pid` has forked and not yet reaped (Linux).
+std::size_t children_of(pid_t pid) {
+  std::string list = read_file(fmt::format("/proc/{0}/task/{0}/children", pid));
+  return static_cast<std::size_t>(std::count(list.begin(), list.end(), ' '));
+}
+}  // namespace
+
+TEST_CASE("lab: SIGINT to a running lab stops it cleanly: outputs written, exit 130, one run at a time or in workers") {
+  for (std::string jobs : {"1", "2"}) {
+    CAPTURE(jobs);
+    const bool workers = jobs == "2";
+    fs::path out = temp_path("lab_sigint");
+    fs::remove_all(out);
     std::fflush(stdout);
-    ::_exit(code);
+    std::fflush(stderr);
+    pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      int null = ::open("/dev/null", O_WRONLY);
+      ::dup2(null, 1);
+      ::dup2(null, 2);
+      int code = lab_main({"--optimizers", "adam", "--seeds", "0,1,2", "--epochs", "1000", "--hidden", "16",
+                           "--train-subset", "500", "--batch-sizes", "50", "--out", out.string(), "--no-plots",
+                           "--no-progress", "--jobs", jobs});
+      std::fflush(stdout);
+      ::_exit(code);
+    }
+    // Once a run is under way (its first epoch in the progress file; in workers, two workers started and given
+    // time to load), interrupt the lab alone: it passes the interrupt on to its workers.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    auto under_way = [&] {
+      return workers ? children_of(child) == 2 : line_count(read_file(out / "curves.partial.csv")) >= 2;
+    };
+    while (!under_way() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (workers) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    ::kill(child, SIGINT);
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 130);
+    std::string runs = read_file(out / "runs.csv");
+    // One run at a time: the first, interrupted; in two workers: the first two, both interrupted. The third
+    // seed never started.
+    CHECK(line_count(runs) == (workers ? 3 : 2));
+    CHECK(runs.find(",0,1,\n") != std::string::npos);
+    CHECK(runs.find(",50,2,") == std::string::npos);  // batch size 50, seed 2
+    CHECK(fs::exists(out / "summary.md"));
+    CHECK(line_count(read_file(out / "curves.csv")) >= 2);  // the finished curves replace the progress file
+    CHECK_FALSE(fs::exists(out / "curves.partial.csv"));
+    for (const auto& entry : fs::directory_iterator(out)) CHECK(entry.path().filename().string().rfind(".worker-", 0) != 0);
+    fs::remove_all(out);
   }
-  // Once the first epoch is in the progress file the run is under way: interrupt it.
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (line_count(read_file(out / "curves.partial.csv")) < 2 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+}
+
+TEST_CASE("lab: --jobs 2 runs the grid in worker processes with the same bits as one run at a time") {
+  examples::lab::LabConfig c = lab_config({"--optimizers", "adam", "sgd(lr=0.1)", "--seeds", "0,1", "--epochs", "2",
+                                           "--hidden", "16", "--batch-sizes", "100", "--no-plots", "--no-progress"});
+  examples::Datasets data = mnist_subset(1000);
+  c.out_dir = temp_path("lab_jobs1").string();
+  c.jobs = 1;
+  examples::lab::LabResult serial = examples::lab::run_lab(c, data, nullptr);
+  c.out_dir = temp_path("lab_jobs2").string();
+  c.jobs = 2;
+  examples::lab::LabResult parallel = examples::lab::run_lab(c, data, nullptr);
+  REQUIRE(serial.records.size() == 4);
+  REQUIRE(parallel.records.size() == 4);
+  for (std::size_t i = 0; i < 4; ++i) {
+    CAPTURE(i);
+    CHECK(parallel.records[i].point == serial.records[i].point);  // in grid order, whatever order they ended in
+    CHECK(parallel.records[i].seed == serial.records[i].seed);
+    REQUIRE(parallel.records[i].result.epochs.size() == 2);
+    for (std::size_t e = 0; e < 2; ++e) check_same(parallel.records[i].result.epochs[e], serial.records[i].result.epochs[e]);
+    CHECK(parallel.records[i].result.steps == serial.records[i].result.steps);
   }
-  ::kill(child, SIGINT);
-  int status = 0;
-  REQUIRE(::waitpid(child, &status, 0) == child);
-  REQUIRE(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 130);
-  std::string runs = read_file(out / "runs.csv");
-  CHECK(line_count(runs) == 2);  // the second seed never started
-  CHECK(runs.find(",0,1,\n") != std::string::npos);
-  CHECK(fs::exists(out / "summary.md"));
-  CHECK(line_count(read_file(out / "curves.csv")) >= 2);  // the finished curves replace the progress file
-  CHECK_FALSE(fs::exists(out / "curves.partial.csv"));
-  fs::remove_all(out);
+  CHECK(parallel.markdown.size() > 0);
+  fs::remove_all(temp_path("lab_jobs1"));
+  fs::remove_all(temp_path("lab_jobs2"));
+}
+
+TEST_CASE("workers: a result crosses exactly; a worker that throws or dies is reported, not lost") {
+  examples::RunResult r;
+  r.diverged = true;
+  r.failed = false;
+  r.steps = 12345;
+  r.best_test_acc = 0.1 + 0.2;  // not a short decimal
+  r.seconds = 1e-300;
+  r.divergence = "diverged: two\nlines, and   spaces";
+  r.epochs.push_back({.epoch = 3, .train_loss = std::nan(""), .train_acc = 1.0 / 3, .test_loss = HUGE_VAL,
+                      .test_acc = -0.0, .lr = 1e-3, .seconds = 2.5, .weight_norm = 7, .partial = true});
+  examples::RunResult back = examples::parse_result(examples::result_text(r));
+  CHECK(back.diverged);
+  CHECK_FALSE(back.failed);
+  CHECK(back.steps == 12345);
+  CHECK(back.best_test_acc == r.best_test_acc);
+  CHECK(back.seconds == r.seconds);
+  CHECK(back.divergence == r.divergence);
+  REQUIRE(back.epochs.size() == 1);
+  CHECK(std::isnan(back.epochs[0].train_loss));
+  CHECK(back.epochs[0].train_acc == 1.0 / 3);
+  CHECK(back.epochs[0].test_loss == HUGE_VAL);
+  CHECK(std::signbit(back.epochs[0].test_acc));
+  CHECK(back.epochs[0].partial);
+  CHECK_THROWS_WITH(examples::parse_result("run 1 0 0 x"), doctest::Contains("'x' is not a number"));
+
+  fs::path dir = temp_path("workers");
+  fs::create_directories(dir);
+  examples::WorkerPool pool(dir.string());
+  pool.launch(0, [] { return std::string("fine"); });
+  pool.launch(1, []() -> std::string { throw std::runtime_error("no such optimiser"); });
+  pool.launch(2, []() -> std::string { ::raise(SIGKILL); return ""; });
+  std::vector<examples::WorkerPool::Finished> finished(3);
+  volatile std::sig_atomic_t never = 0;
+  for (int k = 0; k < 3; ++k) {
+    examples::WorkerPool::Finished f = pool.wait_one(never);
+    finished[f.index] = f;
+  }
+  CHECK(finished[0].ok);
+  CHECK(finished[0].text == "fine");
+  CHECK_FALSE(finished[1].ok);
+  CHECK(finished[1].failure == "no such optimiser");
+  CHECK_FALSE(finished[2].ok);
+  CHECK(finished[2].failure == "the worker died of signal 9 (Killed)");
+  CHECK(fs::is_empty(dir));  // the result files are gone
+  fs::remove_all(dir);
 }
 
 namespace {
@@ -904,7 +999,8 @@ std::pair<int, std::string> lab_with_file_limit(const fs::path& out, rlim_t limi
     rlimit files{limit, limit};
     ::setrlimit(RLIMIT_FSIZE, &files);
     int code = lab_main({"--optimizers", "adam", "--seeds", "0", "--epochs", "20", "--hidden", "8", "--train-subset",
-                         "200", "--batch-sizes", "100", "--out", out.string(), "--no-plots", "--no-progress"});
+                         "200", "--batch-sizes", "100", "--out", out.string(), "--no-plots", "--no-progress",
+                         "--jobs", "1"});
     std::fflush(stderr);
     ::_exit(code);
   }

@@ -1,6 +1,7 @@
 #include "examples/common/lab.hpp"
 #include "examples/common/list_flag.hpp"
 #include "examples/common/preflight.hpp"
+#include "examples/common/workers.hpp"
 
 #include <sys/wait.h>
 
@@ -13,6 +14,7 @@
 #include <fstream>
 #include <optional>
 #include <stdexcept>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -678,6 +680,12 @@ LabFlags::LabFlags(CLI::App& app, LabProgram program)
   app.add_option("--gnuplot", gnuplot_, "the gnuplot program that draws the PNGs")->capture_default_str();
   app.add_flag("--no-plots", no_plots_, "write the CSV and Markdown files only");
   app.add_flag("--quiet", quiet_, "one line per run instead of one per epoch");
+  jobs_ = std::max(1u, std::thread::hardware_concurrency());
+  app.add_option("--jobs", jobs_,
+                 "runs at once, each in a worker process (default: the core count; 1: one after another, with a line "
+                 "per epoch); the results are the same bits")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1024}))
+      ->capture_default_str();
 }
 
 namespace {
@@ -742,6 +750,7 @@ LabConfig LabFlags::config() const {
   lab.gnuplot = gnuplot_;
   lab.plots = !no_plots_;
   lab.epoch_lines = !quiet_;
+  lab.jobs = jobs_;
   return lab;
 }
 
@@ -856,6 +865,74 @@ std::ofstream open_progress(const fs::path& path, const std::vector<std::string>
 
 }  // namespace
 
+namespace {
+
+void print_launch(std::FILE* log, std::size_t index, std::size_t total, const GridPoint& point, std::uint64_t seed) {
+  if (!log) return;
+  fmt::print(log, "run {}/{}: {} batch={} seed={}\n", index + 1, total, point.optimizer.text(), point.batch_size, seed);
+  std::fflush(log);
+}
+
+/// The grid one run after another, in this process.
+void run_serially(const LabConfig& config, const Datasets& datasets, const std::vector<std::string>& keys,
+                  std::ofstream& progress, std::FILE* log, LabResult& lab) {
+  std::vector<GridPoint> points = grid_points(config);
+  const std::size_t total = points.size() * config.seeds.size();
+  for (std::size_t index = 0; index < total && !lab.interrupted; ++index) {
+    const GridPoint& point = points[index / config.seeds.size()];
+    const std::uint64_t seed = config.seeds[index % config.seeds.size()];
+    print_launch(log, index, total, point, seed);
+    lab.records.push_back(run_point(config, datasets, point, seed, progress, keys, log));
+    lab.interrupted = lab.records.back().result.interrupted;
+  }
+}
+
+/// The grid in `config.jobs` worker processes at once; the records in grid order, as run_serially's.
+void run_in_workers(const LabConfig& config, const Datasets& datasets, const std::vector<std::string>& keys,
+                    std::ofstream& progress, std::FILE* log, LabResult& lab) {
+  std::vector<GridPoint> points = grid_points(config);
+  const std::size_t total = points.size() * config.seeds.size();
+  std::vector<std::optional<RunRecord>> done(total);
+  WorkerPool pool(config.out_dir);
+  std::size_t next = 0;
+  while (next < total || pool.running() > 0) {
+    while (pool.running() < config.jobs && next < total && !interrupt_flag() && !lab.interrupted) {
+      const GridPoint& point = points[next / config.seeds.size()];
+      const std::uint64_t seed = config.seeds[next % config.seeds.size()];
+      print_launch(log, next, total, point, seed);
+      pool.launch(next++, [&config, &datasets, &keys, point, seed] {
+        std::ofstream nowhere("/dev/null");  // the lab writes the progress file, from the results
+        return result_text(run_point(config, datasets, point, seed, nowhere, keys, nullptr).result);
+      });
+    }
+    if (pool.running() == 0) break;
+    WorkerPool::Finished finished = pool.wait_one(interrupt_flag());
+    const std::size_t index = finished.index;
+    RunRecord record{points[index / config.seeds.size()], config.seeds[index % config.seeds.size()], {}};
+    if (finished.ok) {
+      record.result = parse_result(finished.text);
+    } else {
+      record.result.diverged = record.result.failed = true;
+      record.result.divergence = "failed: " + finished.failure;
+    }
+    progress << curves_csv_rows(record, keys);
+    progress.flush();
+    if (!progress) throw OutputError(fmt::format("writing {} failed: {}", config.out_dir + "/curves.partial.csv", std::strerror(errno)));
+    if (log) {
+      fmt::print(log, "  run {}: {}\n", index + 1, record.result.diverged ? record.result.divergence : record.result.final_line());
+      std::fflush(log);
+    }
+    lab.interrupted = lab.interrupted || record.result.interrupted;
+    done[index] = std::move(record);
+  }
+  for (std::optional<RunRecord>& record : done) {
+    if (record) lab.records.push_back(std::move(*record));
+  }
+  lab.interrupted = lab.interrupted || interrupt_flag() != 0;  // also when no run was under way to say so
+}
+
+}  // namespace
+
 LabResult run_lab(const LabConfig& config, const Datasets& datasets, std::FILE* log) {
   fs::create_directories(config.out_dir);
   const fs::path progress_path = fs::path(config.out_dir) / "curves.partial.csv";
@@ -863,18 +940,12 @@ LabResult run_lab(const LabConfig& config, const Datasets& datasets, std::FILE* 
   std::ofstream progress = open_progress(progress_path, keys);
 
   LabResult lab;
-  std::vector<GridPoint> points = grid_points(config);
-  const std::size_t total = points.size() * config.seeds.size();
-  for (std::size_t index = 0; index < total && !lab.interrupted; ++index) {
-    const GridPoint& point = points[index / config.seeds.size()];
-    const std::uint64_t seed = config.seeds[index % config.seeds.size()];
-    if (log) {
-      fmt::print(log, "run {}/{}: {} batch={} seed={}\n", index + 1, total, point.optimizer.text(), point.batch_size, seed);
-      std::fflush(log);
-    }
-    lab.records.push_back(run_point(config, datasets, point, seed, progress, keys, log));
-    lab.interrupted = lab.records.back().result.interrupted;
+  if (config.jobs > 1) {
+    run_in_workers(config, datasets, keys, progress, log, lab);
+  } else {
+    run_serially(config, datasets, keys, progress, log, lab);
   }
+  const std::size_t total = grid_points(config).size() * config.seeds.size();
   if (lab.interrupted && log) fmt::print(log, "interrupted: the grid stops after {} of {} runs\n", lab.records.size(), total);
   progress.close();
   std::string curves = curves_csv_header(keys);

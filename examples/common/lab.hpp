@@ -58,6 +58,9 @@ struct LabConfig {
   std::string program = "compare_optimizers";
   bool plots = true;
   bool epoch_lines = true;  // print every epoch of every run (else one line per run)
+  /// Runs at once, each in a worker process of its own (fork); 1: one after another in this process. The
+  /// results are the same bits either way (every run is seeded and single-threaded unless --threads).
+  std::size_t jobs = 1;
 };
 
 /// One configuration of the grid: a resolved optimiser spec and a batch size.
@@ -168,6 +171,7 @@ class LabFlags {
   std::vector<std::uint64_t> seeds_{0, 1, 2, 3, 4};
   std::string out_ = "lab-out", gnuplot_ = "gnuplot";
   bool no_plots_ = false, quiet_ = false;
+  std::size_t jobs_ = 1;
 };
 
 struct LabResult {

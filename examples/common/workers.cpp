@@ -1,0 +1,155 @@
+#include "examples/common/workers.hpp"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "data/file.hpp"
+
+namespace examples {
+
+namespace {
+
+/// An exact, locale-free double: "0x1.8p+1", "nan", "inf".
+std::string exact(double v) { return fmt::format("{:a}", v); }
+
+double number(std::istream& in) {
+  std::string word;
+  in >> word;
+  char* end = nullptr;
+  double v = std::strtod(word.c_str(), &end);
+  if (word.empty() || *end != '\0') throw std::runtime_error(fmt::format("a worker's result: '{}' is not a number", word));
+  return v;
+}
+
+std::size_t count(std::istream& in) { return static_cast<std::size_t>(number(in)); }
+
+}  // namespace
+
+std::string result_text(const RunResult& r) {
+  std::string text = fmt::format("run {:d} {:d} {:d} {} {} {}\n", r.diverged, r.interrupted, r.failed, r.steps,
+                                 exact(r.best_test_acc), exact(r.seconds));
+  text += fmt::format("divergence {}\n{}\nepochs {}\n", r.divergence.size(), r.divergence, r.epochs.size());
+  for (const EpochMetrics& m : r.epochs) {
+    text += fmt::format("{} {:d} {} {} {} {} {} {} {}\n", m.epoch, m.partial, exact(m.train_loss), exact(m.train_acc),
+                        exact(m.test_loss), exact(m.test_acc), exact(m.lr), exact(m.seconds), exact(m.weight_norm));
+  }
+  return text;
+}
+
+RunResult parse_result(const std::string& text) {
+  std::istringstream in(text);
+  std::string word;
+  RunResult r;
+  in >> word;
+  if (word != "run") throw std::runtime_error("a worker's result does not start with 'run'");
+  r.diverged = count(in) != 0;
+  r.interrupted = count(in) != 0;
+  r.failed = count(in) != 0;
+  r.steps = count(in);
+  r.best_test_acc = number(in);
+  r.seconds = number(in);
+  in >> word;
+  std::size_t length = count(in);
+  in.get();  // the newline before the text
+  r.divergence.resize(length);
+  in.read(r.divergence.data(), static_cast<std::streamsize>(length));
+  in >> word;
+  r.epochs.resize(count(in));
+  for (EpochMetrics& m : r.epochs) {
+    m.epoch = count(in);
+    m.partial = count(in) != 0;
+    for (double* v : {&m.train_loss, &m.train_acc, &m.test_loss, &m.test_acc, &m.lr, &m.seconds, &m.weight_norm}) {
+      *v = number(in);
+    }
+  }
+  if (!in) throw std::runtime_error("a worker's result is cut short");
+  return r;
+}
+
+WorkerPool::~WorkerPool() {
+  for (const Worker& w : workers_) {
+    ::kill(w.pid, SIGKILL);
+    ::waitpid(w.pid, nullptr, 0);
+    ::unlink(result_path(w.pid).c_str());
+  }
+}
+
+std::string WorkerPool::result_path(pid_t pid) const { return fmt::format("{}/.worker-{}.result", dir_, pid); }
+
+void WorkerPool::launch(std::size_t index, const std::function<std::string()>& work) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error(fmt::format("cannot start a worker process: {}", std::strerror(errno)));
+  if (pid == 0) {
+    int code = 0;
+    try {
+      data::write_file_atomically(result_path(::getpid()), work(), "a worker's result");
+    } catch (const std::exception& error) {
+      // The message is the result: the lab reports it as the run's failure.
+      try {
+        data::write_file_atomically(result_path(::getpid()), std::string("error ") + error.what(), "a worker's result");
+      } catch (...) {
+      }
+      code = 1;
+    }
+    std::fflush(stdout);
+    ::_exit(code);  // not exit(): the lab's static objects and buffers are the lab's
+  }
+  workers_.push_back({pid, index});
+}
+
+WorkerPool::Finished WorkerPool::wait_one(const volatile std::sig_atomic_t& interrupted) {
+  if (workers_.empty()) throw std::logic_error("WorkerPool::wait_one: no worker is running");
+  for (;;) {
+    if (interrupted && !forwarded_interrupt_) {
+      for (const Worker& w : workers_) ::kill(w.pid, SIGINT);
+      forwarded_interrupt_ = true;
+    }
+    for (std::size_t i = 0; i < workers_.size(); ++i) {
+      int status = 0;
+      pid_t done = ::waitpid(workers_[i].pid, &status, WNOHANG);
+      if (done == 0) continue;
+      Worker worker = workers_[i];
+      workers_.erase(workers_.begin() + static_cast<std::ptrdiff_t>(i));
+      if (done < 0) return {worker.index, false, "", fmt::format("cannot wait for a worker: {}", std::strerror(errno))};
+      return collect(worker, status);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+WorkerPool::Finished WorkerPool::collect(const Worker& worker, int status) {
+  Finished finished{worker.index, false, "", ""};
+  const std::string path = result_path(worker.pid);
+  std::string text;
+  try {
+    text = data::read_regular_file(path, "a worker's result");
+  } catch (const std::exception&) {
+  }
+  ::unlink(path.c_str());
+  if (WIFSIGNALED(status)) {
+    finished.failure = fmt::format("the worker died of signal {} ({})", WTERMSIG(status), ::strsignal(WTERMSIG(status)));
+  } else if (WEXITSTATUS(status) != 0 || text.empty()) {
+    finished.failure = text.rfind("error ", 0) == 0 ? text.substr(6)
+                                                    : fmt::format("the worker exited with status {}", WEXITSTATUS(status));
+  } else {
+    finished.ok = true;
+    finished.text = std::move(text);
+  }
+  return finished;
+}
+
+}  // namespace examples
