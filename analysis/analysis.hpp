@@ -1,6 +1,9 @@
 // Curvature instruments of a loss: Hessian and Gauss-Newton products, the dense Hessian, its eigenvalues, trace and density.
 //
+// analysis/hessian.hpp   H v by double backward on the tape (one batch, or a data set in chunks), the
+//                        flat parameter vector, linear operators, the dense Hessian
 // analysis/dense.hpp     dense symmetric eigen-decomposition and Cholesky through LAPACK
 #pragma once
 
 #include "analysis/dense.hpp"
+#include "analysis/hessian.hpp"
