@@ -231,15 +231,18 @@ Eigenpairs lanczos_eigenpairs(const LinearOperator& op, std::size_t k, const Lan
   const SymmetricEigen ritz = tridiagonal_eigen(run);
   const std::size_t m = ritz.values.size();
   Eigenpairs out;
-  out.products = m;
+  out.products = m + k;
   std::vector<std::size_t> order = by_magnitude(ritz.values);
   for (std::size_t r = 0; r < k; ++r) {
     const Vector s = ritz.vector(order[r]);
     Vector y(n, 0.0);
     for (std::size_t j = 0; j < m; ++j) axpy(y, s[j], run.basis[j]);
+    // The true residual: beta_m |s_m| is exact only in exact arithmetic, and LAPACK may round a tiny s_m to 0.
+    Vector residual = op.apply(y);
+    axpy(residual, -ritz.values[order[r]], y);
     out.values.push_back(ritz.values[order[r]]);
     out.vectors.push_back(std::move(y));
-    out.residuals.push_back(std::abs(run.next_beta * s[m - 1]));
+    out.residuals.push_back(norm(residual));
   }
   return out;
 }

@@ -41,8 +41,8 @@ namespace analysis {
 struct Eigenpairs {
   std::vector<double> values;
   std::vector<std::vector<double>> vectors;
-  /// ||A u - value u|| for each pair (Lanczos: the Ritz estimate |beta_m s_m|; power iteration: after
-  /// the Rayleigh-Ritz step).
+  /// ||A u - value u|| for each pair, computed with one more product each (power iteration: after the
+  /// Rayleigh-Ritz step).
   std::vector<double> residuals;
   /// Products with A that were computed.
   std::size_t products = 0;
@@ -68,7 +68,8 @@ struct LanczosOptions {
 /// k is 0 or exceeds the dimension.
 Eigenpairs power_iteration(const LinearOperator& op, std::size_t k, const PowerOptions& options = {});
 
-/// The k eigenpairs of largest |value| by Lanczos with full reorthogonalisation. Throws
+/// The k eigenpairs of largest |value| by Lanczos with full reorthogonalisation: `steps` products, then k
+/// more for the residuals. Throws
 /// std::invalid_argument if k is 0 or exceeds the dimension, or steps is below k.
 Eigenpairs lanczos_eigenpairs(const LinearOperator& op, std::size_t k, const LanczosOptions& options = {});
 
