@@ -4,9 +4,9 @@
 #include <stdexcept>
 
 #include <fmt/format.h>
-#include <xtensor/xadapt.hpp>
-#include <xtensor/xtensor.hpp>
 #include <xtensor-blas/xlinalg.hpp>
+
+#include "autograd/detail/xt.hpp"
 
 namespace analysis {
 

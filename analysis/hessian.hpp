@@ -16,7 +16,8 @@
 //
 // The tape is per thread and released whole (autograd/tape.hpp): a HessianOperator holds its loss and
 // gradient on the tape and releases the tape when it is destroyed; the one-shot functions release it
-// before they return. Do not backward or release the tape while a HessianOperator lives.
+// before they return. So one operator at a time per thread: while a HessianOperator (or GgnOperator)
+// lives, do not backward, release the tape, or use another operator or one-shot function.
 #pragma once
 
 #include <cstddef>
@@ -154,7 +155,8 @@ std::vector<ag::Tensor> hvp(const ChunkFn& chunk_fn, std::size_t chunks, const s
 
 /// The operator as a dense row-major n x n matrix, one product per column, symmetrised ((A + A^T) / 2).
 std::vector<double> dense(const LinearOperator& op);
-/// The full Hessian of a scalar function of `x`, flat over x's tensors (n x n, row-major).
+/// The full Hessian of f (one element, on the tape, computed from the tensors `x`, which must require
+/// grad) with respect to x, flat over x's tensors: n x n, row-major, n products.
 std::vector<double> hessian(const LossFn& f, const std::vector<ag::Tensor>& x);
 
 }  // namespace analysis

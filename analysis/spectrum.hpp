@@ -59,7 +59,7 @@ struct PowerOptions {
 };
 
 struct LanczosOptions {
-  /// Lanczos steps (products with A), at most the dimension; 0: min(n, max(2k + 20, 40)).
+  /// Lanczos steps (products with A); 0: max(2k + 20, 40). More than the dimension n: n.
   std::size_t steps = 0;
   std::uint64_t seed = 0;
 };
@@ -69,8 +69,8 @@ struct LanczosOptions {
 Eigenpairs power_iteration(const LinearOperator& op, std::size_t k, const PowerOptions& options = {});
 
 /// The k eigenpairs of largest |value| by Lanczos with full reorthogonalisation: `steps` products, then k
-/// more for the residuals. Throws
-/// std::invalid_argument if k is 0 or exceeds the dimension, or steps is below k.
+/// more for the residuals. Throws std::invalid_argument if k is 0 or exceeds the dimension, or steps is
+/// below k.
 Eigenpairs lanczos_eigenpairs(const LinearOperator& op, std::size_t k, const LanczosOptions& options = {});
 
 /// A Lanczos run: the tridiagonal T (alpha: m diagonal entries, beta: m - 1 beside them) and the basis Q.
@@ -100,7 +100,7 @@ TraceEstimate hutchinson_trace(const LinearOperator& op, std::size_t probes, std
 
 struct DensityOptions {
   std::size_t probes = 1;
-  /// Lanczos steps per probe (at most the dimension).
+  /// Lanczos steps per probe. More than the dimension n: n.
   std::size_t steps = 80;
   /// Points of the grid.
   std::size_t grid_points = 1000;

@@ -360,6 +360,11 @@ TEST_CASE("eigenpairs: the same seed gives the same pairs; k and steps are check
   CHECK_THROWS_WITH_AS(analysis::power_iteration(op, 0), doctest::Contains("k = 0"), std::invalid_argument);
   CHECK_THROWS_WITH_AS(analysis::lanczos_eigenpairs(op, 4, {.steps = 3}), doctest::Contains("3 steps for k = 4"),
                        std::invalid_argument);
+  // More steps than the dimension: the whole Krylov space, and the exact spectrum.
+  analysis::Eigenpairs all = analysis::lanczos_eigenpairs(op, 2, {.steps = 50});
+  CHECK(all.products == 10 + 2);
+  CHECK(all.values[0] == doctest::Approx(10.0).epsilon(1e-13));
+  CHECK(all.values[1] == doctest::Approx(-7.0).epsilon(1e-13));
   CHECK_THROWS_WITH_AS(analysis::lanczos(op, Vec(10, 0.0), 5), doctest::Contains("length 0"), std::invalid_argument);
 }
 
