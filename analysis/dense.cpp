@@ -4,9 +4,10 @@
 #include <stdexcept>
 
 #include <fmt/format.h>
-#include <xtensor-blas/xlinalg.hpp>
 
 #include "autograd/detail/xt.hpp"
+// After xtensor's door; LAPACK's symbols are bound in analysis/detail/lapack.cpp.
+#include <xtensor-blas/xlinalg.hpp>
 
 namespace analysis {
 

@@ -1,5 +1,6 @@
 #include "analysis/hessian.hpp"
 
+#include <span>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -47,6 +48,10 @@ std::vector<double> ParamLayout::flatten(const std::vector<ag::Tensor>& tensors,
 }
 
 std::vector<ag::Tensor> ParamLayout::unflatten(const std::vector<double>& flat) const {
+  if (flat.size() != size_) {
+    throw std::invalid_argument(fmt::format("ParamLayout::unflatten: {} values for {} parameters of {} elements",
+                                            flat.size(), params_.size(), size_));
+  }
   std::vector<ag::Tensor> out;
   for (std::size_t k = 0; k < params_.size(); ++k) {
     std::span<const double> part(flat.data() + offsets_[k], params_[k].numel());

@@ -22,7 +22,6 @@
 
 #include <cstddef>
 #include <functional>
-#include <string>
 #include <vector>
 
 #include "autograd/tensor.hpp"
@@ -54,7 +53,8 @@ class ParamLayout {
   /// The tensors' elements, one after the other, as doubles. Throws std::invalid_argument naming `op` and
   /// the first tensor whose count or shape differs from its parameter's.
   std::vector<double> flatten(const std::vector<ag::Tensor>& tensors, const char* op) const;
-  /// One tensor per parameter, of its shape and dtype, from n flat values (not on the tape).
+  /// One tensor per parameter, of its shape and dtype, from n flat values (not on the tape). Throws
+  /// std::invalid_argument if `flat` does not hold size() values.
   std::vector<ag::Tensor> unflatten(const std::vector<double>& flat) const;
 
  private:

@@ -516,6 +516,8 @@ TEST_CASE("errors: they name the wrong vector, parameter or loss, and leave the 
                        std::invalid_argument);
   CHECK_THROWS_WITH_AS(analysis::power_iteration(op, 161), doctest::Contains("k = 161 eigenpairs asked of a 160 x 160"),
                        std::invalid_argument);
+  CHECK_THROWS_WITH_AS(layout.unflatten(Vec(161, 0.0)), doctest::Contains("161 values for 4 parameters of 160 elements"),
+                       std::invalid_argument);
 }
 
 TEST_CASE("hvp: float32 parameters get float32 products close to float64's") {
