@@ -61,15 +61,13 @@ std::optional<std::vector<double>> cholesky(const std::vector<double>& a, std::s
   if (n == 0) return std::vector<double>{};
   // LAPACK stops at a pivot that is not positive or is NaN; infinities are refused here.
   if (!all_finite(a)) return std::nullopt;
-  xt::xtensor<double, 2> factor;
-  try {
-    factor = xt::linalg::cholesky(as_matrix(a, n));
-  } catch (const std::runtime_error&) {
-    return std::nullopt;  // xtensor-blas: "Cholesky decomposition failed."
-  }
-  std::vector<double> l(n * n);
+  // xt::linalg::cholesky's own steps (a column-major copy, dpotrf on its lower triangle), but with LAPACK's
+  // status as the answer rather than an exception, and no assertion against n = 1.
+  xt::xtensor<double, 2, xt::layout_type::column_major> factor = as_matrix(a, n);
+  if (xt::lapack::potr(factor, 'L') != 0) return std::nullopt;
+  std::vector<double> l(n * n, 0.0);
   for (std::size_t i = 0; i < n; ++i) {
-    for (std::size_t j = 0; j < n; ++j) l[i * n + j] = factor(i, j);
+    for (std::size_t j = 0; j <= i; ++j) l[i * n + j] = factor(i, j);
   }
   if (!all_finite(l)) return std::nullopt;
   return l;

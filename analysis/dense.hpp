@@ -25,8 +25,8 @@ struct SymmetricEigen {
 /// a non-finite entry, std::runtime_error if LAPACK does not converge.
 SymmetricEigen symmetric_eigen(const std::vector<double>& a, std::size_t n);
 
-/// The lower-triangular L with A = L L^T (xt::linalg::cholesky, LAPACK dpotrf; the lower triangle of `a`
-/// is read), row-major n x n with zeros above the diagonal; none if A is not positive definite or a
+/// The lower-triangular L with A = L L^T (xtensor-blas's lapack::potr, LAPACK dpotrf; the lower triangle of
+/// `a` is read), row-major n x n with zeros above the diagonal; none if A is not positive definite or a
 /// non-finite number appears. Throws std::invalid_argument if `a` is not n * n.
 std::optional<std::vector<double>> cholesky(const std::vector<double>& a, std::size_t n);
 

@@ -485,6 +485,8 @@ TEST_CASE("cholesky: factor and solve, and none for an indefinite or non-finite 
   Vec x = analysis::cholesky_solve(*l, 3, {1, 2, 3});
   CHECK(max_abs_difference(matvec(a, x), {1, 2, 3}) <= 1e-14);
   CHECK_FALSE(analysis::cholesky({1, 2, 2, 1}, 2).has_value());
+  CHECK(analysis::cholesky({9}, 1) == std::vector<double>{3});
+  CHECK_FALSE(analysis::cholesky({0}, 1).has_value());
   CHECK_FALSE(analysis::cholesky({1, 0, 0, std::nan("")}, 2).has_value());
   CHECK_FALSE(analysis::cholesky({1, 0, 0, INFINITY}, 2).has_value());
   CHECK_THROWS_WITH_AS(analysis::cholesky({1, 2, 3}, 2), doctest::Contains("3 entries, not n * n = 4"),
