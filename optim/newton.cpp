@@ -10,6 +10,8 @@
 
 #include <fmt/format.h>
 
+#include "analysis/dense.hpp"
+#include "analysis/hessian.hpp"
 #include "autograd/tape.hpp"
 
 namespace optim {
@@ -66,36 +68,6 @@ double l2_term(const std::vector<double>& coupled, const std::vector<double>& x)
   double s = 0;
   for (std::size_t i = 0; i < x.size(); ++i) s += coupled[i] * x[i] * x[i];
   return 0.5 * s;
-}
-
-/// In-place Cholesky A = L L^T (lower triangle of row-major `a`); false if not positive definite.
-bool cholesky(std::vector<double>& a, std::size_t n) {
-  for (std::size_t j = 0; j < n; ++j) {
-    double d = a[j * n + j];
-    for (std::size_t k = 0; k < j; ++k) d -= a[j * n + k] * a[j * n + k];
-    if (!(d > 0.0) || !std::isfinite(d)) return false;
-    d = std::sqrt(d);
-    a[j * n + j] = d;
-    for (std::size_t i = j + 1; i < n; ++i) {
-      double s = a[i * n + j];
-      for (std::size_t k = 0; k < j; ++k) s -= a[i * n + k] * a[j * n + k];
-      a[i * n + j] = s / d;
-    }
-  }
-  return true;
-}
-
-/// Solves L L^T x = b with the factor from cholesky().
-std::vector<double> cholesky_solve(const std::vector<double>& l, std::size_t n, std::vector<double> b) {
-  for (std::size_t i = 0; i < n; ++i) {
-    for (std::size_t k = 0; k < i; ++k) b[i] -= l[i * n + k] * b[k];
-    b[i] /= l[i * n + i];
-  }
-  for (std::size_t i = n; i-- > 0;) {
-    for (std::size_t k = i + 1; k < n; ++k) b[i] -= l[k * n + i] * b[k];
-    b[i] /= l[i * n + i];
-  }
-  return b;
 }
 
 /// Releases the tape however the step ends.
@@ -243,26 +215,19 @@ std::vector<double> Newton::solve(const Model& model, double mu) {
 
 std::vector<double> Newton::solve_full(const Model& model, double mu) {
   const std::size_t n = model.layout.n;
-  std::vector<double> h(n * n), e(n, 0.0);
-  for (std::size_t j = 0; j < n; ++j) {
-    e[j] = 1.0;
-    std::vector<double> column = model.hvp(e, mu);
-    e[j] = 0.0;
-    for (std::size_t i = 0; i < n; ++i) h[i * n + j] = column[i];
-  }
+  const analysis::FunctionOperator damped_hessian(n, [&](const std::vector<double>& v) { return model.hvp(v, mu); });
+  const std::vector<double> h = analysis::dense(damped_hessian);  // symmetrised
   double diag_max = 1.0;
-  for (std::size_t i = 0; i < n; ++i) {
-    for (std::size_t j = 0; j < i; ++j) h[i * n + j] = h[j * n + i] = 0.5 * (h[i * n + j] + h[j * n + i]);
-    diag_max = std::max(diag_max, std::abs(h[i * n + i]));
-  }
-  std::vector<double> factor = h;
-  if (!cholesky(factor, n)) {
+  for (std::size_t i = 0; i < n; ++i) diag_max = std::max(diag_max, std::abs(h[i * n + i]));
+  std::optional<std::vector<double>> factor = analysis::cholesky(h, n);
+  if (!factor) {
     // The smallest τ = 10^k 1e-10 max(1, max |H_ii|) with H + τ I positive definite, then 2τ, so that
     // the smallest eigenvalue of the damped matrix is at least half the damping (no huge steps).
     auto damped_factor = [&](double extra) {
-      factor = h;
-      for (std::size_t i = 0; i < n; ++i) factor[i * n + i] += extra;
-      return cholesky(factor, n);
+      std::vector<double> damped = h;
+      for (std::size_t i = 0; i < n; ++i) damped[i * n + i] += extra;
+      factor = analysis::cholesky(damped, n);
+      return factor.has_value();
     };
     double tau = 1e-10 * diag_max;
     while (!damped_factor(tau)) {
@@ -272,7 +237,7 @@ std::vector<double> Newton::solve_full(const Model& model, double mu) {
     extra_damping_ = 2.0 * tau;
     if (!damped_factor(extra_damping_)) throw std::runtime_error("newton: the Hessian is not finite");
   }
-  return cholesky_solve(factor, n, model.g);
+  return analysis::cholesky_solve(*factor, n, model.g);
 }
 
 std::vector<double> Newton::solve_cg(const Model& model, double mu) {

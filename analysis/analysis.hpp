@@ -1,0 +1,14 @@
+// Curvature instruments of a loss: Hessian and Gauss-Newton products, the dense Hessian, its eigenvalues, trace and density.
+//
+// analysis/hessian.hpp   H v by double backward on the tape (one batch, or a data set in chunks), the
+//                        flat parameter vector, linear operators, the dense Hessian
+// analysis/ggn.hpp       G v, the generalised Gauss-Newton (Fisher) product for softmax cross-entropy
+// analysis/spectrum.hpp  top eigenpairs (power iteration, Lanczos), Hutchinson's trace, spectral density
+//                        by stochastic Lanczos quadrature
+// analysis/dense.hpp     dense symmetric eigen-decomposition and Cholesky through LAPACK
+#pragma once
+
+#include "analysis/dense.hpp"
+#include "analysis/ggn.hpp"
+#include "analysis/hessian.hpp"
+#include "analysis/spectrum.hpp"
