@@ -19,6 +19,7 @@
 #include <functional>
 #include <iterator>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -27,12 +28,16 @@
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
+#include "analysis/hessian.hpp"
+#include "analysis/spectrum.hpp"
 #include "autograd/anomaly.hpp"
 #include "autograd/ops.hpp"
 #include "config/registry.hpp"
 #include "config/spec.hpp"
+#include "data/loader.hpp"
 #include "examples/common/cli.hpp"
 #include "examples/common/lab.hpp"
+#include "examples/common/track.hpp"
 #include "examples/common/training.hpp"
 #include "examples/common/workers.hpp"
 #include "nn/checkpoint.hpp"
@@ -1158,4 +1163,58 @@ TEST_CASE("--detect-anomaly: a run stops as diverged at the first NaN, naming th
                              "from 'linear' (step 1 (batch 1 of epoch 1), module fc (Linear(in=784, out=10)))") !=
         std::string::npos);
   CHECK_FALSE(ag::detecting_anomalies());  // the run's guard is gone
+}
+
+TEST_CASE("--track: a per-step CSV; SGD's update norm is lr times the gradient norm; sharpness is the Hessian's top "
+          "eigenvalue on the subset") {
+  RunConfig c = quiet_config();
+  c.model = spec("mlp(hidden=[16])");
+  c.optimizer = optim::resolve_optimizer(spec("sgd(lr=0.1)"));
+  c.epochs = 1;
+  c.batch_size = 100;
+  c.track = {examples::resolve_tracker(spec("grad-norm")), examples::resolve_tracker(spec("update-norm")),
+             examples::resolve_tracker(spec("sharpness(every=5,samples=200,steps=30)")),
+             examples::resolve_tracker(spec("trace(every=10,samples=200,probes=4)"))};
+  c.track_log = temp_path("track.csv").string();
+  examples::Datasets data = mnist_subset(1000);
+  RunConfig resolved = c;
+  resolved.images = false;
+  std::shared_ptr<nn::Module> model = examples::build_model(resolved, data.train);
+  RunResult r = examples::fit(*model, resolved, data);
+  REQUIRE(r.steps == 10);
+  REQUIRE(r.tracking_seconds.size() == 4);
+  CHECK(r.tracking_seconds[2].first == "sharpness(every=5,samples=200,steps=30)");
+
+  std::vector<std::string> lines;
+  std::istringstream in(read_file(c.track_log));
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  REQUIRE(lines.size() == 11);
+  CHECK(lines[0] == "step,epoch,loss,grad_norm,update_norm,update_norm/0.weight,update_norm/0.bias,update_norm/2.weight,"
+                    "update_norm/2.bias,sharpness,trace,trace_se");
+  auto cells = [](const std::string& line) {
+    std::vector<std::string> out;
+    std::stringstream row(line);
+    for (std::string cell; std::getline(row, cell, ',');) out.push_back(cell);
+    if (!line.empty() && line.back() == ',') out.push_back("");
+    return out;
+  };
+  for (std::size_t step = 1; step <= 10; ++step) {
+    CAPTURE(step);
+    std::vector<std::string> row = cells(lines[step]);
+    REQUIRE(row.size() == 12);
+    CHECK(row[0] == std::to_string(step));
+    // Plain SGD: Δw = -lr g, so ‖Δw‖ = 0.1 ‖g‖ (float32 weights).
+    CHECK(std::stod(row[4]) == doctest::Approx(0.1 * std::stod(row[3])).epsilon(1e-4));
+    CHECK(row[9].empty() == (step % 5 != 0));   // sharpness every 5 steps
+    CHECK(row[10].empty() == (step % 10 != 0));  // trace every 10
+  }
+  // The last row's sharpness is the top eigenvalue of the final model's Hessian on the first 200 images.
+  data::DataLoader loader(data.train, {.batch_size = 200, .shuffle = false});
+  data::Batch batch;
+  loader.next(batch);
+  model->eval();
+  analysis::HessianOperator op([&] { return ag::cross_entropy((*model)(batch.images), batch.labels); }, model->parameters());
+  analysis::Eigenpairs top = analysis::power_iteration(op, 1, {.tolerance = 1e-7});
+  CHECK(std::stod(cells(lines[10])[9]) == doctest::Approx(std::abs(top.values[0])).epsilon(1e-3));
+  fs::remove(c.track_log);
 }

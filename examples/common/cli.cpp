@@ -1,5 +1,6 @@
 #include "examples/common/cli.hpp"
 #include "examples/common/list_flag.hpp"
+#include "examples/common/track.hpp"
 
 #include <cmath>
 #include <optional>
@@ -148,6 +149,10 @@ void add_run_control_flags(CLI::App& app, RunFlags::Raw& raw) {
   app.add_option("--threads", raw.threads, "BLAS threads")->capture_default_str();
   app.add_option("--max-loss", raw.max_loss, "also stop as diverged when a step's loss exceeds this (0: only non-finite)");
   app.add_flag("--no-progress", raw.no_progress, "never draw the progress bar");
+  app.add_option("--track", raw.track,
+                 "measure during training, into --track-log: tracker specs, space-separated, e.g. grad-norm "
+                 "'sharpness(every=50)' (see --list-trackers)");
+  path_option(app.add_option("--track-log", raw.track_log, "with --track: the per-step CSV"))->capture_default_str();
   app.add_flag("--detect-anomaly", raw.detect_anomaly,
                "check every op's output and gradients: the first NaN or infinity stops the run as diverged, naming "
                "the op, the ops that made its inputs, the layer and the step (slower)");
@@ -167,6 +172,7 @@ RunFlags::RunFlags(CLI::App& app, RunFlagsOptions options) : app_(app), options_
   add_listing(app, "--list-optimizers", optim::optimizers(), raw_.markdown);
   add_listing(app, "--list-schedules", optim::schedules(), raw_.markdown);
   add_listing(app, "--list-models", nn::models(), raw_.markdown);
+  add_listing(app, "--list-trackers", trackers(), raw_.markdown);
 }
 
 bool RunFlags::given(const std::string& flag) const { return app_.count(flag) > 0; }
@@ -272,6 +278,9 @@ RunConfig RunFlags::config() const {
   c.resume_path = raw_.resume;
   c.max_loss = raw_.max_loss;
   c.detect_anomaly = raw_.detect_anomaly;
+  for (const std::string& text : raw_.track) c.track.push_back(resolve_tracker(config::parse_spec(text)));
+  if (given("--track-log") && c.track.empty()) throw FlagError("--track-log: only with --track");
+  c.track_log = raw_.track_log;
   c.progress = !raw_.no_progress;
   return c;
 }

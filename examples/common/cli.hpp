@@ -61,7 +61,8 @@ class RunFlags {
   // The raw values, as CLI11 fills them.
   struct Raw {
     std::string model, hidden = "", init = "default", optimizer, schedule = "constant", dataset = "mnist", data,
-                log, save, resume;
+                log, save, resume, track_log = "track.csv";
+    std::vector<std::string> track;
     double lr = 0, weight_decay = 0, lr_final = 0.001, lr_tau = 1, lr_gamma = 0.1, warmup = 0, max_loss = 0;
     std::size_t lr_epochs = 0, lr_step = 10, batch_size = 200, epochs = 10, validation = 0, train_subset = 0,
                 save_every = 0, threads = 1;

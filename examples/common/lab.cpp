@@ -719,7 +719,8 @@ std::vector<config::Spec> grid_specs(const std::string& flag, const std::vector<
 LabConfig LabFlags::config() const {
   // One run's flags whose lab counterparts are lists (or which a grid of runs cannot share).
   for (auto [flag, instead] : {std::pair{"--batch-size", "--batch-sizes"}, {"--seed", "--seeds"}, {"--log", "--out"},
-                               {"--save", "--out"}, {"--save-every", "--out"}, {"--resume", "--out"}}) {
+                               {"--save", "--out"}, {"--save-every", "--out"}, {"--resume", "--out"},
+                               {"--track-log", "--out (track-run<k>.csv)"}}) {
     require(app_.count(flag) == 0, fmt::format("{}: not a lab flag (the lab takes {})", flag, instead));
   }
   LabConfig lab;
@@ -782,7 +783,7 @@ void print_epoch(std::FILE* log, const EpochMetrics& m, const std::string& eval)
 
 /// One run of the grid; its epochs go to `progress` as they come. A run that throws is recorded as diverged.
 RunRecord run_point(const LabConfig& config, const Datasets& datasets, const GridPoint& point, std::uint64_t seed,
-                    std::ofstream& progress, const std::vector<std::string>& keys, std::FILE* log) {
+                    std::size_t index, std::ofstream& progress, const std::vector<std::string>& keys, std::FILE* log) {
   RunRecord record{point, seed, {}};
   RunConfig run = config.base;
   run.optimizer = point.optimizer;
@@ -792,6 +793,7 @@ RunRecord run_point(const LabConfig& config, const Datasets& datasets, const Gri
   run.save_path.clear();
   run.save_every_steps = 0;
   run.resume_path.clear();
+  run.track_log = (fs::path(config.out_dir) / fmt::format("track-run{}.csv", index + 1)).string();  // run k of the log
   try {
     record.result = train(run, datasets, [&](const EpochMetrics& m) {
       RunRecord one{point, seed, {}};
@@ -882,7 +884,7 @@ void run_serially(const LabConfig& config, const Datasets& datasets, const std::
     const GridPoint& point = points[index / config.seeds.size()];
     const std::uint64_t seed = config.seeds[index % config.seeds.size()];
     print_launch(log, index, total, point, seed);
-    lab.records.push_back(run_point(config, datasets, point, seed, progress, keys, log));
+    lab.records.push_back(run_point(config, datasets, point, seed, index, progress, keys, log));
     lab.interrupted = lab.records.back().result.interrupted;
   }
 }
@@ -900,10 +902,11 @@ void run_in_workers(const LabConfig& config, const Datasets& datasets, const std
       const GridPoint& point = points[next / config.seeds.size()];
       const std::uint64_t seed = config.seeds[next % config.seeds.size()];
       print_launch(log, next, total, point, seed);
-      pool.launch(next++, [&config, &datasets, &keys, point, seed] {
+      pool.launch(next, [&config, &datasets, &keys, point, seed, index = next] {
         std::ofstream nowhere("/dev/null");  // the lab writes the progress file, from the results
-        return result_text(run_point(config, datasets, point, seed, nowhere, keys, nullptr).result);
+        return result_text(run_point(config, datasets, point, seed, index, nowhere, keys, nullptr).result);
       });
+      ++next;
     }
     if (pool.running() == 0) break;
     WorkerPool::Finished finished = pool.wait_one(interrupt_flag());

@@ -23,6 +23,7 @@
 #include "data/file.hpp"
 #include "data/loader.hpp"
 #include "examples/common/preflight.hpp"
+#include "examples/common/track.hpp"
 #include "nn/nn.hpp"
 #include "nn/models.hpp"
 #include "optim/registry.hpp"
@@ -267,6 +268,7 @@ class Trainer {
     last_epoch_ = at_.epoch + config.epochs;
     if (config.epochs > 0 && !is_constant(config.schedule)) make_scheduler();
     open_log();
+    track_ = TrackLog(config.track, config.track_log, model_, data.train, config.images, at_.step);
   }
 
   RunResult run(const EpochCallback& on_epoch) {
@@ -280,6 +282,7 @@ class Trainer {
       if (result_.interrupted) break;
     }
     result_.steps = at_.step;
+    result_.tracking_seconds = track_.seconds_by_tracker();
     return result_;
   }
 
@@ -348,6 +351,7 @@ class Trainer {
 
   /// One step on `batch`; false if the run must stop (diverged, or interrupted).
   bool train_step(const data::Batch& batch, std::size_t epoch, ag::Tensor& logits, double& loss) {
+    if (track_.active()) track_.before_step(model_);
     try {
       ag::AnomalyScope at(ag::detecting_anomalies() ? fmt::format("step {} (batch {} of epoch {})", at_.step + 1,
                                                                   at_.batch + 1, epoch) : std::string());
@@ -362,6 +366,7 @@ class Trainer {
     }
     ++at_.step;
     ++at_.batch;
+    if (track_.active()) track_.after_step(model_, at_.step, epoch, loss);
     at_.loss_sum += loss * static_cast<double>(batch.size());
     at_.correct += count_correct(logits, batch.labels);
     at_.seen += batch.size();
@@ -384,6 +389,7 @@ class Trainer {
   EpochMetrics train_epoch(std::size_t epoch) {
     ProgressBar bar(config_.progress && ::isatty(STDERR_FILENO), epoch, last_epoch_, data_.train.size());
     auto start = Clock::now();
+    const double tracked_before = track_.seconds();
     if (at_.batch == 0) at_.loss_sum = 0, at_.correct = 0, at_.seen = 0;  // else: resumed mid-epoch
     loader_.begin_epoch();
     data::Batch batch;
@@ -400,7 +406,7 @@ class Trainer {
       }
     }
     bar.clear();
-    double seconds = seconds_since(start);
+    double seconds = seconds_since(start) - (track_.seconds() - tracked_before);  // measuring is not training
     result_.seconds += seconds;
     double n = static_cast<double>(std::max<std::size_t>(at_.seen, 1));
     return {.epoch = epoch, .train_loss = at_.loss_sum / n, .train_acc = static_cast<double>(at_.correct) / n,
@@ -444,6 +450,7 @@ class Trainer {
   std::unique_ptr<optim::LRScheduler> scheduler_;
   data::DataLoader loader_;
   std::ofstream log_;
+  TrackLog track_;
   Position at_;
   std::size_t last_epoch_ = 0;
   RunResult result_;
@@ -541,6 +548,10 @@ int run_program(nn::Module& model, const RunConfig& config, const Datasets& data
   }
   if (result.interrupted) fmt::print(stderr, "interrupted: stopped after step {}{}\n", result.steps,
                                       config.save_path.empty() ? "" : ", checkpoint written to " + config.save_path);
+  for (const auto& [spec, seconds] : result.tracking_seconds) {
+    fmt::print("# tracking {}: {:.2f} s, {:.1f} % of the training time ({:.2f} s)\n", spec, seconds,
+               100 * seconds / std::max(result.seconds, 1e-9), result.seconds);
+  }
   fmt::print("{}\n", result.final_line());
   std::fflush(stdout);
   if (result.interrupted) return 130;

@@ -44,6 +44,8 @@ struct RunConfig {
   double max_loss = 0;                  // > 0: a training loss above it counts as divergence too
   bool progress = true;                 // a progress bar when stderr is a terminal
   bool detect_anomaly = false;          // ag::DetectAnomalyGuard: the first non-finite value stops the run as diverged
+  std::vector<config::Spec> track;      // trackers (examples/common/track.hpp), resolved
+  std::string track_log = "track.csv";  // their per-step CSV
 
   /// The optimiser's resolved learning rate.
   double lr() const;
@@ -64,6 +66,8 @@ struct RunResult {
   double best_test_acc = 0;
   double seconds = 0;        // training time, evaluation excluded
   std::size_t steps = 0;     // steps taken, a resumed run's earlier ones included
+  /// Seconds each tracker took (kept out of `seconds`), by its spec.
+  std::vector<std::pair<std::string, double>> tracking_seconds;
   /// The machine-readable last line: "final test_acc=... best_test_acc=... ...".
   std::string final_line() const;
 };

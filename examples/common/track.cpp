@@ -1,0 +1,268 @@
+#include "examples/common/track.hpp"
+
+#include <chrono>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include <fmt/format.h>
+
+#include "analysis/hessian.hpp"
+#include "analysis/spectrum.hpp"
+#include "autograd/ops.hpp"
+#include "autograd/tape.hpp"
+#include "data/file.hpp"
+#include "data/loader.hpp"
+#include "examples/common/preflight.hpp"
+#include "nn/loss.hpp"
+
+namespace examples {
+
+config::Registry<TrackerEntry>& trackers() {
+  static config::Registry<TrackerEntry> registry("tracker");
+  return registry;
+}
+
+config::Spec resolve_tracker(const config::Spec& spec) {
+  config::Spec resolved{spec.name, {}};
+  for (auto& [key, value] : trackers().at(spec.name).resolve(spec)) resolved.args.emplace_back(key, value);
+  return resolved;
+}
+
+namespace {
+
+constexpr double kNotMeasured = std::numeric_limits<double>::quiet_NaN();
+
+template <class O>
+void register_tracker(std::string name, std::string summary, config::OptionTable<O> table,
+                      std::function<std::unique_ptr<Tracker>(const O&, const data::Dataset&, bool)> build) {
+  std::string where = name;
+  trackers().add(config::entry_with_options<TrackerEntry>(std::move(name), std::move(summary), std::move(table), O{},
+                                                          where, std::move(build)));
+}
+
+bool due(std::size_t step, std::size_t every) { return step % every == 0; }
+
+double squared_norm(const ag::Tensor& t) {
+  auto sum_of_squares = [&](const auto* v) {
+    double sum = 0;
+    for (std::size_t i = 0, n = t.numel(); i < n; ++i) sum += static_cast<double>(v[i]) * v[i];
+    return sum;
+  };
+  return t.dtype() == ag::DType::f64 ? sum_of_squares(t.data<double>()) : sum_of_squares(t.data<float>());
+}
+
+// ---- grad-norm
+
+struct EveryOptions {
+  std::size_t every = 1;
+};
+
+config::OptionTable<EveryOptions> every_table(std::string help) {
+  return config::OptionTable<EveryOptions>().count("every", &EveryOptions::every, 1, 1'000'000'000, std::move(help));
+}
+
+class GradNorm : public Tracker {
+ public:
+  explicit GradNorm(std::size_t every) : every_(every) {}
+  std::vector<std::string> columns(const nn::Module&) const override { return {"grad_norm"}; }
+  std::vector<double> measure(const TrackStep& s) override {
+    if (!due(s.step, every_)) return {kNotMeasured};
+    double sum = 0;
+    for (const ag::Tensor& p : s.model.parameters()) {
+      if (p.grad().defined()) sum += squared_norm(p.grad());
+    }
+    return {std::sqrt(sum)};
+  }
+
+ private:
+  std::size_t every_;
+};
+
+// ---- update-norm
+
+class UpdateNorm : public Tracker {
+ public:
+  explicit UpdateNorm(std::size_t every) : every_(every) {}
+  std::vector<std::string> columns(const nn::Module& model) const override {
+    std::vector<std::string> names{"update_norm"};
+    for (const auto& [name, p] : model.named_parameters()) names.push_back("update_norm/" + name);
+    return names;
+  }
+  bool needs_weights_before() const override { return true; }
+  std::vector<double> measure(const TrackStep& s) override {
+    std::vector<ag::Tensor> now = s.model.parameters();
+    if (!due(s.step, every_)) return std::vector<double>(now.size() + 1, kNotMeasured);
+    std::vector<double> values{0};
+    ag::NoGradGuard no_grad;
+    for (std::size_t k = 0; k < now.size(); ++k) {
+      double squared = squared_norm(ag::sub(now[k], s.before[k]));
+      values[0] += squared;
+      values.push_back(std::sqrt(squared));
+    }
+    values[0] = std::sqrt(values[0]);
+    return values;
+  }
+
+ private:
+  std::size_t every_;
+};
+
+// ---- sharpness and trace: the Hessian of the training loss on a fixed subset
+
+struct CurvatureOptions {
+  std::size_t every = 100, samples = 1000, steps = 20, probes = 10;
+};
+
+/// The first `samples` training images, once, and the Hessian of the mean cross-entropy on them.
+class SubsetHessian {
+ public:
+  SubsetHessian(const data::Dataset& train, bool images, std::size_t samples) {
+    data::DataLoader loader(train, {.batch_size = std::min(samples, train.size()), .shuffle = false, .image_shape = images});
+    loader.next(batch_);
+  }
+  /// The model's Hessian operator (in evaluation mode: dropout off), alive while `use` runs.
+  template <class Use>
+  auto with_operator(nn::Module& model, Use use) {
+    const bool training = model.is_training();
+    model.eval();
+    struct Restore {
+      nn::Module& m;
+      bool training;
+      ~Restore() { m.train(training); }
+    } restore{model, training};
+    analysis::HessianOperator op([&] { return ag::cross_entropy(model(batch_.images), batch_.labels); },
+                                 model.parameters());
+    return use(op);
+  }
+
+ private:
+  data::Batch batch_;
+};
+
+class Sharpness : public Tracker {
+ public:
+  Sharpness(const CurvatureOptions& o, const data::Dataset& train, bool images)
+      : options_(o), subset_(train, images, o.samples) {}
+  std::vector<std::string> columns(const nn::Module&) const override { return {"sharpness"}; }
+  std::vector<double> measure(const TrackStep& s) override {
+    if (!due(s.step, options_.every)) return {kNotMeasured};
+    return subset_.with_operator(s.model, [&](const analysis::HessianOperator& op) {
+      analysis::Eigenpairs top = analysis::lanczos_eigenpairs(op, 1, {.steps = options_.steps, .seed = s.step});
+      return std::vector<double>{top.values.at(0)};
+    });
+  }
+
+ private:
+  CurvatureOptions options_;
+  SubsetHessian subset_;
+};
+
+class Trace : public Tracker {
+ public:
+  Trace(const CurvatureOptions& o, const data::Dataset& train, bool images) : options_(o), subset_(train, images, o.samples) {}
+  std::vector<std::string> columns(const nn::Module&) const override { return {"trace", "trace_se"}; }
+  std::vector<double> measure(const TrackStep& s) override {
+    if (!due(s.step, options_.every)) return {kNotMeasured, kNotMeasured};
+    return subset_.with_operator(s.model, [&](const analysis::HessianOperator& op) {
+      analysis::TraceEstimate t = analysis::hutchinson_trace(op, options_.probes, s.step);
+      return std::vector<double>{t.estimate, t.standard_error};
+    });
+  }
+
+ private:
+  CurvatureOptions options_;
+  SubsetHessian subset_;
+};
+
+config::OptionTable<CurvatureOptions> curvature_table(bool lanczos) {
+  config::OptionTable<CurvatureOptions> table;
+  table.count("every", &CurvatureOptions::every, 1, 1'000'000'000, "measure every this many steps")
+      .count("samples", &CurvatureOptions::samples, 1, 1'000'000, "the first this many training images");
+  if (lanczos) {
+    table.count("steps", &CurvatureOptions::steps, 1, 1000, "Lanczos steps (products of H)");
+  } else {
+    table.count("probes", &CurvatureOptions::probes, 2, 100000, "Rademacher probes (products of H)");
+  }
+  return table;
+}
+
+const bool registered = [] {
+  register_tracker<EveryOptions>("grad-norm", "the norm of the step's gradient, all parameters together",
+                                 every_table("measure every this many steps"),
+                                 [](const EveryOptions& o, const data::Dataset&, bool) {
+                                   return std::make_unique<GradNorm>(o.every);
+                                 });
+  register_tracker<EveryOptions>("update-norm", "the norm of the step's change of the weights, in all and per tensor",
+                                 every_table("measure every this many steps"),
+                                 [](const EveryOptions& o, const data::Dataset&, bool) {
+                                   return std::make_unique<UpdateNorm>(o.every);
+                                 });
+  register_tracker<CurvatureOptions>(
+      "sharpness", "the largest Hessian eigenvalue of the training loss on a fixed subset (Lanczos)",
+      curvature_table(true), [](const CurvatureOptions& o, const data::Dataset& train, bool images) {
+        return std::make_unique<Sharpness>(o, train, images);
+      });
+  register_tracker<CurvatureOptions>(
+      "trace", "the Hessian's trace on a fixed subset (Hutchinson), with its standard error",
+      curvature_table(false), [](const CurvatureOptions& o, const data::Dataset& train, bool images) {
+        return std::make_unique<Trace>(o, train, images);
+      });
+  return true;
+}();
+
+}  // namespace
+
+TrackLog::TrackLog(const std::vector<config::Spec>& specs, const std::string& path, const nn::Module& model,
+                   const data::Dataset& train, bool images, std::size_t resumed_step)
+    : path_(path) {
+  if (specs.empty()) return;
+  std::string header = "step,epoch,loss";
+  for (const config::Spec& spec : specs) {
+    trackers_.push_back({spec.text(), trackers().at(spec.name).make(spec, train, images), 0});
+    for (const std::string& column : trackers_.back().tracker->columns(model)) header += "," + column;
+  }
+  header += "\n";
+  data::check_writable(path, "the track log");
+  if (resumed_step > 0) cut_log(path, resumed_step, header);
+  file_ = std::make_unique<std::ofstream>(path, resumed_step > 0 ? std::ios::app : std::ios::trunc);
+  if (resumed_step == 0) *file_ << header;
+  if (!*file_) throw std::runtime_error(fmt::format("cannot write the track log {}: {}", path, std::strerror(errno)));
+}
+
+void TrackLog::before_step(const nn::Module& model) {
+  before_.clear();
+  for (const Entry& e : trackers_) {
+    if (!e.tracker->needs_weights_before()) continue;
+    for (const ag::Tensor& p : model.parameters()) before_.push_back(p.clone());
+    return;
+  }
+}
+
+void TrackLog::after_step(nn::Module& model, std::size_t step, std::size_t epoch, double loss) {
+  std::string row = fmt::format("{},{},{:.9g}", step, epoch, loss);
+  for (Entry& e : trackers_) {
+    auto start = std::chrono::steady_clock::now();
+    std::vector<double> values = e.tracker->measure({model, step, before_});
+    e.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    for (double v : values) row += std::isnan(v) ? std::string(",") : fmt::format(",{:.9g}", v);
+  }
+  *file_ << row << "\n";
+  file_->flush();
+  if (!*file_) throw std::runtime_error(fmt::format("writing the track log {} failed: {}", path_, std::strerror(errno)));
+}
+
+double TrackLog::seconds() const {
+  double total = 0;
+  for (const Entry& e : trackers_) total += e.seconds;
+  return total;
+}
+
+std::vector<std::pair<std::string, double>> TrackLog::seconds_by_tracker() const {
+  std::vector<std::pair<std::string, double>> out;
+  for (const Entry& e : trackers_) out.emplace_back(e.spec, e.seconds);
+  return out;
+}
+
+}  // namespace examples
