@@ -2,6 +2,7 @@
 #pragma once
 
 #include "nn/checkpoint.hpp"
+#include "nn/clip.hpp"
 #include "nn/init.hpp"
 #include "nn/layers.hpp"
 #include "nn/loss.hpp"
