@@ -1,6 +1,7 @@
 // Everything of nn/ in one include.
 #pragma once
 
+#include "nn/blocks.hpp"
 #include "nn/checkpoint.hpp"
 #include "nn/clip.hpp"
 #include "nn/init.hpp"
@@ -8,3 +9,4 @@
 #include "nn/loss.hpp"
 #include "nn/models.hpp"
 #include "nn/module.hpp"
+#include "nn/norm.hpp"
