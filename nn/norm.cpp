@@ -15,9 +15,12 @@ BatchNorm::BatchNorm(const char* name, std::size_t min_rank, std::size_t max_ran
     : name_(name), min_rank_(min_rank), max_rank_(max_rank), num_features_(num_features), options_(options) {
   if (num_features == 0) throw std::invalid_argument(fmt::format("{}: num_features must be positive", name));
   if (options.momentum && !(*options.momentum >= 0.0 && *options.momentum <= 1.0)) {
-    throw std::invalid_argument(fmt::format("{}({}): momentum {} is outside [0, 1]", name, num_features, *options.momentum));
+    throw std::invalid_argument(
+        fmt::format("{}({}): momentum {} is outside [0, 1]", name, num_features, *options.momentum));
   }
-  if (!(options.eps >= 0.0)) throw std::invalid_argument(fmt::format("{}({}): eps {} is negative", name, num_features, options.eps));
+  if (!(options.eps >= 0.0)) {
+    throw std::invalid_argument(fmt::format("{}({}): eps {} is negative", name, num_features, options.eps));
+  }
   const ag::Shape channels{num_features};
   if (options.affine) {
     weight_ = register_parameter("weight", ag::Tensor::ones(channels, options.dtype));
@@ -36,10 +39,13 @@ ag::Tensor BatchNorm::forward(const ag::Tensor& x) {
                                             max_rank_ == 4 ? "4-D (N, C, H, W)" : "(N, C) or (N, C, L)", x.describe()));
   }
   if (x.dim(1) != num_features_) {
-    throw std::invalid_argument(fmt::format("{}({}): input {} has {} channels", name_, num_features_, x.describe(), x.dim(1)));
+    throw std::invalid_argument(
+        fmt::format("{}({}): input {} has {} channels", name_, num_features_, x.describe(), x.dim(1)));
   }
   const bool tracking = running_mean_.defined();
-  if (!is_training() && tracking) return ag::batch_norm(x, running_mean_, running_var_, weight_, bias_, false, 0.0, options_.eps);
+  if (!is_training() && tracking) {
+    return ag::batch_norm(x, running_mean_, running_var_, weight_, bias_, false, 0.0, options_.eps);
+  }
   const double batches = tracking ? num_batches_tracked_.item() + 1 : 1;
   ag::Tensor y = ag::batch_norm(x, running_mean_, running_var_, weight_, bias_, true,
                                 options_.momentum.value_or(1.0 / batches), options_.eps);

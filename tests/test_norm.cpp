@@ -239,9 +239,10 @@ TEST_CASE("the norm modules gradcheck like every module, and say what is wrong w
   CHECK_GRADCHECK([&](const Inputs& v) { return bn1.forward(v[0]); }, {random(Shape{4, 3}, 60)});
   nn::LayerNorm ln(Shape{4}, 1e-5, true, DType::f64);
   CHECK_GRADCHECK([&](const Inputs& v) { return ln.forward(v[0]); }, {random(Shape{2, 4}, 61)});
-  CHECK_THROWS_WITH_AS(nn::BatchNorm2d(3).forward(Tensor::ones(Shape{2, 3})), doctest::Contains("BatchNorm2d: expected a 4-D"),
-                       std::invalid_argument);
-  CHECK_THROWS_WITH_AS(nn::BatchNorm1d(3).forward(Tensor::ones(Shape{2, 4})), doctest::Contains("BatchNorm1d(3): input f32[2, 4] has 4"),
+  CHECK_THROWS_WITH_AS(nn::BatchNorm2d(3).forward(Tensor::ones(Shape{2, 3})),
+                       doctest::Contains("BatchNorm2d: expected a 4-D"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(nn::BatchNorm1d(3).forward(Tensor::ones(Shape{2, 4})),
+                       doctest::Contains("BatchNorm1d(3): input f32[2, 4] has 4"),
                        std::invalid_argument);
   CHECK_THROWS_WITH_AS(nn::LayerNorm(Shape{5}).forward(Tensor::ones(Shape{2, 4})),
                        doctest::Contains("normalized_shape [5] must be the trailing extents of the input f32[2, 4]"),
@@ -261,8 +262,8 @@ TEST_CASE("Residual is x + f(x); Lambda wraps a function") {
   CHECK(block.forward(x).to_vector() == expected.to_vector());
   CHECK(block.named_parameters()[0].first == "body.weight");
   nn::Residual wrong(std::make_shared<nn::Linear>(3, 2));
-  CHECK_THROWS_WITH_AS(wrong.forward(Tensor::ones(Shape{1, 3})), doctest::Contains("Residual: its body (Linear(in=3, out=2))"),
-                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(wrong.forward(Tensor::ones(Shape{1, 3})),
+                       doctest::Contains("Residual: its body (Linear(in=3, out=2))"), std::invalid_argument);
   nn::Sequential net{std::make_shared<nn::Lambda>([](const Tensor& t) { return mul(t, 2.0); }, "Double"),
                      std::make_shared<nn::Residual>(std::make_shared<nn::ReLU>())};
   CHECK(net.forward(Tensor::from_data(Shape{2}, {-1, 3}, DType::f64)).to_vector() == std::vector<double>{-2, 12});

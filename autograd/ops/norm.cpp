@@ -53,7 +53,8 @@ template <class T, std::size_t K, class Terms>
 std::array<double, K> group_sums(const Groups& g, std::size_t k, Terms terms) {
   std::array<double, K> totals{};
   if (g.runs == 1) {
-    for (std::size_t j = 0; j < K; ++j) totals[j] = lane_sum<T>(g.length, [&](std::size_t i) { return terms(g.start(k, 0) + i)[j]; });
+    const std::size_t s = g.start(k, 0);
+    for (std::size_t j = 0; j < K; ++j) totals[j] = lane_sum<T>(g.length, [&](std::size_t i) { return terms(s + i)[j]; });
     return totals;
   }
   thread_local std::vector<T> rows;
@@ -66,7 +67,9 @@ std::array<double, K> group_sums(const Groups& g, std::size_t k, Terms terms) {
       for (std::size_t j = 0; j < K; ++j) acc[j * g.length + i] += t[j];
     }
   }
-  for (std::size_t j = 0; j < K; ++j) totals[j] = lane_sum<T>(g.length, [&](std::size_t i) { return acc[j * g.length + i]; });
+  for (std::size_t j = 0; j < K; ++j) {
+    totals[j] = lane_sum<T>(g.length, [&](std::size_t i) { return acc[j * g.length + i]; });
+  }
   return totals;
 }
 
@@ -209,7 +212,8 @@ void batch_norm_backward_kernel(const T* g, const T* x, const BatchNormSaved& s,
   const double m = static_cast<double>(G.size());
   for (std::size_t c = 0; c < G.count; ++c) {
     const T mu = mean[c];
-    const auto [sg, sgx] = group_sums<T, 2>(G, c, [&](std::size_t o) { return std::array<T, 2>{g[o], g[o] * (x[o] - mu)}; });
+    const auto [sg, sgx] =
+        group_sums<T, 2>(G, c, [&](std::size_t o) { return std::array<T, 2>{g[o], g[o] * (x[o] - mu)}; });
     dgamma[c] = static_cast<T>(sgx * invstd[c]);
     dbeta[c] = static_cast<T>(sg);
     const double k = double(invstd[c]) * (gamma ? double(gamma[c]) : 1.0);
