@@ -386,3 +386,49 @@ TEST_CASE("a checkpoint whose weights are NaN is refused on resume, naming the e
   CHECK(resumed.err.find("model/fc1.weight holds 100352 non-finite value(s) of 100352: not a run to resume") !=
         std::string::npos);
 }
+
+TEST_CASE("the normalisation examples train a little; --clip-grad-norm wraps the optimiser in clip; BN resumes") {
+  REQUIRE(has_mnist());
+  const std::vector<std::string> tiny{"--epochs", "1", "--train-subset", "2000", "--validation", "500", "--batch-size",
+                                      "50", "--no-progress"};
+  for (const std::string program : {"mnist_bn_cnn", "mnist_resmlp", "mnist_lenet5"}) {
+    Outcome ok = run(program, tiny);
+    INFO(program << ok.out << ok.err);
+    CHECK(ok.code == 0);
+    CHECK(value_after(ok.out, "final test_acc=") > 0.6);
+  }
+  std::vector<std::string> clipped = tiny;
+  clipped.insert(clipped.end(), {"--clip-grad-norm", "0.5"});
+  Outcome clip = run("mnist_resmlp", clipped);
+  INFO(clip.out << clip.err);
+  CHECK(clip.code == 0);
+  CHECK(clip.out.find("# optimizer clip(inner=adam(lr=0.001,") != std::string::npos);
+  CHECK(clip.out.find("max_norm=0.5)") != std::string::npos);
+  Outcome twice = run("mnist_resmlp", {"--clip-grad-norm", "1", "--optimizer", "clip(inner=sgd)"});
+  CHECK(twice.code == 2);
+  CHECK(twice.err.find("--clip-grad-norm and the optimiser spec 'clip(inner=sgd)' both clip") != std::string::npos);
+  Outcome negative = run("mnist_resmlp", {"--clip-grad-norm", "-1"});
+  CHECK(negative.code == 2);
+  CHECK(negative.err.find("--clip-grad-norm: -1 is not a positive number") != std::string::npos);
+
+  // A training checkpoint holds the running statistics: a resumed BN run goes on from them.
+  const std::string path = scratch("bn.ckpt").string();
+  std::vector<std::string> saving = tiny;
+  saving.insert(saving.end(), {"--save", path});
+  REQUIRE(run("mnist_bn_cnn", saving).code == 0);
+  const auto entries = nn::load_tensors(path);
+  auto has = [&](const std::string& name) {
+    return std::any_of(entries.begin(), entries.end(), [&](const auto& e) { return e.first == name; });
+  };
+  CHECK(has("model/bn1.running_mean"));
+  CHECK(has("model/bn2.num_batches_tracked"));
+  std::vector<std::string> resuming = tiny;
+  resuming.insert(resuming.end(), {"--resume", path});
+  Outcome resumed = run("mnist_bn_cnn", resuming);
+  INFO(resumed.out << resumed.err);
+  CHECK(resumed.code == 0);
+  resuming.push_back("--no-batch-norm");
+  Outcome without = run("mnist_bn_cnn", resuming);
+  CHECK(without.code == 2);
+  CHECK(without.err.find("bn1.running_mean: in the file, not in the model") != std::string::npos);
+}
