@@ -6,9 +6,11 @@
 // (batch norm in eval mode normalises by fixed statistics: dx = ĝ σ⁻¹).
 //   batch_norm  x (N, C, *): a group is a channel, N runs of S = H W contiguous elements; γ, β per channel
 //   layer_norm  x (..., D...): a group is a row of the D trailing elements; γ, β per element of the row
-// The forward and the first-order backward are fused loops over the contiguous data (sums in double). The
-// backward's own derivative (create_graph) comes from the same formula written with the differentiable
-// ops, from x itself (composed_*), so that derivatives of every order are exact.
+// The forward and the first-order backward are fused loops over the contiguous data, two passes each: the
+// group sums (batch norm's for every channel at once, in memory order), then the output. The backward's own
+// derivative (create_graph) comes from the same formula written with the differentiable ops, from x itself
+// (composed_*), so that derivatives of every order are exact.
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <vector>
@@ -46,39 +48,38 @@ double lane_sum(std::size_t n, Term term) {
   return total;
 }
 
-/// Σ terms(offset)[j] over the elements of group k for each j < K, in one pass over the data (`terms` returns
-/// std::array<T, K>). Several runs are first added up position by position into one row per sum (a plain
-/// vector add, no reduction in the loop), which is then summed once.
+/// For every group k and each j < K, Σ terms(k, offset)[j] over the group's elements (`terms` returns
+/// std::array<T, K>), in one pass over the data in memory order: run by run, group by group, each run added
+/// position by position into its group's rows (plain vector adds, no reduction in the loop: they vectorise
+/// and the hardware sees one stream), the rows summed at the end. For batch norm's channels.
 template <class T, std::size_t K, class Terms>
-std::array<double, K> group_sums(const Groups& g, std::size_t k, Terms terms) {
-  std::array<double, K> totals{};
-  if (g.runs == 1) {
-    const std::size_t s = g.start(k, 0);
-    for (std::size_t j = 0; j < K; ++j) totals[j] = lane_sum<T>(g.length, [&](std::size_t i) { return terms(s + i)[j]; });
-    return totals;
-  }
+std::vector<std::array<double, K>> group_sums(const Groups& g, Terms terms) {
+  const std::size_t row = g.length, rows_per_group = K * row;
   thread_local std::vector<T> rows;
-  rows.assign(K * g.length, T(0));
-  T* __restrict acc = rows.data();
+  rows.assign(g.count * rows_per_group, T(0));
   for (std::size_t r = 0; r < g.runs; ++r) {
-    const std::size_t s = g.start(k, r);
-    for (std::size_t i = 0; i < g.length; ++i) {
-      const std::array<T, K> t = terms(s + i);
-      for (std::size_t j = 0; j < K; ++j) acc[j * g.length + i] += t[j];
+    for (std::size_t k = 0; k < g.count; ++k) {
+      T* __restrict acc = rows.data() + k * rows_per_group;
+      const std::size_t s = g.start(k, r);
+      for (std::size_t i = 0; i < row; ++i) {
+        const std::array<T, K> t = terms(k, s + i);
+        for (std::size_t j = 0; j < K; ++j) acc[j * row + i] += t[j];
+      }
     }
   }
-  for (std::size_t j = 0; j < K; ++j) {
-    totals[j] = lane_sum<T>(g.length, [&](std::size_t i) { return acc[j * g.length + i]; });
+  std::vector<std::array<double, K>> totals(g.count);
+  for (std::size_t k = 0; k < g.count; ++k) {
+    for (std::size_t j = 0; j < K; ++j) {
+      const T* acc = rows.data() + k * rows_per_group + j * row;
+      totals[k][j] = lane_sum<T>(row, [&](std::size_t i) { return acc[i]; });
+    }
   }
   return totals;
 }
 
-template <class T, class Term>
-double group_sum(const Groups& g, std::size_t k, Term term) {
-  return group_sums<T, 1>(g, k, [&](std::size_t o) { return std::array<T, 1>{term(o)}; })[0];
-}
-
-/// A group's mean, σ⁻¹ and biased variance, in two passes (a NaN makes all three NaN).
+/// A group's mean, σ⁻¹ and biased variance from the sums of d = x - shift and d² over its m elements
+/// (var = E[d²] - E[d]²; shifted by one of the group's elements, so that the two do not cancel). A NaN makes all
+/// three NaN.
 template <class T>
 struct Moments {
   T mean, invstd;
@@ -86,11 +87,9 @@ struct Moments {
 };
 
 template <class T>
-Moments<T> group_moments(const T* x, const Groups& g, std::size_t k, double eps) {
-  const double m = static_cast<double>(g.size());
-  const T mu = static_cast<T>(group_sum<T>(g, k, [&](std::size_t o) { return x[o]; }) / m);
-  const double var = group_sum<T>(g, k, [&](std::size_t o) { return (x[o] - mu) * (x[o] - mu); }) / m;
-  return {mu, static_cast<T>(1.0 / std::sqrt(var + eps)), var};
+Moments<T> moments(T shift, double sum, double squares, double m, double eps) {
+  const double mean = sum / m, var = std::max(squares / m - mean * mean, 0.0);
+  return {static_cast<T>(shift + mean), static_cast<T>(1.0 / std::sqrt(var + eps)), var};
 }
 
 /// Differentiable statistics, for the backward's backward: x̂ and σ⁻¹ of x, where `reduce` sums to the
@@ -173,8 +172,16 @@ void update_running(Tensor& running_mean, Tensor& running_var, const T* mean, co
   }
 }
 
-/// Channel by channel (its runs stay in cache from the statistics to the output): the statistics (the batch's,
-/// or the running ones), then y = x a + b with a = σ⁻¹ γ, b = β - μ a. Returns the batch variances (training).
+/// Calls f(k, run) for every run of every group, in memory order.
+template <class F>
+void for_each_run(const Groups& g, F f) {
+  for (std::size_t r = 0; r < g.runs; ++r) {
+    for (std::size_t k = 0; k < g.count; ++k) f(k, g.start(k, r));
+  }
+}
+
+/// The statistics (the batch's in one pass, or the running ones), then y = x a + b per channel with a = σ⁻¹ γ,
+/// b = β - μ a, in a second pass. Returns the batch variances (training).
 template <class T>
 std::vector<double> batch_norm_forward_kernel(const T* x, const Tensor& running_mean, const Tensor& running_var,
                                               const T* gamma, const T* beta, BatchNormSaved& s, T* y) {
@@ -182,27 +189,38 @@ std::vector<double> batch_norm_forward_kernel(const T* x, const Tensor& running_
   T* mean = s.mean.data<T>();
   T* invstd = s.invstd.data<T>();
   std::vector<double> var(s.training ? g.count : 0);
-  for (std::size_t k = 0; k < g.count; ++k) {
-    if (s.training) {
-      Moments<T> batch = group_moments(x, g, k, s.eps);
+  if (s.training) {
+    std::vector<T> shift(g.count);
+    for (std::size_t k = 0; k < g.count; ++k) shift[k] = x[g.start(k, 0)];
+    const auto sums = group_sums<T, 2>(g, [&](std::size_t k, std::size_t o) {
+      const T d = x[o] - shift[k];
+      return std::array<T, 2>{d, d * d};
+    });
+    for (std::size_t k = 0; k < g.count; ++k) {
+      const Moments<T> batch = moments(shift[k], sums[k][0], sums[k][1], static_cast<double>(g.size()), s.eps);
       mean[k] = batch.mean, invstd[k] = batch.invstd, var[k] = batch.var;
-    } else {
+    }
+  } else {
+    for (std::size_t k = 0; k < g.count; ++k) {
       mean[k] = running_mean.data<T>()[k];
       invstd[k] = static_cast<T>(1.0 / std::sqrt(double(running_var.data<T>()[k]) + s.eps));
     }
-    const T a = invstd[k] * (gamma ? gamma[k] : T(1));
-    const T b = (beta ? beta[k] : T(0)) - mean[k] * a;
-    for (std::size_t r = 0; r < g.runs; ++r) {
-      const T* __restrict in = x + g.start(k, r);
-      T* __restrict out = y + g.start(k, r);
-      for (std::size_t i = 0; i < g.length; ++i) out[i] = in[i] * a + b;
-    }
   }
+  std::vector<T> a(g.count), b(g.count);
+  for (std::size_t k = 0; k < g.count; ++k) {
+    a[k] = invstd[k] * (gamma ? gamma[k] : T(1));
+    b[k] = (beta ? beta[k] : T(0)) - mean[k] * a[k];
+  }
+  for_each_run(g, [&](std::size_t k, std::size_t at) {
+    const T* __restrict in = x + at;
+    T* __restrict out = y + at;
+    for (std::size_t i = 0; i < g.length; ++i) out[i] = in[i] * a[k] + b[k];
+  });
   return var;
 }
 
-/// The fused first-order backward: per channel Σg and Σg(x - μ), then dx = k g + k2 (x - μ) + k3 in one pass
-/// (training; the expansion of σ⁻¹/M (M ĝ - Σĝ - x̂ Σĝx̂)) or dx = γ σ⁻¹ g (eval).
+/// The fused first-order backward: per channel Σg and Σg(x - μ) in one pass, then in a second dx = k1 g +
+/// k2 (x - μ) + k3 (training; the expansion of σ⁻¹/M (M ĝ - Σĝ - x̂ Σĝx̂)) or dx = γ σ⁻¹ g (eval).
 template <class T>
 void batch_norm_backward_kernel(const T* g, const T* x, const BatchNormSaved& s, const T* gamma, T* dx, T* dgamma,
                                 T* dbeta) {
@@ -210,28 +228,29 @@ void batch_norm_backward_kernel(const T* g, const T* x, const BatchNormSaved& s,
   const T* mean = s.mean.data<T>();
   const T* invstd = s.invstd.data<T>();
   const double m = static_cast<double>(G.size());
+  const auto sums = group_sums<T, 2>(G, [&](std::size_t c, std::size_t o) {
+    return std::array<T, 2>{g[o], g[o] * (x[o] - mean[c])};
+  });
+  std::vector<T> k1(G.count), k2(G.count), k3(G.count);
   for (std::size_t c = 0; c < G.count; ++c) {
-    const T mu = mean[c];
-    const auto [sg, sgx] =
-        group_sums<T, 2>(G, c, [&](std::size_t o) { return std::array<T, 2>{g[o], g[o] * (x[o] - mu)}; });
+    const auto [sg, sgx] = sums[c];
     dgamma[c] = static_cast<T>(sgx * invstd[c]);
     dbeta[c] = static_cast<T>(sg);
     const double k = double(invstd[c]) * (gamma ? double(gamma[c]) : 1.0);
-    const T k1 = static_cast<T>(k);
-    const T k2 = static_cast<T>(-k * double(invstd[c]) * double(invstd[c]) * sgx / m);
-    const T k3 = static_cast<T>(-k * sg / m);
-    for (std::size_t r = 0; r < G.runs; ++r) {
-      const std::size_t at = G.start(c, r);
-      const T* __restrict pg = g + at;
-      const T* __restrict px = x + at;
-      T* __restrict out = dx + at;
-      if (s.training) {
-        for (std::size_t i = 0; i < G.length; ++i) out[i] = k1 * pg[i] + k2 * (px[i] - mu) + k3;
-      } else {
-        for (std::size_t i = 0; i < G.length; ++i) out[i] = k1 * pg[i];
-      }
-    }
+    k1[c] = static_cast<T>(k);
+    k2[c] = static_cast<T>(-k * double(invstd[c]) * double(invstd[c]) * sgx / m);
+    k3[c] = static_cast<T>(-k * sg / m);
   }
+  for_each_run(G, [&](std::size_t c, std::size_t at) {
+    const T* __restrict pg = g + at;
+    const T* __restrict px = x + at;
+    T* __restrict out = dx + at;
+    if (s.training) {
+      for (std::size_t i = 0; i < G.length; ++i) out[i] = k1[c] * pg[i] + k2[c] * (px[i] - mean[c]) + k3[c];
+    } else {
+      for (std::size_t i = 0; i < G.length; ++i) out[i] = k1[c] * pg[i];
+    }
+  });
 }
 
 std::vector<Tensor> batch_norm_fused_backward(const Tensor& g, const Tensor& x, const Tensor& weight,
@@ -295,9 +314,12 @@ void layer_norm_forward_kernel(const T* x, const T* gamma, const T* beta, LayerN
   T* mean = s.mean.data<T>();
   T* invstd = s.invstd.data<T>();
   for (std::size_t k = 0; k < s.rows.count; ++k) {
-    const Moments<T> row = group_moments(x, s.rows, k, s.eps);
-    mean[k] = row.mean, invstd[k] = row.invstd;
     const T* __restrict in = x + k * d;
+    const T shift = in[0];
+    const double sum = lane_sum<T>(d, [&](std::size_t i) { return in[i] - shift; });
+    const double squares = lane_sum<T>(d, [&](std::size_t i) { return (in[i] - shift) * (in[i] - shift); });
+    const Moments<T> row = moments(shift, sum, squares, static_cast<double>(d), s.eps);
+    mean[k] = row.mean, invstd[k] = row.invstd;
     T* __restrict out = y + k * d;
     for (std::size_t i = 0; i < d; ++i) out[i] = (in[i] - row.mean) * row.invstd * gamma[i] + beta[i];
   }
