@@ -436,3 +436,19 @@ TEST_CASE("NaN propagates through the norms: its whole group, forward and backwa
     }
   }
 }
+
+TEST_CASE("float32 statistics of data far from zero: the shifted sums do not cancel") {
+  Tensor x = random(Shape{64, 2, 7, 7}, 110, 1000.0, 0.05, DType::f32);
+  Tensor rm = Tensor::zeros(Shape{2}), rv = Tensor::zeros(Shape{2});
+  Tensor y = batch_norm(x, rm, rv, Tensor(), Tensor(), true, 1.0);
+  auto [mean, var] = channel_moments(x);
+  const double m = 64.0 * 49.0;
+  for (std::size_t c = 0; c < 2; ++c) {
+    CHECK(rm.at(c) == doctest::Approx(mean[c]).epsilon(1e-6));
+    CHECK(rv.at(c) == doctest::Approx(var[c] * m / (m - 1)).epsilon(1e-4));
+  }
+  Tensor rows = layer_norm(reshape(x, Shape{64, 98}), Shape{98}, Tensor(), Tensor(), 0.0);  // eps 0: E[x̂²] = 1
+  double total = 0;
+  for (double v : rows.to_vector()) total += v * v;
+  CHECK(total / double(rows.numel()) == doctest::Approx(1.0).epsilon(1e-3));
+}
