@@ -9,6 +9,7 @@
 //   autograd/ops/loss.cpp         cross_entropy, nll_loss, mse_loss
 //   autograd/ops/conv.cpp         conv2d
 //   autograd/ops/pool.cpp         max_pool2d
+//   autograd/ops/norm.cpp         batch_norm, layer_norm
 // Every op checks its inputs and throws std::invalid_argument naming the op and the shapes; a shape whose
 // element or byte count would overflow is refused the same way, and memory that cannot be had throws
 // ag::AllocationError (a std::bad_alloc naming the op, the shape and the bytes).
@@ -190,5 +191,25 @@ Tensor nll_loss(const Tensor& log_probs, Labels labels, Reduction reduction = Re
 Tensor mse_loss(const Tensor& pred, const Tensor& target, Reduction reduction = Reduction::mean);
 /// Dense one-hot matrix (B, classes) of labels (no gradient).
 Tensor one_hot(Labels labels, std::size_t classes, DType dtype = DType::f32);
+
+// ---------------------------------------------------------------- normalisation (autograd/ops/norm.cpp)
+// Both normalise a group of M elements by its mean μ and biased variance: x̂ = (x - μ) σ⁻¹, σ⁻¹ = 1/sqrt(var + eps),
+// then y = x̂ γ + β (γ = weight, β = bias; either may be undefined: 1 and 0). With ĝ = g γ,
+//   dx = σ⁻¹/M (M ĝ - Σĝ - x̂ Σ ĝx̂),   dγ = Σ g x̂,   dβ = Σ g.
+// The forward and the first-order backward are fused loops; differentiated again (create_graph) the backward
+// is the same formula in differentiable ops, so gradients of every order are exact. A NaN makes its whole group
+// NaN, forward and backward.
+
+/// Batch normalisation (Ioffe & Szegedy 2015) of x (N, C), (N, C, L) or (N, C, H, W), per channel c over the
+/// M = N L (or N H W) elements of the channel. weight, bias, running_mean, running_var: (C) or undefined.
+/// training: the batch's statistics (M >= 2); running_mean and running_var, if given, are updated in place and
+/// not recorded, as PyTorch: r <- (1 - momentum) r + momentum s, s the batch mean and the unbiased variance
+/// (var M / (M - 1)). eval (training = false): normalises by the running statistics (required), dx = ĝ σ⁻¹.
+Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
+                  const Tensor& bias, bool training, double momentum = 0.1, double eps = 1e-5);
+/// Layer normalisation (Ba, Kiros & Hinton 2016) over the trailing axes of x given by normalized_shape (each
+/// row of D = normalized_shape.numel() elements is a group); weight and bias of normalized_shape or undefined.
+Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, const Tensor& bias,
+                  double eps = 1e-5);
 
 }  // namespace ag

@@ -255,10 +255,10 @@ void assign_tensors(const std::vector<NamedTensor>& source, const std::vector<Na
   }
 }
 
-void save_module(const std::string& path, const Module& module) { save_tensors(path, module.named_parameters()); }
+void save_module(const std::string& path, const Module& module) { save_tensors(path, module.state_dict()); }
 
 void load_module(const std::string& path, Module& module) {
-  assign_tensors(load_tensors(path), module.named_parameters(), "model");
+  assign_tensors(load_tensors(path), module.state_dict(), "model");
 }
 
 }  // namespace nn

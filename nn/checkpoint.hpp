@@ -79,7 +79,10 @@ void throw_if_problems(const std::string& heading, const std::vector<std::string
 void assign_tensors(const std::vector<NamedTensor>& source, const std::vector<NamedTensor>& targets,
                     const std::string& what);
 
-/// A module's named parameters: save, and load in place with every name and shape checked.
+/// A module's state_dict() (its named parameters, then its buffers such as "bn1.running_mean"): save, and
+/// load in place with every name and shape checked. A buffer missing from the file, or in the file but not
+/// in the model, is refused like a parameter ("bn1.running_var: missing from the file"); a file written
+/// before buffers existed loads into any model that has none.
 void save_module(const std::string& path, const Module& module);
 void load_module(const std::string& path, Module& module);
 

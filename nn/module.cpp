@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "autograd/anomaly.hpp"
+#include "autograd/detail/tensor_impl.hpp"
 
 namespace nn {
 
@@ -14,14 +15,33 @@ ag::Tensor Module::operator()(const ag::Tensor& input) {
   return forward(input);
 }
 
-ag::Tensor& Module::register_parameter(std::string name, ag::Tensor value) {
-  if (!value.defined()) throw std::invalid_argument(fmt::format("register_parameter: '{}' is undefined", name));
-  for (const auto& [existing, tensor] : parameters_) {
-    if (existing == name) throw std::invalid_argument(fmt::format("register_parameter: '{}' registered twice", name));
+void Module::check_new_name(const char* what, const std::string& name, const ag::Tensor& value) const {
+  if (!value.defined()) throw std::invalid_argument(fmt::format("{}: '{}' is undefined", what, name));
+  for (const auto* list : {&parameters_, &buffers_}) {
+    for (const auto& [existing, tensor] : *list) {
+      if (existing == name) {
+        throw std::invalid_argument(fmt::format("{}: '{}' is already a {} of this module", what, name,
+                                                list == &parameters_ ? "parameter" : "buffer"));
+      }
+    }
   }
+}
+
+ag::Tensor& Module::register_parameter(std::string name, ag::Tensor value) {
+  check_new_name("register_parameter", name, value);
   value.set_requires_grad(true);
   parameters_.emplace_back(std::move(name), std::move(value));
   return parameters_.back().second;
+}
+
+ag::Tensor& Module::register_buffer(std::string name, ag::Tensor value) {
+  check_new_name("register_buffer", name, value);
+  if (value.requires_grad()) {
+    throw std::invalid_argument(fmt::format("register_buffer: '{}' {} requires grad (a buffer is not trained)", name,
+                                            value.describe()));
+  }
+  buffers_.emplace_back(std::move(name), std::move(value));
+  return buffers_.back().second;
 }
 
 void Module::add_child(std::string name, std::shared_ptr<Module> module) {
@@ -33,14 +53,26 @@ void Module::add_child(std::string name, std::shared_ptr<Module> module) {
   children_.emplace_back(std::move(name), std::move(module));
 }
 
-void Module::collect(const std::string& prefix, std::vector<NamedTensor>& out) const {
-  for (const auto& [name, tensor] : parameters_) out.emplace_back(prefix + name, tensor);
-  for (const auto& [name, child] : children_) child->collect(prefix + name + ".", out);
+void Module::collect(const std::string& prefix, std::vector<NamedTensor>& out, bool buffers) const {
+  for (const auto& [name, tensor] : buffers ? buffers_ : parameters_) out.emplace_back(prefix + name, tensor);
+  for (const auto& [name, child] : children_) child->collect(prefix + name + ".", out, buffers);
 }
 
 std::vector<NamedTensor> Module::named_parameters() const {
   std::vector<NamedTensor> out;
-  collect("", out);
+  collect("", out, false);
+  return out;
+}
+
+std::vector<NamedTensor> Module::named_buffers() const {
+  std::vector<NamedTensor> out;
+  collect("", out, true);
+  return out;
+}
+
+std::vector<NamedTensor> Module::state_dict() const {
+  std::vector<NamedTensor> out = named_parameters();
+  collect("", out, true);
   return out;
 }
 
@@ -63,6 +95,18 @@ void Module::zero_grad() {
 void Module::train(bool training) {
   training_ = training;
   for (auto& [name, child] : children_) child->train(training);
+}
+
+Module& Module::to(ag::DType dtype) {
+  for (auto& [name, tensor] : state_dict()) {
+    if (tensor.dtype() == dtype) continue;
+    // In place, so that every handle to the tensor (the module's member, the caller's) sees the conversion.
+    ag::TensorImpl& impl = *tensor.impl();
+    impl.storage = tensor.to(dtype).impl()->storage;
+    impl.dtype = dtype;
+    impl.grad = ag::Tensor();
+  }
+  return *this;
 }
 
 void Module::describe_into(std::string& out, const std::string& name, int depth) const {

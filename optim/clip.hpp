@@ -3,8 +3,9 @@
 //   N = sqrt(Σ ‖g‖²),   c = max_norm / (N + 1e-6),   g <- c g   if c < 1
 // (the 1e-6 is torch's). A NaN anywhere makes N and every clipped gradient NaN: it propagates, as in torch.
 //
-// Two ways to use it: clip_grad_norm() in a loop of one's own, between backward and step; or the wrapper
-// "clip", which clips what its inner optimiser sees at each step, closure calls included:
+// Two ways to use it: nn::clip_grad_norm() (nn/clip.hpp, the one implementation; also optim::clip_grad_norm)
+// in a loop of one's own, between backward and step; or the wrapper "clip", which calls it on what its inner
+// optimiser sees at each step, closure calls included:
 //   auto opt = optim::make_optimizer("clip(inner=sgd(lr=0.1),max_norm=1)", params);
 // Gradients are replaced by clipped copies, never written in place (they may share storage). The wrapper
 // keeps no state of its own; last_norm() is N before clipping at the last gradient it saw.
@@ -13,15 +14,13 @@
 #include <memory>
 #include <vector>
 
+#include "nn/clip.hpp"
 #include "optim/wrapper.hpp"
 
 namespace optim {
 
-/// sqrt of the sum of the squares of the gradients of `params` (those without one are skipped).
-double grad_norm(const std::vector<ag::Tensor>& params);
-/// Scales the gradients of `params` by max_norm / (N + 1e-6) if that is below 1; returns N, the norm
-/// before clipping. std::invalid_argument unless max_norm > 0.
-double clip_grad_norm(const std::vector<ag::Tensor>& params, double max_norm);
+using nn::clip_grad_norm;
+using nn::grad_norm;
 
 struct ClipOptions {
   config::Spec inner{"adam", {}};

@@ -409,3 +409,50 @@ TEST_CASE("a checkpoint whose weights are NaN is refused on resume, naming the e
   CHECK(resumed.err.find("model/fc1.weight holds 100352 non-finite value(s) of 100352: not a run to resume") !=
         std::string::npos);
 }
+
+TEST_CASE("the normalisation examples train a little; --clip-grad-norm wraps the optimiser in clip; BN resumes") {
+  REQUIRE(has_mnist());
+  const std::string path = scratch("bn.ckpt").string();
+  auto tiny = [](std::vector<std::string> more, const std::string& epochs = "1") {
+    std::vector<std::string> args{"--epochs", epochs, "--train-subset", "2000", "--validation", "500", "--batch-size",
+                                  "50", "--no-progress"};
+    args.insert(args.end(), more.begin(), more.end());
+    return args;
+  };
+  const std::vector<std::pair<std::string, std::vector<std::string>>> runs{
+      {"mnist_bn_cnn", tiny({"--save", path})}, {"mnist_resmlp", tiny({"--clip-grad-norm", "0.5"})},
+      {"mnist_lenet5", tiny({})}};
+  double bn_accuracy = 0;
+  for (const auto& [program, args] : runs) {
+    Outcome ok = run(program, args);
+    INFO(program << ok.out << ok.err);
+    CHECK(ok.code == 0);
+    CHECK(value_after(ok.out, "final test_acc=") > 0.6);
+    if (program == "mnist_bn_cnn") bn_accuracy = value_after(ok.out, "final test_acc=");
+    if (program == "mnist_resmlp") {
+      CHECK(ok.out.find("# optimizer clip(inner=adam(lr=0.001,") != std::string::npos);
+      CHECK(ok.out.find("max_norm=0.5)") != std::string::npos);
+    }
+  }
+  Outcome twice = run("mnist_resmlp", {"--clip-grad-norm", "1", "--optimizer", "clip(inner=sgd)"});
+  CHECK(twice.code == 2);
+  CHECK(twice.err.find("--clip-grad-norm and the optimiser spec 'clip(inner=sgd)' both clip") != std::string::npos);
+  Outcome negative = run("mnist_resmlp", {"--clip-grad-norm", "-1"});
+  CHECK(negative.code == 2);
+  CHECK(negative.err.find("--clip-grad-norm: -1 is not a positive number") != std::string::npos);
+
+  // A training checkpoint holds the running statistics: evaluated from it, the model is the one that was saved.
+  const auto entries = nn::load_tensors(path);
+  auto has = [&](const std::string& name) {
+    return std::any_of(entries.begin(), entries.end(), [&](const auto& e) { return e.first == name; });
+  };
+  CHECK(has("model/bn1.running_mean"));
+  CHECK(has("model/bn2.num_batches_tracked"));
+  Outcome evaluated = run("mnist_bn_cnn", tiny({"--resume", path}, "0"));
+  INFO(evaluated.out << evaluated.err);
+  CHECK(evaluated.code == 0);
+  CHECK(value_after(evaluated.out, "final test_acc=") == bn_accuracy);
+  Outcome without = run("mnist_bn_cnn", tiny({"--resume", path, "--no-batch-norm"}));
+  CHECK(without.code == 2);
+  CHECK(without.err.find("bn1.running_mean: in the file, not in the model") != std::string::npos);
+}

@@ -95,6 +95,18 @@ void add_optimizer_flags(CLI::App& app, RunFlags::Raw& raw, const RunFlagsOption
                      " (see --list-optimizers)")
       ->capture_default_str();
   app.add_option("--lr", raw.lr, "learning rate (the same as lr= in the spec; default: the optimiser's)");
+  app.add_option("--clip-grad-norm", raw.clip_grad_norm,
+                 "clip the gradients to this global norm before each step (the optimiser wrapped in clip(max_norm=))");
+}
+
+/// --clip-grad-norm: the resolved optimiser spec wrapped in clip(inner=<it>,max_norm=<max_norm>).
+config::Spec clipped(const config::Spec& resolved, const std::string& text, double max_norm) {
+  if (!(max_norm > 0) || !std::isfinite(max_norm)) {
+    throw FlagError(fmt::format("--clip-grad-norm: {} is not a positive number", max_norm));
+  }
+  if (resolved.name == "clip") throw FlagError(fmt::format("--clip-grad-norm and the optimiser spec '{}' both clip", text));
+  return optim::resolve_optimizer(
+      config::Spec{"clip", {{"inner", resolved.text()}, {"max_norm", config::format_real(max_norm)}}});
 }
 
 void add_schedule_flags(CLI::App& app, RunFlags::Raw& raw) {
@@ -202,7 +214,9 @@ config::Spec RunFlags::optimizer_spec(const std::string& text) const {
   if (options_.with_optimizer) fold("--lr", "lr", config::format_real(raw_.lr));
   fold("--weight-decay", "weight_decay", config::format_real(raw_.weight_decay));
   fold("--decoupled", "decoupled", "true");
-  return optim::resolve_optimizer(spec);
+  config::Spec resolved = optim::resolve_optimizer(spec);
+  if (!options_.with_optimizer || !given("--clip-grad-norm")) return resolved;
+  return clipped(resolved, text, raw_.clip_grad_norm);
 }
 
 config::Spec RunFlags::schedule_spec() const {

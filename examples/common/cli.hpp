@@ -56,14 +56,17 @@ class RunFlags {
   RunFlags(CLI::App& app, RunFlagsOptions options = {});
   /// The configuration the flags describe; FlagError or config::SpecError for bad values.
   RunConfig config() const;
-  /// The optimiser spec the flags give, --lr and --weight-decay folded in, fully resolved.
+  /// The optimiser spec the flags give, --lr and --weight-decay folded in, fully resolved; with
+  /// --clip-grad-norm X, wrapped in clip(inner=<it>,max_norm=X) (optim/clip.hpp): the gradients are clipped
+  /// by their global norm before each of its steps.
   config::Spec optimizer_spec(const std::string& text) const;
   // The raw values, as CLI11 fills them.
   struct Raw {
     std::string model, hidden = "", init = "default", optimizer, schedule = "constant", dataset = "mnist", data,
                 log, save, resume, track_log = "track.csv";
     std::vector<std::string> track;
-    double lr = 0, weight_decay = 0, lr_final = 0.001, lr_tau = 1, lr_gamma = 0.1, warmup = 0, max_loss = 0;
+    double lr = 0, weight_decay = 0, lr_final = 0.001, lr_tau = 1, lr_gamma = 0.1, warmup = 0, max_loss = 0,
+           clip_grad_norm = 0;
     std::size_t lr_epochs = 0, lr_step = 10, batch_size = 200, epochs = 10, validation = 0, train_subset = 0,
                 save_every = 0, threads = 1;
     std::uint64_t seed = 0;

@@ -171,7 +171,7 @@ const char* const kRunEntries[] = {"run/epoch",          "run/batch",         "r
 
 void save_checkpoint(const std::string& path, const nn::Module& model, const optim::Optimizer& optimizer,
                      const Position& at, const RunResult& result, const RunConfig& config) {
-  std::vector<nn::NamedTensor> entries = with_prefix("model/", model.named_parameters());
+  std::vector<nn::NamedTensor> entries = with_prefix("model/", model.state_dict());
   for (auto& entry : with_prefix("optim/", optimizer.state())) entries.push_back(entry);
   auto scalar = [&](const std::string& name, double value) {
     entries.emplace_back(name, ag::Tensor::scalar(value, ag::DType::f64));
@@ -293,7 +293,7 @@ class Trainer {
     check_entry_names(entries, path);
     check_finite_model(entries, path);
     check_same_run(entries, path, config_);
-    nn::assign_tensors(under_prefix("model/", entries), model_.named_parameters(), "model");
+    nn::assign_tensors(under_prefix("model/", entries), model_.state_dict(), "model");
     optimizer_->load_state(under_prefix("optim/", entries));
     at_.epoch = static_cast<std::size_t>(scalar_entry(entries, "run/epoch", path, 0, 1e6, true));
     at_.batch = static_cast<std::size_t>(scalar_entry(entries, "run/batch", path, 0, 1e9, true));
