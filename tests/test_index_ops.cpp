@@ -1,8 +1,9 @@
 // The ops of issue 9: joining, slicing and indexing (cat, stack, narrow, index_select, gather, embedding), masks
 // and arg-extrema (eq ... ge, argmax, argmin), reductions (min, var, std, prod), pooling (avg_pool2d,
-// adaptive_avg_pool2d, max_pool2d with padding and rectangular windows), and dropout. Forward values against
-// hand-computed ones, gradients against closed forms and finite differences (first and second order, float64),
-// ties, empty and size-1 extents, NaN, and errors that name the op and the shapes.
+// adaptive_avg_pool2d, max_pool2d with padding and rectangular windows), dropout, and the modules over them
+// (AvgPool2d, AdaptiveAvgPool2d, Embedding). Forward values against hand-computed ones, gradients against
+// closed forms and finite differences (first and second order, float64), ties, empty and size-1 extents, NaN,
+// and errors that name the op and the shapes.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -16,7 +17,9 @@
 #include "autograd/ops.hpp"
 #include "autograd/tape.hpp"
 #include "gradcheck_assertions.hpp"
+#include "nn/embedding.hpp"
 #include "nn/layers.hpp"
+#include "nn/pooling.hpp"
 #include "op_checks.hpp"
 
 using namespace ag;
@@ -538,7 +541,7 @@ TEST_CASE("NaN propagates through the new ops, forward and backward, float32 and
   }
 }
 
-// ================================================================ float32
+// ================================================================ float32, and the modules
 
 TEST_CASE("the new ops in float32 are close to float64") {
   Generator gen(111);
@@ -566,4 +569,41 @@ TEST_CASE("the new ops in float32 are close to float64") {
     CHECK(y32.dtype() == DType::f32);
     CHECK(worst(y32, ops[i](x64)) < 1e-5);
   }
+}
+
+TEST_CASE("AvgPool2d, AdaptiveAvgPool2d and Embedding modules") {
+  Generator gen(112);
+  Tensor x = Tensor::randn({2, 3, 6, 6}, gen);
+  nn::AvgPool2d pool(2);
+  CHECK(pool(x).to_vector() == avg_pool2d(x, 2).to_vector());
+  CHECK(pool.type_name() == "AvgPool2d(kernel=2, stride=2, padding=0)");
+  nn::AvgPool2d rect({2, 3}, {1, 0}, {1, 1});
+  CHECK(rect(x).shape() == Shape{2, 3, 7, 2});
+  CHECK(rect.type_name() == "AvgPool2d(kernel=(2, 3), stride=(1, 3), padding=1)");
+  nn::AdaptiveAvgPool2d global(1);
+  CHECK(global(x).shape() == Shape{2, 3, 1, 1});
+  CHECK(global.type_name() == "AdaptiveAvgPool2d(output_size=1)");
+  CHECK(nn::AdaptiveAvgPool2d({2, 3})(x).shape() == Shape{2, 3, 2, 3});
+  CHECK(pool.parameters().empty());
+  CHECK_THROWS_WITH_AS(nn::AvgPool2d(0), doctest::Contains("AvgPool2d"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(nn::AvgPool2d(2, 1, 2), doctest::Contains("AvgPool2d: padding 2"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(nn::AdaptiveAvgPool2d(0), doctest::Contains("AdaptiveAvgPool2d"), std::invalid_argument);
+
+  nn::Embedding embed(10, 4, &gen, DType::f64);
+  CHECK(embed.type_name() == "Embedding(10, 4)");
+  REQUIRE(embed.named_parameters().size() == 1);
+  CHECK(embed.named_parameters()[0].first == "weight");
+  CHECK(embed.weight().shape() == Shape{10, 4});
+  CHECK(embed.weight().requires_grad());
+  Tensor ids = Tensor::from_data({2, 3}, {1, 9, 1, 0, 0, 2});
+  Tensor e = embed(ids);
+  CHECK(e.shape() == Shape{2, 3, 4});
+  for (std::size_t k = 0; k < 4; ++k) CHECK(e.at(4 + k) == embed.weight().at(9 * 4 + k));
+  backward(sum(e));
+  CHECK(embed.weight().grad().at(0) == 2.0);   // row 0 picked twice
+  CHECK(embed.weight().grad().at(4) == 2.0);   // row 1 picked twice
+  CHECK(embed.weight().grad().at(12) == 0.0);  // row 3 never
+  CHECK_THROWS_WITH_AS(nn::Embedding(0, 4), doctest::Contains("Embedding"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(embed(Tensor::from_data({1}, {10})), doctest::Contains("embedding: index 10"),
+                       std::invalid_argument);
 }
