@@ -461,6 +461,21 @@ TEST_CASE("pooling: errors name the op and the shapes") {
   CHECK_OP_ERROR(adaptive_avg_pool2d(Tensor::zeros({1, 1, 0, 3}), 1), "adaptive_avg_pool2d", "[1, 1, 0, 3]");
   CHECK_OP_ERROR(adaptive_avg_pool2d(Tensor::zeros({3, 4}), 1), "adaptive_avg_pool2d", "[3, 4]");
   CHECK_OP_ERROR(adaptive_avg_pool2d(x, {std::size_t{1} << 33, 1}), "adaptive_avg_pool2d", "2^32");
+  // Outputs that overflow, or that fit in 64 bits but not in memory, are refused before any bin is listed.
+  Tensor one = Tensor::ones({1, 1, 1, 1});
+  CHECK_OP_ERROR(adaptive_avg_pool2d(one, {std::size_t{1} << 31, std::size_t{1} << 31}), "adaptive_avg_pool2d",
+                 "[1, 1, 2147483648, 2147483648]");
+  try {
+    (void)adaptive_avg_pool2d(one, {std::size_t{1} << 30, std::size_t{1} << 30});  // 2^62 bytes
+    FAIL("a 4 EiB output was allocated");
+  } catch (const AllocationError& e) {
+    INFO(e.what());
+    CHECK(std::string(e.what()).find("adaptive_avg_pool2d: cannot allocate f32[1, 1, 1073741824, 1073741824]") !=
+          std::string::npos);
+  }
+  // A joined extent that overflows (empty tensors: nothing is allocated).
+  Tensor wide = Tensor::zeros({0, std::size_t{1} << 63});
+  CHECK_OP_ERROR(cat({wide, wide}, 1), "cat", "overflow", "[0, 9223372036854775808]");
   CHECK(tape_size() == 0);
 }
 
@@ -526,6 +541,11 @@ std::vector<NanCase> nan_cases(DType dtype) {
       {"adaptive_avg_pool2d", image, [](const Tensor& x) { return adaptive_avg_pool2d(x, 1); }, 0, G::finite},
       {"max_pool2d (padded)", image, [](const Tensor& x) { return max_pool2d(x, 2, 2, 1); }, 1, G::one},
       {"max_pool2d (2x3)", image, [](const Tensor& x) { return max_pool2d(x, {2, 3}, {1, 1}); }, 0, G::one},
+      // A dropped NaN stays NaN (NaN * 0), as PyTorch's.
+      {"dropout", m, [](const Tensor& x) {
+         Generator gen(5);
+         return dropout(x, 0.5, true, gen);
+       }, 1, G::finite},
   };
 }
 

@@ -239,9 +239,9 @@ void for_each_window(const AvgBins& b, Visit visit) {
 
 Tensor avg_spread(const Tensor& g, const std::shared_ptr<const AvgBins>& bins);
 
-/// y = the window means of x (sums in double, as sum's); d = avg_spread(g).
-Tensor avg_pool(const Tensor& x, const std::shared_ptr<const AvgBins>& bins) {
-  Tensor y = detail::make_tensor(bins->y_shape(), x.dtype(), bins->op);
+/// y = the window means of x (sums in double, as sum's), into `y` if given; d = avg_spread(g).
+Tensor avg_pool(const Tensor& x, const std::shared_ptr<const AvgBins>& bins, Tensor y = Tensor()) {
+  if (!y.defined()) y = detail::make_tensor(bins->y_shape(), x.dtype(), bins->op);
   dispatch(x.dtype(), [&]<class T>() {
     const T* px = x.data<T>();
     T* py = y.data<T>();
@@ -318,6 +318,8 @@ Tensor adaptive_avg_pool2d(const Tensor& x, Size2 output_size) {
   if (std::max({output_size[0], output_size[1], x.dim(2), x.dim(3)}) > UINT32_MAX) {
     fail(op, "output {}x{} from {}: sizes beyond 2^32", output_size[0], output_size[1], x.describe());
   }
+  // The output first: a shape that cannot be had is refused before its bins are listed.
+  Tensor y = detail::make_tensor(Shape{x.dim(0), x.dim(1), output_size[0], output_size[1]}, x.dtype(), op);
   auto bins = std::make_shared<AvgBins>(
       AvgBins{op, "adaptive_avg_pool2d_backward", x.dim(0), x.dim(1), x.dim(2), x.dim(3), {}, {}, 0.0});
   // Bin i of n over an extent e: [floor(i e / n), ceil((i + 1) e / n)), as PyTorch.
@@ -326,7 +328,7 @@ Tensor adaptive_avg_pool2d(const Tensor& x, Size2 output_size) {
   };
   for (std::size_t i = 0; i < output_size[0]; ++i) bins->rows.push_back(bin(i, output_size[0], x.dim(2)));
   for (std::size_t j = 0; j < output_size[1]; ++j) bins->cols.push_back(bin(j, output_size[1], x.dim(3)));
-  return avg_pool(x, bins);
+  return avg_pool(x, bins, y);
 }
 
 Tensor adaptive_avg_pool2d(const Tensor& x, std::size_t output_size) {
