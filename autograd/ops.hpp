@@ -8,8 +8,11 @@
 //   autograd/ops/shape.cpp        reshape, flatten
 //   autograd/ops/loss.cpp         cross_entropy, nll_loss, mse_loss
 //   autograd/ops/conv.cpp         conv2d
-//   autograd/ops/pool.cpp         max_pool2d
+//   autograd/ops/pool.cpp         max_pool2d, avg_pool2d, adaptive_avg_pool2d
 //   autograd/ops/norm.cpp         batch_norm, layer_norm
+//   autograd/ops/index.cpp        cat, stack, narrow, index_select, gather, embedding
+//   autograd/ops/dropout.cpp      dropout
+// (and, below, their section: min, argmax, var, std, prod in reduce.cpp; eq ... ge in elementwise.cpp)
 // Every op checks its inputs and throws std::invalid_argument naming the op and the shapes; a shape whose
 // element or byte count would overflow is refused the same way, and memory that cannot be had throws
 // ag::AllocationError (a std::bad_alloc naming the op, the shape and the bytes).
@@ -22,9 +25,11 @@
 // again (see BackwardOptions::create_graph).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <vector>
 
 #include "autograd/tape.hpp"
 #include "autograd/tensor.hpp"
@@ -173,7 +178,9 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, std::si
 /// Max over kernel x kernel windows moved by `stride` (0 means stride = kernel); x (N, C, H, W).
 /// The backward routes each gradient to the element that was the maximum (argmax saved by forward): the first
 /// maximum of the window in row-major order, or, if the window holds a NaN, the last NaN (as PyTorch).
-Tensor max_pool2d(const Tensor& x, std::size_t kernel, std::size_t stride = 0);
+/// `padding` (at most half the kernel, as PyTorch) pads with -inf: a padded position never wins, and
+/// H_out = (H + 2 padding - kernel) / stride + 1. Rectangular windows: the Size2 overload below.
+Tensor max_pool2d(const Tensor& x, std::size_t kernel, std::size_t stride = 0, std::size_t padding = 0);
 
 // ---------------------------------------------------------------- losses
 enum class Reduction { mean, sum, none };
@@ -211,5 +218,95 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
 /// row of D = normalized_shape.numel() elements is a group); weight and bias of normalized_shape or undefined.
 Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, const Tensor& bias,
                   double eps = 1e-5);
+
+// ---------------------------------------------------------------- indexing, more reductions, pooling
+// Indices are tensors of whole numbers in any dtype (the Tensor type holds f32 and f64 only; f32 holds every
+// integer up to 2^24 exactly). An index that is not a whole number in range is refused, naming the op, the
+// value, its position and the shapes. Indices get no gradient.
+
+/// Joins tensors of one dtype and rank along `axis`; every other extent must match. Any number of inputs
+/// (more than 32 are joined in groups: a node has at most 32 inputs). d = narrow(g, axis, offset_i, extent_i).
+Tensor cat(const std::vector<Tensor>& tensors, int axis = 0);
+/// Joins tensors of one shape along a new axis at `axis` (in [-(rank + 1), rank]); the result has rank + 1 <= 4
+/// axes. Reshapes then cat: d = the slices of g.
+Tensor stack(const std::vector<Tensor>& tensors, int axis = 0);
+/// The `length` entries from `start` along `axis` (a copy, unlike PyTorch's view). d = g placed back among
+/// zeros, written as cat(zeros, g, zeros): narrow and cat differentiate each other, to any order.
+Tensor narrow(const Tensor& x, int axis, std::size_t start, std::size_t length);
+/// out[..., k, ...] = x[..., index[k], ...] along `axis`; index 0-D or 1-D, repeats allowed. out has x's shape
+/// with extent index.numel() at `axis`. d = index_add: g's entries summed into zeros at their indices (a repeated
+/// index sums its gradients, as PyTorch).
+Tensor index_select(const Tensor& x, int axis, const Tensor& index);
+/// PyTorch's gather: out[i][j][k] = x[index[i][j][k]][j][k] for axis 0 (likewise for the others); index has x's
+/// rank and extents <= x's off the axis; out has index's shape. d = scatter_add of g into zeros of x's shape.
+Tensor gather(const Tensor& x, int axis, const Tensor& index);
+/// Rows of weight (num_embeddings, dim) picked by indices (rank <= 3): out has shape indices.shape + (dim).
+/// = reshape(index_select(weight, 0, indices)); d weight = index_add of g's rows (dense; no padding_idx,
+/// max_norm or sparse gradient).
+Tensor embedding(const Tensor& indices, const Tensor& weight);
+
+/// Smallest element, as max with the comparison reversed: the gradient goes to the first minimal element of
+/// each slice (PyTorch's min over an axis; over everything, PyTorch splits ties evenly, here the first takes
+/// all, as max). A NaN is the minimum (the first NaN takes the gradient).
+Tensor min(const Tensor& x);
+Tensor min(const Tensor& x, int axis, bool keepdims = false);
+/// Index of the first maximum (minimum) along `axis`, or in the flattened tensor (a scalar), as PyTorch; a NaN
+/// counts as the maximum (and as the minimum for argmin): the first NaN's index. The indices are of x's dtype
+/// and not differentiable (no tape record); f32 refuses extents beyond 2^24. Refuses an empty extent.
+Tensor argmax(const Tensor& x);
+Tensor argmax(const Tensor& x, int axis, bool keepdims = false);
+Tensor argmin(const Tensor& x);
+Tensor argmin(const Tensor& x, int axis, bool keepdims = false);
+/// Variance along `axis`: sum((x - mean)^2) / (N - correction), correction 1 = Bessel's (PyTorch's default).
+/// d = g * 2 (x - mean) / (N - correction). N - correction <= 0 divides by 0 as PyTorch: NaN (or inf).
+/// Composed of mean, sub, mul and sum: differentiable to any order. Refuses an empty axis, correction < 0.
+Tensor var(const Tensor& x, int axis, double correction = 1.0, bool keepdims = false);
+/// sqrt(var(x, axis, correction)); d = g (x - mean) / ((N - correction) std): NaN where std = 0 (as PyTorch).
+/// Call it qualified, ag::std (as torch::std): after `using namespace ag`, a bare std( is ambiguous.
+Tensor std(const Tensor& x, int axis, double correction = 1.0, bool keepdims = false);
+/// Product along `axis` (the empty product is 1), or of every element (a scalar). Built as the product of the
+/// two halves' products (mul of narrows, recursively): exact at zeros (d x_i = g * prod_{j != i} x_j, no
+/// division by x), differentiable to any order, at the cost of ~2N tape nodes and N log N copies.
+Tensor prod(const Tensor& x);
+Tensor prod(const Tensor& x, int axis, bool keepdims = false);
+
+/// Comparison masks, NumPy broadcasting: 1 where the relation holds, else 0, in a's dtype; no gradient (no
+/// tape record). An exception to the NaN rule, as IEEE, NumPy and PyTorch: a NaN compares false, so
+/// eq/lt/le/gt/ge give 0 and ne gives 1. The double overloads compare with a scalar.
+Tensor eq(const Tensor& a, const Tensor& b);
+Tensor ne(const Tensor& a, const Tensor& b);
+Tensor lt(const Tensor& a, const Tensor& b);
+Tensor le(const Tensor& a, const Tensor& b);
+Tensor gt(const Tensor& a, const Tensor& b);
+Tensor ge(const Tensor& a, const Tensor& b);
+Tensor eq(const Tensor& a, double s);
+Tensor ne(const Tensor& a, double s);
+Tensor lt(const Tensor& a, double s);
+Tensor le(const Tensor& a, double s);
+Tensor gt(const Tensor& a, double s);
+Tensor ge(const Tensor& a, double s);
+
+/// (height, width) of a window, stride, padding or output size.
+using Size2 = std::array<std::size_t, 2>;
+/// max_pool2d with a kernel, stride (0 = the kernel's) and padding per direction.
+Tensor max_pool2d(const Tensor& x, Size2 kernel, Size2 stride, Size2 padding = {0, 0});
+/// Mean over kh x kw windows moved by `stride` (0 = the kernel's), x (N, C, H, W) zero-padded by `padding` (at
+/// most half the kernel): y[n, c, i, j] = sum of the window / (kh kw), padded zeros counted (PyTorch's
+/// count_include_pad=True, ceil_mode=False). H_out = (H + 2 padding - kh) / stride + 1. Linear: d spreads
+/// g / (kh kw) over each window (overlaps add), and that spread's own derivative is the pooling again.
+Tensor avg_pool2d(const Tensor& x, std::size_t kernel, std::size_t stride = 0, std::size_t padding = 0);
+Tensor avg_pool2d(const Tensor& x, Size2 kernel, Size2 stride, Size2 padding = {0, 0});
+/// Mean over the bins that cut (H, W) into output (oh, ow), as PyTorch: output row i covers input rows
+/// [floor(i H / oh), ceil((i + 1) H / oh)), divided by the bin's own area. Output 1 (or {1, 1}) is global average
+/// pooling, (N, C, H, W) -> (N, C, 1, 1). Linear: d spreads g / area over each bin. Refuses an empty plane
+/// and a zero output size.
+Tensor adaptive_avg_pool2d(const Tensor& x, std::size_t output_size);
+Tensor adaptive_avg_pool2d(const Tensor& x, Size2 output_size);
+
+/// Inverted dropout, as PyTorch's functional dropout: in training, each element is kept with probability
+/// 1 - p and scaled by 1 / (1 - p), else zeroed (p = 1 zeroes all); not training (or p = 0), x itself.
+/// = mul(x, mask), the mask drawn from `gen`, one uniform01() < 1 - p per element in row-major order (the
+/// masks nn::Dropout draws from a generator of the same seed). d = g * mask. Refuses p outside [0, 1].
+Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
 
 }  // namespace ag

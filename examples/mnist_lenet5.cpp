@@ -1,9 +1,8 @@
 // LeNet-5 (LeCun, Bottou, Bengio & Haffner 1998) on MNIST, in its common modern form:
 //   conv 5x5x6 (padding 2: 28x28 as the paper's 32x32 without the border), ReLU, pool 2 -> 14x14
 //   conv 5x5x16, ReLU, pool 2 -> 5x5, FC 120, ReLU, FC 84, ReLU, FC 10.
-// The paper's subsampling layers average (with a trainable scale) and its units are scaled tanh; this
-// version pools by the maximum, as this branch's library has no average pooling yet (ag::avg_pool2d is
-// the one line to change once it has), and uses ReLU.
+// The paper's subsampling layers average (with a trainable scale and bias) and its units are scaled tanh;
+// this version averages (ag::avg_pool2d, no scale) and uses ReLU.
 //
 //   mnist_lenet5 --epochs 3                       Adam 1e-3, batch 200: 98.0 % test accuracy
 //
@@ -28,8 +27,8 @@ class LeNet5 : public nn::Module {
 
   /// x: [N, 1, 28, 28] -> logits [N, 10].
   ag::Tensor forward(const ag::Tensor& x) override {
-    ag::Tensor h = ag::max_pool2d(ag::relu((*c1)(x)), 2);  // S2: [N, 6, 14, 14]
-    h = ag::max_pool2d(ag::relu((*c3)(h)), 2);             // S4: [N, 16, 5, 5]
+    ag::Tensor h = ag::avg_pool2d(ag::relu((*c1)(x)), 2);  // S2: [N, 6, 14, 14]
+    h = ag::avg_pool2d(ag::relu((*c3)(h)), 2);             // S4: [N, 16, 5, 5]
     h = ag::relu((*f6)(ag::relu((*f5)(ag::flatten(h)))));
     return (*output)(h);
   }
@@ -42,7 +41,7 @@ class LeNet5 : public nn::Module {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"LeNet-5 on MNIST (max pooling, ReLU)", "mnist_lenet5"};
+  CLI::App app{"LeNet-5 on MNIST (average pooling, ReLU)", "mnist_lenet5"};
   examples::RunFlags flags(app);
   if (int code = examples::parse(app, argc, argv); code >= 0) return code;
 

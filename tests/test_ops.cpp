@@ -20,6 +20,7 @@
 #include "autograd/ops.hpp"
 #include "autograd/tape.hpp"
 #include "gradcheck_assertions.hpp"
+#include "op_checks.hpp"
 
 using namespace ag;
 
@@ -27,26 +28,6 @@ namespace {
 
 using Inputs = std::vector<Tensor>;
 using LabelVector = std::vector<std::int32_t>;
-
-/// The message of the std::invalid_argument thrown by `f`, or "" if it throws nothing.
-template <class F>
-std::string invalid_argument_message(F&& f) {
-  try {
-    f();
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  return "";
-}
-
-// An op's error: std::invalid_argument naming the op, and every listed part (the shapes) in the message.
-#define CHECK_OP_ERROR(expr, op, ...)                                                 \
-  do {                                                                                \
-    CHECK_THROWS_WITH_AS(expr, doctest::Contains(op), std::invalid_argument);         \
-    std::string message_ = invalid_argument_message([&] { (void)(expr); });           \
-    INFO("message: " << message_);                                                    \
-    for (const char* part_ : {__VA_ARGS__}) CHECK(message_.find(part_) != std::string::npos); \
-  } while (false)
 
 Tensor normal(const Shape& shape, Generator& gen, double stddev = 1.0) {
   return Tensor::randn(shape, gen, 0.0, stddev, DType::f64);
@@ -1098,18 +1079,8 @@ TEST_CASE("ops whose inputs need no gradient record nothing") {
 
 namespace {
 
-/// What the gradient at a NaN input must be: NaN where the derivative reads the input, a finite number
-/// where it does not (d(x + y)/dx = 1 whatever x is), or exactly one where the op routes its gradient
-/// to the NaN (max, max_pool2d) or passes it through (relu, as PyTorch's threshold_backward).
-enum class GradAtNaN { nan, finite, one, none };
-
-struct NanCase {
-  const char* op;
-  Shape shape;
-  std::function<Tensor(const Tensor&)> f;
-  std::size_t nan_output;  // flat index of an output that must be NaN
-  GradAtNaN grad;
-};
+using op_checks::GradAtNaN;
+using op_checks::NanCase;
 
 /// Every op of ops.hpp with an input of `shape` that is positive except x[1] = NaN; the other operands
 /// are finite and positive.
@@ -1200,27 +1171,8 @@ std::vector<NanCase> nan_cases(DType dtype) {
 TEST_CASE("NaN propagates through every op, forward and backward, float32 and float64") {
   for (DType dtype : {DType::f64, DType::f32}) {
     for (const NanCase& c : nan_cases(dtype)) {
-      INFO(std::string(c.op) << " in " << std::string(dtype_name(dtype)));
       Generator gen(73);
-      Tensor x = positive(c.shape, gen).to(dtype);
-      if (dtype == DType::f64) {
-        x.data<double>()[1] = std::numeric_limits<double>::quiet_NaN();
-      } else {
-        x.data<float>()[1] = std::numeric_limits<float>::quiet_NaN();
-      }
-      x.set_requires_grad(c.grad != GradAtNaN::none);
-      Tensor out = c.f(x);
-      CHECK(std::isnan(out.at(c.nan_output)));
-      if (c.grad == GradAtNaN::none) continue;
-      backward(sum(out));
-      double grad = x.grad().at(1);
-      INFO("gradient at the NaN: " << grad);
-      switch (c.grad) {
-        case GradAtNaN::nan: CHECK(std::isnan(grad)); break;
-        case GradAtNaN::finite: CHECK(std::isfinite(grad)); break;
-        case GradAtNaN::one: CHECK(grad == 1.0); break;
-        case GradAtNaN::none: break;
-      }
+      op_checks::check_nan_case(c, positive(c.shape, gen).to(dtype));
     }
   }
 }

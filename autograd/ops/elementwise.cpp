@@ -280,6 +280,43 @@ Tensor clamp(const Tensor& x, double lo, double hi) {
   });
 }
 
+// ---------------------------------------------------------------- comparison masks (no gradient)
+// IEEE comparisons: false with a NaN, so a NaN gives 0, and 1 for ne (as NumPy and PyTorch).
+
+namespace {
+
+template <class Relation>
+Tensor mask_of(const char* op, const Tensor& a, const Tensor& b, Relation holds) {
+  return binary_kernel(op, a, b, [holds](auto x, auto y) { return holds(x, y) ? decltype(x)(1) : decltype(x)(0); });
+}
+
+template <class Relation>
+Tensor mask_of(const char* op, const Tensor& a, double s, Relation holds) {
+  return scalar_kernel(op, a, s, [holds](auto x, auto y) { return holds(x, y) ? decltype(x)(1) : decltype(x)(0); });
+}
+
+constexpr auto equal = [](auto x, auto y) { return x == y; };
+constexpr auto unequal = [](auto x, auto y) { return x != y; };
+constexpr auto less = [](auto x, auto y) { return x < y; };
+constexpr auto less_equal = [](auto x, auto y) { return x <= y; };
+constexpr auto greater = [](auto x, auto y) { return x > y; };
+constexpr auto greater_equal = [](auto x, auto y) { return x >= y; };
+
+}  // namespace
+
+Tensor eq(const Tensor& a, const Tensor& b) { return mask_of("eq", a, b, equal); }
+Tensor ne(const Tensor& a, const Tensor& b) { return mask_of("ne", a, b, unequal); }
+Tensor lt(const Tensor& a, const Tensor& b) { return mask_of("lt", a, b, less); }
+Tensor le(const Tensor& a, const Tensor& b) { return mask_of("le", a, b, less_equal); }
+Tensor gt(const Tensor& a, const Tensor& b) { return mask_of("gt", a, b, greater); }
+Tensor ge(const Tensor& a, const Tensor& b) { return mask_of("ge", a, b, greater_equal); }
+Tensor eq(const Tensor& a, double s) { return mask_of("eq", a, s, equal); }
+Tensor ne(const Tensor& a, double s) { return mask_of("ne", a, s, unequal); }
+Tensor lt(const Tensor& a, double s) { return mask_of("lt", a, s, less); }
+Tensor le(const Tensor& a, double s) { return mask_of("le", a, s, less_equal); }
+Tensor gt(const Tensor& a, double s) { return mask_of("gt", a, s, greater); }
+Tensor ge(const Tensor& a, double s) { return mask_of("ge", a, s, greater_equal); }
+
 // ---------------------------------------------------------------- operators
 
 Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }

@@ -1,4 +1,5 @@
-// max_pool2d (NCHW) and the two ops that carry its gradient.
+// max_pool2d (NCHW) and the two ops that carry its gradient; avg_pool2d and adaptive_avg_pool2d, linear, and
+// the spread that is the adjoint of each (avg_spread), each the other's derivative.
 //
 // Forward saves, per output, the index of the maximal element inside its (n, c) plane: as PyTorch, the
 // window is scanned in row-major order and an element replaces the best so far if it is greater or NaN
@@ -26,7 +27,7 @@ namespace {
 
 struct PoolGeometry {
   std::size_t n, c, h, w;
-  std::size_t kernel, stride;
+  std::size_t kh, kw, sh, sw, ph, pw;
   std::size_t ho, wo;
   std::size_t planes() const { return n * c; }
   std::size_t in_plane() const { return h * w; }
@@ -43,19 +44,36 @@ struct Routing {
   std::uint32_t* index() const { return static_cast<std::uint32_t*>(storage->data()); }
 };
 
-PoolGeometry make_geometry(const Tensor& x, std::size_t kernel, std::size_t stride) {
-  detail::check_defined("max_pool2d", x);
-  if (x.rank() != 4) fail("max_pool2d", "input must be 4-D (N, C, H, W), got {}", x.describe());
-  if (kernel == 0) fail("max_pool2d", "kernel must be positive (input {})", x.describe());
-  if (stride == 0) stride = kernel;
-  if (kernel > x.dim(2) || kernel > x.dim(3)) {
-    fail("max_pool2d", "window {}x{} is larger than the input {}", kernel, kernel, x.describe());
+/// The windows of max_pool2d and avg_pool2d: x 4-D, kernel positive, stride 0 meaning the kernel, padding at
+/// most half the kernel (so that no window is all padding), the window inside the padded input.
+PoolGeometry make_geometry(const char* op, const Tensor& x, Size2 kernel, Size2 stride, Size2 padding) {
+  detail::check_defined(op, x);
+  if (x.rank() != 4) fail(op, "input must be 4-D (N, C, H, W), got {}", x.describe());
+  if (kernel[0] == 0 || kernel[1] == 0) fail(op, "kernel must be positive (input {})", x.describe());
+  for (std::size_t d : {0, 1}) {
+    if (stride[d] == 0) stride[d] = kernel[d];
+    if (padding[d] > kernel[d] / 2) {
+      fail(op, "padding {}x{} is more than half the window {}x{} (input {})", padding[0], padding[1], kernel[0],
+           kernel[1], x.describe());
+    }
+    // 2 padding <= kernel fits; the padded extent is checked before it is computed.
+    if (x.dim(2 + d) > SIZE_MAX - 2 * padding[d] || kernel[d] > x.dim(2 + d) + 2 * padding[d]) {
+      fail(op, "window {}x{} is larger than the input {}{}", kernel[0], kernel[1], x.describe(),
+           padding[0] + padding[1] > 0 ? fmt::format(" padded by {}x{}", padding[0], padding[1]) : "");
+    }
   }
-  if (x.dim(2) * x.dim(3) > UINT32_MAX) fail("max_pool2d", "input planes too large: {}", x.describe());
-  PoolGeometry g{x.dim(0), x.dim(1), x.dim(2), x.dim(3), kernel, stride, 0, 0};
-  g.ho = (g.h - kernel) / stride + 1;
-  g.wo = (g.w - kernel) / stride + 1;
+  PoolGeometry g{x.dim(0), x.dim(1), x.dim(2),  x.dim(3),  kernel[0], kernel[1], stride[0], stride[1],
+                 padding[0], padding[1], 0, 0};
+  g.ho = (g.h + 2 * g.ph - g.kh) / g.sh + 1;
+  g.wo = (g.w + 2 * g.pw - g.kw) / g.sw + 1;
   return g;
+}
+
+/// The input rows (or columns) [first, last) under output row i's window, the padding cut away; never empty.
+std::pair<std::size_t, std::size_t> window_span(std::size_t i, std::size_t stride, std::size_t kernel, std::size_t pad,
+                                                std::size_t extent) {
+  std::size_t start = i * stride;  // in the padded input
+  return {start < pad ? 0 : start - pad, std::min(start + kernel - pad, extent)};
 }
 
 /// Whether `candidate`, met after `best` in a window, replaces it: greater, or NaN.
@@ -64,14 +82,16 @@ inline bool replaces(T best, T candidate) {
   return candidate > best || candidate != candidate;
 }
 
-/// The exact rule over one window whose first element is in[first]: its maximum, and where it is.
+/// The exact rule over output (i, j)'s window, padding (-inf) left out: its maximum, and where it is.
 template <class T>
-std::pair<T, std::size_t> window_max(const T* in, std::size_t first, const PoolGeometry& g) {
-  std::size_t best_at = first;
-  T best = in[first];
-  for (std::size_t p = 0; p < g.kernel; ++p) {
-    for (std::size_t q = 0; q < g.kernel; ++q) {
-      std::size_t k = first + p * g.w + q;
+std::pair<T, std::size_t> window_max(const T* in, std::size_t i, std::size_t j, const PoolGeometry& g) {
+  auto [r0, r1] = window_span(i, g.sh, g.kh, g.ph, g.h);
+  auto [c0, c1] = window_span(j, g.sw, g.kw, g.pw, g.w);
+  std::size_t best_at = r0 * g.w + c0;
+  T best = in[best_at];
+  for (std::size_t r = r0; r < r1; ++r) {
+    for (std::size_t c = c0; c < c1; ++c) {
+      std::size_t k = r * g.w + c;
       if (replaces(best, in[k])) {
         best = in[k];
         best_at = k;
@@ -85,7 +105,7 @@ std::pair<T, std::size_t> window_max(const T* in, std::size_t first, const PoolG
 template <class T>
 void pool_row_exact(const T* in, const PoolGeometry& g, std::size_t i, T* out, std::uint32_t* at) {
   for (std::size_t j = 0; j < g.wo; ++j) {
-    auto [best, best_at] = window_max(in, i * g.stride * g.w + j * g.stride, g);
+    auto [best, best_at] = window_max(in, i, j, g);
     out[i * g.wo + j] = best;
     at[i * g.wo + j] = static_cast<std::uint32_t>(best_at);
   }
@@ -118,7 +138,7 @@ bool pool_row_2x2(const T* in, const PoolGeometry& g, std::size_t i, T* out, std
 
 template <class T>
 void pool_forward(const T* x, const PoolGeometry& g, T* y, std::uint32_t* index) {
-  const bool two_by_two = g.kernel == 2 && g.stride == 2;
+  const bool two_by_two = g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0;
   for (std::size_t plane = 0; plane < g.planes(); ++plane) {
     const T* in = x + plane * g.in_plane();
     T* out = y + plane * g.out_plane();
@@ -181,10 +201,83 @@ Tensor max_pool2d_gather(const Tensor& x, const Routing& routing) {
   });
 }
 
+/// Average pooling as windows: output (i, j) averages input rows [rows[i].first, rows[i].second) by columns
+/// [cols[j].first, cols[j].second) of its plane, dividing the sum by `divisor`, or, if it is 0, by the window's
+/// own area. `op` and `backward_op` name the nodes.
+struct AvgBins {
+  const char* op;
+  const char* backward_op;
+  std::size_t n, c, h, w;
+  std::vector<std::pair<std::size_t, std::size_t>> rows, cols;
+  double divisor;
+  Shape x_shape() const { return Shape{n, c, h, w}; }
+  Shape y_shape() const { return Shape{n, c, rows.size(), cols.size()}; }
+  double area(std::size_t i, std::size_t j) const {
+    if (divisor != 0.0) return divisor;
+    return static_cast<double>(rows[i].second - rows[i].first) * static_cast<double>(cols[j].second - cols[j].first);
+  }
+};
+
+/// Calls visit(o, area, each) for every output o of the planes, where each(f) calls f(at) for every input
+/// position `at` of o's window.
+template <class Visit>
+void for_each_window(const AvgBins& b, Visit visit) {
+  std::size_t o = 0;
+  for (std::size_t plane = 0; plane < b.n * b.c; ++plane) {
+    std::size_t base = plane * b.h * b.w;
+    for (std::size_t i = 0; i < b.rows.size(); ++i) {
+      for (std::size_t j = 0; j < b.cols.size(); ++j, ++o) {
+        visit(o, b.area(i, j), [&](auto f) {
+          for (std::size_t r = b.rows[i].first; r < b.rows[i].second; ++r) {
+            for (std::size_t c = b.cols[j].first; c < b.cols[j].second; ++c) f(base + r * b.w + c);
+          }
+        });
+      }
+    }
+  }
+}
+
+Tensor avg_spread(const Tensor& g, const std::shared_ptr<const AvgBins>& bins);
+
+/// y = the window means of x (sums in double, as sum's), into `y` if given; d = avg_spread(g).
+Tensor avg_pool(const Tensor& x, const std::shared_ptr<const AvgBins>& bins, Tensor y = Tensor()) {
+  if (!y.defined()) y = detail::make_tensor(bins->y_shape(), x.dtype(), bins->op);
+  dispatch(x.dtype(), [&]<class T>() {
+    const T* px = x.data<T>();
+    T* py = y.data<T>();
+    for_each_window(*bins, [&](std::size_t o, double area, auto each) {
+      double total = 0.0;
+      each([&](std::size_t at) { total += px[at]; });
+      py[o] = static_cast<T>(total / area);
+    });
+  });
+  return record(bins->op, y, {x}, [bins](const Tensor& gy, NeedsGrad) {
+    return std::vector<Tensor>{avg_spread(gy, bins)};
+  });
+}
+
+/// dx = g / area added over each output's window (overlaps add up): avg_pool's adjoint; d = avg_pool(G).
+Tensor avg_spread(const Tensor& g, const std::shared_ptr<const AvgBins>& bins) {
+  Tensor dx = detail::make_tensor(bins->x_shape(), g.dtype(), bins->backward_op);
+  dx.fill_(0.0);
+  dispatch(g.dtype(), [&]<class T>() {
+    const T* pg = g.data<T>();
+    T* pd = dx.data<T>();
+    for_each_window(*bins, [&](std::size_t o, double area, auto each) {
+      T share = static_cast<T>(pg[o] / area);
+      each([&](std::size_t at) { pd[at] += share; });
+    });
+  });
+  return record(bins->backward_op, dx, {g}, [bins](const Tensor& gx, NeedsGrad) {
+    return std::vector<Tensor>{avg_pool(gx, bins)};
+  });
+}
+
 }  // namespace
 
-Tensor max_pool2d(const Tensor& x, std::size_t kernel, std::size_t stride) {
-  PoolGeometry g = make_geometry(x, kernel, stride);
+Tensor max_pool2d(const Tensor& x, Size2 kernel, Size2 stride, Size2 padding) {
+  PoolGeometry g = make_geometry("max_pool2d", x, kernel, stride, padding);
+  if (g.in_plane() > UINT32_MAX) fail("max_pool2d", "input planes too large: {}", x.describe());
   Tensor y = detail::make_tensor(g.y_shape(), x.dtype(), "max_pool2d");
   // The uint32 indices, one per output, in the storage of an f32 tensor of as many elements (4 bytes each):
   // an allocation failure is reported like any other.
@@ -194,6 +287,52 @@ Tensor max_pool2d(const Tensor& x, std::size_t kernel, std::size_t stride) {
   return record("max_pool2d", y, {x}, [routing](const Tensor& gy, NeedsGrad) {
     return std::vector<Tensor>{max_pool2d_backward(gy, routing)};
   });
+}
+
+Tensor max_pool2d(const Tensor& x, std::size_t kernel, std::size_t stride, std::size_t padding) {
+  return max_pool2d(x, Size2{kernel, kernel}, Size2{stride, stride}, Size2{padding, padding});
+}
+
+// ---------------------------------------------------------------- avg_pool2d and adaptive_avg_pool2d
+
+Tensor avg_pool2d(const Tensor& x, Size2 kernel, Size2 stride, Size2 padding) {
+  PoolGeometry g = make_geometry("avg_pool2d", x, kernel, stride, padding);
+  auto bins = std::make_shared<AvgBins>(AvgBins{"avg_pool2d", "avg_pool2d_backward", g.n, g.c, g.h, g.w, {}, {},
+                                                static_cast<double>(g.kh) * static_cast<double>(g.kw)});
+  for (std::size_t i = 0; i < g.ho; ++i) bins->rows.push_back(window_span(i, g.sh, g.kh, g.ph, g.h));
+  for (std::size_t j = 0; j < g.wo; ++j) bins->cols.push_back(window_span(j, g.sw, g.kw, g.pw, g.w));
+  return avg_pool(x, bins);
+}
+
+Tensor avg_pool2d(const Tensor& x, std::size_t kernel, std::size_t stride, std::size_t padding) {
+  return avg_pool2d(x, Size2{kernel, kernel}, Size2{stride, stride}, Size2{padding, padding});
+}
+
+Tensor adaptive_avg_pool2d(const Tensor& x, Size2 output_size) {
+  const char* op = "adaptive_avg_pool2d";
+  detail::check_defined(op, x);
+  if (x.rank() != 4) fail(op, "input must be 4-D (N, C, H, W), got {}", x.describe());
+  if (output_size[0] == 0 || output_size[1] == 0 || x.dim(2) == 0 || x.dim(3) == 0) {
+    fail(op, "output {}x{} from {}: both must be non-empty", output_size[0], output_size[1], x.describe());
+  }
+  if (std::max({output_size[0], output_size[1], x.dim(2), x.dim(3)}) > UINT32_MAX) {
+    fail(op, "output {}x{} from {}: sizes beyond 2^32", output_size[0], output_size[1], x.describe());
+  }
+  // The output first: a shape that cannot be had is refused before its bins are listed.
+  Tensor y = detail::make_tensor(Shape{x.dim(0), x.dim(1), output_size[0], output_size[1]}, x.dtype(), op);
+  auto bins = std::make_shared<AvgBins>(
+      AvgBins{op, "adaptive_avg_pool2d_backward", x.dim(0), x.dim(1), x.dim(2), x.dim(3), {}, {}, 0.0});
+  // Bin i of n over an extent e: [floor(i e / n), ceil((i + 1) e / n)), as PyTorch.
+  auto bin = [](std::size_t i, std::size_t n, std::size_t e) {
+    return std::pair<std::size_t, std::size_t>{i * e / n, ((i + 1) * e + n - 1) / n};
+  };
+  for (std::size_t i = 0; i < output_size[0]; ++i) bins->rows.push_back(bin(i, output_size[0], x.dim(2)));
+  for (std::size_t j = 0; j < output_size[1]; ++j) bins->cols.push_back(bin(j, output_size[1], x.dim(3)));
+  return avg_pool(x, bins, y);
+}
+
+Tensor adaptive_avg_pool2d(const Tensor& x, std::size_t output_size) {
+  return adaptive_avg_pool2d(x, Size2{output_size, output_size});
 }
 
 }  // namespace ag

@@ -1,10 +1,12 @@
-// Reductions (sum, mean, max, logsumexp) and the pair that moves between broadcast shapes: broadcast_to and its
+// Reductions (sum, mean, max, min, argmax, argmin, var, std, prod, logsumexp) and the pair that moves between broadcast shapes: broadcast_to and its
 // adjoint sum_to, the one helper every binary op's backward uses to undo broadcasting.
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <vector>
 
+#include "autograd/detail/axis.hpp"
 #include "autograd/detail/broadcast.hpp"
 #include "autograd/detail/nan.hpp"
 #include "autograd/detail/xt.hpp"
@@ -14,63 +16,124 @@ namespace ag {
 
 using detail::dispatch;
 using detail::fail;
+using detail::AxisSplit;
+using detail::reduced_shape;
+using detail::split_at;
 
 namespace {
-
-/// x seen as (outer, extent, inner) around `axis`.
-struct AxisSplit {
-  std::size_t outer = 1, extent = 1, inner = 1;
-};
-
-AxisSplit split_at(const Shape& shape, std::size_t axis) {
-  AxisSplit s;
-  for (std::size_t d = 0; d < axis; ++d) s.outer *= shape[d];
-  s.extent = shape[axis];
-  for (std::size_t d = axis + 1; d < shape.rank(); ++d) s.inner *= shape[d];
-  return s;
-}
-
-Shape reduced_shape(const Shape& shape, std::size_t axis, bool keepdims) {
-  Shape out;
-  for (std::size_t d = 0; d < shape.rank(); ++d) {
-    if (d != axis) {
-      out.push_back(shape[d]);
-    } else if (keepdims) {
-      out.push_back(1);
-    }
-  }
-  return out;
-}
 
 /// The gradient of a reduction over `axis`, expanded back to the input's shape.
 Tensor expand_reduced(const Tensor& g, const Shape& input_shape, std::size_t axis) {
   return broadcast_to(reshape(g, reduced_shape(input_shape, axis, true)), input_shape);
 }
 
-/// Mask with a 1 at the first maximal element of each (outer, inner) slice along the axis, and the
-/// maxima themselves. A whole-tensor max is the split (1, numel, 1).
-std::pair<Tensor, Tensor> max_with_mask(const Tensor& x, AxisSplit s, const Shape& out_shape) {
-  Tensor out = detail::make_tensor(out_shape, x.dtype(), "max");
-  Tensor mask = detail::make_tensor(x.shape(), x.dtype(), "max");
+/// Calls visit(j, at, k) for each slice j = o * inner + i of x along the axis, with `at` the flat position of
+/// its extreme element and k = its index along the axis: the first element no later one is `better` than,
+/// unless the slice holds a NaN, then the first NaN. A whole-tensor reduction is the split (1, numel, 1).
+template <class T, class Better, class Visit>
+void for_each_extreme(const T* px, AxisSplit s, Better better, Visit visit) {
+  for (std::size_t o = 0; o < s.outer; ++o) {
+    for (std::size_t i = 0; i < s.inner; ++i) {
+      std::size_t base = o * s.extent * s.inner + i;
+      std::size_t best = base, best_k = 0;
+      for (std::size_t k = 1; k < s.extent; ++k) {
+        std::size_t at = base + k * s.inner;
+        if (better(px[at], px[best]) || (px[at] != px[at] && px[best] == px[best])) {
+          best = at;
+          best_k = k;
+        }
+      }
+      visit(o * s.inner + i, best, best_k);
+    }
+  }
+}
+
+/// The extrema (max or min by `better`) and a mask with a 1 at each one's position in x.
+template <class Better>
+std::pair<Tensor, Tensor> extreme_with_mask(const char* op, const Tensor& x, AxisSplit s, const Shape& out_shape,
+                                            Better better) {
+  Tensor out = detail::make_tensor(out_shape, x.dtype(), op);
+  Tensor mask = detail::make_tensor(x.shape(), x.dtype(), op);
   mask.fill_(0.0);
   dispatch(x.dtype(), [&]<class T>() {
     const T* px = x.data<T>();
     T* po = out.data<T>();
     T* pm = mask.data<T>();
-    for (std::size_t o = 0; o < s.outer; ++o) {
-      for (std::size_t i = 0; i < s.inner; ++i) {
-        std::size_t base = o * s.extent * s.inner + i;
-        std::size_t best = base;
-        for (std::size_t k = 1; k < s.extent; ++k) {
-          std::size_t at = base + k * s.inner;
-          if (px[at] > px[best] || (px[at] != px[at] && px[best] == px[best])) best = at;
-        }
-        po[o * s.inner + i] = px[best];
-        pm[best] = T(1);
-      }
-    }
+    for_each_extreme(px, s, better, [&](std::size_t j, std::size_t at, std::size_t) {
+      po[j] = px[at];
+      pm[at] = T(1);
+    });
   });
   return {out, mask};
+}
+
+constexpr auto greater = [](auto a, auto b) { return a > b; };
+constexpr auto less = [](auto a, auto b) { return a < b; };
+
+/// Where a reduction over everything (no axis) or over one axis reads and writes; an empty extent is refused.
+struct ReductionSite {
+  AxisSplit split;
+  Shape out_shape;
+  std::optional<std::size_t> axis;
+};
+
+ReductionSite reduction_site(const char* op, const Tensor& x, std::optional<int> axis, bool keepdims) {
+  detail::check_defined(op, x);
+  if (!axis) {
+    if (x.numel() == 0) fail(op, "of an empty tensor {}", x.describe());
+    return {AxisSplit{1, x.numel(), 1}, Shape{}, std::nullopt};
+  }
+  std::size_t a = detail::normalise_axis(op, *axis, x);
+  if (x.dim(a) == 0) fail(op, "over an empty axis of {}", x.describe());
+  return {split_at(x.shape(), a), reduced_shape(x.shape(), a, keepdims), a};
+}
+
+/// max or min (by `better`): the gradient goes to the mask's element.
+template <class Better>
+Tensor extreme(const char* op, const Tensor& x, std::optional<int> axis, bool keepdims, Better better) {
+  ReductionSite site = reduction_site(op, x, axis, keepdims);
+  auto [out, mask] = extreme_with_mask(op, x, site.split, site.out_shape, better);
+  return record(op, out, {x}, [mask, shape = x.shape(), a = site.axis](const Tensor& g, NeedsGrad) {
+    return std::vector<Tensor>{mul(a ? expand_reduced(g, shape, *a) : g, mask)};
+  });
+}
+
+/// argmax or argmin (by `better`): the extreme's index along the axis, in x's dtype; no record.
+template <class Better>
+Tensor arg_extreme(const char* op, const Tensor& x, std::optional<int> axis, bool keepdims, Better better) {
+  ReductionSite site = reduction_site(op, x, axis, keepdims);
+  if (x.dtype() == DType::f32 && site.split.extent > (std::size_t{1} << 24)) {
+    fail(op, "indices up to {} of {} are not all exact in f32; convert it to f64", site.split.extent - 1,
+         x.describe());
+  }
+  Tensor out = detail::make_tensor(site.out_shape, x.dtype(), op);
+  dispatch(x.dtype(), [&]<class T>() {
+    T* po = out.data<T>();
+    for_each_extreme(x.data<T>(), site.split, better,
+                     [&](std::size_t j, std::size_t, std::size_t k) { po[j] = static_cast<T>(k); });
+  });
+  return out;
+}
+
+/// The product along axis a, kept with extent 1: the product of its two halves' products.
+Tensor product_of_halves(const Tensor& x, std::size_t a) {
+  std::size_t n = x.dim(a);
+  if (n == 0) return Tensor::ones(detail::with_extent(x.shape(), a, 1), x.dtype());
+  if (n == 1) return x;
+  int axis = static_cast<int>(a);
+  return mul(product_of_halves(narrow(x, axis, 0, n / 2), a), product_of_halves(narrow(x, axis, n / 2, n - n / 2), a));
+}
+
+/// var over `axis`; errors name `op`.
+Tensor variance(const char* op, const Tensor& x, int axis, double correction, bool keepdims) {
+  detail::check_defined(op, x);
+  std::size_t a = detail::normalise_axis(op, axis, x);
+  if (x.dim(a) == 0) fail(op, "over an empty axis of {}", x.describe());
+  if (!(correction >= 0.0)) fail(op, "correction {} for {} must be a number >= 0", correction, x.describe());
+  Tensor centred = sub(x, mean(x, axis, true));
+  // N - correction <= 0 divides by zero, as PyTorch: 1/0 = inf, and 0 * inf = NaN for a single element.
+  double dof = std::max(0.0, static_cast<double>(x.dim(a)) - correction);
+  return mul(sum(mul(centred, centred), axis, keepdims), 1.0 / dof);
 }
 
 }  // namespace
@@ -128,23 +191,40 @@ Tensor mean(const Tensor& x, int axis, bool keepdims) {
   return div(sum(x, axis, keepdims), static_cast<double>(x.dim(a)));
 }
 
-// ---------------------------------------------------------------- max
+// ---------------------------------------------------------------- max and min
 
-Tensor max(const Tensor& x) {
-  detail::check_defined("max", x);
-  if (x.numel() == 0) fail("max", "of an empty tensor {}", x.describe());
-  auto [out, mask] = max_with_mask(x, AxisSplit{1, x.numel(), 1}, Shape{});
-  return record("max", out, {x}, [mask](const Tensor& g, NeedsGrad) { return std::vector<Tensor>{mul(g, mask)}; });
+Tensor max(const Tensor& x) { return extreme("max", x, std::nullopt, false, greater); }
+Tensor max(const Tensor& x, int axis, bool keepdims) { return extreme("max", x, axis, keepdims, greater); }
+Tensor min(const Tensor& x) { return extreme("min", x, std::nullopt, false, less); }
+Tensor min(const Tensor& x, int axis, bool keepdims) { return extreme("min", x, axis, keepdims, less); }
+
+// ---------------------------------------------------------------- argmax and argmin (no gradient)
+
+Tensor argmax(const Tensor& x) { return arg_extreme("argmax", x, std::nullopt, false, greater); }
+Tensor argmax(const Tensor& x, int axis, bool keepdims) { return arg_extreme("argmax", x, axis, keepdims, greater); }
+Tensor argmin(const Tensor& x) { return arg_extreme("argmin", x, std::nullopt, false, less); }
+Tensor argmin(const Tensor& x, int axis, bool keepdims) { return arg_extreme("argmin", x, axis, keepdims, less); }
+
+// ---------------------------------------------------------------- var, std and prod (composed)
+
+Tensor var(const Tensor& x, int axis, double correction, bool keepdims) {
+  return variance("var", x, axis, correction, keepdims);
 }
 
-Tensor max(const Tensor& x, int axis, bool keepdims) {
-  detail::check_defined("max", x);
-  std::size_t a = detail::normalise_axis("max", axis, x);
-  if (x.dim(a) == 0) fail("max", "over an empty axis of {}", x.describe());
-  auto [out, mask] = max_with_mask(x, split_at(x.shape(), a), reduced_shape(x.shape(), a, keepdims));
-  return record("max_axis", out, {x}, [mask, shape = x.shape(), a](const Tensor& g, NeedsGrad) {
-    return std::vector<Tensor>{mul(expand_reduced(g, shape, a), mask)};
-  });
+Tensor std(const Tensor& x, int axis, double correction, bool keepdims) {
+  return sqrt(variance("std", x, axis, correction, keepdims));
+}
+
+Tensor prod(const Tensor& x) {
+  detail::check_defined("prod", x);
+  return reshape(product_of_halves(reshape(x, Shape{x.numel()}), 0), Shape{});
+}
+
+Tensor prod(const Tensor& x, int axis, bool keepdims) {
+  detail::check_defined("prod", x);
+  std::size_t a = detail::normalise_axis("prod", axis, x);
+  Tensor kept = product_of_halves(x, a);
+  return keepdims ? kept : reshape(kept, reduced_shape(x.shape(), a, false));
 }
 
 // ---------------------------------------------------------------- logsumexp
