@@ -98,6 +98,20 @@ Tensor forward(const char* op, nn::Sequential& model, const std::string& prefix,
 
 // ---------------------------------------------------------------- per-sample kernels
 
+/// sum_i p[i]^2 in double, in eight independent partial sums (a single running sum is one add per latency).
+template <class T>
+double sum_squares(const T* p, std::size_t count) {
+  double part[8] = {};
+  std::size_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    for (std::size_t k = 0; k < 8; ++k) part[k] += double(p[i + k]) * double(p[i + k]);
+  }
+  for (; i < count; ++i) part[0] += double(p[i]) * double(p[i]);
+  double total = 0;
+  for (double v : part) total += v;
+  return total;
+}
+
 /// g_n(W)[i, o] = a[n, i] dz[n, o] into (B, in out); g_n(b) = dz[n] into (B, out).
 template <class T>
 void linear_grads(const Tensor& a, const Tensor& dz, Tensor& gw, Tensor* gb) {
@@ -175,10 +189,8 @@ void linear_sq_norms(const Tensor& a, const Tensor& dz, std::vector<double>& sq,
   const T* pa = a.data<T>();
   const T* pdz = dz.data<T>();
   for (std::size_t n = 0; n < batch; ++n) {
-    double na = 0, nd = 0;
-    for (std::size_t i = 0; i < in; ++i) na += double(pa[n * in + i]) * double(pa[n * in + i]);
-    for (std::size_t o = 0; o < out; ++o) nd += double(pdz[n * out + o]) * double(pdz[n * out + o]);
-    sq[n] += na * nd + (gb ? nd : 0.0);
+    const double nd = sum_squares(pdz + n * out, out);
+    sq[n] += sum_squares(pa + n * in, in) * nd + (gb ? nd : 0.0);
   }
   ag::detail::gemm(true, false, in, out, batch, T(1), pa, in, pdz, out, T(0), gw.data<T>(), out);
   if (!gb) return;
@@ -197,14 +209,9 @@ void conv_sq_norms(const Tensor& a, const Tensor& dz, const ConvShape& g, std::v
   for (std::size_t n = 0; n < batch; ++n) {
     conv_sample(a.data<T>() + n * in_size, dz.data<T>() + n * out_size, g, cols.data(), w.data(),
                 gb ? b.data() : nullptr);
-    for (std::size_t i = 0; i < w.size(); ++i) {
-      sq[n] += double(w[i]) * double(w[i]);
-      gw.data<T>()[i] += w[i];
-    }
-    for (std::size_t o = 0; gb && o < g.co; ++o) {
-      sq[n] += double(b[o]) * double(b[o]);
-      gb->data<T>()[o] += b[o];
-    }
+    sq[n] += sum_squares(w.data(), w.size()) + (gb ? sum_squares(b.data(), g.co) : 0.0);
+    for (std::size_t i = 0; i < w.size(); ++i) gw.data<T>()[i] += w[i];
+    for (std::size_t o = 0; gb && o < g.co; ++o) gb->data<T>()[o] += b[o];
   }
 }
 
@@ -269,7 +276,8 @@ void check_samples(const PerSampleGradients& g, const char* op) {
   if (g.batch < 2) throw std::invalid_argument(fmt::format("{}: needs B >= 2 samples, got {}", op, g.batch));
 }
 
-/// Per column j of the (B, P) rows of g_n: the mean and the unbiased variance of u_n = g_n / s, row by row.
+/// Per column j of the (B, P) rows of g_n: the mean and the unbiased variance of u_n = g_n / s, taken on g_n
+/// row by row and scaled at the end (by 1/s and 1/s^2).
 struct Moments {
   std::vector<double> mean, variance;
 };
@@ -278,18 +286,22 @@ Moments column_moments(const Tensor& rows, std::size_t batch, double scale) {
   Moments m{std::vector<double>(width, 0.0), std::vector<double>(width, 0.0)};
   ag::detail::dispatch(rows.dtype(), [&]<class T>() {
     const T* p = rows.data<T>();
+    double* __restrict mean = m.mean.data();
+    double* __restrict var = m.variance.data();
     for (std::size_t n = 0; n < batch; ++n) {
-      for (std::size_t j = 0; j < width; ++j) m.mean[j] += p[n * width + j];
+      for (std::size_t j = 0; j < width; ++j) mean[j] += p[n * width + j];
     }
-    for (double& v : m.mean) v /= static_cast<double>(batch) * scale;
+    for (std::size_t j = 0; j < width; ++j) mean[j] /= static_cast<double>(batch);
     for (std::size_t n = 0; n < batch; ++n) {
       for (std::size_t j = 0; j < width; ++j) {
-        const double d = p[n * width + j] / scale - m.mean[j];
-        m.variance[j] += d * d;
+        const double d = p[n * width + j] - mean[j];
+        var[j] += d * d;
       }
     }
   });
-  for (double& v : m.variance) v /= static_cast<double>(batch - 1);
+  const double to_var = 1.0 / (static_cast<double>(batch - 1) * scale * scale);
+  for (double& v : m.mean) v /= scale;
+  for (double& v : m.variance) v *= to_var;
   return m;
 }
 
@@ -386,9 +398,7 @@ std::vector<double> per_sample_norms(const PerSampleGradients& g) {
     const std::size_t width = g.batch ? rows.numel() / g.batch : 0;
     ag::detail::dispatch(rows.dtype(), [&]<class T>() {
       const T* p = rows.data<T>();
-      for (std::size_t n = 0; n < g.batch; ++n) {
-        for (std::size_t j = 0; j < width; ++j) sq[n] += double(p[n * width + j]) * double(p[n * width + j]);
-      }
+      for (std::size_t n = 0; n < g.batch; ++n) sq[n] += sum_squares(p + n * width, width);
     });
   }
   for (double& v : sq) v = std::sqrt(v);
