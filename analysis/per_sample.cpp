@@ -272,8 +272,25 @@ void check_batch(const char* op, const Tensor& x, ag::Labels labels, ag::Reducti
 
 // ---------------------------------------------------------------- statistics
 
-void check_samples(const PerSampleGradients& g, const char* op) {
+void check_samples(const PerSampleBatch& g, const char* op) {
   if (g.batch < 2) throw std::invalid_argument(fmt::format("{}: needs B >= 2 samples, got {}", op, g.batch));
+}
+
+/// Each grads[k] must be (B, numel(params[k])), of the parameter's dtype.
+void check_rows(const PerSampleGradients& g, const char* op) {
+  if (g.grads.size() != g.params.size()) {
+    throw std::invalid_argument(fmt::format("{}: {} gradients for {} parameters", op, g.grads.size(), g.params.size()));
+  }
+  for (std::size_t k = 0; k < g.grads.size(); ++k) {
+    const Tensor& rows = g.grads[k];
+    if (!rows.defined() || !(rows.shape() == ag::Shape{g.batch, g.params[k].numel()}) ||
+        rows.dtype() != g.params[k].dtype()) {
+      throw std::invalid_argument(fmt::format("{}: the per-sample gradients of '{}' are {}, not {}[{}, {}]", op,
+                                              k < g.names.size() ? g.names[k] : std::to_string(k),
+                                              rows.defined() ? rows.describe() : "undefined",
+                                              ag::dtype_name(g.params[k].dtype()), g.batch, g.params[k].numel()));
+    }
+  }
 }
 
 /// Per column j of the (B, P) rows of g_n: the mean and the unbiased variance of u_n = g_n / s, taken on g_n
@@ -393,6 +410,7 @@ PerSampleSqNorms per_sample_sq_norms(nn::Sequential& model, const Tensor& x, ag:
 // ---------------------------------------------------------------- statistics
 
 std::vector<double> per_sample_norms(const PerSampleGradients& g) {
+  check_rows(g, "per_sample_norms");
   std::vector<double> sq(g.batch, 0.0);
   for (const Tensor& rows : g.grads) {
     const std::size_t width = g.batch ? rows.numel() / g.batch : 0;
@@ -407,6 +425,7 @@ std::vector<double> per_sample_norms(const PerSampleGradients& g) {
 
 GradientVariance gradient_variance(const PerSampleGradients& g) {
   check_samples(g, "gradient_variance");
+  check_rows(g, "gradient_variance");
   GradientVariance out;
   for (std::size_t k = 0; k < g.grads.size(); ++k) {
     const std::vector<double> var = column_moments(g.grads[k], g.batch, g.scale).variance;
@@ -418,6 +437,7 @@ GradientVariance gradient_variance(const PerSampleGradients& g) {
 
 NoiseScale noise_scale(const PerSampleGradients& g) {
   check_samples(g, "noise_scale");
+  check_rows(g, "noise_scale");
   double mean_sq = 0, trace = 0;
   for (const Tensor& grads : g.grads) {
     const Moments m = column_moments(grads, g.batch, g.scale);
@@ -429,7 +449,7 @@ NoiseScale noise_scale(const PerSampleGradients& g) {
 }
 
 NoiseScale noise_scale(const PerSampleSqNorms& s) {
-  if (s.batch < 2) throw std::invalid_argument(fmt::format("noise_scale: needs B >= 2 samples, got {}", s.batch));
+  check_samples(s, "noise_scale");
   const double batch = static_cast<double>(s.batch);
   double small = 0, big = 0;
   for (double v : s.sq_norms) small += v;

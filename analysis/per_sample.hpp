@@ -94,6 +94,9 @@ struct PerSampleSqNorms : PerSampleBatch {
 PerSampleSqNorms per_sample_sq_norms(nn::Sequential& model, const ag::Tensor& x, ag::Labels labels,
                                      ag::Reduction reduction = ag::Reduction::mean);
 
+/// The statistics below throw std::invalid_argument naming the parameter whose grads[k] is not
+/// (B, numel(params[k])) of the parameter's dtype.
+
 /// ||g_n|| over all parameters together, n = 0..B-1, as the gradients are stored (scaled by s).
 std::vector<double> per_sample_norms(const PerSampleGradients& g);
 

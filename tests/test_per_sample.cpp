@@ -350,6 +350,11 @@ TEST_CASE("per-sample errors name what is wrong") {
   analysis::PerSampleSqNorms s = analysis::per_sample_sq_norms(*model, row(x, 0), ag::Labels(labels.data(), 1));
   CHECK_THROWS_WITH_AS(analysis::noise_scale(s), doctest::Contains("needs B >= 2"), std::invalid_argument);
   CHECK_THROWS_AS(g.sample(0, 1), std::out_of_range);
+  analysis::PerSampleGradients wrong = analysis::per_sample_gradients(*model, x, labels);
+  wrong.grads[1] = Tensor::zeros(ag::Shape{4, 6}, DType::f64);
+  CHECK_THROWS_WITH_AS(analysis::noise_scale(wrong),
+                       doctest::Contains("the per-sample gradients of '0.0.bias' are f64[4, 6], not f64[4, 7]"),
+                       std::invalid_argument);
   CHECK_THROWS_WITH_AS(analysis::noise_scale(1.0, 8, 0.5, 8), doctest::Contains("0 < B_small < B_big, got 8 and 8"),
                        std::invalid_argument);
   CHECK_THROWS_WITH_AS(analysis::noise_scale(-1.0, 4, 0.5, 8), doctest::Contains("finite and non-negative"),
