@@ -29,8 +29,8 @@
 // |G|^2 can be zero or negative, and B_simple with it (McCandlish et al. average the two numerators over
 // many steps before dividing).
 //
-// The tape: per_sample_gradients records on this thread's tape and releases it whole before returning
-// (autograd/tape.hpp), as analysis/hessian.hpp's one-shot functions do.
+// The tape: per_sample_gradients and per_sample_sq_norms record on this thread's tape and release it whole
+// before returning (autograd/tape.hpp), as analysis/hessian.hpp's one-shot functions do.
 #pragma once
 
 #include <cstddef>
