@@ -1,7 +1,8 @@
 // Everything of tapegrad in one include: the autograd engine (tensors, the tape, the ops, gradcheck,
 // BLAS set-up), specs and registries, the neural-network modules and registered models, the optimisers and
 // schedules, the 2-D test functions of optimisation, the data sets and loader, checked file reads and atomic
-// writes, and the curvature instruments (Hessian-vector products, eigenvalues, trace and spectral density).
+// writes, the curvature instruments (Hessian-vector products, eigenvalues, trace and spectral density), and
+// per-sample gradients with the gradient noise scale.
 // Finer headers stay available, as <autograd/ops.hpp> or "nn/layers.hpp" etc.
 #pragma once
 
