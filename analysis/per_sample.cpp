@@ -29,16 +29,6 @@ struct Site {
   Tensor input, output;
 };
 
-/// nn::Conv2d keeps its stride and padding private; its type_name() spells them ("stride=2, padding=1").
-std::size_t conv_field(const char* op, const nn::Conv2d& conv, const std::string& path, const char* key) {
-  const std::string text = conv.type_name(), needle = std::string(key) + "=";
-  const std::size_t at = text.find(needle);
-  if (at == std::string::npos) {
-    throw std::invalid_argument(fmt::format("{}: module '{}' ({}) does not name its {}", op, path, text, key));
-  }
-  return std::stoull(text.substr(at + needle.size()));
-}
-
 /// Parameter-free modules that act on each sample alone.
 bool per_sample_module(const nn::Module& m) {
   return dynamic_cast<const nn::ReLU*>(&m) || dynamic_cast<const nn::LeakyReLU*>(&m) ||
@@ -82,8 +72,7 @@ Tensor forward(const char* op, nn::Sequential& model, const std::string& prefix,
       a = run_site(sites.back(), a);
     } else if (auto* conv = dynamic_cast<nn::Conv2d*>(child.get())) {
       check_rank(op, path, *conv, a, 4, "(B, C, H, W)");
-      sites.push_back(Site{path + ".", true, conv->weight(), conv->bias(), conv_field(op, *conv, path, "stride"),
-                           conv_field(op, *conv, path, "padding"), {}, {}});
+      sites.push_back(Site{path + ".", true, conv->weight(), conv->bias(), conv->stride(), conv->padding(), {}, {}});
       a = run_site(sites.back(), a);
     } else if (per_sample_module(*child)) {
       a = (*child)(a);

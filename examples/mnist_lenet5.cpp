@@ -4,7 +4,7 @@
 // The paper's subsampling layers average (with a trainable scale and bias) and its units are scaled tanh;
 // this version averages (ag::avg_pool2d, no scale) and uses ReLU.
 //
-//   mnist_lenet5 --epochs 3                       Adam 1e-3, batch 200: 98.0 % test accuracy
+//   mnist_lenet5 --epochs 3                       Adam 1e-3, batch 200: 97.4 % test accuracy (98.0 % with max pooling)
 //
 // Layers are called as (*layer)(x): their forward, with their names in --detect-anomaly's reports.
 // The model is plain C++ below: copy this file to start your own.

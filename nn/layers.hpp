@@ -41,6 +41,9 @@ class Conv2d : public Module {
   /// initialiser; the bias is undefined without one).
   ag::Tensor weight() const { return weight_; }
   ag::Tensor bias() const { return bias_; }
+  std::size_t kernel() const { return kernel_; }
+  std::size_t stride() const { return stride_; }
+  std::size_t padding() const { return padding_; }
 
  private:
   std::size_t in_channels_, out_channels_, kernel_, stride_, padding_;
