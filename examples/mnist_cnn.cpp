@@ -23,9 +23,9 @@ class CNN : public nn::Module {
 
   /// x: [N, 1, 28, 28] -> logits [N, 10].
   ag::Tensor forward(const ag::Tensor& x) override {
-    ag::Tensor h = ag::max_pool2d(ag::relu(conv1->forward(x)), 2);
-    h = ag::max_pool2d(ag::relu(conv2->forward(h)), 2);
-    return fc2->forward(ag::relu(fc1->forward(ag::flatten(h))));
+    ag::Tensor h = ag::max_pool2d(ag::relu((*conv1)(x)), 2);
+    h = ag::max_pool2d(ag::relu((*conv2)(h)), 2);
+    return (*fc2)(ag::relu((*fc1)(ag::flatten(h))));
   }
   std::string type_name() const override { return "CNN"; }
 

@@ -28,8 +28,8 @@ class MLP : public nn::Module {
   }
 
   ag::Tensor forward(const ag::Tensor& x) override {
-    ag::Tensor h = layers_.front()->forward(x);
-    for (std::size_t i = 1; i < layers_.size(); ++i) h = layers_[i]->forward(ag::relu(h));
+    ag::Tensor h = (*layers_.front())(x);  // (*layer)(x): its forward, named in --detect-anomaly reports
+    for (std::size_t i = 1; i < layers_.size(); ++i) h = (*layers_[i])(ag::relu(h));
     return h;
   }
   std::string type_name() const override { return "MLP"; }

@@ -29,6 +29,7 @@
 #include <fmt/format.h>
 
 #include "analysis/hessian.hpp"
+#include "analysis/per_sample.hpp"
 #include "analysis/spectrum.hpp"
 #include "autograd/anomaly.hpp"
 #include "autograd/ops.hpp"
@@ -1174,7 +1175,8 @@ TEST_CASE("--track: a per-step CSV; SGD's update norm is lr times the gradient n
   c.batch_size = 100;
   c.track = {examples::resolve_tracker(spec("grad-norm")), examples::resolve_tracker(spec("update-norm")),
              examples::resolve_tracker(spec("sharpness(every=5,samples=200,steps=30)")),
-             examples::resolve_tracker(spec("trace(every=10,samples=200,probes=4)"))};
+             examples::resolve_tracker(spec("trace(every=10,samples=200,probes=4)")),
+             examples::resolve_tracker(spec("noise-scale(every=10,samples=200)"))};
   c.track_log = temp_path("track.csv").string();
   examples::Datasets data = mnist_subset(1000);
   RunConfig resolved = c;
@@ -1182,7 +1184,7 @@ TEST_CASE("--track: a per-step CSV; SGD's update norm is lr times the gradient n
   std::shared_ptr<nn::Module> model = examples::build_model(resolved, data.train);
   RunResult r = examples::fit(*model, resolved, data);
   REQUIRE(r.steps == 10);
-  REQUIRE(r.tracking_seconds.size() == 4);
+  REQUIRE(r.tracking_seconds.size() == 5);
   CHECK(r.tracking_seconds[2].first == "sharpness(every=5,samples=200,steps=30)");
 
   std::vector<std::string> lines;
@@ -1190,7 +1192,7 @@ TEST_CASE("--track: a per-step CSV; SGD's update norm is lr times the gradient n
   for (std::string line; std::getline(in, line);) lines.push_back(line);
   REQUIRE(lines.size() == 11);
   CHECK(lines[0] == "step,epoch,loss,grad_norm,update_norm,update_norm/0.weight,update_norm/0.bias,update_norm/2.weight,"
-                    "update_norm/2.bias,sharpness,trace,trace_se");
+                    "update_norm/2.bias,sharpness,trace,trace_se,noise_scale,grad_sq,trace_cov");
   auto cells = [](const std::string& line) {
     std::vector<std::string> out;
     std::stringstream row(line);
@@ -1201,7 +1203,7 @@ TEST_CASE("--track: a per-step CSV; SGD's update norm is lr times the gradient n
   for (std::size_t step = 1; step <= 10; ++step) {
     CAPTURE(step);
     std::vector<std::string> row = cells(lines[step]);
-    REQUIRE(row.size() == 12);
+    REQUIRE(row.size() == 15);
     CHECK(row[0] == std::to_string(step));
     // Plain SGD: Δw = -lr g, so ‖Δw‖ = 0.1 ‖g‖ (float32 weights).
     CHECK(std::stod(row[4]) == doctest::Approx(0.1 * std::stod(row[3])).epsilon(1e-4));
@@ -1216,5 +1218,10 @@ TEST_CASE("--track: a per-step CSV; SGD's update norm is lr times the gradient n
   analysis::HessianOperator op([&] { return ag::cross_entropy((*model)(batch.images), batch.labels); }, model->parameters());
   analysis::Eigenpairs top = analysis::power_iteration(op, 1, {.tolerance = 1e-7});
   CHECK(std::stod(cells(lines[10])[9]) == doctest::Approx(std::abs(top.values[0])).epsilon(1e-3));
+  // And its noise scale is the per-sample statistic of the same images.
+  auto& sequential = dynamic_cast<nn::Sequential&>(*model);
+  analysis::NoiseScale b = analysis::noise_scale(analysis::per_sample_sq_norms(sequential, batch.images, batch.labels));
+  CHECK(std::stod(cells(lines[10])[12]) == doctest::Approx(b.simple).epsilon(1e-6));
+  CHECK(std::stod(cells(lines[10])[14]) == doctest::Approx(b.trace).epsilon(1e-6));
   fs::remove(c.track_log);
 }

@@ -9,12 +9,14 @@
 #include <fmt/format.h>
 
 #include "analysis/hessian.hpp"
+#include "analysis/per_sample.hpp"
 #include "analysis/spectrum.hpp"
 #include "autograd/ops.hpp"
 #include "autograd/tape.hpp"
 #include "data/file.hpp"
 #include "data/loader.hpp"
 #include "examples/common/preflight.hpp"
+#include "nn/layers.hpp"
 #include "nn/loss.hpp"
 
 namespace examples {
@@ -115,26 +117,39 @@ struct CurvatureOptions {
   std::size_t every = 100, samples = 1000, steps = 20, probes = 10;
 };
 
+/// The first `samples` training images, loaded once.
+data::Batch first_samples(const data::Dataset& train, bool images, std::size_t samples) {
+  data::DataLoader loader(train, {.batch_size = std::min(samples, train.size()), .shuffle = false, .image_shape = images});
+  data::Batch batch;
+  loader.next(batch);
+  return batch;
+}
+
+/// `use(model)` with the model in evaluation mode (dropout off), restored after.
+template <class Use>
+auto in_eval_mode(nn::Module& model, Use use) {
+  struct Restore {
+    nn::Module& m;
+    bool training;
+    ~Restore() { m.train(training); }
+  } restore{model, model.is_training()};
+  model.eval();
+  return use();
+}
+
 /// The first `samples` training images, once, and the Hessian of the mean cross-entropy on them.
 class SubsetHessian {
  public:
-  SubsetHessian(const data::Dataset& train, bool images, std::size_t samples) {
-    data::DataLoader loader(train, {.batch_size = std::min(samples, train.size()), .shuffle = false, .image_shape = images});
-    loader.next(batch_);
-  }
-  /// The model's Hessian operator (in evaluation mode: dropout off), alive while `use` runs.
+  SubsetHessian(const data::Dataset& train, bool images, std::size_t samples)
+      : batch_(first_samples(train, images, samples)) {}
+  /// The model's Hessian operator (in evaluation mode), alive while `use` runs.
   template <class Use>
   auto with_operator(nn::Module& model, Use use) {
-    const bool training = model.is_training();
-    model.eval();
-    struct Restore {
-      nn::Module& m;
-      bool training;
-      ~Restore() { m.train(training); }
-    } restore{model, training};
-    analysis::HessianOperator op([&] { return ag::cross_entropy(model(batch_.images), batch_.labels); },
-                                 model.parameters());
-    return use(op);
+    return in_eval_mode(model, [&] {
+      analysis::HessianOperator op([&] { return ag::cross_entropy(model(batch_.images), batch_.labels); },
+                                   model.parameters());
+      return use(op);
+    });
   }
 
  private:
@@ -176,6 +191,36 @@ class Trace : public Tracker {
   SubsetHessian subset_;
 };
 
+// ---- noise-scale: McCandlish et al.'s B_simple from per-sample gradients on a fixed subset
+
+class NoiseScale : public Tracker {
+ public:
+  NoiseScale(const CurvatureOptions& o, const data::Dataset& train, bool images)
+      : options_(o), batch_(first_samples(train, images, o.samples)) {}
+  /// Refuses, before training, a model that per-sample gradients cannot take.
+  std::vector<std::string> columns(const nn::Module& model) const override {
+    if (!dynamic_cast<const nn::Sequential*>(&model)) {
+      throw std::runtime_error(fmt::format(
+          "--track noise-scale: per-sample gradients need an nn::Sequential model of Linear and Conv2d layers, not "
+          "{} (the registered models are: compare_optimizers --model mlp)",
+          model.type_name()));
+    }
+    return {"noise_scale", "grad_sq", "trace_cov"};
+  }
+  std::vector<double> measure(const TrackStep& s) override {
+    if (!due(s.step, options_.every)) return {kNotMeasured, kNotMeasured, kNotMeasured};
+    auto* sequential = dynamic_cast<nn::Sequential*>(&s.model);
+    return in_eval_mode(s.model, [&] {
+      analysis::NoiseScale b = analysis::noise_scale(analysis::per_sample_sq_norms(*sequential, batch_.images, batch_.labels));
+      return std::vector<double>{b.simple, b.gradient_sq, b.trace};
+    });
+  }
+
+ private:
+  CurvatureOptions options_;
+  data::Batch batch_;
+};
+
 config::OptionTable<CurvatureOptions> curvature_table(bool lanczos) {
   config::OptionTable<CurvatureOptions> table;
   table.count("every", &CurvatureOptions::every, 1, 1'000'000'000, "measure every this many steps")
@@ -208,6 +253,15 @@ const bool registered = [] {
       "trace", "the Hessian's trace on a fixed subset (Hutchinson), with its standard error",
       curvature_table(false), [](const CurvatureOptions& o, const data::Dataset& train, bool images) {
         return std::make_unique<Trace>(o, train, images);
+      });
+  register_tracker<CurvatureOptions>(
+      "noise-scale", "the simple gradient noise scale tr(Σ)/|G|² (McCandlish et al. 2018) from per-sample gradients "
+      "on a fixed subset",
+      config::OptionTable<CurvatureOptions>()
+          .count("every", &CurvatureOptions::every, 1, 1'000'000'000, "measure every this many steps")
+          .count("samples", &CurvatureOptions::samples, 2, 1'000'000, "the first this many training images"),
+      [](const CurvatureOptions& o, const data::Dataset& train, bool images) {
+        return std::make_unique<NoiseScale>(o, train, images);
       });
   return true;
 }();

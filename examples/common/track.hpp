@@ -6,6 +6,7 @@
 //   sharpness(every=100,samples=1000,steps=20)  λ_max of the training loss's Hessian on the first `samples`
 //                                               training images (Lanczos, analysis/spectrum.hpp)
 //   trace(every=100,samples=1000,probes=10)     tr(H) on the same images by Hutchinson, with its standard error
+//   noise-scale(every=100,samples=1000)         B_simple = tr(Σ)/|G|² from per-sample gradients on the same images
 //
 // Each tracker's time is kept apart from the step's, so its overhead can be reported as a fraction.
 #pragma once
