@@ -1,6 +1,6 @@
 // conv2d's general path (rectangular strides and paddings, dilation, groups): forward values against a naive
 // seven-loop reference, the general path against the fast kernels where both apply, finite differences of
-// first and second order in float64, NaN propagation, and the errors.
+// first and second order in float64, NaN propagation, and the errors; nn::Conv2d's options form.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -15,6 +15,7 @@
 #include "autograd/ops.hpp"
 #include "autograd/tape.hpp"
 #include "gradcheck_assertions.hpp"
+#include "nn/layers.hpp"
 
 using namespace ag;
 
@@ -271,4 +272,62 @@ TEST_CASE("conv2d general: errors name the op and the shapes") {
   Tensor wide = Tensor::zeros(Shape{1, 4, 1, 6});
   CHECK_THROWS_WITH_AS(conv2d(x, wide, Tensor(), {1, 1}, {0, 0}, {1, (std::size_t{1} << 62) - 1}),
                        doctest::Contains("overflows 64 bits"), std::invalid_argument);
+}
+
+// ---------------------------------------------------------------- nn::Conv2d
+
+TEST_CASE("nn::Conv2d options: the weight's shape, its fans, the forward of ag::conv2d, its name and getters") {
+  Generator gen(131);
+  nn::Conv2d conv(nn::Conv2dOptions{.in_channels = 4, .out_channels = 6, .kernel = {3, 2}, .stride = {2, 1},
+                                    .padding = {1, 0}, .dilation = {2, 1}, .groups = 2, .gen = &gen,
+                                    .dtype = DType::f64});
+  CHECK(conv.weight().shape() == Shape({6, 2, 3, 2}));
+  CHECK(conv.bias().shape() == Shape({6}));
+  // Default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = C_in / groups kH kW = 12.
+  for (double v : conv.weight().to_vector()) CHECK(std::abs(v) <= 1.0 / std::sqrt(12.0));
+  Tensor x = random(Shape{2, 4, 9, 5}, gen);
+  CHECK(conv(x).to_vector() ==
+        conv2d(x, conv.weight(), conv.bias(), {2, 1}, {1, 0}, {2, 1}, 2).to_vector());
+  CHECK(conv.type_name() == "Conv2d(in=4, out=6, kernel=3x2, stride=2x1, padding=1x0, dilation=2x1, groups=2)");
+  CHECK(conv.options().groups == 2);
+  CHECK(conv.options().gen == nullptr);
+  CHECK_THROWS_WITH_AS((void)conv.kernel(), doctest::Contains("the kernel is 3x2, not square"), std::logic_error);
+  CHECK_THROWS_WITH_AS((void)conv.stride(), doctest::Contains("Conv2d(in=4, out=6"), std::logic_error);
+  CHECK_THROWS_AS((void)conv.padding(), std::logic_error);
+
+  // The square form: the same name and getters as before, the fast kernels.
+  nn::Conv2d square(2, 3, 3, 2, 1, nn::Init::default_uniform, false, &gen, DType::f64);
+  CHECK(square.type_name() == "Conv2d(in=2, out=3, kernel=3, stride=2, padding=1, bias=false)");
+  CHECK(square.kernel() == 3);
+  CHECK(square.stride() == 2);
+  CHECK(square.padding() == 1);
+  CHECK(square.options().kernel == Size2{3, 3});
+  Tensor x2 = random(Shape{1, 2, 7, 7}, gen);
+  CHECK(square(x2).to_vector() == conv2d(x2, square.weight(), Tensor(), 2, 1).to_vector());
+  // Depthwise with a channel multiplier.
+  nn::Conv2d depthwise(nn::Conv2dOptions{.in_channels = 3, .out_channels = 6, .kernel = {3, 3}, .padding = {1, 1},
+                                         .groups = 3, .bias = false, .gen = &gen, .dtype = DType::f64});
+  CHECK(depthwise.weight().shape() == Shape({6, 1, 3, 3}));
+  CHECK(depthwise(random(Shape{1, 3, 5, 5}, gen)).shape() == Shape({1, 6, 5, 5}));
+}
+
+TEST_CASE("nn::Conv2d options: gradcheck through the module, and errors") {
+  Generator gen(137);
+  nn::Conv2d conv(nn::Conv2dOptions{.in_channels = 2, .out_channels = 2, .kernel = {2, 3}, .stride = {1, 2},
+                                    .dilation = {2, 1}, .groups = 2, .gen = &gen, .dtype = DType::f64});
+  Tensor x = random(Shape{2, 2, 6, 7}, gen);
+  CHECK_GRADCHECK([&](const std::vector<Tensor>& in) {
+    return conv2d(in[0], in[1], in[2], {1, 2}, {0, 0}, {2, 1}, 2);
+  }, {x, conv.weight().detach(), conv.bias().detach()});
+  CHECK_THROWS_WITH_AS(nn::Conv2d(nn::Conv2dOptions{.in_channels = 3, .out_channels = 4, .kernel = {3, 3},
+                                                    .groups = 2}),
+                       doctest::Contains("Conv2d: in_channels 3 and out_channels 4 must be divisible by groups 2"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(nn::Conv2d(nn::Conv2dOptions{.in_channels = 2, .out_channels = 2, .kernel = {3, 0}}),
+                       doctest::Contains("Conv2d: channels, kernel, stride, dilation and groups must be positive"),
+                       std::invalid_argument);
+  CHECK_THROWS_AS(nn::Conv2d(nn::Conv2dOptions{.in_channels = 2, .out_channels = 2, .kernel = {3, 3},
+                                               .dilation = {1, 0}}),
+                  std::invalid_argument);
+  CHECK_THROWS_AS(nn::Conv2d(2, 2, 3, 0), std::invalid_argument);
 }
