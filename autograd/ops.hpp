@@ -178,7 +178,8 @@ using Size2 = std::array<std::size_t, 2>;
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, std::size_t stride = 1,
               std::size_t padding = 0);
 /// As torch.nn.functional.conv2d(x, w, b, stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), groups=g):
-///   y[n, o, i, j] = b[o] + sum_{c, p, q} w[o, c, p, q] x[n, (o / (C_out/g)) C_in/g + c, i sh + p dh - ph, j sw + q dw - pw]
+///   y[n, o, i, j] = b[o] + sum_{c, p, q} w[o, c, p, q] x[n, G C_in/g + c, i sh + p dh - ph, j sw + q dw - pw]
+/// where G = o / (C_out/g) is output channel o's group.
 /// x (N, C_in, H, W), weight (C_out, C_in / g, kH, kW) (C_in and C_out divisible by g; g = C_in is depthwise),
 /// H_out = (H + 2 ph - dh (kH - 1) - 1) / sh + 1, W_out likewise. Equal strides and paddings on both axes,
 /// dilation 1 and one group go to the fast kernels above; everything else to im2col + GEMM per group, whose

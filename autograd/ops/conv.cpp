@@ -10,6 +10,8 @@
 //   im2col  (stride > 1, padding >= kernel, large images): per image, cols[K x P] for a chunk of P output
 //           pixels, then W[Co x K] . cols (BLAS, transpose flags, beta = 1 to accumulate dw), chunks
 //           sized to stay in cache; dx through Wᵀ . dy into cols, then col2im (scatter-add).
+// Strides or paddings that differ per axis, dilation and groups take a third, general path (at the end of
+// the file): a dilated im2col per group + GEMM, with backward ops of its own.
 // All three ops are bilinear; each one's adjoints are the other two (G = the upstream gradient):
 //   y  = conv2d(x, w)             dx  = input_grad(G, w)      dw  = weight_grad(x, G)
 //   dx = input_grad(dy, w)        ddy = conv2d(G, w)          dw  = weight_grad(G, dy)
@@ -632,8 +634,9 @@ Tensor conv2d_weight_grad(const Tensor& x, const Tensor& dy, const Shape& w_shap
 
 // ---------------------------------------------------------------- the general path
 // Rectangular strides and paddings, dilation and groups (everything the fast kernels above do not take):
-// per image and group, cols[K x P] by a dilated im2col (K = C/g kH kW taps, P = Ho Wo outputs), then
-// W_g[O/g x K] . cols by BLAS. The same three bilinear ops as above, each one's adjoints the other two.
+// per image, group and cache-sized chunk of output rows, cols[K x P] by a dilated im2col (K = C/g kH kW taps,
+// P the chunk's outputs), then W_g[O/g x K] . cols by BLAS. The same three bilinear ops as above, each one's
+// adjoints the other two.
 
 /// Strides, paddings and dilations per direction (rows, columns), and the number of groups.
 struct Conv2dParams {
@@ -711,16 +714,17 @@ GeneralGeometry make_general_geometry(const char* op, const Shape& x, const Shap
   return g;
 }
 
-/// cols[(c, p, q)][i wo + j] = x[c, i sh + p dh - ph, j sw + q dw - pw] (0 outside) for the cig channels of
-/// one group of one image, `x` at the group's first channel.
+/// cols[(c, p, q)][(i - r0) wo + j] = x[c, i sh + p dh - ph, j sw + q dw - pw] (0 outside), output rows i in
+/// [r0, r1), for the cig channels of one group of one image, `x` at the group's first channel.
 template <class T>
-void im2col_dilated(const T* x, const GeneralGeometry& g, T* cols) {
+void im2col_dilated(const T* x, const GeneralGeometry& g, std::size_t r0, std::size_t r1, T* cols) {
+  std::size_t width = (r1 - r0) * g.wo;
   for (std::size_t c = 0; c < g.cig(); ++c) {
     const T* plane = x + c * g.in_plane();
     for (std::size_t p = 0; p < g.kh; ++p) {
       for (std::size_t q = 0; q < g.kw; ++q) {
-        T* out = cols + ((c * g.kh + p) * g.kw + q) * g.out_plane();
-        for (std::size_t i = 0; i < g.ho; ++i, out += g.wo) {
+        T* out = cols + ((c * g.kh + p) * g.kw + q) * width;
+        for (std::size_t i = r0; i < r1; ++i, out += g.wo) {
           std::size_t r = i * g.sh + p * g.dh;  // in the padded input
           if (r < g.ph || r - g.ph >= g.h) {
             std::fill_n(out, g.wo, T(0));
@@ -737,15 +741,16 @@ void im2col_dilated(const T* x, const GeneralGeometry& g, T* cols) {
   }
 }
 
-/// The adjoint of im2col_dilated: dx[c, i sh + p dh - ph, j sw + q dw - pw] += cols[(c, p, q)][i wo + j].
+/// The adjoint of im2col_dilated: dx[c, i sh + p dh - ph, j sw + q dw - pw] += cols[(c, p, q)][(i - r0) wo + j].
 template <class T>
-void col2im_dilated(const T* cols, const GeneralGeometry& g, T* dx) {
+void col2im_dilated(const T* cols, const GeneralGeometry& g, std::size_t r0, std::size_t r1, T* dx) {
+  std::size_t width = (r1 - r0) * g.wo;
   for (std::size_t c = 0; c < g.cig(); ++c) {
     T* plane = dx + c * g.in_plane();
     for (std::size_t p = 0; p < g.kh; ++p) {
       for (std::size_t q = 0; q < g.kw; ++q) {
-        const T* in = cols + ((c * g.kh + p) * g.kw + q) * g.out_plane();
-        for (std::size_t i = 0; i < g.ho; ++i, in += g.wo) {
+        const T* in = cols + ((c * g.kh + p) * g.kw + q) * width;
+        for (std::size_t i = r0; i < r1; ++i, in += g.wo) {
           std::size_t r = i * g.sh + p * g.dh;
           if (r < g.ph || r - g.ph >= g.h) continue;
           T* dst = plane + (r - g.ph) * g.w;
@@ -759,19 +764,38 @@ void col2im_dilated(const T* cols, const GeneralGeometry& g, T* dx) {
   }
 }
 
-/// Calls f(x_group, y_group, group) for every (image, group), x_group at the group's first input channel and
-/// y_group at its first output channel.
+/// Output rows per chunk: cols[K x rows Wo] of about 64k elements (as chunk_rows above), at least one row.
+std::size_t general_chunk_rows(const GeneralGeometry& g) {
+  constexpr std::size_t budget = 1 << 16;
+  return std::clamp<std::size_t>(budget / std::max<std::size_t>(1, g.taps() * g.wo), 1, g.ho);
+}
+
+/// Calls f(x_group, y_chunk, group, r0, r1, width) for every image, group and chunk of output rows [r0, r1):
+/// x_group at the group's first input channel, y_chunk at row r0 of the group's first output channel (rows of
+/// the group's channels out_plane apart), width = (r1 - r0) wo. The columns' size: taps() x rows x wo (checked
+/// by make_general_geometry, rows <= ho).
 template <class X, class Y, class F>
-void for_each_group(const GeneralGeometry& g, X* x, Y* y, F&& f) {
+void for_each_chunk(const GeneralGeometry& g, X* x, Y* y, F&& f) {
+  std::size_t rows = general_chunk_rows(g);
   for (std::size_t img = 0; img < g.n; ++img) {
     for (std::size_t grp = 0; grp < g.groups; ++grp) {
-      f(x + (img * g.ci + grp * g.cig()) * g.in_plane(), y + (img * g.co + grp * g.cog()) * g.out_plane(), grp);
+      X* xg = x + (img * g.ci + grp * g.cig()) * g.in_plane();
+      Y* yg = y + (img * g.co + grp * g.cog()) * g.out_plane();
+      for (std::size_t r0 = 0; r0 < g.ho; r0 += rows) {
+        std::size_t r1 = std::min(g.ho, r0 + rows);
+        f(xg, yg + r0 * g.wo, grp, r0, r1, (r1 - r0) * g.wo);
+      }
     }
   }
 }
 
 /// Whether a GEMM has anything to multiply: an empty group, kernel or output plane leaves the zero (or bias) fill.
 bool gemm_nonempty(const GeneralGeometry& g) { return g.taps() > 0 && g.cog() > 0 && g.out_plane() > 0; }
+
+template <class T>
+T* general_cols(const GeneralGeometry& g) {
+  return sized(scratch<T>().cols, g.taps() * general_chunk_rows(g) * g.wo);
+}
 
 Tensor general_forward_kernel(const Tensor& x, const Tensor& weight, const Tensor& bias, const GeneralGeometry& g) {
   Tensor y = detail::make_tensor(g.y_shape(), x.dtype(), "conv2d");
@@ -780,13 +804,14 @@ Tensor general_forward_kernel(const Tensor& x, const Tensor& weight, const Tenso
     const T* pb = bias.defined() ? bias.data<T>() : nullptr;
     for (std::size_t i = 0; i < y.numel(); ++i) py[i] = pb ? pb[(i / g.out_plane()) % g.co] : T(0);
     if (y.numel() == 0 || !gemm_nonempty(g)) return;
-    T* cols = sized(scratch<T>().cols, g.taps() * g.out_plane());
+    T* cols = general_cols<T>(g);
     const T* pw = weight.data<T>();
-    for_each_group(g, x.data<T>(), py, [&](const T* xg, T* yg, std::size_t grp) {
-      im2col_dilated(xg, g, cols);
-      // y_g[O/g x P] += W_g[O/g x K] . cols[K x P]
-      detail::gemm(false, false, g.cog(), g.out_plane(), g.taps(), T(1), pw + grp * g.cog() * g.taps(), g.taps(),
-                   cols, g.out_plane(), T(1), yg, g.out_plane());
+    for_each_chunk(g, x.data<T>(), py, [&](const T* xg, T* yc, std::size_t grp, std::size_t r0, std::size_t r1,
+                                           std::size_t width) {
+      im2col_dilated(xg, g, r0, r1, cols);
+      // y_g[O/g x width] += W_g[O/g x K] . cols[K x width]
+      detail::gemm(false, false, g.cog(), width, g.taps(), T(1), pw + grp * g.cog() * g.taps(), g.taps(), cols, width,
+                   T(1), yc, g.out_plane());
     });
   });
   return y;
@@ -797,13 +822,14 @@ Tensor general_input_grad_kernel(const Tensor& dy, const Tensor& weight, const G
   dx.fill_(0.0);
   dispatch(dy.dtype(), [&]<class T>() {
     if (dx.numel() == 0 || !gemm_nonempty(g)) return;
-    T* cols = sized(scratch<T>().cols, g.taps() * g.out_plane());
+    T* cols = general_cols<T>(g);
     const T* pw = weight.data<T>();
-    for_each_group(g, dx.data<T>(), dy.data<T>(), [&](T* dxg, const T* dyg, std::size_t grp) {
-      // cols[K x P] = W_g[O/g x K]^T . dy_g[O/g x P], scattered back onto the group's planes.
-      detail::gemm(true, false, g.taps(), g.out_plane(), g.cog(), T(1), pw + grp * g.cog() * g.taps(), g.taps(), dyg,
-                   g.out_plane(), T(0), cols, g.out_plane());
-      col2im_dilated(cols, g, dxg);
+    for_each_chunk(g, dx.data<T>(), dy.data<T>(), [&](T* dxg, const T* dyc, std::size_t grp, std::size_t r0,
+                                                      std::size_t r1, std::size_t width) {
+      // cols[K x width] = W_g[O/g x K]^T . dy_g[O/g x width], scattered back onto the group's planes.
+      detail::gemm(true, false, g.taps(), width, g.cog(), T(1), pw + grp * g.cog() * g.taps(), g.taps(), dyc,
+                   g.out_plane(), T(0), cols, width);
+      col2im_dilated(cols, g, r0, r1, dxg);
     });
   });
   return dx;
@@ -814,12 +840,13 @@ Tensor general_weight_grad_kernel(const Tensor& x, const Tensor& dy, const Gener
   dw.fill_(0.0);
   dispatch(x.dtype(), [&]<class T>() {
     if (dw.numel() == 0 || g.n == 0 || !gemm_nonempty(g)) return;
-    T* cols = sized(scratch<T>().cols, g.taps() * g.out_plane());
+    T* cols = general_cols<T>(g);
     T* pdw = dw.data<T>();
-    for_each_group(g, x.data<T>(), dy.data<T>(), [&](const T* xg, const T* dyg, std::size_t grp) {
-      im2col_dilated(xg, g, cols);
-      // dW_g[O/g x K] += dy_g[O/g x P] . cols[K x P]^T
-      detail::gemm(false, true, g.cog(), g.taps(), g.out_plane(), T(1), dyg, g.out_plane(), cols, g.out_plane(), T(1),
+    for_each_chunk(g, x.data<T>(), dy.data<T>(), [&](const T* xg, const T* dyc, std::size_t grp, std::size_t r0,
+                                                     std::size_t r1, std::size_t width) {
+      im2col_dilated(xg, g, r0, r1, cols);
+      // dW_g[O/g x K] += dy_g[O/g x width] . cols[K x width]^T
+      detail::gemm(false, true, g.cog(), g.taps(), width, T(1), dyc, g.out_plane(), cols, width, T(1),
                    pdw + grp * g.cog() * g.taps(), g.taps());
     });
   });
