@@ -72,6 +72,14 @@ Tensor forward(const char* op, nn::Sequential& model, const std::string& prefix,
       a = run_site(sites.back(), a);
     } else if (auto* conv = dynamic_cast<nn::Conv2d*>(child.get())) {
       check_rank(op, path, *conv, a, 4, "(B, C, H, W)");
+      const nn::Conv2dOptions& o = conv->options();
+      if (o.groups != 1 || o.dilation != ag::Size2{1, 1} || o.kernel[0] != o.kernel[1] || o.stride[0] != o.stride[1] ||
+          o.padding[0] != o.padding[1]) {
+        throw std::invalid_argument(fmt::format(
+            "{}: module '{}' ({}) is not supported: per-sample gradients take Conv2d layers with a square kernel, "
+            "one stride and one padding for both axes, dilation 1 and one group",
+            op, path, conv->type_name()));
+      }
       sites.push_back(Site{path + ".", true, conv->weight(), conv->bias(), conv->stride(), conv->padding(), {}, {}});
       a = run_site(sites.back(), a);
     } else if (per_sample_module(*child)) {

@@ -168,6 +168,8 @@ Tensor reshape(const Tensor& x, const Shape& shape);
 Tensor flatten(const Tensor& x, std::size_t start_axis = 1);
 
 // ---------------------------------------------------------------- convolution and pooling (NCHW)
+/// (height, width) of a window, stride, padding or output size.
+using Size2 = std::array<std::size_t, 2>;
 /// Cross-correlation, as in every framework's "convolution":
 ///   y[n, o, i, j] = b[o] + sum_{c, p, q} w[o, c, p, q] x[n, c, i*stride + p - pad, j*stride + q - pad]
 /// x (N, C_in, H, W), weight (C_out, C_in, kH, kW), bias (C_out) or undefined; y (N, C_out, H_out, W_out)
@@ -175,6 +177,15 @@ Tensor flatten(const Tensor& x, std::size_t start_axis = 1);
 /// full convolution of dL/dy with the flipped kernel; dL/db sums dL/dy over N, H_out, W_out.
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, std::size_t stride = 1,
               std::size_t padding = 0);
+/// As torch.nn.functional.conv2d(x, w, b, stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), groups=g):
+///   y[n, o, i, j] = b[o] + sum_{c, p, q} w[o, c, p, q] x[n, G C_in/g + c, i sh + p dh - ph, j sw + q dw - pw]
+/// where G = o / (C_out/g) is output channel o's group.
+/// x (N, C_in, H, W), weight (C_out, C_in / g, kH, kW) (C_in and C_out divisible by g; g = C_in is depthwise),
+/// H_out = (H + 2 ph - dh (kH - 1) - 1) / sh + 1, W_out likewise. Equal strides and paddings on both axes,
+/// dilation 1 and one group go to the fast kernels above; everything else to im2col + GEMM per group, whose
+/// backward ops (dx, dw: the same correlations with the dilation and groups) differentiate each other, to any order.
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Size2 stride, Size2 padding,
+              Size2 dilation = {1, 1}, std::size_t groups = 1);
 /// Max over kernel x kernel windows moved by `stride` (0 means stride = kernel); x (N, C, H, W).
 /// The backward routes each gradient to the element that was the maximum (argmax saved by forward): the first
 /// maximum of the window in row-major order, or, if the window holds a NaN, the last NaN (as PyTorch).
@@ -286,8 +297,6 @@ Tensor le(const Tensor& a, double s);
 Tensor gt(const Tensor& a, double s);
 Tensor ge(const Tensor& a, double s);
 
-/// (height, width) of a window, stride, padding or output size.
-using Size2 = std::array<std::size_t, 2>;
 /// max_pool2d with a kernel, stride (0 = the kernel's) and padding per direction.
 Tensor max_pool2d(const Tensor& x, Size2 kernel, Size2 stride, Size2 padding = {0, 0});
 /// Mean over kh x kw windows moved by `stride` (0 = the kernel's), x (N, C, H, W) zero-padded by `padding` (at

@@ -49,31 +49,74 @@ std::string Linear::type_name() const {
 
 Conv2d::Conv2d(std::size_t in_channels, std::size_t out_channels, std::size_t kernel, std::size_t stride,
                std::size_t padding, Init init, bool bias, ag::Generator* gen, ag::DType dtype)
-    : in_channels_(in_channels), out_channels_(out_channels), kernel_(kernel), stride_(stride), padding_(padding) {
-  if (in_channels == 0 || out_channels == 0 || kernel == 0 || stride == 0) {
-    throw std::invalid_argument(fmt::format("Conv2d: channels, kernel and stride must be positive ({}, {}, {}, {})",
-                                            in_channels, out_channels, kernel, stride));
+    : Conv2d(Conv2dOptions{.in_channels = in_channels,
+                           .out_channels = out_channels,
+                           .kernel = {kernel, kernel},
+                           .stride = {stride, stride},
+                           .padding = {padding, padding},
+                           .bias = bias,
+                           .init = init,
+                           .gen = gen,
+                           .dtype = dtype}) {}
+
+Conv2d::Conv2d(const Conv2dOptions& options) : options_(options) {
+  const Conv2dOptions& o = options;
+  options_.gen = nullptr;
+  if (o.in_channels == 0 || o.out_channels == 0 || o.kernel[0] == 0 || o.kernel[1] == 0 || o.stride[0] == 0 ||
+      o.stride[1] == 0 || o.dilation[0] == 0 || o.dilation[1] == 0 || o.groups == 0) {
+    throw std::invalid_argument(fmt::format(
+        "Conv2d: channels, kernel, stride, dilation and groups must be positive ({}, {}, {}x{}, {}x{}, {}x{}, {})",
+        o.in_channels, o.out_channels, o.kernel[0], o.kernel[1], o.stride[0], o.stride[1], o.dilation[0],
+        o.dilation[1], o.groups));
   }
-  std::size_t fan_in = in_channels * kernel * kernel, fan_out = out_channels * kernel * kernel;
-  weight_ = ag::Tensor::empty(ag::Shape{out_channels, in_channels, kernel, kernel}, dtype);
-  init_weight(weight_, init, pick(gen), fan_in, fan_out);
+  if (o.in_channels % o.groups != 0 || o.out_channels % o.groups != 0) {
+    throw std::invalid_argument(fmt::format("Conv2d: in_channels {} and out_channels {} must be divisible by groups {}",
+                                            o.in_channels, o.out_channels, o.groups));
+  }
+  std::size_t taps = o.kernel[0] * o.kernel[1];
+  std::size_t fan_in = o.in_channels / o.groups * taps, fan_out = o.out_channels * taps;
+  weight_ = ag::Tensor::empty(ag::Shape{o.out_channels, o.in_channels / o.groups, o.kernel[0], o.kernel[1]}, o.dtype);
+  init_weight(weight_, o.init, pick(o.gen), fan_in, fan_out);
   register_parameter("weight", weight_);
-  if (bias) {
-    bias_ = ag::Tensor::empty(ag::Shape{out_channels}, dtype);
-    init_bias(bias_, init, pick(gen), fan_in);
+  if (o.bias) {
+    bias_ = ag::Tensor::empty(ag::Shape{o.out_channels}, o.dtype);
+    init_bias(bias_, o.init, pick(o.gen), fan_in);
     register_parameter("bias", bias_);
   }
 }
 
 ag::Tensor Conv2d::forward(const ag::Tensor& x) {
   check_rank("Conv2d", x, 4, "(N, C, H, W)");
-  return ag::conv2d(x, weight_, bias_, stride_, padding_);
+  const Conv2dOptions& o = options_;
+  return ag::conv2d(x, weight_, bias_, o.stride, o.padding, o.dilation, o.groups);
 }
 
+namespace {
+/// "3" for {3, 3}, "3x5" otherwise.
+std::string size2_str(ag::Size2 s) { return s[0] == s[1] ? fmt::format("{}", s[0]) : fmt::format("{}x{}", s[0], s[1]); }
+}  // namespace
+
 std::string Conv2d::type_name() const {
-  return fmt::format("Conv2d(in={}, out={}, kernel={}, stride={}, padding={}{})", in_channels_, out_channels_,
-                     kernel_, stride_, padding_, bias_.defined() ? "" : ", bias=false");
+  const Conv2dOptions& o = options_;
+  return fmt::format("Conv2d(in={}, out={}, kernel={}, stride={}, padding={}{}{}{})", o.in_channels, o.out_channels,
+                     size2_str(o.kernel), size2_str(o.stride), size2_str(o.padding),
+                     o.dilation == ag::Size2{1, 1} ? "" : ", dilation=" + size2_str(o.dilation),
+                     o.groups == 1 ? "" : fmt::format(", groups={}", o.groups), bias_.defined() ? "" : ", bias=false");
 }
+
+namespace {
+std::size_t square(const Conv2d& conv, const char* what, ag::Size2 s) {
+  if (s[0] != s[1]) {
+    throw std::logic_error(fmt::format("{}: the {} is {}x{}, not square: read options().{}", conv.type_name(), what,
+                                       s[0], s[1], what));
+  }
+  return s[0];
+}
+}  // namespace
+
+std::size_t Conv2d::kernel() const { return square(*this, "kernel", options_.kernel); }
+std::size_t Conv2d::stride() const { return square(*this, "stride", options_.stride); }
+std::size_t Conv2d::padding() const { return square(*this, "padding", options_.padding); }
 
 // ---------------------------------------------------------------- pooling, activations, shape
 

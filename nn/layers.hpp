@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "autograd/ops.hpp"
 #include "autograd/tensor.hpp"
 #include "nn/init.hpp"
 #include "nn/module.hpp"
@@ -29,24 +30,47 @@ class Linear : public Module {
   ag::Tensor weight_, bias_;
 };
 
-/// 2-D convolution (cross-correlation), NCHW, square kernel; weight (C_out, C_in, k, k), bias (C_out).
+/// Conv2d's settings, per direction (rows, columns) as ag::conv2d's Size2 overload takes them: weight
+/// (out_channels, in_channels / groups, kernel[0], kernel[1]); both channel counts divisible by groups.
+struct Conv2dOptions {
+  std::size_t in_channels = 0, out_channels = 0;
+  ag::Size2 kernel{0, 0};
+  ag::Size2 stride{1, 1};
+  ag::Size2 padding{0, 0};
+  ag::Size2 dilation{1, 1};
+  std::size_t groups = 1;
+  bool bias = true;
+  Init init = Init::default_uniform;
+  ag::Generator* gen = nullptr;
+  ag::DType dtype = ag::DType::f32;
+};
+
+/// 2-D convolution (cross-correlation), NCHW; weight (C_out, C_in / groups, kH, kW), bias (C_out). The first
+/// constructor is the square form (kernel k x k, one stride and padding for both axes, no dilation, one group);
+/// the options form takes everything ag::conv2d does. The initialisers' fans are those of PyTorch:
+/// fan_in = C_in / groups kH kW, fan_out = C_out kH kW.
 class Conv2d : public Module {
  public:
   Conv2d(std::size_t in_channels, std::size_t out_channels, std::size_t kernel, std::size_t stride = 1,
          std::size_t padding = 0, Init init = Init::default_uniform, bool bias = true, ag::Generator* gen = nullptr,
          ag::DType dtype = ag::DType::f32);
+  explicit Conv2d(const Conv2dOptions& options);
   ag::Tensor forward(const ag::Tensor& x) override;
   std::string type_name() const override;
   /// Handles to the registered parameters (shared storage: write through them in place, e.g. with an
   /// initialiser; the bias is undefined without one).
   ag::Tensor weight() const { return weight_; }
   ag::Tensor bias() const { return bias_; }
-  std::size_t kernel() const { return kernel_; }
-  std::size_t stride() const { return stride_; }
-  std::size_t padding() const { return padding_; }
+  /// The settings, every direction (gen is not kept: null).
+  const Conv2dOptions& options() const { return options_; }
+  /// The square settings; each throws std::logic_error, naming the module, if its two directions differ
+  /// (read options() then).
+  std::size_t kernel() const;
+  std::size_t stride() const;
+  std::size_t padding() const;
 
  private:
-  std::size_t in_channels_, out_channels_, kernel_, stride_, padding_;
+  Conv2dOptions options_;
   ag::Tensor weight_, bias_;
 };
 

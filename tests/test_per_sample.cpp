@@ -360,3 +360,28 @@ TEST_CASE("per-sample errors name what is wrong") {
   CHECK_THROWS_WITH_AS(analysis::noise_scale(-1.0, 4, 0.5, 8), doctest::Contains("finite and non-negative"),
                        std::invalid_argument);
 }
+
+TEST_CASE("per-sample gradients refuse Conv2d layers with groups, dilation or settings that differ per axis") {
+  ag::Generator gen(19);
+  Tensor images = Tensor::randn(ag::Shape{3, 2, 6, 6}, gen, 0.0, 1.0, DType::f64);
+  std::vector<std::int32_t> labels = random_labels(3, 3, gen);
+  nn::Conv2dOptions base{.in_channels = 2, .out_channels = 2, .kernel = {3, 3}, .gen = &gen, .dtype = DType::f64};
+  std::vector<nn::Conv2dOptions> refused(5, base);
+  refused[0].groups = 2;
+  refused[1].dilation = {2, 2};
+  refused[2].kernel = {3, 2};
+  refused[3].stride = {1, 2};
+  refused[4].padding = {1, 0};
+  for (const nn::Conv2dOptions& o : refused) {
+    nn::Sequential net{std::make_shared<nn::Conv2d>(o), std::make_shared<nn::Flatten>(),
+                       std::make_shared<nn::Linear>(2 * 16, 3, nn::Init::default_uniform, true, &gen, DType::f64)};
+    CAPTURE(net.children()[0].second->type_name());
+    // Shapes aside (the Linear may not fit), the Conv2d is refused first, by name.
+    CHECK_THROWS_WITH_AS(analysis::per_sample_gradients(net, images, labels),
+                         doctest::Contains("module '0' (Conv2d(in=2, out=2"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS(analysis::per_sample_sq_norms(net, images, labels),
+                         doctest::Contains("per-sample gradients take Conv2d layers with a square kernel"),
+                         std::invalid_argument);
+    CHECK(ag::tape_size() == 0);
+  }
+}

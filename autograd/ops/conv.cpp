@@ -10,6 +10,8 @@
 //   im2col  (stride > 1, padding >= kernel, large images): per image, cols[K x P] for a chunk of P output
 //           pixels, then W[Co x K] . cols (BLAS, transpose flags, beta = 1 to accumulate dw), chunks
 //           sized to stay in cache; dx through Wᵀ . dy into cols, then col2im (scatter-add).
+// Strides or paddings that differ per axis, dilation and groups take a third, general path (at the end of
+// the file): a dilated im2col per group + GEMM, with backward ops of its own.
 // All three ops are bilinear; each one's adjoints are the other two (G = the upstream gradient):
 //   y  = conv2d(x, w)             dx  = input_grad(G, w)      dw  = weight_grad(x, G)
 //   dx = input_grad(dy, w)        ddy = conv2d(G, w)          dw  = weight_grad(G, dy)
@@ -22,6 +24,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "autograd/blas.hpp"
+#include "autograd/detail/conv.hpp"
 #include "autograd/detail/xt.hpp"
 #include "autograd/ops.hpp"
 
@@ -588,10 +591,9 @@ Tensor bias_grad_kernel(const Tensor& dy, const ConvGeometry& g) {
 
 // ---------------------------------------------------------------- the two backward ops
 
-void check_grad_shape(const char* op, const Tensor& dy, const ConvGeometry& g) {
-  if (!(dy.shape() == g.y_shape())) {
-    fail(op, "output gradient {} does not match the convolution's output shape {}", dy.describe(),
-         g.y_shape().str());
+void check_grad_shape(const char* op, const Tensor& dy, const Shape& y_shape) {
+  if (!(dy.shape() == y_shape)) {
+    fail(op, "output gradient {} does not match the convolution's output shape {}", dy.describe(), y_shape.str());
   }
 }
 
@@ -603,7 +605,7 @@ Tensor conv2d_input_grad(const Tensor& dy, const Tensor& weight, const Shape& x_
                          std::size_t pad) {
   detail::check_binary("conv2d_input_grad", dy, weight);
   ConvGeometry g = make_geometry("conv2d_input_grad", x_shape, weight.shape(), stride, pad);
-  check_grad_shape("conv2d_input_grad", dy, g);
+  check_grad_shape("conv2d_input_grad", dy, g.y_shape());
   Tensor dx = input_grad_kernel(dy, weight, g);
   return record("conv2d_input_grad", dx, {dy, weight}, [dy, weight, stride, pad](const Tensor& gx, NeedsGrad needs) {
     // <G, input_grad(dy, w)> = <conv2d(G, w), dy> = <weight_grad(G, dy), w>.
@@ -619,7 +621,7 @@ Tensor conv2d_weight_grad(const Tensor& x, const Tensor& dy, const Shape& w_shap
                           std::size_t pad) {
   detail::check_binary("conv2d_weight_grad", x, dy);
   ConvGeometry g = make_geometry("conv2d_weight_grad", x.shape(), w_shape, stride, pad);
-  check_grad_shape("conv2d_weight_grad", dy, g);
+  check_grad_shape("conv2d_weight_grad", dy, g.y_shape());
   Tensor dw = weight_grad_kernel(x, dy, g);
   return record("conv2d_weight_grad", dw, {x, dy}, [x, dy, stride, pad](const Tensor& gw, NeedsGrad needs) {
     // <G, weight_grad(x, dy)> = <conv2d(x, G), dy> = <input_grad(dy, G), x>.
@@ -630,21 +632,293 @@ Tensor conv2d_weight_grad(const Tensor& x, const Tensor& dy, const Shape& w_shap
   });
 }
 
+// ---------------------------------------------------------------- the general path
+// Rectangular strides and paddings, dilation and groups (everything the fast kernels above do not take):
+// per image, group and cache-sized chunk of output rows, cols[K x P] by a dilated im2col (K = C/g kH kW taps,
+// P the chunk's outputs), then W_g[O/g x K] . cols by BLAS. The same three bilinear ops as above, each one's
+// adjoints the other two.
+
+/// Strides, paddings and dilations per direction (rows, columns), and the number of groups.
+struct Conv2dParams {
+  Size2 stride, padding, dilation;
+  std::size_t groups;
+};
+
+struct GeneralGeometry {
+  std::size_t n, ci, h, w;      // input
+  std::size_t co, kh, kw;       // kernel
+  std::size_t sh, sw, ph, pw, dh, dw, groups;
+  std::size_t ho, wo;           // output
+  std::size_t cig() const { return ci / groups; }
+  std::size_t cog() const { return co / groups; }
+  std::size_t taps() const { return cig() * kh * kw; }  // per group
+  std::size_t in_plane() const { return h * w; }
+  std::size_t out_plane() const { return ho * wo; }
+  Shape x_shape() const { return Shape{n, ci, h, w}; }
+  Shape w_shape() const { return Shape{co, cig(), kh, kw}; }
+  Shape y_shape() const { return Shape{n, co, ho, wo}; }
+};
+
+/// Validates an (input shape, weight shape) pair under `p` and derives the output extents; every sum and
+/// product of the output-size formula is overflow-checked; errors name `op` and both shapes.
+GeneralGeometry make_general_geometry(const char* op, const Shape& x, const Shape& w, const Conv2dParams& p) {
+  if (x.rank() != 4) fail(op, "input must be 4-D (N, C, H, W), got {}", x.str());
+  if (w.rank() != 4) fail(op, "weight must be 4-D (C_out, C_in / groups, kH, kW), got {}", w.str());
+  if (p.groups == 0) fail(op, "groups must be positive (input {}, weight {})", x.str(), w.str());
+  if (x[1] % p.groups != 0 || w[0] % p.groups != 0) {
+    fail(op, "input channels {} and output channels {} must both be divisible by groups {} (input {}, weight {})",
+         x[1], w[0], p.groups, x.str(), w.str());
+  }
+  if (x[1] / p.groups != w[1]) {
+    fail(op, "input {} has {} channels, {} per group of {}, but weight {} expects {}", x.str(), x[1],
+         x[1] / p.groups, p.groups, w.str(), w[1]);
+  }
+  if (w[2] == 0 || w[3] == 0) fail(op, "empty kernel in weight {}", w.str());
+  GeneralGeometry g{};
+  g.n = x[0], g.ci = x[1], g.h = x[2], g.w = x[3], g.co = w[0], g.kh = w[2], g.kw = w[3], g.groups = p.groups;
+  std::size_t hp = 0, wp = 0;
+  for (std::size_t d : {0, 1}) {
+    if (p.stride[d] == 0 || p.dilation[d] == 0) {
+      fail(op, "stride {}x{} and dilation {}x{} must be positive (input {}, weight {})", p.stride[0], p.stride[1],
+           p.dilation[0], p.dilation[1], x.str(), w.str());
+    }
+    if (p.stride[d] >= kMaxPadOrStride || p.padding[d] >= kMaxPadOrStride || p.dilation[d] >= kMaxPadOrStride) {
+      fail(op, "padding {}x{}, stride {}x{} and dilation {}x{} must be below 2^62 (input {}, weight {})", p.padding[0],
+           p.padding[1], p.stride[0], p.stride[1], p.dilation[0], p.dilation[1], x.str(), w.str());
+    }
+    // The dilated kernel spans dilation (k - 1) + 1 input positions; the padded input, extent + 2 padding.
+    std::size_t k = w[2 + d], span = 0, padded = 0;
+    if (__builtin_mul_overflow(p.dilation[d], k - 1, &span) || __builtin_add_overflow(span, 1, &span) ||
+        __builtin_add_overflow(x[2 + d], 2 * p.padding[d], &padded)) {
+      fail(op, "kernel {}x{} dilated by {}x{} or input {} padded by {}x{} overflows 64 bits (weight {})", w[2], w[3],
+           p.dilation[0], p.dilation[1], x.str(), p.padding[0], p.padding[1], w.str());
+    }
+    if (span > padded) {
+      fail(op, "kernel {}x{} of weight {} dilated by {}x{} spans {} {}, more than the padded input's {} (input {}, "
+           "padding {}x{})", w[2], w[3], w.str(), p.dilation[0], p.dilation[1], span, d == 0 ? "rows" : "columns",
+           padded, x.str(), p.padding[0], p.padding[1]);
+    }
+    (d == 0 ? g.ho : g.wo) = (padded - span) / p.stride[d] + 1;
+    (d == 0 ? hp : wp) = padded;
+  }
+  g.sh = p.stride[0], g.sw = p.stride[1], g.ph = p.padding[0], g.pw = p.padding[1];
+  g.dh = p.dilation[0], g.dw = p.dilation[1];
+  if (!g.y_shape().checked_numel()) {
+    fail(op, "output {} of input {}, weight {}, stride {}x{}, padding {}x{}, dilation {}x{} has more elements than "
+         "64 bits count", g.y_shape().str(), x.str(), w.str(), g.sh, g.sw, g.ph, g.pw, g.dh, g.dw);
+  }
+  if (!Shape{g.taps(), g.out_plane()}.checked_numel()) {
+    fail(op, "im2col columns of {} x {} elements overflow 64 bits (input {}, weight {})", g.taps(), g.out_plane(),
+         x.str(), w.str());
+  }
+  return g;
+}
+
+/// cols[(c, p, q)][(i - r0) wo + j] = x[c, i sh + p dh - ph, j sw + q dw - pw] (0 outside), output rows i in
+/// [r0, r1), for the cig channels of one group of one image, `x` at the group's first channel.
+template <class T>
+void im2col_dilated(const T* x, const GeneralGeometry& g, std::size_t r0, std::size_t r1, T* cols) {
+  std::size_t width = (r1 - r0) * g.wo;
+  for (std::size_t c = 0; c < g.cig(); ++c) {
+    const T* plane = x + c * g.in_plane();
+    for (std::size_t p = 0; p < g.kh; ++p) {
+      for (std::size_t q = 0; q < g.kw; ++q) {
+        T* out = cols + ((c * g.kh + p) * g.kw + q) * width;
+        for (std::size_t i = r0; i < r1; ++i, out += g.wo) {
+          std::size_t r = i * g.sh + p * g.dh;  // in the padded input
+          if (r < g.ph || r - g.ph >= g.h) {
+            std::fill_n(out, g.wo, T(0));
+            continue;
+          }
+          const T* src = plane + (r - g.ph) * g.w;
+          for (std::size_t j = 0; j < g.wo; ++j) {
+            std::size_t s = j * g.sw + q * g.dw;
+            out[j] = s < g.pw || s - g.pw >= g.w ? T(0) : src[s - g.pw];
+          }
+        }
+      }
+    }
+  }
+}
+
+/// The adjoint of im2col_dilated: dx[c, i sh + p dh - ph, j sw + q dw - pw] += cols[(c, p, q)][(i - r0) wo + j].
+template <class T>
+void col2im_dilated(const T* cols, const GeneralGeometry& g, std::size_t r0, std::size_t r1, T* dx) {
+  std::size_t width = (r1 - r0) * g.wo;
+  for (std::size_t c = 0; c < g.cig(); ++c) {
+    T* plane = dx + c * g.in_plane();
+    for (std::size_t p = 0; p < g.kh; ++p) {
+      for (std::size_t q = 0; q < g.kw; ++q) {
+        const T* in = cols + ((c * g.kh + p) * g.kw + q) * width;
+        for (std::size_t i = r0; i < r1; ++i, in += g.wo) {
+          std::size_t r = i * g.sh + p * g.dh;
+          if (r < g.ph || r - g.ph >= g.h) continue;
+          T* dst = plane + (r - g.ph) * g.w;
+          for (std::size_t j = 0; j < g.wo; ++j) {
+            std::size_t s = j * g.sw + q * g.dw;
+            if (s >= g.pw && s - g.pw < g.w) dst[s - g.pw] += in[j];
+          }
+        }
+      }
+    }
+  }
+}
+
+/// Output rows per chunk: cols[K x rows Wo] of about 64k elements (as chunk_rows above), at least one row.
+std::size_t general_chunk_rows(const GeneralGeometry& g) {
+  constexpr std::size_t budget = 1 << 16;
+  return std::clamp<std::size_t>(budget / std::max<std::size_t>(1, g.taps() * g.wo), 1, g.ho);
+}
+
+/// Calls f(x_group, y_chunk, group, r0, r1, width) for every image, group and chunk of output rows [r0, r1):
+/// x_group at the group's first input channel, y_chunk at row r0 of the group's first output channel (rows of
+/// the group's channels out_plane apart), width = (r1 - r0) wo. The columns' size: taps() x rows x wo (checked
+/// by make_general_geometry, rows <= ho).
+template <class X, class Y, class F>
+void for_each_chunk(const GeneralGeometry& g, X* x, Y* y, F&& f) {
+  std::size_t rows = general_chunk_rows(g);
+  for (std::size_t img = 0; img < g.n; ++img) {
+    for (std::size_t grp = 0; grp < g.groups; ++grp) {
+      X* xg = x + (img * g.ci + grp * g.cig()) * g.in_plane();
+      Y* yg = y + (img * g.co + grp * g.cog()) * g.out_plane();
+      for (std::size_t r0 = 0; r0 < g.ho; r0 += rows) {
+        std::size_t r1 = std::min(g.ho, r0 + rows);
+        f(xg, yg + r0 * g.wo, grp, r0, r1, (r1 - r0) * g.wo);
+      }
+    }
+  }
+}
+
+/// Whether a GEMM has anything to multiply: an empty group, kernel or output plane leaves the zero (or bias) fill.
+bool gemm_nonempty(const GeneralGeometry& g) { return g.taps() > 0 && g.cog() > 0 && g.out_plane() > 0; }
+
+template <class T>
+T* general_cols(const GeneralGeometry& g) {
+  return sized(scratch<T>().cols, g.taps() * general_chunk_rows(g) * g.wo);
+}
+
+Tensor general_forward_kernel(const Tensor& x, const Tensor& weight, const Tensor& bias, const GeneralGeometry& g) {
+  Tensor y = detail::make_tensor(g.y_shape(), x.dtype(), "conv2d");
+  dispatch(x.dtype(), [&]<class T>() {
+    T* py = y.data<T>();
+    const T* pb = bias.defined() ? bias.data<T>() : nullptr;
+    for (std::size_t i = 0; i < y.numel(); ++i) py[i] = pb ? pb[(i / g.out_plane()) % g.co] : T(0);
+    if (y.numel() == 0 || !gemm_nonempty(g)) return;
+    T* cols = general_cols<T>(g);
+    const T* pw = weight.data<T>();
+    for_each_chunk(g, x.data<T>(), py, [&](const T* xg, T* yc, std::size_t grp, std::size_t r0, std::size_t r1,
+                                           std::size_t width) {
+      im2col_dilated(xg, g, r0, r1, cols);
+      // y_g[O/g x width] += W_g[O/g x K] . cols[K x width]
+      detail::gemm(false, false, g.cog(), width, g.taps(), T(1), pw + grp * g.cog() * g.taps(), g.taps(), cols, width,
+                   T(1), yc, g.out_plane());
+    });
+  });
+  return y;
+}
+
+Tensor general_input_grad_kernel(const Tensor& dy, const Tensor& weight, const GeneralGeometry& g) {
+  Tensor dx = detail::make_tensor(g.x_shape(), dy.dtype(), "conv2d_input_grad");
+  dx.fill_(0.0);
+  dispatch(dy.dtype(), [&]<class T>() {
+    if (dx.numel() == 0 || !gemm_nonempty(g)) return;
+    T* cols = general_cols<T>(g);
+    const T* pw = weight.data<T>();
+    for_each_chunk(g, dx.data<T>(), dy.data<T>(), [&](T* dxg, const T* dyc, std::size_t grp, std::size_t r0,
+                                                      std::size_t r1, std::size_t width) {
+      // cols[K x width] = W_g[O/g x K]^T . dy_g[O/g x width], scattered back onto the group's planes.
+      detail::gemm(true, false, g.taps(), width, g.cog(), T(1), pw + grp * g.cog() * g.taps(), g.taps(), dyc,
+                   g.out_plane(), T(0), cols, width);
+      col2im_dilated(cols, g, r0, r1, dxg);
+    });
+  });
+  return dx;
+}
+
+Tensor general_weight_grad_kernel(const Tensor& x, const Tensor& dy, const GeneralGeometry& g) {
+  Tensor dw = detail::make_tensor(g.w_shape(), x.dtype(), "conv2d_weight_grad");
+  dw.fill_(0.0);
+  dispatch(x.dtype(), [&]<class T>() {
+    if (dw.numel() == 0 || g.n == 0 || !gemm_nonempty(g)) return;
+    T* cols = general_cols<T>(g);
+    T* pdw = dw.data<T>();
+    for_each_chunk(g, x.data<T>(), dy.data<T>(), [&](const T* xg, const T* dyc, std::size_t grp, std::size_t r0,
+                                                     std::size_t r1, std::size_t width) {
+      im2col_dilated(xg, g, r0, r1, cols);
+      // dW_g[O/g x K] += dy_g[O/g x width] . cols[K x width]^T
+      detail::gemm(false, true, g.cog(), g.taps(), width, T(1), dyc, g.out_plane(), cols, width, T(1),
+                   pdw + grp * g.cog() * g.taps(), g.taps());
+    });
+  });
+  return dw;
+}
+
+Tensor general_weight_grad(const Tensor& x, const Tensor& dy, const Shape& w_shape, const Conv2dParams& p);
+
+/// dx = d/dx <dy, conv2d(x, w)> on the general path, of shape x_shape.
+Tensor general_input_grad(const Tensor& dy, const Tensor& weight, const Shape& x_shape, const Conv2dParams& p) {
+  detail::check_binary("conv2d_input_grad", dy, weight);
+  GeneralGeometry g = make_general_geometry("conv2d_input_grad", x_shape, weight.shape(), p);
+  check_grad_shape("conv2d_input_grad", dy, g.y_shape());
+  Tensor dx = general_input_grad_kernel(dy, weight, g);
+  return record("conv2d_input_grad", dx, {dy, weight}, [dy, weight, p](const Tensor& gx, NeedsGrad needs) {
+    // <G, input_grad(dy, w)> = <conv2d(G, w), dy> = <weight_grad(G, dy), w>.
+    Tensor d_dy, d_w;
+    if (needs[0]) d_dy = detail::conv2d_general(gx, weight, Tensor(), p.stride, p.padding, p.dilation, p.groups);
+    if (needs[1]) d_w = general_weight_grad(gx, dy, weight.shape(), p);
+    return std::vector<Tensor>{d_dy, d_w};
+  });
+}
+
+/// dw = d/dw <dy, conv2d(x, w)> on the general path, of shape w_shape (summed over the batch).
+Tensor general_weight_grad(const Tensor& x, const Tensor& dy, const Shape& w_shape, const Conv2dParams& p) {
+  detail::check_binary("conv2d_weight_grad", x, dy);
+  GeneralGeometry g = make_general_geometry("conv2d_weight_grad", x.shape(), w_shape, p);
+  check_grad_shape("conv2d_weight_grad", dy, g.y_shape());
+  Tensor dw = general_weight_grad_kernel(x, dy, g);
+  return record("conv2d_weight_grad", dw, {x, dy}, [x, dy, p](const Tensor& gw, NeedsGrad needs) {
+    // <G, weight_grad(x, dy)> = <conv2d(x, G), dy> = <input_grad(dy, G), x>.
+    Tensor d_x, d_dy;
+    if (needs[0]) d_x = general_input_grad(dy, gw, x.shape(), p);
+    if (needs[1]) d_dy = detail::conv2d_general(x, gw, Tensor(), p.stride, p.padding, p.dilation, p.groups);
+    return std::vector<Tensor>{d_x, d_dy};
+  });
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- conv2d
 
+namespace {
+
+/// A bias must be undefined, or 1-D with C_out elements of the input's dtype.
+void check_bias(const Tensor& x, const Tensor& weight, const Tensor& bias, std::size_t co) {
+  if (!bias.defined()) return;
+  if (bias.dtype() != x.dtype()) fail("conv2d", "dtypes differ: input {} and bias {}", x.describe(), bias.describe());
+  if (bias.rank() != 1 || bias.dim(0) != co) {
+    fail("conv2d", "bias {} must be 1-D with {} elements (weight {})", bias.describe(), co, weight.describe());
+  }
+}
+
+/// Records y with inputs (x, weight, bias), or (x, weight) without a bias; `backward` gives three gradients.
+template <class F>
+Tensor record_conv(const Tensor& y, const Tensor& x, const Tensor& weight, const Tensor& bias, F backward) {
+  if (bias.defined()) return record("conv2d", y, {x, weight, bias}, backward);
+  return record("conv2d", y, {x, weight}, [backward](const Tensor& gy, NeedsGrad needs) {
+    std::vector<Tensor> grads = backward(gy, needs);
+    grads.pop_back();
+    return grads;
+  });
+}
+
+}  // namespace
+
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, std::size_t stride, std::size_t padding) {
   detail::check_binary("conv2d", x, weight);
   ConvGeometry g = make_geometry("conv2d", x.shape(), weight.shape(), stride, padding);
-  if (bias.defined()) {
-    if (bias.dtype() != x.dtype()) fail("conv2d", "dtypes differ: input {} and bias {}", x.describe(), bias.describe());
-    if (bias.rank() != 1 || bias.dim(0) != g.co) {
-      fail("conv2d", "bias {} must be 1-D with {} elements (weight {})", bias.describe(), g.co, weight.describe());
-    }
-  }
+  check_bias(x, weight, bias, g.co);
   Tensor y = forward_kernel(x, weight, bias, g);
-  auto backward = [x, weight, g](const Tensor& gy, NeedsGrad needs) {
+  return record_conv(y, x, weight, bias, [x, weight, g](const Tensor& gy, NeedsGrad needs) {
     std::vector<Tensor> grads(3);
     if (needs[0]) grads[0] = conv2d_input_grad(gy, weight, x.shape(), g.stride, g.pad);
     if (is_recording()) {
@@ -657,13 +931,36 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, std::si
       grads[2] = bias_grad_kernel(gy, g);
     }
     return grads;
-  };
-  if (bias.defined()) return record("conv2d", y, {x, weight, bias}, backward);
-  return record("conv2d", y, {x, weight}, [backward](const Tensor& gy, NeedsGrad needs) {
-    std::vector<Tensor> grads = backward(gy, needs);
-    grads.pop_back();
+  });
+}
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Size2 stride, Size2 padding, Size2 dilation,
+              std::size_t groups) {
+  if (stride[0] == stride[1] && padding[0] == padding[1] && dilation == Size2{1, 1} && groups == 1) {
+    return conv2d(x, weight, bias, stride[0], padding[0]);  // the fast kernels
+  }
+  return detail::conv2d_general(x, weight, bias, stride, padding, dilation, groups);
+}
+
+namespace detail {
+
+Tensor conv2d_general(const Tensor& x, const Tensor& weight, const Tensor& bias, Size2 stride, Size2 padding,
+                      Size2 dilation, std::size_t groups) {
+  check_binary("conv2d", x, weight);
+  Conv2dParams p{stride, padding, dilation, groups};
+  GeneralGeometry g = make_general_geometry("conv2d", x.shape(), weight.shape(), p);
+  check_bias(x, weight, bias, g.co);
+  Tensor y = general_forward_kernel(x, weight, bias, g);
+  // The backward ops are differentiable whether or not a graph is being built (im2col + GEMM either way).
+  return record_conv(y, x, weight, bias, [x, weight, p, co = g.co](const Tensor& gy, NeedsGrad needs) {
+    std::vector<Tensor> grads(3);
+    if (needs[0]) grads[0] = general_input_grad(gy, weight, x.shape(), p);
+    if (needs[1]) grads[1] = general_weight_grad(x, gy, weight.shape(), p);
+    if (needs[2]) grads[2] = reshape(sum_to(gy, Shape{1, co, 1, 1}), Shape{co});
     return grads;
   });
 }
+
+}  // namespace detail
 
 }  // namespace ag
