@@ -73,10 +73,10 @@ struct PerSampleGradients : PerSampleBatch {
 /// this file). x is (B, ...) as the first layer takes it, labels has B entries.
 /// The model's children may be Linear, Conv2d, Flatten, MaxPool2d, Dropout, the elementwise activations
 /// (ReLU, LeakyReLU, ELU, GELU, SiLU, Softplus, Sigmoid, Tanh) and nested Sequentials of these (Dropout in
-/// training: the gradients for this forward's masks). A Conv2d's stride and padding are read from its
-/// type_name(), nn::Conv2d having no accessors for them. Throws
-/// std::invalid_argument naming the module (path and type) of any other kind (Softmax may mix the samples
-/// of a batch), a labels count that is not B, Reduction::none, or an empty batch.
+/// training: the gradients for this forward's masks); a Conv2d with one group, dilation 1 and the same
+/// kernel, stride and padding on both axes. Throws std::invalid_argument naming the module (path and type)
+/// of any other kind (Softmax may mix the samples of a batch), a labels count that is not B,
+/// Reduction::none, or an empty batch.
 PerSampleGradients per_sample_gradients(nn::Sequential& model, const ag::Tensor& x, ag::Labels labels,
                                         ag::Reduction reduction = ag::Reduction::mean);
 
