@@ -1,12 +1,15 @@
 // The loss landscape of a small MLP on MNIST (analysis/landscape.hpp): trains 784-64-10 with Adam for a few
 // epochs, then draws the loss on a subset of the training images along the line from the initial to the
 // final weights, and on a plane through the final weights along two random filter-normalised directions
-// (Li et al., "Visualizing the Loss Landscape of Neural Nets", 2018).
+// (Li et al., "Visualizing the Loss Landscape of Neural Nets", 2018), and the training path (the weights
+// every 20 steps) on its top two principal directions, over the loss on that plane.
 //
 //   loss_landscape                                     3 epochs on 10,000 images, landscape on 2,000
 //   loss_landscape --grid 41 --range 0.5 --seed 3 --out landscape-out
-// Writes, in --out: interpolation.csv (alpha, loss), surface.csv (a, b, loss), surface.dat, the gnuplot
-// scripts, interpolation.png and surface.png.
+// Writes, in --out: interpolation.csv (alpha, loss), surface.csv (a, b, loss), trajectory.csv (point, x, y: the
+// weights every 20 steps, then the final ones),
+// surface.dat, plane.dat and trajectory.dat (for gnuplot), the gnuplot scripts, interpolation.png, surface.png and
+// trajectory.png.
 #include <algorithm>
 #include <filesystem>
 #include <string>
@@ -51,8 +54,12 @@ Batch first_images(const data::Dataset& d, std::size_t count) {
           std::vector<std::int32_t>(d.labels.begin(), d.labels.begin() + static_cast<std::ptrdiff_t>(count))};
 }
 
-void train(nn::Module& model, const Batch& data, const Settings& s) {
+/// Trains; returns the flat weights every `every` steps, the initial and final ones included.
+std::vector<std::vector<double>> train(nn::Module& model, const Batch& data, const Settings& s, std::size_t every) {
   optim::Adam adam(model.named_parameters(), {.lr = 1e-3});
+  const analysis::ParamLayout layout(model.parameters(), "loss_landscape");
+  std::vector<std::vector<double>> path{layout.flatten(layout.params(), "loss_landscape")};
+  std::size_t steps = 0;
   const std::size_t n = data.labels.size();
   for (std::size_t epoch = 1; epoch <= s.epochs; ++epoch) {
     double sum = 0;
@@ -64,26 +71,48 @@ void train(nn::Module& model, const Batch& data, const Settings& s) {
       sum += loss.item() * static_cast<double>(size);
       ag::backward(loss);
       adam.step();
+      if (++steps % every == 0) path.push_back(layout.flatten(layout.params(), "loss_landscape"));
     }
     fmt::print("epoch {}: training loss {:.4f}\n", epoch, sum / static_cast<double>(n));
   }
+  if (steps % every != 0) path.push_back(layout.flatten(layout.params(), "loss_landscape"));
+  return path;
 }
 
-std::string plot_scripts(const std::string& terminal, const Settings& s) {
+/// Rows "x y loss" of a surface, a blank line after each row of the grid (gnuplot's grid format).
+std::string grid_dat(const analysis::Surface& surface) {
+  std::string dat;
+  for (std::size_t i = 0; i < surface.ys.size(); ++i) {
+    for (std::size_t j = 0; j < surface.xs.size(); ++j) {
+      dat += fmt::format("{:.6g} {:.6g} {:.9g}\n", surface.xs[j], surface.ys[i], surface.at(i, j));
+    }
+    dat += "\n";
+  }
+  return dat;
+}
+
+/// A filled contour plot of `data` (a grid_dat file) into `png`, with `extra` plot items after it; equal units
+/// on both axes if `square`.
+std::string contour_script(const std::string& terminal, const std::string& data, const std::string& png,
+                           const std::string& title, const std::string& extra, bool square) {
+  std::string script = lab::terminal_line(terminal, 800, 700) + "\nset output '" + png + "'\n";
+  script += "set title " + lab::gnuplot_string(title) + (square ? "\nset size ratio -1" : "") +
+            "\nset autoscale fix\nset key below\n";
+  script += "set contour base\nset cntrparam levels incremental 0, 0.1, 10\nunset surface\nset view map\n"
+            "set table 'contours-" + data + "'\nsplot '" + data + "' using 1:2:3 with lines\nunset table\nunset contour\n"
+            "set palette defined (0 '#1a3a6b', 1 '#3f7fbf', 2 '#a6cde8', 3 '#ffffff')\nset cblabel 'loss'\n"
+            "plot '" + data + "' using 1:2:3 with image notitle, 'contours-" + data + "' using 1:2 with lines lc rgb "
+            "'#333333' lw 0.6 notitle, '+' using (0):(0) every ::0::0 with points pt 1 ps 2 lw 2 lc rgb '#d62728' "
+            "title 'final weights'" + extra + "\n";
+  return script;
+}
+
+std::string line_script(const std::string& terminal) {
   std::string line = lab::terminal_line(terminal, 900, 600) + "\nset output 'interpolation.png'\n";
   line += "set datafile separator ','\nset key off\nset grid\nset xlabel 'alpha (0: initial weights, 1: final)'\n"
           "set ylabel 'training loss'\nset title 'loss along (1 - alpha) theta_0 + alpha theta_1'\n"
           "plot 'interpolation.csv' using 1:2 skip 1 with linespoints pt 7 ps 0.5 lw 2 lc rgb '#1f77b4'\n";
-  std::string contour = lab::terminal_line(terminal, 800, 700) + "\nset output 'surface.png'\n";
-  contour += fmt::format("set xrange [{0}:{1}]\nset yrange [{0}:{1}]\nset size ratio -1\n", -s.range, s.range);
-  contour += "set title 'loss around the final weights, filter-normalised directions (seed " + std::to_string(s.seed) +
-             ")'\nset xlabel 'a (delta)'\nset ylabel 'b (eta)'\n";
-  contour += "set contour base\nset cntrparam levels incremental 0, 0.1, 10\nunset surface\nset view map\n"
-             "set table 'contours.dat'\nsplot 'surface.dat' using 1:2:3 with lines\nunset table\nunset contour\n"
-             "set palette defined (0 '#1a3a6b', 1 '#3f7fbf', 2 '#a6cde8', 3 '#ffffff')\nset cblabel 'loss'\n"
-             "plot 'surface.dat' using 1:2:3 with image notitle, 'contours.dat' using 1:2 with lines lc rgb '#333333' "
-             "lw 0.6 notitle, '+' using (0):(0) every ::0::0 with points pt 1 ps 2 lw 2 lc rgb '#d62728' notitle\n";
-  return line + "\n# ---\n" + contour;
+  return line;
 }
 
 int run(const Settings& s) {
@@ -94,7 +123,7 @@ int run(const Settings& s) {
                                                        nn::Init::default_uniform, &gen);
   std::vector<ag::Tensor> params = model->parameters(), initial;
   for (const ag::Tensor& p : params) initial.push_back(p.clone());
-  train(*model, train_data, s);
+  const std::vector<std::vector<double>> path = train(*model, train_data, s, 20);
   std::vector<ag::Tensor> trained;
   for (const ag::Tensor& p : params) trained.push_back(p.clone());
 
@@ -106,42 +135,67 @@ int run(const Settings& s) {
 
   std::string csv = "alpha,loss\n";
   for (std::size_t k = 0; k < alphas.size(); ++k) csv += fmt::format("{:.6g},{:.9g}\n", alphas[k], line[k]);
-  std::string surface_csv = "a,b,loss\n", dat;
+  std::string surface_csv = "a,b,loss\n";
   for (std::size_t i = 0; i < axis.size(); ++i) {
     for (std::size_t j = 0; j < axis.size(); ++j) {
       surface_csv += fmt::format("{:.6g},{:.6g},{:.9g}\n", axis[j], axis[i], surface.at(i, j));
-      dat += fmt::format("{:.6g} {:.6g} {:.9g}\n", axis[j], axis[i], surface.at(i, j));
     }
-    dat += "\n";
+  }
+  // The trajectory on its PCA plane, over the loss on that plane around the final weights.
+  const analysis::TrajectoryPca pca = analysis::trajectory_pca(path);
+  const auto [x0, x1] = std::minmax_element(pca.x.begin(), pca.x.end());
+  const auto [y0, y1] = std::minmax_element(pca.y.begin(), pca.y.end());
+  const double mx = 0.2 * (*x1 - *x0) + 1e-3, my = 0.2 * (*y1 - *y0) + 1e-3;
+  const analysis::Surface plane =
+      analysis::loss_surface(loss, params, analysis::linspace(*x0 - mx, *x1 + mx, s.grid),
+                             analysis::linspace(*y0 - my, *y1 + my, s.grid), pca.direction_x, pca.direction_y);
+  std::string pca_csv = "point,x,y\n", pca_dat;
+  for (std::size_t k = 0; k < path.size(); ++k) {
+    pca_csv += fmt::format("{},{:.9g},{:.9g}\n", k, pca.x[k], pca.y[k]);
+    pca_dat += fmt::format("{:.9g} {:.9g}\n", pca.x[k], pca.y[k]);
   }
   const fs::path out(s.out);
   lab::write_text((out / "interpolation.csv").string(), csv);
   lab::write_text((out / "surface.csv").string(), surface_csv);
-  lab::write_text((out / "surface.dat").string(), dat);
+  lab::write_text((out / "surface.dat").string(), grid_dat(surface));
+  lab::write_text((out / "trajectory.csv").string(), pca_csv);
+  lab::write_text((out / "plane.dat").string(), grid_dat(plane));
+  lab::write_text((out / "trajectory.dat").string(), pca_dat);
   const auto [low, high] = std::minmax_element(surface.losses.begin(), surface.losses.end());
   const std::vector<double> ends = analysis::interpolate_loss(loss, params, initial, trained, {0.0, 1.0});
   fmt::print("loss on {} images: initial {:.4f}, final {:.4f}; along the line {:.4f} .. {:.4f}; on the {} x {} slice "
              "in [{:g}, {:g}]^2: {:.4f} .. {:.4f}\n",
              eval.labels.size(), ends[0], ends[1], *std::min_element(line.begin(), line.end()),
              *std::max_element(line.begin(), line.end()), s.grid, s.grid, -s.range, s.range, *low, *high);
-  fmt::print("wrote {0}/interpolation.csv, {0}/surface.csv, {0}/surface.dat\n", s.out);
+  fmt::print("trajectory of {} points: explained variance {:.4f} + {:.4f}\n", path.size(),
+             pca.explained_variance_ratio[0], pca.explained_variance_ratio[1]);
+  fmt::print("wrote {0}/interpolation.csv, {0}/surface.csv, {0}/surface.dat, {0}/trajectory.csv, {0}/plane.dat\n", s.out);
   std::fflush(stdout);
   if (s.no_plots) return 0;
   std::string why;
   const std::string terminal = lab::png_terminal(s.gnuplot, &why);
   if (!terminal.empty()) {
-    const std::string scripts = plot_scripts(terminal, s);
-    const std::size_t cut = scripts.find("\n# ---\n");
-    lab::write_text((out / "interpolation.gp").string(), scripts.substr(0, cut + 1));
-    lab::write_text((out / "surface.gp").string(), scripts.substr(cut + 7));
-    why = lab::run_gnuplot(s.gnuplot, s.out, "interpolation.gp");
-    if (why.empty()) why = lab::run_gnuplot(s.gnuplot, s.out, "surface.gp");
+    lab::write_text((out / "interpolation.gp").string(), line_script(terminal));
+    lab::write_text((out / "surface.gp").string(),
+                    contour_script(terminal, "surface.dat", "surface.png",
+                                   fmt::format("loss around the final weights, filter-normalised directions (seed {})", s.seed), "",
+                                   true));
+    lab::write_text((out / "trajectory.gp").string(),
+                    contour_script(terminal, "plane.dat", "trajectory.png",
+                                       fmt::format("the training path on its PCA plane ({:.1f}% + {:.1f}% of its variance)",
+                                                   100 * pca.explained_variance_ratio[0], 100 * pca.explained_variance_ratio[1]),
+                                       ", 'trajectory.dat' using 1:2 with linespoints pt 7 ps 0.6 lw 2 "
+                                       "lc rgb '#ff7f0e' title 'every 20 steps'",
+                                       false));
+    for (const char* script : {"interpolation.gp", "surface.gp", "trajectory.gp"}) {
+      if (why.empty()) why = lab::run_gnuplot(s.gnuplot, s.out, script);
+    }
   }
   if (!why.empty()) {
     fmt::print(stderr, "loss_landscape: warning: no plot: {}\n", why);
     return 0;
   }
-  fmt::print("wrote {0}/interpolation.png, {0}/surface.png\n", s.out);
+  fmt::print("wrote {0}/interpolation.png, {0}/surface.png, {0}/trajectory.png\n", s.out);
   return 0;
 }
 
@@ -168,7 +222,8 @@ int main(int argc, char** argv) {
   if (int code = examples::parse(app, argc, argv); code >= 0) return code;
   return examples::checked("loss_landscape", [&] {
     examples::prepare_output_dir("--out", s.out,
-                                 {"interpolation.csv", "surface.csv", "surface.dat", "interpolation.gp", "surface.gp"});
+                                 {"interpolation.csv", "surface.csv", "surface.dat", "trajectory.csv", "plane.dat", "trajectory.dat", "interpolation.gp",
+                                  "surface.gp", "trajectory.gp"});
     return run(s);
   });
 }
