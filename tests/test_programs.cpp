@@ -205,6 +205,27 @@ TEST_CASE("optimizer_paths: every optimiser's path on a test function, in CSV an
   CHECK(start.err.find("--start: two coordinates x,y, got 3") != std::string::npos);
 }
 
+TEST_CASE("loss_landscape: the 1-D curve from the initial to the final weights, a 2-D slice and the path's PCA plane") {
+  REQUIRE(has_mnist());
+  fs::path out = scratch("landscape");
+  Outcome ok = run("loss_landscape", {"--epochs", "1", "--train-size", "2000", "--subset", "500", "--grid", "5",
+                                      "--alphas", "5", "--alpha-min", "0", "--alpha-max", "1", "--out", out.string()});
+  INFO(ok.out << ok.err);
+  CHECK(ok.code == 0);
+  CHECK(ok.out.find("loss on 500 images: initial ") != std::string::npos);
+  std::string line = read_file(out / "interpolation.csv"), surface = read_file(out / "surface.csv");
+  CHECK(std::count(line.begin(), line.end(), '\n') == 1 + 5);
+  CHECK(line.rfind("alpha,loss\n0,", 0) == 0);
+  CHECK(std::count(surface.begin(), surface.end(), '\n') == 1 + 25);
+  CHECK(read_file(out / "trajectory.csv").rfind("point,x,y\n0,", 0) == 0);  // the weights every 20 steps
+  if (ok.err.find("no plot") == std::string::npos) {
+    CHECK(fs::file_size(out / "interpolation.png") > 10000);
+    CHECK(fs::file_size(out / "surface.png") > 10000);
+  }
+  Outcome bad = run("loss_landscape", {"--grid", "1", "--out", scratch("l2").string()});
+  CHECK(bad.code != 0);
+}
+
 TEST_CASE("Ctrl-C: the run finishes its step, writes the checkpoint, the CSV row and the final line, exits 130") {
   REQUIRE(has_mnist());
   fs::path checkpoint = scratch("interrupted.ckpt"), log = scratch("interrupted.csv");
