@@ -115,6 +115,35 @@ std::string line_script(const std::string& terminal) {
   return line;
 }
 
+/// interpolation.png, surface.png and trajectory.png from the data files, with gnuplot (a warning if it cannot).
+void write_plots(const Settings& s, const analysis::TrajectoryPca& pca) {
+  const fs::path out(s.out);
+  std::string why;
+  const std::string terminal = lab::png_terminal(s.gnuplot, &why);
+  if (!terminal.empty()) {
+    lab::write_text((out / "interpolation.gp").string(), line_script(terminal));
+    lab::write_text((out / "surface.gp").string(),
+                    contour_script(terminal, "surface.dat", "surface.png",
+                                   fmt::format("loss around the final weights, filter-normalised directions (seed {})", s.seed), "",
+                                   true));
+    lab::write_text((out / "trajectory.gp").string(),
+                    contour_script(terminal, "plane.dat", "trajectory.png",
+                                   fmt::format("the training path on its PCA plane ({:.1f}% + {:.1f}% of its variance)",
+                                               100 * pca.explained_variance_ratio[0], 100 * pca.explained_variance_ratio[1]),
+                                   ", 'trajectory.dat' using 1:2 with linespoints pt 7 ps 0.6 lw 2 "
+                                   "lc rgb '#ff7f0e' title 'every 20 steps'",
+                                   false));
+    for (const char* script : {"interpolation.gp", "surface.gp", "trajectory.gp"}) {
+      if (why.empty()) why = lab::run_gnuplot(s.gnuplot, s.out, script);
+    }
+  }
+  if (!why.empty()) {
+    fmt::print(stderr, "loss_landscape: warning: no plot: {}\n", why);
+    return;
+  }
+  fmt::print("wrote {0}/interpolation.png, {0}/surface.png, {0}/trajectory.png\n", s.out);
+}
+
 int run(const Settings& s) {
   const data::Dataset train_set = data::load_mnist(s.data.empty() ? data::default_mnist_dir() : s.data, data::Split::train);
   const Batch train_data = first_images(train_set, s.train_size), eval = first_images(train_set, s.subset);
@@ -171,31 +200,7 @@ int run(const Settings& s) {
              pca.explained_variance_ratio[0], pca.explained_variance_ratio[1]);
   fmt::print("wrote {0}/interpolation.csv, {0}/surface.csv, {0}/surface.dat, {0}/trajectory.csv, {0}/plane.dat\n", s.out);
   std::fflush(stdout);
-  if (s.no_plots) return 0;
-  std::string why;
-  const std::string terminal = lab::png_terminal(s.gnuplot, &why);
-  if (!terminal.empty()) {
-    lab::write_text((out / "interpolation.gp").string(), line_script(terminal));
-    lab::write_text((out / "surface.gp").string(),
-                    contour_script(terminal, "surface.dat", "surface.png",
-                                   fmt::format("loss around the final weights, filter-normalised directions (seed {})", s.seed), "",
-                                   true));
-    lab::write_text((out / "trajectory.gp").string(),
-                    contour_script(terminal, "plane.dat", "trajectory.png",
-                                       fmt::format("the training path on its PCA plane ({:.1f}% + {:.1f}% of its variance)",
-                                                   100 * pca.explained_variance_ratio[0], 100 * pca.explained_variance_ratio[1]),
-                                       ", 'trajectory.dat' using 1:2 with linespoints pt 7 ps 0.6 lw 2 "
-                                       "lc rgb '#ff7f0e' title 'every 20 steps'",
-                                       false));
-    for (const char* script : {"interpolation.gp", "surface.gp", "trajectory.gp"}) {
-      if (why.empty()) why = lab::run_gnuplot(s.gnuplot, s.out, script);
-    }
-  }
-  if (!why.empty()) {
-    fmt::print(stderr, "loss_landscape: warning: no plot: {}\n", why);
-    return 0;
-  }
-  fmt::print("wrote {0}/interpolation.png, {0}/surface.png, {0}/trajectory.png\n", s.out);
+  if (!s.no_plots) write_plots(s, pca);
   return 0;
 }
 
