@@ -10,8 +10,8 @@
 
 namespace ag {
 
-/// Tensors have at most four dimensions: (N, C, H, W).
-inline constexpr std::size_t kMaxRank = 4;
+/// Tensors have at most six dimensions (images are (N, C, H, W); a batch of those stacked is rank 5).
+inline constexpr std::size_t kMaxRank = 6;
 
 /// Element type. float32 is the default; float64 is for gradient checks.
 enum class DType { f32, f64 };

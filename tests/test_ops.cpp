@@ -359,6 +359,38 @@ TEST_CASE("sum_to and broadcast_to: forward values") {
   check_values(broadcast_to(f64({2, 1, 2}, {1, 2, 3, 4}), {2, 3, 2}), {2, 3, 2}, {1, 2, 1, 2, 1, 2, 3, 4, 3, 4, 3, 4});
 }
 
+TEST_CASE("rank 5 and 6: broadcasting against an index-by-index oracle, reductions, first and second order") {
+  Generator gen(81);
+  // a [2, 1, 3, 1, 2, 2] + b [3, 2, 1, 2] -> [2, 1, 3, 2, 2, 2]: b is padded on the left to [1, 1, 3, 2, 1, 2].
+  Tensor a = normal({2, 1, 3, 1, 2, 2}, gen), b = normal({3, 2, 1, 2}, gen);
+  Tensor out = add(a, b);
+  REQUIRE(out.shape() == Shape{2, 1, 3, 2, 2, 2});
+  std::vector<double> expected;
+  for (std::size_t i0 = 0; i0 < 2; ++i0)
+    for (std::size_t i2 = 0; i2 < 3; ++i2)
+      for (std::size_t i3 = 0; i3 < 2; ++i3)
+        for (std::size_t i4 = 0; i4 < 2; ++i4)
+          for (std::size_t i5 = 0; i5 < 2; ++i5) {
+            expected.push_back(a.at(((i0 * 3 + i2) * 2 + i4) * 2 + i5) + b.at((i2 * 2 + i3) * 2 + i5));
+          }
+  CHECK(out.to_vector() == expected);
+  CHECK(sum_to(out, b.shape()).shape() == b.shape());
+  CHECK_GRADCHECK([](const Inputs& v) { return mul(v[0], v[1]); }, {a, b});
+  CHECK_GRADGRADCHECK([](const Inputs& v) { return mul(mul(v[0], v[1]), v[1]); }, {a, b});
+  // Reductions and softmax along an inner axis of a rank-5 tensor (a batch of image batches).
+  Tensor x = normal({2, 2, 1, 3, 2}, gen);
+  for (int axis : {0, 3, 4}) {
+    INFO("axis " << axis);
+    CHECK_GRADCHECK([axis](const Inputs& v) { return sum(v[0], axis, true); }, {x});
+    CHECK_GRADGRADCHECK([axis](const Inputs& v) { return log_softmax(v[0], axis); }, {x});
+  }
+  CHECK(sum(x, 3, false).shape() == Shape{2, 2, 1, 2});
+  CHECK(reshape(x, {3, 2, 2, 1, 1, 2}).shape() == Shape{3, 2, 2, 1, 1, 2});
+  // A seventh axis is refused, naming the limit.
+  Shape six{1, 1, 1, 1, 1, 1};
+  CHECK_THROWS_WITH_AS(six.push_back(1), doctest::Contains("at most 6 dimensions"), std::invalid_argument);
+}
+
 TEST_CASE("matmul with all four transpose flags, rectangular shapes") {
   Generator gen(9);
   struct Dims {

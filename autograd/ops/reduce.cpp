@@ -281,7 +281,7 @@ Tensor broadcast_to(const Tensor& x, const Shape& shape) {
       std::fill_n(po, out.numel(), px[0]);
       return;
     }
-    detail::for_each_broadcast(shape, detail::broadcast_strides(x.shape(), shape), detail::Index4{},
+    detail::for_each_broadcast(shape, detail::broadcast_strides(x.shape(), shape), detail::Index{},
                                [&](std::size_t o, std::size_t ix, std::size_t) { po[o] = px[ix]; });
   });
   return record("broadcast_to", out, {x}, [source = x.shape()](const Tensor& g, NeedsGrad) {
@@ -312,7 +312,7 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
       }
       return;
     }
-    detail::for_each_broadcast(x.shape(), detail::broadcast_strides(shape, x.shape()), detail::Index4{},
+    detail::for_each_broadcast(x.shape(), detail::broadcast_strides(shape, x.shape()), detail::Index{},
                                [&](std::size_t ix, std::size_t io, std::size_t) { po[io] += px[ix]; });
   });
   return record("sum_to", out, {x}, [source = x.shape()](const Tensor& g, NeedsGrad) {
