@@ -238,11 +238,14 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
 /// Joins tensors of one dtype and rank along `axis`; every other extent must match. Any number of inputs
 /// (more than 32 are joined in groups: a node has at most 32 inputs). d = narrow(g, axis, offset_i, extent_i).
 Tensor cat(const std::vector<Tensor>& tensors, int axis = 0);
-/// Joins tensors of one shape along a new axis at `axis` (in [-(rank + 1), rank]); the result has rank + 1 <= 4
-/// axes. Reshapes then cat: d = the slices of g.
+/// Joins tensors of one shape along a new axis at `axis` (in [-(rank + 1), rank]); the result has rank + 1 <=
+/// kMaxRank axes. Reshapes then cat: d = the slices of g.
 Tensor stack(const std::vector<Tensor>& tensors, int axis = 0);
-/// The `length` entries from `start` along `axis` (a copy, unlike PyTorch's view). d = g placed back among
-/// zeros, written as cat(zeros, g, zeros): narrow and cat differentiate each other, to any order.
+/// The `length` entries from `start` along `axis`. A view sharing x's storage (as PyTorch's) when the entries
+/// are contiguous — every axis before `axis` of extent 1 (rows of a matrix, samples of a batch), or the whole
+/// axis —, else a copy: writes into x (an optimiser's step) show through a view, never through a copy.
+/// d = g placed back among zeros, written as cat(zeros, g, zeros): narrow and cat differentiate each other,
+/// to any order.
 Tensor narrow(const Tensor& x, int axis, std::size_t start, std::size_t length);
 /// out[..., k, ...] = x[..., index[k], ...] along `axis`; index 0-D or 1-D, repeats allowed. out has x's shape
 /// with extent index.numel() at `axis`. d = index_add: g's entries summed into zeros at their indices (a repeated

@@ -1,6 +1,7 @@
 #include "autograd/tensor.hpp"
 
 #include <cmath>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <numbers>
@@ -152,7 +153,14 @@ Tensor alias(const Tensor& source, const Shape& shape) {
   impl->shape = shape;
   impl->dtype = source.dtype();
   impl->storage = source.impl()->storage;
+  impl->offset = source.impl()->offset;
   return Tensor(std::move(impl));
+}
+
+Tensor view(const Tensor& source, const Shape& shape, std::size_t offset) {
+  Tensor out = alias(source, shape);
+  out.impl()->offset += offset;
+  return out;
 }
 
 }  // namespace detail
@@ -302,6 +310,13 @@ std::string Tensor::str() const {
 
 std::ostream& operator<<(std::ostream& out, const Tensor& tensor) { return out << tensor.str(); }
 
+namespace {
+/// The first byte of a tensor's elements (its storage plus its view offset).
+std::byte* first_byte(const TensorImpl& impl) {
+  return static_cast<std::byte*>(impl.storage->data()) + impl.offset * dtype_size(impl.dtype);
+}
+}  // namespace
+
 template <class T>
 T* Tensor::data() {
   const TensorImpl& impl = checked(impl_);
@@ -309,7 +324,7 @@ T* Tensor::data() {
   if (impl.dtype != wanted) {
     throw std::invalid_argument(fmt::format("data: tensor {} accessed as {}", describe(), dtype_name(wanted)));
   }
-  return static_cast<T*>(impl.storage->data());
+  return static_cast<T*>(impl.storage->data()) + impl.offset;
 }
 
 template <class T>
@@ -344,7 +359,7 @@ std::vector<double> Tensor::to_vector() const {
 
 Tensor Tensor::clone() const {
   Tensor copy = detail::make_tensor(shape(), dtype(), "clone");
-  std::memcpy(copy.impl_->storage->data(), impl_->storage->data(), numel() * dtype_size(dtype()));
+  std::memcpy(first_byte(*copy.impl_), first_byte(*impl_), numel() * dtype_size(dtype()));
   return copy;
 }
 
@@ -373,8 +388,9 @@ void Tensor::copy_(const Tensor& src) {
   if (!(src.shape() == shape()) || src.dtype() != dtype()) {
     throw std::invalid_argument(fmt::format("copy_: source {} into {}", src.describe(), describe()));
   }
-  if (src.impl_->storage != impl_->storage) {
-    std::memcpy(impl_->storage->data(), src.impl_->storage->data(), numel() * dtype_size(dtype()));
+  // memmove: views of one storage (narrow) may overlap.
+  if (first_byte(*impl_) != first_byte(*src.impl_)) {
+    std::memmove(first_byte(*impl_), first_byte(*src.impl_), numel() * dtype_size(dtype()));
   }
 }
 

@@ -1,7 +1,7 @@
 // The tensor handle. Light header: xtensor stays in the .cpp files (see autograd/detail/xt.hpp).
 //
 // A Tensor is a cheap-to-copy handle to shared, contiguous, row-major storage of float32 or
-// float64 elements, with up to four dimensions. Copies share data; `clone()` copies it.
+// float64 elements, with up to six dimensions (ag::kMaxRank). Copies share data; `clone()` copies it.
 // Ops that record on the tape (autograd/tape.hpp) are declared in autograd/ops.hpp.
 #pragma once
 

@@ -103,6 +103,7 @@ Module& Module::to(ag::DType dtype) {
     // In place, so that every handle to the tensor (the module's member, the caller's) sees the conversion.
     ag::TensorImpl& impl = *tensor.impl();
     impl.storage = tensor.to(dtype).impl()->storage;
+    impl.offset = 0;
     impl.dtype = dtype;
     impl.grad = ag::Tensor();
   }

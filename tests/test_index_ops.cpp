@@ -106,6 +106,37 @@ TEST_CASE("stack and narrow: values, gradients placed back among zeros") {
   check_values(grad_of_sum(x, [](const Tensor& t) { return narrow(t, 1, 3, 0); }), {2, 3}, {0, 0, 0, 0, 0, 0});
 }
 
+TEST_CASE("narrow: a view of the storage where the entries are contiguous, a copy elsewhere") {
+  Tensor x = f64({4, 3}, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12});
+  Tensor rows = narrow(x, 0, 1, 2);  // rows 1 and 2: contiguous
+  CHECK(rows.shares_storage_with(x));
+  check_values(rows, {2, 3}, {4, 5, 6, 7, 8, 9});
+  x.data<double>()[4] = 50;  // an in-place write (an optimiser's step) shows through the view
+  CHECK(rows.at(1) == 50);
+  Tensor row = narrow(rows, 0, 1, 1);  // a view of a view: the offsets add up
+  CHECK(row.shares_storage_with(x));
+  check_values(row, {1, 3}, {7, 8, 9});
+  row.copy_(f64({1, 3}, {-7, -8, -9}));  // writes into x's third row, nowhere else
+  check_values(x, {4, 3}, {1, 2, 3, 4, 50, 6, -7, -8, -9, 10, 11, 12});
+  check_values(row.clone(), {1, 3}, {-7, -8, -9});
+  CHECK(row.clone().shares_storage_with(x) == false);
+  CHECK(row.to(DType::f32).to_vector() == std::vector<double>{-7, -8, -9});
+  Tensor columns = narrow(x, 1, 0, 2);  // columns: strided, so a copy
+  CHECK_FALSE(columns.shares_storage_with(x));
+  check_values(columns, {4, 2}, {1, 2, 4, 50, -7, -8, 10, 11});
+  CHECK(narrow(x, 1, 0, 3).shares_storage_with(x));           // the whole axis: contiguous
+  Tensor one = f64({1, 2, 3}, {1, 2, 3, 4, 5, 6});
+  Tensor inner = narrow(one, 1, 1, 1);  // axis 0 has extent 1: still contiguous
+  CHECK(inner.shares_storage_with(one));
+  check_values(inner, {1, 1, 3}, {4, 5, 6});
+  // The view's gradient is placed back among zeros, as the copy's; to second order.
+  check_values(grad_of_sum(x, [](const Tensor& t) { return mul(narrow(t, 0, 1, 2), 2.0); }), {4, 3},
+               {0, 0, 0, 2, 2, 2, 2, 2, 2, 0, 0, 0});
+  Generator gen(7);
+  CHECK_GRADGRADCHECK([](const Inputs& v) { return squared(narrow(narrow(v[0], 0, 1, 3), 0, 1, 1)); },
+                      {normal({5, 2}, gen)});
+}
+
 // ================================================================ index_select, gather, embedding
 
 TEST_CASE("index_select: values, repeated indices sum their gradients, first and second order") {
@@ -147,6 +178,15 @@ TEST_CASE("gather: PyTorch's example, gradients scattered back, first and second
     CHECK_GRADCHECK([axis, index](const Inputs& v) { return gather(v[0], axis, index); }, {y});
     CHECK_GRADGRADCHECK([axis, index](const Inputs& v) { return squared(gather(v[0], axis, index)); }, {y});
   }
+  // Rank 6: gather along axis 4 reads x[i0, .., index, i5].
+  Tensor z = normal({2, 1, 2, 1, 3, 2}, gen);
+  Tensor index6 = f64({2, 1, 2, 1, 1, 2}, {2, 0, 1, 1, 0, 2, 1, 0});
+  Tensor g6 = gather(z, 4, index6);
+  for (std::size_t o = 0; o < g6.numel(); ++o) {
+    std::size_t i5 = o % 2, outer = o / 2;  // outer runs over (i0, i2); x's offset is (outer * 3 + index) * 2 + i5
+    CHECK(g6.at(o) == z.at((outer * 3 + std::size_t(index6.at(o))) * 2 + i5));
+  }
+  CHECK_GRADCHECK([index6](const Inputs& v) { return gather(v[0], 4, index6); }, {z});
 }
 
 TEST_CASE("embedding: rows picked by index, gradient counts per row, first and second order") {
@@ -177,7 +217,7 @@ TEST_CASE("indexing: bad indices, axes and shapes are refused, naming the op and
   CHECK_OP_ERROR(gather(x, -3, f64({1, 1}, {0})), "gather", "[2, 3]");
   CHECK_OP_ERROR(embedding(f64({1}, {3}), x), "embedding", "index 3", "[0, 2)");
   CHECK_OP_ERROR(embedding(f64({1}, {0}), Tensor::zeros({3}, DType::f64)), "embedding", "[3]");
-  CHECK_OP_ERROR(embedding(Tensor::zeros({1, 1, 1, 1}), x), "embedding", "[1, 1, 1, 1]");
+  CHECK_OP_ERROR(embedding(Tensor::zeros({1, 1, 1, 1, 1, 1}), x), "embedding", "[1, 1, 1, 1, 1, 1]");
   CHECK_OP_ERROR(cat({}), "cat", "no tensors");
   CHECK_OP_ERROR(cat({x, Tensor::zeros({2, 2}, DType::f64)}), "cat", "[2, 2]", "[2, 3]");
   CHECK_OP_ERROR(cat({x, Tensor::zeros({2, 3, 1}, DType::f64)}, 1), "cat", "[2, 3, 1]", "[2, 3]");
@@ -188,7 +228,7 @@ TEST_CASE("indexing: bad indices, axes and shapes are refused, naming the op and
   CHECK_OP_ERROR(stack({x, Tensor::zeros({3, 2}, DType::f64)}), "stack", "[3, 2]", "[2, 3]");
   CHECK_OP_ERROR(stack({x, x}, 3), "stack", "[2, 3]");
   CHECK_OP_ERROR(stack({x, x}, -4), "stack", "[2, 3]");
-  CHECK_OP_ERROR(stack({Tensor::zeros({1, 1, 1, 1})}), "stack", "[1, 1, 1, 1]");
+  CHECK_OP_ERROR(stack({Tensor::zeros({1, 1, 1, 1, 1, 1})}), "stack", "[1, 1, 1, 1, 1, 1]");
   CHECK_OP_ERROR(narrow(x, 1, 2, 2), "narrow", "[2, 3]");
   CHECK_OP_ERROR(narrow(x, 1, 4, 0), "narrow", "[2, 3]");
   CHECK_OP_ERROR(narrow(x, 1, 1, SIZE_MAX), "narrow", "[2, 3]");

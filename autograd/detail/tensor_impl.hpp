@@ -29,6 +29,8 @@ struct TensorImpl {
   Shape shape;
   DType dtype = DType::f32;
   std::shared_ptr<Storage> storage;
+  /// Where this tensor's elements start in `storage`, in elements: 0 except for views (narrow).
+  std::size_t offset = 0;
   bool requires_grad = false;
   Tensor grad;
   /// Position of the node that produced this tensor on the tape of generation `tape_generation`;
@@ -43,6 +45,9 @@ namespace detail {
 Tensor make_tensor(const Shape& shape, DType dtype, const char* op = "tensor");
 /// New handle sharing `storage` with another shape (same numel).
 Tensor alias(const Tensor& source, const Shape& shape);
+/// New handle on the `shape.numel()` contiguous elements of `source`'s storage that start `offset` elements
+/// after `source`'s first: a view (writes through either handle are seen by both).
+Tensor view(const Tensor& source, const Shape& shape, std::size_t offset);
 }  // namespace detail
 
 }  // namespace ag

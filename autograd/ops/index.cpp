@@ -125,20 +125,13 @@ struct GatherSite {
 /// the position itself with its coordinate on the axis replaced by the index value.
 template <class Visit>
 void for_each_gathered(const GatherSite& site, Visit visit) {
-  detail::Index4 e = detail::padded_extents(site.index_shape);
-  detail::Index4 stride = detail::broadcast_strides(site.x_shape, site.x_shape);
-  std::size_t axis = site.axis + 4 - site.x_shape.rank(), o = 0;
-  for (std::size_t i0 = 0; i0 < e[0]; ++i0) {
-    for (std::size_t i1 = 0; i1 < e[1]; ++i1) {
-      for (std::size_t i2 = 0; i2 < e[2]; ++i2) {
-        for (std::size_t i3 = 0; i3 < e[3]; ++i3, ++o) {
-          detail::Index4 at{i0, i1, i2, i3};
-          at[axis] = (*site.index)[o];
-          visit(o, at[0] * stride[0] + at[1] * stride[1] + at[2] * stride[2] + at[3] * stride[3]);
-        }
-      }
-    }
-  }
+  detail::Index stride = detail::broadcast_strides(site.x_shape, site.x_shape);
+  std::size_t axis = site.axis + kMaxRank - site.x_shape.rank();
+  detail::for_each_position(site.index_shape, [&](std::size_t o, const detail::Index& position) {
+    std::size_t at = 0;
+    for (std::size_t d = 0; d < kMaxRank; ++d) at += (d == axis ? (*site.index)[o] : position[d]) * stride[d];
+    visit(o, at);
+  });
 }
 
 Tensor scatter_add(const Tensor& g, const GatherSite& site);
@@ -244,13 +237,19 @@ Tensor narrow(const Tensor& x, int axis, std::size_t start, std::size_t length) 
   if (start > s.extent || length > s.extent - start) {
     fail("narrow", "{} entries from {} do not fit in axis {} of {}", length, start, a, x.describe());
   }
-  Tensor out = detail::make_tensor(with_extent(x.shape(), a, length), x.dtype(), "narrow");
-  dispatch(x.dtype(), [&]<class T>() {
-    for (std::size_t o = 0; o < s.outer; ++o) {
-      std::copy_n(x.data<T>() + (o * s.extent + start) * s.inner, length * s.inner,
-                  out.data<T>() + o * length * s.inner);
-    }
-  });
+  Shape shape = with_extent(x.shape(), a, length);
+  Tensor out;
+  if (s.outer == 1 || length == s.extent) {
+    out = detail::view(x, shape, start * s.inner);  // contiguous: a view, no copy
+  } else {
+    out = detail::make_tensor(shape, x.dtype(), "narrow");
+    dispatch(x.dtype(), [&]<class T>() {
+      for (std::size_t o = 0; o < s.outer; ++o) {
+        std::copy_n(x.data<T>() + (o * s.extent + start) * s.inner, length * s.inner,
+                    out.data<T>() + o * length * s.inner);
+      }
+    });
+  }
   return record("narrow", out, {x}, [shape = x.shape(), a, start](const Tensor& g, NeedsGrad) {
     return std::vector<Tensor>{pad_along(g, shape, a, start)};
   });
