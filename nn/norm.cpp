@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "autograd/ops.hpp"
+#include "autograd/tape.hpp"
 
 namespace nn {
 
@@ -57,6 +58,71 @@ std::string BatchNorm::type_name() const {
   return fmt::format("{}({}, eps={}, momentum={}{}{})", name_, num_features_, options_.eps,
                      options_.momentum ? fmt::format("{}", *options_.momentum) : "cumulative",
                      options_.affine ? "" : ", affine=false", running_mean_.defined() ? "" : ", track_running_stats=false");
+}
+
+void BatchNorm::reset_running_stats() {
+  if (!running_mean_.defined()) return;
+  running_mean_.fill_(0.0);
+  running_var_.fill_(1.0);
+  num_batches_tracked_.fill_(0.0);
+}
+
+void BatchNorm::set_momentum(std::optional<double> momentum) {
+  if (momentum && !(*momentum >= 0.0 && *momentum <= 1.0)) {
+    throw std::invalid_argument(fmt::format("{}({}): momentum {} is outside [0, 1]", name_, num_features_, *momentum));
+  }
+  options_.momentum = momentum;
+}
+
+std::vector<BatchNorm*> batch_norm_layers(Module& model) {
+  std::vector<BatchNorm*> layers;
+  if (auto* bn = dynamic_cast<BatchNorm*>(&model)) layers.push_back(bn);
+  for (const auto& [name, child] : model.children()) {
+    for (BatchNorm* bn : batch_norm_layers(*child)) layers.push_back(bn);
+  }
+  return layers;
+}
+
+namespace {
+
+/// Puts back the momenta and the model's mode that update_bn changes, however it ends.
+class RestoreAfterUpdate {
+ public:
+  RestoreAfterUpdate(Module& model, std::vector<BatchNorm*> layers)
+      : model_(model), training_(model.is_training()), layers_(std::move(layers)) {
+    for (BatchNorm* bn : layers_) momenta_.push_back(bn->momentum());
+  }
+  ~RestoreAfterUpdate() {
+    for (std::size_t i = 0; i < layers_.size(); ++i) layers_[i]->set_momentum(momenta_[i]);
+    model_.train(training_);
+  }
+  RestoreAfterUpdate(const RestoreAfterUpdate&) = delete;
+  RestoreAfterUpdate& operator=(const RestoreAfterUpdate&) = delete;
+
+ private:
+  Module& model_;
+  bool training_;
+  std::vector<BatchNorm*> layers_;
+  std::vector<std::optional<double>> momenta_;
+};
+
+}  // namespace
+
+std::size_t update_bn(Module& model, std::size_t batches, const std::function<ag::Tensor(std::size_t)>& batch) {
+  std::vector<BatchNorm*> layers;
+  for (BatchNorm* bn : batch_norm_layers(model)) {
+    if (bn->running_mean().defined()) layers.push_back(bn);
+  }
+  if (layers.empty()) return 0;
+  RestoreAfterUpdate restore(model, layers);
+  for (BatchNorm* bn : layers) {
+    bn->reset_running_stats();
+    bn->set_momentum(std::nullopt);
+  }
+  model.train();
+  ag::NoGradGuard no_grad;
+  for (std::size_t i = 0; i < batches; ++i) model(batch(i));
+  return layers.size();
 }
 
 // ---------------------------------------------------------------- LayerNorm

@@ -10,10 +10,16 @@
 // evaluation by the running ones, so that it is the fixed affine map y = (x - running_mean) /
 // sqrt(running_var + eps) γ + β. With track_running_stats = false it has no buffers and always uses the
 // batch's statistics. The buffers are saved and loaded by checkpoints with the parameters.
+//
+// update_bn recomputes the running statistics for weights the layers were not trained with (the average of
+// ema/swa, optim/average.hpp), as torch.optim.swa_utils.update_bn.
 #pragma once
 
+#include <cstddef>
+#include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "autograd/tensor.hpp"
 #include "nn/module.hpp"
@@ -41,6 +47,11 @@ class BatchNorm : public Module {
   ag::Tensor running_mean() const { return running_mean_; }
   ag::Tensor running_var() const { return running_var_; }
   ag::Tensor num_batches_tracked() const { return num_batches_tracked_; }
+  /// Running mean 0, variance 1, no batch tracked (in place: handles to the buffers see it).
+  void reset_running_stats();
+  std::optional<double> momentum() const { return options_.momentum; }
+  /// Unset: the cumulative average. Throws std::invalid_argument outside [0, 1].
+  void set_momentum(std::optional<double> momentum);
 
  protected:
   BatchNorm(const char* name, std::size_t min_rank, std::size_t max_rank, std::size_t num_features,
@@ -66,6 +77,17 @@ class BatchNorm2d : public BatchNorm {
   explicit BatchNorm2d(std::size_t num_features, const BatchNormOptions& options = {})
       : BatchNorm("BatchNorm2d", 4, 4, num_features, options) {}
 };
+
+/// The batch-norm layers of `model` and its descendants, depth first in registration order.
+std::vector<BatchNorm*> batch_norm_layers(Module& model);
+
+/// Recomputes the running statistics of every batch-norm layer of `model` that tracks them, for the model's
+/// current weights: each is reset, then `model` runs in training mode without recording on `batch(0)` ...
+/// `batch(batches - 1)` with the cumulative average (momentum unset), so the statistics end as the mean over
+/// the batches of each batch's mean and unbiased variance. The layers' momenta and the model's mode are
+/// restored afterwards (also when `batch` or the model throws). Returns the number of layers updated; with none,
+/// nothing runs.
+std::size_t update_bn(Module& model, std::size_t batches, const std::function<ag::Tensor(std::size_t)>& batch);
 
 /// Layer norm over the trailing axes `normalized_shape` of its input; learnable γ, β of that shape unless
 /// elementwise_affine is false.

@@ -7,7 +7,8 @@
 //                                               Optima": the equal-weight mean; torch.optim.swa_utils)
 // ema averages every step; swa averages the steps after the first `start` ones, every `every` steps (SWA's
 // usual form: from an epoch on, once per epoch — in steps here). Models with batch-norm statistics need them
-// recomputed for the average (torch's update_bn); the models here have none.
+// recomputed for the average: nn::update_bn (nn/norm.hpp),
+// which the programs run before every evaluation at the average.
 // State per parameter: "average" (a) and "count" (n).
 #pragma once
 

@@ -143,6 +143,9 @@ class Optimizer {
   void eval();
   void train();
   bool evaluating() const { return evaluating_; }
+  /// Whether eval() moves the parameters (the methods above), so that statistics computed at the trained
+  /// weights (batch norm's) do not hold there (nn::update_bn).
+  bool has_eval_point() const { return eval_state().has_value(); }
 
   /// A copy of the whole state, named as described at the top of this header.
   std::vector<nn::NamedTensor> state() const;

@@ -46,6 +46,7 @@
 #include "nn/loss.hpp"
 #include "nn/models.hpp"
 #include "nn/module.hpp"
+#include "nn/norm.hpp"
 #include "optim/registry.hpp"
 
 namespace {
@@ -1164,6 +1165,58 @@ TEST_CASE("--detect-anomaly: a run stops as diverged at the first NaN, naming th
                              "from 'linear' (step 1 (batch 1 of epoch 1), module fc (Linear(in=784, out=10)))") !=
         std::string::npos);
   CHECK_FALSE(ag::detecting_anomalies());  // the run's guard is gone
+}
+
+namespace {
+/// Linear, batch norm, ReLU, Linear: an MLP with running statistics.
+std::shared_ptr<nn::Sequential> bn_mlp() {
+  ag::Generator gen(5);
+  return std::make_shared<nn::Sequential>(std::initializer_list<std::shared_ptr<nn::Module>>{
+      std::make_shared<nn::Linear>(784, 16, nn::Init::default_uniform, true, &gen),
+      std::make_shared<nn::BatchNorm1d>(16), std::make_shared<nn::ReLU>(),
+      std::make_shared<nn::Linear>(16, 10, nn::Init::default_uniform, true, &gen)});
+}
+
+/// Mean cross-entropy over `set` in evaluation mode, in batches of 1000 summed in order (as the programs do).
+double test_loss_of(nn::Module& model, const data::Dataset& set) {
+  ag::NoGradGuard no_grad;
+  model.eval();
+  data::DataLoader loader(set, {.batch_size = 1000, .shuffle = false});
+  double sum = 0;
+  for (const data::Batch& batch : loader) sum += ag::cross_entropy(model(batch.images), batch.labels, ag::Reduction::sum).item();
+  model.train();
+  return sum / static_cast<double>(set.size());
+}
+}  // namespace
+
+TEST_CASE("an averaging optimiser is evaluated with batch-norm statistics recomputed for its average") {
+  RunConfig c = quiet_config();
+  c.epochs = 1;
+  c.batch_size = 50;
+  c.optimizer = spec("sgd(lr=0.05)");
+  examples::Datasets data = mnist_subset(1000);
+  data.test = mnist_subset(2000).train;  // a small evaluation set keeps the test fast
+  auto plain = bn_mlp();
+  RunResult a = examples::fit(*plain, c, data);
+  // ema with decay 0 averages nothing away: its average is the weights themselves, so the runs train alike
+  // and differ only in how they are evaluated.
+  c.optimizer = spec("ema(inner=sgd(lr=0.05),decay=0)");
+  auto averaged = bn_mlp();
+  RunResult b = examples::fit(*averaged, c, data);
+  REQUIRE(a.epochs.size() == 1);
+  REQUIRE(b.epochs.size() == 1);
+  CHECK(a.epochs[0].train_loss == b.epochs[0].train_loss);
+  std::vector<double> trained = plain->named_buffers()[0].second.to_vector();  // running_mean, trained
+  CHECK(averaged->named_buffers()[0].second.to_vector() == trained);  // put back after the evaluations
+  CHECK(a.epochs[0].test_loss == doctest::Approx(test_loss_of(*plain, data.test)).epsilon(1e-12));
+  nn::update_bn(*plain, 1, [&](std::size_t) {  // the training set is one batch of 1000
+    data::DataLoader loader(data.train, {.batch_size = 1000, .shuffle = false});
+    data::Batch batch;
+    loader.next(batch);
+    return batch.images;
+  });
+  CHECK(b.epochs[0].test_loss == doctest::Approx(test_loss_of(*plain, data.test)).epsilon(1e-12));
+  CHECK(a.epochs[0].test_loss != b.epochs[0].test_loss);
 }
 
 TEST_CASE("--track: a per-step CSV; SGD's update norm is lr times the gradient norm; sharpness is the Hessian's top "

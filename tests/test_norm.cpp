@@ -452,3 +452,47 @@ TEST_CASE("float32 statistics of data far from zero: the shifted sums do not can
   for (double v : rows.to_vector()) total += v * v;
   CHECK(total / double(rows.numel()) == doctest::Approx(1.0).epsilon(1e-3));
 }
+
+TEST_CASE("update_bn: the running statistics become the mean of the batches' means and unbiased variances") {
+  Generator gen(90);
+  auto linear = std::make_shared<nn::Linear>(4, 3, nn::Init::default_uniform, true, &gen, DType::f64);
+  auto bn = std::make_shared<nn::BatchNorm1d>(3, nn::BatchNormOptions{.dtype = DType::f64});
+  nn::Sequential net{linear, std::make_shared<nn::Sequential>(std::initializer_list<std::shared_ptr<nn::Module>>{bn})};
+  std::vector<Tensor> batches{random(Shape{5, 4}, 91), random(Shape{5, 4}, 92), random(Shape{5, 4}, 93)};
+  // Stale statistics from other weights, and eval mode: both must not matter, and the mode must come back.
+  net.train();
+  net(random(Shape{6, 4}, 94));
+  net.eval();
+  REQUIRE(nn::batch_norm_layers(net) == std::vector<nn::BatchNorm*>{bn.get()});
+  CHECK(nn::update_bn(net, batches.size(), [&](std::size_t i) { return batches[i]; }) == 1);
+  // Oracle: the per-batch mean and unbiased variance of each of the linear layer's outputs, averaged.
+  std::vector<double> mean(3, 0.0), var(3, 0.0);
+  for (const Tensor& x : batches) {
+    std::vector<double> h = linear->forward(x).to_vector();
+    for (std::size_t c = 0; c < 3; ++c) {
+      double m = 0, ss = 0;
+      for (std::size_t n = 0; n < 5; ++n) m += h[n * 3 + c] / 5;
+      for (std::size_t n = 0; n < 5; ++n) ss += (h[n * 3 + c] - m) * (h[n * 3 + c] - m);
+      mean[c] += m / 3;
+      var[c] += ss / 4 / 3;
+    }
+  }
+  for (std::size_t c = 0; c < 3; ++c) {
+    CHECK(bn->running_mean().at(c) == doctest::Approx(mean[c]).epsilon(1e-13));
+    CHECK(bn->running_var().at(c) == doctest::Approx(var[c]).epsilon(1e-13));
+  }
+  CHECK(bn->num_batches_tracked().item() == 3);
+  CHECK_FALSE(net.is_training());
+  CHECK(bn->momentum() == 0.1);
+  // A failing batch leaves the momentum and the mode as they were.
+  net.train();
+  CHECK_THROWS_AS(nn::update_bn(net, 2, [](std::size_t) -> Tensor { throw std::runtime_error("no data"); }),
+                  std::runtime_error);
+  CHECK(net.is_training());
+  CHECK(bn->momentum() == 0.1);
+  // Without batch norm nothing runs.
+  nn::Sequential plain{std::make_shared<nn::ReLU>()};
+  CHECK(nn::update_bn(plain, 1, [](std::size_t) -> Tensor { throw std::logic_error("must not be called"); }) == 0);
+  CHECK_THROWS_WITH_AS(bn->set_momentum(1.5), doctest::Contains("momentum 1.5 is outside [0, 1]"),
+                       std::invalid_argument);
+}

@@ -72,6 +72,37 @@ Evaluation evaluate(nn::Module& model, const data::Dataset& dataset, bool image_
   return {loss_sum / n, static_cast<double>(correct) / n};
 }
 
+/// While alive, the model's batch-norm statistics are those of its current weights, recomputed over `train`
+/// (nn::update_bn), when `optimizer` evaluates at averaged weights; the trained statistics come back after.
+class StatisticsForAverage {
+ public:
+  StatisticsForAverage(nn::Module& model, const optim::Optimizer& optimizer, const data::Dataset& train,
+                       bool image_shape) {
+    if (!optimizer.has_eval_point()) return;
+    for (nn::BatchNorm* bn : nn::batch_norm_layers(model)) {
+      if (!bn->running_mean().defined()) continue;
+      for (const ag::Tensor& buffer : {bn->running_mean(), bn->running_var(), bn->num_batches_tracked()}) {
+        saved_.emplace_back(buffer, buffer.clone());
+      }
+    }
+    if (saved_.empty()) return;
+    data::DataLoader loader(train, {.batch_size = 1000, .shuffle = false, .image_shape = image_shape});
+    data::Batch batch;
+    nn::update_bn(model, loader.num_batches(), [&](std::size_t) {
+      loader.next(batch);
+      return batch.images;
+    });
+  }
+  ~StatisticsForAverage() {
+    for (auto& [buffer, trained] : saved_) buffer.copy_(trained);
+  }
+  StatisticsForAverage(const StatisticsForAverage&) = delete;
+  StatisticsForAverage& operator=(const StatisticsForAverage&) = delete;
+
+ private:
+  std::vector<std::pair<ag::Tensor, ag::Tensor>> saved_;  // (the buffer, its trained values)
+};
+
 /// The terminal's width in columns (stderr's), else $COLUMNS, else 80.
 std::size_t terminal_columns() {
   winsize size{};
@@ -332,9 +363,11 @@ class Trainer {
     if (!append) log_ << header << std::flush;
   }
 
-  /// The model on `dataset` at the optimiser's evaluation point (an average of the weights, if it keeps one).
+  /// The model on `dataset` at the optimiser's evaluation point (an average of the weights, if it keeps one;
+  /// batch-norm statistics are then recomputed for it over the training set, and put back after).
   Evaluation evaluate_at_eval_point(const data::Dataset& dataset) {
     optim::EvalScope at(*optimizer_);
+    StatisticsForAverage statistics(model_, *optimizer_, data_.train, config_.images);
     return evaluate(model_, dataset, config_.images);
   }
 
