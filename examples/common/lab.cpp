@@ -112,14 +112,14 @@ std::vector<config::Spec> specs_of(const std::vector<GridPoint>& points) {
   return specs;
 }
 
+}  // namespace
+
 bool batch_varies(const std::vector<GridPoint>& points) {
   for (const GridPoint& p : points) {
     if (p.batch_size != points.front().batch_size) return true;
   }
   return false;
 }
-
-}  // namespace
 
 std::string point_label(const GridPoint& point, const std::vector<std::string>& varying, bool show_batch) {
   std::string label = point.optimizer.name;
@@ -145,9 +145,6 @@ Stat stat_of(const std::vector<double>& values) {
   return s;
 }
 
-namespace {
-
-/// The records of each point, points in first-seen order.
 std::vector<std::pair<GridPoint, std::vector<const RunRecord*>>> group(const std::vector<RunRecord>& records) {
   std::vector<std::pair<GridPoint, std::vector<const RunRecord*>>> groups;
   for (const RunRecord& record : records) {
@@ -160,6 +157,8 @@ std::vector<std::pair<GridPoint, std::vector<const RunRecord*>>> group(const std
   }
   return groups;
 }
+
+namespace {
 
 /// First epoch whose test accuracy reaches `threshold`, or 0.
 std::size_t first_epoch_reaching(const RunResult& result, double threshold) {
@@ -404,6 +403,12 @@ int exit_status(int status) {
 
 }  // namespace
 
+bool gnuplot_has_terminal(const std::string& gnuplot, const std::string& terminal) {
+  std::string probe = fmt::format("{} -e {} >/dev/null 2>&1", shell_quote(gnuplot),
+                                  shell_quote(fmt::format("set terminal {}", terminal)));
+  return exit_status(std::system(probe.c_str())) == 0;
+}
+
 std::string png_terminal(const std::string& gnuplot, std::string* why) {
   std::string program = shell_quote(gnuplot);
   int found = exit_status(std::system((program + " --version >/dev/null 2>&1").c_str()));
@@ -415,8 +420,7 @@ std::string png_terminal(const std::string& gnuplot, std::string* why) {
     return "";
   }
   for (const char* terminal : {"pngcairo", "png"}) {
-    std::string probe = fmt::format("{} -e {} >/dev/null 2>&1", program, shell_quote(fmt::format("set terminal {}", terminal)));
-    if (exit_status(std::system(probe.c_str())) == 0) return terminal;
+    if (gnuplot_has_terminal(gnuplot, terminal)) return terminal;
   }
   if (why) *why = fmt::format("'{}' has neither the pngcairo nor the png terminal", gnuplot);
   return "";
@@ -447,198 +451,6 @@ std::string run_gnuplot(const std::string& gnuplot, const std::string& dir, cons
   std::string output((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
   if (output.size() > 2000) output = output.substr(0, 2000) + "...";
   return fmt::format("gnuplot exited with status {} running {}/{}:\n{}", status, dir, script, output);
-}
-
-namespace {
-
-const char* const kColours[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-                                "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
-
-struct Band {
-  double mean = 0, lo = 0, hi = 0;
-};
-
-/// mean +- std; for a log axis the lower edge stays positive (the smallest run's value when mean - std <= 0).
-Band band_of(const std::vector<double>& values, bool positive) {
-  Stat s = stat_of(values);
-  Band b{s.mean, s.mean - s.std, s.mean + s.std};
-  if (positive && b.lo <= 0) {
-    double smallest = *std::min_element(values.begin(), values.end());
-    b.lo = smallest > 0 ? smallest : s.mean * 1e-3;
-  }
-  return b;
-}
-
-struct Curve {
-  std::string label;
-  std::size_t runs = 0;
-  std::string rows;  // the block of bands.dat
-};
-
-}  // namespace
-
-namespace {
-
-/// One curve per point with a completed run: mean +- std per epoch over its completed runs.
-std::vector<Curve> curves_of(const std::vector<RunRecord>& records, const std::vector<std::string>& varying,
-                             bool vary_batch, const std::string& eval_name, std::size_t& max_epoch) {
-  std::vector<Curve> curves;
-  for (const auto& [point, runs] : group(records)) {
-    std::vector<const RunResult*> completed;
-    for (const RunRecord* r : runs) {
-      if (!r->result.diverged && !r->result.epochs.empty()) completed.push_back(&r->result);
-    }
-    if (completed.empty()) continue;  // nothing to draw: every run diverged
-    Curve curve;
-    curve.label = point_label(point, varying, vary_batch);
-    curve.runs = completed.size();
-    if (completed.size() < runs.size()) {
-      curve.label += fmt::format(" ({} of {} diverged)", runs.size() - completed.size(), runs.size());
-    }
-    std::size_t epochs = 0;
-    for (const RunResult* r : completed) epochs = std::max(epochs, r->epochs.size());
-    max_epoch = std::max(max_epoch, epochs);
-    curve.rows = fmt::format("# {0}\n# epoch runs train_loss lo hi {1}_loss lo hi {1}_acc% lo hi\n", curve.label, eval_name);
-    for (std::size_t e = 0; e < epochs; ++e) {
-      std::vector<double> train_loss, test_loss, test_acc;
-      std::size_t epoch = 0;
-      for (const RunResult* r : completed) {
-        if (e >= r->epochs.size()) continue;
-        epoch = r->epochs[e].epoch;
-        train_loss.push_back(r->epochs[e].train_loss);
-        test_loss.push_back(r->epochs[e].test_loss);
-        test_acc.push_back(100 * r->epochs[e].test_acc);
-      }
-      Band a = band_of(train_loss, true), b = band_of(test_loss, true), c = band_of(test_acc, false);
-      curve.rows += fmt::format("{} {} {:.9g} {:.9g} {:.9g} {:.9g} {:.9g} {:.9g} {:.6f} {:.6f} {:.6f}\n", epoch,
-                                train_loss.size(), a.mean, a.lo, a.hi, b.mean, b.lo, b.hi, c.mean, c.lo, c.hi);
-    }
-    curves.push_back(std::move(curve));
-  }
-  return curves;
-}
-
-struct Figure {
-  std::string file, title, ylabel;
-  int column;  // the mean's column; lo and hi follow
-  bool log_y;
-  const char* key;
-};
-
-std::vector<Figure> figures_for(const std::string& eval_name) {
-  std::string Eval = eval_name == "test" ? "Test" : "Validation";
-  return {
-      {"loss.png", "Training loss per epoch", "training loss (cross-entropy, mean over the epoch's batches)", 3, true,
-       "top right"},
-      {"test_loss.png", Eval + " loss per epoch", eval_name + " loss (cross-entropy)", 6, true, "top right"},
-      {"accuracy.png", Eval + " accuracy per epoch", eval_name + " accuracy (%)", 9, false, "bottom right"},
-  };
-}
-
-/// The axes shared by every figure: grid, fill style, the epoch axis, log tics.
-std::string script_preamble(const std::string& terminal, bool key_outside, std::size_t max_epoch,
-                            const std::string& eval_name) {
-  std::string script = fmt::format(
-      "# Written by compare_optimizers: re-render with `gnuplot plot.gp` in this directory.\n"
-      "# bands.dat holds one block per configuration (index 0, 1, ...): epoch, runs, then mean, mean - std and\n"
-      "# mean + std of the training loss, the {0} loss and the {0} accuracy (%), over the seeds.\n",
-      eval_name);
-  const int width = key_outside ? 1350 : 1100;
-  script += terminal_line(terminal.empty() ? "pngcairo" : terminal, width, 700) + "\n";
-  script += "set grid lc rgb '#d0d0d0'\nset border lc rgb '#404040'\nset style fill transparent solid 0.18 noborder\n";
-  script += "set xlabel 'epoch'\n";
-  if (max_epoch <= 1) {
-    script += "set xrange [0.5:1.5]\nset xtics 1\n";
-  } else {
-    script += fmt::format("set xrange [1:{}]\n", max_epoch);
-    if (max_epoch <= 30) script += "set xtics 1\n";
-  }
-  return script;
-}
-
-/// Labelled ticks at 1, 2 and 5 times the powers of ten (a loss rarely spans more than two decades).
-std::string log_tics() {
-  std::string tics = "set ytics (";
-  for (int decade = -8; decade <= 3; ++decade) {
-    for (int m : {1, 2, 5}) tics += fmt::format("{}{}e{}", decade == -8 && m == 1 ? "" : ", ", m, decade);
-  }
-  return tics + ")\n";
-}
-
-std::string figure_script(const Figure& f, const std::vector<Curve>& curves, const std::string& title,
-                          const std::string& context, bool key_outside) {
-  std::string script = fmt::format("\nset output {}\n", gnuplot_string(f.file));
-  script += fmt::format("set title {} . \"\\n\" . {}\n", gnuplot_string(f.title + ": " + title), gnuplot_string(context));
-  script += fmt::format("set ylabel {}\n", gnuplot_string(f.ylabel));
-  script += f.log_y ? "set logscale y\nset mytics 10\nset grid ytics mytics\n" + log_tics()
-                    : "unset logscale y\nset ytics autofreq\nset mytics default\nset grid ytics nomytics\n";
-  script += "set format y '%g'\nset autoscale yfix\nset offsets 0, 0, graph 0.04, graph 0.04\n";
-  // A few curves: the key inside; more: outside, so that it never hides a line.
-  script += fmt::format("set key {} box opaque Left reverse samplen 2.5 spacing 1.1 width 1\n",
-                        key_outside ? "outside right top" : f.key);
-  script += "plot \\\n";
-  for (std::size_t i = 0; i < curves.size(); ++i) {
-    const char* colour = kColours[i % std::size(kColours)];
-    std::size_t dash = 1 + i / std::size(kColours);
-    script += fmt::format("  'bands.dat' index {} using 1:{}:{} with filledcurves lc rgb '{}' notitle, \\\n", i,
-                          f.column + 1, f.column + 2, colour);
-    script += fmt::format("  'bands.dat' index {} using 1:{} with linespoints lw 2 pt 7 ps 0.7 dt {} lc rgb '{}' title {}{}\n",
-                          i, f.column, dash, colour, gnuplot_string(curves[i].label), i + 1 < curves.size() ? ", \\" : "");
-  }
-  return script;
-}
-
-/// The parts of the grid every curve shares, for the title: ", lr 0.001, batch 1024".
-std::string constant_parts(const std::vector<GridPoint>& points, const std::vector<std::string>& varying) {
-  std::string constant;
-  if (points.empty()) return constant;
-  bool lr_varies = std::find(varying.begin(), varying.end(), "lr") != varying.end();
-  if (const std::string* lr = points.front().optimizer.find("lr"); lr && !lr_varies) constant += ", lr " + *lr;
-  if (!batch_varies(points)) constant += fmt::format(", batch {}", points.front().batch_size);
-  return constant;
-}
-
-}  // namespace
-
-PlotOutcome write_plots(const LabConfig& config, const std::vector<RunRecord>& records, const std::string& context,
-                        const std::string& eval_name) {
-  PlotOutcome outcome;
-  std::vector<GridPoint> points = grid_points(config);
-  std::vector<std::string> varying = varying_keys(config.optimizers);
-  std::size_t max_epoch = 0;
-  std::vector<Curve> curves = curves_of(records, varying, !points.empty() && batch_varies(points), eval_name, max_epoch);
-  if (curves.empty()) {
-    outcome.message = "no plots: no run completed an epoch without diverging";
-    return outcome;
-  }
-  std::string data;
-  for (const Curve& c : curves) data += c.rows + "\n\n";
-  write_text((fs::path(config.out_dir) / "bands.dat").string(), data);
-
-  std::string why;
-  std::string terminal = png_terminal(config.gnuplot, &why);
-  std::string pm_sign = terminal == "pngcairo" ? "±" : "+/-";
-  std::size_t seeds = config.seeds.size();
-  std::string title = (seeds > 1 ? fmt::format("mean {} 1 std over {} seeds", pm_sign, seeds) : "one seed") +
-                      constant_parts(points, varying);
-  const bool key_outside = curves.size() > 3;
-  std::vector<Figure> figures = figures_for(eval_name);
-  std::string script = script_preamble(terminal, key_outside, max_epoch, eval_name);
-  for (const Figure& f : figures) script += figure_script(f, curves, title, context, key_outside);
-  script += "\nunset output\n";
-  write_text((fs::path(config.out_dir) / "plot.gp").string(), script);
-
-  if (terminal.empty()) {
-    outcome.message = fmt::format("no plots: {}; bands.dat and plot.gp are in {} for later", why, config.out_dir);
-    return outcome;
-  }
-  if (std::string error = run_gnuplot(config.gnuplot, config.out_dir, "plot.gp"); !error.empty()) {
-    outcome.message = "no plots: " + error;
-    return outcome;
-  }
-  for (const Figure& f : figures) outcome.files.push_back((fs::path(config.out_dir) / f.file).string());
-  outcome.written = true;
-  return outcome;
 }
 
 // ---------------------------------------------------------------- flags
@@ -679,6 +491,9 @@ LabFlags::LabFlags(CLI::App& app, LabProgram program)
       ->capture_default_str();
   app.add_option("--gnuplot", gnuplot_, "the gnuplot program that draws the PNGs")->capture_default_str();
   app.add_flag("--no-plots", no_plots_, "write the CSV and Markdown files only");
+  app.add_option("--x-axis", x_axis_, "the figure's x axis: epochs, steps or seconds (training time)")
+      ->check(CLI::IsMember({"epochs", "steps", "seconds"}))
+      ->capture_default_str();
   app.add_flag("--quiet", quiet_, "one line per run instead of one per epoch");
   jobs_ = std::max(1u, std::thread::hardware_concurrency());
   app.add_option("--jobs", jobs_,
@@ -750,6 +565,7 @@ LabConfig LabFlags::config() const {
   require(!lab.out_dir.empty(), "--out: needs a directory");
   lab.gnuplot = gnuplot_;
   lab.plots = !no_plots_;
+  lab.x_axis = x_axis_;
   lab.epoch_lines = !quiet_;
   lab.jobs = jobs_;
   return lab;

@@ -4,8 +4,9 @@
 //   runs.csv     one row per run: final metrics, divergence
 //   summary.csv  one row per optimiser spec x batch size: mean and std over the seeds
 //   summary.md   the same as a Markdown table
-//   loss.png, test_loss.png, accuracy.png   per-epoch curves, one line per configuration with a +-1 std band
-//                (bands.dat + plot.gp: re-render with `gnuplot plot.gp` inside the output directory)
+//   curves.png, curves.pdf (or .svg)   one figure, three panels (training loss, evaluation loss, accuracy), one
+//                line per configuration with a +-1 std band, one colour family per optimiser, x in epochs,
+//                steps or seconds (--x-axis); bands.dat + plot.gp: re-render with `gnuplot plot.gp` there
 // like the figures of 000 (Figures 9-16) and 001 (Figures 6-9, mean +- std over 5 runs).
 //
 // The grid's optimisers are specs (config/spec.hpp), each resolved by the registry (every option written
@@ -57,6 +58,7 @@ struct LabConfig {
   std::string gnuplot = "gnuplot";  // the program to run
   std::string program = "compare_optimizers";
   bool plots = true;
+  std::string x_axis = "epochs";  // the figure's x: epochs, steps or seconds (training time)
   bool epoch_lines = true;  // print every epoch of every run (else one line per run)
   /// Runs at once, each in a worker process of its own (fork); 1: one after another in this process. The
   /// results are the same bits either way (every run is seeded and single-threaded unless --threads).
@@ -101,6 +103,11 @@ struct Summary {
   std::vector<Stat> epochs_to;  // per threshold, over the runs that reach it (n of them)
 };
 
+/// The records of each point, points in first-seen order.
+std::vector<std::pair<GridPoint, std::vector<const RunRecord*>>> group(const std::vector<RunRecord>& records);
+/// Whether the points have more than one batch size.
+bool batch_varies(const std::vector<GridPoint>& points);
+
 /// Groups the records by grid point (in first-seen order) and aggregates over the seeds.
 std::vector<Summary> summarise(const std::vector<RunRecord>& records, const std::vector<double>& thresholds = {0.97, 0.98});
 
@@ -122,6 +129,8 @@ void write_text(const std::string& path, const std::string& text);
 /// The PNG terminal this gnuplot offers ("pngcairo", else "png"), or "" when gnuplot cannot be run or has
 /// neither; `why` then says which.
 std::string png_terminal(const std::string& gnuplot, std::string* why = nullptr);
+/// Whether `gnuplot` runs and has the terminal `terminal` (pngcairo, pdfcairo, svg, ...).
+bool gnuplot_has_terminal(const std::string& gnuplot, const std::string& terminal);
 /// The terminal line for a PNG of width x height pixels.
 std::string terminal_line(const std::string& terminal, int width, int height);
 /// `text` as a single-quoted gnuplot string.
@@ -132,10 +141,14 @@ std::string run_gnuplot(const std::string& gnuplot, const std::string& dir, cons
 struct PlotOutcome {
   bool written = false;
   std::string message;  // why not, when not written
-  std::vector<std::string> files;  // the PNGs written
+  std::vector<std::string> files;  // the figures written
 };
 
-/// Writes bands.dat and plot.gp into config.out_dir and runs gnuplot on them. `context` is the second title
+/// One colour per curve: a hue per optimiser name (first-seen order), its curves in shades of it from light to
+/// dark in their order. `optimizers`: each curve's optimiser name.
+std::vector<std::string> family_colours(const std::vector<std::string>& optimizers);
+
+/// Writes bands.dat and plot.gp into config.out_dir and runs gnuplot on them (lab_plots.cpp). `context` is the second title
 /// line (model, data set, epochs).
 PlotOutcome write_plots(const LabConfig& config, const std::vector<RunRecord>& records, const std::string& context,
                         const std::string& eval_name = "test");
@@ -169,7 +182,7 @@ class LabFlags {
   std::vector<double> lrs_, targets_{0.97, 0.98};
   std::vector<std::size_t> batch_sizes_{1024};
   std::vector<std::uint64_t> seeds_{0, 1, 2, 3, 4};
-  std::string out_ = "lab-out", gnuplot_ = "gnuplot";
+  std::string out_ = "lab-out", gnuplot_ = "gnuplot", x_axis_ = "epochs";
   bool no_plots_ = false, quiet_ = false;
   std::size_t jobs_ = 1;
 };

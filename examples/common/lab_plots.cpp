@@ -1,0 +1,309 @@
+// The lab's figure: one multi-panel plot per study (training loss, evaluation loss, accuracy side by side, one
+// shared key below them), mean ± 1 std bands over the seeds, one colour family per optimiser (its
+// configurations in shades of one hue, light to dark in grid order), x in epochs, steps or seconds; written as
+// curves.png and curves.pdf (or .svg) from bands.dat and plot.gp.
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "examples/common/lab.hpp"
+
+namespace examples::lab {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Band {
+  double mean = 0, lo = 0, hi = 0;
+};
+
+/// mean +- std; for a log axis the lower edge stays positive (the smallest run's value when mean - std <= 0).
+Band band_of(const std::vector<double>& values, bool positive) {
+  Stat s = stat_of(values);
+  Band b{s.mean, s.mean - s.std, s.mean + s.std};
+  if (positive && b.lo <= 0) {
+    double smallest = *std::min_element(values.begin(), values.end());
+    b.lo = smallest > 0 ? smallest : s.mean * 1e-3;
+  }
+  return b;
+}
+
+struct Curve {
+  std::string label, optimizer;
+  std::size_t runs = 0;
+  std::string rows;  // the block of bands.dat
+};
+
+/// Steps a run had taken at the end of its epoch e (0-based): its steps spread evenly over its epochs.
+double steps_at(const RunResult& r, std::size_t e) {
+  return std::round(static_cast<double>(r.steps) * static_cast<double>(e + 1) / static_cast<double>(r.epochs.size()));
+}
+
+/// One line of bands.dat: epoch e (0-based) over the runs that reached it.
+std::string band_row(const std::vector<const RunResult*>& completed, std::size_t e) {
+  std::vector<double> steps, seconds, train_loss, test_loss, test_acc;
+  std::size_t epoch = 0;
+  for (const RunResult* r : completed) {
+    if (e >= r->epochs.size()) continue;
+    epoch = r->epochs[e].epoch;
+    double elapsed = 0;
+    for (std::size_t k = 0; k <= e; ++k) elapsed += r->epochs[k].seconds;
+    steps.push_back(steps_at(*r, e));
+    seconds.push_back(elapsed);
+    train_loss.push_back(r->epochs[e].train_loss);
+    test_loss.push_back(r->epochs[e].test_loss);
+    test_acc.push_back(100 * r->epochs[e].test_acc);
+  }
+  Band a = band_of(train_loss, true), b = band_of(test_loss, true), c = band_of(test_acc, false);
+  return fmt::format("{} {} {:.9g} {:.6g} {:.9g} {:.9g} {:.9g} {:.9g} {:.9g} {:.9g} {:.6f} {:.6f} {:.6f}\n", epoch,
+                     train_loss.size(), stat_of(steps).mean, stat_of(seconds).mean, a.mean, a.lo, a.hi, b.mean, b.lo,
+                     b.hi, c.mean, c.lo, c.hi);
+}
+
+/// One curve per point with a completed run: mean +- std per epoch over its completed runs.
+std::vector<Curve> curves_of(const std::vector<RunRecord>& records, const std::vector<std::string>& varying,
+                             bool vary_batch, const std::string& eval_name) {
+  std::vector<Curve> curves;
+  for (const auto& [point, runs] : group(records)) {
+    std::vector<const RunResult*> completed;
+    for (const RunRecord* r : runs) {
+      if (!r->result.diverged && !r->result.epochs.empty()) completed.push_back(&r->result);
+    }
+    if (completed.empty()) continue;  // nothing to draw: every run diverged
+    Curve curve;
+    curve.label = point_label(point, varying, vary_batch);
+    curve.optimizer = point.optimizer.name;
+    curve.runs = completed.size();
+    if (completed.size() < runs.size()) {
+      curve.label += fmt::format(" ({} of {} diverged)", runs.size() - completed.size(), runs.size());
+    }
+    std::size_t epochs = 0;
+    for (const RunResult* r : completed) epochs = std::max(epochs, r->epochs.size());
+    curve.rows = fmt::format("# {0}\n# epoch runs steps seconds train_loss lo hi {1}_loss lo hi {1}_acc% lo hi\n",
+                             curve.label, eval_name);
+    for (std::size_t e = 0; e < epochs; ++e) curve.rows += band_row(completed, e);
+    curves.push_back(std::move(curve));
+  }
+  return curves;
+}
+
+/// "#rrggbb" of a colour given by hue (degrees), saturation and lightness in [0, 1].
+std::string hsl(double hue, double saturation, double lightness) {
+  double c = (1 - std::abs(2 * lightness - 1)) * saturation;
+  double h = std::fmod(hue, 360.0) / 60.0;
+  double x = c * (1 - std::abs(std::fmod(h, 2.0) - 1));
+  double r = 0, g = 0, b = 0;
+  if (h < 1) r = c, g = x;
+  else if (h < 2) r = x, g = c;
+  else if (h < 3) g = c, b = x;
+  else if (h < 4) g = x, b = c;
+  else if (h < 5) r = x, b = c;
+  else r = c, b = x;
+  double m = lightness - c / 2;
+  auto byte = [&](double v) { return static_cast<int>(std::lround(255 * std::clamp(v + m, 0.0, 1.0))); };
+  return fmt::format("#{:02x}{:02x}{:02x}", byte(r), byte(g), byte(b));
+}
+
+}  // namespace
+
+std::vector<std::string> family_colours(const std::vector<std::string>& optimizers) {
+  // Hues far apart, in the order of the usual ten-colour cycle (blue, orange, green, red, purple, ...).
+  static const double kHues[] = {210, 30, 120, 355, 275, 185, 320, 60, 15, 240};
+  std::vector<std::string> names;  // the families, first-seen order
+  for (const std::string& name : optimizers) {
+    if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+  }
+  std::vector<std::string> colours;
+  for (std::size_t i = 0; i < optimizers.size(); ++i) {
+    std::size_t family = std::find(names.begin(), names.end(), optimizers[i]) - names.begin();
+    std::size_t members = std::count(optimizers.begin(), optimizers.end(), optimizers[i]);
+    std::size_t rank = std::count(optimizers.begin(), optimizers.begin() + static_cast<std::ptrdiff_t>(i), optimizers[i]);
+    double hue = kHues[family % std::size(kHues)];
+    double saturation = family < std::size(kHues) ? 0.75 : 0.35;  // an eleventh family: greyer shades
+    double lightness = members == 1 ? 0.42 : 0.68 - 0.43 * static_cast<double>(rank) / static_cast<double>(members - 1);
+    colours.push_back(hsl(hue, saturation, lightness));
+  }
+  return colours;
+}
+
+namespace {
+
+struct Panel {
+  std::string title, ylabel;
+  int column;  // the mean's column in bands.dat; lo and hi follow
+  bool log_y;
+};
+
+std::vector<Panel> panels_for(const std::string& eval_name) {
+  std::string Eval = eval_name == "test" ? "Test" : "Validation";
+  return {{"Training loss", "training loss (cross-entropy)", 5, true},
+          {Eval + " loss", eval_name + " loss (cross-entropy)", 8, true},
+          {Eval + " accuracy", eval_name + " accuracy (%)", 11, false}};
+}
+
+/// Labelled ticks at 1, 2 and 5 times the powers of ten (a loss rarely spans more than two decades).
+std::string log_tics() {
+  std::string tics = "set ytics (";
+  for (int decade = -8; decade <= 3; ++decade) {
+    for (int m : {1, 2, 5}) tics += fmt::format("{}{}e{}", decade == -8 && m == 1 ? "" : ", ", m, decade);
+  }
+  return tics + ")\n";
+}
+
+/// The x axis: its bands.dat column and label.
+struct XAxis {
+  int column;
+  std::string label;
+  std::size_t max = 0;  // the last epoch
+};
+
+XAxis x_axis_of(const std::string& name, std::size_t max_epoch) {
+  if (name == "steps") return {3, "steps", max_epoch};
+  if (name == "seconds") return {4, "training seconds (evaluation excluded)", max_epoch};
+  return {1, "epoch", max_epoch};
+}
+
+/// One panel of the multiplot (no key: the key has a strip of its own).
+std::string panel_script(const Panel& p, const XAxis& x, const std::vector<Curve>& curves,
+                         const std::vector<std::string>& colours) {
+  std::string script = fmt::format("set title {}\nset ylabel {}\nset xlabel {}\n", gnuplot_string(p.title),
+                                   gnuplot_string(p.ylabel), gnuplot_string(x.label));
+  script += p.log_y ? "set logscale y\nset mytics 10\n" + log_tics()
+                    : "unset logscale y\nset ytics autofreq\nset mytics default\n";
+  script += "set format y '%g'\nset autoscale yfix\nset offsets 0, 0, graph 0.04, graph 0.04\nunset key\nplot \\\n";
+  for (std::size_t i = 0; i < curves.size(); ++i) {
+    script += fmt::format("  'bands.dat' index {} using {}:{}:{} with filledcurves lc rgb '{}' notitle, \\\n", i,
+                          x.column, p.column + 1, p.column + 2, colours[i]);
+    script += fmt::format("  'bands.dat' index {} using {}:{} with linespoints lw 2 pt {} ps 0.6 lc rgb '{}' notitle{}\n",
+                          i, x.column, p.column, 5 + 2 * (i % 4), colours[i], i + 1 < curves.size() ? ", \\" : "");
+  }
+  return script;
+}
+
+/// The key alone, in a strip across the bottom `height` of the canvas (a panel's key could only be as wide as
+/// its panel): empty axes whose lines carry the curves' titles.
+std::string key_script(const std::vector<Curve>& curves, const std::vector<std::string>& colours, double height,
+                       std::size_t columns) {
+  std::string script = fmt::format(
+      "set origin 0, 0\nset size 1, {:.3f}\nunset title\nunset xlabel\nunset ylabel\nunset border\nunset tics\n"
+      "unset grid\nunset logscale\nset xrange [0:1]\nset yrange [0:1]\nset lmargin 0\nset rmargin 0\n"
+      "set tmargin 0\nset bmargin 0\nset key center center horizontal maxcols {} Left reverse samplen 2.5 "
+      "spacing 1.1 width 2\nplot \\\n",
+      height, columns);
+  for (std::size_t i = 0; i < curves.size(); ++i) {
+    script += fmt::format("  NaN with linespoints lw 2 pt {} ps 0.6 lc rgb '{}' title {}{}\n", 5 + 2 * (i % 4),
+                          colours[i], gnuplot_string(curves[i].label), i + 1 < curves.size() ? ", \\" : "");
+  }
+  return script;
+}
+
+/// The whole figure on one terminal: three panels side by side, their shared title above, the key below.
+std::string figure_script(const std::string& terminal_line, const std::string& output, const std::string& title,
+                          const std::vector<Panel>& panels, const XAxis& x, const std::vector<Curve>& curves,
+                          const std::vector<std::string>& colours, double key_fraction, std::size_t key_columns) {
+  std::string script = fmt::format("\n{}\nset output {}\n", terminal_line, gnuplot_string(output));
+  // `title` is a gnuplot string expression (two lines joined by "\n").
+  script += "set grid lc rgb '#d0d0d0'\nset border lc rgb '#404040'\nset style fill transparent solid 0.28 noborder\n";
+  script += x.column == 1 && x.max <= 30 ? "set xtics 1\n" : "set xtics autofreq\n";
+  script += fmt::format("set multiplot layout 1,3 title {} margins 0.06, 0.99, {:.3f}, 0.86 spacing 0.07, 0\n", title,
+                        key_fraction);
+  for (const Panel& p : panels) script += panel_script(p, x, curves, colours);
+  script += key_script(curves, colours, key_fraction - 0.07, key_columns);
+  return script + "unset multiplot\nunset output\n";
+}
+
+/// The parts of the grid every curve shares, for the title: ", lr 0.001, batch 1024".
+std::string constant_parts(const std::vector<GridPoint>& points, const std::vector<std::string>& varying) {
+  std::string constant;
+  if (points.empty()) return constant;
+  bool lr_varies = std::find(varying.begin(), varying.end(), "lr") != varying.end();
+  if (const std::string* lr = points.front().optimizer.find("lr"); lr && !lr_varies) constant += ", lr " + *lr;
+  if (!batch_varies(points)) constant += fmt::format(", batch {}", points.front().batch_size);
+  return constant;
+}
+
+/// The vector terminal this gnuplot has, with the file name it writes ("" when neither pdfcairo nor svg).
+std::pair<std::string, std::string> vector_terminal(const std::string& gnuplot, int width, int height) {
+  if (gnuplot_has_terminal(gnuplot, "pdfcairo")) {
+    return {fmt::format("set terminal pdfcairo size {:.2f}in,{:.2f}in noenhanced font 'Sans,8'", width / 110.0,
+                        height / 110.0),
+            "curves.pdf"};
+  }
+  if (gnuplot_has_terminal(gnuplot, "svg")) {
+    return {fmt::format("set terminal svg size {},{} noenhanced font 'Sans,11'", width, height), "curves.svg"};
+  }
+  return {"", ""};
+}
+
+}  // namespace
+
+PlotOutcome write_plots(const LabConfig& config, const std::vector<RunRecord>& records, const std::string& context,
+                        const std::string& eval_name) {
+  PlotOutcome outcome;
+  std::vector<GridPoint> points = grid_points(config);
+  std::vector<std::string> varying = varying_keys(config.optimizers);
+  std::vector<Curve> curves = curves_of(records, varying, !points.empty() && batch_varies(points), eval_name);
+  if (curves.empty()) {
+    outcome.message = "no plots: no run completed an epoch without diverging";
+    return outcome;
+  }
+  std::string data;
+  std::vector<std::string> optimizers;
+  for (const Curve& c : curves) {
+    data += c.rows + "\n\n";
+    optimizers.push_back(c.optimizer);
+  }
+  write_text((fs::path(config.out_dir) / "bands.dat").string(), data);
+
+  std::string why;
+  std::string terminal = png_terminal(config.gnuplot, &why);
+  std::string pm_sign = terminal == "pngcairo" ? "±" : "+/-";
+  std::size_t seeds = config.seeds.size();
+  std::string title = gnuplot_string((seeds > 1 ? fmt::format("mean {} 1 std over {} seeds", pm_sign, seeds) : "one seed") +
+                                     constant_parts(points, varying)) +
+                      " . \"\\n\" . " + gnuplot_string(context);
+  const std::size_t columns = std::min<std::size_t>(curves.size(), 4);
+  const std::size_t rows = (curves.size() + columns - 1) / columns;
+  const int width = 1500, height = 520 + 24 * static_cast<int>(rows);
+  const double key_fraction = (24.0 * static_cast<double>(rows) + 75.0) / height;
+  std::vector<std::string> colours = family_colours(optimizers);
+  std::vector<Panel> panels = panels_for(eval_name);
+  std::size_t max_epoch = 0;
+  for (const RunRecord& r : records) {
+    if (!r.result.epochs.empty()) max_epoch = std::max(max_epoch, r.result.epochs.back().epoch);
+  }
+  XAxis x = x_axis_of(config.x_axis, max_epoch);
+  std::string script = fmt::format(
+      "# Written by {0}: re-render with `gnuplot plot.gp` in this directory.\n"
+      "# bands.dat holds one block per configuration (index 0, 1, ...): epoch, runs, steps, training seconds,\n"
+      "# then mean, mean - std and mean + std of the training loss, the {1} loss and the {1} accuracy (%).\n",
+      config.program, eval_name);
+  script += figure_script(terminal_line(terminal.empty() ? "pngcairo" : terminal, width, height), "curves.png", title,
+                          panels, x, curves, colours, key_fraction, columns);
+  auto [vector_line, vector_file] = terminal.empty() ? std::pair<std::string, std::string>{}
+                                                     : vector_terminal(config.gnuplot, width, height);
+  if (!vector_line.empty()) {
+    script += figure_script(vector_line, vector_file, title, panels, x, curves, colours, key_fraction, columns);
+  }
+  write_text((fs::path(config.out_dir) / "plot.gp").string(), script);
+
+  if (terminal.empty()) {
+    outcome.message = fmt::format("no plots: {}; bands.dat and plot.gp are in {} for later", why, config.out_dir);
+    return outcome;
+  }
+  if (std::string error = run_gnuplot(config.gnuplot, config.out_dir, "plot.gp"); !error.empty()) {
+    outcome.message = "no plots: " + error;
+    return outcome;
+  }
+  outcome.files.push_back((fs::path(config.out_dir) / "curves.png").string());
+  if (!vector_file.empty()) outcome.files.push_back((fs::path(config.out_dir) / vector_file).string());
+  outcome.written = true;
+  return outcome;
+}
+
+}  // namespace examples::lab
