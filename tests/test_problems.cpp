@@ -1,5 +1,7 @@
-// DeepOBS's test problems (problems/test_problems.hpp): the registry, the networks' parameter counts and
-// initialisations, quadratic_deep's spectrum, the 2-D problems, and the README's table of problems.
+// DeepOBS's test problems (problems/test_problems.hpp) and evaluation protocol: the registry, the networks'
+// parameter counts and initialisations, quadratic_deep's spectrum, the 2-D problems, the train-eval and
+// validation splits, evaluation every K steps (examples/common/training.hpp), the --problem flags, short
+// trainings on the real MNIST, and the README's table of problems.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -11,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include <CLI/CLI.hpp>
 #include <doctest/doctest.h>
 
 #include "analysis/dense.hpp"
@@ -18,12 +21,15 @@
 #include "autograd/ops.hpp"
 #include "config/registry.hpp"
 #include "data/dataset.hpp"
+#include "examples/common/cli.hpp"
+#include "examples/common/training.hpp"
 #include "nn/models.hpp"
 #include "problems/test_problems.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
+using examples::RunConfig;
 
 std::shared_ptr<nn::Module> build(const std::string& model, std::uint64_t seed = 0) {
   ag::Generator gen(seed);
@@ -77,6 +83,53 @@ void check_initialisation(const nn::Module& net, double sigma, double bias) {
   }
 }
 
+
+/// The first n MNIST training images split as DeepOBS does (with smaller sets), and the first n_test test images.
+examples::Datasets small_mnist(std::size_t n, std::size_t held_out, std::size_t n_test) {
+  static const data::Dataset train = data::load_dataset("mnist", data::Split::train);
+  static const data::Dataset test = data::load_dataset("mnist", data::Split::test);
+  auto first = [](const data::Dataset& d, std::size_t count) {
+    data::Dataset part;
+    part.rows = d.rows;
+    part.cols = d.cols;
+    part.labels.assign(d.labels.begin(), d.labels.begin() + static_cast<std::ptrdiff_t>(count));
+    part.images.assign(d.images.begin(), d.images.begin() + static_cast<std::ptrdiff_t>(count * d.features()));
+    return part;
+  };
+  data::EvaluationSplits splits = data::split_for_evaluation(first(train, n), held_out, held_out);
+  examples::Datasets sets;
+  sets.train = std::move(splits.train);
+  sets.train_eval = std::move(splits.train_eval);
+  sets.validation = std::move(splits.validation);
+  sets.test = first(test, n_test);
+  return sets;
+}
+
+RunConfig problem_config(const std::string& problem, const std::string& optimizer) {
+  const problems::TestProblem& p = problems::test_problems().at(problem);
+  RunConfig c;
+  c.progress = false;
+  c.problem = p.name;
+  c.model = config::Spec{p.model, {}};
+  c.images = nn::models().at(p.model).images;
+  c.optimizer = config::parse_spec(optimizer);
+  c.batch_size = p.batch_size;
+  c.epochs = 1;
+  c.evaluation_splits = true;
+  c.eval_log.clear();
+  return c;
+}
+
+/// The RunConfig the lab's flags give for `args` (with --model and --problem).
+RunConfig lab_config_of(std::vector<std::string> args) {
+  CLI::App app{"test", "test"};
+  examples::RunFlags flags(app, {.with_model = true, .with_optimizer = false, .single_run = false});
+  args.insert(args.begin(), "test");
+  std::vector<const char*> argv;
+  for (const std::string& a : args) argv.push_back(a.c_str());
+  app.parse(static_cast<int>(argv.size()), argv.data());
+  return flags.config();
+}
 
 std::string error_of(const std::function<void()>& f) {
   try {
@@ -235,6 +288,87 @@ TEST_CASE("function problems: SGD lowers quadratic_deep's losses; an evaluation 
                        doctest::Contains("a data-set problem"), std::invalid_argument);
 }
 
+TEST_CASE("evaluation every K steps: 1 + steps / K rows in the result and the CSV, off the training clock") {
+  const examples::Datasets sets = small_mnist(2500, 500, 500);  // 2,000 training images: 20 steps of 100 an epoch
+  RunConfig c = problem_config("mnist_logreg", "sgd(lr=0.1)");
+  c.batch_size = 100;
+  c.epochs = 2;
+  c.eval_every = 7;
+  const fs::path log = fs::temp_directory_path() / "tapegrad_test_problems_eval.csv";
+  c.eval_log = log.string();
+  const examples::RunResult r = examples::train(c, sets);
+  REQUIRE(r.evaluations.size() == 1 + 40 / 7);
+  for (std::size_t i = 0; i < r.evaluations.size(); ++i) CHECK(r.evaluations[i].step == 7 * i);
+  CHECK(r.evaluations[2].epoch == doctest::Approx(14.0 / 20));
+  // Zero weights: every set's loss starts at ln 10, and training lowers each.
+  CHECK(r.evaluations.front().train_eval_loss == doctest::Approx(std::log(10.0)).epsilon(1e-6));
+  CHECK(r.evaluations.front().validation_loss == doctest::Approx(std::log(10.0)).epsilon(1e-6));
+  CHECK(r.evaluations.back().validation_loss < 0.8 * std::log(10.0));
+  CHECK(r.evaluations.back().train_eval_loss < r.evaluations.front().train_eval_loss);
+  CHECK(r.evaluations.back().test_loss < r.evaluations.front().test_loss);
+  CHECK(r.evaluation_seconds > 0);
+  for (std::size_t i = 1; i < r.evaluations.size(); ++i) {
+    CHECK(r.evaluations[i].seconds >= r.evaluations[i - 1].seconds);
+  }
+  CHECK(r.evaluations.back().seconds <= r.seconds);
+  std::ifstream file(log);
+  const std::string csv((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  CHECK(csv.rfind(examples::eval_csv_header(), 0) == 0);
+  CHECK(std::count(csv.begin(), csv.end(), '\n') == static_cast<std::ptrdiff_t>(1 + r.evaluations.size()));
+  fs::remove(log);
+
+  c.eval_every = 0;  // once per epoch, after the start
+  c.eval_log.clear();
+  const examples::RunResult per_epoch = examples::train(c, sets);
+  REQUIRE(per_epoch.evaluations.size() == 3);
+  CHECK(per_epoch.evaluations[2].step == 40);
+  CHECK(per_epoch.evaluations[2].test_acc == per_epoch.epochs[1].test_acc);
+
+  examples::Datasets no_splits = sets;
+  no_splits.validation = {};
+  CHECK(error_of([&] { examples::train(c, no_splits); }).find("no train-eval or validation set") != std::string::npos);
+}
+
+TEST_CASE("a short training of mnist_mlp on the real MNIST lowers the validation loss") {
+  const examples::Datasets sets = small_mnist(6000, 1000, 1000);  // 5,000 training images: 39 steps of 128
+  RunConfig c = problem_config("mnist_mlp", "adam(lr=1e-3)");
+  const examples::RunResult r = examples::train(c, sets);
+  CHECK(r.steps == 39);  // the last partial batch dropped, as DeepOBS
+  REQUIRE(r.evaluations.size() == 2);
+  MESSAGE("mnist_mlp, Adam lr 1e-3, 39 steps: validation loss " << r.evaluations[0].validation_loss << " -> "
+                                                              << r.evaluations[1].validation_loss << ", accuracy "
+                                                              << r.evaluations[1].validation_acc);
+  CHECK(r.evaluations[1].validation_loss < 0.5 * r.evaluations[0].validation_loss);
+  CHECK(r.evaluations[1].validation_acc > 0.8);
+}
+
+TEST_CASE("--problem and --eval-every: the problem's model, data, batch size and budget; conflicts refused") {
+  RunConfig c = lab_config_of({"--problem", "fmnist_2c2d"});
+  CHECK(c.problem == "fmnist_2c2d");
+  CHECK(c.model.name == "deepobs_2c2d");
+  CHECK(c.images);
+  CHECK(c.dataset == "fashion");
+  CHECK(c.batch_size == 128);
+  CHECK(c.epochs == 100);
+  CHECK(c.evaluation_splits);
+  CHECK(c.eval_every == 0);
+  c = lab_config_of({"--problem", "mnist_logreg", "--epochs", "3", "--eval-every", "50"});
+  CHECK(c.epochs == 3);
+  CHECK(c.eval_every == 50);
+  CHECK(lab_config_of({}).evaluation_splits == false);  // the programs as before
+  CHECK(lab_config_of({"--eval-every", "10"}).evaluation_splits);
+  CHECK(error_of([] { lab_config_of({"--problem", "mnist_mlp", "--model", "cnn"}); })
+            .find("--problem mnist_mlp and --model: the problem sets the model") != std::string::npos);
+  CHECK(error_of([] { lab_config_of({"--problem", "quadratic_deep"}); }).find("a function problem") !=
+        std::string::npos);
+  CHECK(error_of([] { lab_config_of({"--problem", "cifar10_3c3d"}); }).find("unknown test problem 'cifar10_3c3d'") !=
+        std::string::npos);
+  CHECK(error_of([] { lab_config_of({"--eval-every", "0"}); }).find("--eval-every: at least 1") != std::string::npos);
+  CHECK(error_of([] { lab_config_of({"--eval-log", "x.csv"}); }).find("--eval-log: only with") != std::string::npos);
+  CHECK(error_of([] { lab_config_of({"--eval-every", "5", "--validation", "100"}); }).find("--validation") !=
+        std::string::npos);
+}
+
 TEST_CASE("Fashion-MNIST for the fmnist problems: the original files (first labels), or a clear error") {
   const std::string dir = data::default_fashion_mnist_dir();
   if (fs::exists(dir)) {
@@ -255,7 +389,7 @@ TEST_CASE("README: its table of test problems is the registry's own") {
   REQUIRE(file);
   const std::string readme((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
   const std::string table = problems::problems_markdown();
-  INFO("README.md is out of date: paste problems::problems_markdown():\n"
+  INFO("README.md is out of date: paste the output of `build/examples/compare_optimizers --markdown --list-problems`:\n"
        << table);
   CHECK(readme.find(table) != std::string::npos);
 }
