@@ -339,6 +339,23 @@ class Trainer {
     if (!append) log_ << header << std::flush;
   }
 
+  /// The model on `dataset` at the optimiser's evaluation point (an average of the weights, if it keeps one).
+  Evaluation evaluate_at_eval_point(const data::Dataset& dataset) {
+    optim::EvalScope at(*optimizer_);
+    return evaluate(model_, dataset, config_.images);
+  }
+
+  RunResult evaluate_only() {
+    Evaluation train_eval = evaluate_at_eval_point(data_.train);
+    Evaluation test_eval = evaluate_at_eval_point(data_.test);
+    result_.epochs.push_back({at_.epoch, train_eval.loss, train_eval.accuracy, test_eval.loss, test_eval.accuracy,
+                              optimizer_->lr(), 0.0, nn::weight_norm(model_.named_parameters())});
+    result_.best_test_acc = std::max(result_.best_test_acc, test_eval.accuracy);
+    result_.steps = at_.step;
+    result_.interrupted = interrupted != 0;
+    return result_;
+  }
+
   void open_eval_log() {
     if (!config_.evaluation_splits || config_.eval_log.empty()) return;
     data::check_writable(config_.eval_log, "the evaluation log");
@@ -380,23 +397,6 @@ class Trainer {
     }
     result_.evaluation_seconds += seconds_since(start);
     return m;
-  }
-
-  /// The model on `dataset` at the optimiser's evaluation point (an average of the weights, if it keeps one).
-  Evaluation evaluate_at_eval_point(const data::Dataset& dataset) {
-    optim::EvalScope at(*optimizer_);
-    return evaluate(model_, dataset, config_.images);
-  }
-
-  RunResult evaluate_only() {
-    Evaluation train_eval = evaluate_at_eval_point(data_.train);
-    Evaluation test_eval = evaluate_at_eval_point(data_.test);
-    result_.epochs.push_back({at_.epoch, train_eval.loss, train_eval.accuracy, test_eval.loss, test_eval.accuracy,
-                              optimizer_->lr(), 0.0, nn::weight_norm(model_.named_parameters())});
-    result_.best_test_acc = std::max(result_.best_test_acc, test_eval.accuracy);
-    result_.steps = at_.step;
-    result_.interrupted = interrupted != 0;
-    return result_;
   }
 
   /// One step on `batch`; false if the run must stop (diverged, or interrupted).
