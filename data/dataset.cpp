@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "autograd/tensor.hpp"
 #include "data/idx.hpp"
 
 namespace data {
@@ -77,6 +78,24 @@ Dataset load_mnist_layout(const std::string& dir, Split split, std::string_view 
   return dataset;
 }
 
+/// A data set holding the samples `indices` of `dataset`, in that order.
+Dataset gather(const Dataset& dataset, const std::vector<std::size_t>& indices) {
+  Dataset part;
+  part.rows = dataset.rows;
+  part.cols = dataset.cols;
+  const std::size_t features = dataset.features();
+  const std::vector<std::uint8_t>& bytes = dataset.images.bytes();
+  std::vector<std::uint8_t>& out = part.images.bytes();
+  out.reserve(indices.size() * features);
+  part.labels.reserve(indices.size());
+  for (std::size_t i : indices) {
+    const auto begin = bytes.begin() + static_cast<std::ptrdiff_t>(i * features);
+    out.insert(out.end(), begin, begin + static_cast<std::ptrdiff_t>(features));
+    part.labels.push_back(dataset.labels[i]);
+  }
+  return part;
+}
+
 /// A data set holding samples [first, first + count) of `dataset`.
 Dataset slice(const Dataset& dataset, std::size_t first, std::size_t count) {
   Dataset part;
@@ -124,7 +143,11 @@ std::string default_mnist_dir() {
       here.string()));
 }
 
-std::string default_fashion_mnist_dir() { return "/usr/share/datasets/fashion-mnist"; }
+std::string default_fashion_mnist_dir() {
+  const char* from_environment = std::getenv("TAPEGRAD_FASHION_MNIST_DIR");
+  if (from_environment != nullptr && *from_environment != '\0') return from_environment;
+  return "/usr/share/datasets/fashion-mnist";
+}
 
 Dataset load_mnist(const std::string& dir, Split split) {
   return load_mnist_layout(dir, split, "MNIST",
@@ -134,8 +157,9 @@ Dataset load_mnist(const std::string& dir, Split split) {
 
 Dataset load_fashion_mnist(Split split, const std::string& dir) {
   return load_mnist_layout(dir, split, "Fashion-MNIST",
-                           "install the Debian package dataset-fashion-mnist "
-                           "(apt-get install dataset-fashion-mnist)");
+                           "install the Debian package dataset-fashion-mnist (apt-get install "
+                           "dataset-fashion-mnist; scripts/fetch-mnist.sh fashion checks it), or point "
+                           "TAPEGRAD_FASHION_MNIST_DIR at a directory holding it");
 }
 
 Dataset load_dataset(std::string_view name, Split split, const std::string& dir) {
@@ -163,6 +187,27 @@ std::pair<Dataset, Dataset> split_train_validation(const Dataset& dataset,
   }
   const std::size_t train_size = dataset.size() - validation_size;
   return {slice(dataset, 0, train_size), slice(dataset, train_size, validation_size)};
+}
+
+EvaluationSplits split_for_evaluation(const Dataset& dataset, std::size_t validation_size,
+                                      std::size_t train_eval_size, std::uint64_t seed) {
+  if (validation_size >= dataset.size() || train_eval_size > dataset.size() - validation_size) {
+    throw std::invalid_argument(fmt::format("evaluation splits: {} validation and {} train-eval samples out of {} "
+                                            "(the validation set must leave training samples, and the train-eval "
+                                            "set is drawn from those)",
+                                            validation_size, train_eval_size, dataset.size()));
+  }
+  std::vector<std::size_t> order(dataset.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  ag::Generator gen(seed);
+  for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[gen.below(i)]);
+  std::vector<std::size_t> validation(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(validation_size));
+  std::vector<std::size_t> rest(order.begin() + static_cast<std::ptrdiff_t>(validation_size), order.end());
+  std::vector<std::size_t> train_eval(rest.begin(), rest.begin() + static_cast<std::ptrdiff_t>(train_eval_size));
+  std::sort(validation.begin(), validation.end());
+  std::sort(rest.begin(), rest.end());
+  std::sort(train_eval.begin(), train_eval.end());
+  return {gather(dataset, rest), gather(dataset, train_eval), gather(dataset, validation)};
 }
 
 }  // namespace data

@@ -44,7 +44,8 @@ Dataset load_idx_dataset(const std::string& images_path, const std::string& labe
 /// (set TAPEGRAD_MNIST_DIR, or pass --data DIR to the programs).
 std::string default_mnist_dir();
 
-/// Where the Debian package dataset-fashion-mnist installs Fashion-MNIST.
+/// Where Fashion-MNIST lives: $TAPEGRAD_FASHION_MNIST_DIR if set and non-empty, else where the Debian
+/// package dataset-fashion-mnist installs it (/usr/share/datasets/fashion-mnist).
 std::string default_fashion_mnist_dir();
 
 /// Loads the MNIST split from `dir`, which holds train-images-idx3-ubyte, train-labels-idx1-ubyte,
@@ -70,5 +71,21 @@ void check_same_geometry(const Dataset& train, const Dataset& test, std::string_
 /// Throws std::invalid_argument if `validation_size` exceeds the data set.
 std::pair<Dataset, Dataset> split_train_validation(const Dataset& dataset,
                                                    std::size_t validation_size);
+
+/// DeepOBS's evaluation splits of a training set (Schneider et al. 2019): `validation_size` samples drawn at
+/// random are held out as the validation set, and `train_eval_size` samples drawn from the rest form the
+/// train-eval set, a fixed subset of the training data on which the training loss is measured as the test
+/// loss is. `train` is the rest, in its original order; train_eval is part of it, validation is not. The
+/// draws depend on `seed` alone (not on a run's seed: every run of a study meets the same sets).
+struct EvaluationSplits {
+  Dataset train, train_eval, validation;
+};
+inline constexpr std::size_t kDeepObsSplitSize = 10000;  // DeepOBS's validation and train-eval sizes
+inline constexpr std::uint64_t kDeepObsSplitSeed = 42;
+/// Throws std::invalid_argument naming the sizes unless validation_size + train_eval_size <= dataset.size()
+/// and the training part keeps at least one sample.
+EvaluationSplits split_for_evaluation(const Dataset& dataset, std::size_t validation_size = kDeepObsSplitSize,
+                                      std::size_t train_eval_size = kDeepObsSplitSize,
+                                      std::uint64_t seed = kDeepObsSplitSeed);
 
 }  // namespace data

@@ -21,6 +21,7 @@
 #include <functional>
 #include <numeric>
 #include <stdexcept>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -794,6 +795,38 @@ TEST_CASE("MNIST: the real files load as 60000 + 10000 images of 28 x 28") {
   CHECK(validation.size() == 10000);
   CHECK(validation.labels.front() == train.labels[50000]);
   CHECK(validation.labels.back() == train.labels.back());
+}
+
+namespace {
+std::set<std::int32_t> labels_of(const data::Dataset& d) { return {d.labels.begin(), d.labels.end()}; }
+}  // namespace
+
+TEST_CASE("evaluation splits: validation held out, train-eval drawn from the rest, both fixed by the seed") {
+  const data::Dataset all = indexed_dataset(1000);  // labels 0..999, pixels the label mod 256;
+  const data::EvaluationSplits a = data::split_for_evaluation(all, 200, 300, 42);
+  CHECK(a.train.size() == 800);
+  CHECK(a.validation.size() == 200);
+  CHECK(a.train_eval.size() == 300);
+  const std::set<std::int32_t> train = labels_of(a.train), validation = labels_of(a.validation);
+  const std::set<std::int32_t> train_eval = labels_of(a.train_eval);
+  CHECK(train.size() == 800);  // no sample twice
+  for (std::int32_t i : validation) CHECK(train.count(i) == 0);
+  for (std::int32_t i : train_eval) CHECK(train.count(i) == 1);
+  CHECK(train.size() + validation.size() == 1000);
+  // The pixels travel with their labels.
+  for (std::size_t i = 0; i < a.validation.size(); ++i) {
+    CHECK(a.validation.images.bytes()[4 * i] == static_cast<std::uint8_t>(a.validation.labels[i] % 256));
+  }
+  // Drawn at random (not the last 200), fixed by the seed.
+  CHECK(*validation.begin() < 800);
+  const data::EvaluationSplits again = data::split_for_evaluation(all, 200, 300, 42);
+  CHECK(again.validation.labels == a.validation.labels);
+  CHECK(again.train_eval.labels == a.train_eval.labels);
+  CHECK(data::split_for_evaluation(all, 200, 300, 43).validation.labels != a.validation.labels);
+  CHECK_THROWS_WITH_AS(data::split_for_evaluation(all, 800, 201),
+                       doctest::Contains("800 validation and 201 train-eval samples out of 1000"),
+                       std::invalid_argument);
+  CHECK_THROWS_AS(data::split_for_evaluation(all, 1000, 0), std::invalid_argument);
 }
 
 TEST_CASE("Fashion-MNIST: the Debian package's files load, 10 balanced classes") {

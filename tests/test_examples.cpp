@@ -949,7 +949,19 @@ TEST_CASE("workers: a result crosses exactly; a worker that throws or dies is re
   r.divergence = "diverged: two\nlines, and   spaces";
   r.epochs.push_back({.epoch = 3, .train_loss = std::nan(""), .train_acc = 1.0 / 3, .test_loss = HUGE_VAL,
                       .test_acc = -0.0, .lr = 1e-3, .seconds = 2.5, .weight_norm = 7, .partial = true});
+  r.evaluations.push_back({.step = 7, .epoch = 0.35, .seconds = 0.1 + 0.7, .train_eval_loss = 1.0 / 7,
+                           .validation_acc = 0.9, .test_loss = std::nan(""), .lr = 3e-4});
+  r.evaluation_seconds = 1.0 / 3;
   examples::RunResult back = examples::parse_result(examples::result_text(r));
+  REQUIRE(back.evaluations.size() == 1);
+  CHECK(back.evaluations[0].step == 7);
+  CHECK(back.evaluations[0].epoch == 0.35);
+  CHECK(back.evaluations[0].seconds == 0.1 + 0.7);
+  CHECK(back.evaluations[0].train_eval_loss == 1.0 / 7);
+  CHECK(back.evaluations[0].validation_acc == 0.9);
+  CHECK(std::isnan(back.evaluations[0].test_loss));
+  CHECK(back.evaluations[0].lr == 3e-4);
+  CHECK(back.evaluation_seconds == 1.0 / 3);
   CHECK(back.diverged);
   CHECK_FALSE(back.failed);
   CHECK(back.steps == 12345);

@@ -12,6 +12,7 @@
 #include "nn/init.hpp"
 #include "nn/models.hpp"
 #include "optim/registry.hpp"
+#include "problems/test_problems.hpp"
 
 namespace examples {
 
@@ -85,6 +86,10 @@ void add_model_flags(CLI::App& app, RunFlags::Raw& raw, const RunFlagsOptions& o
   raw.model = options.default_model;
   app.add_option("--model", raw.model, "model spec: " + names_of(nn::models().names()) + " (see --list-models)")
       ->capture_default_str();
+  app.add_option("--problem", raw.problem,
+                 "a DeepOBS test problem, in place of --model and --dataset: " +
+                     names_of(problems::test_problems().names()) +
+                     " (see --list-problems); its batch size and epochs unless given, and the evaluation splits");
   app.add_option("--hidden", raw.hidden, "mlp: hidden widths, comma-separated (e.g. 300,100,100)");
 }
 
@@ -147,6 +152,25 @@ void add_single_run_flags(CLI::App& app, RunFlags::Raw& raw, bool shown) {
   path_option(app.add_option("--resume", raw.resume, "continue from this checkpoint"))->group(group);
 }
 
+void add_evaluation_flags(CLI::App& app, RunFlags::Raw& raw) {
+  app.add_option("--eval-every", raw.eval_every,
+                 "hold out DeepOBS's splits (10,000 validation images, a fixed 10,000-image train-eval subset) and "
+                 "evaluate on train-eval, validation and test every N steps, off the training clock, into --eval-log");
+  path_option(app.add_option("--eval-log", raw.eval_log, "with --eval-every or --problem: a CSV row per evaluation"))
+      ->capture_default_str();
+}
+
+/// --list-problems: the test problems (as the README's table after --markdown), then exit 0.
+void add_problem_listing(CLI::App& app, const bool& markdown) {
+  app.add_flag_callback(
+      "--list-problems",
+      [&markdown] {
+        fmt::print("{}", markdown ? problems::problems_markdown() : problems::problems_help());
+        throw CLI::Success();
+      },
+      "print every registered test problem (model, data, batch size, epochs, parameters), and exit");
+}
+
 void add_run_control_flags(CLI::App& app, RunFlags::Raw& raw) {
   app.add_option("--epochs", raw.epochs,
                  "epochs to train (with --resume: epochs after the last complete one; 0 only evaluates)")
@@ -179,12 +203,14 @@ RunFlags::RunFlags(CLI::App& app, RunFlagsOptions options) : app_(app), options_
   add_schedule_flags(app, raw_);
   add_single_run_flags(app, raw_, options_.single_run);
   add_run_control_flags(app, raw_);
+  add_evaluation_flags(app, raw_);
   add_data_flags(app, raw_);
   app.add_flag("--markdown", raw_.markdown, "print the --list-* tables as Markdown (give it first)");
   add_listing(app, "--list-optimizers", optim::optimizers(), raw_.markdown);
   add_listing(app, "--list-schedules", optim::schedules(), raw_.markdown);
   add_listing(app, "--list-models", nn::models(), raw_.markdown);
   add_listing(app, "--list-trackers", trackers(), raw_.markdown);
+  add_problem_listing(app, raw_.markdown);
 }
 
 bool RunFlags::given(const std::string& flag) const { return app_.count(flag) > 0; }
@@ -265,6 +291,29 @@ void check_ranges(const RunFlags::Raw& raw) {
 }
 }  // namespace
 
+void RunFlags::apply_problem(RunConfig& c) const {
+  const problems::TestProblem& problem = problems::test_problems().at(raw_.problem);
+  if (problem.is_function()) {
+    throw FlagError(fmt::format("--problem {}: a function problem (its loss is a function of fixed noise, not of a "
+                                "data set); the programs train the data-set problems, problems::train_function_problem "
+                                "trains this one",
+                                problem.name));
+  }
+  for (const char* flag : {"--model", "--hidden", "--dataset", "--init"}) {
+    if (given(flag)) {
+      throw FlagError(fmt::format("--problem {} and {}: the problem sets the model, the data and the initialisation",
+                                  problem.name, flag));
+    }
+  }
+  c.problem = problem.name;
+  c.model = nn::resolve_model(config::Spec{problem.model, {}});
+  c.images = nn::models().at(problem.model).images;
+  c.dataset = problem.dataset;
+  if (!given("--batch-size")) c.batch_size = problem.batch_size;
+  if (!given("--epochs")) c.epochs = problem.epochs;
+  c.evaluation_splits = true;
+}
+
 RunConfig RunFlags::config() const {
   check_ranges(raw_);
   RunConfig c;
@@ -296,6 +345,17 @@ RunConfig RunFlags::config() const {
   if (given("--track-log") && c.track.empty()) throw FlagError("--track-log: only with --track");
   c.track_log = raw_.track_log;
   c.progress = !raw_.no_progress;
+  if (options_.with_model && !raw_.problem.empty()) apply_problem(c);
+  if (given("--eval-every")) {
+    if (raw_.eval_every == 0) throw FlagError("--eval-every: at least 1 step (leave it out to evaluate once per epoch)");
+    c.evaluation_splits = true;
+    c.eval_every = raw_.eval_every;
+  }
+  if (c.evaluation_splits && c.validation > 0) {
+    throw FlagError("--validation: the evaluation splits of --eval-every and --problem hold out their own validation set");
+  }
+  if (given("--eval-log") && !c.evaluation_splits) throw FlagError("--eval-log: only with --eval-every or --problem");
+  c.eval_log = raw_.eval_log;
   return c;
 }
 

@@ -49,8 +49,8 @@ struct RunFlagsOptions {
 };
 
 /// The shared flags, declared on an app; config() reads them after parsing. Also declares
-/// --list-optimizers, --list-schedules, --list-models, which print the registries (as Markdown tables
-/// after --markdown) and exit 0.
+/// --list-optimizers, --list-schedules, --list-models, --list-trackers and --list-problems, which print the
+/// registries (as Markdown tables after --markdown) and exit 0.
 class RunFlags {
  public:
   RunFlags(CLI::App& app, RunFlagsOptions options = {});
@@ -63,12 +63,12 @@ class RunFlags {
   // The raw values, as CLI11 fills them.
   struct Raw {
     std::string model, hidden = "", init = "default", optimizer, schedule = "constant", dataset = "mnist", data,
-                log, save, resume, track_log = "track.csv";
+                log, save, resume, track_log = "track.csv", problem, eval_log = "eval.csv";
     std::vector<std::string> track;
     double lr = 0, weight_decay = 0, lr_final = 0.001, lr_tau = 1, lr_gamma = 0.1, warmup = 0, max_loss = 0,
            clip_grad_norm = 0;
     std::size_t lr_epochs = 0, lr_step = 10, batch_size = 200, epochs = 10, validation = 0, train_subset = 0,
-                save_every = 0, threads = 1;
+                save_every = 0, threads = 1, eval_every = 0;
     std::uint64_t seed = 0;
     bool decoupled = false, no_progress = false, no_bias_decay = false, lr_per_epoch = false, markdown = false;
     bool detect_anomaly = false;
@@ -77,6 +77,8 @@ class RunFlags {
 
  private:
   config::Spec schedule_spec() const;
+  /// --problem: its model, data set, batch size and epochs (unless given), and the evaluation splits.
+  void apply_problem(RunConfig& c) const;
   bool given(const std::string& flag) const;
   CLI::App& app_;
   RunFlagsOptions options_;

@@ -535,7 +535,7 @@ LabConfig LabFlags::config() const {
   // One run's flags whose lab counterparts are lists (or which a grid of runs cannot share).
   for (auto [flag, instead] : {std::pair{"--batch-size", "--batch-sizes"}, {"--seed", "--seeds"}, {"--log", "--out"},
                                {"--save", "--out"}, {"--save-every", "--out"}, {"--resume", "--out"},
-                               {"--track-log", "--out (track-run<k>.csv)"}}) {
+                               {"--track-log", "--out (track-run<k>.csv)"}, {"--eval-log", "--out (eval-run<k>.csv)"}}) {
     require(app_.count(flag) == 0, fmt::format("{}: not a lab flag (the lab takes {})", flag, instead));
   }
   LabConfig lab;
@@ -554,7 +554,9 @@ LabConfig LabFlags::config() const {
   require_distinct(batch_sizes_, "--batch-sizes");
   require_distinct(seeds_, "--seeds");
   require_distinct(targets_, "--targets");
-  lab.batch_sizes = batch_sizes_;
+  // A test problem's own batch size unless --batch-sizes is given.
+  const bool problem_batch = !lab.base.problem.empty() && app_.count("--batch-sizes") == 0;
+  lab.batch_sizes = problem_batch ? std::vector<std::size_t>{lab.base.batch_size} : batch_sizes_;
   require(!lab.batch_sizes.empty(), "--batch-sizes: at least one batch size");
   for (std::size_t b : lab.batch_sizes) require(b >= 1, "--batch-sizes: each at least 1");
   lab.seeds = seeds_;
@@ -610,6 +612,7 @@ RunRecord run_point(const LabConfig& config, const Datasets& datasets, const Gri
   run.save_every_steps = 0;
   run.resume_path.clear();
   run.track_log = (fs::path(config.out_dir) / fmt::format("track-run{}.csv", index + 1)).string();  // run k of the log
+  run.eval_log = (fs::path(config.out_dir) / fmt::format("eval-run{}.csv", index + 1)).string();
   try {
     record.result = train(run, datasets, [&](const EpochMetrics& m) {
       RunRecord one{point, seed, {}};

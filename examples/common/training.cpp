@@ -289,22 +289,29 @@ class Trainer {
  public:
   Trainer(nn::Module& model, const RunConfig& config, const Datasets& data)
       : model_(model), config_(config), data_(data), optimizer_(make_optimizer(config, model)),
-        loader_(data.train, {.batch_size = config.batch_size, .shuffle = true, .image_shape = config.images,
-                             .seed = config.seed}) {
+        loader_(data.train, {.batch_size = config.batch_size, .shuffle = true,
+                             .drop_last = !config.problem.empty(),  // a test problem drops it, as DeepOBS
+                             .image_shape = config.images, .seed = config.seed}) {
     if (!config.save_path.empty()) data::check_writable(config.save_path, "the checkpoint");
     if (!config.log_path.empty()) data::check_writable(config.log_path, "the log");
     probe_model(model_, data.train, config.images, "training");
     probe_model(model_, data.test, config.images, data.test_name);
+    if (config.evaluation_splits && (data.train_eval.size() == 0 || data.validation.size() == 0)) {
+      throw std::runtime_error("the evaluation splits are asked for, but the data has no train-eval or validation "
+                               "set (load_datasets makes them)");
+    }
     if (!config.resume_path.empty()) resume();
     last_epoch_ = at_.epoch + config.epochs;
     if (config.epochs > 0 && !is_constant(config.schedule)) make_scheduler();
     open_log();
+    open_eval_log();
     track_ = TrackLog(config.track, config.track_log, model_, data.train, config.images, at_.step);
   }
 
   RunResult run(const EpochCallback& on_epoch) {
     ag::DetectAnomalyGuard detect(config_.detect_anomaly || ag::detecting_anomalies());
     if (config_.epochs == 0) return evaluate_only();
+    if (config_.evaluation_splits && at_.step == 0) evaluate_splits();  // the start, as DeepOBS
     for (std::size_t epoch = at_.epoch + 1; epoch <= last_epoch_; ++epoch) {
       EpochMetrics metrics = train_epoch(epoch);
       if (result_.diverged) break;
@@ -382,6 +389,49 @@ class Trainer {
     return result_;
   }
 
+  void open_eval_log() {
+    if (!config_.evaluation_splits || config_.eval_log.empty()) return;
+    data::check_writable(config_.eval_log, "the evaluation log");
+    const bool append = at_.step > 0;
+    if (append) cut_log(config_.eval_log, at_.step, eval_csv_header());
+    eval_log_.open(config_.eval_log, append ? std::ios::app : std::ios::trunc);
+    if (!append) eval_log_ << eval_csv_header();
+    if (!eval_log_) {
+      throw std::runtime_error(fmt::format("cannot write the evaluation log {}: {}", config_.eval_log,
+                                           std::strerror(errno)));
+    }
+  }
+
+  /// Training seconds so far: the finished epochs', and the running epoch's without evaluations and trackers.
+  double training_clock() const {
+    if (!in_epoch_) return result_.seconds;
+    const double excluded = track_.seconds() + result_.evaluation_seconds - excluded_at_epoch_start_;
+    return result_.seconds + seconds_since(epoch_start_) - excluded;
+  }
+
+  /// Train-eval, validation and test metrics now, recorded and logged; their time is kept off the clock.
+  EvalMetrics evaluate_splits() {
+    const auto start = Clock::now();
+    EvalMetrics m{.step = at_.step, .seconds = training_clock(), .lr = optimizer_->lr()};
+    m.epoch = static_cast<double>(at_.step) / static_cast<double>(loader_.num_batches());
+    const Evaluation train_eval = evaluate_at_eval_point(data_.train_eval);
+    const Evaluation validation = evaluate_at_eval_point(data_.validation);
+    const Evaluation test = evaluate_at_eval_point(data_.test);
+    m.train_eval_loss = train_eval.loss, m.train_eval_acc = train_eval.accuracy;
+    m.validation_loss = validation.loss, m.validation_acc = validation.accuracy;
+    m.test_loss = test.loss, m.test_acc = test.accuracy;
+    result_.evaluations.push_back(m);
+    if (eval_log_.is_open()) {
+      eval_log_ << eval_csv_row(m) << std::flush;
+      if (!eval_log_) {
+        throw std::runtime_error(fmt::format("writing the evaluation log {} failed: {}", config_.eval_log,
+                                             std::strerror(errno)));
+      }
+    }
+    result_.evaluation_seconds += seconds_since(start);
+    return m;
+  }
+
   /// One step on `batch`; false if the run must stop (diverged, or interrupted).
   bool train_step(const data::Batch& batch, std::size_t epoch, ag::Tensor& logits, double& loss) {
     if (track_.active()) track_.before_step(model_);
@@ -413,6 +463,7 @@ class Trainer {
       return false;
     }
     if (scheduler_ && !config_.lr_per_epoch) scheduler_->step();
+    if (config_.evaluation_splits && config_.eval_every > 0 && at_.step % config_.eval_every == 0) evaluate_splits();
     // The epoch's last step is saved by finish_epoch, with the epoch's metrics.
     bool epoch_end = at_.batch == loader_.num_batches();
     if (config_.save_every_steps > 0 && at_.step % config_.save_every_steps == 0 && !epoch_end) save();
@@ -421,8 +472,9 @@ class Trainer {
 
   EpochMetrics train_epoch(std::size_t epoch) {
     ProgressBar bar(config_.progress && ::isatty(STDERR_FILENO), epoch, last_epoch_, data_.train.size());
-    auto start = Clock::now();
-    const double tracked_before = track_.seconds();
+    epoch_start_ = Clock::now();
+    excluded_at_epoch_start_ = track_.seconds() + result_.evaluation_seconds;
+    in_epoch_ = true;
     if (at_.batch == 0) at_.loss_sum = 0, at_.correct = 0, at_.seen = 0;  // else: resumed mid-epoch
     loader_.begin_epoch();
     data::Batch batch;
@@ -439,7 +491,9 @@ class Trainer {
       }
     }
     bar.clear();
-    double seconds = seconds_since(start) - (track_.seconds() - tracked_before);  // measuring is not training
+    // Measuring and evaluating are not training.
+    double seconds = training_clock() - result_.seconds;
+    in_epoch_ = false;
     result_.seconds += seconds;
     double n = static_cast<double>(std::max<std::size_t>(at_.seen, 1));
     return {.epoch = epoch, .train_loss = at_.loss_sum / n, .train_acc = static_cast<double>(at_.correct) / n,
@@ -453,9 +507,15 @@ class Trainer {
       at_.batch = 0;
       if (scheduler_ && config_.lr_per_epoch) scheduler_->step();
     }
-    Evaluation test_eval = evaluate_at_eval_point(data_.test);
-    metrics.test_loss = test_eval.loss;
-    metrics.test_acc = test_eval.accuracy;
+    if (config_.evaluation_splits && config_.eval_every == 0 && !metrics.partial) {
+      const EvalMetrics all = evaluate_splits();
+      metrics.test_loss = all.test_loss;
+      metrics.test_acc = all.test_acc;
+    } else {
+      Evaluation test_eval = evaluate_at_eval_point(data_.test);
+      metrics.test_loss = test_eval.loss;
+      metrics.test_acc = test_eval.accuracy;
+    }
     metrics.weight_norm = nn::weight_norm(model_.named_parameters());
     result_.epochs.push_back(metrics);
     result_.best_test_acc = std::max(result_.best_test_acc, metrics.test_acc);
@@ -482,8 +542,11 @@ class Trainer {
   std::unique_ptr<optim::Optimizer> optimizer_;
   std::unique_ptr<optim::LRScheduler> scheduler_;
   data::DataLoader loader_;
-  std::ofstream log_;
+  std::ofstream log_, eval_log_;
   TrackLog track_;
+  Clock::time_point epoch_start_;
+  double excluded_at_epoch_start_ = 0;  // tracking and evaluation seconds when the running epoch began
+  bool in_epoch_ = false;
   Position at_;
   std::size_t last_epoch_ = 0;
   RunResult result_;
@@ -518,9 +581,31 @@ std::string RunResult::final_line() const {
       diverged ? " diverged=1" : "", interrupted ? " interrupted=1" : "");
 }
 
+std::string eval_csv_header() {
+  return "step,epoch,seconds,train_eval_loss,train_eval_acc,validation_loss,validation_acc,test_loss,test_acc,lr\n";
+}
+
+std::string eval_csv_row(const EvalMetrics& m) {
+  return fmt::format("{},{:.4f},{:.3f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6g}\n", m.step, m.epoch, m.seconds,
+                     m.train_eval_loss, m.train_eval_acc, m.validation_loss, m.validation_acc, m.test_loss, m.test_acc,
+                     m.lr);
+}
+
 Datasets load_datasets(const RunConfig& config) {
   Datasets sets;
   sets.train = data::load_dataset(config.dataset, data::Split::train, config.data_dir);
+  if (config.evaluation_splits && config.validation > 0) {
+    throw std::runtime_error(fmt::format("--validation {} holds out the last images in place of the test set; the "
+                                         "evaluation splits (--problem, --eval-every) hold out their own",
+                                         config.validation));
+  }
+  if (config.evaluation_splits) {
+    data::EvaluationSplits splits =
+        data::split_for_evaluation(sets.train, config.split_validation, config.split_train_eval);
+    sets.train = std::move(splits.train);
+    sets.train_eval = std::move(splits.train_eval);
+    sets.validation = std::move(splits.validation);
+  }
   if (config.validation >= sets.train.size()) {
     throw std::runtime_error(fmt::format("--validation {}: the training set has {} images; at most {} can be held out",
                                          config.validation, sets.train.size(), sets.train.size() - 1));
@@ -581,6 +666,14 @@ int run_program(nn::Module& model, const RunConfig& config, const Datasets& data
   }
   if (result.interrupted) fmt::print(stderr, "interrupted: stopped after step {}{}\n", result.steps,
                                       config.save_path.empty() ? "" : ", checkpoint written to " + config.save_path);
+  if (!result.evaluations.empty()) {
+    const EvalMetrics& last = result.evaluations.back();
+    fmt::print("# {} evaluations on train-eval, validation and test ({}), {:.2f} s kept off the training clock; last, "
+               "step {}: train_eval_loss={:.4f} validation_loss={:.4f} validation_acc={:.4f} test_acc={:.4f}\n",
+               result.evaluations.size(), config.eval_log.empty() ? "no log" : config.eval_log,
+               result.evaluation_seconds, last.step, last.train_eval_loss, last.validation_loss, last.validation_acc,
+               last.test_acc);
+  }
   for (const auto& [spec, seconds] : result.tracking_seconds) {
     fmt::print("# tracking {}: {:.2f} s, {:.1f} % of the training time ({:.2f} s)\n", spec, seconds,
                100 * seconds / std::max(result.seconds, 1e-9), result.seconds);

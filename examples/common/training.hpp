@@ -1,6 +1,8 @@
 // Training a model as a run's configuration says: the optimiser and the schedule by spec (from the
 // registries), mini-batches, per-step learning rates through optim::LRScheduler, evaluation after every
-// epoch, checkpoints (every epoch, every N steps, and on Ctrl-C), divergence detection.
+// epoch, checkpoints (every epoch, every N steps, and on Ctrl-C), divergence detection. With
+// evaluation_splits (DeepOBS's protocol), also train-eval, validation and test metrics every eval_every
+// steps, off the training clock, into their own CSV.
 //
 //   examples::RunResult r = examples::fit(*model, config, data);             // your model
 //   examples::RunResult r = examples::train(config, data);                   // config.model by name
@@ -46,6 +48,13 @@ struct RunConfig {
   bool detect_anomaly = false;          // ag::DetectAnomalyGuard: the first non-finite value stops the run as diverged
   std::vector<config::Spec> track;      // trackers (examples/common/track.hpp), resolved
   std::string track_log = "track.csv";  // their per-step CSV
+  std::string problem;                  // the test problem the run is (problems/test_problems.hpp), if any: the
+                                        // last partial batch of an epoch is then dropped, as DeepOBS does
+  bool evaluation_splits = false;       // DeepOBS's splits (data::split_for_evaluation), evaluated into eval_log
+  std::size_t eval_every = 0;           // with them: steps between evaluations (0: at the end of each epoch)
+  std::string eval_log = "eval.csv";    // their CSV, a row per evaluation (empty: none)
+  std::size_t split_validation = data::kDeepObsSplitSize;  // the validation set's size
+  std::size_t split_train_eval = data::kDeepObsSplitSize;  // the train-eval set's size
 
   /// The optimiser's resolved learning rate.
   double lr() const;
@@ -57,8 +66,24 @@ struct EpochMetrics {
   bool partial = false;  // an epoch cut short by Ctrl-C
 };
 
+/// One evaluation on DeepOBS's three sets (RunConfig::evaluation_splits): before the first step, then every
+/// eval_every steps (or at each epoch's end).
+struct EvalMetrics {
+  std::size_t step = 0;
+  double epoch = 0;    // steps / steps per epoch
+  double seconds = 0;  // training time so far (evaluations and trackers excluded)
+  double train_eval_loss = 0, train_eval_acc = 0, validation_loss = 0, validation_acc = 0, test_loss = 0,
+         test_acc = 0, lr = 0;
+};
+
+/// The header of the evaluations' CSV, and one row.
+std::string eval_csv_header();
+std::string eval_csv_row(const EvalMetrics& m);
+
 struct RunResult {
   std::vector<EpochMetrics> epochs;
+  std::vector<EvalMetrics> evaluations;  // with evaluation_splits
+  double evaluation_seconds = 0;         // time spent in them, kept out of `seconds`
   bool diverged = false;
   bool interrupted = false;  // stopped by SIGINT after finishing its step
   bool failed = false;       // the lab: the run threw (an error, not a divergence); divergence says why
@@ -75,9 +100,10 @@ struct RunResult {
 struct Datasets {
   data::Dataset train, test;
   std::string test_name = "test";  // "validation" when held out
+  data::Dataset train_eval, validation;  // DeepOBS's splits (RunConfig::evaluation_splits); else empty
 };
 
-/// Reads the data set the config names (its validation split too).
+/// Reads the data set the config names (its validation split, or DeepOBS's splits, too).
 Datasets load_datasets(const RunConfig& config);
 
 /// config.model built for the data's geometry with the config's initialiser, after nn::manual_seed(config.seed).

@@ -45,6 +45,12 @@ std::string result_text(const RunResult& r) {
     text += fmt::format("{} {:d} {} {} {} {} {} {} {}\n", m.epoch, m.partial, exact(m.train_loss), exact(m.train_acc),
                         exact(m.test_loss), exact(m.test_acc), exact(m.lr), exact(m.seconds), exact(m.weight_norm));
   }
+  text += fmt::format("evaluations {} {}\n", r.evaluations.size(), exact(r.evaluation_seconds));
+  for (const EvalMetrics& m : r.evaluations) {
+    text += fmt::format("{} {} {} {} {} {} {} {} {} {}\n", m.step, exact(m.epoch), exact(m.seconds),
+                        exact(m.train_eval_loss), exact(m.train_eval_acc), exact(m.validation_loss),
+                        exact(m.validation_acc), exact(m.test_loss), exact(m.test_acc), exact(m.lr));
+  }
   return text;
 }
 
@@ -71,6 +77,16 @@ RunResult parse_result(const std::string& text) {
     m.epoch = count(in);
     m.partial = count(in) != 0;
     for (double* v : {&m.train_loss, &m.train_acc, &m.test_loss, &m.test_acc, &m.lr, &m.seconds, &m.weight_norm}) {
+      *v = number(in);
+    }
+  }
+  in >> word;
+  r.evaluations.resize(count(in));
+  r.evaluation_seconds = number(in);
+  for (EvalMetrics& m : r.evaluations) {
+    m.step = count(in);
+    for (double* v : {&m.epoch, &m.seconds, &m.train_eval_loss, &m.train_eval_acc, &m.validation_loss,
+                      &m.validation_acc, &m.test_loss, &m.test_acc, &m.lr}) {
       *v = number(in);
     }
   }
