@@ -59,7 +59,16 @@ mpi)
   grep -q "MPI: 2 ranks share the grid" "$work/mpi.log" || { cat "$work/mpi.log"; fail "the grid was not shared among 2 ranks"; }
   grep -q "(rank 1)" "$work/mpi.log" || { cat "$work/mpi.log"; fail "rank 1 ran none of the runs"; }
   same_outputs "$work/serial" "$work/mpi" "mpirun -np 2 against the serial grid"
-  echo "mpirun -np 2: the same summary and curves as the serial grid"
+  # A run that fails on rank 1 (its checkpoint's path is a directory: the second run, adam with seed 1) is
+  # reported on rank 0 with the rank and the reason; the grid goes on and ends with status 1.
+  failing="$(grep -l "^seed 1$" $(grep -l "^optimizer adam" "$work"/serial/runs/*.result))"
+  mkdir -p "$work/failing/runs/$(basename "$failing" .result).ckpt/x"
+  status=0
+  timeout 50 mpirun -np 2 --oversubscribe "$lab" "${grid[@]}" --out "$work/failing" >"$work/failing.log" 2>&1 || status=$?
+  [ "$status" -eq 1 ] || { cat "$work/failing.log"; fail "a failing run: exit status $status, not 1"; }
+  grep -q "1 of 4 runs failed; the first (adam.*, seed 1): failed: .*directory.* (on rank 1)" "$work/failing.log" \
+    || { cat "$work/failing.log"; fail "the failing run on rank 1 is not reported on rank 0 with its reason"; }
+  echo "mpirun -np 2: the same summary and curves as the serial grid; a run failing on rank 1 reported"
   ;;
 resume)
   # Kill the grid (one run at a time) once a run is finished and the next has a checkpoint and its epochs.
