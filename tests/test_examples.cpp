@@ -992,7 +992,7 @@ TEST_CASE("workers: a result crosses exactly; a worker that throws or dies is re
 namespace {
 /// Runs the lab in a child whose files may not grow past `limit` bytes (as on a full disk, writes fail:
 /// EFBIG); returns its exit status and what it wrote on stderr.
-std::pair<int, std::string> lab_with_file_limit(const fs::path& out, rlim_t limit) {
+std::pair<int, std::string> lab_with_file_limit(const fs::path& out, rlim_t limit, std::vector<std::string> more) {
   int pipe_fds[2];
   REQUIRE(::pipe(pipe_fds) == 0);
   std::fflush(stdout);
@@ -1006,9 +1006,11 @@ std::pair<int, std::string> lab_with_file_limit(const fs::path& out, rlim_t limi
     ::signal(SIGXFSZ, SIG_IGN);
     rlimit files{limit, limit};
     ::setrlimit(RLIMIT_FSIZE, &files);
-    int code = lab_main({"--optimizers", "adam", "--seeds", "0", "--epochs", "20", "--hidden", "8", "--train-subset",
-                         "200", "--batch-sizes", "100", "--out", out.string(), "--no-plots", "--no-progress",
-                         "--jobs", "1"});
+    std::vector<std::string> args{"--optimizers", "adam", "--seeds", "0", "--epochs", "20", "--hidden", "8",
+                                  "--train-subset", "200", "--batch-sizes", "100", "--out", out.string(), "--no-plots",
+                                  "--no-progress"};
+    args.insert(args.end(), more.begin(), more.end());
+    int code = lab_main(args);
     std::fflush(stderr);
     ::_exit(code);
   }
@@ -1031,7 +1033,7 @@ TEST_CASE("lab: a disk that fills up stops the grid with the file and the reason
     CAPTURE(limit);
     fs::path out = temp_path("lab_full_disk");
     fs::remove_all(out);
-    auto [code, message] = lab_with_file_limit(out, limit);
+    auto [code, message] = lab_with_file_limit(out, limit, {"--jobs", "1", "--fresh"});  // no store: its files below
     CHECK(code == 1);
     CHECK(message.find("File too large") != std::string::npos);
     CHECK(message.find(out.string()) != std::string::npos);
@@ -1046,6 +1048,25 @@ TEST_CASE("lab: a disk that fills up stops the grid with the file and the reason
     }
     CHECK(message.find("curves.partial.csv") != std::string::npos);
     CHECK_FALSE(fs::exists(out / "curves.csv"));
+    fs::remove_all(out);
+  }
+}
+
+TEST_CASE("lab: a run store that fills up the disk stops the grid with the file and the reason, one run at a time or in workers") {
+  for (std::string jobs : {"1", "2"}) {
+    CAPTURE(jobs);
+    fs::path out = temp_path("lab_full_store");
+    fs::remove_all(out);
+    // The progress file fits; a checkpoint (6,370 weights and Adam's two moments) does not.
+    auto [code, message] = lab_with_file_limit(out, 4000, {"--jobs", jobs});
+    CHECK(code == 1);
+    CHECK(message.find("File too large") != std::string::npos);
+    CHECK(message.find((out / "runs").string()) != std::string::npos);
+    CHECK_FALSE(fs::exists(out / "curves.csv"));  // stopped: not a grid of failed runs
+    CHECK_FALSE(fs::exists(out / "summary.csv"));
+    for (const auto& entry : fs::recursive_directory_iterator(out)) {
+      CHECK(entry.path().filename().string().find(".tmp.") == std::string::npos);
+    }
     fs::remove_all(out);
   }
 }

@@ -866,6 +866,8 @@ RunRecord run_point(const LabConfig& config, const Datasets& datasets, const Gri
                                : train(run, datasets, on_epoch);
   } catch (const OutputError&) {
     throw;  // the lab's own output: nothing more can be recorded
+  } catch (const StoreError&) {
+    throw;  // the same: the store is the lab's
   } catch (const std::exception& error) {
     // One failing run (say, Newton meeting a non-finite Hessian) must not lose the grid's other runs:
     // it is counted with the diverged ones.
@@ -985,6 +987,9 @@ void run_serially(const LabConfig& config, const Datasets& datasets, const Grid&
   }
 }
 
+/// What a worker hands back instead of a result when the store cannot be written.
+const std::string kStoreFailure = "store failure: ";
+
 /// The runs `pending` in `config.jobs` worker processes at once.
 void run_in_workers(const LabConfig& config, const Datasets& datasets, const Grid& grid,
                     const std::vector<std::size_t>& pending, const std::vector<std::string>& keys,
@@ -997,11 +1002,16 @@ void run_in_workers(const LabConfig& config, const Datasets& datasets, const Gri
       print_launch(log, index, grid.total, grid.point(index), grid.seed(index));
       pool.launch(index, [&config, &datasets, &grid, &keys, index] {
         std::ofstream nowhere("/dev/null");  // the lab writes the progress file, from the results
-        return result_text(run_point(config, datasets, grid, index, nowhere, keys, nullptr).result);
+        try {
+          return result_text(run_point(config, datasets, grid, index, nowhere, keys, nullptr).result);
+        } catch (const StoreError& error) {
+          return kStoreFailure + error.what();  // not the run's failure: the lab stops
+        }
       });
     }
     if (pool.running() == 0) break;
     WorkerPool::Finished finished = pool.wait_one(interrupt_flag());
+    if (finished.ok && finished.text.starts_with(kStoreFailure)) throw StoreError(finished.text.substr(kStoreFailure.size()));
     RunRecord record{grid.point(finished.index), grid.seed(finished.index), {}};
     if (finished.ok) {
       record.result = parse_result(finished.text);

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <set>
 #include <stdexcept>
+#include <string_view>
 #include <system_error>
 
 #include <fmt/format.h>
@@ -63,6 +64,15 @@ double checkpoint_scalar(const std::vector<nn::NamedTensor>& entries, const std:
   return -1;
 }
 
+/// data::write_file_atomically, its errors a StoreError.
+void write_stored(const std::string& path, const std::string& text, const char* what) {
+  try {
+    data::write_file_atomically(path, text, what);
+  } catch (const std::exception& error) {
+    throw StoreError(error.what());
+  }
+}
+
 void remove_quietly(const std::string& path) {
   std::error_code ignored;
   fs::remove(path, ignored);
@@ -116,7 +126,7 @@ std::optional<RunResult> RunStore::finished(const std::string& identity) const {
 }
 
 void RunStore::finish(const std::string& identity, const RunResult& result) const {
-  data::write_file_atomically(path(identity, ".result"), with_identity(identity, result_text(result)), "a finished run");
+  write_stored(path(identity, ".result"), with_identity(identity, result_text(result)), "a finished run");
   remove_quietly(path(identity, ".ckpt"));
   remove_quietly(path(identity, ".epochs"));
 }
@@ -154,13 +164,22 @@ RunResult RunStore::train(RunConfig run, const std::string& identity, const Data
     if (log) fmt::print(log, "  resumed from {} after {} epoch(s)\n", checkpoint, so_far.epochs.size());
   }
   run.save_path = checkpoint;
-  RunResult result = examples::train(run, datasets, [&](const EpochMetrics& m) {
-    if (!m.partial) {
-      so_far.epochs.push_back(m);
-      data::write_file_atomically(stored_epochs, with_identity(identity, result_text(so_far)), "a run's stored epochs");
-    }
-    if (on_epoch) on_epoch(m);
-  });
+  RunResult result;
+  try {
+    result = examples::train(run, datasets, [&](const EpochMetrics& m) {
+      if (!m.partial) {
+        so_far.epochs.push_back(m);
+        write_stored(stored_epochs, with_identity(identity, result_text(so_far)), "a run's stored epochs");
+      }
+      if (on_epoch) on_epoch(m);
+    });
+  } catch (const StoreError&) {
+    throw;
+  } catch (const std::exception& error) {
+    // The checkpoint is the store's file: its errors name it (nn::save_tensors, the resume's checks).
+    if (std::string_view(error.what()).find(checkpoint) != std::string_view::npos) throw StoreError(error.what());
+    throw;
+  }
   const std::size_t resumed = so_far.epochs.size() - std::count_if(result.epochs.begin(), result.epochs.end(),
                                                                    [](const EpochMetrics& m) { return !m.partial; });
   result.epochs.insert(result.epochs.begin(), so_far.epochs.begin(), so_far.epochs.begin() + resumed);

@@ -16,6 +16,7 @@
 
 #include <cstdio>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,12 @@ std::string run_identity(const RunConfig& run, const std::string& fingerprint, c
 /// 16 hexadecimal digits: FNV-1a 64 of the text.
 std::string identity_hash(const std::string& identity);
 
+/// A file of the store could not be written or read back (a full disk, say): the lab's own output, which
+/// stops the grid, unlike a run's own failure.
+struct StoreError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 /// The runs of a grid kept in a directory, as above.
 class RunStore {
  public:
@@ -50,6 +57,7 @@ class RunStore {
   /// Trains `run` as examples::train does, from the run's checkpoint when it has one that agrees with its stored
   /// epochs, checkpointing after every epoch; the result holds every epoch, the resumed ones included. A run
   /// that ends (done or diverged; not interrupted) is stored as finished. Resuming is said on `log` if given.
+  /// StoreError when a file of the store cannot be written (the checkpoint included).
   RunResult train(RunConfig run, const std::string& identity, const Datasets& datasets, const EpochCallback& on_epoch,
                   std::FILE* log) const;
   /// How many runs in the store (finished or under way) have none of these identities' hashes.
