@@ -156,6 +156,7 @@ std::optional<std::vector<EpochMetrics>> RunStore::resumable(const std::string& 
 RunResult RunStore::train(RunConfig run, const std::string& identity, const Datasets& datasets,
                           const EpochCallback& on_epoch, std::FILE* log) const {
   const std::string checkpoint = path(identity, ".ckpt"), stored_epochs = path(identity, ".epochs");
+  const std::size_t epochs = run.epochs;
   RunResult so_far;  // the finished epochs, as they are stored beside the checkpoint
   if (std::optional<std::vector<EpochMetrics>> done = resumable(identity, run.epochs, log)) {
     so_far.epochs = std::move(*done);
@@ -183,7 +184,13 @@ RunResult RunStore::train(RunConfig run, const std::string& identity, const Data
   const std::size_t resumed = so_far.epochs.size() - std::count_if(result.epochs.begin(), result.epochs.end(),
                                                                    [](const EpochMetrics& m) { return !m.partial; });
   result.epochs.insert(result.epochs.begin(), so_far.epochs.begin(), so_far.epochs.begin() + resumed);
-  if (!result.interrupted) finish(identity, result);
+  if (!result.interrupted) {
+    finish(identity, result);
+  } else if (so_far.epochs.size() == epochs) {  // Ctrl-C during the last evaluation: the run is whole
+    RunResult whole = result;
+    whole.interrupted = false;
+    finish(identity, whole);
+  }
   return result;
 }
 

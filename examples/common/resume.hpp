@@ -56,7 +56,8 @@ class RunStore {
   void finish(const std::string& identity, const RunResult& result) const;
   /// Trains `run` as examples::train does, from the run's checkpoint when it has one that agrees with its stored
   /// epochs, checkpointing after every epoch; the result holds every epoch, the resumed ones included. A run
-  /// that ends (done or diverged; not interrupted) is stored as finished. Resuming is said on `log` if given.
+  /// that ends (done or diverged; or interrupted once its last epoch was done) is stored as finished, not
+  /// interrupted. Resuming is said on `log` if given.
   /// StoreError when a file of the store cannot be written (the checkpoint included).
   RunResult train(RunConfig run, const std::string& identity, const Datasets& datasets, const EpochCallback& on_epoch,
                   std::FILE* log) const;
