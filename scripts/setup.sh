@@ -6,6 +6,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 packages=(cmake g++ make ccache libxtensor-dev libxtensor-blas-dev libxsimd-dev libopenblas-dev doctest-dev
           libfmt-dev zlib1g-dev libcli11-dev gnuplot-nox dataset-fashion-mnist
+          libopenmpi-dev openmpi-bin  # MPI: the lab's grids over several processes or machines (mpirun)
           clang libclang-rt-dev)  # clang and libFuzzer: the fuzz targets (scripts/fuzz.sh)
 missing=()
 for package in "${packages[@]}"; do

@@ -19,6 +19,7 @@
 #include <functional>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -38,6 +39,7 @@
 #include "data/loader.hpp"
 #include "examples/common/cli.hpp"
 #include "examples/common/lab.hpp"
+#include "examples/common/resume.hpp"
 #include "examples/common/track.hpp"
 #include "examples/common/training.hpp"
 #include "examples/common/workers.hpp"
@@ -1001,7 +1003,7 @@ TEST_CASE("workers: a result crosses exactly; a worker that throws or dies is re
 namespace {
 /// Runs the lab in a child whose files may not grow past `limit` bytes (as on a full disk, writes fail:
 /// EFBIG); returns its exit status and what it wrote on stderr.
-std::pair<int, std::string> lab_with_file_limit(const fs::path& out, rlim_t limit) {
+std::pair<int, std::string> lab_with_file_limit(const fs::path& out, rlim_t limit, std::vector<std::string> more) {
   int pipe_fds[2];
   REQUIRE(::pipe(pipe_fds) == 0);
   std::fflush(stdout);
@@ -1015,9 +1017,11 @@ std::pair<int, std::string> lab_with_file_limit(const fs::path& out, rlim_t limi
     ::signal(SIGXFSZ, SIG_IGN);
     rlimit files{limit, limit};
     ::setrlimit(RLIMIT_FSIZE, &files);
-    int code = lab_main({"--optimizers", "adam", "--seeds", "0", "--epochs", "20", "--hidden", "8", "--train-subset",
-                         "200", "--batch-sizes", "100", "--out", out.string(), "--no-plots", "--no-progress",
-                         "--jobs", "1"});
+    std::vector<std::string> args{"--optimizers", "adam", "--seeds", "0", "--epochs", "20", "--hidden", "8",
+                                  "--train-subset", "200", "--batch-sizes", "100", "--out", out.string(), "--no-plots",
+                                  "--no-progress"};
+    args.insert(args.end(), more.begin(), more.end());
+    int code = lab_main(args);
     std::fflush(stderr);
     ::_exit(code);
   }
@@ -1040,7 +1044,7 @@ TEST_CASE("lab: a disk that fills up stops the grid with the file and the reason
     CAPTURE(limit);
     fs::path out = temp_path("lab_full_disk");
     fs::remove_all(out);
-    auto [code, message] = lab_with_file_limit(out, limit);
+    auto [code, message] = lab_with_file_limit(out, limit, {"--jobs", "1", "--fresh"});  // no store: its files below
     CHECK(code == 1);
     CHECK(message.find("File too large") != std::string::npos);
     CHECK(message.find(out.string()) != std::string::npos);
@@ -1055,6 +1059,25 @@ TEST_CASE("lab: a disk that fills up stops the grid with the file and the reason
     }
     CHECK(message.find("curves.partial.csv") != std::string::npos);
     CHECK_FALSE(fs::exists(out / "curves.csv"));
+    fs::remove_all(out);
+  }
+}
+
+TEST_CASE("lab: a run store that fills up the disk stops the grid with the file and the reason, one run at a time or in workers") {
+  for (std::string jobs : {"1", "2"}) {
+    CAPTURE(jobs);
+    fs::path out = temp_path("lab_full_store");
+    fs::remove_all(out);
+    // The progress file fits; a checkpoint (6,370 weights and Adam's two moments) does not.
+    auto [code, message] = lab_with_file_limit(out, 4000, {"--jobs", jobs});
+    CHECK(code == 1);
+    CHECK(message.find("File too large") != std::string::npos);
+    CHECK(message.find((out / "runs").string()) != std::string::npos);
+    CHECK_FALSE(fs::exists(out / "curves.csv"));  // stopped: not a grid of failed runs
+    CHECK_FALSE(fs::exists(out / "summary.csv"));
+    for (const auto& entry : fs::recursive_directory_iterator(out)) {
+      CHECK(entry.path().filename().string().find(".tmp.") == std::string::npos);
+    }
     fs::remove_all(out);
   }
 }
@@ -1287,4 +1310,89 @@ TEST_CASE("--track: a per-step CSV; SGD's update norm is lr times the gradient n
   CHECK(std::stod(cells(lines[10])[12]) == doctest::Approx(b.simple).epsilon(1e-6));
   CHECK(std::stod(cells(lines[10])[14]) == doctest::Approx(b.trace).epsilon(1e-6));
   fs::remove(c.track_log);
+}
+
+namespace {
+/// A small MLP's run (batch 100) for the run store's tests.
+RunConfig store_run(const std::string& model, std::size_t epochs) {
+  RunConfig run = quiet_config();
+  run.model = spec(model);
+  run.batch_size = 100;
+  run.epochs = epochs;
+  return run;
+}
+
+/// An empty store in a temporary directory.
+examples::lab::RunStore empty_store(const fs::path& dir) {
+  fs::remove_all(dir);
+  return examples::lab::RunStore(dir.string());
+}
+}  // namespace
+
+TEST_CASE("lab: a stored run stopped after its second epoch resumes from its checkpoint with an uninterrupted run's bits") {
+  const examples::Datasets data = mnist_subset(1000);
+  const RunConfig run = store_run("mlp(hidden=[16])", 3);
+  const RunResult straight = examples::train(run, data);
+  REQUIRE(straight.epochs.size() == 3);
+  const fs::path dir = temp_path("store");
+  const examples::lab::RunStore store = empty_store(dir);
+  const std::string identity = examples::lab::run_identity(run, examples::lab::data_fingerprint(data), "flags");
+  int epochs_seen = 0;
+  auto stop_after_two = [&](const examples::EpochMetrics&) {
+    if (++epochs_seen == 2) throw std::runtime_error("stopped");  // as if the lab were killed here
+  };
+  CHECK_THROWS_WITH(store.train(run, identity, data, stop_after_two, nullptr), "stopped");
+  CHECK_FALSE(store.finished(identity));
+  CHECK(fs::exists(dir / (examples::lab::identity_hash(identity) + ".ckpt")));
+
+  RunResult resumed;
+  std::string said = captured(1, [&] { resumed = store.train(run, identity, data, {}, stdout); });
+  CHECK(said.find("after 2 epoch(s)") != std::string::npos);
+  REQUIRE(resumed.epochs.size() == 3);
+  for (std::size_t e = 0; e < 3; ++e) check_same(resumed.epochs[e], straight.epochs[e]);
+  CHECK(resumed.steps == straight.steps);
+  CHECK(resumed.best_test_acc == straight.best_test_acc);
+  CHECK_FALSE(fs::exists(dir / (examples::lab::identity_hash(identity) + ".ckpt")));  // dropped once finished
+
+  std::optional<RunResult> stored = store.finished(identity);
+  REQUIRE(stored);
+  REQUIRE(stored->epochs.size() == 3);
+  for (std::size_t e = 0; e < 3; ++e) check_same(stored->epochs[e], straight.epochs[e]);
+  // Another configuration is not this one: a different seed, or different shared flags.
+  RunConfig other = run;
+  other.seed = 1;
+  CHECK_FALSE(store.finished(examples::lab::run_identity(other, examples::lab::data_fingerprint(data), "flags")));
+  CHECK_FALSE(store.finished(examples::lab::run_identity(run, examples::lab::data_fingerprint(data), "other flags")));
+  CHECK(examples::lab::data_fingerprint(data) != examples::lab::data_fingerprint(mnist_subset(999)));
+  CHECK(store.others({identity}) == 0);
+  CHECK(store.others({}) == 1);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("lab: a stored checkpoint whose epochs are missing or another run's is not resumed: the run starts over") {
+  const examples::Datasets data = mnist_subset(500);
+  const RunConfig run = store_run("mlp(hidden=[8])", 2);
+  const RunResult straight = examples::train(run, data);
+  const fs::path dir = temp_path("store_bad");
+  const examples::lab::RunStore store = empty_store(dir);
+  const std::string identity = examples::lab::run_identity(run, examples::lab::data_fingerprint(data), "");
+  auto stop = [](const examples::EpochMetrics&) { throw std::runtime_error("stopped"); };
+  for (std::string epochs_file : {"", "junk", "identity 3\nabc\nrun 0 0 0 0 0x0p+0 0x0p+0\ndivergence 0\n\nepochs 0\n"}) {
+    CAPTURE(epochs_file);
+    CHECK_THROWS_WITH(store.train(run, identity, data, stop, nullptr), "stopped");
+    const fs::path stored_epochs = dir / (examples::lab::identity_hash(identity) + ".epochs");
+    if (epochs_file.empty()) {
+      fs::remove(stored_epochs);
+    } else {
+      std::ofstream(stored_epochs, std::ios::trunc) << epochs_file;
+    }
+    RunResult again;
+    std::string said = captured(1, [&] { again = store.train(run, identity, data, {}, stdout); });
+    CHECK(said.find("is not one to resume from") != std::string::npos);
+    REQUIRE(again.epochs.size() == 2);
+    for (std::size_t e = 0; e < 2; ++e) check_same(again.epochs[e], straight.epochs[e]);
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+  }
+  fs::remove_all(dir);
 }

@@ -1,6 +1,8 @@
 #include "examples/common/lab.hpp"
 #include "examples/common/list_flag.hpp"
+#include "examples/common/mpi_grid.hpp"
 #include "examples/common/preflight.hpp"
+#include "examples/common/resume.hpp"
 #include "examples/common/workers.hpp"
 
 #include <sys/wait.h>
@@ -13,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 
@@ -495,6 +498,8 @@ LabFlags::LabFlags(CLI::App& app, LabProgram program)
       ->check(CLI::IsMember({"epochs", "steps", "seconds"}))
       ->capture_default_str();
   app.add_flag("--quiet", quiet_, "one line per run instead of one per epoch");
+  app.add_flag("--fresh", fresh_, "run every run anew: take nothing from the runs stored in OUT/runs by an earlier "
+                                  "grid (by default finished runs are reused and unfinished ones resumed)");
   jobs_ = std::max(1u, std::thread::hardware_concurrency());
   app.add_option("--jobs", jobs_,
                  "runs at once, each in a worker process (default: the core count; 1: one after another, with a line "
@@ -527,6 +532,23 @@ std::vector<config::Spec> grid_specs(const std::string& flag, const std::vector<
   } catch (const config::SpecError& error) {
     throw config::SpecError(fmt::format("{}: {}", flag, error.what()));
   }
+}
+
+/// The flags every run of the grid shares, as "name=value" lines: the app's configuration without the grid's
+/// lists (each run's identity has its own spec, batch size and seed), the outputs and how progress is shown.
+std::string flags_identity(const CLI::App& app) {
+  static const std::vector<std::string> left_out{"optimizers", "grid", "lrs", "batch-sizes", "seeds", "targets",
+                                                 "out", "gnuplot", "no-plots", "quiet", "jobs", "fresh", "data",
+                                                 "no-progress", "markdown", "help"};
+  std::string kept;
+  std::istringstream lines(app.config_to_str(true, false));
+  for (std::string line; std::getline(lines, line);) {
+    std::string name = line.substr(0, line.find('='));
+    while (!name.empty() && name.back() == ' ') name.pop_back();
+    if (std::find(left_out.begin(), left_out.end(), name) != left_out.end() || name.starts_with("list-")) continue;
+    kept += (kept.empty() ? "" : "; ") + line;
+  }
+  return kept;
 }
 
 }  // namespace
@@ -570,6 +592,8 @@ LabConfig LabFlags::config() const {
   lab.x_axis = x_axis_;
   lab.epoch_lines = !quiet_;
   lab.jobs = jobs_;
+  lab.resume = !fresh_;
+  lab.flags_identity = flags_identity(app_);
   return lab;
 }
 
@@ -599,10 +623,22 @@ void print_epoch(std::FILE* log, const EpochMetrics& m, const std::string& eval)
   std::fflush(log);
 }
 
-/// One run of the grid; its epochs go to `progress` as they come. A run that throws is recorded as diverged.
-RunRecord run_point(const LabConfig& config, const Datasets& datasets, const GridPoint& point, std::uint64_t seed,
-                    std::size_t index, std::ofstream& progress, const std::vector<std::string>& keys, std::FILE* log) {
-  RunRecord record{point, seed, {}};
+/// The grid's runs in order, each one's identity, and the store that keeps them (unless --fresh).
+struct Grid {
+  Grid(const LabConfig& config, const Datasets& datasets);
+  GridPoint point(std::size_t index) const { return points[index / seeds.size()]; }
+  std::uint64_t seed(std::size_t index) const { return seeds[index % seeds.size()]; }
+
+  std::vector<GridPoint> points;
+  std::vector<std::uint64_t> seeds;
+  std::size_t total = 0;
+  std::vector<std::string> identities;  // by run index, when resuming
+  std::optional<RunStore> store;
+};
+
+/// The run of a point and seed: the lab's base config with its optimiser, batch size and seed, writing no log
+/// or checkpoint of its own (the store keeps its checkpoints), its trackers into track-run<k>.csv.
+RunConfig run_config(const LabConfig& config, const GridPoint& point, std::uint64_t seed, std::size_t index) {
   RunConfig run = config.base;
   run.optimizer = point.optimizer;
   run.batch_size = point.batch_size;
@@ -613,19 +649,44 @@ RunRecord run_point(const LabConfig& config, const Datasets& datasets, const Gri
   run.resume_path.clear();
   run.track_log = (fs::path(config.out_dir) / fmt::format("track-run{}.csv", index + 1)).string();  // run k of the log
   run.eval_log = (fs::path(config.out_dir) / fmt::format("eval-run{}.csv", index + 1)).string();
+  return run;
+}
+
+Grid::Grid(const LabConfig& config, const Datasets& datasets)
+    : points(grid_points(config)), seeds(config.seeds), total(points.size() * seeds.size()) {
+  if (!config.resume) return;
+  store.emplace((fs::path(config.out_dir) / "runs").string());
+  const std::string fingerprint = data_fingerprint(datasets);
+  for (std::size_t index = 0; index < total; ++index) {
+    identities.push_back(run_identity(run_config(config, point(index), seed(index), index), fingerprint,
+                                      config.flags_identity));
+  }
+}
+
+/// Run `index` of the grid; its epochs go to `progress` as they come. A run that throws is recorded as diverged.
+RunRecord run_point(const LabConfig& config, const Datasets& datasets, const Grid& grid, std::size_t index,
+                    std::ofstream& progress, const std::vector<std::string>& keys, std::FILE* log) {
+  const GridPoint point = grid.point(index);
+  const std::uint64_t seed = grid.seed(index);
+  RunRecord record{point, seed, {}};
+  const RunConfig run = run_config(config, point, seed, index);
+  const EpochCallback on_epoch = [&](const EpochMetrics& m) {
+    RunRecord one{point, seed, {}};
+    one.result.epochs.push_back(m);
+    progress << curves_csv_rows(one, keys);
+    progress.flush();
+    if (!progress) {
+      throw OutputError(fmt::format("writing {} failed: {}", config.out_dir + "/curves.partial.csv", std::strerror(errno)));
+    }
+    if (log && config.epoch_lines) print_epoch(log, m, datasets.test_name);
+  };
   try {
-    record.result = train(run, datasets, [&](const EpochMetrics& m) {
-      RunRecord one{point, seed, {}};
-      one.result.epochs.push_back(m);
-      progress << curves_csv_rows(one, keys);
-      progress.flush();
-      if (!progress) {
-        throw OutputError(fmt::format("writing {} failed: {}", config.out_dir + "/curves.partial.csv", std::strerror(errno)));
-      }
-      if (log && config.epoch_lines) print_epoch(log, m, datasets.test_name);
-    });
+    record.result = grid.store ? grid.store->train(run, grid.identities[index], datasets, on_epoch, log)
+                               : train(run, datasets, on_epoch);
   } catch (const OutputError&) {
     throw;  // the lab's own output: nothing more can be recorded
+  } catch (const StoreError&) {
+    throw;  // the same: the store is the lab's
   } catch (const std::exception& error) {
     // One failing run (say, Newton meeting a non-finite Hessian) must not lose the grid's other runs:
     // it is counted with the diverged ones.
@@ -694,81 +755,149 @@ void print_launch(std::FILE* log, std::size_t index, std::size_t total, const Gr
   std::fflush(log);
 }
 
-/// The grid one run after another, in this process.
-void run_serially(const LabConfig& config, const Datasets& datasets, const std::vector<std::string>& keys,
-                  std::ofstream& progress, std::FILE* log, LabResult& lab) {
-  std::vector<GridPoint> points = grid_points(config);
-  const std::size_t total = points.size() * config.seeds.size();
-  for (std::size_t index = 0; index < total && !lab.interrupted; ++index) {
-    const GridPoint& point = points[index / config.seeds.size()];
-    const std::uint64_t seed = config.seeds[index % config.seeds.size()];
-    print_launch(log, index, total, point, seed);
-    lab.records.push_back(run_point(config, datasets, point, seed, index, progress, keys, log));
-    lab.interrupted = lab.records.back().result.interrupted;
+/// The records of the grid's finished runs, by run index.
+using Done = std::vector<std::optional<RunRecord>>;
+
+/// A run that ended elsewhere (a worker, a rank, the store): its rows into the progress file, a line on `log`.
+void note_result(const LabConfig& config, const RunRecord& record, std::size_t index, const std::string& where,
+                 const std::vector<std::string>& keys, std::ofstream& progress, std::FILE* log) {
+  progress << curves_csv_rows(record, keys);
+  progress.flush();
+  if (!progress) throw OutputError(fmt::format("writing {} failed: {}", config.out_dir + "/curves.partial.csv", std::strerror(errno)));
+  if (log) {
+    fmt::print(log, "  run {}{}: {}\n", index + 1, where, record.result.diverged ? record.result.divergence : record.result.final_line());
+    std::fflush(log);
   }
 }
 
-/// The grid in `config.jobs` worker processes at once; the records in grid order, as run_serially's.
-void run_in_workers(const LabConfig& config, const Datasets& datasets, const std::vector<std::string>& keys,
-                    std::ofstream& progress, std::FILE* log, LabResult& lab) {
-  std::vector<GridPoint> points = grid_points(config);
-  const std::size_t total = points.size() * config.seeds.size();
-  std::vector<std::optional<RunRecord>> done(total);
+/// The runs whose results the store holds (resume.hpp) into `done`; the others' indices, in order.
+std::vector<std::size_t> take_stored(const LabConfig& config, const Grid& grid, Done& done,
+                                     const std::vector<std::string>& keys, std::ofstream& progress, std::FILE* log) {
+  std::vector<std::size_t> pending;
+  for (std::size_t index = 0; index < grid.total; ++index) {
+    std::optional<RunResult> stored = grid.store ? grid.store->finished(grid.identities[index]) : std::nullopt;
+    if (!stored) {
+      pending.push_back(index);
+      continue;
+    }
+    done[index] = RunRecord{grid.point(index), grid.seed(index), std::move(*stored)};
+    note_result(config, *done[index], index, " (finished earlier, from the store)", keys, progress, config.epoch_lines ? log : nullptr);
+  }
+  if (grid.store && log) {
+    const std::size_t others = grid.store->others(grid.identities);
+    fmt::print(log, "# {}: {} of {} runs finished earlier, taken from there{}\n", grid.store->dir(),
+               grid.total - pending.size(), grid.total,
+               others == 0 ? "" : fmt::format("; {} stored run(s) of other configurations (another command, or "
+                                              "changed flags) ignored", others));
+    std::fflush(log);
+  }
+  return pending;
+}
+
+/// The runs `pending` one after another, in this process; stops at an interrupted run.
+void run_serially(const LabConfig& config, const Datasets& datasets, const Grid& grid,
+                  const std::vector<std::size_t>& pending, const std::vector<std::string>& keys,
+                  std::ofstream& progress, std::FILE* log, LabResult& lab, Done& done) {
+  for (std::size_t index : pending) {
+    if (lab.interrupted) break;
+    print_launch(log, index, grid.total, grid.point(index), grid.seed(index));
+    done[index] = run_point(config, datasets, grid, index, progress, keys, log);
+    lab.interrupted = done[index]->result.interrupted;
+  }
+}
+
+/// What a worker hands back instead of a result when the store cannot be written.
+const std::string kStoreFailure = "store failure: ";
+
+/// The runs `pending` in `config.jobs` worker processes at once.
+void run_in_workers(const LabConfig& config, const Datasets& datasets, const Grid& grid,
+                    const std::vector<std::size_t>& pending, const std::vector<std::string>& keys,
+                    std::ofstream& progress, std::FILE* log, LabResult& lab, Done& done) {
   WorkerPool pool(config.out_dir);
   std::size_t next = 0;
-  while (next < total || pool.running() > 0) {
-    while (pool.running() < config.jobs && next < total && !interrupt_flag() && !lab.interrupted) {
-      const GridPoint& point = points[next / config.seeds.size()];
-      const std::uint64_t seed = config.seeds[next % config.seeds.size()];
-      print_launch(log, next, total, point, seed);
-      pool.launch(next, [&config, &datasets, &keys, point, seed, index = next] {
+  while (next < pending.size() || pool.running() > 0) {
+    while (pool.running() < config.jobs && next < pending.size() && !interrupt_flag() && !lab.interrupted) {
+      const std::size_t index = pending[next++];
+      print_launch(log, index, grid.total, grid.point(index), grid.seed(index));
+      pool.launch(index, [&config, &datasets, &grid, &keys, index] {
         std::ofstream nowhere("/dev/null");  // the lab writes the progress file, from the results
-        return result_text(run_point(config, datasets, point, seed, index, nowhere, keys, nullptr).result);
+        try {
+          return result_text(run_point(config, datasets, grid, index, nowhere, keys, nullptr).result);
+        } catch (const StoreError& error) {
+          return kStoreFailure + error.what();  // not the run's failure: the lab stops
+        }
       });
-      ++next;
     }
     if (pool.running() == 0) break;
     WorkerPool::Finished finished = pool.wait_one(interrupt_flag());
-    const std::size_t index = finished.index;
-    RunRecord record{points[index / config.seeds.size()], config.seeds[index % config.seeds.size()], {}};
+    if (finished.ok && finished.text.starts_with(kStoreFailure)) throw StoreError(finished.text.substr(kStoreFailure.size()));
+    RunRecord record{grid.point(finished.index), grid.seed(finished.index), {}};
     if (finished.ok) {
       record.result = parse_result(finished.text);
     } else {
       record.result.diverged = record.result.failed = true;
       record.result.divergence = "failed: " + finished.failure;
     }
-    progress << curves_csv_rows(record, keys);
-    progress.flush();
-    if (!progress) throw OutputError(fmt::format("writing {} failed: {}", config.out_dir + "/curves.partial.csv", std::strerror(errno)));
-    if (log) {
-      fmt::print(log, "  run {}: {}\n", index + 1, record.result.diverged ? record.result.divergence : record.result.final_line());
-      std::fflush(log);
-    }
+    note_result(config, record, finished.index, "", keys, progress, log);
     lab.interrupted = lab.interrupted || record.result.interrupted;
-    done[index] = std::move(record);
-  }
-  for (std::optional<RunRecord>& record : done) {
-    if (record) lab.records.push_back(std::move(*record));
+    done[finished.index] = std::move(record);
   }
   lab.interrupted = lab.interrupted || interrupt_flag() != 0;  // also when no run was under way to say so
+}
+
+/// The runs `pending` shared among the MPI ranks (mpi_grid.hpp), one at a time on each; on rank 0 their records.
+void run_on_ranks(const LabConfig& config, const Datasets& datasets, const Grid& grid,
+                  const std::vector<std::size_t>& pending, const std::vector<std::string>& keys,
+                  std::ofstream& progress, std::FILE* log, Done& done) {
+  auto describe = [&](std::size_t index) {
+    return fmt::format("{} batch={} seed={}", grid.point(index).optimizer.text(), grid.point(index).batch_size, grid.seed(index));
+  };
+  auto run = [&](std::size_t index) {
+    if (config.rank == 0) print_launch(log, index, grid.total, grid.point(index), grid.seed(index));
+    std::ofstream nowhere("/dev/null");  // rank 0 writes the progress file, from the gathered results
+    return run_point(config, datasets, grid, index, nowhere, keys, config.rank == 0 ? log : nullptr).result;
+  };
+  for (mpi::Gathered& gathered : mpi::share_runs(pending, run, describe, config.program)) {
+    RunRecord record{grid.point(gathered.index), grid.seed(gathered.index), std::move(gathered.result)};
+    if (record.result.failed) record.result.divergence += fmt::format(" (on rank {})", gathered.rank);
+    // The store on rank 0 holds every finished run, whether or not the ranks share a file system.
+    if (grid.store && !record.result.interrupted && !record.result.failed) {
+      grid.store->finish(grid.identities[gathered.index], record.result);
+    }
+    note_result(config, record, gathered.index, fmt::format(" (rank {})", gathered.rank), keys, progress, log);
+    done[gathered.index] = std::move(record);
+  }
 }
 
 }  // namespace
 
 LabResult run_lab(const LabConfig& config, const Datasets& datasets, std::FILE* log) {
+  const std::vector<std::string> keys = hyper_keys(config.optimizers);
+  const Grid grid(config, datasets);
+  if (config.rank != 0) {  // its share of the runs, for rank 0 to write
+    std::ofstream nowhere("/dev/null");
+    Done none;
+    run_on_ranks(config, datasets, grid, {}, keys, nowhere, nullptr, none);
+    return {};
+  }
   fs::create_directories(config.out_dir);
   const fs::path progress_path = fs::path(config.out_dir) / "curves.partial.csv";
-  const std::vector<std::string> keys = hyper_keys(config.optimizers);
   std::ofstream progress = open_progress(progress_path, keys);
 
   LabResult lab;
-  if (config.jobs > 1) {
-    run_in_workers(config, datasets, keys, progress, log, lab);
+  Done done(grid.total);
+  const std::vector<std::size_t> pending = take_stored(config, grid, done, keys, progress, log);
+  if (config.ranks > 1) {
+    run_on_ranks(config, datasets, grid, pending, keys, progress, log, done);
+  } else if (config.jobs > 1) {
+    run_in_workers(config, datasets, grid, pending, keys, progress, log, lab, done);
   } else {
-    run_serially(config, datasets, keys, progress, log, lab);
+    run_serially(config, datasets, grid, pending, keys, progress, log, lab, done);
   }
-  const std::size_t total = grid_points(config).size() * config.seeds.size();
-  if (lab.interrupted && log) fmt::print(log, "interrupted: the grid stops after {} of {} runs\n", lab.records.size(), total);
+  for (std::optional<RunRecord>& record : done) {
+    if (record) lab.records.push_back(std::move(*record));
+  }
+  if (lab.interrupted && log) fmt::print(log, "interrupted: the grid stops after {} of {} runs\n", lab.records.size(), grid.total);
   progress.close();
   std::string curves = curves_csv_header(keys);
   for (const RunRecord& record : lab.records) curves += curves_csv_rows(record, keys);
@@ -794,6 +923,7 @@ void print_plan(const LabConfig& config, const Datasets& datasets) {
   for (const config::Spec& spec : config.optimizers) fmt::print("#   {}\n", spec.text());
   ag::set_blas_threads(b.threads);
   fmt::print("# BLAS: {}\n", ag::blas_info());
+  if (config.ranks > 1) fmt::print("# MPI: {} ranks share the grid, one run at a time each; rank 0 writes the outputs\n", config.ranks);
   std::fflush(stdout);
 }
 
@@ -825,6 +955,13 @@ int run_and_report(const LabConfig& config, const Datasets& datasets) {
 }  // namespace
 
 int lab_main(int argc, const char* const* argv, LabProgram program) {
+  std::optional<mpi::Session> session;  // MPI_Init under mpirun (every rank parses the same flags), nothing otherwise
+  try {
+    session.emplace();
+  } catch (const std::exception& error) {
+    fmt::print(stderr, "{}: {}\n", program.name, error.what());
+    return 2;
+  }
   CLI::App app{program.summary, program.name};
   LabFlags flags(app, program);
   if (int code = parse(app, argc, argv); code >= 0) return code;
@@ -833,14 +970,25 @@ int lab_main(int argc, const char* const* argv, LabProgram program) {
   // Bad flags and specs are refused before the data is read; bad data exits 2 as well.
   int code = checked(program.name, [&] {
     config = flags.config();
-    prepare_output_dir("--out", config.out_dir, {"curves.partial.csv", "curves.csv", "runs.csv", "summary.csv", "summary.md"});
+    config.rank = session->rank();
+    config.ranks = session->size();
+    if (config.rank == 0) {
+      prepare_output_dir("--out", config.out_dir, {"curves.partial.csv", "curves.csv", "runs.csv", "summary.csv", "summary.md"});
+    }
     datasets = load_datasets(config.base);
     return 0;
   });
+  code = mpi::agree(code);  // under mpirun: all ranks go on, or none
   if (code != 0) return code;
   try {
+    if (config.rank != 0) {  // its share of the grid; rank 0 reports
+      ag::set_blas_threads(config.base.threads);
+      run_lab(config, datasets, nullptr);
+      return 0;
+    }
     return run_and_report(config, datasets);
   } catch (const std::exception& error) {
+    if (config.ranks > 1) mpi::abort_all(program.name, error.what());  // never leave the other ranks waiting
     fmt::print(stderr, "{}: {}\n", program.name, error.what());
     return 1;
   }

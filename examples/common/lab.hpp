@@ -63,6 +63,15 @@ struct LabConfig {
   /// Runs at once, each in a worker process of its own (fork); 1: one after another in this process. The
   /// results are the same bits either way (every run is seeded and single-threaded unless --threads).
   std::size_t jobs = 1;
+  /// Keep every run's state in out_dir/runs and take finished runs from there, resume unfinished ones from
+  /// their checkpoints (resume.hpp); false (--fresh): run everything anew, storing nothing.
+  bool resume = true;
+  /// The lab's flags shared by every run (LabFlags: all but the grid's lists and where the outputs go), part
+  /// of each run's identity in the store: a run of another command is not taken for this one's.
+  std::string flags_identity;
+  /// This process's MPI rank and the number of ranks (mpi_grid.hpp): with more than one the grid is shared
+  /// among them and rank 0 alone writes the outputs; jobs is then ignored (one run at a time per rank).
+  int rank = 0, ranks = 1;
 };
 
 /// One configuration of the grid: a resolved optimiser spec and a batch size.
@@ -183,7 +192,7 @@ class LabFlags {
   std::vector<std::size_t> batch_sizes_{1024};
   std::vector<std::uint64_t> seeds_{0, 1, 2, 3, 4};
   std::string out_ = "lab-out", gnuplot_ = "gnuplot", x_axis_ = "epochs";
-  bool no_plots_ = false, quiet_ = false;
+  bool no_plots_ = false, quiet_ = false, fresh_ = false;
   std::size_t jobs_ = 1;
 };
 

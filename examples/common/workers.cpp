@@ -1,5 +1,6 @@
 #include "examples/common/workers.hpp"
 
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -107,9 +108,13 @@ std::string WorkerPool::result_path(pid_t pid) const { return fmt::format("{}/.w
 void WorkerPool::launch(std::size_t index, const std::function<std::string()>& work) {
   std::fflush(stdout);
   std::fflush(stderr);
+  const pid_t lab = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error(fmt::format("cannot start a worker process: {}", std::strerror(errno)));
   if (pid == 0) {
+    // A worker dies with the lab, even a lab killed outright (SIGKILL): the grid restarted must not meet an
+    // orphan still training one of its runs (resume.hpp).
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != lab) ::_exit(1);
     int code = 0;
     try {
       data::write_file_atomically(result_path(::getpid()), work(), "a worker's result");

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# The lab's grid scaled out, as a user runs it (registered with CTest by tests/CMakeLists.txt):
+#   lab_scaleout.sh mpi    COMPARE_OPTIMIZERS   mpirun -np 2 gives the outputs of a serial grid
+#   lab_scaleout.sh resume COMPARE_OPTIMIZERS   a grid killed by SIGKILL and restarted with the same command ends
+#                                               with the outputs of an uninterrupted grid; a changed command
+#                                               reuses nothing
+# "The same outputs": summary.csv and curves.csv byte for byte, their timing columns (the last ones) cut off.
+# Exit 77: skipped (CTest's SKIP_RETURN_CODE), with the reason on stdout.
+set -euo pipefail
+mode="$1"
+lab="$2"
+work="$(mktemp -d "${TMPDIR:-/tmp}/lab_scaleout.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+
+# A small grid: 2 optimisers x 2 seeds, 4 epochs of a 784-32-10 MLP on 3,000 training images.
+grid_of() {  # grid_of EPOCHS
+  grid=(--optimizers adam 'sgd(lr=0.1)' --seeds 0,1 --batch-sizes 100 --epochs "$1" --hidden 32 --train-subset 3000
+        --no-plots --no-progress)
+}
+grid_of 4
+
+fail() {
+  echo "FAIL: $*"
+  exit 1
+}
+
+# The file without its timing columns (the last two of summary.csv, the last of curves.csv: numbers, no commas).
+untimed() {
+  case "$(basename "$1")" in
+    summary.csv) sed -E 's/,[^,]*,[^,]*$//' "$1" ;;
+    curves.csv) sed -E 's/,[^,]*$//' "$1" ;;
+  esac
+}
+
+same_outputs() {  # same_outputs DIR_A DIR_B WHAT
+  for file in summary.csv curves.csv; do
+    [ -s "$1/$file" ] || fail "$3: $1/$file is missing or empty"
+    [ -s "$2/$file" ] || fail "$3: $2/$file is missing or empty"
+    if ! diff <(untimed "$1/$file") <(untimed "$2/$file") >"$work/diff"; then
+      cat "$work/diff"
+      fail "$3: $file differs (timings aside)"
+    fi
+  done
+  [ "$(wc -l <"$1/summary.csv")" -eq 3 ] || fail "$3: summary.csv should hold a header and 2 configurations"
+}
+
+"$lab" "${grid[@]}" --jobs 1 --out "$work/serial" >"$work/serial.log" 2>&1 || { cat "$work/serial.log"; fail "the serial grid"; }
+
+case "$mode" in
+mpi)
+  command -v mpirun >/dev/null || { echo "skipped: mpirun is not installed (openmpi-bin)"; exit 77; }
+  # Loopback only, two ranks on however many cores, also as root (CI containers).
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader
+  export OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_rmaps_base_oversubscribe=1
+  if ! timeout 50 mpirun -np 2 --oversubscribe "$lab" "${grid[@]}" --out "$work/mpi" >"$work/mpi.log" 2>&1; then
+    cat "$work/mpi.log"
+    fail "mpirun -np 2 (exit status $?)"
+  fi
+  grep -q "MPI: 2 ranks share the grid" "$work/mpi.log" || { cat "$work/mpi.log"; fail "the grid was not shared among 2 ranks"; }
+  grep -q "(rank 1)" "$work/mpi.log" || { cat "$work/mpi.log"; fail "rank 1 ran none of the runs"; }
+  same_outputs "$work/serial" "$work/mpi" "mpirun -np 2 against the serial grid"
+  # Rank 1 failing (the checkpoint of its first run, adam with seed 1, cannot be written: its path is a
+  # directory) ends every rank with a message naming the rank, the run and why, instead of a hang.
+  failing="$(grep -l "^seed 1$" $(grep -l "^optimizer adam" "$work"/serial/runs/*.result))"
+  mkdir -p "$work/failing/runs/$(basename "$failing" .result).ckpt/x"
+  status=0
+  timeout 50 mpirun -np 2 --oversubscribe "$lab" "${grid[@]}" --out "$work/failing" >"$work/failing.log" 2>&1 || status=$?
+  [ "$status" -ne 0 ] && [ "$status" -ne 124 ] || { cat "$work/failing.log"; fail "a failing rank: exit status $status"; }
+  grep -q "rank 1 of 2: run 2 (adam.* seed=1): the checkpoint .*: is a directory.*; ending every rank" "$work/failing.log" \
+    || { cat "$work/failing.log"; fail "the failing rank did not say which run failed and why"; }
+  [ ! -e "$work/failing/summary.csv" ] || fail "a grid whose rank failed wrote its summary"
+  echo "mpirun -np 2: the same summary and curves as the serial grid; a failing rank ends the grid, named"
+  ;;
+resume)
+  # Kill the grid (one run at a time) once a run is finished and the next has a checkpoint and its epochs.
+  "$lab" "${grid[@]}" --jobs 1 --out "$work/killed" >"$work/killed1.log" 2>&1 &
+  pid=$!
+  # (A finished run's epochs are removed just after its result is written: the epochs must be another run's.)
+  under_way() {
+    compgen -G "$work/killed/runs/*.result" >/dev/null || return 1
+    for epochs in "$work"/killed/runs/*.epochs; do
+      [ -e "$epochs" ] && [ ! -e "${epochs%.epochs}.result" ] && return 0
+    done
+    return 1
+  }
+  for _ in $(seq 1 3000); do
+    under_way && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.01
+  done
+  kill -KILL "$pid" 2>/dev/null || fail "the grid ended before it could be killed"
+  wait "$pid" 2>/dev/null || true
+  [ ! -e "$work/killed/summary.csv" ] || fail "a killed grid wrote its summary"
+  "$lab" "${grid[@]}" --jobs 1 --out "$work/killed" >"$work/killed2.log" 2>&1 || { cat "$work/killed2.log"; fail "the restarted grid"; }
+  grep -Eq "runs: [1-3] of 4 runs finished earlier" "$work/killed2.log" || { cat "$work/killed2.log"; fail "no finished run was taken from the store"; }
+  grep -q "resumed from .* after [1-3] epoch" "$work/killed2.log" || { cat "$work/killed2.log"; fail "no run was resumed from its checkpoint"; }
+  same_outputs "$work/serial" "$work/killed" "killed and restarted against uninterrupted"
+  # Restarted again: everything from the store, nothing trained.
+  "$lab" "${grid[@]}" --jobs 2 --out "$work/killed" >"$work/killed3.log" 2>&1 || { cat "$work/killed3.log"; fail "the third start"; }
+  grep -q "runs: 4 of 4 runs finished earlier" "$work/killed3.log" || { cat "$work/killed3.log"; fail "the finished grid was run again"; }
+  same_outputs "$work/serial" "$work/killed" "the finished grid restarted"
+  # A changed command (5 epochs) reuses nothing, and says so.
+  grid_of 5
+  "$lab" "${grid[@]}" --jobs 2 --out "$work/killed" >"$work/changed.log" 2>&1 || { cat "$work/changed.log"; fail "the changed grid"; }
+  grep -q "runs: 0 of 4 runs finished earlier.*4 stored run(s) of other configurations" "$work/changed.log" \
+    || { cat "$work/changed.log"; fail "a changed command reused stored runs or did not say it ignored them"; }
+  [ "$(grep -c ',100,1,5,' "$work/killed/curves.csv")" -eq 2 ] || fail "the changed grid did not run 5 epochs"
+  echo "killed by SIGKILL and restarted: the same summary and curves as an uninterrupted grid"
+  ;;
+*)
+  fail "unknown mode '$mode' (mpi or resume)"
+  ;;
+esac
