@@ -56,7 +56,7 @@ struct Evaluation {
 };
 
 /// Mean loss and accuracy over a whole data set, in evaluation mode, without recording.
-Evaluation evaluate(nn::Module& model, const data::Dataset& dataset, bool image_shape) {
+Evaluation evaluate(nn::Module& model, const data::Dataset& dataset, bool image_shape, nn::ClassifierLoss loss) {
   ag::NoGradGuard no_grad;
   model.eval();
   data::DataLoader loader(dataset, {.batch_size = 1000, .shuffle = false, .image_shape = image_shape});
@@ -64,7 +64,7 @@ Evaluation evaluate(nn::Module& model, const data::Dataset& dataset, bool image_
   std::size_t correct = 0;
   for (const data::Batch& batch : loader) {
     ag::Tensor logits = model.forward(batch.images);
-    loss_sum += ag::cross_entropy(logits, batch.labels, ag::Reduction::sum).item();
+    loss_sum += nn::classifier_loss(loss, logits, batch.labels, ag::Reduction::sum).item();
     correct += count_correct(logits, batch.labels);
   }
   model.train();
@@ -268,7 +268,7 @@ class Trainer {
     last_epoch_ = at_.epoch + config.epochs;
     if (config.epochs > 0 && !is_constant(config.schedule)) make_scheduler();
     open_log();
-    track_ = TrackLog(config.track, config.track_log, model_, data.train, config.images, at_.step);
+    track_ = TrackLog(config.track, config.track_log, model_, data.train, config.images, at_.step, config.loss);
   }
 
   RunResult run(const EpochCallback& on_epoch) {
@@ -335,7 +335,7 @@ class Trainer {
   /// The model on `dataset` at the optimiser's evaluation point (an average of the weights, if it keeps one).
   Evaluation evaluate_at_eval_point(const data::Dataset& dataset) {
     optim::EvalScope at(*optimizer_);
-    return evaluate(model_, dataset, config_.images);
+    return evaluate(model_, dataset, config_.images, config_.loss);
   }
 
   RunResult evaluate_only() {
@@ -357,7 +357,7 @@ class Trainer {
                                                                   at_.batch + 1, epoch) : std::string());
       loss = optimizer_->step(optim::Optimizer::LossFn([&] {
         logits = model_(batch.images);
-        return ag::cross_entropy(logits, batch.labels);
+        return nn::classifier_loss(config_.loss, logits, batch.labels);
       }));
     } catch (const ag::AnomalyError& error) {
       result_.diverged = true;
