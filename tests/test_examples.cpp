@@ -950,6 +950,7 @@ TEST_CASE("workers: a result crosses exactly; a worker that throws or dies is re
   r.divergence = "diverged: two\nlines, and   spaces";
   r.epochs.push_back({.epoch = 3, .train_loss = std::nan(""), .train_acc = 1.0 / 3, .test_loss = HUGE_VAL,
                       .test_acc = -0.0, .lr = 1e-3, .seconds = 2.5, .weight_norm = 7, .partial = true});
+  r.tracking_seconds = {{"grad-norm(every=1)", 0.1}, {"sharpness(every=100,samples=1000,steps=20)", 0.25}};
   examples::RunResult back = examples::parse_result(examples::result_text(r));
   CHECK(back.diverged);
   CHECK_FALSE(back.failed);
@@ -963,6 +964,10 @@ TEST_CASE("workers: a result crosses exactly; a worker that throws or dies is re
   CHECK(back.epochs[0].test_loss == HUGE_VAL);
   CHECK(std::signbit(back.epochs[0].test_acc));
   CHECK(back.epochs[0].partial);
+  CHECK(back.tracking_seconds == r.tracking_seconds);  // each tracker's time, for the lab's lines
+  r.seconds = 2.0;
+  CHECK(r.final_line().find(" tracking=grad-norm(every=1):0.050,sharpness(every=100,samples=1000,steps=20):0.125") !=
+        std::string::npos);
   CHECK_THROWS_WITH(examples::parse_result("run 1 0 0 x"), doctest::Contains("'x' is not a number"));
 
   fs::path dir = temp_path("workers");

@@ -478,11 +478,16 @@ double RunConfig::lr() const { return std::stod(optim::option_of(optim::resolve_
 
 std::string RunResult::final_line() const {
   EpochMetrics last = epochs.empty() ? EpochMetrics{} : epochs.back();
+  // Each tracker's time as a fraction of the training time: " tracking=grad-norm(every=1):0.031,...".
+  std::string tracking;
+  for (const auto& [spec, spent] : tracking_seconds) {
+    tracking += fmt::format("{}{}:{:.3f}", tracking.empty() ? " tracking=" : ",", spec, spent / std::max(seconds, 1e-9));
+  }
   return fmt::format(
       "final test_acc={:.4f} best_test_acc={:.4f} test_loss={:.4f} train_acc={:.4f} train_loss={:.4f} epochs={} "
-      "steps={} seconds={:.1f}{}{}",
+      "steps={} seconds={:.1f}{}{}{}",
       last.test_acc, best_test_acc, last.test_loss, last.train_acc, last.train_loss, last.epoch, steps, seconds,
-      diverged ? " diverged=1" : "", interrupted ? " interrupted=1" : "");
+      diverged ? " diverged=1" : "", interrupted ? " interrupted=1" : "", tracking);
 }
 
 Datasets load_datasets(const RunConfig& config) {

@@ -45,6 +45,8 @@ std::string result_text(const RunResult& r) {
     text += fmt::format("{} {:d} {} {} {} {} {} {} {}\n", m.epoch, m.partial, exact(m.train_loss), exact(m.train_acc),
                         exact(m.test_loss), exact(m.test_acc), exact(m.lr), exact(m.seconds), exact(m.weight_norm));
   }
+  text += fmt::format("tracking {}\n", r.tracking_seconds.size());  // tracker specs hold no spaces
+  for (const auto& [spec, seconds] : r.tracking_seconds) text += fmt::format("{} {}\n", spec, exact(seconds));
   return text;
 }
 
@@ -73,6 +75,12 @@ RunResult parse_result(const std::string& text) {
     for (double* v : {&m.train_loss, &m.train_acc, &m.test_loss, &m.test_acc, &m.lr, &m.seconds, &m.weight_norm}) {
       *v = number(in);
     }
+  }
+  in >> word;
+  r.tracking_seconds.resize(count(in));
+  for (auto& [spec, seconds] : r.tracking_seconds) {
+    in >> spec;
+    seconds = number(in);
   }
   if (!in) throw std::runtime_error("a worker's result is cut short");
   return r;
