@@ -263,4 +263,28 @@ TrajectoryPca trajectory_pca(const std::vector<std::vector<double>>& points) {
   return out;
 }
 
+TrajectoriesPca trajectories_pca(const std::vector<std::vector<Vector>>& trajectories, const Vector& origin) {
+  std::vector<Vector> points;
+  for (std::size_t k = 0; k < trajectories.size(); ++k) {
+    for (std::size_t i = 0; i < trajectories[k].size(); ++i) {
+      if (trajectories[k][i].size() != origin.size()) {
+        throw std::invalid_argument(fmt::format("trajectories_pca: point {} of trajectory {} has {} entries, the origin {}",
+                                                i, k, trajectories[k][i].size(), origin.size()));
+      }
+      points.push_back(trajectories[k][i]);
+    }
+  }
+  if (points.empty()) throw std::invalid_argument("trajectories_pca: no trajectory has a point");
+  points.push_back(origin);
+  const TrajectoryPca pca = trajectory_pca(points);
+  TrajectoriesPca out{{}, {}, pca.direction_x, pca.direction_y, pca.explained_variance_ratio};
+  std::size_t at = 0;
+  for (const std::vector<Vector>& path : trajectories) {
+    out.x.emplace_back(pca.x.begin() + static_cast<std::ptrdiff_t>(at), pca.x.begin() + static_cast<std::ptrdiff_t>(at + path.size()));
+    out.y.emplace_back(pca.y.begin() + static_cast<std::ptrdiff_t>(at), pca.y.begin() + static_cast<std::ptrdiff_t>(at + path.size()));
+    at += path.size();
+  }
+  return out;
+}
+
 }  // namespace analysis

@@ -122,4 +122,20 @@ struct TrajectoryPca {
 /// std::invalid_argument naming the first point whose size differs from the first's, or fewer than 2 points.
 TrajectoryPca trajectory_pca(const std::vector<std::vector<double>>& points);
 
+/// Several trajectories on one plane: the top two principal directions of all their points together, each
+/// point measured from a shared `origin` (for optimisers run from one start, the start), so that the paths
+/// of several optimisers can be drawn over one loss surface (θ_origin + x v_1 + y v_2).
+struct TrajectoriesPca {
+  /// x[k][i], y[k][i]: point i of trajectory k.
+  std::vector<std::vector<double>> x, y;
+  std::vector<double> direction_x, direction_y;
+  std::array<double, 2> explained_variance_ratio{};
+};
+
+/// trajectory_pca of every point of every trajectory followed by `origin` (the rows are the points minus the
+/// origin, centred): directions and ratios as there, the origin at (0, 0). Throws std::invalid_argument
+/// naming the trajectory and point whose size differs from the origin's, or if no trajectory has a point.
+TrajectoriesPca trajectories_pca(const std::vector<std::vector<std::vector<double>>>& trajectories,
+                                 const std::vector<double>& origin);
+
 }  // namespace analysis

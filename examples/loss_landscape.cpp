@@ -2,16 +2,26 @@
 // epochs, then draws the loss on a subset of the training images along the line from the initial to the
 // final weights, and on a plane through the final weights along two random filter-normalised directions
 // (Li et al., "Visualizing the Loss Landscape of Neural Nets", 2018), and the training path (the weights
-// every 20 steps) on its top two principal directions, over the loss on that plane.
+// every 20 steps) on its top two principal directions, over the loss on that plane. Every optimiser of
+// --optimizers trains from the same initial weights on the same batches; their paths are projected together on
+// the top two principal directions of all their points, measured from the shared start, and drawn over the loss
+// on that plane (contours and a 3-D surface). The first optimiser's final weights are the ones of the 1-D curve,
+// the random slice and the single-path PCA plane.
 //
 //   loss_landscape                                     3 epochs on 10,000 images, landscape on 2,000
 //   loss_landscape --grid 41 --range 0.5 --seed 3 --out landscape-out
+//   loss_landscape --optimizers 'adam(lr=1e-3)' 'momentum(lr=0.05)' 'lion(lr=1e-4)'
+//   loss_landscape --spectrum      also the Hessian's spectral density at the final weights (SLQ, as PyHessian)
 // Writes, in --out: interpolation.csv (alpha, loss), surface.csv (a, b, loss), trajectory.csv (point, x, y: the
-// weights every 20 steps, then the final ones),
-// surface.dat, plane.dat and trajectory.dat (for gnuplot), the gnuplot scripts, interpolation.png, surface.png and
-// trajectory.png.
+// weights every 20 steps, then the final ones), paths.csv (optimizer, point, step, x, y, plane_loss: every
+// optimiser's weights every 20 steps on the shared plane),
+// surface.dat, plane.dat, trajectory.dat, paths-plane.dat and paths.dat (for gnuplot), the gnuplot scripts,
+// interpolation.png, surface.png, trajectory.png, paths.png (contours) and paths-surface.png (3-D); with
+// --spectrum, spectrum.csv (eigenvalue, density) and spectrum.png.
 #include <algorithm>
+#include <array>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -19,13 +29,14 @@
 #include <fmt/format.h>
 
 #include "analysis/landscape.hpp"
+#include "analysis/spectrum.hpp"
 #include "autograd/ops.hpp"
 #include "data/dataset.hpp"
 #include "examples/common/cli.hpp"
 #include "examples/common/lab.hpp"
 #include "examples/common/preflight.hpp"
 #include "nn/nn.hpp"
-#include "optim/adam.hpp"
+#include "optim/registry.hpp"
 
 namespace {
 
@@ -39,6 +50,20 @@ struct Settings {
   std::uint64_t seed = 0;
   std::string data, out = "landscape-out", gnuplot = "gnuplot";
   bool no_plots = false;
+  std::vector<std::string> optimizers{"adam(lr=1e-3)", "sgd(lr=0.1)", "rmsprop(lr=1e-3)"};
+  bool spectrum = false;
+  std::size_t spectrum_probes = 4, spectrum_steps = 80;
+};
+
+/// Weights are saved every this many steps (and at the end).
+constexpr std::size_t kEvery = 20;
+
+/// One optimiser's run: its spec as given (the label), and its flat weights every kEvery steps from the start.
+struct Run {
+  std::string label;
+  config::Spec spec;
+  std::vector<std::vector<double>> path;
+  std::size_t steps = 0;
 };
 
 /// The first `count` images (count x 784, f32) and their labels.
@@ -54,30 +79,59 @@ Batch first_images(const data::Dataset& d, std::size_t count) {
           std::vector<std::int32_t>(d.labels.begin(), d.labels.begin() + static_cast<std::ptrdiff_t>(count))};
 }
 
-/// Trains; returns the flat weights every `every` steps, the initial and final ones included.
-std::vector<std::vector<double>> train(nn::Module& model, const Batch& data, const Settings& s, std::size_t every) {
-  optim::Adam adam(model.named_parameters(), {.lr = 1e-3});
+/// Trains `run.spec` from the model's current weights, on the batches in order; fills run.path with the flat
+/// weights every kEvery steps, the initial and final ones included.
+void train(nn::Module& model, const Batch& data, const Settings& s, Run& run) {
+  std::unique_ptr<optim::Optimizer> opt = optim::make_optimizer(run.spec, model.named_parameters());
   const analysis::ParamLayout layout(model.parameters(), "loss_landscape");
-  std::vector<std::vector<double>> path{layout.flatten(layout.params(), "loss_landscape")};
-  std::size_t steps = 0;
+  run.path = {layout.flatten(layout.params(), "loss_landscape")};
   const std::size_t n = data.labels.size();
   for (std::size_t epoch = 1; epoch <= s.epochs; ++epoch) {
     double sum = 0;
     for (std::size_t start = 0; start < n; start += s.batch) {
       const std::size_t size = std::min(s.batch, n - start);
       std::span<const std::int32_t> labels(data.labels.data() + start, size);
-      adam.zero_grad();
+      opt->zero_grad();
       ag::Tensor loss = ag::cross_entropy(model(ag::narrow(data.x, 0, start, size)), labels);
       sum += loss.item() * static_cast<double>(size);
       ag::backward(loss);
-      adam.step();
-      if (++steps % every == 0) path.push_back(layout.flatten(layout.params(), "loss_landscape"));
+      opt->step();
+      if (++run.steps % kEvery == 0) run.path.push_back(layout.flatten(layout.params(), "loss_landscape"));
     }
-    fmt::print("epoch {}: training loss {:.4f}\n", epoch, sum / static_cast<double>(n));
+    fmt::print("{}: epoch {}: training loss {:.4f}\n", run.label, epoch, sum / static_cast<double>(n));
   }
-  if (steps % every != 0) path.push_back(layout.flatten(layout.params(), "loss_landscape"));
-  return path;
+  if (run.steps % kEvery != 0) run.path.push_back(layout.flatten(layout.params(), "loss_landscape"));
 }
+
+/// Writes flat values into the parameters (not recorded).
+void set_params(const std::vector<ag::Tensor>& params, const std::vector<double>& flat) {
+  const analysis::ParamLayout layout(params, "loss_landscape");
+  const std::vector<ag::Tensor> values = layout.unflatten(flat);
+  ag::NoGradGuard no_grad;
+  for (std::size_t k = 0; k < params.size(); ++k) {
+    ag::Tensor p = params[k];
+    p.copy_(values[k]);
+  }
+}
+
+/// Every optimiser of --optimizers trained from the model's current weights; the model is left with the first
+/// one's final weights.
+std::vector<Run> train_all(nn::Module& model, const Batch& data, const Settings& s) {
+  std::vector<Run> runs;
+  for (const std::string& text : s.optimizers) {
+    runs.push_back({text, optim::resolve_optimizer(config::parse_spec(text)), {}, 0});
+  }
+  const std::vector<ag::Tensor> params = model.parameters();
+  for (Run& run : runs) {
+    if (&run != &runs.front()) set_params(params, runs.front().path.front());
+    train(model, data, s, run);
+  }
+  set_params(params, runs.front().path.back());
+  return runs;
+}
+
+const std::array<const char*, 8> kColours = {"#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                                             "#e377c2", "#17becf", "#8c564b", "#bcbd22"};
 
 /// Rows "x y loss" of a surface, a blank line after each row of the grid (gnuplot's grid format).
 std::string grid_dat(const analysis::Surface& surface) {
@@ -91,10 +145,11 @@ std::string grid_dat(const analysis::Surface& surface) {
   return dat;
 }
 
-/// A filled contour plot of `data` (a grid_dat file) into `png`, with `extra` plot items after it; equal units
-/// on both axes if `square`.
+/// A filled contour plot of `data` (a grid_dat file) into `png`, the origin marked as `origin`, with `extra`
+/// plot items after it; equal units on both axes if `square`.
 std::string contour_script(const std::string& terminal, const std::string& data, const std::string& png,
-                           const std::string& title, const std::string& extra, bool square) {
+                           const std::string& title, const std::string& extra, bool square,
+                           const std::string& origin = "final weights") {
   std::string script = lab::terminal_line(terminal, 800, 700) + "\nset output '" + png + "'\n";
   script += "set title " + lab::gnuplot_string(title) + (square ? "\nset size ratio -1" : "") +
             "\nset autoscale fix\nset key below\n";
@@ -103,8 +158,33 @@ std::string contour_script(const std::string& terminal, const std::string& data,
             "set palette defined (0 '#1a3a6b', 1 '#3f7fbf', 2 '#a6cde8', 3 '#ffffff')\nset cblabel 'loss'\n"
             "plot '" + data + "' using 1:2:3 with image notitle, 'contours-" + data + "' using 1:2 with lines lc rgb "
             "'#333333' lw 0.6 notitle, '+' using (0):(0) every ::0::0 with points pt 1 ps 2 lw 2 lc rgb '#d62728' "
-            "title 'final weights'" + extra + "\n";
+            "title " + lab::gnuplot_string(origin) + extra + "\n";
   return script;
+}
+
+/// The paths over the shared plane's loss as a 3-D surface (each path drawn on the surface, at the plane's loss).
+std::string surface_3d_script(const std::string& terminal, const std::vector<Run>& runs, const std::string& title) {
+  std::string script = lab::terminal_line(terminal, 1000, 760) + "\nset output 'paths-surface.png'\n";
+  script += "set title " + lab::gnuplot_string(title) + "\nset key top left\nset view 60, 30\nset autoscale fix\n"
+            "set xlabel 'PC 1'\nset ylabel 'PC 2'\nset zlabel 'loss' rotate\nset pm3d at s noborder\n"
+            "set palette defined (0 '#1a3a6b', 1 '#3f7fbf', 2 '#a6cde8', 3 '#ffffff')\nset cblabel 'loss'\n"
+            "splot 'paths-plane.dat' using 1:2:3 with pm3d fillcolor palette notitle";
+  // Each path a little above the surface, so that the surface does not hide it.
+  for (std::size_t k = 0; k < runs.size(); ++k) {
+    script += fmt::format(", 'paths.dat' index {} using 1:2:($3 + 0.03) with linespoints pt 7 ps 0.5 lw 2.5 lc rgb '{}' title {}", k,
+                          kColours[k % kColours.size()], lab::gnuplot_string(runs[k].label));
+  }
+  return script + "\n";
+}
+
+/// The contour plot's items for the paths of paths.dat, one colour each.
+std::string path_items(const std::vector<Run>& runs) {
+  std::string items;
+  for (std::size_t k = 0; k < runs.size(); ++k) {
+    items += fmt::format(", 'paths.dat' index {} using 1:2 with linespoints pt 7 ps 0.5 lw 2 lc rgb '{}' title {}", k,
+                         kColours[k % kColours.size()], lab::gnuplot_string(runs[k].label));
+  }
+  return items;
 }
 
 std::string line_script(const std::string& terminal) {
@@ -115,8 +195,76 @@ std::string line_script(const std::string& terminal) {
   return line;
 }
 
-/// interpolation.png, surface.png and trajectory.png from the data files, with gnuplot (a warning if it cannot).
-void write_plots(const Settings& s, const analysis::TrajectoryPca& pca) {
+/// The optimisers' paths on the top two principal directions of all their points (measured from the shared
+/// start), and the loss on that plane: on the grid around the paths, and at each projected point.
+struct SharedPlane {
+  analysis::TrajectoriesPca pca;
+  analysis::Surface surface;
+  std::vector<std::vector<double>> plane_loss;  // [run][point]
+};
+
+/// [min - 20 %, max + 20 %] of every value given, in `grid` points.
+std::vector<double> padded_axis(const std::vector<std::vector<double>>& values, std::size_t grid) {
+  double low = values.at(0).at(0), high = low;
+  for (const std::vector<double>& v : values) {
+    for (double x : v) {
+      low = std::min(low, x);
+      high = std::max(high, x);
+    }
+  }
+  const double margin = 0.2 * (high - low) + 1e-3;
+  return analysis::linspace(low - margin, high + margin, grid);
+}
+
+/// The plane through the runs' shared start; the parameters are left as they were.
+SharedPlane shared_plane(const analysis::LossFn& loss, const std::vector<ag::Tensor>& params, const std::vector<Run>& runs,
+                         std::size_t grid) {
+  std::vector<std::vector<std::vector<double>>> paths;
+  for (const Run& run : runs) paths.push_back(run.path);
+  const std::vector<double>& start = runs.front().path.front();
+  SharedPlane out{analysis::trajectories_pca(paths, start), {}, {}};
+  const analysis::TrajectoriesPca& pca = out.pca;
+  const std::vector<double> now = analysis::ParamLayout(params, "loss_landscape").flatten(params, "loss_landscape");
+  set_params(params, start);
+  out.surface = analysis::loss_surface(loss, params, padded_axis(pca.x, grid), padded_axis(pca.y, grid), pca.direction_x,
+                                       pca.direction_y);
+  for (std::size_t k = 0; k < runs.size(); ++k) {
+    out.plane_loss.emplace_back();
+    for (std::size_t i = 0; i < pca.x[k].size(); ++i) {
+      out.plane_loss[k].push_back(
+          analysis::loss_surface(loss, params, {pca.x[k][i]}, {pca.y[k][i]}, pca.direction_x, pca.direction_y).losses[0]);
+    }
+  }
+  set_params(params, now);
+  return out;
+}
+
+/// paths.csv, paths.dat and paths-plane.dat; prints where each run ends on the plane.
+void write_shared_plane(const Settings& s, const std::vector<Run>& runs, const SharedPlane& plane) {
+  std::string csv = "optimizer,point,step,x,y,plane_loss\n", dat;
+  for (std::size_t k = 0; k < runs.size(); ++k) {
+    const std::vector<double>&x = plane.pca.x[k], &y = plane.pca.y[k], &loss = plane.plane_loss[k];
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      csv += fmt::format("\"{}\",{},{},{:.9g},{:.9g},{:.9g}\n", runs[k].label, i,
+                         std::min(i * kEvery, runs[k].steps), x[i], y[i], loss[i]);
+      dat += fmt::format("{:.9g} {:.9g} {:.9g}\n", x[i], y[i], loss[i]);
+    }
+    dat += "\n\n";
+    fmt::print("{}: {} steps, ends at ({:.4g}, {:.4g}) on the shared plane, plane loss {:.4f}\n", runs[k].label,
+               runs[k].steps, x.back(), y.back(), loss.back());
+  }
+  const fs::path out(s.out);
+  lab::write_text((out / "paths.csv").string(), csv);
+  lab::write_text((out / "paths.dat").string(), dat);
+  lab::write_text((out / "paths-plane.dat").string(), grid_dat(plane.surface));
+  fmt::print("the {} paths' shared PCA plane: explained variance {:.4f} + {:.4f}\n", runs.size(),
+             plane.pca.explained_variance_ratio[0], plane.pca.explained_variance_ratio[1]);
+}
+
+/// interpolation.png, surface.png, trajectory.png, paths.png and paths-surface.png from the data files, with
+/// gnuplot (a warning if it cannot).
+void write_plots(const Settings& s, const analysis::TrajectoryPca& pca, const std::vector<Run>& runs,
+                 const SharedPlane& plane) {
   const fs::path out(s.out);
   std::string why;
   const std::string terminal = lab::png_terminal(s.gnuplot, &why);
@@ -133,7 +281,13 @@ void write_plots(const Settings& s, const analysis::TrajectoryPca& pca) {
                                    ", 'trajectory.dat' using 1:2 with linespoints pt 7 ps 0.6 lw 2 "
                                    "lc rgb '#ff7f0e' title 'every 20 steps'",
                                    false));
-    for (const char* script : {"interpolation.gp", "surface.gp", "trajectory.gp"}) {
+    const std::string title = fmt::format("{} optimisers from one start, on the PCA plane of their paths ({:.1f}% + {:.1f}%)",
+                                          runs.size(), 100 * plane.pca.explained_variance_ratio[0],
+                                          100 * plane.pca.explained_variance_ratio[1]);
+    lab::write_text((out / "paths.gp").string(),
+                    contour_script(terminal, "paths-plane.dat", "paths.png", title, path_items(runs), false, "start"));
+    lab::write_text((out / "paths-surface.gp").string(), surface_3d_script(terminal, runs, title));
+    for (const char* script : {"interpolation.gp", "surface.gp", "trajectory.gp", "paths.gp", "paths-surface.gp"}) {
       if (why.empty()) why = lab::run_gnuplot(s.gnuplot, s.out, script);
     }
   }
@@ -141,7 +295,58 @@ void write_plots(const Settings& s, const analysis::TrajectoryPca& pca) {
     fmt::print(stderr, "loss_landscape: warning: no plot: {}\n", why);
     return;
   }
-  fmt::print("wrote {0}/interpolation.png, {0}/surface.png, {0}/trajectory.png\n", s.out);
+  fmt::print("wrote {0}/interpolation.png, {0}/surface.png, {0}/trajectory.png, {0}/paths.png, {0}/paths-surface.png\n",
+             s.out);
+}
+
+/// The Hessian's spectral density at the trained weights by stochastic Lanczos quadrature (as PyHessian), its
+/// top eigenvalue (Lanczos) and trace (Hutchinson): spectrum.csv and, unless --no-plots, spectrum.png (the
+/// density on a log scale, as PyHessian's figure).
+void write_spectrum(const Settings& s, const analysis::LossFn& loss, const std::vector<ag::Tensor>& params) {
+  const analysis::HessianOperator hessian(loss, params);
+  const analysis::SpectralDensity rho =
+      analysis::spectral_density(hessian, {.probes = s.spectrum_probes, .steps = s.spectrum_steps, .seed = s.seed});
+  const double top = analysis::lanczos_eigenpairs(hessian, 1, {.seed = s.seed}).values.at(0);
+  const analysis::TraceEstimate trace = analysis::hutchinson_trace(hessian, 100, s.seed);
+  std::string csv = "eigenvalue,density\n", dat;
+  for (std::size_t i = 0; i < rho.grid.size(); ++i) {
+    csv += fmt::format("{:.9g},{:.9g}\n", rho.grid[i], rho.density[i]);
+    dat += fmt::format("{:.9g} {:.9g}\n", rho.grid[i], std::max(rho.density[i], 1e-300));
+  }
+  double low = rho.nodes[0][0], high = low;
+  for (const std::vector<double>& nodes : rho.nodes) {
+    for (double node : nodes) {
+      low = std::min(low, node);
+      high = std::max(high, node);
+    }
+  }
+  const fs::path out(s.out);
+  lab::write_text((out / "spectrum.csv").string(), csv);
+  lab::write_text((out / "spectrum.dat").string(), dat);
+  const std::string summary = fmt::format(
+      "Hessian of {} parameters: top eigenvalue {:.4f} (Lanczos), trace {:.2f} +- {:.2f} (Hutchinson, 100 probes), "
+      "{:.2f} (SLQ); quadrature nodes in [{:.4f}, {:.4f}]",
+      hessian.size(), top, trace.estimate, trace.standard_error, rho.trace_estimate(), low, high);
+  fmt::print("{}\nwrote {}/spectrum.csv\n", summary, s.out);
+  if (s.no_plots) return;
+  std::string why;
+  const std::string terminal = lab::png_terminal(s.gnuplot, &why);
+  if (!terminal.empty()) {
+    lab::write_text((out / "spectrum.gp").string(),
+                    lab::terminal_line(terminal, 900, 600) + "\nset output 'spectrum.png'\nset logscale y\n"
+                    "set format y '%.0e'\nset yrange [1e-8:*]\nset grid\nset key off\nset xlabel 'eigenvalue'\n"
+                    "set ylabel 'density (log scale)'\nset title " +
+                        lab::gnuplot_string(fmt::format("Hessian spectral density, SLQ ({} probes x {} Lanczos steps): "
+                                                        "top eigenvalue {:.3g}, trace {:.3g}",
+                                                        s.spectrum_probes, s.spectrum_steps, top, trace.estimate)) +
+                        "\nplot 'spectrum.dat' using 1:2 with lines lw 2 lc rgb '#1f77b4'\n");
+    why = lab::run_gnuplot(s.gnuplot, s.out, "spectrum.gp");
+  }
+  if (!why.empty()) {
+    fmt::print(stderr, "loss_landscape: warning: no plot: {}\n", why);
+    return;
+  }
+  fmt::print("wrote {}/spectrum.png\n", s.out);
 }
 
 int run(const Settings& s) {
@@ -152,7 +357,8 @@ int run(const Settings& s) {
                                                        nn::Init::default_uniform, &gen);
   std::vector<ag::Tensor> params = model->parameters(), initial;
   for (const ag::Tensor& p : params) initial.push_back(p.clone());
-  const std::vector<std::vector<double>> path = train(*model, train_data, s, 20);
+  const std::vector<Run> runs = train_all(*model, train_data, s);
+  const std::vector<std::vector<double>>& path = runs.front().path;
   std::vector<ag::Tensor> trained;
   for (const ag::Tensor& p : params) trained.push_back(p.clone());
 
@@ -172,12 +378,8 @@ int run(const Settings& s) {
   }
   // The trajectory on its PCA plane, over the loss on that plane around the final weights.
   const analysis::TrajectoryPca pca = analysis::trajectory_pca(path);
-  const auto [x0, x1] = std::minmax_element(pca.x.begin(), pca.x.end());
-  const auto [y0, y1] = std::minmax_element(pca.y.begin(), pca.y.end());
-  const double mx = 0.2 * (*x1 - *x0) + 1e-3, my = 0.2 * (*y1 - *y0) + 1e-3;
-  const analysis::Surface plane =
-      analysis::loss_surface(loss, params, analysis::linspace(*x0 - mx, *x1 + mx, s.grid),
-                             analysis::linspace(*y0 - my, *y1 + my, s.grid), pca.direction_x, pca.direction_y);
+  const analysis::Surface plane = analysis::loss_surface(loss, params, padded_axis({pca.x}, s.grid),
+                                                         padded_axis({pca.y}, s.grid), pca.direction_x, pca.direction_y);
   std::string pca_csv = "point,x,y\n", pca_dat;
   for (std::size_t k = 0; k < path.size(); ++k) {
     pca_csv += fmt::format("{},{:.9g},{:.9g}\n", k, pca.x[k], pca.y[k]);
@@ -199,15 +401,20 @@ int run(const Settings& s) {
   fmt::print("trajectory of {} points: explained variance {:.4f} + {:.4f}\n", path.size(),
              pca.explained_variance_ratio[0], pca.explained_variance_ratio[1]);
   fmt::print("wrote {0}/interpolation.csv, {0}/surface.csv, {0}/surface.dat, {0}/trajectory.csv, {0}/plane.dat\n", s.out);
+  const SharedPlane shared = shared_plane(loss, params, runs, s.grid);
+  write_shared_plane(s, runs, shared);
+  fmt::print("wrote {0}/paths.csv, {0}/paths.dat, {0}/paths-plane.dat\n", s.out);
   std::fflush(stdout);
-  if (!s.no_plots) write_plots(s, pca);
+  if (!s.no_plots) write_plots(s, pca, runs, shared);
+  if (s.spectrum) write_spectrum(s, loss, params);
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app("Loss landscapes of a small MLP on MNIST: initial -> final, and a filter-normalised 2-D slice.",
+  CLI::App app("Loss landscapes of a small MLP on MNIST: initial -> final, a filter-normalised 2-D slice, and several "
+               "optimisers' paths on one PCA plane; its Hessian's spectral density with --spectrum.",
                "loss_landscape");
   Settings s;
   app.add_option("--epochs", s.epochs, "training epochs (Adam, lr 1e-3)")->check(CLI::Range(0, 1000))->capture_default_str();
@@ -224,11 +431,26 @@ int main(int argc, char** argv) {
   examples::path_option(app.add_option("--out", s.out, "output directory"))->capture_default_str();
   app.add_option("--gnuplot", s.gnuplot, "the gnuplot program that draws the PNGs")->capture_default_str();
   app.add_flag("--no-plots", s.no_plots, "write the data files only");
+  app.add_option("--optimizers", s.optimizers,
+                 "optimiser specs, space-separated, each trained from the same start; the first one's weights make the "
+                 "1-D curve, the slice and trajectory.png")
+      ->capture_default_str();
+  app.add_flag("--spectrum", s.spectrum,
+               "also the Hessian's spectral density at the first optimiser's final weights (stochastic Lanczos "
+               "quadrature), its top eigenvalue and trace: spectrum.csv, spectrum.png");
+  app.add_option("--spectrum-probes", s.spectrum_probes, "--spectrum: random probes")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  app.add_option("--spectrum-steps", s.spectrum_steps, "--spectrum: Lanczos steps per probe")
+      ->check(CLI::Range(2, 10000))
+      ->capture_default_str();
   if (int code = examples::parse(app, argc, argv); code >= 0) return code;
   return examples::checked("loss_landscape", [&] {
+    for (const std::string& text : s.optimizers) optim::resolve_optimizer(config::parse_spec(text));  // refused now
     examples::prepare_output_dir("--out", s.out,
                                  {"interpolation.csv", "surface.csv", "surface.dat", "trajectory.csv", "plane.dat", "trajectory.dat", "interpolation.gp",
-                                  "surface.gp", "trajectory.gp"});
+                                  "surface.gp", "trajectory.gp", "paths.csv", "paths.dat", "paths-plane.dat", "paths.gp",
+                                  "paths-surface.gp", "spectrum.csv", "spectrum.dat", "spectrum.gp"});
     return run(s);
   });
 }

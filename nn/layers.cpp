@@ -210,12 +210,16 @@ ag::Tensor Sequential::forward(const ag::Tensor& x) {
 }
 
 std::shared_ptr<Sequential> make_mlp(std::size_t in, const std::vector<std::size_t>& hidden, std::size_t out, Init init,
-                                     ag::Generator* gen) {
+                                     ag::Generator* gen, MlpActivation activation) {
   auto net = std::make_shared<Sequential>();
   std::size_t width = in;
   for (std::size_t h : hidden) {
     net->add(std::make_shared<Linear>(width, h, init, true, gen));
-    net->add(std::make_shared<ReLU>());
+    if (activation == MlpActivation::tanh) {
+      net->add(std::make_shared<Tanh>());
+    } else {
+      net->add(std::make_shared<ReLU>());
+    }
     width = h;
   }
   net->add(std::make_shared<Linear>(width, out, init, true, gen));

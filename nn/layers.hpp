@@ -212,8 +212,12 @@ class Sequential : public Module {
   std::size_t size() const { return children().size(); }
 };
 
-/// A multi-layer perceptron in -> hidden... -> out with ReLU between layers (logits out, no softmax).
+/// The activation between the layers of make_mlp.
+enum class MlpActivation { relu, tanh };
+
+/// A multi-layer perceptron in -> hidden... -> out with ReLU (or tanh) between layers (logits out, no softmax).
 std::shared_ptr<Sequential> make_mlp(std::size_t in, const std::vector<std::size_t>& hidden, std::size_t out,
-                                     Init init = Init::default_uniform, ag::Generator* gen = nullptr);
+                                     Init init = Init::default_uniform, ag::Generator* gen = nullptr,
+                                     MlpActivation activation = MlpActivation::relu);
 
 }  // namespace nn

@@ -30,12 +30,17 @@ const RegisterModel<NoOptions> logreg{
 
 struct MLPOptions {
   std::vector<std::size_t> hidden{128, 64};
+  MlpActivation activation = MlpActivation::relu;
 };
 const RegisterModel<MLPOptions> mlp{
-    "mlp", "multi-layer perceptron, ReLU (000: 128,64; 002: 300,100,100; 001: 512,512)",
-    config::OptionTable<MLPOptions>().counts("hidden", &MLPOptions::hidden, "hidden layer widths"), false,
+    "mlp", "multi-layer perceptron, ReLU or tanh (000: 128,64; 002: 300,100,100; 001: 512,512)",
+    config::OptionTable<MLPOptions>()
+        .counts("hidden", &MLPOptions::hidden, "hidden layer widths")
+        .choice("activation", &MLPOptions::activation, {{"relu", MlpActivation::relu}, {"tanh", MlpActivation::tanh}},
+                "the activation between layers"),
+    false,
     [](const MLPOptions& o, const ModelContext& c) -> std::shared_ptr<Module> {
-      return make_mlp(c.features(), o.hidden, c.classes, c.init, &generator(c));
+      return make_mlp(c.features(), o.hidden, c.classes, c.init, &generator(c), o.activation);
     }};
 
 struct CNNOptions {

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Edge of stability in miniature (Cohen et al. 2021, Figure 1): full-batch gradient descent on 5,000 MNIST
-# images (the 784-128-64-10 ReLU MLP, cross-entropy) at several step sizes, the sharpness λ_max of the
-# training loss tracked every 20 steps on all 5,000 images; λ_max rises until it reaches 2/η, then hovers
-# there. Writes eos-out/eos.png (and the lab's files); usage: scripts/eos.sh [STEPS] [RATES...]
+# images (the 784-128-64-10 MLP) at several step sizes, the sharpness λ_max of the training loss tracked
+# every 20 steps on all 5,000 images; λ_max rises until it reaches 2/η, then hovers there. Writes
+# eos-out/eos.png (and the lab's files).
+# usage: [ACTIVATION=relu|tanh] [LOSS=cross-entropy|mse] [OUT=eos-out] [BUILD_DIR=build] scripts/eos.sh [STEPS] [RATES...]
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${BUILD_DIR:-$here/build}"
+activation="${ACTIVATION:-relu}"
+loss="${LOSS:-cross-entropy}"
 steps="${1:-400}"
 shift || true
 rates=("${@:-0.1 0.2 0.4}")
@@ -12,12 +16,13 @@ read -r -a rates <<< "${rates[*]}"
 out="${OUT:-eos-out}"
 specs=()
 for rate in "${rates[@]}"; do specs+=("sgd(lr=$rate)"); done
-"$here/build/examples/compare_optimizers" --model mlp --optimizers "${specs[@]}" --seeds 0 --batch-sizes 5000 \
-  --train-subset 5000 --epochs "$steps" --track 'sharpness(every=20,samples=5000)' --out "$out" --no-plots --quiet
+"$build/examples/compare_optimizers" --model "mlp(activation=$activation)" --loss "$loss" --optimizers "${specs[@]}" \
+  --seeds 0 --batch-sizes 5000 --train-subset 5000 --epochs "$steps" --track 'sharpness(every=20,samples=5000)' \
+  --out "$out" --no-plots --quiet
 {
   echo "set terminal pngcairo size 900,560 noenhanced font 'Sans,11'"
   echo "set output 'eos.png'"
-  echo "set title 'full-batch GD on 5,000 MNIST images: sharpness and 2/eta (dashed)'"
+  echo "set title 'full-batch GD on 5,000 MNIST images, $activation MLP, $loss: sharpness and 2/eta (dashed)'"
   echo "set xlabel 'step'; set ylabel 'top Hessian eigenvalue'; set key top right"
   echo "colours = '#1f77b4 #d62728 #2ca02c #ff7f0e #9467bd'"
   printf 'plot'

@@ -954,6 +954,7 @@ TEST_CASE("workers: a result crosses exactly; a worker that throws or dies is re
   r.evaluations.push_back({.step = 7, .epoch = 0.35, .seconds = 0.1 + 0.7, .train_eval_loss = 1.0 / 7,
                            .validation_acc = 0.9, .test_loss = std::nan(""), .lr = 3e-4});
   r.evaluation_seconds = 1.0 / 3;
+  r.tracking_seconds = {{"grad-norm(every=1)", 0.1}, {"sharpness(every=100,samples=1000,steps=20)", 0.25}};
   examples::RunResult back = examples::parse_result(examples::result_text(r));
   REQUIRE(back.evaluations.size() == 1);
   CHECK(back.evaluations[0].step == 7);
@@ -976,6 +977,10 @@ TEST_CASE("workers: a result crosses exactly; a worker that throws or dies is re
   CHECK(back.epochs[0].test_loss == HUGE_VAL);
   CHECK(std::signbit(back.epochs[0].test_acc));
   CHECK(back.epochs[0].partial);
+  CHECK(back.tracking_seconds == r.tracking_seconds);  // each tracker's time, for the lab's lines
+  r.seconds = 2.0;
+  CHECK(r.final_line().find(" tracking=grad-norm(every=1):0.050,sharpness(every=100,samples=1000,steps=20):0.125") !=
+        std::string::npos);
   CHECK_THROWS_WITH(examples::parse_result("run 1 0 0 x"), doctest::Contains("'x' is not a number"));
 
   fs::path dir = temp_path("workers");

@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <numeric>
 #include <cstring>
@@ -237,17 +238,24 @@ TEST_CASE("random directions: every filter has the norm of theta*'s; biases zero
   }
 }
 
-TEST_CASE("trajectory_pca: a trajectory in a known 2-D plane") {
-  ag::Generator gen(5);
-  const std::size_t n = 40, t = 12;
-  // An orthonormal pair (Gram-Schmidt) and a final point.
-  Vec e1 = random_vector(n, gen), e2 = random_vector(n, gen), last = random_vector(n, gen);
-  double n1 = std::sqrt(dot(e1, e1));
+/// Two random orthonormal vectors of n entries (Gram-Schmidt).
+std::array<Vec, 2> orthonormal_pair(std::size_t n, ag::Generator& gen) {
+  Vec e1 = random_vector(n, gen), e2 = random_vector(n, gen);
+  const double n1 = std::sqrt(dot(e1, e1));
   for (double& x : e1) x /= n1;
   const double p = dot(e1, e2);
   for (std::size_t c = 0; c < n; ++c) e2[c] -= p * e1[c];
-  double n2 = std::sqrt(dot(e2, e2));
+  const double n2 = std::sqrt(dot(e2, e2));
   for (double& x : e2) x /= n2;
+  return {e1, e2};
+}
+
+TEST_CASE("trajectory_pca: a trajectory in a known 2-D plane") {
+  ag::Generator gen(5);
+  const std::size_t n = 40, t = 12;
+  // An orthonormal pair and a final point.
+  const auto [e1, e2] = orthonormal_pair(n, gen);
+  const Vec last = random_vector(n, gen);
   std::vector<Vec> points;
   for (std::size_t i = 0; i < t; ++i) {
     const double s = static_cast<double>(t - 1 - i), u = 3.0 * s + gen.normal(), v = 0.5 * s * std::sin(double(i)) + gen.normal();
@@ -291,6 +299,70 @@ TEST_CASE("trajectory_pca: a trajectory in a known 2-D plane") {
   }
 }
 
+TEST_CASE("trajectories_pca: several paths from one start in a known 2-D plane project back exactly") {
+  ag::Generator gen(7);
+  const std::size_t n = 50;
+  const auto [e1, e2] = orthonormal_pair(n, gen);
+  const Vec start = random_vector(n, gen);
+  auto at = [&](double u, double v) {
+    Vec point(n);
+    for (std::size_t c = 0; c < n; ++c) point[c] = start[c] + u * e1[c] + v * e2[c];
+    return point;
+  };
+  // Three optimisers' paths from the start, heading different ways, of different lengths.
+  std::vector<std::vector<Vec>> paths(3);
+  for (std::size_t k = 0; k < paths.size(); ++k) {
+    const std::size_t length = 6 + 3 * k;
+    for (std::size_t i = 0; i < length; ++i) {
+      const double s = static_cast<double>(i);
+      paths[k].push_back(i == 0 ? start : at(s * std::cos(double(k)) + gen.normal(), s * std::sin(2.0 * double(k)) + gen.normal()));
+    }
+  }
+  const analysis::TrajectoriesPca pca = analysis::trajectories_pca(paths, start);
+  REQUIRE(pca.x.size() == 3);
+  CHECK(pca.explained_variance_ratio[0] + pca.explained_variance_ratio[1] == doctest::Approx(1.0).epsilon(1e-12));
+  CHECK(pca.explained_variance_ratio[1] > 0.01);
+  CHECK(std::abs(dot(pca.direction_x, pca.direction_y)) <= 1e-12);
+  double worst = 0;
+  for (std::size_t k = 0; k < paths.size(); ++k) {
+    REQUIRE(pca.x[k].size() == paths[k].size());
+    REQUIRE(pca.y[k].size() == paths[k].size());
+    CHECK(pca.x[k][0] == 0.0);  // every path starts at the origin
+    CHECK(pca.y[k][0] == 0.0);
+    for (std::size_t i = 0; i < paths[k].size(); ++i) {
+      for (std::size_t c = 0; c < n; ++c) {
+        const double back = start[c] + pca.x[k][i] * pca.direction_x[c] + pca.y[k][i] * pca.direction_y[c];
+        worst = std::max(worst, std::abs(back - paths[k][i][c]));
+      }
+    }
+  }
+  CHECK(worst <= 1e-10);
+  // Distances in the plane are the distances between the points themselves.
+  const Vec& p = paths[1].back();
+  const Vec& q = paths[2].back();
+  double d2 = 0;
+  for (std::size_t c = 0; c < n; ++c) d2 += (p[c] - q[c]) * (p[c] - q[c]);
+  CHECK(std::hypot(pca.x[1].back() - pca.x[2].back(), pca.y[1].back() - pca.y[2].back()) ==
+        doctest::Approx(std::sqrt(d2)).epsilon(1e-12));
+
+  SUBCASE("control: a point off the plane is not reconstructed") {
+    Vec off = paths[0].back();
+    Vec normal = random_vector(n, gen);
+    const double a = dot(normal, e1), b = dot(normal, e2);
+    for (std::size_t c = 0; c < n; ++c) off[c] += 0.5 * (normal[c] - a * e1[c] - b * e2[c]);
+    std::vector<std::vector<Vec>> bent = paths;
+    bent[0].back() = off;
+    const analysis::TrajectoriesPca moved = analysis::trajectories_pca(bent, start);
+    double miss = 0;
+    for (std::size_t c = 0; c < n; ++c) {
+      miss = std::max(miss, std::abs(start[c] + moved.x[0].back() * moved.direction_x[c] +
+                                     moved.y[0].back() * moved.direction_y[c] - off[c]));
+    }
+    CHECK(miss > 1e-3);
+    CHECK(moved.explained_variance_ratio[0] + moved.explained_variance_ratio[1] < 1.0 - 1e-6);
+  }
+}
+
 TEST_CASE("landscape errors name what is wrong") {
   ag::Generator gen(6);
   Quadratic q(gen);
@@ -315,5 +387,9 @@ TEST_CASE("landscape errors name what is wrong") {
   CHECK_THROWS_WITH_AS(analysis::trajectory_pca({Vec(3), Vec(3), Vec(2)}),
                        "trajectory_pca: point 2 has 2 entries, point 0 has 3", std::invalid_argument);
   CHECK_THROWS_WITH_AS(analysis::trajectory_pca({Vec(3)}), "trajectory_pca: 1 points; at least 2", std::invalid_argument);
+  CHECK_THROWS_WITH_AS(analysis::trajectories_pca({{Vec(3)}, {Vec(3), Vec(2)}}, Vec(3)),
+                       "trajectories_pca: point 1 of trajectory 1 has 2 entries, the origin 3", std::invalid_argument);
+  CHECK_THROWS_WITH_AS(analysis::trajectories_pca({{}, {}}, Vec(3)), "trajectories_pca: no trajectory has a point",
+                       std::invalid_argument);
   CHECK(q.theta() == t);
 }

@@ -517,6 +517,54 @@ TEST_CASE("models whose weights are all NaN give a NaN loss and NaN gradients (t
   }
 }
 
+TEST_CASE("the registered mlp takes its activation by name; ReLU by default, as before") {
+  nn::ModelContext context{.channels = 1, .height = 2, .width = 2, .classes = 3};
+  auto layer_types = [&](const char* spec) {
+    nn::manual_seed(4);
+    std::string types;
+    std::shared_ptr<nn::Module> model = nn::make_model(config::parse_spec(spec), context);
+    for (const auto& [name, child] : model->children()) {
+      types += child->type_name().substr(0, child->type_name().find('(')) + " ";
+    }
+    return types;
+  };
+  CHECK(layer_types("mlp(hidden=[5,4])") == "Linear ReLU Linear ReLU Linear ");
+  CHECK(layer_types("mlp(hidden=[5,4],activation=tanh)") == "Linear Tanh Linear Tanh Linear ");
+  CHECK(nn::resolve_model(config::parse_spec("mlp")).text() == "mlp(hidden=[128,64],activation=relu)");
+  // The same seed, the same weights: the activation changes no initialisation.
+  nn::manual_seed(4);
+  auto relu = nn::make_model(config::parse_spec("mlp(hidden=[5])"), context);
+  nn::manual_seed(4);
+  auto tanh = nn::make_model(config::parse_spec("mlp(hidden=[5],activation=tanh)"), context);
+  CHECK(relu->parameters()[0].to_vector() == tanh->parameters()[0].to_vector());
+  Tensor x = Tensor::from_data(Shape{1, 4}, {0.5, -1.0, 2.0, -0.25});
+  CHECK(tanh->forward(x).to_vector() != relu->forward(x).to_vector());
+  CHECK_THROWS_WITH_AS(nn::make_model(config::parse_spec("mlp(activation=sigmoid)"), context),
+                       doctest::Contains("relu | tanh"), config::SpecError);
+}
+
+TEST_CASE("classifier losses by name: mse is 1/2 ||z - onehot||^2 per sample, its gradient z - onehot") {
+  Tensor z = Tensor::from_data(Shape{2, 3}, {0.5, -1.0, 2.0, 0.0, 0.25, -0.5}, DType::f64).set_requires_grad();
+  std::vector<std::int32_t> labels{2, 0};
+  // z - onehot: sample 0 (0.5, -1, 1) -> 2.25 / 2 = 1.125; sample 1 (-1, 0.25, -0.5) -> 1.3125 / 2 = 0.65625.
+  Tensor mean = nn::classifier_loss(nn::ClassifierLoss::mse, z, labels);
+  CHECK(mean.item() == doctest::Approx((1.125 + 0.65625) / 2).epsilon(1e-15));
+  CHECK(nn::classifier_loss(nn::ClassifierLoss::mse, z, labels, ag::Reduction::sum).item() ==
+        doctest::Approx(1.125 + 0.65625).epsilon(1e-15));
+  backward(mean);
+  CHECK(z.grad().to_vector() == std::vector<double>{0.25, -0.5, 0.5, -0.5, 0.125, -0.25});  // (z - onehot) / B
+  GradcheckReport report = gradgradcheck(
+      [&](const std::vector<Tensor>& in) { return nn::classifier_loss(nn::ClassifierLoss::mse, in[0], labels); }, {z.detach()});
+  CHECK(report.passed);
+  CHECK(nn::classifier_loss(nn::ClassifierLoss::cross_entropy, z, labels).item() == cross_entropy(z, labels).item());
+  CHECK(nn::parse_classifier_loss("mse") == nn::ClassifierLoss::mse);
+  CHECK(nn::classifier_loss_name(nn::ClassifierLoss::cross_entropy) == "cross-entropy");
+  CHECK_THROWS_WITH_AS(nn::parse_classifier_loss("hinge"), "unknown loss 'hinge': the losses are cross-entropy, mse",
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(nn::classifier_loss(nn::ClassifierLoss::mse, z, std::vector<std::int32_t>{1}),
+                       "classifier_loss: mse takes logits (B, K) for B = 1 labels, not f64[2, 3]", std::invalid_argument);
+}
+
 // ================================================================ checkpoints: sizes, file types, writes
 
 namespace {

@@ -209,7 +209,8 @@ TEST_CASE("loss_landscape: the 1-D curve from the initial to the final weights, 
   REQUIRE(has_mnist());
   fs::path out = scratch("landscape");
   Outcome ok = run("loss_landscape", {"--epochs", "1", "--train-size", "2000", "--subset", "500", "--grid", "5",
-                                      "--alphas", "5", "--alpha-min", "0", "--alpha-max", "1", "--out", out.string()});
+                                      "--alphas", "5", "--alpha-min", "0", "--alpha-max", "1", "--spectrum",
+                                      "--spectrum-probes", "1", "--spectrum-steps", "10", "--out", out.string()});
   INFO(ok.out << ok.err);
   CHECK(ok.code == 0);
   CHECK(ok.out.find("loss on 500 images: initial ") != std::string::npos);
@@ -218,12 +219,29 @@ TEST_CASE("loss_landscape: the 1-D curve from the initial to the final weights, 
   CHECK(line.rfind("alpha,loss\n0,", 0) == 0);
   CHECK(std::count(surface.begin(), surface.end(), '\n') == 1 + 25);
   CHECK(read_file(out / "trajectory.csv").rfind("point,x,y\n0,", 0) == 0);  // the weights every 20 steps
+  // The three default optimisers from one start: 20 steps of 100 images, so 2 points each, on one plane.
+  std::string paths = read_file(out / "paths.csv");
+  CHECK(paths.rfind("optimizer,point,step,x,y,plane_loss\n\"adam(lr=1e-3)\",0,0,0,0,", 0) == 0);
+  CHECK(paths.find("\"sgd(lr=0.1)\",1,20,") != std::string::npos);
+  CHECK(paths.find("\"rmsprop(lr=1e-3)\",1,20,") != std::string::npos);
+  CHECK(std::count(paths.begin(), paths.end(), '\n') == 1 + 3 * 2);
+  CHECK(ok.out.find("the 3 paths' shared PCA plane: explained variance") != std::string::npos);
+  std::string spectrum = read_file(out / "spectrum.csv");
+  CHECK(spectrum.rfind("eigenvalue,density\n", 0) == 0);
+  CHECK(std::count(spectrum.begin(), spectrum.end(), '\n') == 1 + 1000);
+  CHECK(ok.out.find("top eigenvalue ") != std::string::npos);
   if (ok.err.find("no plot") == std::string::npos) {
     CHECK(fs::file_size(out / "interpolation.png") > 10000);
     CHECK(fs::file_size(out / "surface.png") > 10000);
+    CHECK(fs::file_size(out / "paths.png") > 10000);
+    CHECK(fs::file_size(out / "paths-surface.png") > 10000);
+    CHECK(fs::file_size(out / "spectrum.png") > 10000);
   }
   Outcome bad = run("loss_landscape", {"--grid", "1", "--out", scratch("l2").string()});
   CHECK(bad.code != 0);
+  Outcome unknown = run("loss_landscape", {"--optimizers", "adam", "sgdd", "--out", scratch("l3").string()});
+  CHECK(unknown.code == 2);
+  CHECK(unknown.err.find("sgdd") != std::string::npos);
 }
 
 TEST_CASE("Ctrl-C: the run finishes its step, writes the checkpoint, the CSV row and the final line, exits 130") {

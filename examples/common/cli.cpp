@@ -10,6 +10,7 @@
 
 #include "config/registry.hpp"
 #include "nn/init.hpp"
+#include "nn/loss.hpp"
 #include "nn/models.hpp"
 #include "optim/registry.hpp"
 #include "problems/test_problems.hpp"
@@ -184,6 +185,11 @@ void add_run_control_flags(CLI::App& app, RunFlags::Raw& raw) {
   app.add_flag("--no-bias-decay", raw.no_bias_decay, "no weight decay on biases (a second parameter group)");
   app.add_option("--threads", raw.threads, "BLAS threads")->capture_default_str();
   app.add_option("--max-loss", raw.max_loss, "also stop as diverged when a step's loss exceeds this (0: only non-finite)");
+  std::string losses;
+  for (const auto& [name, value] : nn::classifier_losses()) losses += (losses.empty() ? "" : ", ") + name;
+  app.add_option("--loss", raw.loss,
+                 "the loss trained, evaluated and tracked: " + losses + " (mse: 1/2 ||logits - onehot||^2 per sample)")
+      ->capture_default_str();
   app.add_flag("--no-progress", raw.no_progress, "never draw the progress bar");
   app.add_option("--track", raw.track,
                  "measure during training, into --track-log: tracker specs, space-separated, e.g. grad-norm "
@@ -341,6 +347,11 @@ RunConfig RunFlags::config() const {
   c.resume_path = raw_.resume;
   c.max_loss = raw_.max_loss;
   c.detect_anomaly = raw_.detect_anomaly;
+  try {
+    c.loss = nn::parse_classifier_loss(raw_.loss);
+  } catch (const std::invalid_argument& e) {
+    throw FlagError(std::string("--loss: ") + e.what());
+  }
   for (const std::string& text : raw_.track) c.track.push_back(resolve_tracker(config::parse_spec(text)));
   if (given("--track-log") && c.track.empty()) throw FlagError("--track-log: only with --track");
   c.track_log = raw_.track_log;

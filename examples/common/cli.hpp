@@ -63,7 +63,8 @@ class RunFlags {
   // The raw values, as CLI11 fills them.
   struct Raw {
     std::string model, hidden = "", init = "default", optimizer, schedule = "constant", dataset = "mnist", data,
-                log, save, resume, track_log = "track.csv", problem, eval_log = "eval.csv";
+                log, save, resume, track_log = "track.csv", problem, eval_log = "eval.csv",
+                loss = "cross-entropy";
     std::vector<std::string> track;
     double lr = 0, weight_decay = 0, lr_final = 0.001, lr_tau = 1, lr_gamma = 0.1, warmup = 0, max_loss = 0,
            clip_grad_norm = 0;

@@ -142,11 +142,11 @@ class SubsetHessian {
  public:
   SubsetHessian(const data::Dataset& train, bool images, std::size_t samples)
       : batch_(first_samples(train, images, samples)) {}
-  /// The model's Hessian operator (in evaluation mode), alive while `use` runs.
+  /// The Hessian operator of the model's `loss` (in evaluation mode), alive while `use` runs.
   template <class Use>
-  auto with_operator(nn::Module& model, Use use) {
+  auto with_operator(nn::Module& model, nn::ClassifierLoss loss, Use use) {
     return in_eval_mode(model, [&] {
-      analysis::HessianOperator op([&] { return ag::cross_entropy(model(batch_.images), batch_.labels); },
+      analysis::HessianOperator op([&] { return nn::classifier_loss(loss, model(batch_.images), batch_.labels); },
                                    model.parameters());
       return use(op);
     });
@@ -163,7 +163,7 @@ class Sharpness : public Tracker {
   std::vector<std::string> columns(const nn::Module&) const override { return {"sharpness"}; }
   std::vector<double> measure(const TrackStep& s) override {
     if (!due(s.step, options_.every)) return {kNotMeasured};
-    return subset_.with_operator(s.model, [&](const analysis::HessianOperator& op) {
+    return subset_.with_operator(s.model, s.loss, [&](const analysis::HessianOperator& op) {
       analysis::Eigenpairs top = analysis::lanczos_eigenpairs(op, 1, {.steps = options_.steps, .seed = s.step});
       return std::vector<double>{top.values.at(0)};
     });
@@ -180,7 +180,7 @@ class Trace : public Tracker {
   std::vector<std::string> columns(const nn::Module&) const override { return {"trace", "trace_se"}; }
   std::vector<double> measure(const TrackStep& s) override {
     if (!due(s.step, options_.every)) return {kNotMeasured, kNotMeasured};
-    return subset_.with_operator(s.model, [&](const analysis::HessianOperator& op) {
+    return subset_.with_operator(s.model, s.loss, [&](const analysis::HessianOperator& op) {
       analysis::TraceEstimate t = analysis::hutchinson_trace(op, options_.probes, s.step);
       return std::vector<double>{t.estimate, t.standard_error};
     });
@@ -207,6 +207,8 @@ class NoiseScale : public Tracker {
     }
     return {"noise_scale", "grad_sq", "trace_cov"};
   }
+  /// Per-sample gradients are of the cross-entropy (analysis/per_sample.hpp).
+  bool takes_loss(nn::ClassifierLoss loss) const override { return loss == nn::ClassifierLoss::cross_entropy; }
   std::vector<double> measure(const TrackStep& s) override {
     if (!due(s.step, options_.every)) return {kNotMeasured, kNotMeasured, kNotMeasured};
     auto* sequential = dynamic_cast<nn::Sequential*>(&s.model);
@@ -269,12 +271,16 @@ const bool registered = [] {
 }  // namespace
 
 TrackLog::TrackLog(const std::vector<config::Spec>& specs, const std::string& path, const nn::Module& model,
-                   const data::Dataset& train, bool images, std::size_t resumed_step)
-    : path_(path) {
+                   const data::Dataset& train, bool images, std::size_t resumed_step, nn::ClassifierLoss loss)
+    : loss_(loss), path_(path) {
   if (specs.empty()) return;
   std::string header = "step,epoch,loss";
   for (const config::Spec& spec : specs) {
     trackers_.push_back({spec.text(), trackers().at(spec.name).make(spec, train, images), 0});
+    if (!trackers_.back().tracker->takes_loss(loss)) {
+      throw std::runtime_error(fmt::format("--track {}: cannot measure a run trained with --loss {}", spec.text(),
+                                           nn::classifier_loss_name(loss)));
+    }
     for (const std::string& column : trackers_.back().tracker->columns(model)) header += "," + column;
   }
   header += "\n";
@@ -298,7 +304,7 @@ void TrackLog::after_step(nn::Module& model, std::size_t step, std::size_t epoch
   std::string row = fmt::format("{},{},{:.9g}", step, epoch, loss);
   for (Entry& e : trackers_) {
     auto start = std::chrono::steady_clock::now();
-    std::vector<double> values = e.tracker->measure({model, step, before_});
+    std::vector<double> values = e.tracker->measure({model, step, before_, loss_});
     e.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     for (double v : values) row += std::isnan(v) ? std::string(",") : fmt::format(",{:.9g}", v);
   }

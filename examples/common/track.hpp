@@ -20,6 +20,7 @@
 #include "config/registry.hpp"
 #include "config/spec.hpp"
 #include "data/dataset.hpp"
+#include "nn/loss.hpp"
 #include "nn/module.hpp"
 
 namespace examples {
@@ -30,6 +31,8 @@ struct TrackStep {
   std::size_t step = 0;
   /// The parameters' values before the step (only for trackers that ask for them).
   const std::vector<ag::Tensor>& before;
+  /// The run's loss (--loss), the one whose curvature is measured.
+  nn::ClassifierLoss loss = nn::ClassifierLoss::cross_entropy;
 };
 
 class Tracker {
@@ -41,6 +44,8 @@ class Tracker {
   virtual std::vector<double> measure(const TrackStep& step) = 0;
   /// True if measure() needs the parameters before the step (TrackStep::before).
   virtual bool needs_weights_before() const { return false; }
+  /// False if this tracker cannot measure a run trained with `loss` (checked before training).
+  virtual bool takes_loss(nn::ClassifierLoss) const { return true; }
 };
 
 /// What a tracker is made from: the spec, the training set, and whether the model takes images.
@@ -56,9 +61,11 @@ class TrackLog {
  public:
   TrackLog() = default;
   /// Makes the trackers of `specs` (resolved) and opens `path` (checked writable first). A resumed run
-  /// (`resumed_step` > 0) cuts the file back to that step and appends. std::runtime_error naming the file.
+  /// (`resumed_step` > 0) cuts the file back to that step and appends. std::runtime_error naming the file,
+  /// or a tracker that cannot measure `loss`.
   TrackLog(const std::vector<config::Spec>& specs, const std::string& path, const nn::Module& model,
-           const data::Dataset& train, bool images, std::size_t resumed_step);
+           const data::Dataset& train, bool images, std::size_t resumed_step,
+           nn::ClassifierLoss loss = nn::ClassifierLoss::cross_entropy);
   bool active() const { return !trackers_.empty(); }
   /// Before a step: keeps the weights if a tracker needs them.
   void before_step(const nn::Module& model);
@@ -75,6 +82,7 @@ class TrackLog {
     double seconds = 0;
   };
   std::vector<Entry> trackers_;
+  nn::ClassifierLoss loss_ = nn::ClassifierLoss::cross_entropy;
   std::vector<ag::Tensor> before_;
   std::string path_;
   std::unique_ptr<std::ofstream> file_;

@@ -56,7 +56,7 @@ struct Evaluation {
 };
 
 /// Mean loss and accuracy over a whole data set, in evaluation mode, without recording.
-Evaluation evaluate(nn::Module& model, const data::Dataset& dataset, bool image_shape) {
+Evaluation evaluate(nn::Module& model, const data::Dataset& dataset, bool image_shape, nn::ClassifierLoss loss) {
   ag::NoGradGuard no_grad;
   model.eval();
   data::DataLoader loader(dataset, {.batch_size = 1000, .shuffle = false, .image_shape = image_shape});
@@ -64,7 +64,7 @@ Evaluation evaluate(nn::Module& model, const data::Dataset& dataset, bool image_
   std::size_t correct = 0;
   for (const data::Batch& batch : loader) {
     ag::Tensor logits = model.forward(batch.images);
-    loss_sum += ag::cross_entropy(logits, batch.labels, ag::Reduction::sum).item();
+    loss_sum += nn::classifier_loss(loss, logits, batch.labels, ag::Reduction::sum).item();
     correct += count_correct(logits, batch.labels);
   }
   model.train();
@@ -305,7 +305,7 @@ class Trainer {
     if (config.epochs > 0 && !is_constant(config.schedule)) make_scheduler();
     open_log();
     open_eval_log();
-    track_ = TrackLog(config.track, config.track_log, model_, data.train, config.images, at_.step);
+    track_ = TrackLog(config.track, config.track_log, model_, data.train, config.images, at_.step, config.loss);
   }
 
   RunResult run(const EpochCallback& on_epoch) {
@@ -375,7 +375,7 @@ class Trainer {
   Evaluation evaluate_at_eval_point(const data::Dataset& dataset) {
     optim::EvalScope at(*optimizer_);
     StatisticsForAverage statistics(model_, *optimizer_, data_.train, config_.images);
-    return evaluate(model_, dataset, config_.images);
+    return evaluate(model_, dataset, config_.images, config_.loss);
   }
 
   RunResult evaluate_only() {
@@ -440,7 +440,7 @@ class Trainer {
                                                                   at_.batch + 1, epoch) : std::string());
       loss = optimizer_->step(optim::Optimizer::LossFn([&] {
         logits = model_(batch.images);
-        return ag::cross_entropy(logits, batch.labels);
+        return nn::classifier_loss(config_.loss, logits, batch.labels);
       }));
     } catch (const ag::AnomalyError& error) {
       result_.diverged = true;
@@ -574,11 +574,16 @@ double RunConfig::lr() const { return std::stod(optim::option_of(optim::resolve_
 
 std::string RunResult::final_line() const {
   EpochMetrics last = epochs.empty() ? EpochMetrics{} : epochs.back();
+  // Each tracker's time as a fraction of the training time: " tracking=grad-norm(every=1):0.031,...".
+  std::string tracking;
+  for (const auto& [spec, spent] : tracking_seconds) {
+    tracking += fmt::format("{}{}:{:.3f}", tracking.empty() ? " tracking=" : ",", spec, spent / std::max(seconds, 1e-9));
+  }
   return fmt::format(
       "final test_acc={:.4f} best_test_acc={:.4f} test_loss={:.4f} train_acc={:.4f} train_loss={:.4f} epochs={} "
-      "steps={} seconds={:.1f}{}{}",
+      "steps={} seconds={:.1f}{}{}{}",
       last.test_acc, best_test_acc, last.test_loss, last.train_acc, last.train_loss, last.epoch, steps, seconds,
-      diverged ? " diverged=1" : "", interrupted ? " interrupted=1" : "");
+      diverged ? " diverged=1" : "", interrupted ? " interrupted=1" : "", tracking);
 }
 
 std::string eval_csv_header() {

@@ -19,6 +19,7 @@
 
 #include "config/spec.hpp"
 #include "data/dataset.hpp"
+#include "nn/loss.hpp"
 #include "nn/module.hpp"
 
 namespace examples {
@@ -46,6 +47,7 @@ struct RunConfig {
   double max_loss = 0;                  // > 0: a training loss above it counts as divergence too
   bool progress = true;                 // a progress bar when stderr is a terminal
   bool detect_anomaly = false;          // ag::DetectAnomalyGuard: the first non-finite value stops the run as diverged
+  nn::ClassifierLoss loss = nn::ClassifierLoss::cross_entropy;  // --loss: what is trained, evaluated and tracked
   std::vector<config::Spec> track;      // trackers (examples/common/track.hpp), resolved
   std::string track_log = "track.csv";  // their per-step CSV
   std::string problem;                  // the test problem the run is (problems/test_problems.hpp), if any: the

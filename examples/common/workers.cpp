@@ -52,6 +52,8 @@ std::string result_text(const RunResult& r) {
                         exact(m.train_eval_loss), exact(m.train_eval_acc), exact(m.validation_loss),
                         exact(m.validation_acc), exact(m.test_loss), exact(m.test_acc), exact(m.lr));
   }
+  text += fmt::format("tracking {}\n", r.tracking_seconds.size());  // tracker specs hold no spaces
+  for (const auto& [spec, seconds] : r.tracking_seconds) text += fmt::format("{} {}\n", spec, exact(seconds));
   return text;
 }
 
@@ -90,6 +92,12 @@ RunResult parse_result(const std::string& text) {
                       &m.validation_acc, &m.test_loss, &m.test_acc, &m.lr}) {
       *v = number(in);
     }
+  }
+  in >> word;
+  r.tracking_seconds.resize(count(in));
+  for (auto& [spec, seconds] : r.tracking_seconds) {
+    in >> spec;
+    seconds = number(in);
   }
   if (!in) throw std::runtime_error("a worker's result is cut short");
   return r;
