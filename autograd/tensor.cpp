@@ -4,7 +4,6 @@
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
-#include <numbers>
 #include <ostream>
 #include <stdexcept>
 #include <unordered_map>
@@ -80,38 +79,6 @@ Storage::~Storage() {
   } else {
     std::free(data_);
   }
-}
-
-// ---------------------------------------------------------------- generator
-
-double Generator::uniform01() {
-  // 53 random bits -> [0, 1), the same on every platform.
-  return static_cast<double>(engine_() >> 11) * 0x1.0p-53;
-}
-
-double Generator::normal() {
-  if (has_spare_) {
-    has_spare_ = false;
-    return spare_;
-  }
-  double u1 = 0.0;
-  while (u1 <= 0.0) u1 = uniform01();
-  double u2 = uniform01();
-  double radius = std::sqrt(-2.0 * std::log(u1));
-  double angle = 2.0 * std::numbers::pi * u2;
-  spare_ = radius * std::sin(angle);
-  has_spare_ = true;
-  return radius * std::cos(angle);
-}
-
-std::uint64_t Generator::below(std::uint64_t n) {
-  if (n == 0) throw std::invalid_argument("Generator::below: n must be positive");
-  // Rejection sampling: no modulo bias.
-  std::uint64_t limit = UINT64_MAX - UINT64_MAX % n;
-  std::uint64_t value;
-  do value = engine_();
-  while (value >= limit);
-  return value % n;
 }
 
 // ---------------------------------------------------------------- construction

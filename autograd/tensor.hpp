@@ -9,32 +9,14 @@
 #include <iosfwd>
 #include <memory>
 #include <new>
-#include <random>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "autograd/generator.hpp"
 #include "autograd/shape.hpp"
 
 namespace ag {
-
-/// Seeded random source: the same seed gives the same numbers, run after run.
-class Generator {
- public:
-  explicit Generator(std::uint64_t seed = 0) : engine_(seed) {}
-  std::mt19937_64& engine() { return engine_; }
-  /// Uniform in [0, 1), independent of the standard library's distributions.
-  double uniform01();
-  /// Standard normal (Box-Muller), independent of the standard library's distributions.
-  double normal();
-  /// Uniform integer in [0, n).
-  std::uint64_t below(std::uint64_t n);
-
- private:
-  std::mt19937_64 engine_;
-  bool has_spare_ = false;
-  double spare_ = 0.0;
-};
 
 /// Thrown when a tensor's storage cannot be allocated: a std::bad_alloc whose what() names the op, the
 /// dtype, the shape and the bytes asked for ("zeros: cannot allocate f32[1099511627776], 4 TiB: out of memory").

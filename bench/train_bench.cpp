@@ -20,22 +20,21 @@
 // With --preshuffle the permuted copy of the training set is made before the timer and the loader walks it
 // in order (it still copies each batch into a fresh tensor: the library has no zero-copy row view).
 //
-// The JSON (--json FILE) has the PyTorch script's keys and units, so the two compare key by key.
+// Before each W1 repeat it also times the sgemm calls of a W1 step on their own (the GEMM floor, see
+// bench/README.md) and reports the epoch's time against their sum.
+//
+// The JSON (--json FILE) has the PyTorch script's keys and units, so the sides compare key by key
+// (bench/common.hpp, shared with the libtorch side).
 
-#include <sys/resource.h>
 #include <sys/utsname.h>
 
 #include <algorithm>
 #include <array>
 #include <iterator>
 #include <chrono>
-#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <exception>
-#include <filesystem>
-#include <fstream>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -44,11 +43,11 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 
 #include "autograd/blas.hpp"
 #include "autograd/ops.hpp"
 #include "autograd/tape.hpp"
+#include "bench/common.hpp"
 #include "data/dataset.hpp"
 #include "data/loader.hpp"
 #include "nn/init.hpp"
@@ -60,122 +59,34 @@ namespace {
 
 constexpr std::uint64_t kSeed = 0;
 constexpr std::size_t kWarmupSteps = 20;
-const std::vector<std::string> kAllWorkloads = {"w1", "w2", "w3", "w4"};
+const std::vector<std::size_t> kW1Sizes = {784, 128, 64, 10};
 
 // ------------------------------------------------------------------------------------------- options
 
-struct Args {
-  std::string data;
-  std::vector<std::string> workloads = kAllWorkloads;
-  int epochs = 1;
-  int w3_steps = 3000;
-  int w3_warmup = 200;
-  int threads = 1;
-  int repeats = 3;
-  bool preshuffle = false;
-  bool breakdown = false;
-  std::string json;
-};
+using bench::Args;
+using bench::median;
+using bench::min_of;
+using bench::Result;
 
-[[noreturn]] void usage_error(const std::string& message) {
-  std::fprintf(stderr, "train_bench: %s (see --help)\n", message.c_str());
-  std::exit(2);
-}
-
-const char* kHelp =
+const std::string kHelp = std::string(
     "usage: train_bench [options]\n"
-    "tapegrad timings of the MNIST training workloads W1-W4 (see bench/README.md)\n"
-    "  --data DIR        MNIST directory (default: $TAPEGRAD_MNIST_DIR or ./data/mnist)\n"
-    "  --workloads LIST  comma-separated subset of w1,w2,w3,w4 (default: all)\n"
-    "  --epochs N        epochs per timed repeat (default 1)\n"
-    "  --w3-steps N      timed W3 steps (default 3000)\n"
-    "  --w3-warmup N     untimed W3 warm-up steps (default 200)\n"
-    "  --threads N       OpenBLAS threads (default 1)\n"
-    "  --repeats R       timed repeats; min and median reported (default 3)\n"
-    "  --preshuffle      permute the data set before timing, walk it in order\n"
-    "  --json FILE       write the results as JSON to FILE\n"
+    "tapegrad timings of the MNIST training workloads W1-W4 (see bench/README.md)\n") + bench::kCommonHelp +
+    "  --no-gemm-floor   skip the measurement of W1's sgemm floor (the machine's sgemm rate on W1's\n"
+    "                    GEMM shapes, timed before each W1 repeat)\n"
     "  --breakdown       also time each phase of the step (gather, forward, loss, zero_grad, backward,\n"
     "                    step, item) and print us/step per phase (adds a clock read per phase)\n";
 
-int to_int(const std::string& flag, const std::string& value) {
-  try {
-    std::size_t used = 0;
-    int v = std::stoi(value, &used);
-    if (used != value.size()) throw std::invalid_argument(value);
-    return v;
-  } catch (const std::exception&) {
-    usage_error(fmt::format("{} expects an integer, got '{}'", flag, value));
-  }
-}
-
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  while (start <= text.size()) {
-    std::size_t end = text.find(',', start);
-    if (end == std::string::npos) end = text.size();
-    std::string item = text.substr(start, end - start);
-    item.erase(0, item.find_first_not_of(" \t"));
-    item.erase(item.find_last_not_of(" \t") + 1);
-    for (char& c : item) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (!item.empty()) out.push_back(item);
-    start = end + 1;
-  }
-  return out;
-}
-
 Args parse_args(int argc, char** argv) {
-  Args args;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    std::string value;
-    bool has_inline = false;
-    if (auto eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
-      value = arg.substr(eq + 1);
-      arg = arg.substr(0, eq);
-      has_inline = true;
-    }
-    auto next = [&]() -> std::string {
-      if (has_inline) return value;
-      if (i + 1 >= argc) usage_error(arg + " needs a value");
-      return argv[++i];
-    };
-    if (arg == "-h" || arg == "--help") {
-      std::fputs(kHelp, stdout);
-      std::exit(0);
-    } else if (arg == "--data") {
-      args.data = next();
-    } else if (arg == "--workloads") {
-      args.workloads = split_list(next());
-    } else if (arg == "--epochs") {
-      args.epochs = to_int(arg, next());
-    } else if (arg == "--w3-steps") {
-      args.w3_steps = to_int(arg, next());
-    } else if (arg == "--w3-warmup") {
-      args.w3_warmup = to_int(arg, next());
-    } else if (arg == "--threads") {
-      args.threads = to_int(arg, next());
-    } else if (arg == "--repeats") {
-      args.repeats = to_int(arg, next());
-    } else if (arg == "--preshuffle") {
-      args.preshuffle = true;
-    } else if (arg == "--breakdown") {
-      args.breakdown = true;
-    } else if (arg == "--json") {
-      args.json = next();
+  Args args = bench::parse_args(argc, argv, "train_bench", kHelp, [](const std::string& arg, Args& a) {
+    if (arg == "--breakdown") {
+      a.breakdown = true;
+    } else if (arg == "--no-gemm-floor") {
+      a.gemm_floor = false;
     } else {
-      usage_error("unknown option '" + arg + "'");
+      return false;
     }
-  }
-  for (const std::string& k : args.workloads) {
-    if (std::find(kAllWorkloads.begin(), kAllWorkloads.end(), k) == kAllWorkloads.end()) {
-      usage_error(fmt::format("unknown workload '{}' (choose from w1,w2,w3,w4)", k));
-    }
-  }
-  if (args.workloads.empty()) usage_error("--workloads is empty");
-  if (args.epochs < 1 || args.repeats < 1 || args.w3_steps < 1 || args.w3_warmup < 0 || args.threads < 1) {
-    usage_error("--epochs, --repeats, --w3-steps and --threads must be >= 1, --w3-warmup >= 0");
-  }
+    return true;
+  });
   if (args.data.empty()) args.data = data::default_mnist_dir();
   return args;
 }
@@ -350,24 +261,78 @@ data::Dataset permuted(const data::Dataset& d, const std::vector<std::size_t>& o
   return out;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+// ------------------------------------------------------------------------------------------- GEMM floor
+
+/// One sgemm of a training step, as tapegrad calls it (row-major, transpose flags).
+struct GemmCall {
+  const char* what;
+  bool transpose_a, transpose_b;
+  std::size_t m, n, k;
+  float beta;
+  double flop() const { return 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k); }
+};
+
+/// The sgemm calls of one step of an MLP over `sizes` at batch `b`, as ag::linear makes them: forward
+/// X[b x in] W[in x out] (beta 1 onto the bias), backward dW = X^T g and dX = g W^T (none for the first
+/// layer's input, which needs no gradient).
+std::vector<GemmCall> mlp_gemms(const std::vector<std::size_t>& sizes, std::size_t b) {
+  std::vector<GemmCall> calls;
+  for (std::size_t l = 0; l + 1 < sizes.size(); ++l) calls.push_back({"forward", false, false, b, sizes[l + 1], sizes[l], 1.0F});
+  for (std::size_t l = sizes.size() - 1; l-- > 0;) {
+    calls.push_back({"dW", true, false, sizes[l], sizes[l + 1], b, 0.0F});
+    if (l > 0) calls.push_back({"dX", false, true, b, sizes[l], sizes[l + 1], 0.0F});
+  }
+  return calls;
 }
 
-double min_of(const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); }
-
-struct Result {
-  std::string unit;
-  std::vector<double> times;
-  double final_loss = 0.0;
-  std::size_t batch = 0;
-  // s/epoch workloads
-  std::size_t epochs = 0, steps_per_epoch = 0;
-  // W3
-  std::size_t warmup_steps = 0, steps = 0;
+struct GemmFloor {
+  double seconds_per_step = 0.0, flop_per_step = 0.0;
+  std::vector<std::pair<GemmCall, double>> per_call;  // seconds per call
 };
+
+/// The machine's sgemm rate on the exact GEMMs of a step: each call timed on its own, back to back on
+/// the same operands (warm caches), the least time over many calls of it (single calls, each one clock read
+/// apart, so that on a shared machine the least is a call nobody interrupted); their sum is the least time
+/// a step can take in GEMMs, whatever the framework does around them.
+GemmFloor gemm_floor(const std::vector<GemmCall>& calls) {
+  GemmFloor floor;
+  ag::Generator gen(kSeed);
+  for (const GemmCall& c : calls) {
+    std::vector<float> a(c.m * c.k), b(c.k * c.n), out(c.m * c.n);
+    for (float& v : a) v = static_cast<float>(gen.uniform01() - 0.5);
+    for (float& v : b) v = static_cast<float>(gen.uniform01() - 0.5);
+    const std::size_t lda = c.transpose_a ? c.m : c.k, ldb = c.transpose_b ? c.k : c.n;
+    auto run = [&] {
+      ag::detail::gemm(c.transpose_a, c.transpose_b, c.m, c.n, c.k, 1.0F, a.data(), lda, b.data(), ldb, c.beta,
+                       out.data(), c.n);
+    };
+    // About 30 ms of calls at ~100 GFLOP/s, and at least 50.
+    const int calls_timed = std::max(50, static_cast<int>(3e-2 * 1e11 / c.flop()));
+    for (int i = 0; i < 5; ++i) run();
+    double best = 1e300;
+    for (int i = 0; i < calls_timed; ++i) {
+      auto t0 = Clock::now();
+      run();
+      best = std::min(best, seconds_since(t0));
+    }
+    floor.per_call.emplace_back(c, best);
+    floor.seconds_per_step += best;
+    floor.flop_per_step += c.flop();
+  }
+  return floor;
+}
+
+void print_floor(const GemmFloor& floor, std::size_t steps) {
+  fmt::print("  sgemm floor of a step ({} calls):", floor.per_call.size());
+  for (const auto& [c, sec] : floor.per_call) {
+    fmt::print(" {} {}x{}x{}{}{} {:.0f}", c.what, c.m, c.n, c.k, c.transpose_a ? " A^T" : "", c.transpose_b ? " B^T" : "",
+               c.flop() / sec * 1e-9);
+  }
+  fmt::print(" GFLOP/s\n  = {:.1f} us/step, {:.3f} s/epoch at {:.1f} GFLOP/s ({:.1f} GFLOP per epoch)\n",
+             floor.seconds_per_step * 1e6, floor.seconds_per_step * static_cast<double>(steps),
+             floor.flop_per_step / floor.seconds_per_step * 1e-9, floor.flop_per_step * static_cast<double>(steps) * 1e-9);
+  std::fflush(stdout);
+}
 
 Result run_epoch_workload(const Workload& wl, const data::Dataset& train, const Args& args) {
   const std::size_t steps = (train.size() + wl.batch - 1) / wl.batch;
@@ -385,7 +350,18 @@ Result run_epoch_workload(const Workload& wl, const data::Dataset& train, const 
   r.steps_per_epoch = steps;
   Breakdown breakdown;
   Breakdown* bd = args.breakdown ? &breakdown : nullptr;
+  // W1's GEMM floor, measured before each repeat (the least of them is kept, as the least epoch time is).
+  const bool floor = wl.key == "w1" && args.gemm_floor;
+  const std::vector<GemmCall> gemms = floor ? mlp_gemms(kW1Sizes, wl.batch) : std::vector<GemmCall>{};
   for (int rep = 0; rep < args.repeats; ++rep) {
+    if (floor) {
+      GemmFloor f = gemm_floor(gemms);
+      if (r.floor_seconds == 0.0 || f.seconds_per_step * static_cast<double>(steps) < r.floor_seconds) {
+        r.floor_seconds = f.seconds_per_step * static_cast<double>(steps);
+        r.floor_gflop = f.flop_per_step * static_cast<double>(steps) * 1e-9;
+      }
+      print_floor(f, steps);
+    }
     Trainee t = make(wl);
     data::DataLoader shuffler(train, loader_options(wl, true));
     double elapsed = 0.0;
@@ -406,12 +382,13 @@ Result run_epoch_workload(const Workload& wl, const data::Dataset& train, const 
       }
       r.final_loss = total / static_cast<double>(steps);
     }
-    r.times.push_back(elapsed / args.epochs);
-    fmt::print("  {} repeat {}/{}: {:.3f} s/epoch, mean train loss (last epoch) {:.4f}\n", wl.key, rep + 1,
-               args.repeats, r.times.back(), r.final_loss);
-    std::fflush(stdout);
+    bench::add_epoch_repeat(r, wl.key, elapsed / args.epochs, rep, args.repeats);
   }
   if (bd) print_breakdown(wl.key, breakdown);
+  if (floor) {
+    fmt::print("  {} sgemm floor {:.3f} s/epoch ({:.1f} GFLOP/s): the best epoch is at {:.0f}% of it\n", wl.key,
+               r.floor_seconds, r.floor_gflop / r.floor_seconds, 100.0 * r.floor_seconds / min_of(r.times));
+  }
   return r;
 }
 
@@ -439,75 +416,13 @@ Result run_w3(const Workload& wl, const data::Dataset& train, const Args& args) 
     train_steps(t, *loader, r.warmup_steps);        // untimed warm-up, same model
     auto t0 = Clock::now();
     double total = train_steps(t, *loader, r.steps, bd);
-    double us = seconds_since(t0) / static_cast<double>(r.steps) * 1e6;
-    r.final_loss = total / static_cast<double>(r.steps);
-    r.times.push_back(us);
-    fmt::print("  w3 repeat {}/{}: {:.1f} us/step ({:.1f} s/epoch implied), mean loss over measured steps {:.4f}\n",
-               rep + 1, args.repeats, us, us * 60000 / 1e6, r.final_loss);
-    std::fflush(stdout);
+    bench::add_w3_repeat(r, seconds_since(t0), total, rep, args.repeats);
   }
   if (bd) print_breakdown("w3", breakdown);
   return r;
 }
 
 // ------------------------------------------------------------------------------------------- reporting
-
-double peak_rss_mb() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // kilobytes on Linux
-}
-
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          out += fmt::format("\\u{:04x}", static_cast<int>(c));
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
-}
-
-std::string json_number(double v) { return fmt::format("{}", v); }
-
-std::string json_result(const Result& r) {
-  std::vector<std::string> times;
-  for (double t : r.times) times.push_back(json_number(t));
-  std::string out = "{\n";
-  auto field = [&](const std::string& key, const std::string& value, bool last = false) {
-    out += fmt::format("    {}: {}{}\n", json_string(key), value, last ? "" : ",");
-  };
-  double mn = min_of(r.times);
-  if (r.unit == "us/step") {
-    field("us_per_step", json_number(mn));
-  } else {
-    field("seconds_per_epoch", json_number(mn));
-  }
-  field("min", json_number(mn));
-  field("median", json_number(median(r.times)));
-  field("times", "[" + fmt::format("{}", fmt::join(times, ", ")) + "]");
-  if (r.unit == "us/step") field("seconds_per_epoch_implied", json_number(mn * 60000 / 1e6));
-  field("final_loss", json_number(r.final_loss));
-  field("unit", json_string(r.unit));
-  field("batch", std::to_string(r.batch));
-  if (r.unit == "us/step") {
-    field("warmup_steps", std::to_string(r.warmup_steps));
-    field("steps", std::to_string(r.steps), true);
-  } else {
-    field("epochs", std::to_string(r.epochs));
-    field("steps_per_epoch", std::to_string(r.steps_per_epoch), true);
-  }
-  return out + "  }";
-}
 
 /// The core name between the brackets of ag::blas_info(): "OpenBLAS 0.3.21 ... [SkylakeX], 1 thread(s)".
 std::string core_from(const std::string& info) {
@@ -522,30 +437,12 @@ struct Environment {
   std::string blas, coretype_env, threads_env, coretype_used;
 };
 
-/// The min/median table of the timed workloads.
-void print_results(const std::vector<std::pair<std::string, Result>>& results, const std::string& blas, int repeats) {
-  fmt::print("\ntapegrad, {}, min/median of {} repeat(s)\n", blas, repeats);
-  fmt::print("{:<14} {:<9} {:>10} {:>10} {:>9} {:>11}\n", "workload", "unit", "min", "median", "s/epoch",
-             "final loss");
-  for (const auto& [key, r] : results) {
-    const Workload& wl = workload(key);
-    double mn = min_of(r.times), md = median(r.times);
-    bool us = r.unit == "us/step";
-    double spe = us ? mn * 60000 / 1e6 : mn;
-    fmt::print("{:<14} {:<9} {:>10} {:>10} {:>9.2f} {:>11.4f}\n", key + " " + wl.name, r.unit,
-               us ? fmt::format("{:.1f}", mn) : fmt::format("{:.3f}", mn),
-               us ? fmt::format("{:.1f}", md) : fmt::format("{:.3f}", md), spe, r.final_loss);
-  }
-}
-
-/// The results and the run's metadata as JSON in args.json; false (and a message) if it cannot be written.
-bool write_json(const Args& args, const std::vector<std::pair<std::string, Result>>& results, const Environment& env,
-                double rss) {
+/// The run's metadata for the JSON.
+bench::JsonFields meta(const Args& args, const Environment& env, double rss) {
+  using bench::json_string;
   utsname uts{};
   uname(&uts);
-  std::string out = "{\n";
-  for (const auto& [key, r] : results) out += fmt::format("  {}: {},\n", json_string(key), json_result(r));
-  std::vector<std::pair<std::string, std::string>> meta = {
+  return {
       {"tapegrad", json_string("train_bench")},
       {"compiler", json_string(std::string("g++ ") + __VERSION__)},
 #ifdef NDEBUG
@@ -569,26 +466,8 @@ bool write_json(const Args& args, const std::vector<std::pair<std::string, Resul
       {"w3_steps", std::to_string(args.w3_steps)},
       {"w3_warmup", std::to_string(args.w3_warmup)},
       {"mode", json_string(args.breakdown ? "timing+breakdown" : "timing")},
-      {"peak_rss_mb", json_number(rss)},
+      {"peak_rss_mb", bench::json_number(rss)},
   };
-  out += "  \"meta\": {\n";
-  for (std::size_t i = 0; i < meta.size(); ++i) {
-    out += fmt::format("    {}: {}{}\n", json_string(meta[i].first), meta[i].second, i + 1 < meta.size() ? "," : "");
-  }
-  out += "  }\n}\n";
-  std::filesystem::path json_path(args.json);
-  if (json_path.has_parent_path()) {
-    std::error_code ec;
-    std::filesystem::create_directories(json_path.parent_path(), ec);
-  }
-  std::ofstream file(json_path);
-  if (!file) {
-    std::fprintf(stderr, "error: cannot write %s: %s\n", args.json.c_str(), std::strerror(errno));
-    return false;
-  }
-  file << out;
-  fmt::print("wrote {}\n", args.json);
-  return true;
 }
 
 }  // namespace
@@ -647,12 +526,13 @@ int main(int argc, char** argv) {
     }
   }
 
-  print_results(results, blas, args.repeats);
-  double rss = peak_rss_mb();
+  bench::print_results(fmt::format("tapegrad, {}, min/median of {} repeat(s)", blas, args.repeats), results,
+                       [](const std::string& key) { return workload(key).name; });
+  double rss = bench::peak_rss_mb();
   fmt::print("peak RSS: {:.0f} MB\n", rss);
   if (!args.json.empty()) {
     Environment env{blas, coretype_env, threads_env, used_core_env ? used_core_env : ""};
-    if (!write_json(args, results, env, rss)) return 1;
+    if (!bench::write_json(args.json, results, meta(args, env, rss))) return 1;
   }
   return 0;
 }

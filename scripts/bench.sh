@@ -1,35 +1,42 @@
 #!/usr/bin/env bash
-# Runs the W1-W4 MNIST training benchmarks on both sides in one invocation, PyTorch
-# (bench/pytorch_reference.py) and tapegrad (bench/train_bench.cpp), with the same flags and the same
-# OpenBLAS settings, and prints per workload both figures and the ratio PyTorch / tapegrad
-# (> 1: tapegrad is faster), plus both peak RSS figures. See bench/README.md.
+# Runs the W1-W4 MNIST training benchmarks on three sides in one invocation, PyTorch
+# (bench/pytorch_reference.py), libtorch (bench/libtorch_reference.cpp) and tapegrad
+# (bench/train_bench.cpp), with the same flags and the same OpenBLAS settings, and prints per workload the
+# three figures and the ratios tapegrad / PyTorch and tapegrad / libtorch (time over time, < 1: tapegrad
+# is faster), W1's sgemm floor and how close each side's epoch comes to it, and the peak RSS figures.
+# See bench/README.md.
 #
 #   scripts/bench.sh                         # all workloads, 3 repeats, 1 thread
 #   scripts/bench.sh --quick                 # 1 repeat, 1,000 W3 steps: a quick look
 #   scripts/bench.sh --workloads w1,w3 --repeats 5
 #
-# Options (the first group is passed to both programs):
+# Options (the first group is passed to all three programs):
 #   --workloads LIST   subset of w1,w2,w3,w4 (default: all)
 #   --repeats R        timed repeats, min and median reported (default 3; --quick: 1)
 #   --epochs N         epochs per timed repeat (default 1)
 #   --w3-steps N       timed W3 steps (default 3000; --quick: 1000)
 #   --w3-warmup N      untimed W3 warm-up steps (default 200; --quick: 100)
-#   --threads N        BLAS threads on both sides (default 1)
+#   --threads N        BLAS threads on every side (default 1)
 #   --data DIR         MNIST directory (default: <repo>/data/mnist, fetched if missing)
 #   --preshuffle       permute the data before timing instead of gathering each batch
 #   --quick            fewer repeats and W3 steps
-#   --no-interleave    run each program once over all workloads (default: alternate the two
-#                      programs workload by workload, so that both see the same machine load)
+#   --no-interleave    run each program once over all workloads (default: alternate the
+#                      programs workload by workload, so that all see the same machine load)
 #   --out DIR          where results go (default: bench/results/<date-time>)
-#   --skip-build       use the binary already in the build directory
+#   --skip-build       use the binaries already in the build directories
+#   --no-setup         do not install what is missing (scripts/setup.sh --bench: python3-torch, libtorch-dev)
+#   --no-libtorch      leave the libtorch side out
 #
-# Environment: BUILD_DIR (default <repo>/build; always configured as Release), OPENBLAS_CORETYPE
-# (default: SkylakeX on AVX-512 CPUs, Haswell on AVX2+FMA, the library's own choice).
-# Writes pytorch.json, tapegrad.json, both logs and table.txt to the output directory.
+# Environment: BUILD_DIR (default <repo>/build; always configured as Release), LIBTORCH_BUILD_DIR (default
+# $BUILD_DIR/libtorch-reference: the libtorch side is configured there, with -DTAPEGRAD_BENCH_LIBTORCH=ON
+# and nothing else, so that BUILD_DIR's cache never needs libtorch), OPENBLAS_CORETYPE (default: SkylakeX
+# on AVX-512 CPUs, Haswell on AVX2+FMA, the library's own choice).
+# Writes pytorch.json, libtorch.json, tapegrad.json, the logs and table.txt to the output directory.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build_dir="${BUILD_DIR:-$repo/build}"
+libtorch_build_dir="${LIBTORCH_BUILD_DIR:-$build_dir/libtorch-reference}"
 python="${PYTHON:-/usr/bin/python3}"
 
 die() {
@@ -49,6 +56,8 @@ quick=0
 interleave=1
 out_dir=""
 skip_build=0
+setup=1
+use_libtorch=1
 
 need_value() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value"; }
 while [[ $# -gt 0 ]]; do
@@ -65,6 +74,8 @@ while [[ $# -gt 0 ]]; do
     --quick) quick=1; shift ;;
     --no-interleave) interleave=0; shift ;;
     --skip-build) skip_build=1; shift ;;
+    --no-setup) setup=0; shift ;;
+    --no-libtorch) use_libtorch=0; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
@@ -87,21 +98,39 @@ done
 out_dir="${out_dir:-$repo/bench/results/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$out_dir"
 
-# ---- build (Release, only the benchmark and what it links) and data
+# ---- the references' packages, the build (Release, only the benchmarks and what they link), the data
+if ((setup)); then
+  "$repo/scripts/setup.sh" --bench || echo "bench.sh: scripts/setup.sh --bench failed; going on with what is there" >&2
+fi
 if ((!skip_build)); then
   echo "== building train_bench (Release) in $build_dir"
   cmake -S "$repo" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release >/dev/null
   cmake --build "$build_dir" --target train_bench -j"$(nproc)" >"$out_dir/build.log" 2>&1 ||
     { tail -n 30 "$out_dir/build.log" >&2; die "build failed (full log: $out_dir/build.log)"; }
+  if ((use_libtorch)); then
+    echo "== building libtorch_reference (Release) in $libtorch_build_dir"
+    if cmake -S "$repo" -B "$libtorch_build_dir" -DCMAKE_BUILD_TYPE=Release -DTAPEGRAD_BENCH_LIBTORCH=ON \
+      -DTAPEGRAD_BUILD_TESTS=OFF -DTAPEGRAD_BUILD_EXAMPLES=OFF -DTAPEGRAD_INSTALL=OFF >>"$out_dir/build.log" 2>&1 &&
+      cmake --build "$libtorch_build_dir" --target libtorch_reference -j"$(nproc)" >>"$out_dir/build.log" 2>&1; then
+      :
+    else
+      echo "bench.sh: the libtorch reference did not build (apt-get install libtorch-dev; log: $out_dir/build.log)" >&2
+    fi
+  fi
 fi
 bench_bin="$build_dir/bench/train_bench"
 [[ -x "$bench_bin" ]] || die "$bench_bin not found (build it, or drop --skip-build)"
+libtorch_bin="$libtorch_build_dir/bench/libtorch_reference"
+if ((use_libtorch)) && [[ ! -x "$libtorch_bin" ]]; then
+  use_libtorch=0
+  echo "bench.sh: $libtorch_bin not found; running without the libtorch side" >&2
+fi
 
 if [[ "$data_dir" == "$repo/data/mnist" ]]; then
   "$repo/scripts/fetch-mnist.sh" "$data_dir" || die "could not fetch MNIST into $data_dir"
 fi
 
-# ---- the same OpenBLAS set-up for both programs
+# ---- the same OpenBLAS set-up for all three programs
 export OPENBLAS_NUM_THREADS="$threads" OMP_NUM_THREADS="$threads"
 if [[ -z "${OPENBLAS_CORETYPE:-}" ]]; then
   flags="$(grep -m1 '^flags' /proc/cpuinfo || true)"
@@ -122,11 +151,11 @@ have_torch=1
 if ! "$python" -c 'import torch' 2>/dev/null; then
   have_torch=0
   echo "bench.sh: PyTorch is not importable by $python; install it with" >&2
-  echo "    apt-get install python3-torch" >&2
-  echo "bench.sh: running the tapegrad side only" >&2
+  echo "    scripts/setup.sh --bench      (or: apt-get install python3-torch)" >&2
+  echo "bench.sh: running without the PyTorch side" >&2
 fi
 
-# ---- run: per workload, PyTorch then tapegrad (or each program once over all workloads)
+# ---- run: per workload, PyTorch, libtorch, then tapegrad (or each program once over all workloads)
 if ((interleave)); then groups=("${workload_list[@]}"); else groups=("$(IFS=,; echo "${workload_list[*]}")"); fi
 part_files=()
 for g in "${groups[@]}"; do
@@ -136,6 +165,11 @@ for g in "${groups[@]}"; do
     "$python" "$repo/bench/pytorch_reference.py" --workloads "$g" "${common[@]}" \
       --json "$out_dir/part-pytorch-$tag.json" 2>&1 | tee -a "$out_dir/pytorch.log" ||
       die "pytorch_reference.py failed (log: $out_dir/pytorch.log)"
+  fi
+  if ((use_libtorch)); then
+    echo "== libtorch: $g"
+    "$libtorch_bin" --workloads "$g" "${common[@]}" --json "$out_dir/part-libtorch-$tag.json" 2>&1 |
+      tee -a "$out_dir/libtorch.log" || die "libtorch_reference failed (log: $out_dir/libtorch.log)"
   fi
   echo "== tapegrad: $g"
   "$bench_bin" --workloads "$g" "${common[@]}" --json "$out_dir/part-tapegrad-$tag.json" 2>&1 |
@@ -173,7 +207,7 @@ def merge(side):
         f.write("\n")
     return merged
 
-pt, tg = merge("pytorch"), merge("tapegrad")
+pt, lt, tg = merge("pytorch"), merge("libtorch"), merge("tapegrad")
 
 def fmt(r, key):
     if r is None:
@@ -181,30 +215,41 @@ def fmt(r, key):
     v = r[key]
     return f"{v:.1f}" if r["unit"] == "us/step" else f"{v:.3f}"
 
+def ratio(ref, key):
+    return f"{b[key] / ref[key]:.2f}" if ref else "-"
+
 print()
 m = tg["meta"]
-print(f"tapegrad vs PyTorch{' ' + pt['meta']['torch'] if pt else ''}: {m['blas_info']}; "
+refs = " and ".join(x for x in (f"PyTorch {pt['meta']['torch']}" if pt else "", f"libtorch {lt['meta']['torch']} C++" if lt else "") if x)
+print(f"tapegrad vs {refs or 'nothing'}: {m['blas_info']}; "
       f"{m['repeats']} repeat(s), {m['epochs']} epoch(s), batching {m['batching']}"
       f"{', interleaved per workload' if interleave and len(tags) > 1 else ''}")
-print("ratio = PyTorch time / tapegrad time (> 1: tapegrad is faster); min over repeats, median in brackets")
-hdr = f"{'workload':<14} {'unit':<8} {'PyTorch':>18} {'tapegrad':>18} {'ratio':>7} {'(median)':>8}  {'loss PT':>7} {'loss tg':>7}"
+print("ratio = tapegrad time / reference time (< 1: tapegrad is faster); min over repeats, ratio of the medians in brackets")
+hdr = (f"{'workload':<14} {'unit':<8} {'PyTorch':>17} {'libtorch':>17} {'tapegrad':>17} {'tg/PT':>12} {'tg/LT':>12}"
+       f"  {'loss PT':>7} {'loss LT':>7} {'loss tg':>7}")
 print(hdr)
 print("-" * len(hdr))
 for k in workloads:
-    a, b = (pt or {}).get(k), tg.get(k)
+    a, l, b = (pt or {}).get(k), (lt or {}).get(k), tg.get(k)
     if b is None:
         continue
     unit = b["unit"]
-    pa = f"{fmt(a, 'min')} ({fmt(a, 'median')})" if a else "-"
-    pb = f"{fmt(b, 'min')} ({fmt(b, 'median')})"
-    ratio = f"{a['min'] / b['min']:.2f}x" if a else "-"
-    ratio_med = f"({a['median'] / b['median']:.2f}x)" if a else ""
-    la = f"{a['final_loss']:.4f}" if a else "-"
-    print(f"{k + ' ' + names[k]:<14} {unit:<8} {pa:>18} {pb:>18} {ratio:>7} {ratio_med:>8}  {la:>7} {b['final_loss']:.4f}")
+    cell = lambda r: f"{fmt(r, 'min')} ({fmt(r, 'median')})" if r else "-"
+    both = lambda r: f"{ratio(r, 'min')} ({ratio(r, 'median')})" if r else "-"
+    loss = lambda r: f"{r['final_loss']:.4f}" if r else "-"
+    print(f"{k + ' ' + names[k]:<14} {unit:<8} {cell(a):>17} {cell(l):>17} {cell(b):>17} {both(a):>12} {both(l):>12}"
+          f"  {loss(a):>7} {loss(l):>7} {loss(b):>7}")
     if unit == "us/step":
-        ea = f"{a['seconds_per_epoch_implied']:.2f}" if a else "-"
-        print(f"{'  (w3 epoch)':<14} {'s/epoch':<8} {ea:>18} {b['seconds_per_epoch_implied']:>18.2f}")
-rss_a = f"{pt['meta']['peak_rss_mb']:.0f}" if pt else "-"
-print(f"{'peak RSS':<14} {'MB':<8} {rss_a:>18} {tg['meta']['peak_rss_mb']:>18.0f}")
-print(f"results: {out_dir}/{{{'pytorch.json,' if pt else ''}tapegrad.json,table.txt}}")
+        epoch = lambda r: f"{r['seconds_per_epoch_implied']:.2f}" if r else "-"
+        print(f"{'  (w3 epoch)':<14} {'s/epoch':<8} {epoch(a):>17} {epoch(l):>17} {epoch(b):>17}")
+    if "gemm_floor_s_per_epoch" in b:
+        fl = b["gemm_floor_s_per_epoch"]
+        at = lambda r: f"{100 * fl / r['min']:.0f}%" if r else "-"
+        print(f"{'  (w1 floor)':<14} {'s/epoch':<8} {'sgemm floor ' + format(fl, '.3f'):>17}"
+              f"  at {b['gemm_floor_gflops']:.0f} GFLOP/s on W1's {b['gemm_floor_gflop_per_epoch']:.1f} GFLOP;"
+              f" floor / epoch: PyTorch {at(a)}, libtorch {at(l)}, tapegrad {at(b)}")
+rss = lambda side: f"{side['meta']['peak_rss_mb']:.0f}" if side else "-"
+print(f"{'peak RSS':<14} {'MB':<8} {rss(pt):>17} {rss(lt):>17} {rss(tg):>17}")
+files = ",".join(n for n, side in (("pytorch.json", pt), ("libtorch.json", lt), ("tapegrad.json", tg), ("table.txt", 1)) if side)
+print(f"results: {out_dir}/{{{files}}}")
 EOF

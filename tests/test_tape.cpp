@@ -2,6 +2,9 @@
 // higher order, deep graphs and the errors.
 #include <doctest/doctest.h>
 
+#include <cstdint>
+#include <random>
+
 #include "autograd/ops.hpp"
 #include "autograd/tape.hpp"
 
@@ -155,4 +158,23 @@ TEST_CASE("two losses built before one backward: the error says what to do") {
   Tensor m1 = sum(mul(w, 2.0)), m2 = sum(mul(w, 3.0));
   backward(add(m1, m2));
   CHECK(w.grad().to_vector() == std::vector<double>{5, 5});
+}
+
+TEST_CASE("Generator: its engine draws std::mt19937_64's sequence, and copies continue it alike") {
+  for (std::uint64_t seed : {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{5489}, std::uint64_t{0x9e3779b97f4a7c15}}) {
+    std::mt19937_64 reference(seed);
+    Generator gen(seed);
+    bool same = true;
+    for (int i = 0; i < 2000; ++i) same = same && gen.engine()() == reference();  // crosses several twists
+    CHECK(same);
+    Generator copy = gen;
+    CHECK(copy.engine()() == gen.engine()());
+  }
+  Mt19937_64 fresh;
+  CHECK(fresh() == std::mt19937_64()());
+  std::uint64_t drawn[3] = {};
+  Generator gen(7);
+  for (std::uint64_t& d : drawn) d = gen.below(1000);
+  std::mt19937_64 reference(7);
+  for (std::uint64_t d : drawn) CHECK(d == reference() % 1000);  // a rejection has odds 1000 in 2^64
 }
