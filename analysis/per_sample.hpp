@@ -59,7 +59,7 @@ struct PerSampleBatch {
 /// One batch's per-sample gradients.
 struct PerSampleGradients : PerSampleBatch {
   /// grads[k] is (B, numel(params[k])): row n is g_n of parameter k, in the parameter's row-major order
-  /// (a Conv2d weight's (B, C_out, C_in, k, k) would pass ag::kMaxRank = 4). Dtype of the parameter.
+  /// (flat, whatever the parameter's rank: reshape a row to the parameter's shape with sample()). Dtype of the parameter.
   std::vector<ag::Tensor> grads;
 
   /// g_n of parameter k, in the parameter's shape (a copy). Throws std::out_of_range naming k or n.
