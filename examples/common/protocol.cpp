@@ -107,8 +107,8 @@ void add_optimisers(const std::vector<std::string>& texts, const std::function<c
     for (const std::string& one : config::split_specs(text)) {
       for (const config::Spec& base : config::expand_grid(one)) {
         if (std::optional<std::string> lr = optim::option_of(base, "lr")) {
-          throw FlagError(fmt::format("--protocol tunes the learning rate, but {} sets lr={} itself; give {} without it",
-                                      base.text(), *lr, base.name));
+          throw FlagError(fmt::format("--protocol tunes the learning rate, but {} sets lr={} itself; leave lr= out",
+                                      base.text(), *lr));
         }
         protocol.names.push_back(base.text());
         protocol.settings.push_back(expand_optimizers({base.text()}, protocol.lrs, resolve));
