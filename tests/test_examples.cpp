@@ -1377,6 +1377,40 @@ TEST_CASE("lab: a stored run stopped after its second epoch resumes from its che
   fs::remove_all(dir);
 }
 
+TEST_CASE("lab: a stored run evaluated on DeepOBS's splits resumes with all its evaluations, those before the checkpoint too") {
+  examples::Datasets data = mnist_subset(1000);
+  data.train_eval = data.train;  // small stand-ins for the splits: what is compared is what the store keeps
+  data.validation = mnist_subset(500).train;
+  RunConfig run = store_run("mlp(hidden=[16])", 3);
+  run.evaluation_splits = true;
+  run.eval_log.clear();
+  const RunResult straight = examples::train(run, data);
+  REQUIRE(straight.evaluations.size() == 4);  // before the first step, then at each epoch's end
+  const fs::path dir = temp_path("store_evaluations");
+  const examples::lab::RunStore store = empty_store(dir);
+  const std::string identity = examples::lab::run_identity(run, examples::lab::data_fingerprint(data), "flags");
+  int epochs_seen = 0;
+  auto stop_after_two = [&](const examples::EpochMetrics&) {
+    if (++epochs_seen == 2) throw std::runtime_error("stopped");
+  };
+  CHECK_THROWS_WITH(store.train(run, identity, data, stop_after_two, nullptr), "stopped");
+  RunResult resumed;
+  std::string said = captured(1, [&] { resumed = store.train(run, identity, data, {}, stdout); });
+  CHECK(said.find("after 2 epoch(s)") != std::string::npos);
+  for (const RunResult& r : {resumed, *store.finished(identity)}) {
+    REQUIRE(r.evaluations.size() == straight.evaluations.size());
+    for (std::size_t k = 0; k < r.evaluations.size(); ++k) {
+      CAPTURE(k);
+      CHECK(r.evaluations[k].step == straight.evaluations[k].step);
+      CHECK(r.evaluations[k].validation_loss == straight.evaluations[k].validation_loss);
+      CHECK(r.evaluations[k].validation_acc == straight.evaluations[k].validation_acc);
+      CHECK(r.evaluations[k].test_acc == straight.evaluations[k].test_acc);
+      CHECK(r.evaluations[k].train_eval_loss == straight.evaluations[k].train_eval_loss);
+    }
+  }
+  fs::remove_all(dir);
+}
+
 TEST_CASE("lab: a stored checkpoint whose epochs are missing or another run's is not resumed: the run starts over") {
   const examples::Datasets data = mnist_subset(500);
   const RunConfig run = store_run("mlp(hidden=[8])", 2);
