@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "autograd/blas.hpp"
 #include "config/options.hpp"
 #include "examples/common/cli.hpp"
 #include "optim/registry.hpp"
@@ -489,6 +490,8 @@ int protocol_main(const LabConfig& lab, const Datasets& datasets) {
              "seeds = {} runs; chosen by the validation set's {}; output in {}\n",
              p.names.size(), p.lrs.size(), p.lrs.front(), p.lrs.back(), p.seeds,
              p.names.size() * (p.lrs.size() + p.seeds), p.select, lab.out_dir);
+  ag::set_blas_threads(lab.base.threads);  // --threads, as every run of the lab: the same bits run after run
+  fmt::print("# BLAS: {}\n", ag::blas_info());
   std::fflush(stdout);
   watch_interrupts();
   ProtocolResult result = run_protocol(lab, datasets, stdout);
