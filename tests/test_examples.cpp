@@ -18,8 +18,10 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -39,6 +41,7 @@
 #include "data/loader.hpp"
 #include "examples/common/cli.hpp"
 #include "examples/common/lab.hpp"
+#include "examples/common/protocol.hpp"
 #include "examples/common/resume.hpp"
 #include "examples/common/track.hpp"
 #include "examples/common/training.hpp"
@@ -1374,6 +1377,40 @@ TEST_CASE("lab: a stored run stopped after its second epoch resumes from its che
   fs::remove_all(dir);
 }
 
+TEST_CASE("lab: a stored run evaluated on DeepOBS's splits resumes with all its evaluations, those before the checkpoint too") {
+  examples::Datasets data = mnist_subset(1000);
+  data.train_eval = data.train;  // small stand-ins for the splits: what is compared is what the store keeps
+  data.validation = mnist_subset(500).train;
+  RunConfig run = store_run("mlp(hidden=[16])", 3);
+  run.evaluation_splits = true;
+  run.eval_log.clear();
+  const RunResult straight = examples::train(run, data);
+  REQUIRE(straight.evaluations.size() == 4);  // before the first step, then at each epoch's end
+  const fs::path dir = temp_path("store_evaluations");
+  const examples::lab::RunStore store = empty_store(dir);
+  const std::string identity = examples::lab::run_identity(run, examples::lab::data_fingerprint(data), "flags");
+  int epochs_seen = 0;
+  auto stop_after_two = [&](const examples::EpochMetrics&) {
+    if (++epochs_seen == 2) throw std::runtime_error("stopped");
+  };
+  CHECK_THROWS_WITH(store.train(run, identity, data, stop_after_two, nullptr), "stopped");
+  RunResult resumed;
+  std::string said = captured(1, [&] { resumed = store.train(run, identity, data, {}, stdout); });
+  CHECK(said.find("after 2 epoch(s)") != std::string::npos);
+  for (const RunResult& r : {resumed, *store.finished(identity)}) {
+    REQUIRE(r.evaluations.size() == straight.evaluations.size());
+    for (std::size_t k = 0; k < r.evaluations.size(); ++k) {
+      CAPTURE(k);
+      CHECK(r.evaluations[k].step == straight.evaluations[k].step);
+      CHECK(r.evaluations[k].validation_loss == straight.evaluations[k].validation_loss);
+      CHECK(r.evaluations[k].validation_acc == straight.evaluations[k].validation_acc);
+      CHECK(r.evaluations[k].test_acc == straight.evaluations[k].test_acc);
+      CHECK(r.evaluations[k].train_eval_loss == straight.evaluations[k].train_eval_loss);
+    }
+  }
+  fs::remove_all(dir);
+}
+
 TEST_CASE("lab: a stored checkpoint whose epochs are missing or another run's is not resumed: the run starts over") {
   const examples::Datasets data = mnist_subset(500);
   const RunConfig run = store_run("mlp(hidden=[8])", 2);
@@ -1400,4 +1437,186 @@ TEST_CASE("lab: a stored checkpoint whose epochs are missing or another run's is
     fs::create_directories(dir);
   }
   fs::remove_all(dir);
+}
+
+// ---------------------------------------------------------------- the DeepOBS protocol
+
+namespace {
+
+/// The cells of one CSV line (double-quoted cells may hold commas and "" for a quote).
+std::vector<std::string> csv_cells(const std::string& line) {
+  std::vector<std::string> cells(1);
+  bool quoted = false;
+  for (std::size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (quoted && c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
+      cells.back() += '"';
+      ++i;
+    } else if (c == '"') {
+      quoted = !quoted;
+    } else if (c == ',' && !quoted) {
+      cells.emplace_back();
+    } else {
+      cells.back() += c;
+    }
+  }
+  return cells;
+}
+
+/// A CSV file as rows of column name -> cell.
+std::vector<std::map<std::string, std::string>> csv_rows(const fs::path& path) {
+  std::istringstream in(read_file(path));
+  std::string line;
+  std::getline(in, line);
+  const std::vector<std::string> header = csv_cells(line);
+  std::vector<std::map<std::string, std::string>> rows;
+  while (std::getline(in, line)) {
+    const std::vector<std::string> cells = csv_cells(line);
+    REQUIRE(cells.size() == header.size());
+    std::map<std::string, std::string>& row = rows.emplace_back();
+    for (std::size_t i = 0; i < cells.size(); ++i) row[header[i]] = cells[i];
+  }
+  return rows;
+}
+
+}  // namespace
+
+TEST_CASE("protocol: --lr-grid is a log grid with both ends exact; a bad grid is refused naming the flag and why") {
+  using examples::lab::parse_lr_grid;
+  const std::vector<double> deepobs = parse_lr_grid("1e-5:1e2:36");
+  REQUIRE(deepobs.size() == 36);
+  CHECK(deepobs.front() == 1e-5);
+  CHECK(deepobs.back() == 1e2);
+  for (std::size_t i = 1; i < deepobs.size(); ++i) CHECK(deepobs[i] / deepobs[i - 1] == doctest::Approx(std::pow(1e7, 1.0 / 35)));
+  const std::vector<double> four = parse_lr_grid("1e-3:1:4");
+  REQUIRE(four.size() == 4);
+  CHECK(four[1] == doctest::Approx(1e-2));
+  CHECK(four[2] == doctest::Approx(1e-1));
+  CHECK(parse_lr_grid("0.01:0.01:1") == std::vector<double>{0.01});
+  for (const char* bad : {"1e-3:1e-1", "0:1:3", "1:1e-1:3", "1e-3:1:x", "1e-3:1:2.5", "1e-3:1e-3:3", "1e-3:1:0"}) {
+    CAPTURE(bad);
+    CHECK_THROWS_WITH_AS(parse_lr_grid(bad), doctest::Contains((std::string("--lr-grid ") + bad).c_str()), FlagError);
+  }
+}
+
+TEST_CASE("protocol: the chosen rate has the best validation metric; diverged runs never; a tie keeps the smaller rate") {
+  using examples::lab::Selection;
+  using examples::lab::SensitivityRow;
+  auto row = [](std::size_t optimiser, double lr, double acc, double loss, bool diverged = false) {
+    SensitivityRow r;
+    r.optimiser = optimiser, r.lr = lr, r.diverged = diverged;
+    r.metrics.final_validation_acc = acc, r.metrics.final_validation_loss = loss;
+    r.metrics.best_validation_acc = 1 - loss, r.metrics.best_validation_loss = 1 - acc;  // another order
+    return r;
+  };
+  const std::vector<SensitivityRow> rows{row(0, 1e-3, 0.50, 0.9), row(0, 1e-2, 0.80, 0.5), row(0, 1e-1, 0.80, 0.4),
+                                         row(0, 1, 0.95, 0.1, true), row(1, 1e-3, 0.30, 2.0), row(1, 1e-2, 0.20, 1.5),
+                                         row(2, 1e-3, 0.99, 0.01, true)};
+  auto chosen = examples::lab::choose(rows, 3, Selection{});
+  REQUIRE(chosen.size() == 3);
+  CHECK(chosen[0] == 1u);  // 0.80 twice: the smaller rate; the diverged 0.95 never
+  CHECK(chosen[1] == 4u);
+  CHECK_FALSE(chosen[2].has_value());  // every run diverged
+  CHECK(examples::lab::choose(rows, 3, Selection{.loss = true})[0] == 2u);  // the lowest final loss
+  CHECK(examples::lab::choose(rows, 3, Selection{.loss = true})[1] == 5u);
+  CHECK(examples::lab::choose(rows, 3, Selection{.best = true})[0] == 2u);  // 1 - 0.4, the highest best accuracy
+  CHECK(examples::lab::choose(rows, 3, Selection{.best = true, .loss = true})[0] == 1u);  // 1 - 0.8 twice: the smaller rate
+  CHECK_THROWS_WITH_AS(examples::lab::parse_selection("final-acc"), doctest::Contains("--select final-acc"), FlagError);
+}
+
+TEST_CASE("protocol: refusals name the flag: a spec with its own lr, --lrs, --seeds, --lr-grid without --protocol") {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases{
+      {{"--protocol", "--optimizers", "adam(lr=1e-3)"}, "adam(lr=1e-3) sets lr=1e-3 itself"},
+      {{"--protocol", "--lrs", "1e-3"}, "--lrs: not with --protocol"},
+      {{"--protocol", "--seeds", "0,1"}, "--seeds: not with --protocol"},
+      {{"--protocol", "--batch-sizes", "50,100"}, "--batch-sizes: --protocol tunes"},
+      {{"--lr-grid", "1e-3:1:4"}, "--lr-grid: only with --protocol"},
+      {{"--protocol-seeds", "3"}, "--protocol-seeds: only with --protocol"},
+      {{"--protocol", "--lr-grid", "1e-3:1"}, "--lr-grid 1e-3:1: the form is LO:HI:N"}};
+  for (const auto& [args, message] : cases) {
+    CAPTURE(message);
+    int status = 0;
+    const std::vector<std::string>& flags = args;
+    std::string err = captured(2, [&] { captured(1, [&] { status = lab_main(flags); }); });
+    CHECK(status == 2);
+    CHECK(err.find(message) != std::string::npos);
+  }
+}
+
+TEST_CASE("protocol: a tiny protocol chooses the best validation accuracy, reruns it with N seeds, tabulates their mean") {
+  const fs::path out = temp_path("protocol");
+  fs::remove_all(out);
+  const std::vector<std::string> args{"--protocol", "--optimizers", "sgd,adam", "--lr-grid", "1e-3:1:4",
+                                      "--protocol-seeds", "2", "--epochs", "1", "--train-subset", "500",
+                                      "--batch-sizes", "50", "--hidden", "16", "--out", out.string(), "--quiet",
+                                      "--no-progress", "--jobs", "1"};
+  int status = -1;
+  std::string log = captured(1, [&] { status = lab_main(args); });
+  REQUIRE(status == 0);
+
+  // Phase 1: 2 optimisers x 4 rates at seed 0; exactly one chosen per optimiser, the one with the best final
+  // validation accuracy (the first of equals), read back from sensitivity.csv.
+  const auto sensitivity = csv_rows(out / "sensitivity.csv");
+  REQUIRE(sensitivity.size() == 8);
+  std::map<std::string, double> chosen_lr;
+  for (const std::string name : {"sgd", "adam"}) {
+    CAPTURE(name);
+    std::optional<std::size_t> best;
+    std::size_t chosen = 0;
+    for (std::size_t i = 0; i < sensitivity.size(); ++i) {
+      const auto& r = sensitivity[i];
+      if (r.at("optimizer") != name) continue;
+      chosen += r.at("chosen") == "1" ? 1 : 0;
+      if (r.at("diverged") == "1" || r.at("final_validation_acc").empty()) continue;
+      if (!best || std::stod(r.at("final_validation_acc")) > std::stod(sensitivity[*best].at("final_validation_acc"))) best = i;
+    }
+    REQUIRE(best.has_value());
+    CHECK(chosen == 1);
+    CHECK(sensitivity[*best].at("chosen") == "1");
+    chosen_lr[name] = std::stod(sensitivity[*best].at("lr"));
+  }
+  MESSAGE("chosen: sgd ", chosen_lr["sgd"], ", adam ", chosen_lr["adam"]);
+
+  // Phase 2: exactly N = 2 seeds at the chosen rate, nothing else.
+  const auto runs = csv_rows(out / "seeds" / "runs.csv");
+  REQUIRE(runs.size() == 4);
+  std::map<std::string, std::vector<double>> final_acc;
+  std::map<std::string, std::set<std::string>> seeds;
+  for (const auto& r : runs) {
+    CHECK(std::stod(r.at("lr")) == doctest::Approx(chosen_lr.at(r.at("optimizer"))).epsilon(1e-9));
+    seeds[r.at("optimizer")].insert(r.at("seed"));
+    final_acc[r.at("optimizer")].push_back(std::stod(r.at("final_test_acc")));
+  }
+  CHECK(seeds["sgd"] == std::set<std::string>{"0", "1"});
+  CHECK(seeds["adam"] == std::set<std::string>{"0", "1"});
+
+  // The table's mean and std are the runs'.
+  const auto performance = csv_rows(out / "performance.csv");
+  REQUIRE(performance.size() == 2);
+  for (const auto& r : performance) {
+    const std::vector<double>& accs = final_acc.at(r.at("optimizer"));
+    CHECK(r.at("runs") == "2");
+    CHECK(std::stod(r.at("lr")) == doctest::Approx(chosen_lr.at(r.at("optimizer"))).epsilon(1e-9));
+    CHECK(std::stod(r.at("final_test_acc_mean")) == doctest::Approx((accs[0] + accs[1]) / 2).epsilon(1e-6));
+    CHECK(std::stod(r.at("final_test_acc_std")) ==
+          doctest::Approx(std::abs(accs[0] - accs[1]) / std::sqrt(2.0)).epsilon(1e-4));
+  }
+  const std::string markdown = read_file(out / "performance.md");
+  MESSAGE(markdown);
+  CHECK(markdown.find("| sgd | ") != std::string::npos);
+  CHECK(markdown.find("| adam | ") != std::string::npos);
+  CHECK(fs::exists(out / "seeds" / "curves.csv"));
+  if (!examples::lab::png_terminal("gnuplot").empty()) {
+    CHECK(read_file(out / "sensitivity.png").compare(0, 8, "\x89PNG\r\n\x1a\n") == 0);
+    CHECK(read_file(out / "seeds" / "curves.png").compare(0, 8, "\x89PNG\r\n\x1a\n") == 0);
+  }
+
+  // The same command again trains nothing: both phases come from their stores, to the same table.
+  const std::string table = read_file(out / "performance.csv");
+  log = captured(1, [&] { status = lab_main(args); });
+  REQUIRE(status == 0);
+  CHECK(log.find("8 of 8 runs finished earlier") != std::string::npos);
+  CHECK(log.find("4 of 4 runs finished earlier") != std::string::npos);
+  CHECK(read_file(out / "performance.csv") == table);
+  fs::remove_all(out);
 }

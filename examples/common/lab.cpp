@@ -2,6 +2,7 @@
 #include "examples/common/list_flag.hpp"
 #include "examples/common/mpi_grid.hpp"
 #include "examples/common/preflight.hpp"
+#include "examples/common/protocol.hpp"
 #include "examples/common/resume.hpp"
 #include "examples/common/workers.hpp"
 
@@ -253,6 +254,12 @@ std::string point_cells(const config::Spec& spec, const std::vector<std::string>
   }
   return text;
 }
+
+}  // namespace
+
+std::string csv_text_cell(const std::string& text) { return text_cell(text); }
+
+namespace {
 
 std::string threshold_name(double threshold) { return fmt::format("{:g}", 100 * threshold); }
 
@@ -506,6 +513,7 @@ LabFlags::LabFlags(CLI::App& app, LabProgram program)
                  "per epoch); the results are the same bits")
       ->check(CLI::Range(std::size_t{1}, std::size_t{1024}))
       ->capture_default_str();
+  add_protocol_flags(app, protocol_);
 }
 
 namespace {
@@ -539,7 +547,8 @@ std::vector<config::Spec> grid_specs(const std::string& flag, const std::vector<
 std::string flags_identity(const CLI::App& app) {
   static const std::vector<std::string> left_out{"optimizers", "grid", "lrs", "batch-sizes", "seeds", "targets",
                                                  "out", "gnuplot", "no-plots", "quiet", "jobs", "fresh", "data",
-                                                 "no-progress", "markdown", "help"};
+                                                 "no-progress", "markdown", "help", "protocol", "lr-grid",
+                                                 "protocol-seeds", "select"};
   std::string kept;
   std::istringstream lines(app.config_to_str(true, false));
   for (std::string line; std::getline(lines, line);) {
@@ -593,6 +602,8 @@ LabConfig LabFlags::config() const {
   lab.epoch_lines = !quiet_;
   lab.jobs = jobs_;
   lab.resume = !fresh_;
+  texts.insert(texts.end(), grid_.begin(), grid_.end());
+  apply_protocol(protocol_, app_, texts, [&](const std::string& t) { return run_.optimizer_spec(t); }, lab);
   lab.flags_identity = flags_identity(app_);
   return lab;
 }
@@ -972,7 +983,12 @@ int lab_main(int argc, const char* const* argv, LabProgram program) {
     config = flags.config();
     config.rank = session->rank();
     config.ranks = session->size();
-    if (config.rank == 0) {
+    if (config.protocol.enabled && config.ranks > 1) {
+      throw FlagError("--protocol: not under MPI so far (phase 2 needs phase 1's choice on every rank); run it without mpirun");
+    }
+    if (config.rank == 0 && config.protocol.enabled) {
+      prepare_output_dir("--out", config.out_dir, {"sensitivity.csv", "performance.csv", "performance.md"});
+    } else if (config.rank == 0) {
       prepare_output_dir("--out", config.out_dir, {"curves.partial.csv", "curves.csv", "runs.csv", "summary.csv", "summary.md"});
     }
     datasets = load_datasets(config.base);
@@ -986,7 +1002,7 @@ int lab_main(int argc, const char* const* argv, LabProgram program) {
       run_lab(config, datasets, nullptr);
       return 0;
     }
-    return run_and_report(config, datasets);
+    return config.protocol.enabled ? protocol_main(config, datasets) : run_and_report(config, datasets);
   } catch (const std::exception& error) {
     if (config.ranks > 1) mpi::abort_all(program.name, error.what());  // never leave the other ranks waiting
     fmt::print(stderr, "{}: {}\n", program.name, error.what());

@@ -8,6 +8,8 @@
 //                line per configuration with a +-1 std band, one colour family per optimiser, x in epochs,
 //                steps or seconds (--x-axis); bands.dat + plot.gp: re-render with `gnuplot plot.gp` there
 // like the figures of 000 (Figures 9-16) and 001 (Figures 6-9, mean +- std over 5 runs).
+// With --protocol the lab runs DeepOBS's tuning protocol instead: two such grids, a learning-rate sweep and the
+// chosen settings over seeds, with a sensitivity plot and a performance table (protocol.hpp).
 //
 // The grid's optimisers are specs (config/spec.hpp), each resolved by the registry (every option written
 // out): `--optimizers 'sgd(lr=0.1,momentum=0.9)' adam`, and bracketed lists are grids over their keys:
@@ -45,6 +47,23 @@ struct Stat {
 };
 Stat stat_of(const std::vector<double>& values);
 
+/// DeepOBS's tuning protocol (protocol.hpp), set by --protocol: the optimisers it tunes, each with its settings.
+struct ProtocolConfig {
+  bool enabled = false;
+  std::vector<double> lrs;                // phase 1's learning rates (--lr-grid)
+  std::size_t seeds = 10;                 // phase 2's seeds: 0 .. seeds - 1 (--protocol-seeds); phase 1 runs seed 0
+  std::string select = "final-accuracy";  // the validation metric a setting is chosen on (--select)
+  std::vector<std::string> names;         // each optimiser as given, without lr: "adam", "momentum(momentum=0.9)"
+  std::vector<std::vector<config::Spec>> settings;  // each optimiser's resolved specs, one per rate of lrs
+};
+
+/// The protocol's flags as CLI11 fills them (add_protocol_flags, protocol.hpp).
+struct ProtocolFlagValues {
+  bool on = false;
+  std::string lr_grid = "1e-5:1e2:36", select = "final-accuracy";
+  std::size_t seeds = 10;
+};
+
 struct LabConfig {
   /// Model, data and schedule settings shared by every run (its optimizer, batch_size and seed are
   /// replaced by the grid's).
@@ -72,6 +91,8 @@ struct LabConfig {
   /// This process's MPI rank and the number of ranks (mpi_grid.hpp): with more than one the grid is shared
   /// among them and rank 0 alone writes the outputs; jobs is then ignored (one run at a time per rank).
   int rank = 0, ranks = 1;
+  /// With --protocol: optimizers are phase 1's settings and seeds {0}; protocol.hpp runs both phases.
+  ProtocolConfig protocol;
 };
 
 /// One configuration of the grid: a resolved optimiser spec and a batch size.
@@ -131,6 +152,8 @@ std::string runs_csv(const std::vector<RunRecord>& records);
 std::string summary_csv(const std::vector<Summary>& summaries);
 /// The Markdown table; eval_name is "test" or "validation".
 std::string summary_markdown(const std::vector<Summary>& summaries, const std::string& eval_name = "test");
+/// A CSV text cell, quoted when it holds a comma, a quote or a newline.
+std::string csv_text_cell(const std::string& text);
 /// Writes (truncates) a file; throws std::runtime_error naming it on failure.
 void write_text(const std::string& path, const std::string& text);
 
@@ -194,6 +217,7 @@ class LabFlags {
   std::string out_ = "lab-out", gnuplot_ = "gnuplot", x_axis_ = "epochs";
   bool no_plots_ = false, quiet_ = false, fresh_ = false;
   std::size_t jobs_ = 1;
+  ProtocolFlagValues protocol_;
 };
 
 struct LabResult {

@@ -131,19 +131,19 @@ void RunStore::finish(const std::string& identity, const RunResult& result) cons
   remove_quietly(path(identity, ".epochs"));
 }
 
-std::optional<std::vector<EpochMetrics>> RunStore::resumable(const std::string& identity, std::size_t epochs,
-                                                             std::FILE* log) const {
+std::optional<RunResult> RunStore::resumable(const std::string& identity, std::size_t epochs, std::FILE* log) const {
   const std::string checkpoint = path(identity, ".ckpt"), stored_epochs = path(identity, ".epochs");
   if (!fs::exists(checkpoint)) return std::nullopt;
   std::string why;
   try {
     auto stored = split_identity(data::read_regular_file(stored_epochs, "a run's stored epochs"));
     if (!stored || stored->first != identity) throw std::runtime_error(stored_epochs + " is another run's");
-    std::vector<EpochMetrics> done = parse_result(stored->second).epochs;
+    RunResult done = parse_result(stored->second);
     std::vector<nn::NamedTensor> entries = nn::load_tensors(checkpoint);
     const double epoch = checkpoint_scalar(entries, "run/epoch"), batch = checkpoint_scalar(entries, "run/batch");
-    if (epoch == static_cast<double>(done.size()) && (epoch < static_cast<double>(epochs) || batch > 0)) return done;
-    why = fmt::format("it is at epoch {} batch {}, its stored epochs {} of {}", epoch, batch, done.size(), epochs);
+    const std::size_t stored_epochs = done.epochs.size();
+    if (epoch == static_cast<double>(stored_epochs) && (epoch < static_cast<double>(epochs) || batch > 0)) return done;
+    why = fmt::format("it is at epoch {} batch {}, its stored epochs {} of {}", epoch, batch, stored_epochs, epochs);
   } catch (const std::exception& error) {
     why = error.what();
   }
@@ -157,13 +157,16 @@ RunResult RunStore::train(RunConfig run, const std::string& identity, const Data
                           const EpochCallback& on_epoch, std::FILE* log) const {
   const std::string checkpoint = path(identity, ".ckpt"), stored_epochs = path(identity, ".epochs");
   const std::size_t epochs = run.epochs;
-  RunResult so_far;  // the finished epochs, as they are stored beside the checkpoint
-  if (std::optional<std::vector<EpochMetrics>> done = resumable(identity, run.epochs, log)) {
-    so_far.epochs = std::move(*done);
+  RunResult so_far;  // the finished epochs and the evaluations made by then, as stored beside the checkpoint
+  if (std::optional<RunResult> done = resumable(identity, run.epochs, log)) {
+    so_far.epochs = std::move(done->epochs);
+    so_far.evaluations = std::move(done->evaluations);
     run.resume_path = checkpoint;
     run.epochs -= so_far.epochs.size();
     if (log) fmt::print(log, "  resumed from {} after {} epoch(s)\n", checkpoint, so_far.epochs.size());
   }
+  const std::size_t stored_evaluations = so_far.evaluations.size();
+  run.on_evaluation = [&so_far](const EvalMetrics& m) { so_far.evaluations.push_back(m); };
   run.save_path = checkpoint;
   RunResult result;
   try {
@@ -184,6 +187,8 @@ RunResult RunStore::train(RunConfig run, const std::string& identity, const Data
   const std::size_t resumed = so_far.epochs.size() - std::count_if(result.epochs.begin(), result.epochs.end(),
                                                                    [](const EpochMetrics& m) { return !m.partial; });
   result.epochs.insert(result.epochs.begin(), so_far.epochs.begin(), so_far.epochs.begin() + resumed);
+  result.evaluations.insert(result.evaluations.begin(), so_far.evaluations.begin(),
+                            so_far.evaluations.begin() + static_cast<std::ptrdiff_t>(stored_evaluations));
   if (!result.interrupted) {
     finish(identity, result);
   } else if (so_far.epochs.size() == epochs) {  // Ctrl-C during the last evaluation: the run is whole

@@ -4,7 +4,8 @@
 //   <hash>.result   a finished run: its identity, then its result (workers.hpp's result_text, every number exact)
 //   <hash>.ckpt     a run under way: its checkpoint after its last finished epoch (training.hpp's, written
 //                   atomically; also where Ctrl-C stopped it)
-//   <hash>.epochs   the metrics of the epochs that checkpoint holds
+//   <hash>.epochs   the metrics of the epochs that checkpoint holds, and the evaluations on DeepOBS's splits made
+//                   by then (RunResult::evaluations), so that a resumed run's evaluations are whole
 // A grid killed (even by SIGKILL) and restarted with the same command takes the finished runs' results from
 // there, resumes the others from their checkpoints and ends with the same summary as an uninterrupted grid (the
 // same bits, the timings aside). Files of other configurations (another command, or flags changed since) are
@@ -66,9 +67,9 @@ class RunStore {
 
  private:
   std::string path(const std::string& identity, const char* extension) const;
-  /// The epochs of a stored checkpoint, or nothing (with a message on `log`) when there is none or it is
-  /// not one to resume from (then its files are removed).
-  std::optional<std::vector<EpochMetrics>> resumable(const std::string& identity, std::size_t epochs,
+  /// The epochs and evaluations of a stored checkpoint, or nothing (with a message on `log`) when there is none
+  /// or it is not one to resume from (then its files are removed).
+  std::optional<RunResult> resumable(const std::string& identity, std::size_t epochs,
                                                      std::FILE* log) const;
   std::string dir_;
 };

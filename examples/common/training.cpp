@@ -421,6 +421,7 @@ class Trainer {
     m.validation_loss = validation.loss, m.validation_acc = validation.accuracy;
     m.test_loss = test.loss, m.test_acc = test.accuracy;
     result_.evaluations.push_back(m);
+    if (config_.on_evaluation) config_.on_evaluation(m);
     if (eval_log_.is_open()) {
       eval_log_ << eval_csv_row(m) << std::flush;
       if (!eval_log_) {

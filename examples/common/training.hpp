@@ -24,6 +24,8 @@
 
 namespace examples {
 
+struct EvalMetrics;
+
 struct RunConfig {
   config::Spec model{"mlp", {}};        // for train(); fit() is given its model
   bool images = false;                  // the model takes [N, C, H, W] (set from the model's registration)
@@ -55,6 +57,8 @@ struct RunConfig {
   bool evaluation_splits = false;       // DeepOBS's splits (data::split_for_evaluation), evaluated into eval_log
   std::size_t eval_every = 0;           // with them: steps between evaluations (0: at the end of each epoch)
   std::string eval_log = "eval.csv";    // their CSV, a row per evaluation (empty: none)
+  /// Called with each evaluation on the splits as it is made (the lab's run store keeps them for a resume).
+  std::function<void(const EvalMetrics&)> on_evaluation;
   std::size_t split_validation = data::kDeepObsSplitSize;  // the validation set's size
   std::size_t split_train_eval = data::kDeepObsSplitSize;  // the train-eval set's size
 
