@@ -72,14 +72,14 @@ mpi)
   echo "mpirun -np 2: the same summary and curves as the serial grid; a failing rank ends the grid, named"
   ;;
 resume)
-  # Kill the grid (one run at a time) once a run is finished and the next has a checkpoint and its epochs.
+  # Kill the grid (one run at a time) once a run is finished and the next has its epochs and a checkpoint.
   "$lab" "${grid[@]}" --jobs 1 --out "$work/killed" >"$work/killed1.log" 2>&1 &
   pid=$!
   # (A finished run's epochs are removed just after its result is written: the epochs must be another run's.)
   under_way() {
     compgen -G "$work/killed/runs/*.result" >/dev/null || return 1
     for epochs in "$work"/killed/runs/*.epochs; do
-      [ -e "$epochs" ] && [ ! -e "${epochs%.epochs}.result" ] && return 0
+      [ -e "$epochs" ] && [ -e "${epochs%.epochs}.ckpt" ] && [ ! -e "${epochs%.epochs}.result" ] && return 0
     done
     return 1
   }

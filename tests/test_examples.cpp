@@ -1337,7 +1337,7 @@ examples::lab::RunStore empty_store(const fs::path& dir) {
 }
 }  // namespace
 
-TEST_CASE("lab: a stored run stopped after its second epoch resumes from its checkpoint with an uninterrupted run's bits") {
+TEST_CASE("lab: a stored run stopped after its second epoch (killed before or after the checkpoint) resumes from its checkpoint with an uninterrupted run's bits") {
   const examples::Datasets data = mnist_subset(1000);
   const RunConfig run = store_run("mlp(hidden=[16])", 3);
   const RunResult straight = examples::train(run, data);
@@ -1345,9 +1345,11 @@ TEST_CASE("lab: a stored run stopped after its second epoch resumes from its che
   const fs::path dir = temp_path("store");
   const examples::lab::RunStore store = empty_store(dir);
   const std::string identity = examples::lab::run_identity(run, examples::lab::data_fingerprint(data), "flags");
+  // Stopped in the third epoch's callback: its epochs are stored, its checkpoint (written after the callback) is
+  // the second epoch's, as when the lab is killed between the two; the store is cut back to the checkpoint.
   int epochs_seen = 0;
   auto stop_after_two = [&](const examples::EpochMetrics&) {
-    if (++epochs_seen == 2) throw std::runtime_error("stopped");  // as if the lab were killed here
+    if (++epochs_seen == 3) throw std::runtime_error("stopped");  // as if the lab were killed here
   };
   CHECK_THROWS_WITH(store.train(run, identity, data, stop_after_two, nullptr), "stopped");
   CHECK_FALSE(store.finished(identity));
@@ -1390,8 +1392,8 @@ TEST_CASE("lab: a stored run evaluated on DeepOBS's splits resumes with all its 
   const examples::lab::RunStore store = empty_store(dir);
   const std::string identity = examples::lab::run_identity(run, examples::lab::data_fingerprint(data), "flags");
   int epochs_seen = 0;
-  auto stop_after_two = [&](const examples::EpochMetrics&) {
-    if (++epochs_seen == 2) throw std::runtime_error("stopped");
+  auto stop_after_two = [&](const examples::EpochMetrics&) {  // the third epoch and its evaluation are dropped
+    if (++epochs_seen == 3) throw std::runtime_error("stopped");
   };
   CHECK_THROWS_WITH(store.train(run, identity, data, stop_after_two, nullptr), "stopped");
   RunResult resumed;
@@ -1418,9 +1420,12 @@ TEST_CASE("lab: a stored checkpoint whose epochs are missing or another run's is
   const fs::path dir = temp_path("store_bad");
   const examples::lab::RunStore store = empty_store(dir);
   const std::string identity = examples::lab::run_identity(run, examples::lab::data_fingerprint(data), "");
-  auto stop = [](const examples::EpochMetrics&) { throw std::runtime_error("stopped"); };
   for (std::string epochs_file : {"", "junk", "identity 3\nabc\nrun 0 0 0 0 0x0p+0 0x0p+0\ndivergence 0\n\nepochs 0\n"}) {
     CAPTURE(epochs_file);
+    int epochs_seen = 0;  // stopped in the second epoch's callback: the checkpoint is the first epoch's
+    auto stop = [&](const examples::EpochMetrics&) {
+      if (++epochs_seen == 2) throw std::runtime_error("stopped");
+    };
     CHECK_THROWS_WITH(store.train(run, identity, data, stop, nullptr), "stopped");
     const fs::path stored_epochs = dir / (examples::lab::identity_hash(identity) + ".epochs");
     if (epochs_file.empty()) {

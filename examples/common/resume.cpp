@@ -142,7 +142,16 @@ std::optional<RunResult> RunStore::resumable(const std::string& identity, std::s
     std::vector<nn::NamedTensor> entries = nn::load_tensors(checkpoint);
     const double epoch = checkpoint_scalar(entries, "run/epoch"), batch = checkpoint_scalar(entries, "run/batch");
     const std::size_t stored_epochs = done.epochs.size();
-    if (epoch == static_cast<double>(stored_epochs) && (epoch < static_cast<double>(epochs) || batch > 0)) return done;
+    // The epochs are stored before the checkpoint is written: killed in between, the store is one epoch ahead,
+    // and that epoch (deterministic) is trained again.
+    if (epoch + 1 == static_cast<double>(stored_epochs) && batch == 0) {
+      done.epochs.pop_back();
+      const double step = checkpoint_scalar(entries, "run/step");
+      std::erase_if(done.evaluations, [step](const EvalMetrics& m) { return static_cast<double>(m.step) > step; });
+    }
+    if (epoch == static_cast<double>(done.epochs.size()) && (epoch < static_cast<double>(epochs) || batch > 0)) {
+      return done;
+    }
     why = fmt::format("it is at epoch {} batch {}, its stored epochs {} of {}", epoch, batch, stored_epochs, epochs);
   } catch (const std::exception& error) {
     why = error.what();

@@ -521,8 +521,9 @@ class Trainer {
     result_.epochs.push_back(metrics);
     result_.best_test_acc = std::max(result_.best_test_acc, metrics.test_acc);
     write_log(metrics);
-    save();
+    // The callback first: a store keeping the epochs beside the checkpoint is then never behind it.
     if (on_epoch) on_epoch(metrics);
+    save();
   }
 
   void write_log(const EpochMetrics& m) {
