@@ -768,6 +768,13 @@ TEST_CASE("lab: a tiny grid writes its CSV, Markdown table and PNGs") {
   CHECK(markdown.find("| sgd | 2 |") != std::string::npos);
   CHECK(markdown.find("`adam(lr=0.01,") != std::string::npos);  // the resolved specs, above the table
   CHECK(line_count(read_file(out / "runs.csv")) == 5);
+  // Time to target: a row per run and target (0.97 and 0.98 by default), and its table in summary.md.
+  std::string targets = read_file(out / "targets.csv");
+  CHECK(line_count(targets) == 1 + 4 * 2);
+  CHECK(targets.find(",batch_size,seed,metric,target,reached,step,seconds,epoch\n") != std::string::npos);
+  CHECK(targets.find(",50,1,test_acc,0.98,") != std::string::npos);
+  CHECK(markdown.find("## Time to target") != std::string::npos);
+  CHECK(markdown.find("| adam | 97 % | ") != std::string::npos);
 
   std::string why;
   if (examples::lab::png_terminal("gnuplot", &why).empty()) {
@@ -1448,25 +1455,7 @@ TEST_CASE("lab: a stored checkpoint whose epochs are missing or another run's is
 
 namespace {
 
-/// The cells of one CSV line (double-quoted cells may hold commas and "" for a quote).
-std::vector<std::string> csv_cells(const std::string& line) {
-  std::vector<std::string> cells(1);
-  bool quoted = false;
-  for (std::size_t i = 0; i < line.size(); ++i) {
-    const char c = line[i];
-    if (quoted && c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
-      cells.back() += '"';
-      ++i;
-    } else if (c == '"') {
-      quoted = !quoted;
-    } else if (c == ',' && !quoted) {
-      cells.emplace_back();
-    } else {
-      cells.back() += c;
-    }
-  }
-  return cells;
-}
+using examples::lab::csv_cells;
 
 /// A CSV file as rows of column name -> cell.
 std::vector<std::map<std::string, std::string>> csv_rows(const fs::path& path) {

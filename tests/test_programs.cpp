@@ -205,6 +205,31 @@ TEST_CASE("optimizer_paths: every optimiser's path on a test function, in CSV an
   CHECK(start.err.find("--start: two coordinates x,y, got 3") != std::string::npos);
 }
 
+TEST_CASE("performance_profiles: two lab outputs' times to target, the profile's table and figure; faults named") {
+  const fs::path a = scratch("profiles_a"), b = scratch("profiles_b"), out = scratch("profiles_out");
+  fs::create_directories(a);
+  fs::create_directories(b);
+  const std::string header = "optimizer,spec,lr,batch_size,seed,metric,target,reached,step,seconds,epoch\n";
+  std::ofstream(a / "targets.csv") << header << "sgd,sgd(lr=0.1),0.1,100,0,test_acc,0.9,1,100,2,1\n"
+                                   << "adam,adam(lr=0.001),0.001,100,0,test_acc,0.9,1,50,1,0.5\n";
+  std::ofstream(b / "targets.csv") << header << "sgd,sgd(lr=0.1),0.1,100,0,test_acc,0.8,1,30,3,1\n"
+                                   << "adam,adam(lr=0.001),0.001,100,0,test_acc,0.8,0,,,\n";
+  Outcome profiles = run("performance_profiles", {a.string(), b.string(), "--out", out.string()});
+  INFO(profiles.out << profiles.err);
+  CHECK(profiles.code == 0);
+  // adam: ratios (1, inf): score (4 - 1) / (2 * 3) = 0.5. sgd: (2, 1): (2 + 3) / 6.
+  CHECK(profiles.out.find("| sgd | 0.833 | 2 (×2.00) | 3 (×1.00) |") != std::string::npos);
+  CHECK(profiles.out.find("| adam | 0.500 | 1 (×1.00) | never |") != std::string::npos);
+  CHECK(read_file(out / "profiles.csv").find("\nadam,0.500000,1,inf\n") != std::string::npos);
+  if (profiles.err.find("no profile plot") == std::string::npos) CHECK(fs::file_size(out / "profiles.png") > 10000);
+  Outcome missing = run("performance_profiles", {a.string(), (b / "nothing").string(), "--out", out.string()});
+  CHECK(missing.code == 2);
+  CHECK(missing.err.find("nothing/targets.csv: cannot open: No such file or directory") != std::string::npos);
+  Outcome tau = run("performance_profiles", {a.string(), "--tau-max", "1", "--out", out.string()});
+  CHECK(tau.code == 2);
+  CHECK(tau.err.find("--tau-max") != std::string::npos);
+}
+
 TEST_CASE("loss_landscape: the 1-D curve from the initial to the final weights, a 2-D slice and the path's PCA plane") {
   REQUIRE(has_mnist());
   fs::path out = scratch("landscape");

@@ -4,6 +4,7 @@
 #include "examples/common/preflight.hpp"
 #include "examples/common/protocol.hpp"
 #include "examples/common/resume.hpp"
+#include "examples/common/targets.hpp"
 #include "examples/common/workers.hpp"
 
 #include <sys/wait.h>
@@ -238,14 +239,35 @@ std::string text_cell(const std::string& text) {
   return text.find_first_of(",\"\n") == std::string::npos ? text : csv_quote(text);
 }
 
-/// The key columns' names: "optimizer,spec,lr,beta1,...".
+}  // namespace
+
+std::string csv_text_cell(const std::string& text) { return text_cell(text); }
+
+std::vector<std::string> csv_cells(const std::string& line) {
+  std::vector<std::string> cells(1);
+  bool quoted = false;
+  for (std::size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (quoted && c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
+      cells.back() += '"';
+      ++i;
+    } else if (c == '"') {
+      quoted = !quoted;
+    } else if (c == ',' && !quoted) {
+      cells.emplace_back();
+    } else {
+      cells.back() += c;
+    }
+  }
+  return cells;
+}
+
 std::string point_header(const std::vector<std::string>& keys) {
   std::string text = "optimizer,spec";
   for (const std::string& key : keys) text += "," + key;
   return text;
 }
 
-/// The point's cells under point_header(keys): its name, its resolved spec, its value of every key.
 std::string point_cells(const config::Spec& spec, const std::vector<std::string>& keys) {
   std::string text = text_cell(spec.name) + "," + text_cell(spec.text());
   for (const std::string& key : keys) {
@@ -254,10 +276,6 @@ std::string point_cells(const config::Spec& spec, const std::vector<std::string>
   }
   return text;
 }
-
-}  // namespace
-
-std::string csv_text_cell(const std::string& text) { return text_cell(text); }
 
 namespace {
 
@@ -495,9 +513,11 @@ LabFlags::LabFlags(CLI::App& app, LabProgram program)
   add_list(app, "--batch-sizes", batch_sizes_, "batch sizes, comma-separated")->default_str(joined_numbers(batch_sizes_));
   add_list(app, "--seeds", seeds_, "seeds, comma-separated: every configuration runs once per seed")
       ->default_str(joined_numbers(seeds_));
-  add_list(app, "--targets", targets_, "test accuracies whose first epoch the table reports, comma-separated")
+  add_list(app, "--targets", targets_, "target accuracies, comma-separated: the table reports the first epoch whose test accuracy reaches each; "
+           "targets.csv and summary.md's time to target, the first step (validation accuracy under --problem or "
+           "--eval-every)")
       ->default_str(joined_numbers(targets_));
-  path_option(app.add_option("--out", out_, "output directory (curves.csv, runs.csv, summary.csv, summary.md, *.png)"))
+  path_option(app.add_option("--out", out_, "output directory (curves.csv, runs.csv, summary.csv, summary.md, targets.csv, *.png)"))
       ->capture_default_str();
   app.add_option("--gnuplot", gnuplot_, "the gnuplot program that draws the PNGs")->capture_default_str();
   app.add_flag("--no-plots", no_plots_, "write the CSV and Markdown files only");
@@ -712,6 +732,12 @@ RunRecord run_point(const LabConfig& config, const Datasets& datasets, const Gri
   return record;
 }
 
+constexpr const char* kTargetsNote =
+    "\nThe first evaluation reaching each target accuracy (the validation set's when the runs evaluate DeepOBS's "
+    "splits, else the evaluation set's at each epoch's end): the median over the runs of its step, its training "
+    "seconds and its epoch; a run that never reaches it counts as infinitely slow (\"never\": at least half do "
+    "not). Every run's times are in targets.csv; `performance_profiles` compares them across problems.\n";
+
 std::string markdown_document(const LabConfig& config, const Datasets& datasets, const std::string& table,
                               bool interrupted) {
   std::vector<std::string> specs;
@@ -732,14 +758,29 @@ std::string markdown_document(const LabConfig& config, const Datasets& datasets,
       table, eval, datasets.test.size(), eval);
 }
 
-/// summary.md, summary.csv, runs.csv and the plots.
+/// What targets.csv and the time-to-target table need: the targets, the evaluation set, each batch size's steps.
+TargetContext target_context(const LabConfig& config, const Datasets& datasets) {
+  TargetContext context{config.thresholds, datasets.test_name, {}};
+  for (std::size_t batch : config.batch_sizes) {
+    RunConfig run = config.base;
+    run.batch_size = batch;
+    context.steps_per_epoch.emplace_back(batch, steps_per_epoch(run, datasets.train));
+  }
+  return context;
+}
+
+/// summary.md, summary.csv, runs.csv, targets.csv and the plots.
 void write_outputs(const LabConfig& config, const Datasets& datasets, LabResult& lab) {
   const fs::path out(config.out_dir);
   lab.summaries = summarise(lab.records, config.thresholds);
   lab.markdown = summary_markdown(lab.summaries, datasets.test_name);
-  write_text((out / "summary.md").string(), markdown_document(config, datasets, lab.markdown, lab.interrupted));
+  const TargetContext targets = target_context(config, datasets);
+  write_text((out / "summary.md").string(), markdown_document(config, datasets, lab.markdown, lab.interrupted) +
+                                                "\n## Time to target\n\n" + targets_markdown(lab.records, targets) +
+                                                kTargetsNote);
   write_text((out / "summary.csv").string(), summary_csv(lab.summaries));
   write_text((out / "runs.csv").string(), runs_csv(lab.records));
+  write_text((out / "targets.csv").string(), targets_csv(lab.records, targets));
   if (config.plots) {
     lab.plots = write_plots(config, lab.records, context_of(config, datasets), datasets.test_name);
   } else {
@@ -989,7 +1030,7 @@ int lab_main(int argc, const char* const* argv, LabProgram program) {
     if (config.rank == 0 && config.protocol.enabled) {
       prepare_output_dir("--out", config.out_dir, {"sensitivity.csv", "performance.csv", "performance.md"});
     } else if (config.rank == 0) {
-      prepare_output_dir("--out", config.out_dir, {"curves.partial.csv", "curves.csv", "runs.csv", "summary.csv", "summary.md"});
+      prepare_output_dir("--out", config.out_dir, {"curves.partial.csv", "curves.csv", "runs.csv", "summary.csv", "summary.md", "targets.csv"});
     }
     datasets = load_datasets(config.base);
     return 0;

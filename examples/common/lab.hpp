@@ -3,7 +3,8 @@
 //   curves.csv   one row per run per epoch
 //   runs.csv     one row per run: final metrics, divergence
 //   summary.csv  one row per optimiser spec x batch size: mean and std over the seeds
-//   summary.md   the same as a Markdown table
+//   summary.md   the same as a Markdown table, and the time-to-target table (targets.hpp)
+//   targets.csv  one row per run and target accuracy: when the run first reached it (step, seconds, epoch)
 //   curves.png, curves.pdf (or .svg)   one figure, three panels (training loss, evaluation loss, accuracy), one
 //                line per configuration with a +-1 std band, one colour family per optimiser, x in epochs,
 //                steps or seconds (--x-axis); bands.dat + plot.gp: re-render with `gnuplot plot.gp` there
@@ -146,6 +147,10 @@ std::vector<Summary> summarise(const std::vector<RunRecord>& records, const std:
 std::string point_label(const GridPoint& point, const std::vector<std::string>& varying, bool show_batch);
 
 // ---- writers (each returns the text; write_text puts it in a file). `keys`: hyper_keys of the grid.
+/// The CSVs' first columns, naming a configuration: "optimizer,spec,<keys>".
+std::string point_header(const std::vector<std::string>& keys);
+/// A spec's cells under point_header(keys): its name, its resolved spec, its value of every key (empty: none).
+std::string point_cells(const config::Spec& spec, const std::vector<std::string>& keys);
 std::string curves_csv_header(const std::vector<std::string>& keys);
 std::string curves_csv_rows(const RunRecord& record, const std::vector<std::string>& keys);
 std::string runs_csv(const std::vector<RunRecord>& records);
@@ -154,6 +159,8 @@ std::string summary_csv(const std::vector<Summary>& summaries);
 std::string summary_markdown(const std::vector<Summary>& summaries, const std::string& eval_name = "test");
 /// A CSV text cell, quoted when it holds a comma, a quote or a newline.
 std::string csv_text_cell(const std::string& text);
+/// The cells of one CSV line (a double-quoted cell may hold commas, and "" for a quote): csv_text_cell undone.
+std::vector<std::string> csv_cells(const std::string& line);
 /// Writes (truncates) a file; throws std::runtime_error naming it on failure.
 void write_text(const std::string& path, const std::string& text);
 
@@ -175,6 +182,14 @@ struct PlotOutcome {
   std::string message;  // why not, when not written
   std::vector<std::string> files;  // the figures written
 };
+
+/// A figure in PNG and, where gnuplot has pdfcairo, PDF: writes `name`.gp into `dir` (`header`, then
+/// `script(terminal line, output file)` once per format) and runs gnuplot on it. The PNG is width x height pixels,
+/// the PDF the same at 110 pixels an inch. Not written: `what` and why ("no sensitivity plot: ...").
+PlotOutcome render_figure(const std::string& dir, const std::string& gnuplot, const std::string& name, int width,
+                          int height, const std::string& header,
+                          const std::function<std::string(const std::string&, const std::string&)>& script,
+                          const std::string& what);
 
 /// One colour per curve: a hue per optimiser name (first-seen order), its curves in shades of it from light to
 /// dark in their order. `optimizers`: each curve's optimiser name.

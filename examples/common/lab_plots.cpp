@@ -242,6 +242,35 @@ std::pair<std::string, std::string> vector_terminal(const std::string& gnuplot, 
 
 }  // namespace
 
+PlotOutcome render_figure(const std::string& dir, const std::string& gnuplot, const std::string& name, int width,
+                          int height, const std::string& header,
+                          const std::function<std::string(const std::string&, const std::string&)>& script,
+                          const std::string& what) {
+  PlotOutcome outcome;
+  std::string why;
+  const std::string terminal = png_terminal(gnuplot, &why);
+  std::string text = header + script(terminal_line(terminal.empty() ? "pngcairo" : terminal, width, height), name + ".png");
+  const bool pdf = !terminal.empty() && gnuplot_has_terminal(gnuplot, "pdfcairo");
+  if (pdf) {
+    text += script(fmt::format("set terminal pdfcairo size {:.1f}in,{:.1f}in noenhanced font 'Sans,8'", width / 110.0,
+                               height / 110.0),
+                   name + ".pdf");
+  }
+  write_text((fs::path(dir) / (name + ".gp")).string(), text);
+  if (terminal.empty()) {
+    outcome.message = fmt::format("{}: {}; {}.gp is in {} for later", what, why, name, dir);
+    return outcome;
+  }
+  if (std::string error = run_gnuplot(gnuplot, dir, name + ".gp"); !error.empty()) {
+    outcome.message = what + ": " + error;
+    return outcome;
+  }
+  outcome.files.push_back((fs::path(dir) / (name + ".png")).string());
+  if (pdf) outcome.files.push_back((fs::path(dir) / (name + ".pdf")).string());
+  outcome.written = true;
+  return outcome;
+}
+
 PlotOutcome write_plots(const LabConfig& config, const std::vector<RunRecord>& records, const std::string& context,
                         const std::string& eval_name) {
   PlotOutcome outcome;

@@ -446,7 +446,6 @@ std::string sensitivity_script(const std::string& terminal, const std::string& o
 
 PlotOutcome write_sensitivity_plot(const LabConfig& lab, const std::vector<SensitivityRow>& rows,
                                    const std::vector<std::optional<std::size_t>>& chosen) {
-  PlotOutcome outcome;
   const ProtocolConfig& p = lab.protocol;
   const fs::path out(lab.out_dir);
   write_text((out / "sensitivity.dat").string(), sensitivity_data(rows, p.names.size(), parse_selection(p.select)));
@@ -456,30 +455,14 @@ PlotOutcome write_sensitivity_plot(const LabConfig& lab, const std::vector<Sensi
                                : p.names[i] + " (every rate diverged)");
     families.push_back(p.settings[i].front().name);
   }
-  std::string why;
-  const std::string terminal = png_terminal(lab.gnuplot, &why);
   const std::vector<std::string> colours = family_colours(families);
-  std::string script = "# Written by " + lab.program + ": re-render with `gnuplot sensitivity.gp` in this directory.\n";
-  script += sensitivity_script(terminal_line(terminal.empty() ? "pngcairo" : terminal, 1000, 560), "sensitivity.png", lab,
-                               titles, colours);
-  const bool pdf = !terminal.empty() && gnuplot_has_terminal(lab.gnuplot, "pdfcairo");
-  if (pdf) {
-    script += sensitivity_script("set terminal pdfcairo size 9.1in,5.1in noenhanced font 'Sans,8'", "sensitivity.pdf", lab,
-                                 titles, colours);
-  }
-  write_text((out / "sensitivity.gp").string(), script);
-  if (terminal.empty()) {
-    outcome.message = fmt::format("no sensitivity plot: {}; sensitivity.dat and sensitivity.gp are in {}", why, lab.out_dir);
-    return outcome;
-  }
-  if (std::string error = run_gnuplot(lab.gnuplot, lab.out_dir, "sensitivity.gp"); !error.empty()) {
-    outcome.message = "no sensitivity plot: " + error;
-    return outcome;
-  }
-  outcome.files.push_back((out / "sensitivity.png").string());
-  if (pdf) outcome.files.push_back((out / "sensitivity.pdf").string());
-  outcome.written = true;
-  return outcome;
+  return render_figure(
+      lab.out_dir, lab.gnuplot, "sensitivity", 1000, 560,
+      "# Written by " + lab.program + ": re-render with `gnuplot sensitivity.gp` in this directory.\n",
+      [&](const std::string& terminal, const std::string& output) {
+        return sensitivity_script(terminal, output, lab, titles, colours);
+      },
+      "no sensitivity plot");
 }
 
 // ---------------------------------------------------------------- the program

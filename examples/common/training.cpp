@@ -289,9 +289,7 @@ class Trainer {
  public:
   Trainer(nn::Module& model, const RunConfig& config, const Datasets& data)
       : model_(model), config_(config), data_(data), optimizer_(make_optimizer(config, model)),
-        loader_(data.train, {.batch_size = config.batch_size, .shuffle = true,
-                             .drop_last = !config.problem.empty(),  // a test problem drops it, as DeepOBS
-                             .image_shape = config.images, .seed = config.seed}) {
+        loader_(data.train, loader_options(config)) {
     if (!config.save_path.empty()) data::check_writable(config.save_path, "the checkpoint");
     if (!config.log_path.empty()) data::check_writable(config.log_path, "the log");
     probe_model(model_, data.train, config.images, "training");
@@ -637,6 +635,16 @@ std::shared_ptr<nn::Module> build_model(const RunConfig& config, const data::Dat
   nn::ModelContext context{.channels = 1, .height = train.rows, .width = train.cols, .classes = data::kMnistClasses,
                            .init = nn::parse_init(config.init), .gen = &nn::default_generator()};
   return nn::make_model(config.model, context);
+}
+
+data::LoaderOptions loader_options(const RunConfig& config) {
+  return {.batch_size = config.batch_size, .shuffle = true,
+          .drop_last = !config.problem.empty(),  // a test problem drops it, as DeepOBS
+          .image_shape = config.images, .seed = config.seed};
+}
+
+std::size_t steps_per_epoch(const RunConfig& config, const data::Dataset& train) {
+  return data::DataLoader(train, loader_options(config)).num_batches();
 }
 
 RunResult fit(nn::Module& model, const RunConfig& config, const Datasets& datasets, const EpochCallback& on_epoch) {

@@ -19,6 +19,7 @@
 
 #include "config/spec.hpp"
 #include "data/dataset.hpp"
+#include "data/loader.hpp"
 #include "nn/loss.hpp"
 #include "nn/module.hpp"
 
@@ -114,6 +115,11 @@ Datasets load_datasets(const RunConfig& config);
 
 /// config.model built for the data's geometry with the config's initialiser, after nn::manual_seed(config.seed).
 std::shared_ptr<nn::Module> build_model(const RunConfig& config, const data::Dataset& train);
+
+/// How fit() draws the training batches for `config` (a test problem drops the last partial batch, as DeepOBS).
+data::LoaderOptions loader_options(const RunConfig& config);
+/// Steps an epoch of `config` takes over `train`.
+std::size_t steps_per_epoch(const RunConfig& config, const data::Dataset& train);
 
 /// Called after every epoch (the programs print it; the lab collects it).
 using EpochCallback = std::function<void(const EpochMetrics&)>;
