@@ -788,16 +788,18 @@ TEST_CASE("lab: a tiny grid writes its CSV, Markdown table and PNGs") {
   CHECK(fs::file_size(out / "plot.gp") > 0);
   CHECK(read_file(out / "bands.dat").find("# adam\n") != std::string::npos);  // labels: the name (nothing varies)
 
-  // Without gnuplot: the same tables, a warning and no PNG, still exit 0.
+  // Without gnuplot: the same tables, a warning and no PNG, still exit 0. (The loss trained, when not the
+  // cross-entropy, is in the header and the table's title.)
   fs::path no_plots = temp_path("lab_no_gnuplot");
   fs::remove_all(no_plots);
-  captured(1, [&] {
+  log = captured(1, [&] {
     status = lab_main({"--optimizers", "adam", "--seeds", "0", "--epochs", "1", "--hidden", "16", "--train-subset",
                        "500", "--out", no_plots.string(), "--gnuplot", "/nonexistent/gnuplot", "--quiet",
-                       "--no-progress"});
+                       "--no-progress", "--loss", "mse"});
   });
   CHECK(status == 0);
-  CHECK(fs::exists(no_plots / "summary.md"));
+  CHECK(log.find("1 epoch, loss mse (") != std::string::npos);
+  CHECK(read_file(no_plots / "summary.md").find(", loss mse;") != std::string::npos);
   CHECK(fs::exists(no_plots / "curves.csv"));
   CHECK(fs::exists(no_plots / "plot.gp"));
   CHECK_FALSE(fs::exists(no_plots / "curves.png"));

@@ -644,6 +644,7 @@ std::string context_of(const LabConfig& config, const Datasets& datasets) {
     context += fmt::format(", schedule {} ({})", b.schedule.text(), b.lr_per_epoch ? "per epoch" : "per step");
   }
   if (b.no_bias_decay) context += ", no weight decay on biases";
+  if (b.loss != nn::ClassifierLoss::cross_entropy) context += ", loss " + nn::classifier_loss_name(b.loss);
   return context;
 }
 
