@@ -12,12 +12,13 @@
 //   loss_landscape --grid 41 --range 0.5 --seed 3 --out landscape-out
 //   loss_landscape --optimizers 'adam(lr=1e-3)' 'momentum(lr=0.05)' 'lion(lr=1e-4)'
 //   loss_landscape --spectrum      also the Hessian's spectral density at the final weights (SLQ, as PyHessian)
+//   loss_landscape --spectrum --curvature both    and the generalised Gauss-Newton matrix's beside it
 // Writes, in --out: interpolation.csv (alpha, loss), surface.csv (a, b, loss), trajectory.csv (point, x, y: the
 // weights every 20 steps, then the final ones), paths.csv (optimizer, point, step, x, y, plane_loss: every
 // optimiser's weights every 20 steps on the shared plane),
 // surface.dat, plane.dat, trajectory.dat, paths-plane.dat and paths.dat (for gnuplot), the gnuplot scripts,
 // interpolation.png, surface.png, trajectory.png, paths.png (contours) and paths-surface.png (3-D); with
-// --spectrum, spectrum.csv (eigenvalue, density) and spectrum.png.
+// --spectrum, spectrum.csv (eigenvalue, density; ggn-spectrum.csv for the GGN) and spectrum.png/.pdf.
 #include <algorithm>
 #include <array>
 #include <filesystem>
@@ -28,6 +29,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "analysis/ggn.hpp"
 #include "analysis/landscape.hpp"
 #include "analysis/spectrum.hpp"
 #include "autograd/ops.hpp"
@@ -53,6 +55,7 @@ struct Settings {
   std::vector<std::string> optimizers{"adam(lr=1e-3)", "sgd(lr=0.1)", "rmsprop(lr=1e-3)"};
   bool spectrum = false;
   std::size_t spectrum_probes = 4, spectrum_steps = 80;
+  std::string curvature = "hessian";
 };
 
 /// Weights are saved every this many steps (and at the end).
@@ -299,54 +302,95 @@ void write_plots(const Settings& s, const analysis::TrajectoryPca& pca, const st
              s.out);
 }
 
-/// The Hessian's spectral density at the trained weights by stochastic Lanczos quadrature (as PyHessian), its
-/// top eigenvalue (Lanczos) and trace (Hutchinson): spectrum.csv and, unless --no-plots, spectrum.png (the
-/// density on a log scale, as PyHessian's figure).
-void write_spectrum(const Settings& s, const analysis::LossFn& loss, const std::vector<ag::Tensor>& params) {
-  const analysis::HessianOperator hessian(loss, params);
-  const analysis::SpectralDensity rho =
-      analysis::spectral_density(hessian, {.probes = s.spectrum_probes, .steps = s.spectrum_steps, .seed = s.seed});
-  const double top = analysis::lanczos_eigenpairs(hessian, 1, {.seed = s.seed}).values.at(0);
-  const analysis::TraceEstimate trace = analysis::hutchinson_trace(hessian, 100, s.seed);
-  std::string csv = "eigenvalue,density\n", dat;
-  for (std::size_t i = 0; i < rho.grid.size(); ++i) {
-    csv += fmt::format("{:.9g},{:.9g}\n", rho.grid[i], rho.density[i]);
-    dat += fmt::format("{:.9g} {:.9g}\n", rho.grid[i], std::max(rho.density[i], 1e-300));
-  }
-  double low = rho.nodes[0][0], high = low;
-  for (const std::vector<double>& nodes : rho.nodes) {
+/// One curvature matrix's spectrum: its density by stochastic Lanczos quadrature (as PyHessian), its top eigenvalue
+/// (Lanczos) and trace (Hutchinson, 100 probes).
+struct Spectrum {
+  std::string name;  // "Hessian" or "GGN"
+  analysis::SpectralDensity density;
+  double top = 0;
+  analysis::TraceEstimate trace;
+};
+
+Spectrum spectrum_of(const std::string& name, const analysis::LinearOperator& op, const Settings& s) {
+  return {name, analysis::spectral_density(op, {.probes = s.spectrum_probes, .steps = s.spectrum_steps, .seed = s.seed}),
+          analysis::lanczos_eigenpairs(op, 1, {.seed = s.seed}).values.at(0), analysis::hutchinson_trace(op, 100, s.seed)};
+}
+
+/// "<name> of n parameters: top eigenvalue ..., trace ... (Hutchinson), ... (SLQ); quadrature nodes in [lo, hi]".
+std::string spectrum_line(const Spectrum& sp) {
+  double low = sp.density.nodes[0][0], high = low;
+  for (const std::vector<double>& nodes : sp.density.nodes) {
     for (double node : nodes) {
       low = std::min(low, node);
       high = std::max(high, node);
     }
   }
-  const fs::path out(s.out);
-  lab::write_text((out / "spectrum.csv").string(), csv);
-  lab::write_text((out / "spectrum.dat").string(), dat);
-  const std::string summary = fmt::format(
-      "Hessian of {} parameters: top eigenvalue {:.4f} (Lanczos), trace {:.2f} +- {:.2f} (Hutchinson, 100 probes), "
-      "{:.2f} (SLQ); quadrature nodes in [{:.4f}, {:.4f}]",
-      hessian.size(), top, trace.estimate, trace.standard_error, rho.trace_estimate(), low, high);
-  fmt::print("{}\nwrote {}/spectrum.csv\n", summary, s.out);
-  if (s.no_plots) return;
-  std::string why;
-  const std::string terminal = lab::png_terminal(s.gnuplot, &why);
-  if (!terminal.empty()) {
-    lab::write_text((out / "spectrum.gp").string(),
-                    lab::terminal_line(terminal, 900, 600) + "\nset output 'spectrum.png'\nset logscale y\n"
-                    "set format y '%.0e'\nset yrange [1e-8:*]\nset grid\nset key off\nset xlabel 'eigenvalue'\n"
-                    "set ylabel 'density (log scale)'\nset title " +
-                        lab::gnuplot_string(fmt::format("Hessian spectral density, SLQ ({} probes x {} Lanczos steps): "
-                                                        "top eigenvalue {:.3g}, trace {:.3g}",
-                                                        s.spectrum_probes, s.spectrum_steps, top, trace.estimate)) +
-                        "\nplot 'spectrum.dat' using 1:2 with lines lw 2 lc rgb '#1f77b4'\n");
-    why = lab::run_gnuplot(s.gnuplot, s.out, "spectrum.gp");
+  return fmt::format("{} of {} parameters: top eigenvalue {:.4f} (Lanczos), trace {:.2f} +- {:.2f} (Hutchinson, 100 "
+                     "probes), {:.2f} (SLQ); quadrature nodes in [{:.4f}, {:.4f}]",
+                     sp.name, sp.density.dimension, sp.top, sp.trace.estimate, sp.trace.standard_error,
+                     sp.density.trace_estimate(), low, high);
+}
+
+/// The spectra's figure: each density on a log scale (the GGN, positive semi-definite, beside the Hessian).
+std::string spectrum_script(const std::vector<Spectrum>& spectra, const std::vector<std::string>& files,
+                            const Settings& s, const std::string& terminal, const std::string& output) {
+  std::string title = fmt::format("Spectral density at the trained weights, SLQ ({} probes x {} Lanczos steps)",
+                                  s.spectrum_probes, s.spectrum_steps);
+  std::string script = terminal + "\nset output " + lab::gnuplot_string(output) +
+                       "\nset logscale y\nset format y '%.0e'\nset yrange [1e-8:*]\nset grid\nset key top right\n"
+                       "set xlabel 'eigenvalue'\nset ylabel 'density (log scale)'\nset title " +
+                       lab::gnuplot_string(title) + "\nplot ";
+  const char* colours[] = {"#1f77b4", "#d62728"};
+  for (std::size_t i = 0; i < spectra.size(); ++i) {
+    script += fmt::format("'{}' using 1:2 with lines lw 2 lc rgb '{}' title {}{}", files[i], colours[i % 2],
+                          lab::gnuplot_string(fmt::format("{}: top eigenvalue {:.3g}, trace {:.3g}", spectra[i].name,
+                                                          spectra[i].top, spectra[i].trace.estimate)),
+                          i + 1 < spectra.size() ? ", " : "\n");
   }
-  if (!why.empty()) {
-    fmt::print(stderr, "loss_landscape: warning: no plot: {}\n", why);
+  return script + "unset output\n";
+}
+
+/// The spectral densities at the trained weights (--curvature: the Hessian, the generalised Gauss-Newton matrix
+/// G = J^T H_z J, or both): spectrum.csv / ggn-spectrum.csv (eigenvalue, density) and, unless --no-plots,
+/// spectrum.png and .pdf (the densities on a log scale, as PyHessian's figure).
+void write_spectrum(const Settings& s, const analysis::LossFn& loss, const analysis::LogitsFn& logits,
+                    const std::vector<ag::Tensor>& params) {
+  std::vector<Spectrum> spectra;
+  std::vector<std::string> files;
+  if (s.curvature != "ggn") {
+    spectra.push_back(spectrum_of("Hessian", analysis::HessianOperator(loss, params), s));
+    files.push_back("spectrum");
+  }
+  if (s.curvature != "hessian") {
+    spectra.push_back(spectrum_of("GGN", analysis::GgnOperator(logits, params), s));
+    files.push_back("ggn-spectrum");
+  }
+  const fs::path out(s.out);
+  for (std::size_t i = 0; i < spectra.size(); ++i) {
+    const analysis::SpectralDensity& rho = spectra[i].density;
+    std::string csv = "eigenvalue,density\n", dat;
+    for (std::size_t k = 0; k < rho.grid.size(); ++k) {
+      csv += fmt::format("{:.9g},{:.9g}\n", rho.grid[k], rho.density[k]);
+      dat += fmt::format("{:.9g} {:.9g}\n", rho.grid[k], std::max(rho.density[k], 1e-300));
+    }
+    lab::write_text((out / (files[i] + ".csv")).string(), csv);
+    lab::write_text((out / (files[i] + ".dat")).string(), dat);
+    fmt::print("{}\nwrote {}/{}.csv\n", spectrum_line(spectra[i]), s.out, files[i]);
+  }
+  if (s.no_plots) return;
+  std::vector<std::string> data_files;
+  for (const std::string& f : files) data_files.push_back(f + ".dat");
+  const lab::PlotOutcome plot = lab::render_figure(
+      s.out, s.gnuplot, "spectrum", 900, 600, "# Re-render with `gnuplot spectrum.gp` in this directory.\n",
+      [&](const std::string& terminal, const std::string& output) {
+        return spectrum_script(spectra, data_files, s, terminal, output);
+      },
+      "no plot");
+  if (!plot.written) {
+    fmt::print(stderr, "loss_landscape: warning: {}\n", plot.message);
     return;
   }
-  fmt::print("wrote {}/spectrum.png\n", s.out);
+  for (const std::string& file : plot.files) fmt::print("wrote {}\n", file);
 }
 
 int run(const Settings& s) {
@@ -406,7 +450,7 @@ int run(const Settings& s) {
   fmt::print("wrote {0}/paths.csv, {0}/paths.dat, {0}/paths-plane.dat\n", s.out);
   std::fflush(stdout);
   if (!s.no_plots) write_plots(s, pca, runs, shared);
-  if (s.spectrum) write_spectrum(s, loss, params);
+  if (s.spectrum) write_spectrum(s, loss, [&] { return (*model)(eval.x); }, params);
   return 0;
 }
 
@@ -438,6 +482,11 @@ int main(int argc, char** argv) {
   app.add_flag("--spectrum", s.spectrum,
                "also the Hessian's spectral density at the first optimiser's final weights (stochastic Lanczos "
                "quadrature), its top eigenvalue and trace: spectrum.csv, spectrum.png");
+  app.add_option("--curvature", s.curvature,
+                 "--spectrum: of the Hessian, of the generalised Gauss-Newton matrix G = J^T H_z J (the Fisher, for the "
+                 "cross-entropy: positive semi-definite), or both in one figure")
+      ->check(CLI::IsMember({"hessian", "ggn", "both"}))
+      ->capture_default_str();
   app.add_option("--spectrum-probes", s.spectrum_probes, "--spectrum: random probes")
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
@@ -450,7 +499,8 @@ int main(int argc, char** argv) {
     examples::prepare_output_dir("--out", s.out,
                                  {"interpolation.csv", "surface.csv", "surface.dat", "trajectory.csv", "plane.dat", "trajectory.dat", "interpolation.gp",
                                   "surface.gp", "trajectory.gp", "paths.csv", "paths.dat", "paths-plane.dat", "paths.gp",
-                                  "paths-surface.gp", "spectrum.csv", "spectrum.dat", "spectrum.gp"});
+                                  "paths-surface.gp", "spectrum.csv", "spectrum.dat", "spectrum.gp", "ggn-spectrum.csv",
+                                  "ggn-spectrum.dat"});
     return run(s);
   });
 }

@@ -4,8 +4,8 @@
 #   scripts/figures.sh landscape   loss_landscape: initial -> final, a filter-normalised slice, the training path on
 #                                  its PCA plane, and three optimisers' paths from one start on one plane (paths.png,
 #                                  paths-surface.png)
-#   scripts/figures.sh spectrum    the Hessian's spectral density at the trained weights (SLQ), with its top eigenvalue
-#                                  and trace (loss_landscape --spectrum)
+#   scripts/figures.sh spectrum    the Hessian's and the Gauss-Newton matrix's spectral densities at the trained weights
+#                                  (SLQ), with their top eigenvalues and traces (loss_landscape --spectrum)
 #   scripts/figures.sh paths       optimisers on the 2-D test functions: Rosenbrock, Beale, the saddle
 #   scripts/figures.sh curvature   sharpness, trace and the gradient noise scale B_simple of the 784-128-64-10 MLP
 #                                  across 3 epochs of Adam (the lab's --track), with each tracker's overhead
@@ -18,7 +18,7 @@ out="${OUT:-figures}"
 export TAPEGRAD_MNIST_DIR="${TAPEGRAD_MNIST_DIR:-$here/data/mnist}"
 
 landscape() { "$build/examples/loss_landscape" --out "$out/landscape"; }
-spectrum() { "$build/examples/loss_landscape" --spectrum --out "$out/spectrum"; }
+spectrum() { "$build/examples/loss_landscape" --spectrum --curvature both --out "$out/spectrum"; }
 paths() {
   for function in rosenbrock beale saddle; do
     "$build/examples/optimizer_paths" --function "$function" --out "$out/paths-$function"

@@ -235,7 +235,8 @@ TEST_CASE("loss_landscape: the 1-D curve from the initial to the final weights, 
   fs::path out = scratch("landscape");
   Outcome ok = run("loss_landscape", {"--epochs", "1", "--train-size", "2000", "--subset", "500", "--grid", "5",
                                       "--alphas", "5", "--alpha-min", "0", "--alpha-max", "1", "--spectrum",
-                                      "--spectrum-probes", "1", "--spectrum-steps", "10", "--out", out.string()});
+                                      "--spectrum-probes", "1", "--spectrum-steps", "10", "--curvature", "both",
+                                      "--out", out.string()});
   INFO(ok.out << ok.err);
   CHECK(ok.code == 0);
   CHECK(ok.out.find("loss on 500 images: initial ") != std::string::npos);
@@ -254,7 +255,11 @@ TEST_CASE("loss_landscape: the 1-D curve from the initial to the final weights, 
   std::string spectrum = read_file(out / "spectrum.csv");
   CHECK(spectrum.rfind("eigenvalue,density\n", 0) == 0);
   CHECK(std::count(spectrum.begin(), spectrum.end(), '\n') == 1 + 1000);
-  CHECK(ok.out.find("top eigenvalue ") != std::string::npos);
+  CHECK(ok.out.find("Hessian of 50890 parameters: top eigenvalue ") != std::string::npos);
+  // The GGN beside it: positive semi-definite, so its quadrature's nodes (Ritz values) are >= 0 up to rounding.
+  CHECK(read_file(out / "ggn-spectrum.csv").rfind("eigenvalue,density\n", 0) == 0);
+  CHECK(ok.out.find("GGN of 50890 parameters: top eigenvalue ") != std::string::npos);
+  CHECK(value_after(ok.out, "quadrature nodes in [") >= -1e-6);
   if (ok.err.find("no plot") == std::string::npos) {
     CHECK(fs::file_size(out / "interpolation.png") > 10000);
     CHECK(fs::file_size(out / "surface.png") > 10000);
