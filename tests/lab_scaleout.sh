@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The lab's grid scaled out, as a user runs it (registered with CTest by tests/CMakeLists.txt):
-#   lab_scaleout.sh mpi    COMPARE_OPTIMIZERS   mpirun -np 2 gives the outputs of a serial grid
+#   lab_scaleout.sh mpi    COMPARE_OPTIMIZERS   mpirun -np 2 gives the outputs of a serial grid (of the protocol too)
 #   lab_scaleout.sh resume COMPARE_OPTIMIZERS   a grid killed by SIGKILL and restarted with the same command ends
 #                                               with the outputs of an uninterrupted grid; a changed command
 #                                               reuses nothing
@@ -69,7 +69,21 @@ mpi)
   grep -q "rank 1 of 2: run 2 (adam.* seed=1): the checkpoint .*: is a directory.*; ending every rank" "$work/failing.log" \
     || { cat "$work/failing.log"; fail "the failing rank did not say which run failed and why"; }
   [ ! -e "$work/failing/summary.csv" ] || fail "a grid whose rank failed wrote its summary"
-  echo "mpirun -np 2: the same summary and curves as the serial grid; a failing rank ends the grid, named"
+  # DeepOBS's protocol: both phases shared, rank 0's choice reaching rank 1, the serial protocol's tables.
+  protocol=(--protocol --optimizers sgd adam --lr-grid 1e-3:1e-1:3 --protocol-seeds 2 --epochs 1 --hidden 16
+            --train-subset 2000 --batch-sizes 100 --no-plots --no-progress --quiet)
+  "$lab" "${protocol[@]}" --jobs 1 --out "$work/protocol-serial" >"$work/protocol-serial.log" 2>&1 \
+    || { cat "$work/protocol-serial.log"; fail "the serial protocol"; }
+  timeout 100 mpirun -np 2 --oversubscribe "$lab" "${protocol[@]}" --out "$work/protocol-mpi" >"$work/protocol-mpi.log" 2>&1 \
+    || { cat "$work/protocol-mpi.log"; fail "the protocol under mpirun -np 2"; }
+  for file in sensitivity.csv performance.csv; do
+    cmp -s "$work/protocol-serial/$file" "$work/protocol-mpi/$file" \
+      || { diff "$work/protocol-serial/$file" "$work/protocol-mpi/$file"; fail "the protocol's $file under MPI differs"; }
+  done
+  sed -n '/phase 2/,$p' "$work/protocol-mpi.log" | grep -q "(rank 1)" \
+    || { cat "$work/protocol-mpi.log"; fail "rank 1 ran none of phase 2's runs"; }
+  echo "mpirun -np 2: the same summary and curves as the serial grid; a failing rank ends the grid, named;"
+  echo "the protocol's both phases shared, with the serial protocol's sensitivity and performance tables"
   ;;
 resume)
   # Kill the grid (one run at a time) once a run is finished and the next has its epochs and a checkpoint.

@@ -1025,9 +1025,6 @@ int lab_main(int argc, const char* const* argv, LabProgram program) {
     config = flags.config();
     config.rank = session->rank();
     config.ranks = session->size();
-    if (config.protocol.enabled && config.ranks > 1) {
-      throw FlagError("--protocol: not under MPI so far (phase 2 needs phase 1's choice on every rank); run it without mpirun");
-    }
     if (config.rank == 0 && config.protocol.enabled) {
       prepare_output_dir("--out", config.out_dir, {"sensitivity.csv", "performance.csv", "performance.md"});
     } else if (config.rank == 0) {
@@ -1039,9 +1036,13 @@ int lab_main(int argc, const char* const* argv, LabProgram program) {
   code = mpi::agree(code);  // under mpirun: all ranks go on, or none
   if (code != 0) return code;
   try {
-    if (config.rank != 0) {  // its share of the grid; rank 0 reports
+    if (config.rank != 0) {  // its share of the grid (of both phases of the protocol); rank 0 reports
       ag::set_blas_threads(config.base.threads);
-      run_lab(config, datasets, nullptr);
+      if (config.protocol.enabled) {
+        run_protocol(config, datasets, nullptr);
+      } else {
+        run_lab(config, datasets, nullptr);
+      }
       return 0;
     }
     return config.protocol.enabled ? protocol_main(config, datasets) : run_and_report(config, datasets);

@@ -153,6 +153,13 @@ int agree(int code) {
   return code;
 }
 
+std::vector<std::size_t> broadcast_from_rank0(std::vector<std::size_t> values) {
+#ifdef TAPEGRAD_WITH_MPI
+  if (world_size() > 1) return broadcast(std::move(values));
+#endif
+  return values;
+}
+
 void abort_all(const std::string& program, const std::string& message) {
 #ifdef TAPEGRAD_WITH_MPI
   if (world_size() > 1) {

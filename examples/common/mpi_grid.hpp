@@ -42,6 +42,9 @@ class Session {
 /// one of them cannot start.
 int agree(int code);
 
+/// Rank 0's `values` on every rank (collective; `values` itself with one rank).
+std::vector<std::size_t> broadcast_from_rank0(std::vector<std::size_t> values);
+
 /// Prints "<program>: rank R of N: <message>" on stderr and ends every rank (MPI_Abort), rather than leaving
 /// the others waiting for this one; with one rank, std::exit(1).
 [[noreturn]] void abort_all(const std::string& program, const std::string& message);

@@ -12,6 +12,7 @@
 #include "autograd/blas.hpp"
 #include "config/options.hpp"
 #include "examples/common/cli.hpp"
+#include "examples/common/mpi_grid.hpp"
 #include "optim/registry.hpp"
 
 namespace examples::lab {
@@ -301,17 +302,40 @@ PerformanceRow performance_of(const std::string& name, const config::Spec& setti
 }
 
 /// Phase 2's grid: the chosen settings with seeds 0 .. N-1, into OUT/seeds.
-LabConfig seeds_phase(const LabConfig& lab, const std::vector<SensitivityRow>& rows,
-                      const std::vector<std::optional<std::size_t>>& chosen) {
+LabConfig seeds_phase(const LabConfig& lab, const std::vector<config::Spec>& chosen_settings) {
   LabConfig phase = lab;
   phase.out_dir = (fs::path(lab.out_dir) / "seeds").string();
-  phase.optimizers.clear();
-  for (const auto& index : chosen) {
-    if (index) phase.optimizers.push_back(rows[*index].setting);
-  }
+  phase.optimizers = chosen_settings;
   phase.seeds.clear();
   for (std::size_t s = 0; s < lab.protocol.seeds; ++s) phase.seeds.push_back(s);
   return phase;
+}
+
+/// Under MPI the choice is rank 0's (it alone has phase 1's results): it sends, for each optimiser, the position of
+/// its chosen setting in ProtocolConfig::settings (kNoChoice: none), after a first value saying whether phase 2 runs
+/// (0: stop, interrupted). Every rank returns the chosen settings, or nullopt to stop. One rank: no message.
+constexpr std::size_t kNoChoice = static_cast<std::size_t>(-1);
+
+std::optional<std::vector<config::Spec>> agree_on_choice(const ProtocolConfig& protocol, bool go,
+                                                         const std::vector<SensitivityRow>& rows,
+                                                         const std::vector<std::optional<std::size_t>>& chosen) {
+  std::vector<std::size_t> message{go ? 1u : 0u};
+  for (std::size_t i = 0; i < chosen.size(); ++i) {
+    if (!chosen[i]) {
+      message.push_back(kNoChoice);
+      continue;
+    }
+    const std::vector<config::Spec>& settings = protocol.settings[rows[*chosen[i]].optimiser];
+    message.push_back(static_cast<std::size_t>(
+        std::find(settings.begin(), settings.end(), rows[*chosen[i]].setting) - settings.begin()));
+  }
+  message = mpi::broadcast_from_rank0(std::move(message));
+  if (message.empty() || message[0] == 0) return std::nullopt;
+  std::vector<config::Spec> settings;
+  for (std::size_t i = 1; i < message.size(); ++i) {
+    if (message[i] != kNoChoice) settings.push_back(protocol.settings.at(i - 1).at(message[i]));
+  }
+  return settings;
 }
 
 void say(std::FILE* log, const std::string& text) {
@@ -369,7 +393,16 @@ ProtocolResult run_protocol(const LabConfig& lab, const Datasets& datasets, std:
   say(log, fmt::format("# protocol, phase 1: {} optimiser(s) x {} learning rates, seed 0, into {}", protocol.names.size(),
                        protocol.lrs.size(), tuning.out_dir));
   result.tuning = run_lab(tuning, datasets, log);
-  if ((result.interrupted = result.tuning.interrupted)) return result;
+  if (lab.rank != 0) {  // its share of both phases: rank 0 chooses and reports
+    if (std::optional<std::vector<config::Spec>> settings = agree_on_choice(protocol, false, {}, {})) {
+      run_lab(seeds_phase(lab, *settings), datasets, nullptr);
+    }
+    return result;
+  }
+  if ((result.interrupted = result.tuning.interrupted)) {
+    agree_on_choice(protocol, false, {}, {});
+    return result;
+  }
 
   result.sensitivity = sensitivity_of(protocol, result.tuning.records);
   result.chosen = choose(result.sensitivity, protocol.names.size(), parse_selection(protocol.select));
@@ -384,7 +417,8 @@ ProtocolResult run_protocol(const LabConfig& lab, const Datasets& datasets, std:
   }
   report_choice(protocol, result.sensitivity, result.chosen, log);
 
-  const LabConfig seeds = seeds_phase(lab, result.sensitivity, result.chosen);
+  const LabConfig seeds =
+      seeds_phase(lab, agree_on_choice(protocol, true, result.sensitivity, result.chosen).value());
   say(log, fmt::format("# protocol, phase 2: the chosen setting(s) x {} seeds, into {}", protocol.seeds, seeds.out_dir));
   result.seeds = run_lab(seeds, datasets, log);
   result.interrupted = result.seeds.interrupted;
@@ -475,6 +509,10 @@ int protocol_main(const LabConfig& lab, const Datasets& datasets) {
              p.names.size() * (p.lrs.size() + p.seeds), p.select, lab.out_dir);
   ag::set_blas_threads(lab.base.threads);  // --threads, as every run of the lab: the same bits run after run
   fmt::print("# BLAS: {}\n", ag::blas_info());
+  if (lab.ranks > 1) {
+    fmt::print("# MPI: {} ranks share both phases, one run at a time each; rank 0 chooses and writes the outputs\n",
+               lab.ranks);
+  }
   std::fflush(stdout);
   watch_interrupts();
   ProtocolResult result = run_protocol(lab, datasets, stdout);

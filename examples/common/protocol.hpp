@@ -17,7 +17,8 @@
 //                          accuracy and loss, mean ± sample std
 // Metrics come from the runs' evaluations on DeepOBS's splits (RunResult::evaluations; the protocol turns the
 // splits on, evaluated at each epoch's end unless --eval-every K): "final" is the last evaluation, "best" the best
-// one. Under MPI the protocol is refused so far (the choice would have to reach every rank).
+// one. Under MPI (`mpirun -np N compare_optimizers --protocol ...`) both phases are shared among the ranks, and
+// rank 0, which gathers phase 1, sends its choice to every rank before phase 2.
 #pragma once
 
 #include <cstdio>
