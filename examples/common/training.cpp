@@ -368,17 +368,22 @@ class Trainer {
     if (!append) log_ << header << std::flush;
   }
 
-  /// The model on `dataset` at the optimiser's evaluation point (an average of the weights, if it keeps one;
-  /// batch-norm statistics are then recomputed for it over the training set, and put back after).
-  Evaluation evaluate_at_eval_point(const data::Dataset& dataset) {
+  /// The model on each of `datasets` at the optimiser's evaluation point (an average of the weights, if it keeps
+  /// one; batch-norm statistics are then recomputed for it over the training set, once for them all, and put back
+  /// after).
+  std::vector<Evaluation> evaluate_at_eval_point(std::initializer_list<const data::Dataset*> datasets) {
     optim::EvalScope at(*optimizer_);
     StatisticsForAverage statistics(model_, *optimizer_, data_.train, config_.images);
-    return evaluate(model_, dataset, config_.images, config_.loss);
+    std::vector<Evaluation> evaluations;
+    for (const data::Dataset* dataset : datasets) {
+      evaluations.push_back(evaluate(model_, *dataset, config_.images, config_.loss));
+    }
+    return evaluations;
   }
 
   RunResult evaluate_only() {
-    Evaluation train_eval = evaluate_at_eval_point(data_.train);
-    Evaluation test_eval = evaluate_at_eval_point(data_.test);
+    const std::vector<Evaluation> evaluations = evaluate_at_eval_point({&data_.train, &data_.test});
+    const Evaluation &train_eval = evaluations[0], &test_eval = evaluations[1];
     result_.epochs.push_back({at_.epoch, train_eval.loss, train_eval.accuracy, test_eval.loss, test_eval.accuracy,
                               optimizer_->lr(), 0.0, nn::weight_norm(model_.named_parameters())});
     result_.best_test_acc = std::max(result_.best_test_acc, test_eval.accuracy);
@@ -412,9 +417,9 @@ class Trainer {
     const auto start = Clock::now();
     EvalMetrics m{.step = at_.step, .seconds = training_clock(), .lr = optimizer_->lr()};
     m.epoch = static_cast<double>(at_.step) / static_cast<double>(loader_.num_batches());
-    const Evaluation train_eval = evaluate_at_eval_point(data_.train_eval);
-    const Evaluation validation = evaluate_at_eval_point(data_.validation);
-    const Evaluation test = evaluate_at_eval_point(data_.test);
+    const std::vector<Evaluation> evaluations =
+        evaluate_at_eval_point({&data_.train_eval, &data_.validation, &data_.test});
+    const Evaluation &train_eval = evaluations[0], &validation = evaluations[1], &test = evaluations[2];
     m.train_eval_loss = train_eval.loss, m.train_eval_acc = train_eval.accuracy;
     m.validation_loss = validation.loss, m.validation_acc = validation.accuracy;
     m.test_loss = test.loss, m.test_acc = test.accuracy;
@@ -511,7 +516,7 @@ class Trainer {
       metrics.test_loss = all.test_loss;
       metrics.test_acc = all.test_acc;
     } else {
-      Evaluation test_eval = evaluate_at_eval_point(data_.test);
+      const Evaluation test_eval = evaluate_at_eval_point({&data_.test}).front();
       metrics.test_loss = test_eval.loss;
       metrics.test_acc = test_eval.accuracy;
     }
