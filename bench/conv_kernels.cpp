@@ -3,50 +3,21 @@
 // Prints microseconds per call of the forward alone and of forward + backward through the tape: the best
 // thread CPU time of the runs (robust on a shared machine) and, in parentheses, the median wall time.
 // Usage: conv_kernels [repetitions=50] [batch=200]
-#include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <ctime>
 #include <functional>
 #include <vector>
 
 #include "autograd/blas.hpp"
 #include "autograd/ops.hpp"
 #include "autograd/tape.hpp"
+#include "bench/timing.hpp"
 
 using namespace ag;
 
 namespace {
 
-/// This thread's CPU time: on a shared machine, wall time also counts the time other processes held the core.
-double thread_cpu_us() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return double(ts.tv_sec) * 1e6 + double(ts.tv_nsec) * 1e-3;
-}
-
-struct Timing {
-  double cpu = 0, wall = 0;
-};
-
-double median(std::vector<double> values) {
-  std::nth_element(values.begin(), values.begin() + values.size() / 2, values.end());
-  return values[values.size() / 2];
-}
-
-Timing median_us(int repetitions, const std::function<void()>& step) {
-  for (int i = 0; i < 3; ++i) step();  // warm the caches and the block cache
-  std::vector<double> cpu, wall;
-  for (int i = 0; i < repetitions; ++i) {
-    auto start = std::chrono::steady_clock::now();
-    double cpu_start = thread_cpu_us();
-    step();
-    cpu.push_back(thread_cpu_us() - cpu_start);
-    wall.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count());
-  }
-  return {*std::min_element(cpu.begin(), cpu.end()), median(wall)};
-}
+using bench::Timing;
 
 }  // namespace
 
@@ -84,11 +55,11 @@ int main(int argc, char** argv) {
   std::printf("%-26s %20s %20s %10s\n", "op", "forward", "fwd+bwd", "backward");
   Timing total_forward, total_step;
   for (const Row& row : rows) {
-    Timing forward = median_us(repetitions, [&] {
+    Timing forward = bench::time_us(repetitions, [&] {
       NoGradGuard no_grad;
       row.forward();
     });
-    Timing step = median_us(repetitions, [&] {
+    Timing step = bench::time_us(repetitions, [&] {
       for (Tensor* t : {&w1, &b1, &x2, &w2, &b2, &p1, &p2}) t->zero_grad();  // as a training step does
       Tensor y = row.forward();
       backward(y, row.seed);

@@ -13,11 +13,9 @@
 // median wall time in parentheses) and each one's ratio to plain.
 // Usage: per_sample_bench [repetitions=30] [batch=128]   (MNIST from $TAPEGRAD_MNIST_DIR or data/mnist)
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <functional>
 #include <span>
 #include <vector>
@@ -26,33 +24,18 @@
 #include "autograd/blas.hpp"
 #include "autograd/ops.hpp"
 #include "autograd/tape.hpp"
+#include "bench/timing.hpp"
 #include "data/dataset.hpp"
 #include "nn/layers.hpp"
 
 namespace {
 
-double thread_cpu_ms() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return double(ts.tv_sec) * 1e3 + double(ts.tv_nsec) * 1e-6;
-}
+using bench::Timing;
 
-struct Timing {
-  double cpu = 0, wall = 0;
-};
-
+/// Milliseconds.
 Timing time_ms(int repetitions, const std::function<void()>& call) {
-  for (int i = 0; i < 3; ++i) call();  // warm the caches and the block cache
-  std::vector<double> cpu, wall;
-  for (int i = 0; i < repetitions; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    const double cpu_start = thread_cpu_ms();
-    call();
-    cpu.push_back(thread_cpu_ms() - cpu_start);
-    wall.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
-  }
-  std::nth_element(wall.begin(), wall.begin() + wall.size() / 2, wall.end());
-  return {*std::min_element(cpu.begin(), cpu.end()), wall[wall.size() / 2]};
+  const Timing us = bench::time_us(repetitions, call);
+  return {us.cpu * 1e-3, us.wall * 1e-3};
 }
 
 }  // namespace
