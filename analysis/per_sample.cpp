@@ -404,6 +404,47 @@ PerSampleSqNorms per_sample_sq_norms(nn::Sequential& model, const Tensor& x, ag:
   return out;
 }
 
+PerSampleSqNorms per_sample_sq_norms_by_sample(nn::Module& model, const Tensor& x, ag::Labels labels,
+                                               ag::Reduction reduction) {
+  const char* what = "per_sample_sq_norms_by_sample";
+  if (reduction == ag::Reduction::none) throw std::invalid_argument(fmt::format("{}: Reduction::none", what));
+  if (x.shape().empty() || x.shape()[0] == 0) throw std::invalid_argument(fmt::format("{}: an empty batch", what));
+  const std::size_t batch = x.shape()[0];
+  if (labels.size() != batch) {
+    throw std::invalid_argument(fmt::format("{}: {} labels for a batch of {}", what, labels.size(), batch));
+  }
+  PerSampleSqNorms out;
+  for (const auto& [name, param] : model.named_parameters()) {
+    if (!param.requires_grad()) continue;
+    out.names.push_back(name);
+    out.params.push_back(param);
+  }
+  out.batch = batch;
+  out.scale = reduction == ag::Reduction::mean ? 1.0 / static_cast<double>(batch) : 1.0;
+  out.sq_norms.assign(batch, 0.0);
+  std::vector<std::vector<double>> total(out.params.size());
+  for (std::size_t k = 0; k < out.params.size(); ++k) total[k].assign(out.params[k].numel(), 0.0);
+  detail::ReleaseTapeOnThrow release;
+  for (std::size_t n = 0; n < batch; ++n) {
+    const Tensor loss = ag::cross_entropy(model(ag::narrow(x, 0, n, 1)), labels.subspan(n, 1), ag::Reduction::sum);
+    out.loss += out.scale * loss.item();
+    const std::vector<Tensor> grads = ag::grad({loss}, out.params);  // .grad untouched; releases the tape
+    for (std::size_t k = 0; k < grads.size(); ++k) {
+      const std::vector<double> g = grads[k].to_vector();
+      for (std::size_t i = 0; i < g.size(); ++i) {
+        out.sq_norms[n] += out.scale * out.scale * g[i] * g[i];
+        total[k][i] += out.scale * g[i];
+      }
+    }
+  }
+  release.dismiss();
+  for (std::size_t k = 0; k < total.size(); ++k) {
+    out.gradient.push_back(
+        Tensor::from_data(out.params[k].shape(), std::span<const double>(total[k])).to(out.params[k].dtype()));
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------- statistics
 
 std::vector<double> per_sample_norms(const PerSampleGradients& g) {

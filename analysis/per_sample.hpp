@@ -94,6 +94,13 @@ struct PerSampleSqNorms : PerSampleBatch {
 PerSampleSqNorms per_sample_sq_norms(nn::Sequential& model, const ag::Tensor& x, ag::Labels labels,
                                      ag::Reduction reduction = ag::Reduction::mean);
 
+/// The same for any module (its parameters that require grad, by name), by B separate forward and backward
+/// sweeps of one sample each (ag::grad: no parameter's .grad is touched): B times the cost of a batch's sweep, for
+/// models the one-sweep rules above do not cover (a user's own Module class). Throws std::invalid_argument for a
+/// labels count that is not B, Reduction::none or an empty batch.
+PerSampleSqNorms per_sample_sq_norms_by_sample(nn::Module& model, const ag::Tensor& x, ag::Labels labels,
+                                               ag::Reduction reduction = ag::Reduction::mean);
+
 /// The statistics below throw std::invalid_argument naming the parameter whose grads[k] is not
 /// (B, numel(params[k])) of the parameter's dtype.
 

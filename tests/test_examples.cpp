@@ -1330,6 +1330,49 @@ TEST_CASE("--track: a per-step CSV; SGD's update norm is lr times the gradient n
 }
 
 namespace {
+/// A program's own model class (as mnist_mlp's): not an nn::Sequential.
+class OwnModel : public nn::Module {
+ public:
+  explicit OwnModel(std::shared_ptr<nn::Module> inner) : inner_(register_module("net", std::move(inner))) {}
+  ag::Tensor forward(const ag::Tensor& x) override { return (*inner_)(x); }
+  std::string type_name() const override { return "OwnModel"; }
+
+ private:
+  std::shared_ptr<nn::Module> inner_;
+};
+}  // namespace
+
+TEST_CASE("--track noise-scale takes a program's own model class: sample by sample, the one-sweep statistic") {
+  RunConfig c = quiet_config();
+  c.model = spec("mlp(hidden=[16])");
+  c.optimizer = optim::resolve_optimizer(spec("sgd(lr=0.1)"));
+  c.epochs = 1;
+  c.batch_size = 100;
+  c.track = {examples::resolve_tracker(spec("noise-scale(every=5,samples=100)"))};
+  c.track_log = temp_path("track_own.csv").string();
+  examples::Datasets data = mnist_subset(1000);
+  std::shared_ptr<nn::Module> inner = examples::build_model(c, data.train);
+  OwnModel model(inner);
+  RunResult r = examples::fit(model, c, data);
+  REQUIRE(r.steps == 10);
+  std::istringstream in(read_file(c.track_log));
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  REQUIRE(lines.size() == 11);
+  CHECK(lines[0] == "step,epoch,loss,noise_scale,grad_sq,trace_cov");
+  const std::vector<std::string> last = examples::lab::csv_cells(lines[10]);
+  data::DataLoader loader(data.train, {.batch_size = 100, .shuffle = false});
+  data::Batch batch;
+  loader.next(batch);
+  model.eval();
+  const analysis::NoiseScale b = analysis::noise_scale(
+      analysis::per_sample_sq_norms(dynamic_cast<nn::Sequential&>(*inner), batch.images, batch.labels));
+  CHECK(std::stod(last[3]) == doctest::Approx(b.simple).epsilon(1e-4));
+  CHECK(std::stod(last[5]) == doctest::Approx(b.trace).epsilon(1e-4));
+  fs::remove(c.track_log);
+}
+
+namespace {
 /// A small MLP's run (batch 100) for the run store's tests.
 RunConfig store_run(const std::string& model, std::size_t epochs) {
   RunConfig run = quiet_config();

@@ -251,6 +251,57 @@ TEST_CASE("per-sample squared norms without the per-sample gradients agree with 
   }
 }
 
+namespace {
+/// A user's own module class around a network: not an nn::Sequential, so only the sample-by-sample form takes it.
+class Wrapped : public nn::Module {
+ public:
+  explicit Wrapped(std::shared_ptr<nn::Sequential> inner) : inner_(register_module("net", std::move(inner))) {}
+  Tensor forward(const Tensor& x) override { return (*inner_)(x); }
+  std::string type_name() const override { return "Wrapped"; }
+
+ private:
+  std::shared_ptr<nn::Sequential> inner_;
+};
+}  // namespace
+
+TEST_CASE("per-sample squared norms sample by sample, for any module, agree with the one-sweep rules") {
+  ag::Generator gen(19);
+  for (bool conv : {false, true}) {
+    CAPTURE(conv);
+    auto model = conv ? make_cnn(gen) : make_mlp(gen);
+    const std::size_t batch = 5;
+    Tensor x = conv ? Tensor::randn(ag::Shape{batch, 2, 9, 9}, gen, 0.0, 1.0, DType::f64)
+                    : Tensor::randn(ag::Shape{batch, 5}, gen, 0.0, 1.0, DType::f64);
+    std::vector<std::int32_t> labels = random_labels(batch, 3, gen);
+    Wrapped wrapped(model);
+    for (ag::Reduction reduction : {ag::Reduction::sum, ag::Reduction::mean}) {
+      const analysis::PerSampleSqNorms one = analysis::per_sample_sq_norms(*model, x, labels, reduction);
+      const analysis::PerSampleSqNorms direct = analysis::per_sample_sq_norms_by_sample(*model, x, labels, reduction);
+      const analysis::PerSampleSqNorms user = analysis::per_sample_sq_norms_by_sample(wrapped, x, labels, reduction);
+      CHECK(ag::tape_size() == 0);
+      CHECK(direct.names == one.names);
+      CHECK(user.names.front() == "net." + one.names.front());
+      for (const analysis::PerSampleSqNorms* s : {&direct, &user}) {
+        CHECK(s->scale == one.scale);
+        CHECK(s->loss == doctest::Approx(one.loss).epsilon(1e-12));
+        for (std::size_t n = 0; n < batch; ++n) CHECK(s->sq_norms[n] == doctest::Approx(one.sq_norms[n]).epsilon(1e-12));
+        REQUIRE(s->gradient.size() == one.gradient.size());
+        for (std::size_t k = 0; k < one.gradient.size(); ++k) {
+          CHECK(max_abs_difference(s->gradient[k].to_vector(), one.gradient[k].to_vector()) < 1e-12);
+        }
+        CHECK(analysis::noise_scale(*s).simple == doctest::Approx(analysis::noise_scale(one).simple).epsilon(1e-10));
+      }
+    }
+    // The parameters' .grad is left as it was.
+    for (const Tensor& p : model->parameters()) CHECK_FALSE(p.grad().defined());
+  }
+  Wrapped wrapped(make_mlp(gen));
+  Tensor x = Tensor::randn(ag::Shape{3, 5}, gen, 0.0, 1.0, DType::f64);
+  std::vector<std::int32_t> two{0, 1};
+  CHECK_THROWS_WITH_AS(analysis::per_sample_sq_norms_by_sample(wrapped, x, two),
+                       "per_sample_sq_norms_by_sample: 2 labels for a batch of 3", std::invalid_argument);
+}
+
 TEST_CASE("the two-batch estimator recovers |G|^2 and tr(Sigma) from the expected squared norms") {
   // E|G_B|^2 = |G|^2 + tr(Sigma) / B exactly, so the estimator returns both exactly.
   const double g2 = 0.37, trace = 45.0;

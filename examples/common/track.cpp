@@ -197,28 +197,30 @@ class NoiseScale : public Tracker {
  public:
   NoiseScale(const CurvatureOptions& o, const data::Dataset& train, bool images)
       : options_(o), batch_(first_samples(train, images, o.samples)) {}
-  /// Refuses, before training, a model that per-sample gradients cannot take.
-  std::vector<std::string> columns(const nn::Module& model) const override {
-    if (!dynamic_cast<const nn::Sequential*>(&model)) {
-      throw std::runtime_error(fmt::format(
-          "--track noise-scale: per-sample gradients need an nn::Sequential model of Linear and Conv2d layers, not "
-          "{} (the registered models are: compare_optimizers --model mlp)",
-          model.type_name()));
-    }
-    return {"noise_scale", "grad_sq", "trace_cov"};
-  }
+  std::vector<std::string> columns(const nn::Module&) const override { return {"noise_scale", "grad_sq", "trace_cov"}; }
   /// Per-sample gradients are of the cross-entropy (analysis/per_sample.hpp).
   bool takes_loss(nn::ClassifierLoss loss) const override { return loss == nn::ClassifierLoss::cross_entropy; }
   std::vector<double> measure(const TrackStep& s) override {
     if (!due(s.step, options_.every)) return {kNotMeasured, kNotMeasured, kNotMeasured};
-    auto* sequential = dynamic_cast<nn::Sequential*>(&s.model);
     return in_eval_mode(s.model, [&] {
-      analysis::NoiseScale b = analysis::noise_scale(analysis::per_sample_sq_norms(*sequential, batch_.images, batch_.labels));
+      analysis::NoiseScale b = analysis::noise_scale(per_sample(s.model));
       return std::vector<double>{b.simple, b.gradient_sq, b.trace};
     });
   }
 
  private:
+  /// One sweep for an nn::Sequential of the layers the per-sample rules know; any other model (a user's own
+  /// Module class, a layer without a rule) sample by sample, B times the cost.
+  analysis::PerSampleSqNorms per_sample(nn::Module& model) const {
+    if (auto* sequential = dynamic_cast<nn::Sequential*>(&model)) {
+      try {
+        return analysis::per_sample_sq_norms(*sequential, batch_.images, batch_.labels);
+      } catch (const std::invalid_argument&) {  // a module the one-sweep rules do not cover
+      }
+    }
+    return analysis::per_sample_sq_norms_by_sample(model, batch_.images, batch_.labels);
+  }
+
   CurvatureOptions options_;
   data::Batch batch_;
 };

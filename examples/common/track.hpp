@@ -7,6 +7,8 @@
 //                                               training images (Lanczos, analysis/spectrum.hpp)
 //   trace(every=100,samples=1000,probes=10)     tr(H) on the same images by Hutchinson, with its standard error
 //   noise-scale(every=100,samples=1000)         B_simple = tr(Σ)/|G|² from per-sample gradients on the same images
+//                                               (one sweep for an nn::Sequential the per-sample rules cover; any
+//                                               other model, a program's own Module class, sample by sample)
 //
 // Each tracker's time is kept apart from the step's, so its overhead can be reported as a fraction.
 #pragma once
