@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# DeepOBS's protocol for SGD, Momentum and Adam on test problems, then AlgoPerf's performance profiles across them,
+# in one command. The programs come from ${BUILD_DIR:-build}, MNIST and Fashion-MNIST from $TAPEGRAD_MNIST_DIR
+# (else data/mnist; Fashion-MNIST: scripts/fetch-mnist.sh fashion); everything goes to ${OUT:-deepobs-out}/.
+#   scripts/deepobs.sh                     the reduced study whose figures the README shows: mnist_mlp (16 rates over
+#                                          1e-4 ... 10, 5 epochs, 5 seeds) and fmnist_mlp (9 rates over 1e-4 ... 1,
+#                                          3 epochs, 3 seeds), one run at a time each
+#   scripts/deepobs.sh --full              DeepOBS's budget: 36 rates over 1e-5 ... 1e2, 10 seeds, each problem's own
+#                                          epochs (100 for the MLPs), on mnist_mlp, fmnist_mlp and fmnist_2c2d (days)
+#   scripts/deepobs.sh PROBLEM...          the reduced budget on other problems (--list-problems)
+# Each problem's protocol output is OUT/<problem>/ (sensitivity.png, performance.md, seeds/curves.png, ...), the
+# profiles are OUT/profiles/ (profiles.png, profiles.md). A killed study started again resumes where it was (the
+# lab's run store). JOBS (default 1) runs that many runs at once.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${BUILD_DIR:-$here/build}"
+out="${OUT:-deepobs-out}"
+jobs="${JOBS:-1}"
+export TAPEGRAD_MNIST_DIR="${TAPEGRAD_MNIST_DIR:-$here/data/mnist}"
+
+full=0
+problems=()
+for arg in "$@"; do
+  case "$arg" in
+    --full) full=1 ;;
+    -h | --help) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) problems+=("$arg") ;;
+  esac
+done
+if ((${#problems[@]} == 0)); then
+  if ((full)); then problems=(mnist_mlp fmnist_mlp fmnist_2c2d); else problems=(mnist_mlp fmnist_mlp); fi
+fi
+
+# The budget of one problem: its lab flags.
+budget() {
+  if ((full)); then
+    echo "--lr-grid 1e-5:1e2:36 --protocol-seeds 10"
+  elif [ "$1" = mnist_mlp ]; then
+    echo "--lr-grid 1e-4:1e1:16 --protocol-seeds 5 --epochs 5"
+  else
+    echo "--lr-grid 1e-4:1:9 --protocol-seeds 3 --epochs 3"
+  fi
+}
+
+# The validation accuracy each problem is timed to (AlgoPerf's target), then a second, harder one.
+targets() {
+  case "$1" in
+    mnist_*) echo "0.97,0.98" ;;
+    fmnist_*) echo "0.85,0.87" ;;
+    *) echo "0.9,0.95" ;;
+  esac
+}
+
+mkdir -p "$out"
+for problem in "${problems[@]}"; do
+  start=$(date +%s)
+  # shellcheck disable=SC2046
+  "$build/examples/compare_optimizers" --problem "$problem" --protocol --optimizers sgd momentum adam $(budget "$problem") \
+    --targets "$(targets "$problem")" --jobs "$jobs" --quiet --no-progress --x-axis steps --out "$out/$problem" \
+    | tee "$out/$problem.log" | grep -E "^# protocol|chooses|^\|" || true
+  [ -s "$out/$problem/performance.md" ] || { echo "deepobs.sh: the protocol on $problem did not finish (see $out/$problem.log)" >&2; exit 1; }
+  echo "# $problem: $(($(date +%s) - start)) s of wall time"
+done
+dirs=()
+for problem in "${problems[@]}"; do dirs+=("$out/$problem"); done
+"$build/examples/performance_profiles" "${dirs[@]}" --out "$out/profiles"
