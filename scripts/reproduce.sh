@@ -249,13 +249,13 @@ doc_001_budget() {
 doc_001() {
   local dir="$out/001" budget common batch_sizes b lr seeds
   doc_001_budget
+  lab "$dir/optimizers" "${common[@]}" --batch-sizes 1024 \
+    --optimizers 'sgd(lr=1e-3)' 'nesterov(lr=1e-3,momentum=0.9)' 'rmsprop(lr=1e-3)' 'adam(lr=1e-3)'
   for b in "${batch_sizes[@]}"; do
     # The linear scaling rule, lr = 1e-3 b / 64; 001 stops it at 8192, where it keeps 1e-3 * 4096 / 64.
     lr="$(awk -v b="$b" 'BEGIN { if (b > 4096) b = 4096; printf "%g", 1e-3 * b / 64 }')"
     lab "$dir/batch/b$b" "${common[@]}" --batch-sizes "$b" --optimizers "sgd(lr=$lr)"
   done
-  lab "$dir/optimizers" "${common[@]}" --batch-sizes 1024 \
-    --optimizers 'sgd(lr=1e-3)' 'nesterov(lr=1e-3,momentum=0.9)' 'rmsprop(lr=1e-3)' 'adam(lr=1e-3)'
   doc_001_batch_figure "$dir"
   report_head 001 "001: batch size, the linear scaling rule and the optimisers (Figures 4, 5, 6, 8, 9)"
   {
