@@ -116,7 +116,6 @@ report_runs() {
       [ -f "$dir/curves.png" ] && echo "![$rel]($rel/curves.png)" && echo
       echo '```sh'
       cat "$dir/command.txt"
-      echo
       echo '```'
       echo
     } >> "$out/$doc/report.md"
