@@ -260,7 +260,8 @@ doc_001() {
   {
     echo "784-512-512-10 (001 does not give its widths), ReLU, ReLU, softmax, initialised N(0,1) × 0.01; trained on"
     echo "the 60,000 training images and tested on the 10,000 test images (001 also held out a validation set)."
-    echo "Mean ± std over seeds $seeds; epoch seconds: training only, one core."
+    echo "Mean ± std over seeds $seeds. Epoch seconds: training only, one BLAS thread, on a CPU (001's were on a GPU);"
+    echo "they move with the machine's load (in the header above), which is why their spread is wide."
     echo
     echo "## Figures 4 and 5: SGD over batch sizes, lr = 1e-3 · b / 64"
     echo
