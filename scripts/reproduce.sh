@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Each source document's headline tables and figures, regenerated from the real MNIST data in one command, with
 # a Markdown report that puts our figures beside the document's numbers. The programs come from
-# ${BUILD_DIR:-build} (compare_optimizers, and scripts/worked_example for 004), MNIST from $TAPEGRAD_MNIST_DIR
+# ${BUILD_DIR:-build} (compare_optimizers, and worked_example for 004), MNIST from $TAPEGRAD_MNIST_DIR
 # (else data/mnist); each document's runs and report go to ${OUT:-reproduce}/<doc>/ (report.md).
 #   scripts/reproduce.sh 000    the 784-128-64-10 MLP, mini-batch 200 on 50,000 images, 25 epochs: SGD, momentum,
 #                               Nesterov (look-ahead), hypergradient SGD (Figures 13, 15) and Adam, Nadam, AMSGrad,
@@ -26,7 +26,7 @@ build="${BUILD_DIR:-$here/build}"
 out="${OUT:-reproduce}"
 export TAPEGRAD_MNIST_DIR="${TAPEGRAD_MNIST_DIR:-$here/data/mnist}"
 lab="${LAB:-$build/examples/compare_optimizers}"
-worked_example="${WORKED_EXAMPLE:-$build/scripts/worked_example/worked_example}"
+worked_example="${WORKED_EXAMPLE:-$build/examples/worked_example}"
 quick=0
 
 # shell_words ARGS...: the arguments as one would type them, single-quoted where the shell would need it.
