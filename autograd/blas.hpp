@@ -12,7 +12,9 @@
 
 namespace ag {
 
-/// Threads OpenBLAS may use (default: 1; the workloads here are too small for two to pay off).
+/// Threads OpenBLAS may use (default: 1). With more than one, each product decides: one of at least 16 MFLOP
+/// (2 m n k) runs on `threads` threads, a smaller one on the calling thread alone (the threads' hand-off costs more
+/// than it saves there), so that more threads never slow a small-batch run down. Set it, and train, from one thread.
 void set_blas_threads(int threads);
 int blas_threads();
 /// "OpenBLAS 0.3.21 ... SkylakeX, 1 thread(s)": what is running, for logs and benchmarks.
