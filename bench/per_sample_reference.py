@@ -28,27 +28,23 @@ import torch
 torch.set_num_threads(1)
 
 
-def load_images(directory, count):
-    for name in ("train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"):
-        path = os.path.join(directory, name)
+def read_idx(directory, name, header, count, width):
+    """The first `count` records of `width` bytes of an IDX file (plain or gzip'd) after its `header` bytes."""
+    for path in (os.path.join(directory, name), os.path.join(directory, name + ".gz")):
         if os.path.exists(path):
-            opener = gzip.open if name.endswith(".gz") else open
-            with opener(path, "rb") as f:
+            with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
                 raw = f.read()
-            images = np.frombuffer(raw, dtype=np.uint8, offset=16)[: count * 784]
-            return torch.from_numpy(images.astype(np.float32).reshape(count, 784) / 255.0)
-    sys.exit(f"per_sample_reference.py: no train-images-idx3-ubyte in {directory}")
+            return np.frombuffer(raw, dtype=np.uint8, offset=header)[: count * width]
+    sys.exit(f"per_sample_reference.py: no {name} in {directory}")
+
+
+def load_images(directory, count):
+    images = read_idx(directory, "train-images-idx3-ubyte", 16, count, 784)
+    return torch.from_numpy(images.astype(np.float32).reshape(count, 784) / 255.0)
 
 
 def load_labels(directory, count):
-    for name in ("train-labels-idx1-ubyte", "train-labels-idx1-ubyte.gz"):
-        path = os.path.join(directory, name)
-        if os.path.exists(path):
-            opener = gzip.open if name.endswith(".gz") else open
-            with opener(path, "rb") as f:
-                raw = f.read()
-            return torch.from_numpy(np.frombuffer(raw, dtype=np.uint8, offset=8)[:count].astype(np.int64))
-    sys.exit(f"per_sample_reference.py: no train-labels-idx1-ubyte in {directory}")
+    return torch.from_numpy(read_idx(directory, "train-labels-idx1-ubyte", 8, count, 1).astype(np.int64))
 
 
 def time_ms(repetitions, call):

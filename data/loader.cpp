@@ -33,11 +33,12 @@ DataLoader::DataLoader(const Dataset& dataset, LoaderOptions options)
   std::iota(order_.begin(), order_.end(), std::size_t{0});
 }
 
-std::size_t DataLoader::num_batches() const {
-  const std::size_t samples = dataset_->size();
-  const std::size_t batch_size = options_.batch_size;
-  return options_.drop_last ? samples / batch_size : (samples + batch_size - 1) / batch_size;
+std::size_t batches_per_epoch(std::size_t samples, const LoaderOptions& options) {
+  const std::size_t batch_size = options.batch_size;
+  return options.drop_last ? samples / batch_size : (samples + batch_size - 1) / batch_size;
 }
+
+std::size_t DataLoader::num_batches() const { return batches_per_epoch(dataset_->size(), options_); }
 
 void DataLoader::begin_epoch() {
   if (options_.shuffle) {

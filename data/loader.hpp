@@ -49,6 +49,9 @@ struct LoaderOptions {
   std::uint64_t seed = 0;
 };
 
+/// Batches an epoch of `samples` samples takes under `options` (the last one partial unless drop_last).
+std::size_t batches_per_epoch(std::size_t samples, const LoaderOptions& options);
+
 class DataLoader {
  public:
   /// The loader refers to `dataset`, which must outlive it. Throws std::invalid_argument for a

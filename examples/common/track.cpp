@@ -211,11 +211,14 @@ class NoiseScale : public Tracker {
  private:
   /// One sweep for an nn::Sequential of the layers the per-sample rules know; any other model (a user's own
   /// Module class, a layer without a rule) sample by sample, B times the cost.
-  analysis::PerSampleSqNorms per_sample(nn::Module& model) const {
-    if (auto* sequential = dynamic_cast<nn::Sequential*>(&model)) {
+  /// (A Sequential the rules refuse is known after its first measurement: later ones go sample by sample at once.)
+  analysis::PerSampleSqNorms per_sample(nn::Module& model) {
+    auto* sequential = dynamic_cast<nn::Sequential*>(&model);
+    if (sequential && one_sweep_) {
       try {
         return analysis::per_sample_sq_norms(*sequential, batch_.images, batch_.labels);
       } catch (const std::invalid_argument&) {  // a module the one-sweep rules do not cover
+        one_sweep_ = false;
       }
     }
     return analysis::per_sample_sq_norms_by_sample(model, batch_.images, batch_.labels);
@@ -223,6 +226,7 @@ class NoiseScale : public Tracker {
 
   CurvatureOptions options_;
   data::Batch batch_;
+  bool one_sweep_ = true;
 };
 
 config::OptionTable<CurvatureOptions> curvature_table(bool lanczos) {

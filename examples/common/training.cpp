@@ -649,7 +649,7 @@ data::LoaderOptions loader_options(const RunConfig& config) {
 }
 
 std::size_t steps_per_epoch(const RunConfig& config, const data::Dataset& train) {
-  return data::DataLoader(train, loader_options(config)).num_batches();
+  return data::batches_per_epoch(train.size(), loader_options(config));
 }
 
 RunResult fit(nn::Module& model, const RunConfig& config, const Datasets& datasets, const EpochCallback& on_epoch) {
