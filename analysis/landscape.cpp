@@ -7,13 +7,15 @@
 #include <fmt/format.h>
 
 #include "analysis/dense.hpp"
+#include "analysis/detail/vector.hpp"
 #include "autograd/tape.hpp"
 
 namespace analysis {
 
 namespace {
 
-using Vector = std::vector<double>;
+using detail::dot;
+using detail::Vector;
 
 /// Copies the parameters' elements back when it goes out of scope, bit for bit.
 class RestoreParams {
@@ -72,12 +74,6 @@ void check_direction(const Vector& d, const ParamLayout& layout, const char* op,
   if (d.size() != layout.size()) {
     throw std::invalid_argument(fmt::format("{}: {} has {} entries, the parameters {}", op, name, d.size(), layout.size()));
   }
-}
-
-double dot(const Vector& a, const Vector& b) {
-  double s = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
-  return s;
 }
 
 /// The filter rule of parameter k (see the top of landscape.hpp).

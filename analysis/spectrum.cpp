@@ -9,29 +9,17 @@
 #include <fmt/format.h>
 
 #include "analysis/dense.hpp"
+#include "analysis/detail/vector.hpp"
 
 namespace analysis {
 
 namespace {
 
-using Vector = std::vector<double>;
-
-double dot(const Vector& a, const Vector& b) {
-  double s = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
-  return s;
-}
-
-double norm(const Vector& a) { return std::sqrt(dot(a, a)); }
-
-/// a += c b
-void axpy(Vector& a, double c, const Vector& b) {
-  for (std::size_t i = 0; i < a.size(); ++i) a[i] += c * b[i];
-}
-
-void scale(Vector& a, double c) {
-  for (double& x : a) x *= c;
-}
+using detail::axpy;
+using detail::dot;
+using detail::norm;
+using detail::scale;
+using detail::Vector;
 
 /// Removes the components along the orthonormal `basis`, twice ("twice is enough": Parlett).
 void orthogonalise(Vector& w, const std::vector<Vector>& basis) {

@@ -45,7 +45,7 @@ void AdaBelief::update() {
 }
 
 namespace {
-const RegisterOptimizer<AdaBelief, AdaBeliefOptions> registration{
+const RegisterOptimizer<AdaBelief, AdaBeliefOptions> adabelief_registration{
     "adabelief", "AdaBelief: Adam with s <- β2 s + (1 - β2)(g - m)² + ε in place of g² (Zhuang et al. 2020)",
     common_options<AdaBeliefOptions>()
         .real("beta1", &AdaBeliefOptions::beta1, config::Range::unit(), "β1, first-moment decay")

@@ -42,7 +42,7 @@ void Adadelta::update() {
 }
 
 namespace {
-const RegisterOptimizer<Adadelta, AdadeltaOptions> registration{
+const RegisterOptimizer<Adadelta, AdadeltaOptions> adadelta_registration{
     "adadelta", "Adadelta: Δ = sqrt(u + ε) / sqrt(v + ε) g, w <- w - lr Δ (Zeiler 2012; torch.optim.Adadelta)",
     common_options<AdadeltaOptions>()
         .real("rho", &AdadeltaOptions::rho, config::Range::unit(), "ρ, decay of the averages of g² and Δ²")

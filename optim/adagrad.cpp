@@ -41,7 +41,7 @@ void Adagrad::update() {
 }
 
 namespace {
-const RegisterOptimizer<Adagrad, AdagradOptions> registration{
+const RegisterOptimizer<Adagrad, AdagradOptions> adagrad_registration{
     "adagrad", "AdaGrad: G <- G + g², w <- w - lr g / sqrt(G + ε) (Duchi et al. 2011; 002 Alg. 2, 004 Def. 3.7)",
     [] { auto t = common_options<AdagradOptions>(); return eps_options(t); }()};
 }  // namespace

@@ -11,7 +11,7 @@ Adam::Adam(std::vector<ParamGroup<AdamOptions>> groups, const AdamOptions& defau
     : AdamFamily("adam", std::move(groups), defaults, Numerator::momentum, SecondMoment::average) {}
 
 namespace {
-const RegisterOptimizer<Adam, AdamOptions> registration{
+const RegisterOptimizer<Adam, AdamOptions> adam_registration{
     "adam", "Adam: bias-corrected first and second moments (Kingma & Ba 2015; 000 §4.5, 001 §4.2)",
     adam_options<AdamOptions>()};
 }  // namespace

@@ -47,7 +47,7 @@ void AdamHD::apply(const Work& item, ParamState& state, double alpha, const Adam
 }
 
 namespace {
-const RegisterOptimizer<AdamHD, AdamHDOptions> registration{
+const RegisterOptimizer<AdamHD, AdamHDOptions> adam_hd_registration{
     "adam-hd", "Adam with hypergradient descent on the learning rate (Baydin et al. 2018, Alg. 3; 000 §4.9)",
     [] { auto t = adam_options<AdamHDOptions>(); return hyper_options(t, HyperScope::global, HyperScope::per_tensor); }()};
 }  // namespace

@@ -45,7 +45,7 @@ void Adamax::update() {
 }
 
 namespace {
-const RegisterOptimizer<Adamax, AdamaxOptions> registration{
+const RegisterOptimizer<Adamax, AdamaxOptions> adamax_registration{
     "adamax", "Adamax: u <- max(β2 u, |g| + ε), w <- w - lr m / ((1 - β1^t) u) (Kingma & Ba 2015 §7.1; torch.optim.Adamax)",
     common_options<AdamaxOptions>()
         .real("beta1", &AdamaxOptions::beta1, config::Range::unit(), "β1, first-moment decay")

@@ -11,7 +11,7 @@ AdamW::AdamW(std::vector<ParamGroup<AdamOptions>> groups, const AdamOptions& def
     : AdamFamily("adamw", std::move(groups), defaults, Numerator::momentum, SecondMoment::average) {}
 
 namespace {
-const RegisterOptimizer<AdamW, AdamOptions> registration{
+const RegisterOptimizer<AdamW, AdamOptions> adamw_registration{
     "adamw", "AdamW: Adam with decoupled weight decay, λ = 1e-2 by default (Loshchilov & Hutter 2019; torch.optim.AdamW)",
     adam_options<AdamOptions>(), AdamW::default_options()};
 }  // namespace

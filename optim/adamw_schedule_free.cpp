@@ -53,7 +53,7 @@ config::OptionTable<AdamWScheduleFreeOptions> adamw_schedule_free_table() {
   return detail::schedule_free_options(table);
 }
 
-const RegisterOptimizer<AdamWScheduleFree, AdamWScheduleFreeOptions> registration{
+const RegisterOptimizer<AdamWScheduleFree, AdamWScheduleFreeOptions> adamw_schedule_free_registration{
     "adamw-schedule-free", "schedule-free AdamW: Adam-normalised steps on z, evaluated at x, their running "
                            "average; no schedule, warmup only (Defazio et al. 2024)",
     adamw_schedule_free_table()};

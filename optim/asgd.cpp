@@ -56,7 +56,7 @@ void ASGD::update() {
 }
 
 namespace {
-const RegisterOptimizer<ASGD, ASGDOptions> registration{
+const RegisterOptimizer<ASGD, ASGDOptions> asgd_registration{
     "asgd", "ASGD: SGD with η_t = lr / (1 + λ lr t)^α, evaluated at the mean of the iterates after step t0 "
             "(Polyak & Juditsky 1992; torch.optim.ASGD)",
     common_options<ASGDOptions>()

@@ -28,7 +28,7 @@ double Clip::closure_step(const Closure& closure) {
 double Clip::loss_fn_step(const LossFn& loss_fn) { return closure_step(closure_from(loss_fn)); }
 
 namespace {
-const RegisterWrapper<Clip, ClipOptions> registration{
+const RegisterWrapper<Clip, ClipOptions> clip_registration{
     "clip", "gradient clipping by the global norm, g <- g min(1, max_norm / (‖g‖ + 1e-6)), around any method",
     wrapper_options<ClipOptions>().real("max_norm", &ClipOptions::max_norm, config::Range::positive(),
                                         "the largest global norm of the gradients"),

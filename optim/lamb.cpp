@@ -84,7 +84,7 @@ config::OptionTable<LambOptions> lamb_table() {
   return table;
 }
 
-const RegisterOptimizer<Lamb, LambOptions> registration{
+const RegisterOptimizer<Lamb, LambOptions> lamb_registration{
     "lamb", "LAMB: Adam's step r scaled per tensor by ‖w‖ / ‖r‖ (You et al. 2020, Alg. 2; optax.lamb)", lamb_table()};
 }  // namespace
 

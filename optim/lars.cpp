@@ -68,7 +68,7 @@ config::OptionTable<LarsOptions> lars_table() {
   return table;
 }
 
-const RegisterOptimizer<Lars, LarsOptions> registration{
+const RegisterOptimizer<Lars, LarsOptions> lars_registration{
     "lars", "LARS: momentum SGD, each tensor's rate × η ‖w‖ / (‖g‖ + λ‖w‖ + ε) (You et al. 2017, Alg. 1)",
     lars_table()};
 }  // namespace

@@ -470,7 +470,7 @@ double LBFGS::cubic_minimum(double a, double fa, double ga, double b, double fb,
 }
 
 namespace {
-const RegisterOptimizer<LBFGS, LBFGSOptions> registration{
+const RegisterOptimizer<LBFGS, LBFGSOptions> lbfgs_registration{
     "lbfgs", "L-BFGS, two-loop recursion, optional strong Wolfe line search; steps need the loss (torch.optim.LBFGS)",
     config::OptionTable<LBFGSOptions>()
         .real("lr", &LBFGSOptions::lr, config::Range::at_least(0),

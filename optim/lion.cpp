@@ -39,7 +39,7 @@ void Lion::update() {
 }
 
 namespace {
-const RegisterOptimizer<Lion, LionOptions> registration{
+const RegisterOptimizer<Lion, LionOptions> lion_registration{
     "lion", "Lion: w <- w - lr sign(β1 m + (1 - β1) g), m <- β2 m + (1 - β2) g (Chen et al. 2023; optax.lion)",
     common_options<LionOptions>()
         .real("beta1", &LionOptions::beta1, config::Range::unit(), "β1, the step's interpolation of m and g")

@@ -35,7 +35,7 @@ void Lookahead::after_step() {
 }
 
 namespace {
-const RegisterWrapper<Lookahead, LookaheadOptions> registration{
+const RegisterWrapper<Lookahead, LookaheadOptions> lookahead_registration{
     "lookahead", "Lookahead: k inner steps, then φ <- φ + α (θ - φ), θ <- φ (Zhang et al. 2019)",
     wrapper_options<LookaheadOptions>()
         .count("k", &LookaheadOptions::k, 1, 1000000, "inner steps between synchronisations")

@@ -59,7 +59,7 @@ void Momentum::update() {
 }
 
 namespace {
-const RegisterOptimizer<Momentum, MomentumOptions> registration{
+const RegisterOptimizer<Momentum, MomentumOptions> momentum_registration{
     "momentum", "heavy ball: v <- γ v + lr g, w <- w - v (000 §4.3, 004 Prop. 3.8); lr_inside=false: torch's",
     momentum_options<MomentumOptions>().flag("lr_inside", &MomentumOptions::lr_inside,
                                              "true: v <- γ v + lr g, w <- w - v; false: v <- γ v + g, w <- w - lr v")};

@@ -11,7 +11,7 @@ NAMSGrad::NAMSGrad(std::vector<ParamGroup<NAMSGradOptions>> groups, const NAMSGr
     : AdamFamily("namsgrad", std::move(groups), defaults, Numerator::nesterov, SecondMoment::max_of_corrected) {}
 
 namespace {
-const RegisterOptimizer<NAMSGrad, NAMSGradOptions> registration{
+const RegisterOptimizer<NAMSGrad, NAMSGradOptions> namsgrad_registration{
     "namsgrad", "NAMSGrad: AMSGrad with the Nadam numerator (000 §4.8)",
     adam_options<NAMSGradOptions>().flag("bias_correction", &NAMSGradOptions::bias_correction, "divide m and v by 1 - β^t")};
 }  // namespace

@@ -111,7 +111,7 @@ double NesterovLookahead::closure_step(const Closure& closure) {
 }
 
 namespace {
-const RegisterOptimizer<NesterovLookahead, NesterovOptions> registration{
+const RegisterOptimizer<NesterovLookahead, NesterovOptions> nesterov_lookahead_registration{
     "nesterov-lookahead", "Nesterov momentum, the gradient taken at the look-ahead point w - γ v (000 §4.4)",
     momentum_options<NesterovOptions>()};
 }  // namespace

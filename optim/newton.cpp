@@ -16,14 +16,19 @@
 
 namespace optim {
 
-namespace {
-
+// Named, not anonymous: Newton::Model (declared in the header) holds one.
+namespace newton_detail {
 /// The flat vector of all parameters: parameter k occupies [offset[k], offset[k] + numel).
 struct Layout {
   std::vector<ag::Tensor> tensors;
   std::vector<std::size_t> offset;
   std::size_t n = 0;
 };
+}  // namespace newton_detail
+
+namespace {
+
+using newton_detail::Layout;
 
 void flatten_into(const std::vector<ag::Tensor>& tensors, const Layout& layout, std::vector<double>& out) {
   out.assign(layout.n, 0.0);
@@ -357,7 +362,7 @@ std::optional<double> Newton::value_at_previous_point(const LossFn& loss_fn) {
 }
 
 namespace {
-const RegisterOptimizer<Newton, NewtonOptions> registration{
+const RegisterOptimizer<Newton, NewtonOptions> newton_registration{
     "newton", "Newton's method, (H + μI) d = g from the tape's second derivatives, μ adapted (004 Prop. 3.10)",
     common_options<NewtonOptions>()
         .real("damping", &NewtonOptions::damping, config::Range::at_least(0),

@@ -58,7 +58,7 @@ void RAdam::update() {
 }
 
 namespace {
-const RegisterOptimizer<RAdam, RAdamOptions> registration{
+const RegisterOptimizer<RAdam, RAdamOptions> radam_registration{
     "radam", "RAdam: Adam, rectified once ρt > 5, momentum SGD before (Liu et al. 2020; torch.optim.RAdam)",
     common_options<RAdamOptions>()
         .real("beta1", &RAdamOptions::beta1, config::Range::unit(), "β1, first-moment decay")

@@ -42,7 +42,7 @@ void RMSProp::update() {
 }
 
 namespace {
-const RegisterOptimizer<RMSProp, RMSPropOptions> registration{
+const RegisterOptimizer<RMSProp, RMSPropOptions> rmsprop_registration{
     "rmsprop", "RMSProp: v <- β v + (1 - β) g², w <- w - lr g / sqrt(v + ε) (001 §4.1, 004 Prop. 3.11)",
     [] { auto t = common_options<RMSPropOptions>(); t.real("beta", &RMSPropOptions::beta, config::Range::unit(), "β, decay of the squared-gradient average"); return eps_options(t); }()};
 }  // namespace

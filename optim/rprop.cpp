@@ -75,7 +75,7 @@ config::OptionTable<RpropOptions> rprop_table() {
   return table;
 }
 
-const RegisterOptimizer<Rprop, RpropOptions> registration{
+const RegisterOptimizer<Rprop, RpropOptions> rprop_registration{
     "rprop", "Rprop: per-weight steps, × η+ while the gradient's sign holds, × η- when it flips (torch.optim.Rprop)",
     rprop_table()};
 }  // namespace

@@ -62,7 +62,7 @@ double SAM::closure_step(const Closure& closure) {
 }
 
 namespace {
-const RegisterWrapper<SAM, SAMOptions> registration{
+const RegisterWrapper<SAM, SAMOptions> sam_registration{
     "sam", "sharpness-aware minimisation: the inner step from ∇L(w + ρ g/‖g‖) (Foret et al. 2021; ASAM adaptive)",
     wrapper_options<SAMOptions>()
         .real("rho", &SAMOptions::rho, config::Range::positive(), "ρ, the radius of the ascent step")

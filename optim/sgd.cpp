@@ -29,7 +29,7 @@ void SGD::update() {
 }
 
 namespace {
-const RegisterOptimizer<SGD, SGDOptions> registration{
+const RegisterOptimizer<SGD, SGDOptions> sgd_registration{
     "sgd", "gradient descent with a fixed step: w <- w - lr g (000 §4.2, 002 eq. 4, 004 Prop. 3.2)",
     common_options<SGDOptions>()};
 }  // namespace

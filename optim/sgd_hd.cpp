@@ -32,7 +32,7 @@ void SGDHD::apply(const Work& item, ParamState& state, double alpha, const SGDHD
 }
 
 namespace {
-const RegisterOptimizer<SGDHD, SGDHDOptions> registration{
+const RegisterOptimizer<SGDHD, SGDHDOptions> sgd_hd_registration{
     "sgd-hd", "SGD with hypergradient descent on the learning rate (Baydin et al. 2018, Alg. 1; 000 §4.9)",
     [] { auto t = common_options<SGDHDOptions>(); return hyper_options(t, HyperScope::global, HyperScope::per_tensor); }()};
 }  // namespace

@@ -39,7 +39,7 @@ config::OptionTable<SGDScheduleFreeOptions> sgd_schedule_free_table() {
   return detail::schedule_free_options(table);
 }
 
-const RegisterOptimizer<SGDScheduleFree, SGDScheduleFreeOptions> registration{
+const RegisterOptimizer<SGDScheduleFree, SGDScheduleFreeOptions> sgd_schedule_free_registration{
     "sgd-schedule-free", "schedule-free SGD: gradient steps on z, evaluated at x, their running average; no "
                          "schedule, warmup only (Defazio et al. 2024)",
     sgd_schedule_free_table()};

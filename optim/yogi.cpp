@@ -48,7 +48,7 @@ void Yogi::update() {
 }
 
 namespace {
-const RegisterOptimizer<Yogi, YogiOptions> registration{
+const RegisterOptimizer<Yogi, YogiOptions> yogi_registration{
     "yogi", "Yogi: v <- v - (1 - β2) sign(v - g²) g², w <- w - lr m / (sqrt(v) + ε) (Zaheer et al. 2018, Alg. 2)",
     common_options<YogiOptions>()
         .real("beta1", &YogiOptions::beta1, config::Range::unit(), "β1, first-moment decay")

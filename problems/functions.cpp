@@ -56,7 +56,7 @@ void add(std::string name, std::string summary, decltype(TestFunction::f) f, std
   test_functions().add(std::move(entry));
 }
 
-const bool registered = [] {
+const bool functions_registered = [] {
   add("rosenbrock", "(1 - x)^2 + 100 (y - x^2)^2: a curved narrow valley, min 0 at (1, 1)", rosenbrock, {-1.5, 2.0},
       std::array<double, 2>{1, 1}, {-2, 2, -1, 3},
       {"sgd(lr=1e-3)", "momentum(lr=1e-3,momentum=0.9)", "adam(lr=0.1)", "rmsprop(lr=0.01)", "lbfgs(lr=1)"});

@@ -137,7 +137,7 @@ FunctionProblem quadratic_deep() {
   return p;
 }
 
-const bool registered = [] {
+const bool test_problems_registered = [] {
   for (const auto& [prefix, dataset, label] : {std::tuple{"mnist", "mnist", "MNIST"},
                                                std::tuple{"fmnist", "fashion", "Fashion-MNIST"}}) {
     const std::string p = prefix, on = std::string(" on ") + label;

@@ -2,6 +2,7 @@
 // adjoint sum_to, the one helper every binary op's backward uses to undo broadcasting.
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <vector>
@@ -67,8 +68,6 @@ std::pair<Tensor, Tensor> extreme_with_mask(const char* op, const Tensor& x, Axi
   return {out, mask};
 }
 
-constexpr auto greater = [](auto a, auto b) { return a > b; };
-constexpr auto less = [](auto a, auto b) { return a < b; };
 
 /// Where a reduction over everything (no axis) or over one axis reads and writes; an empty extent is refused.
 struct ReductionSite {
@@ -193,17 +192,17 @@ Tensor mean(const Tensor& x, int axis, bool keepdims) {
 
 // ---------------------------------------------------------------- max and min
 
-Tensor max(const Tensor& x) { return extreme("max", x, std::nullopt, false, greater); }
-Tensor max(const Tensor& x, int axis, bool keepdims) { return extreme("max", x, axis, keepdims, greater); }
-Tensor min(const Tensor& x) { return extreme("min", x, std::nullopt, false, less); }
-Tensor min(const Tensor& x, int axis, bool keepdims) { return extreme("min", x, axis, keepdims, less); }
+Tensor max(const Tensor& x) { return extreme("max", x, std::nullopt, false, std::greater<>()); }
+Tensor max(const Tensor& x, int axis, bool keepdims) { return extreme("max", x, axis, keepdims, std::greater<>()); }
+Tensor min(const Tensor& x) { return extreme("min", x, std::nullopt, false, std::less<>()); }
+Tensor min(const Tensor& x, int axis, bool keepdims) { return extreme("min", x, axis, keepdims, std::less<>()); }
 
 // ---------------------------------------------------------------- argmax and argmin (no gradient)
 
-Tensor argmax(const Tensor& x) { return arg_extreme("argmax", x, std::nullopt, false, greater); }
-Tensor argmax(const Tensor& x, int axis, bool keepdims) { return arg_extreme("argmax", x, axis, keepdims, greater); }
-Tensor argmin(const Tensor& x) { return arg_extreme("argmin", x, std::nullopt, false, less); }
-Tensor argmin(const Tensor& x, int axis, bool keepdims) { return arg_extreme("argmin", x, axis, keepdims, less); }
+Tensor argmax(const Tensor& x) { return arg_extreme("argmax", x, std::nullopt, false, std::greater<>()); }
+Tensor argmax(const Tensor& x, int axis, bool keepdims) { return arg_extreme("argmax", x, axis, keepdims, std::greater<>()); }
+Tensor argmin(const Tensor& x) { return arg_extreme("argmin", x, std::nullopt, false, std::less<>()); }
+Tensor argmin(const Tensor& x, int axis, bool keepdims) { return arg_extreme("argmin", x, axis, keepdims, std::less<>()); }
 
 // ---------------------------------------------------------------- var, std and prod (composed)
 
