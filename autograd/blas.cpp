@@ -149,16 +149,77 @@ constexpr auto few_rows_table(std::index_sequence<kRows...>) {
   return std::array<Fn, sizeof...(kRows)>{few_rows<T, kRows + 1>...};
 }
 
-/// True if the few-row kernel took the product (no transposes, at most kSmallRows rows, a wide enough B).
+// ---------------------------------------------------------------- rank-one weight gradients
+// dW = x^T dz at batch 1: C[m x n] = alpha a^T b + beta C with k = 1. OpenBLAS packs both operands of what
+// is an outer product; here each row of C is written once, in one pass (W3's backward: 46 us a step through
+// sgemm, 21 us with this and the kernel below). At batch 10 OpenBLAS is faster than a register-blocked sum
+// of outer products (W4's backward: 98 us against 124 us), so only k = 1 comes here.
+
+template <class T>
+void rank_one(std::size_t m, std::size_t n, T alpha, const T* a, const T* b, T beta, T* c, std::size_t ldc) {
+  for (std::size_t i = 0; i < m; ++i) {
+    T* __restrict ci = c + i * ldc;
+    const T* __restrict bi = b;
+    const T s = alpha * a[i];
+    // BLAS's convention: beta = 0 overwrites C (a NaN there does not survive).
+    if (beta == T(0)) {
+      for (std::size_t j = 0; j < n; ++j) ci[j] = s * bi[j];
+    } else {
+      for (std::size_t j = 0; j < n; ++j) ci[j] = beta * ci[j] + s * bi[j];
+    }
+  }
+}
+
+// ---------------------------------------------------------------- one row times B transposed
+// dX = dZ W^T at batch 1: c[1 x n] = alpha a B^T + beta c with B stored n x k. Each row of B (a row of W) is
+// read once and dotted with a, which stays in L1; OpenBLAS's sgemm packs B first. (At batch 10 OpenBLAS is
+// as fast: measured, W4's backward took 97 us a step through sgemm and 103 us with a ten-row version of this.)
+
+template <class T>
+void row_times_transposed(std::size_t n, std::size_t k, T alpha, const T* a, const T* b, std::size_t ldb, T beta, T* c) {
+  using Batch = xsimd::batch<T>;
+  constexpr std::size_t width = Batch::size;
+  const std::size_t vector_end = k - k % width;
+  for (std::size_t j = 0; j < n; ++j) {
+    const T* bj = b + j * ldb;
+    // Two accumulators: the FMA's latency, not the loads, would bound one.
+    Batch acc0(T(0)), acc1(T(0));
+    std::size_t p = 0;
+    for (; p + 2 * width <= vector_end; p += 2 * width) {
+      acc0 = xsimd::fma(Batch::load_unaligned(a + p), Batch::load_unaligned(bj + p), acc0);
+      acc1 = xsimd::fma(Batch::load_unaligned(a + p + width), Batch::load_unaligned(bj + p + width), acc1);
+    }
+    if (p < vector_end) acc0 = xsimd::fma(Batch::load_unaligned(a + p), Batch::load_unaligned(bj + p), acc0);
+    T sum = xsimd::hadd(acc0 + acc1);
+    for (p = vector_end; p < k; ++p) sum += a[p] * bj[p];
+    // BLAS's convention: beta = 0 overwrites C.
+    c[j] = beta == T(0) ? alpha * sum : alpha * sum + beta * c[j];
+  }
+}
+
+/// True if one of the small-side kernels took the product: at most kSmallRows rows of A, one row of A times
+/// B transposed, or an outer product (A transposed, k = 1). One row times B is a vector-matrix product,
+/// which OpenBLAS 0.3.21's sgemm does not hand to its gemv: it packs all of B (W3's forward: 63 us a step
+/// through sgemm, 21 us in few_rows).
 template <class T>
 bool try_few_rows(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n, std::size_t k, T alpha, const T* a,
                   std::size_t lda, const T* b, std::size_t ldb, T beta, T* c, std::size_t ldc) {
   constexpr std::size_t width = xsimd::batch<T>::size;
-  // One row is a matrix-vector product, which OpenBLAS already streams well.
-  if (transpose_a || transpose_b || m < 2 || m > kSmallRows || n < 4 * width || k == 0) return false;
-  static constexpr auto table = few_rows_table<T>(std::make_index_sequence<kSmallRows>{});
-  table[m - 1](n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  return true;
+  if (m == 0 || n == 0 || k == 0) return false;
+  if (!transpose_a && !transpose_b && m <= kSmallRows && n >= 4 * width) {
+    static constexpr auto table = few_rows_table<T>(std::make_index_sequence<kSmallRows>{});
+    table[m - 1](n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return true;
+  }
+  if (!transpose_a && transpose_b && m == 1 && k >= 4 * width) {
+    row_times_transposed(n, k, alpha, a, b, ldb, beta, c);
+    return true;
+  }
+  if (transpose_a && !transpose_b && k == 1) {
+    rank_one(m, n, alpha, a, b, beta, c, ldc);
+    return true;
+  }
+  return false;
 }
 
 /// Below this many floating-point operations (2 m n k) a product runs on the calling thread alone, whatever

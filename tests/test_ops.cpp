@@ -13,9 +13,12 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "autograd/blas.hpp"
+#include "autograd/generator.hpp"
 #include "autograd/gradcheck.hpp"
 #include "autograd/ops.hpp"
 #include "autograd/tape.hpp"
@@ -1309,4 +1312,65 @@ TEST_CASE("memory that cannot be had is an AllocationError naming the op, the sh
     CHECK(message.find("out of memory") != std::string::npos);
   }
   CHECK_THROWS_AS(Tensor::zeros(Shape{two60}), std::bad_alloc);  // and it is a std::bad_alloc
+}
+
+// ---------------------------------------------------------------- the products under linear and matmul
+
+namespace {
+
+/// C = alpha op(A) op(B) + beta C by the definition, in long double.
+template <class T>
+std::vector<T> reference_gemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, T alpha,
+                              const std::vector<T>& a, const std::vector<T>& b, T beta, std::vector<T> c) {
+  for (std::size_t i = 0; i < m; ++i) {
+    for (std::size_t j = 0; j < n; ++j) {
+      long double s = 0;
+      for (std::size_t p = 0; p < k; ++p) {
+        s += static_cast<long double>(ta ? a[p * m + i] : a[i * k + p]) * (tb ? b[j * k + p] : b[p * n + j]);
+      }
+      c[i * n + j] = static_cast<T>(alpha * s + (beta == T(0) ? 0.0L : beta * static_cast<long double>(c[i * n + j])));
+    }
+  }
+  return c;
+}
+
+template <class T>
+void check_gemm_shapes() {
+  Generator gen(7);
+  auto random = [&](std::size_t count) {
+    std::vector<T> v(count);
+    for (T& x : v) x = static_cast<T>(gen.uniform01() - 0.5);
+    return v;
+  };
+  // Batch 1 and small batches (the library's own kernels), wide and narrow sides, then OpenBLAS's sizes.
+  const std::size_t rows[] = {1, 2, 7, 16, 17, 40};
+  const std::size_t sides[] = {1, 5, 33, 300};
+  for (bool ta : {false, true}) {
+    for (bool tb : {false, true}) {
+      for (std::size_t m : rows) {
+        for (std::size_t n : sides) {
+          for (std::size_t k : sides) {
+            for (T beta : {T(0), T(0.5)}) {
+              std::vector<T> a = random(m * k), b = random(k * n), c = random(m * n);
+              if (beta == T(0)) c[0] = std::numeric_limits<T>::quiet_NaN();  // overwritten, not scaled
+              std::vector<T> want = reference_gemm(ta, tb, m, n, k, T(1.5), a, b, beta, c);
+              detail::gemm(ta, tb, m, n, k, T(1.5), a.data(), ta ? m : k, b.data(), tb ? k : n, beta, c.data(), n);
+              const double tolerance = (std::is_same_v<T, float> ? 1e-5 : 1e-13) * static_cast<double>(k);
+              for (std::size_t i = 0; i < c.size(); ++i) {
+                INFO("ta=" << ta << " tb=" << tb << " m=" << m << " n=" << n << " k=" << k << " beta=" << beta << " i=" << i);
+                REQUIRE(std::abs(static_cast<double>(c[i]) - static_cast<double>(want[i])) <= tolerance);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("gemm equals its definition for every transpose, batch 1 and small batches included") {
+  check_gemm_shapes<float>();
+  check_gemm_shapes<double>();
 }
