@@ -153,8 +153,9 @@ struct Result {
   std::size_t epochs = 0, steps_per_epoch = 0;
   // W3
   std::size_t warmup_steps = 0, steps = 0;
-  // W1 on the tapegrad side: the sgemm floor of an epoch, 0 if not measured
-  double floor_seconds = 0.0, floor_gflop = 0.0;
+  // On the tapegrad side, 0 if not measured: W1's sgemm floor of an epoch (seconds, GFLOP); W3's step
+  // floor (seconds a step, bytes of weights moved)
+  double floor_seconds = 0.0, floor_gflop = 0.0, floor_bytes = 0.0;
   bool per_step() const { return unit == "us/step"; }
 };
 
@@ -258,7 +259,11 @@ inline std::string json_result(const Result& r) {
   f.emplace_back("final_loss", json_number(r.final_loss));
   f.emplace_back("unit", json_string(r.unit));
   f.emplace_back("batch", std::to_string(r.batch));
-  if (r.floor_seconds > 0.0) {
+  if (r.floor_seconds > 0.0 && r.per_step()) {
+    f.emplace_back("step_floor_us_per_step", json_number(r.floor_seconds * 1e6));
+    f.emplace_back("step_floor_bytes", json_number(r.floor_bytes));
+    f.emplace_back("step_floor_fraction", json_number(r.floor_seconds * 1e6 / mn));
+  } else if (r.floor_seconds > 0.0) {
     f.emplace_back("gemm_floor_s_per_epoch", json_number(r.floor_seconds));
     f.emplace_back("gemm_floor_gflop_per_epoch", json_number(r.floor_gflop));
     f.emplace_back("gemm_floor_gflops", json_number(r.floor_gflop / r.floor_seconds));

@@ -60,6 +60,7 @@ namespace {
 constexpr std::uint64_t kSeed = 0;
 constexpr std::size_t kWarmupSteps = 20;
 const std::vector<std::size_t> kW1Sizes = {784, 128, 64, 10};
+const std::vector<std::size_t> kW3Sizes = {784, 300, 100, 100, 10};
 
 // ------------------------------------------------------------------------------------------- options
 
@@ -71,8 +72,8 @@ using bench::Result;
 const std::string kHelp = std::string(
     "usage: train_bench [options]\n"
     "tapegrad timings of the MNIST training workloads W1-W4 (see bench/README.md)\n") + bench::kCommonHelp +
-    "  --no-gemm-floor   skip the measurement of W1's sgemm floor (the machine's sgemm rate on W1's\n"
-    "                    GEMM shapes, timed before each W1 repeat)\n"
+    "  --no-gemm-floor   skip the floors: W1's sgemm floor (the machine's sgemm rate on W1's GEMM\n"
+    "                    shapes, timed before each W1 repeat) and W3's step floor (after W3)\n"
     "  --breakdown       also time each phase of the step (gather, forward, loss, zero_grad, backward,\n"
     "                    step, item) and print us/step per phase (adds a clock read per phase)\n";
 
@@ -334,6 +335,59 @@ void print_floor(const GemmFloor& floor, std::size_t steps) {
   std::fflush(stdout);
 }
 
+// ------------------------------------------------------------------------------------------- W3's step floor
+
+/// The least a batch-1 SGD step of an MLP over `sizes` must do, with no framework around it: the forward
+/// products x W, the input gradients dz W^T (none for the first layer) and the weight update fused with the
+/// weight gradient, W += -lr x^T dz (one read and one write of each W, no dW). Run through the library's
+/// products, layer after layer as a step goes (the weights, 1.11 MB for W3, are just over a core's L2), the
+/// least time over many steps; `bytes` is what the weights alone make it move: each W read twice, written once.
+struct StepFloor {
+  double seconds = 0.0, bytes = 0.0;
+};
+
+StepFloor step_floor(const std::vector<std::size_t>& sizes) {
+  const std::size_t layers = sizes.size() - 1;
+  ag::Generator gen(kSeed);
+  auto random = [&](std::size_t count, double scale) {
+    std::vector<float> v(count);
+    for (float& x : v) x = static_cast<float>(scale * (gen.uniform01() - 0.5));
+    return v;
+  };
+  std::vector<std::vector<float>> w(layers), act(layers + 1), grad(layers + 1);
+  StepFloor floor;
+  for (std::size_t l = 0; l <= layers; ++l) {
+    act[l] = random(sizes[l], 1.0);
+    grad[l] = random(sizes[l], 1.0);
+    if (l < layers) {
+      w[l] = random(sizes[l] * sizes[l + 1], 0.1);
+      floor.bytes += 3.0 * sizeof(float) * static_cast<double>(w[l].size());
+    }
+  }
+  auto step = [&] {
+    for (std::size_t l = 0; l < layers; ++l) {
+      ag::detail::gemm(false, false, 1, sizes[l + 1], sizes[l], 1.0F, act[l].data(), sizes[l], w[l].data(), sizes[l + 1],
+                       0.0F, act[l + 1].data(), sizes[l + 1]);
+    }
+    for (std::size_t l = layers; l-- > 0;) {
+      if (l > 0) {
+        ag::detail::gemm(false, true, 1, sizes[l], sizes[l + 1], 1.0F, grad[l + 1].data(), sizes[l + 1], w[l].data(),
+                         sizes[l + 1], 0.0F, grad[l].data(), sizes[l]);
+      }
+      ag::detail::gemm(true, false, sizes[l], sizes[l + 1], 1, -1e-7F, act[l].data(), sizes[l], grad[l + 1].data(),
+                       sizes[l + 1], 1.0F, w[l].data(), sizes[l + 1]);
+    }
+  };
+  for (int i = 0; i < 200; ++i) step();
+  floor.seconds = 1e300;
+  for (int i = 0; i < 3000; ++i) {
+    auto t0 = Clock::now();
+    step();
+    floor.seconds = std::min(floor.seconds, seconds_since(t0));
+  }
+  return floor;
+}
+
 Result run_epoch_workload(const Workload& wl, const data::Dataset& train, const Args& args) {
   const std::size_t steps = (train.size() + wl.batch - 1) / wl.batch;
   {
@@ -419,6 +473,14 @@ Result run_w3(const Workload& wl, const data::Dataset& train, const Args& args) 
     bench::add_w3_repeat(r, seconds_since(t0), total, rep, args.repeats);
   }
   if (bd) print_breakdown("w3", breakdown);
+  if (args.gemm_floor) {
+    StepFloor f = step_floor(kW3Sizes);
+    r.floor_seconds = f.seconds;
+    r.floor_bytes = f.bytes;
+    fmt::print("  w3 step floor {:.1f} us/step (forward, input gradients and the update fused with the weight gradient, "
+               "{:.2f} MB of weights moved: {:.0f} GB/s): the best step is at {:.0f}% of it\n",
+               f.seconds * 1e6, f.bytes * 1e-6, f.bytes / f.seconds * 1e-9, 100.0 * f.seconds * 1e6 / min_of(r.times));
+  }
   return r;
 }
 

@@ -3,7 +3,8 @@
 # (bench/pytorch_reference.py), libtorch (bench/libtorch_reference.cpp) and tapegrad
 # (bench/train_bench.cpp), with the same flags and the same OpenBLAS settings, and prints per workload the
 # three figures and the ratios tapegrad / PyTorch and tapegrad / libtorch (time over time, < 1: tapegrad
-# is faster), W1's sgemm floor and how close each side's epoch comes to it, and the peak RSS figures.
+# is faster), W1's sgemm floor and W3's step floor and how close each side comes to them, and the peak RSS
+# figures.
 # See bench/README.md.
 #
 #   scripts/bench.sh                         # all workloads, 3 repeats, 1 thread
@@ -242,6 +243,12 @@ for k in workloads:
     if unit == "us/step":
         epoch = lambda r: f"{r['seconds_per_epoch_implied']:.2f}" if r else "-"
         print(f"{'  (w3 epoch)':<14} {'s/epoch':<8} {epoch(a):>17} {epoch(l):>17} {epoch(b):>17}")
+    if "step_floor_us_per_step" in b:
+        fl = b["step_floor_us_per_step"]
+        at = lambda r: f"{100 * fl / r['min']:.0f}%" if r else "-"
+        print(f"{'  (w3 floor)':<14} {'us/step':<8} {'step floor ' + format(fl, '.1f'):>17}"
+              f"  ({b['step_floor_bytes'] * 1e-6:.2f} MB of weights at {b['step_floor_bytes'] / fl * 1e-3:.0f} GB/s);"
+              f" floor / step: PyTorch {at(a)}, libtorch {at(l)}, tapegrad {at(b)}")
     if "gemm_floor_s_per_epoch" in b:
         fl = b["gemm_floor_s_per_epoch"]
         at = lambda r: f"{100 * fl / r['min']:.0f}%" if r else "-"
