@@ -36,6 +36,8 @@ struct Tape {
   bool recording = true;
   /// The node whose backward is running (anomaly reports name it for the ops its backward runs), or null.
   const Node* in_backward = nullptr;
+  /// In a plain backward sweep, where ops may apply parameters' updates (autograd/in_backward.hpp).
+  bool fusing = false;
 };
 
 Tape& tape() {
@@ -267,6 +269,16 @@ Tensor append_node(const char* op, Tensor output, std::vector<Tensor> inputs, Ba
     if (inputs[i].requires_grad()) bits |= 1u << i;
   }
   Tape& t = tape();
+  for (const Tensor& input : inputs) {
+    // Leaves with an update applied inside backward: how many nodes take them (in_backward.hpp).
+    if (!input.defined() || !input.impl()->in_backward) continue;
+    TensorImpl& leaf = *input.impl();
+    if (leaf.uses_generation != t.generation) {
+      leaf.uses_generation = t.generation;
+      leaf.uses = 0;
+    }
+    ++leaf.uses;
+  }
   out.requires_grad = true;
   out.node = static_cast<std::int64_t>(t.nodes.size());
   out.tape_generation = t.generation;
@@ -276,6 +288,13 @@ Tensor append_node(const char* op, Tensor output, std::vector<Tensor> inputs, Ba
 }
 
 bool detecting_anomalies() { return ag::detecting_anomalies(); }
+
+bool fusing_updates() { return tape().fusing; }
+
+unsigned tape_uses(const Tensor& leaf) {
+  const TensorImpl& impl = *leaf.impl();
+  return impl.uses_generation == tape().generation ? impl.uses : 0;
+}
 
 void check_forward(const char* op, const Tensor& output, std::initializer_list<Tensor> inputs) {
   std::optional<std::string> bad = non_finite(output);
@@ -303,6 +322,12 @@ void backward(const Tensor& output, const Tensor& seed, const BackwardOptions& o
       leaf.impl()->grad = current.defined() ? add(current, g) : owned(g);
     }
   };
+  // Ops may apply parameters' updates inside a plain sweep only: the tape goes away after it.
+  struct Fusing {
+    bool previous;
+    explicit Fusing(bool on) : previous(std::exchange(tape().fusing, on)) {}
+    ~Fusing() { tape().fusing = previous; }
+  } fusing(!options.retain_graph && !options.create_graph);
   sweep_or_clean_up(roots, options.create_graph, leaf_sink, nullptr);
   finish(options);
 }

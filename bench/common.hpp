@@ -156,6 +156,8 @@ struct Result {
   // On the tapegrad side, 0 if not measured: W1's sgemm floor of an epoch (seconds, GFLOP); W3's step
   // floor (seconds a step, bytes of weights moved)
   double floor_seconds = 0.0, floor_gflop = 0.0, floor_bytes = 0.0;
+  // W3 on the tapegrad side: the least us/step with sgd(in_backward=true), 0 if not measured
+  double in_backward_us = 0.0;
   bool per_step() const { return unit == "us/step"; }
 };
 
@@ -263,6 +265,10 @@ inline std::string json_result(const Result& r) {
     f.emplace_back("step_floor_us_per_step", json_number(r.floor_seconds * 1e6));
     f.emplace_back("step_floor_bytes", json_number(r.floor_bytes));
     f.emplace_back("step_floor_fraction", json_number(r.floor_seconds * 1e6 / mn));
+    if (r.in_backward_us > 0.0) {
+      f.emplace_back("in_backward_us_per_step", json_number(r.in_backward_us));
+      f.emplace_back("in_backward_step_floor_fraction", json_number(r.floor_seconds * 1e6 / r.in_backward_us));
+    }
   } else if (r.floor_seconds > 0.0) {
     f.emplace_back("gemm_floor_s_per_epoch", json_number(r.floor_seconds));
     f.emplace_back("gemm_floor_gflop_per_epoch", json_number(r.floor_gflop));

@@ -146,6 +146,8 @@ class Optimizer {
   /// Whether eval() moves the parameters (the methods above), so that statistics computed at the trained
   /// weights (batch norm's) do not hold there (nn::update_bn).
   bool has_eval_point() const { return eval_state().has_value(); }
+  /// Whether some of its updates run inside backward (sgd with in_backward=true; autograd/in_backward.hpp).
+  virtual bool updates_in_backward() const { return false; }
 
   /// A copy of the whole state, named as described at the top of this header.
   std::vector<nn::NamedTensor> state() const;

@@ -18,7 +18,14 @@ std::vector<std::vector<nn::NamedTensor>> groups_of(const Optimizer* optimizer) 
 }  // namespace
 
 Wrapper::Wrapper(std::string name, std::unique_ptr<Optimizer> inner)
-    : Optimizer(std::move(name), groups_of(inner.get())), inner_(std::move(inner)) {}
+    : Optimizer(std::move(name), groups_of(inner.get())), inner_(std::move(inner)) {
+  // A wrapper acts on the gradients or between steps; an update applied inside backward passes it by.
+  if (inner_->updates_in_backward()) {
+    throw std::invalid_argument(fmt::format("{}: the inner optimiser {} updates inside backward (in_backward=true); "
+                                            "a wrapper needs its gradients and steps",
+                                            this->name(), inner_->name()));
+  }
+}
 
 void Wrapper::update() {
   inner_->step();

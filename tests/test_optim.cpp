@@ -20,6 +20,8 @@
 #include <string>
 #include <vector>
 
+#include "autograd/anomaly.hpp"
+#include "autograd/generator.hpp"
 #include "autograd/ops.hpp"
 #include "autograd/tape.hpp"
 #include "data/dataset.hpp"
@@ -2806,4 +2808,137 @@ TEST_CASE("load_state refuses values no optimiser produces and a parameter's sta
     if (!n.starts_with("state/b/")) without_b.emplace_back(n, t);
   }
   refused(without_b, "global/params_with_state: the state says 2 parameter(s) have state, it holds state for 1 (none for: b)");
+}
+
+// ---------------------------------------------------------------- sgd with in_backward=true
+
+namespace {
+
+/// A 6-5-3 MLP in float64 whose weights (in, out) and biases are leaves, the same values for every call.
+struct SmallMlp {
+  Tensor w1, b1, w2, b2;
+  SmallMlp() {
+    ag::Generator gen(11);
+    auto leaf = [&](ag::Shape shape) {
+      Tensor t = ag::Tensor::zeros(shape, DType::f64);
+      for (std::size_t i = 0; i < t.numel(); ++i) t.data<double>()[i] = gen.uniform01() - 0.5;
+      t.set_requires_grad();
+      return t;
+    };
+    w1 = leaf({6, 5});
+    b1 = leaf({5});
+    w2 = leaf({5, 3});
+    b2 = leaf({3});
+  }
+  std::vector<nn::NamedTensor> params() const { return {{"w1", w1}, {"b1", b1}, {"w2", w2}, {"b2", b2}}; }
+  /// The loss on batch `step` (of `batch` rows) of a fixed pseudo-random data set.
+  Tensor loss(std::size_t step, std::size_t batch) const {
+    Tensor x = ag::Tensor::zeros({batch, 6}, DType::f64);
+    std::vector<std::int32_t> labels(batch);
+    for (std::size_t r = 0; r < batch; ++r) {
+      for (std::size_t c = 0; c < 6; ++c) x.data<double>()[r * 6 + c] = std::sin(double(step * 31 + r * 7 + c));
+      labels[r] = static_cast<std::int32_t>((step + r) % 3);
+    }
+    return ag::cross_entropy(ag::linear(ag::relu(ag::linear(x, w1, b1)), w2, b2), labels);
+  }
+};
+
+void check_same(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.numel() == b.numel());
+  for (std::size_t i = 0; i < a.numel(); ++i) CHECK(a.at(i) == doctest::Approx(b.at(i)).epsilon(1e-13));
+}
+
+}  // namespace
+
+TEST_CASE("sgd(in_backward=true) takes sgd's steps, updating linear weights inside backward without a gradient") {
+  for (std::size_t batch : {1, 4}) {
+    for (optim::WeightDecay mode : {optim::WeightDecay::coupled, optim::WeightDecay::decoupled}) {
+      INFO("batch " << batch << (mode == optim::WeightDecay::coupled ? " coupled" : " decoupled"));
+      SmallMlp plain, fused;
+      optim::SGD reference(plain.params(), {.lr = 0.3, .weight_decay = 0.01, .weight_decay_mode = mode});
+      optim::SGD in_backward(fused.params(),
+                             {.lr = 0.3, .weight_decay = 0.01, .weight_decay_mode = mode, .in_backward = true});
+      CHECK(in_backward.updates_in_backward());
+      CHECK_FALSE(reference.updates_in_backward());
+      for (std::size_t step = 0; step < 5; ++step) {
+        if (step == 3) {  // a schedule's new rate is the one applied inside the next backward
+          reference.set_lr(0.1);
+          in_backward.set_lr(0.1);
+        }
+        reference.zero_grad();
+        ag::backward(plain.loss(step, batch));
+        reference.step();
+        in_backward.zero_grad();
+        const std::vector<double> w2_before(fused.w2.data<double>(), fused.w2.data<double>() + fused.w2.numel());
+        ag::backward(fused.loss(step, batch));
+        // The weights moved in backward and have no gradient; the biases wait for step() with theirs.
+        CHECK_FALSE(fused.w1.grad().defined());
+        CHECK_FALSE(fused.w2.grad().defined());
+        CHECK(fused.b1.grad().defined());
+        CHECK(fused.w2.data<double>()[0] != w2_before[0]);
+        in_backward.step();
+        check_same(fused.w1, plain.w1);
+        check_same(fused.b1, plain.b1);
+        check_same(fused.w2, plain.w2);
+        check_same(fused.b2, plain.b2);
+      }
+    }
+  }
+}
+
+TEST_CASE("sgd(in_backward=true) leaves dW to .grad() where an update inside backward would differ") {
+  SUBCASE("a weight used by two nodes (its other gradient needs its old value)") {
+    SmallMlp m;
+    optim::SGD opt(m.params(), {.lr = 0.1, .in_backward = true});
+    Tensor x = ag::Tensor::ones({2, 6}, DType::f64);
+    Tensor y = ag::linear(x, m.w1, m.b1);
+    Tensor loss = ag::add(ag::sum(ag::mul(y, y)), ag::sum(ag::linear(x, m.w1, Tensor())));
+    ag::backward(loss);
+    CHECK(m.w1.grad().defined());
+  }
+  SUBCASE("ag::grad, retain_graph and create_graph, anomaly detection") {
+    SmallMlp m;
+    optim::SGD opt(m.params(), {.lr = 0.1, .in_backward = true});
+    const double w = m.w2.at(0);
+    ag::grad({m.loss(0, 2)}, {m.w2});
+    CHECK(m.w2.at(0) == w);
+    ag::backward(m.loss(0, 2), {.retain_graph = true});
+    CHECK(m.w2.grad().defined());
+    ag::release_tape();
+    opt.zero_grad();
+    {
+      ag::DetectAnomalyGuard detect;
+      ag::backward(m.loss(0, 2));
+    }
+    CHECK(m.w2.grad().defined());
+    CHECK(m.w2.at(0) == w);
+  }
+  SUBCASE("a gradient already there (accumulation without zero_grad)") {
+    SmallMlp m;
+    optim::SGD opt(m.params(), {.lr = 0.1, .in_backward = true});
+    m.w2.set_grad(ag::Tensor::zeros_like(m.w2));
+    const double w = m.w2.at(0);
+    ag::backward(m.loss(0, 2));
+    CHECK(m.w2.at(0) == w);
+    CHECK(m.w2.grad().defined());
+  }
+  SUBCASE("the optimiser gone, or turned off by set_options") {
+    SmallMlp m;
+    {
+      optim::SGD opt(m.params(), {.lr = 0.1, .in_backward = true});
+      opt.set_options(0, {.lr = 0.1, .in_backward = false});
+      ag::backward(m.loss(0, 2));
+      CHECK(m.w2.grad().defined());
+    }
+    m.w2.zero_grad();
+    ag::backward(m.loss(0, 2));
+    CHECK(m.w2.grad().defined());
+  }
+}
+
+TEST_CASE("a wrapper refuses an inner sgd that updates inside backward, naming the option") {
+  SmallMlp m;
+  CHECK_THROWS_WITH_AS(optim::make_optimizer("lookahead(inner=sgd(in_backward=true))", m.params()),
+                       doctest::Contains("in_backward=true"), std::invalid_argument);
+  CHECK(optim::resolve_optimizer(config::parse_spec("sgd")).text().find("in_backward=false") != std::string::npos);
 }

@@ -203,7 +203,7 @@ TEST_CASE("wrapper specs: keys the wrapper lacks go to the inner optimiser; reso
         "clip(inner=adam(lr=0.1,weight_decay=0,decoupled=false,beta1=0.9,beta2=0.999,eps=1e-08,eps_placement=outside),"
         "max_norm=1)");
   CHECK(optim::resolve_optimizer(config::parse_spec("lookahead(inner=sgd(lr=0.1), lr=1e-1, k=3)")).text() ==
-        "lookahead(inner=sgd(lr=0.1,weight_decay=0,decoupled=false),k=3,alpha=0.5)");
+        "lookahead(inner=sgd(lr=0.1,weight_decay=0,decoupled=false,in_backward=false),k=3,alpha=0.5)");
   CHECK_THROWS_WITH_AS(optim::resolve_optimizer(config::parse_spec("clip(inner=sgd(lr=0.2),lr=0.1)")),
                        doctest::Contains("clip: lr=0.1 conflicts with lr=0.2 in its inner optimiser sgd(lr=0.2)"),
                        config::SpecError);

@@ -1,6 +1,7 @@
 // Matrix product through BLAS (transpose flags, never a transposed copy) and the 2-D transpose.
 #include "autograd/blas.hpp"
 #include "autograd/detail/xt.hpp"
+#include "autograd/in_backward.hpp"
 #include "autograd/ops.hpp"
 
 namespace ag {
@@ -64,9 +65,10 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     }
   });
   return record("linear", out, {x, weight, bias}, [x, weight, bias](const Tensor& g, NeedsGrad needs) {
-    return std::vector<Tensor>{needs[0] ? matmul(g, weight, false, true) : Tensor(),
-                               needs[1] ? matmul(x, g, true, false) : Tensor(),
-                               needs[2] ? sum_to(g, bias.shape()) : Tensor()};
+    // dX first: it reads the weight, which an optimiser's update inside backward then changes (in_backward.hpp).
+    Tensor grad_x = needs[0] ? matmul(g, weight, false, true) : Tensor();
+    Tensor grad_w = needs[1] && !detail::update_in_backward(weight, x, g) ? matmul(x, g, true, false) : Tensor();
+    return std::vector<Tensor>{grad_x, grad_w, needs[2] ? sum_to(g, bias.shape()) : Tensor()};
   });
 }
 

@@ -10,6 +10,7 @@
 #include "autograd/anomaly.hpp"
 #include "autograd/blas.hpp"
 #include "autograd/gradcheck.hpp"
+#include "autograd/in_backward.hpp"
 #include "autograd/ops.hpp"
 #include "autograd/tape.hpp"
 #include "autograd/tensor.hpp"
