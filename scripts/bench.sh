@@ -3,8 +3,8 @@
 # (bench/pytorch_reference.py), libtorch (bench/libtorch_reference.cpp) and tapegrad
 # (bench/train_bench.cpp), with the same flags and the same OpenBLAS settings, and prints per workload the
 # three figures and the ratios tapegrad / PyTorch and tapegrad / libtorch (time over time, < 1: tapegrad
-# is faster), W1's sgemm floor and W3's step floor and how close each side comes to them, and the peak RSS
-# figures.
+# is faster), W1's sgemm floor and W3's step floor and how close each side comes to them, the peak RSS
+# figures, and the cost of a tape node on both C++ sides (bench/tape_chain.cpp).
 # See bench/README.md.
 #
 #   scripts/bench.sh                         # all workloads, 3 repeats, 1 thread
@@ -106,13 +106,14 @@ fi
 if ((!skip_build)); then
   echo "== building train_bench (Release) in $build_dir"
   cmake -S "$repo" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$build_dir" --target train_bench -j"$(nproc)" >"$out_dir/build.log" 2>&1 ||
+  cmake --build "$build_dir" --target train_bench tape_chain -j"$(nproc)" >"$out_dir/build.log" 2>&1 ||
     { tail -n 30 "$out_dir/build.log" >&2; die "build failed (full log: $out_dir/build.log)"; }
   if ((use_libtorch)); then
     echo "== building libtorch_reference (Release) in $libtorch_build_dir"
     if cmake -S "$repo" -B "$libtorch_build_dir" -DCMAKE_BUILD_TYPE=Release -DTAPEGRAD_BENCH_LIBTORCH=ON \
       -DTAPEGRAD_BUILD_TESTS=OFF -DTAPEGRAD_BUILD_EXAMPLES=OFF -DTAPEGRAD_INSTALL=OFF >>"$out_dir/build.log" 2>&1 &&
-      cmake --build "$libtorch_build_dir" --target libtorch_reference -j"$(nproc)" >>"$out_dir/build.log" 2>&1; then
+      cmake --build "$libtorch_build_dir" --target libtorch_reference tape_chain_libtorch -j"$(nproc)" \
+        >>"$out_dir/build.log" 2>&1; then
       :
     else
       echo "bench.sh: the libtorch reference did not build (apt-get install libtorch-dev; log: $out_dir/build.log)" >&2
@@ -178,8 +179,18 @@ for g in "${groups[@]}"; do
   part_files+=("$tag")
 done
 
+# ---- the cost of a tape node: a chain of 1,000 tiny ops, recorded and backwarded, on both C++ sides
+chain_lines=()
+if [[ -x "$build_dir/bench/tape_chain" ]]; then
+  chain_lines+=("$("$build_dir/bench/tape_chain")")
+fi
+if ((use_libtorch)) && [[ -x "$libtorch_build_dir/bench/tape_chain_libtorch" ]]; then
+  chain_lines+=("$("$libtorch_build_dir/bench/tape_chain_libtorch")")
+fi
+
 # ---- merge the parts into pytorch.json / tapegrad.json and print the table
-"$python" - "$out_dir" "$workloads" "$interleave" "${part_files[@]}" <<'EOF' | tee "$out_dir/table.txt"
+{
+"$python" - "$out_dir" "$workloads" "$interleave" "${part_files[@]}" <<'EOF'
 import json, os, sys
 
 out_dir, workloads, interleave, tags = sys.argv[1], sys.argv[2].split(","), sys.argv[3] == "1", sys.argv[4:]
@@ -252,7 +263,7 @@ for k in workloads:
     if "in_backward_us_per_step" in b:
         ib = b["in_backward_us_per_step"]
         rel = lambda r: f"{ib / r['min']:.2f}" if r else "-"
-        print(f"{'  (w3 sgd in_backward)':<14} {'us/step':<8} {'':>17} {'':>17} {ib:>17.1f} {rel(a):>12} {rel(l):>12}"
+        print(f"{'  (w3 fused)':<14} {'us/step':<8} {'':>17} {'':>17} {ib:>17.1f} {rel(a):>12} {rel(l):>12}"
               f"  floor / step {100 * b['step_floor_us_per_step'] / ib:.0f}%")
     if "gemm_floor_s_per_epoch" in b:
         fl = b["gemm_floor_s_per_epoch"]
@@ -265,3 +276,5 @@ print(f"{'peak RSS':<14} {'MB':<8} {rss(pt):>17} {rss(lt):>17} {rss(tg):>17}")
 files = ",".join(n for n, side in (("pytorch.json", pt), ("libtorch.json", lt), ("tapegrad.json", tg), ("table.txt", 1)) if side)
 print(f"results: {out_dir}/{{{files}}}")
 EOF
+for line in "${chain_lines[@]}"; do echo "$line"; done
+} | tee "$out_dir/table.txt"
