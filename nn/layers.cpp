@@ -1,6 +1,7 @@
 #include "nn/layers.hpp"
 
 #include <stdexcept>
+#include <typeinfo>
 
 #include <fmt/format.h>
 
@@ -205,7 +206,19 @@ Sequential& Sequential::add(std::shared_ptr<Module> module) {
 
 ag::Tensor Sequential::forward(const ag::Tensor& x) {
   ag::Tensor h = x;
-  for (const auto& [name, child] : children()) h = (*child)(h);
+  const auto& layers = children();
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    Module& layer = *layers[i].second;
+    // ReLU then MaxPool2d runs as MaxPool2d then ReLU: the same values and the same gradients of every order
+    // (relu is non-decreasing, maps every x <= 0 to 0 with gradient 0 and passes NaN, so it commutes with a
+    // window's maximum, ties, zeros and NaN included), at a quarter of relu's work for 2x2 windows.
+    if (i + 1 < layers.size() && typeid(layer) == typeid(ReLU) && typeid(*layers[i + 1].second) == typeid(MaxPool2d)) {
+      h = layer((*layers[i + 1].second)(h));
+      ++i;
+      continue;
+    }
+    h = layer(h);
+  }
   return h;
 }
 

@@ -17,6 +17,9 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <memory>
+#include <span>
+#include <tuple>
 
 #include "autograd/gradcheck.hpp"
 #include "autograd/ops.hpp"
@@ -720,4 +723,43 @@ TEST_CASE("data::check_writable: a save target is checked before any work, and n
   CHECK(has(message_of([] { data::check_writable("/dev/null", "log"); }), "is a character device"));
   CHECK(data::file_type("/dev/null") == "a character device");
   CHECK(data::file_type(dir.file("nothing")) == "nothing");
+}
+
+TEST_CASE("Sequential runs ReLU then MaxPool2d as pool then relu: the same values and gradients, bit for bit") {
+  // Ties, zeros of both signs, negatives-only windows and NaN, in float64.
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  std::vector<double> values = {1.0,  1.0,  -2.0, -0.5, 0.0,  -0.0, 3.0, nan,  //
+                                -1.0, -3.0, 0.0,  -1.0, -0.0, 0.0,  nan, 2.0,  //
+                                0.5,  0.25, 4.0,  4.0,  -2.0, 7.0,  0.0, -1.0, //
+                                0.25, 0.5,  4.0,  -4.0, -3.0, -1.0, 2.0, 2.0};
+  ag::Tensor x = ag::Tensor::from_data(ag::Shape{1, 2, 4, 4}, std::span<const double>(values));
+  x.set_requires_grad();
+  std::vector<double> weights(8);
+  for (std::size_t i = 0; i < weights.size(); ++i) weights[i] = 0.5 + double(i);
+  ag::Tensor w = ag::Tensor::from_data(ag::Shape{1, 2, 2, 2}, std::span<const double>(weights));
+
+  nn::Sequential fused;
+  fused.add(std::make_shared<nn::ReLU>());
+  fused.add(std::make_shared<nn::MaxPool2d>(2));
+  // The output, the gradient of sum(w * y^2) and that of its squared gradient (second order); each backward
+  // releases the tape, so each side is run from the start.
+  auto run = [&](const std::function<ag::Tensor()>& forward) {
+    ag::Tensor out = forward();
+    ag::Tensor g = ag::grad({ag::sum(ag::mul(w, ag::mul(out, out)))}, {x}, {}, {.create_graph = true})[0];
+    ag::Tensor gg = ag::grad({ag::sum(ag::mul(g, g))}, {x})[0];
+    return std::tuple{out.detach(), g.detach(), gg};
+  };
+  auto [y, g, gg] = run([&] { return fused(x); });
+  auto [want, g_want, gg_want] = run([&] { return ag::max_pool2d(ag::relu(x), 2); });
+  auto same = [](const ag::Tensor& a, const ag::Tensor& b) {
+    REQUIRE(a.numel() == b.numel());
+    for (std::size_t i = 0; i < a.numel(); ++i) {
+      INFO("element " << i << ": " << a.at(i) << " vs " << b.at(i));
+      CHECK(std::memcmp(&a.data<double>()[i], &b.data<double>()[i], sizeof(double)) == 0);
+    }
+  };
+  same(y, want);
+  same(g, g_want);
+  same(gg, gg_want);
+  CHECK(std::isnan(y.at(1)));  // the window holding a NaN
 }
