@@ -260,11 +260,12 @@ for k in workloads:
         print(f"{'  (w3 floor)':<14} {'us/step':<8} {'step floor ' + format(fl, '.1f'):>17}"
               f"  ({b['step_floor_bytes'] * 1e-6:.2f} MB of weights at {b['step_floor_bytes'] / fl * 1e-3:.0f} GB/s);"
               f" floor / step: PyTorch {at(a)}, libtorch {at(l)}, tapegrad {at(b)}")
-    if "in_backward_us_per_step" in b:
-        ib = b["in_backward_us_per_step"]
+    if "in_backward_min" in b:
+        ib = b["in_backward_min"]
         rel = lambda r: f"{ib / r['min']:.2f}" if r else "-"
-        print(f"{'  (w3 fused)':<14} {'us/step':<8} {'':>17} {'':>17} {ib:>17.1f} {rel(a):>12} {rel(l):>12}"
-              f"  floor / step {100 * b['step_floor_us_per_step'] / ib:.0f}%")
+        floor = f"  floor / step {100 * b['step_floor_us_per_step'] / ib:.0f}%" if "step_floor_us_per_step" in b else ""
+        print(f"{'  (' + k + ' fused)':<14} {unit:<8} {'':>17} {'':>17} {ib:>17.{1 if unit == 'us/step' else 3}f}"
+              f" {rel(a):>12} {rel(l):>12}{floor}")
     if "gemm_floor_s_per_epoch" in b:
         fl = b["gemm_floor_s_per_epoch"]
         at = lambda r: f"{100 * fl / r['min']:.0f}%" if r else "-"
