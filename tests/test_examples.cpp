@@ -1269,6 +1269,30 @@ TEST_CASE("an averaging optimiser is evaluated with batch-norm statistics recomp
   CHECK(a.epochs[0].test_loss != b.epochs[0].test_loss);
 }
 
+TEST_CASE("sgd(in_backward=true) trains as sgd does; --track grad-norm is refused beside it, before training") {
+  examples::Datasets data = mnist_subset(1000);
+  auto run = [&](const char* optimizer, std::vector<config::Spec> track) {
+    RunConfig c = quiet_config();
+    c.model = spec("mlp(hidden=[16])");
+    c.optimizer = optim::resolve_optimizer(spec(optimizer));
+    c.epochs = 1;
+    c.batch_size = 100;
+    c.images = false;
+    c.track = std::move(track);
+    c.track_log = temp_path("track_in_backward.csv").string();
+    std::shared_ptr<nn::Module> model = examples::build_model(c, data.train);
+    return examples::fit(*model, c, data);
+  };
+  RunResult plain = run("sgd(lr=0.1)", {});
+  RunResult fused = run("sgd(lr=0.1,in_backward=true)", {});
+  CHECK(fused.epochs[0].test_loss == doctest::Approx(plain.epochs[0].test_loss).epsilon(1e-5));
+  CHECK_THROWS_WITH_AS(run("sgd(lr=0.1,in_backward=true)", {examples::resolve_tracker(spec("grad-norm"))}),
+                       doctest::Contains("--track grad-norm(every=1): the optimiser updates weights inside backward"),
+                       std::runtime_error);
+  // A tracker that reads the weights, not their gradients, is fine.
+  CHECK(run("sgd(lr=0.1,in_backward=true)", {examples::resolve_tracker(spec("update-norm"))}).steps == 10);
+}
+
 TEST_CASE("--track: a per-step CSV; SGD's update norm is lr times the gradient norm; sharpness is the Hessian's top "
           "eigenvalue on the subset") {
   RunConfig c = quiet_config();

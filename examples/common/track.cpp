@@ -69,6 +69,7 @@ class GradNorm : public Tracker {
  public:
   explicit GradNorm(std::size_t every) : every_(every) {}
   std::vector<std::string> columns(const nn::Module&) const override { return {"grad_norm"}; }
+  bool reads_gradients() const override { return true; }
   std::vector<double> measure(const TrackStep& s) override {
     if (!due(s.step, every_)) return {kNotMeasured};
     double sum = 0;
@@ -295,6 +296,13 @@ TrackLog::TrackLog(const std::vector<config::Spec>& specs, const std::string& pa
   file_ = std::make_unique<std::ofstream>(path, resumed_step > 0 ? std::ios::app : std::ios::trunc);
   if (resumed_step == 0) *file_ << header;
   if (!*file_) throw std::runtime_error(fmt::format("cannot write the track log {}: {}", path, std::strerror(errno)));
+}
+
+std::string TrackLog::gradient_reader() const {
+  for (const auto& t : trackers_) {
+    if (t.tracker->reads_gradients()) return t.spec;
+  }
+  return "";
 }
 
 void TrackLog::before_step(const nn::Module& model) {

@@ -48,6 +48,9 @@ class Tracker {
   virtual bool needs_weights_before() const { return false; }
   /// False if this tracker cannot measure a run trained with `loss` (checked before training).
   virtual bool takes_loss(nn::ClassifierLoss) const { return true; }
+  /// True if measure() reads the parameters' .grad() (which an optimiser updating inside backward,
+  /// sgd(in_backward=true), leaves empty for the weights it updates: checked before training).
+  virtual bool reads_gradients() const { return false; }
 };
 
 /// What a tracker is made from: the spec, the training set, and whether the model takes images.
@@ -69,6 +72,8 @@ class TrackLog {
            const data::Dataset& train, bool images, std::size_t resumed_step,
            nn::ClassifierLoss loss = nn::ClassifierLoss::cross_entropy);
   bool active() const { return !trackers_.empty(); }
+  /// The spec of the first tracker that reads .grad(), or "" if none does.
+  std::string gradient_reader() const;
   /// Before a step: keeps the weights if a tracker needs them.
   void before_step(const nn::Module& model);
   /// After step `step`: a row of every tracker's values. Throws std::runtime_error if the file cannot be written.

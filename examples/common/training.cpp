@@ -304,6 +304,11 @@ class Trainer {
     open_log();
     open_eval_log();
     track_ = TrackLog(config.track, config.track_log, model_, data.train, config.images, at_.step, config.loss);
+    if (std::string reader = track_.gradient_reader(); !reader.empty() && optimizer_->updates_in_backward()) {
+      throw std::runtime_error(fmt::format("--track {}: the optimiser updates weights inside backward (in_backward=true) "
+                                           "and keeps no gradient of them to measure",
+                                           reader));
+    }
   }
 
   RunResult run(const EpochCallback& on_epoch) {
