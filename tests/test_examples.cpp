@@ -1286,9 +1286,11 @@ TEST_CASE("sgd(in_backward=true) trains as sgd does; --track grad-norm is refuse
   RunResult plain = run("sgd(lr=0.1)", {});
   RunResult fused = run("sgd(lr=0.1,in_backward=true)", {});
   CHECK(fused.epochs[0].test_loss == doctest::Approx(plain.epochs[0].test_loss).epsilon(1e-5));
+  std::filesystem::remove(temp_path("track_in_backward.csv"));
   CHECK_THROWS_WITH_AS(run("sgd(lr=0.1,in_backward=true)", {examples::resolve_tracker(spec("grad-norm"))}),
                        doctest::Contains("--track grad-norm(every=1): the optimiser updates weights inside backward"),
                        std::runtime_error);
+  CHECK_FALSE(std::filesystem::exists(temp_path("track_in_backward.csv")));  // refused before the log is made
   // A tracker that reads the weights, not their gradients, is fine.
   CHECK(run("sgd(lr=0.1,in_backward=true)", {examples::resolve_tracker(spec("update-norm"))}).steps == 10);
 }

@@ -278,7 +278,8 @@ const bool registered = [] {
 }  // namespace
 
 TrackLog::TrackLog(const std::vector<config::Spec>& specs, const std::string& path, const nn::Module& model,
-                   const data::Dataset& train, bool images, std::size_t resumed_step, nn::ClassifierLoss loss)
+                   const data::Dataset& train, bool images, std::size_t resumed_step, nn::ClassifierLoss loss,
+                   bool gradients_kept)
     : loss_(loss), path_(path) {
   if (specs.empty()) return;
   std::string header = "step,epoch,loss";
@@ -288,6 +289,11 @@ TrackLog::TrackLog(const std::vector<config::Spec>& specs, const std::string& pa
       throw std::runtime_error(fmt::format("--track {}: cannot measure a run trained with --loss {}", spec.text(),
                                            nn::classifier_loss_name(loss)));
     }
+    if (!gradients_kept && trackers_.back().tracker->reads_gradients()) {
+      throw std::runtime_error(fmt::format("--track {}: the optimiser updates weights inside backward "
+                                           "(in_backward=true) and keeps no gradient of them to measure",
+                                           spec.text()));
+    }
     for (const std::string& column : trackers_.back().tracker->columns(model)) header += "," + column;
   }
   header += "\n";
@@ -296,13 +302,6 @@ TrackLog::TrackLog(const std::vector<config::Spec>& specs, const std::string& pa
   file_ = std::make_unique<std::ofstream>(path, resumed_step > 0 ? std::ios::app : std::ios::trunc);
   if (resumed_step == 0) *file_ << header;
   if (!*file_) throw std::runtime_error(fmt::format("cannot write the track log {}: {}", path, std::strerror(errno)));
-}
-
-std::string TrackLog::gradient_reader() const {
-  for (const auto& t : trackers_) {
-    if (t.tracker->reads_gradients()) return t.spec;
-  }
-  return "";
 }
 
 void TrackLog::before_step(const nn::Module& model) {

@@ -67,13 +67,12 @@ class TrackLog {
   TrackLog() = default;
   /// Makes the trackers of `specs` (resolved) and opens `path` (checked writable first). A resumed run
   /// (`resumed_step` > 0) cuts the file back to that step and appends. std::runtime_error naming the file,
-  /// or a tracker that cannot measure `loss`.
+  /// a tracker that cannot measure `loss`, or one that reads gradients when `gradients_kept` is false (an
+  /// optimiser that updates inside backward), before the file is touched.
   TrackLog(const std::vector<config::Spec>& specs, const std::string& path, const nn::Module& model,
            const data::Dataset& train, bool images, std::size_t resumed_step,
-           nn::ClassifierLoss loss = nn::ClassifierLoss::cross_entropy);
+           nn::ClassifierLoss loss = nn::ClassifierLoss::cross_entropy, bool gradients_kept = true);
   bool active() const { return !trackers_.empty(); }
-  /// The spec of the first tracker that reads .grad(), or "" if none does.
-  std::string gradient_reader() const;
   /// Before a step: keeps the weights if a tracker needs them.
   void before_step(const nn::Module& model);
   /// After step `step`: a row of every tracker's values. Throws std::runtime_error if the file cannot be written.

@@ -303,12 +303,8 @@ class Trainer {
     if (config.epochs > 0 && !is_constant(config.schedule)) make_scheduler();
     open_log();
     open_eval_log();
-    track_ = TrackLog(config.track, config.track_log, model_, data.train, config.images, at_.step, config.loss);
-    if (std::string reader = track_.gradient_reader(); !reader.empty() && optimizer_->updates_in_backward()) {
-      throw std::runtime_error(fmt::format("--track {}: the optimiser updates weights inside backward (in_backward=true) "
-                                           "and keeps no gradient of them to measure",
-                                           reader));
-    }
+    track_ = TrackLog(config.track, config.track_log, model_, data.train, config.images, at_.step, config.loss,
+                      !optimizer_->updates_in_backward());
   }
 
   RunResult run(const EpochCallback& on_epoch) {
