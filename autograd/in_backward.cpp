@@ -19,7 +19,6 @@ void set_update_in_backward(const Tensor& param, std::shared_ptr<const InBackwar
     throw std::invalid_argument(fmt::format("set_update_in_backward: {} is not a leaf (an op made it)", param.describe()));
   }
   impl.in_backward = std::move(rule);
-  impl.updated_in_backward = false;
   // Uses recorded before the rule was set were not counted: no update inside this tape's backward.
   impl.uses_generation = 0;
   impl.uses = 0;
@@ -27,10 +26,6 @@ void set_update_in_backward(const Tensor& param, std::shared_ptr<const InBackwar
 
 void remove_update_in_backward(const Tensor& param, const InBackwardUpdate* rule) {
   if (param.defined() && param.impl()->in_backward.get() == rule) param.impl()->in_backward.reset();
-}
-
-bool take_updated_in_backward(const Tensor& param) {
-  return param.defined() && std::exchange(param.impl()->updated_in_backward, false);
 }
 
 namespace detail {
@@ -49,7 +44,6 @@ bool update_in_backward(const Tensor& weight, const Tensor& x, const Tensor& g) 
   dispatch(weight.dtype(), [&]<class T>() {
     gemm(true, false, in, out, batch, T(c->alpha), x.data<T>(), in, g.data<T>(), out, T(c->beta), target.data<T>(), out);
   });
-  w.updated_in_backward = true;
   return true;
 }
 

@@ -9,8 +9,8 @@
 //   * the parameter is a leaf taken by exactly one node of the tape (a weight used twice needs its old value
 //     for its other gradient), shares its storage with no other tensor, and has no gradient yet;
 //   * the op has computed every other gradient that needs the parameter's value first.
-// Otherwise dW goes to .grad() as usual and the optimiser's step applies it. A parameter updated inside
-// backward is marked; take_updated_in_backward tells the optimiser (and clears the mark).
+// Otherwise dW goes to .grad() as usual and the optimiser's step applies it (a parameter updated inside
+// backward has no gradient, so the step passes it by).
 #pragma once
 
 #include <memory>
@@ -37,8 +37,6 @@ class InBackwardUpdate {
 void set_update_in_backward(const Tensor& param, std::shared_ptr<const InBackwardUpdate> rule);
 /// Removes `rule` from `param` if it is the one registered there (an optimiser going away).
 void remove_update_in_backward(const Tensor& param, const InBackwardUpdate* rule);
-/// True if a backward applied `param`'s rule since the last call; clears the mark.
-bool take_updated_in_backward(const Tensor& param);
 
 namespace detail {
 /// For ops: applies `weight`'s rule with dW = x^T g (x: (batch, in), g: (batch, out), weight: (in, out)) if

@@ -51,7 +51,6 @@ SGD::~SGD() {
 
 void SGD::update() {
   // Parameters updated inside backward have no gradient: gradients() leaves them out.
-  for (const auto& [param, rule] : rules_) ag::take_updated_in_backward(param);
   for (const Work& item : gradients()) {
     const SGDOptions& o = options(item.param->group);
     detail::Decay d = detail::decay(o.lr, o.weight_decay, o.weight_decay_mode);

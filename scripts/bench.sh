@@ -241,6 +241,14 @@ hdr = (f"{'workload':<14} {'unit':<8} {'PyTorch':>17} {'libtorch':>17} {'tapegra
        f"  {'loss PT':>7} {'loss LT':>7} {'loss tg':>7}")
 print(hdr)
 print("-" * len(hdr))
+
+def floor_line(sides, label, unit, floor_text, floor, per, what):
+    """A floor's line: its value, what it is, and each side's fraction of it (floor / that side's least time);
+    `sides` are one workload's PyTorch, libtorch and tapegrad results (None where a side did not run)."""
+    at = lambda r: f"{100 * floor / r['min']:.0f}%" if r else "-"
+    a, l, b = (at(r) for r in sides)
+    print(f"{label:<14} {unit:<8} {floor_text:>17}  {what}; floor / {per}: PyTorch {a}, libtorch {l}, tapegrad {b}")
+
 for k in workloads:
     a, l, b = (pt or {}).get(k), (lt or {}).get(k), tg.get(k)
     if b is None:
@@ -256,10 +264,8 @@ for k in workloads:
         print(f"{'  (w3 epoch)':<14} {'s/epoch':<8} {epoch(a):>17} {epoch(l):>17} {epoch(b):>17}")
     if "step_floor_us_per_step" in b:
         fl = b["step_floor_us_per_step"]
-        at = lambda r: f"{100 * fl / r['min']:.0f}%" if r else "-"
-        print(f"{'  (w3 floor)':<14} {'us/step':<8} {'step floor ' + format(fl, '.1f'):>17}"
-              f"  ({b['step_floor_bytes'] * 1e-6:.2f} MB of weights at {b['step_floor_bytes'] / fl * 1e-3:.0f} GB/s);"
-              f" floor / step: PyTorch {at(a)}, libtorch {at(l)}, tapegrad {at(b)}")
+        floor_line((a, l, b), "  (w3 floor)", "us/step", f"step floor {fl:.1f}", fl, "step",
+                   f"({b['step_floor_bytes'] * 1e-6:.2f} MB of weights at {b['step_floor_bytes'] / fl * 1e-3:.0f} GB/s)")
     if "in_backward_min" in b:
         ib = b["in_backward_min"]
         rel = lambda r: f"{ib / r['min']:.2f}" if r else "-"
@@ -268,10 +274,8 @@ for k in workloads:
               f" {rel(a):>12} {rel(l):>12}{floor}")
     if "gemm_floor_s_per_epoch" in b:
         fl = b["gemm_floor_s_per_epoch"]
-        at = lambda r: f"{100 * fl / r['min']:.0f}%" if r else "-"
-        print(f"{'  (w1 floor)':<14} {'s/epoch':<8} {'sgemm floor ' + format(fl, '.3f'):>17}"
-              f"  at {b['gemm_floor_gflops']:.0f} GFLOP/s on W1's {b['gemm_floor_gflop_per_epoch']:.1f} GFLOP;"
-              f" floor / epoch: PyTorch {at(a)}, libtorch {at(l)}, tapegrad {at(b)}")
+        floor_line((a, l, b), "  (w1 floor)", "s/epoch", f"sgemm floor {fl:.3f}", fl, "epoch",
+                   f"at {b['gemm_floor_gflops']:.0f} GFLOP/s on W1's {b['gemm_floor_gflop_per_epoch']:.1f} GFLOP")
 rss = lambda side: f"{side['meta']['peak_rss_mb']:.0f}" if side else "-"
 print(f"{'peak RSS':<14} {'MB':<8} {rss(pt):>17} {rss(lt):>17} {rss(tg):>17}")
 files = ",".join(n for n, side in (("pytorch.json", pt), ("libtorch.json", lt), ("tapegrad.json", tg), ("table.txt", 1)) if side)

@@ -38,12 +38,11 @@ struct TensorImpl {
   /// -1 for leaves.
   std::int64_t node = -1;
   std::uint64_t tape_generation = 0;
-  /// An optimiser's update applied inside backward (autograd/in_backward.hpp), the number of nodes of the
-  /// tape of generation `uses_generation` that take this leaf, and whether a backward applied the update.
+  /// An optimiser's update applied inside backward (autograd/in_backward.hpp), and the number of nodes of
+  /// the tape of generation `uses_generation` that take this leaf.
   std::shared_ptr<const InBackwardUpdate> in_backward;
   std::uint64_t uses_generation = 0;
   unsigned uses = 0;
-  bool updated_in_backward = false;
 };
 
 namespace detail {

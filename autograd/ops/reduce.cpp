@@ -68,7 +68,6 @@ std::pair<Tensor, Tensor> extreme_with_mask(const char* op, const Tensor& x, Axi
   return {out, mask};
 }
 
-
 /// Where a reduction over everything (no axis) or over one axis reads and writes; an empty extent is refused.
 struct ReductionSite {
   AxisSplit split;
