@@ -131,18 +131,23 @@ std::function<std::unique_ptr<optim::Optimizer>(nn::Module&)> adam(double lr) {
   };
 }
 
-std::function<std::unique_ptr<optim::Optimizer>(nn::Module&)> sgd(double lr) {
-  return [lr](nn::Module& m) -> std::unique_ptr<optim::Optimizer> {
-    return std::make_unique<optim::SGD>(m.named_parameters(), optim::SGDOptions{.lr = lr});
+std::function<std::unique_ptr<optim::Optimizer>(nn::Module&)> sgd(double lr, bool in_backward = false) {
+  return [lr, in_backward](nn::Module& m) -> std::unique_ptr<optim::Optimizer> {
+    return std::make_unique<optim::SGD>(m.named_parameters(), optim::SGDOptions{.lr = lr, .in_backward = in_backward});
   };
+}
+
+/// An MLP trained by SGD at `lr` (W3, W4), which is also run with the update inside backward.
+Workload sgd_workload(std::string key, std::string name, std::string desc, std::size_t batch, double lr) {
+  return {std::move(key), std::move(name), std::move(desc), batch, false, mlp({300, 100, 100}), sgd(lr), lr};
 }
 
 const std::vector<Workload>& workloads() {
   static const std::vector<Workload> all = {
       {"w1", "mlp", "MLP 784-128-64-10, batch 200, Adam 1e-3", 200, false, mlp({128, 64}), adam(1e-3)},
       {"w2", "cnn", "CNN 2x(conv3x3 8ch+pool) FC128, batch 200, Adam 1e-3", 200, true, cnn, adam(1e-3)},
-      {"w3", "online", "MLP 784-300-100-100-10, batch 1, SGD 0.01", 1, false, mlp({300, 100, 100}), sgd(0.01), 0.01},
-      {"w4", "mlp5-b10", "MLP 784-300-100-100-10, batch 10, SGD 0.1", 10, false, mlp({300, 100, 100}), sgd(0.1), 0.1},
+      sgd_workload("w3", "online", "MLP 784-300-100-100-10, batch 1, SGD 0.01", 1, 0.01),
+      sgd_workload("w4", "mlp5-b10", "MLP 784-300-100-100-10, batch 10, SGD 0.1", 10, 0.1),
   };
   return all;
 }
@@ -447,8 +452,6 @@ Result run_epoch_workload(const Workload& wl, const data::Dataset& train, const 
   return r;
 }
 
-Result run_w3(const Workload& wl, const data::Dataset& train, const Args& args);
-
 Result run_w3(const Workload& wl, const data::Dataset& train, const Args& args) {
   Result r;
   r.unit = "us/step";
@@ -498,9 +501,7 @@ Result run_with_in_backward(const Workload& wl, const data::Dataset& train, cons
   Result r = run_workload(wl, train, args);
   if (wl.sgd_lr == 0.0) return r;
   Workload fused = wl;
-  fused.optimizer = [lr = wl.sgd_lr](nn::Module& m) -> std::unique_ptr<optim::Optimizer> {
-    return std::make_unique<optim::SGD>(m.named_parameters(), optim::SGDOptions{.lr = lr, .in_backward = true});
-  };
+  fused.optimizer = sgd(wl.sgd_lr, /*in_backward=*/true);
   fmt::print("  {} with sgd(lr={},in_backward=true):\n", wl.key, wl.sgd_lr);
   Args quiet = args;
   quiet.gemm_floor = false;
