@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 
 #include <fmt/format.h>
@@ -95,6 +96,147 @@ std::string fmt_where(std::string_view where, std::string_view key, std::string_
 void bad_choice(std::string_view where, std::string_view key, const std::string& value, const std::string& allowed) {
   bad_value(where, key, value, "one of " + allowed);
 }
+
+// ---- the untyped option table
+
+namespace detail {
+namespace {
+
+template <class T>
+T& field_at(void* options, std::size_t offset) {
+  return *reinterpret_cast<T*>(static_cast<char*>(options) + offset);
+}
+template <class T>
+const T& field_at(const void* options, std::size_t offset) {
+  return *reinterpret_cast<const T*>(static_cast<const char*>(options) + offset);
+}
+
+/// An enumeration's value, stored in its own width.
+template <class Int>
+void store_enum_as(void* options, std::size_t offset, long long value) {
+  field_at<Int>(options, offset) = static_cast<Int>(value);
+}
+void store_enum(const FieldTable::Field& field, void* options, long long value) {
+  switch (field.enum_size) {
+    case 1: return store_enum_as<std::int8_t>(options, field.offset, value);
+    case 2: return store_enum_as<std::int16_t>(options, field.offset, value);
+    case 4: return store_enum_as<std::int32_t>(options, field.offset, value);
+    default: return store_enum_as<std::int64_t>(options, field.offset, value);
+  }
+}
+/// Whether the enumeration holds `value` (compared in its own width, so that signedness does not matter).
+template <class Int>
+bool enum_is_as(const void* options, std::size_t offset, long long value) {
+  return field_at<Int>(options, offset) == static_cast<Int>(value);
+}
+bool enum_is(const FieldTable::Field& field, const void* options, long long value) {
+  switch (field.enum_size) {
+    case 1: return enum_is_as<std::int8_t>(options, field.offset, value);
+    case 2: return enum_is_as<std::int16_t>(options, field.offset, value);
+    case 4: return enum_is_as<std::int32_t>(options, field.offset, value);
+    default: return enum_is_as<std::int64_t>(options, field.offset, value);
+  }
+}
+
+}  // namespace
+
+FieldTable::Field& FieldTable::add(Kind kind, std::string_view key, std::string_view help, std::size_t offset) {
+  Field& f = fields_.emplace_back();
+  f.key = key;
+  f.help = help;
+  f.kind = kind;
+  f.offset = offset;
+  return f;
+}
+
+void FieldTable::add_choice(std::string_view key, std::string_view help, std::size_t offset, std::size_t enum_size,
+                            std::vector<std::pair<std::string, long long>> names) {
+  Field& f = add(Kind::choice, key, help, offset);
+  f.enum_size = enum_size;
+  f.names = std::move(names);
+}
+
+std::string FieldTable::allowed(const Field& f) {
+  switch (f.kind) {
+    case Kind::real: return f.range.text();
+    case Kind::count: return count_range_text(f.low, f.high);
+    case Kind::flag: return "true | false";
+    case Kind::counts: return "[n1,n2,...], integers >= 1";
+    case Kind::spec: return "a spec, name(key=value, ...)";
+    case Kind::choice: break;
+  }
+  std::string names;
+  for (const auto& [name, value] : f.names) names += (names.empty() ? "" : " | ") + name;
+  return names;
+}
+
+void FieldTable::set(const Field& f, void* o, const std::string& v, std::string_view where) {
+  switch (f.kind) {
+    case Kind::real: field_at<double>(o, f.offset) = parse_real(where, f.key, v, f.range); return;
+    case Kind::count: field_at<std::size_t>(o, f.offset) = parse_count(where, f.key, v, f.low, f.high); return;
+    case Kind::flag: field_at<bool>(o, f.offset) = parse_bool(where, f.key, v); return;
+    case Kind::counts: field_at<std::vector<std::size_t>>(o, f.offset) = parse_counts(where, f.key, v); return;
+    case Kind::spec:
+      try {
+        field_at<Spec>(o, f.offset) = parse_spec(v);
+      } catch (const SpecError& e) {
+        throw SpecError(fmt_where(where, f.key, e.what()));
+      }
+      return;
+    case Kind::choice:
+      for (const auto& [name, value] : f.names) {
+        if (name == v) return store_enum(f, o, value);
+      }
+      bad_choice(where, f.key, v, allowed(f));
+  }
+}
+
+std::string FieldTable::get(const Field& f, const void* o) {
+  switch (f.kind) {
+    case Kind::real: return format_real(field_at<double>(o, f.offset));
+    case Kind::count: return std::to_string(field_at<std::size_t>(o, f.offset));
+    case Kind::flag: return field_at<bool>(o, f.offset) ? "true" : "false";
+    case Kind::counts: return format_counts(field_at<std::vector<std::size_t>>(o, f.offset));
+    case Kind::spec: return field_at<Spec>(o, f.offset).text();
+    case Kind::choice:
+      for (const auto& [name, value] : f.names) {
+        if (enum_is(f, o, value)) return name;
+      }
+      return "?";
+  }
+  return "?";
+}
+
+void FieldTable::apply(void* options, const Spec& spec, std::string_view where) const {
+  for (const auto& [key, value] : spec.args) set(find(key, where), options, value, where);
+}
+
+std::vector<OptionInfo> FieldTable::describe(const void* options) const {
+  std::vector<OptionInfo> infos;
+  for (const Field& f : fields_) infos.push_back({f.key, get(f, options), allowed(f), f.help});
+  return infos;
+}
+
+std::vector<std::pair<std::string, std::string>> FieldTable::values(const void* options) const {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const Field& f : fields_) out.emplace_back(f.key, get(f, options));
+  return out;
+}
+
+bool FieldTable::has(std::string_view key) const {
+  return std::any_of(fields_.begin(), fields_.end(), [&](const Field& f) { return f.key == key; });
+}
+
+const FieldTable::Field& FieldTable::find(std::string_view key, std::string_view where) const {
+  std::vector<std::string> keys;
+  for (const Field& f : fields_) {
+    if (f.key == key) return f;
+    keys.push_back(f.key);
+  }
+  unknown_key(where, key, keys);
+}
+
+}  // namespace detail
 
 }  // namespace config
 

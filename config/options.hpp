@@ -10,10 +10,10 @@
 #pragma once
 
 #include <cstddef>
-#include <functional>
 #include <limits>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -67,118 +67,115 @@ std::string fmt_where(std::string_view where, std::string_view key, std::string_
 [[noreturn]] void bad_choice(std::string_view where, std::string_view key, const std::string& value,
                              const std::string& allowed);
 
+namespace detail {
+
+/// The untyped core of OptionTable: each option is a field at a byte offset of the options struct, of a
+/// kind that says how to parse and print it. One copy of this code serves every options struct (the
+/// typed table only turns member pointers into offsets), which keeps the registrations cheap to compile.
+class FieldTable {
+ public:
+  enum class Kind { real, count, flag, counts, spec, choice };
+  struct Field {
+    std::string key, help;
+    Kind kind = Kind::real;
+    std::size_t offset = 0;
+    Range range{};                                         // real
+    std::size_t low = 0, high = 0;                         // count
+    std::size_t enum_size = 0;                             // choice: sizeof the enumeration
+    std::vector<std::pair<std::string, long long>> names;  // choice: name -> underlying value
+  };
+
+  /// A new field; the caller fills in the kind's own members (range, low and high).
+  Field& add(Kind kind, std::string_view key, std::string_view help, std::size_t offset);
+  void add_choice(std::string_view key, std::string_view help, std::size_t offset, std::size_t enum_size,
+                  std::vector<std::pair<std::string, long long>> names);
+  /// Sets the field `key` of the struct at `options` from its text; SpecError as OptionTable::apply.
+  void apply(void* options, const Spec& spec, std::string_view where) const;
+  std::vector<OptionInfo> describe(const void* options) const;
+  std::vector<std::pair<std::string, std::string>> values(const void* options) const;
+  bool has(std::string_view key) const;
+
+ private:
+  const Field& find(std::string_view key, std::string_view where) const;
+  static void set(const Field& field, void* options, const std::string& value, std::string_view where);
+  static std::string get(const Field& field, const void* options);
+  /// "[0, 1)", "true | false", ...: the allowed values as help texts show them.
+  static std::string allowed(const Field& field);
+
+  std::vector<Field> fields_;
+};
+
+}  // namespace detail
+
 template <class Options>
 class OptionTable {
+  using Kind = detail::FieldTable::Kind;
+  using Field = detail::FieldTable::Field;
+
  public:
-  OptionTable& real(std::string key, double Options::*field, Range range, std::string help) {
-    return add(key, range.text(), std::move(help),
-               [=](Options& o, const std::string& v, std::string_view where) { o.*field = parse_real(where, key, v, range); },
-               [=](const Options& o) { return format_real(o.*field); });
+  OptionTable& real(std::string_view key, double Options::*field, Range range, std::string_view help) {
+    fields_.add(Kind::real, key, help, offset(field)).range = range;
+    return *this;
   }
-  OptionTable& count(std::string key, std::size_t Options::*field, std::size_t low, std::size_t high,
-                     std::string help) {
-    std::string allowed = count_range_text(low, high);
-    return add(key, allowed, std::move(help),
-               [=](Options& o, const std::string& v, std::string_view where) {
-                 o.*field = parse_count(where, key, v, low, high);
-               },
-               [=](const Options& o) { return std::to_string(o.*field); });
+  OptionTable& count(std::string_view key, std::size_t Options::*field, std::size_t low, std::size_t high,
+                     std::string_view help) {
+    Field& f = fields_.add(Kind::count, key, help, offset(field));
+    f.low = low;
+    f.high = high;
+    return *this;
   }
-  OptionTable& flag(std::string key, bool Options::*field, std::string help) {
-    return add(key, "true | false", std::move(help),
-               [=](Options& o, const std::string& v, std::string_view where) { o.*field = parse_bool(where, key, v); },
-               [=](const Options& o) { return std::string(o.*field ? "true" : "false"); });
+  OptionTable& flag(std::string_view key, bool Options::*field, std::string_view help) {
+    fields_.add(Kind::flag, key, help, offset(field));
+    return *this;
   }
-  OptionTable& counts(std::string key, std::vector<std::size_t> Options::*field, std::string help) {
-    return add(key, "[n1,n2,...], integers >= 1", std::move(help),
-               [=](Options& o, const std::string& v, std::string_view where) {
-                 o.*field = parse_counts(where, key, v);
-               },
-               [=](const Options& o) { return format_counts(o.*field); });
+  OptionTable& counts(std::string_view key, std::vector<std::size_t> Options::*field, std::string_view help) {
+    fields_.add(Kind::counts, key, help, offset(field));
+    return *this;
   }
   /// A spec as the value (a wrapper's inner optimiser): "adam(lr=1e-3)"; only its syntax is checked here.
-  OptionTable& spec(std::string key, Spec Options::*field, std::string help) {
-    return add(key, "a spec, name(key=value, ...)", std::move(help),
-               [=](Options& o, const std::string& v, std::string_view where) {
-                 try {
-                   o.*field = parse_spec(v);
-                 } catch (const SpecError& e) {
-                   throw SpecError(fmt_where(where, key, e.what()));
-                 }
-               },
-               [=](const Options& o) { return (o.*field).text(); });
+  OptionTable& spec(std::string_view key, Spec Options::*field, std::string_view help) {
+    fields_.add(Kind::spec, key, help, offset(field));
+    return *this;
   }
   /// An enumeration, given by name: choice("eps_placement", &O::eps_placement, {{"outside", ...}, ...}).
-  template <class E>
-  OptionTable& choice(std::string key, E Options::*field, std::vector<std::pair<std::string, E>> names,
-                      std::string help) {
-    std::string allowed;
-    for (const auto& [name, value] : names) allowed += (allowed.empty() ? "" : " | ") + name;
-    return add(key, allowed, std::move(help),
-               [=](Options& o, const std::string& v, std::string_view where) {
-                 for (const auto& [name, value] : names) {
-                   if (name == v) {
-                     o.*field = value;
-                     return;
-                   }
-                 }
-                 bad_choice(where, key, v, allowed);
-               },
-               [=](const Options& o) {
-                 for (const auto& [name, value] : names) {
-                   if (value == o.*field) return name;
-                 }
-                 return std::string("?");
-               });
+  /// The field may be a base struct's.
+  template <class E, class Owner>
+    requires std::is_base_of_v<Owner, Options>
+  OptionTable& choice(std::string_view key, E Owner::*field, std::vector<std::pair<std::string, E>> names,
+                      std::string_view help) {
+    static_assert(std::is_enum_v<E>, "choice() takes an enumeration");
+    std::vector<std::pair<std::string, long long>> values;
+    for (auto& [name, value] : names) {
+      values.emplace_back(std::move(name), static_cast<long long>(static_cast<std::underlying_type_t<E>>(value)));
+    }
+    fields_.add_choice(key, help, offset(static_cast<E Options::*>(field)), sizeof(E), std::move(values));
+    return *this;
   }
 
   /// `base` with every key of `spec` applied (spec.name is not looked at). SpecError for an unknown key
   /// or a value outside its allowed set, naming `where` (the method), the key and what is allowed.
   Options apply(Options base, const Spec& spec, std::string_view where) const {
-    for (const auto& [key, value] : spec.args) find(key, where).set(base, value, where);
+    fields_.apply(&base, spec, where);
     return base;
   }
   /// Each option with its value in `options`.
-  std::vector<OptionInfo> describe(const Options& options) const {
-    std::vector<OptionInfo> infos;
-    for (const Entry& e : entries_) infos.push_back({e.key, e.get(options), e.allowed, e.help});
-    return infos;
-  }
+  std::vector<OptionInfo> describe(const Options& options) const { return fields_.describe(&options); }
   /// Every key = value of `options`, in table order.
   std::vector<std::pair<std::string, std::string>> values(const Options& options) const {
-    std::vector<std::pair<std::string, std::string>> out;
-    for (const Entry& e : entries_) out.emplace_back(e.key, e.get(options));
-    return out;
+    return fields_.values(&options);
   }
-  bool has(std::string_view key) const {
-    for (const Entry& e : entries_) {
-      if (e.key == key) return true;
-    }
-    return false;
-  }
+  bool has(std::string_view key) const { return fields_.has(key); }
 
  private:
-  struct Entry {
-    std::string key, allowed, help;
-    std::function<void(Options&, const std::string&, std::string_view)> set;
-    std::function<std::string(const Options&)> get;
-  };
-  OptionTable& add(const std::string& key, std::string allowed, std::string help,
-                   std::function<void(Options&, const std::string&, std::string_view)> set,
-                   std::function<std::string(const Options&)> get) {
-    entries_.push_back({key, std::move(allowed), std::move(help), std::move(set), std::move(get)});
-    return *this;
-  }
-  const Entry& find(std::string_view key, std::string_view where) const {
-    std::vector<std::string> keys;
-    for (const Entry& e : entries_) {
-      if (e.key == key) return e;
-      keys.push_back(e.key);
-    }
-    unknown_key(where, key, keys);
+  /// Where `member` lies in an Options (measured on a default-constructed one).
+  template <class T>
+  static std::size_t offset(T Options::*member) {
+    const Options probe{};
+    return static_cast<std::size_t>(reinterpret_cast<const char*>(&(probe.*member)) -
+                                    reinterpret_cast<const char*>(&probe));
   }
 
-  std::vector<Entry> entries_;
+  detail::FieldTable fields_;
 };
 
 }  // namespace config

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -72,20 +73,38 @@ class Registry {
   std::deque<Entry> entries_;  // stable addresses
 };
 
+/// What an entry's functions share: the option table, the registered defaults and the name errors give.
+template <class O>
+struct OptionsOf {
+  OptionTable<O> table;
+  O defaults;
+  std::string where;
+
+  /// The defaults with the spec's keys applied.
+  O apply(const Spec& spec) const { return table.apply(defaults, spec, where); }
+};
+
+/// The shared copy the functions of one entry capture.
+template <class O>
+std::shared_ptr<const OptionsOf<O>> share_options(OptionTable<O> table, O defaults, std::string where) {
+  return std::make_shared<const OptionsOf<O>>(OptionsOf<O>{std::move(table), std::move(defaults), std::move(where)});
+}
+
 /// The entry of a thing whose options struct is O: its options described at `defaults`; make(spec,
 /// args...) applies the spec's keys to the defaults (errors named `where`) and returns build(options,
 /// args...); resolve(spec) gives every option's value under the spec.
 template <class Entry, class O, class Build>
-Entry entry_with_options(std::string name, std::string summary, OptionTable<O> table, O defaults, std::string where,
-                         Build build) {
+[[gnu::cold]] Entry entry_with_options(std::string name, std::string summary, OptionTable<O> table, O defaults,
+                                       std::string where, Build build) {
+  auto options = share_options(std::move(table), std::move(defaults), std::move(where));
   Entry entry;
   entry.name = std::move(name);
   entry.summary = std::move(summary);
-  entry.options = table.describe(defaults);
-  entry.make = [=](const Spec& spec, auto&&... args) {
-    return build(table.apply(defaults, spec, where), std::forward<decltype(args)>(args)...);
+  entry.options = options->table.describe(options->defaults);
+  entry.make = [options, build = std::move(build)](const Spec& spec, auto&&... args) {
+    return build(options->apply(spec), std::forward<decltype(args)>(args)...);
   };
-  entry.resolve = [=](const Spec& spec) { return table.values(table.apply(defaults, spec, where)); };
+  entry.resolve = [options](const Spec& spec) { return options->table.values(options->apply(spec)); };
   return entry;
 }
 

@@ -44,8 +44,8 @@ void OptionCheck::common(double lr, double weight_decay) const {
 
 // ---------------------------------------------------------------- construction
 
-Optimizer::Optimizer(std::string name, const std::vector<std::vector<nn::NamedTensor>>& groups)
-    : name_(std::move(name)), groups_(groups) {
+Optimizer::Optimizer(std::string name, std::vector<std::vector<nn::NamedTensor>> groups)
+    : name_(std::move(name)), groups_(std::move(groups)) {
   if (groups_.empty()) throw std::invalid_argument(fmt::format("{}: no parameter groups", name_));
   std::unordered_set<const ag::TensorImpl*> seen_tensors;
   std::unordered_set<std::string> seen_names;
@@ -483,6 +483,10 @@ void Optimizer::replace_state(const std::vector<nn::NamedTensor>& all_entries) {
 // ---------------------------------------------------------------- kernel helpers
 
 namespace detail {
+
+std::string group_where(const std::string& name, std::size_t group, std::size_t group_count) {
+  return group_count > 1 ? fmt::format("{} (group {})", name, group) : name;
+}
 
 Decay decay(double lr, double weight_decay, WeightDecay mode) {
   if (mode == WeightDecay::decoupled) return Decay{0.0, 1.0 - lr * weight_decay};

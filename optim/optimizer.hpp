@@ -173,7 +173,7 @@ class Optimizer {
     ag::Tensor grad;
   };
 
-  Optimizer(std::string name, const std::vector<std::vector<nn::NamedTensor>>& groups);
+  Optimizer(std::string name, std::vector<std::vector<nn::NamedTensor>> groups);
 
   // ---- what a method defines ----
   /// Applies one update from the gradients in .grad(); runs under NoGradGuard.
@@ -270,6 +270,11 @@ class EvalScope {
 /// The base for a method with an options struct `Options`, which has at least
 ///   double lr; double weight_decay; WeightDecay weight_decay_mode; void check(const OptionCheck&) const;
 /// Every group has its own copy of the options.
+namespace detail {
+/// "<name> (group <g>)" when there are several groups, else the name: where option errors point.
+std::string group_where(const std::string& name, std::size_t group, std::size_t group_count);
+}  // namespace detail
+
 template <class Options>
 class OptimizerWith : public Optimizer {
  public:
@@ -283,13 +288,13 @@ class OptimizerWith : public Optimizer {
   }
 
  protected:
-  OptimizerWith(std::string name, std::vector<ParamGroup<Options>> groups, const Options& defaults)
-      : Optimizer(std::move(name), param_lists(groups)), defaults_(defaults) {
+  [[gnu::cold]] OptimizerWith(std::string name, std::vector<ParamGroup<Options>> groups, const Options& defaults)
+      : Optimizer(std::move(name), take_params(groups)), defaults_(defaults) {
     defaults_.check(OptionCheck(this->name()));
+    options_.reserve(groups.size());
     for (std::size_t g = 0; g < groups.size(); ++g) {
-      Options o = groups[g].options.value_or(defaults_);
-      o.check(OptionCheck(where(g)));
-      options_.push_back(o);
+      options_.push_back(groups[g].options ? *groups[g].options : defaults_);
+      options_.back().check(OptionCheck(where(g)));
     }
   }
   double& group_lr(std::size_t group) override { return options_.at(group).lr; }
@@ -302,14 +307,13 @@ class OptimizerWith : public Optimizer {
   }
 
  private:
-  static std::vector<std::vector<nn::NamedTensor>> param_lists(const std::vector<ParamGroup<Options>>& groups) {
-    std::vector<std::vector<nn::NamedTensor>> lists;
-    for (const auto& g : groups) lists.push_back(g.params);
+  /// The groups' parameter lists (moved out: only the options are read afterwards).
+  static std::vector<std::vector<nn::NamedTensor>> take_params(std::vector<ParamGroup<Options>>& groups) {
+    std::vector<std::vector<nn::NamedTensor>> lists(groups.size());
+    for (std::size_t g = 0; g < groups.size(); ++g) lists[g] = std::move(groups[g].params);
     return lists;
   }
-  std::string where(std::size_t group) const {
-    return group_count() > 1 ? name() + " (group " + std::to_string(group) + ")" : name();
-  }
+  std::string where(std::size_t group) const { return detail::group_where(name(), group, group_count()); }
 
   Options defaults_;
   std::vector<Options> options_;

@@ -98,20 +98,31 @@ config::OptionTable<O>& hyper_options(config::OptionTable<O>& table, Scope globa
 }
 
 /// Registers method M (options O) at static initialisation; `defaults` are the registered defaults.
+/// Registration and construction run once: [[gnu::cold]] here, on the other registration templates and on
+/// OptimizerWith's constructor has them compiled for size, since one copy is made per method.
 template <class M, class O>
 struct RegisterOptimizer {
-  RegisterOptimizer(std::string name, std::string summary, config::OptionTable<O> table, O defaults = {}) {
+  [[gnu::cold]] RegisterOptimizer(std::string name, std::string summary, config::OptionTable<O> table,
+                                  O defaults = {}) {
     defaults.check(OptionCheck(name));
+    auto options = config::share_options(std::move(table), std::move(defaults), name);
+    OptimizerEntry entry;
+    entry.name = std::move(name);
+    entry.summary = std::move(summary);
+    entry.options = options->table.describe(options->defaults);
     // Each group: the spec's options with the group's own keys applied on top.
-    auto build = [name, table](const O& base, std::vector<GroupSpec> groups) {
-      std::vector<ParamGroup<O>> param_groups;
+    entry.make = [options](const config::Spec& spec, std::vector<GroupSpec> groups) {
+      const O base = options->apply(spec);
+      std::vector<ParamGroup<O>> param_groups(groups.size());
       for (std::size_t g = 0; g < groups.size(); ++g) {
-        std::string where = groups.size() > 1 ? name + " (group " + std::to_string(g) + ")" : name;
-        param_groups.push_back({std::move(groups[g].params), table.apply(base, groups[g].overrides, where)});
+        param_groups[g].params = std::move(groups[g].params);
+        const std::string where = detail::group_where(options->where, g, groups.size());
+        param_groups[g].options = options->table.apply(base, groups[g].overrides, where);
       }
       return std::unique_ptr<Optimizer>(std::make_unique<M>(std::move(param_groups), base));
     };
-    optimizers().add(config::entry_with_options<OptimizerEntry>(name, std::move(summary), table, defaults, name, build));
+    entry.resolve = [options](const config::Spec& spec) { return options->table.values(options->apply(spec)); };
+    optimizers().add(std::move(entry));
   }
 };
 
@@ -139,27 +150,29 @@ config::Spec pass_to_inner(const config::Spec& spec, const std::function<bool(st
 /// the table lacks go to the inner spec (and a parameter group's keys go to the inner optimiser's groups).
 template <class M, class O>
 struct RegisterWrapper {
-  RegisterWrapper(std::string name, std::string summary, config::OptionTable<O> table, O defaults) {
+  [[gnu::cold]] RegisterWrapper(std::string name, std::string summary, config::OptionTable<O> table, O defaults) {
     defaults.check(OptionCheck(name));
-    auto options = [name, table, defaults](const config::Spec& spec) {
-      O o = defaults;
-      config::Spec own = detail::pass_to_inner(spec, [&](std::string_view key) { return table.has(key); }, o.inner, name);
-      o = table.apply(o, own, name);
-      o.check(OptionCheck(name));
+    auto own = config::share_options(std::move(table), std::move(defaults), name);
+    auto options = [own](const config::Spec& spec) {
+      O o = own->defaults;
+      auto has_key = [&](std::string_view key) { return own->table.has(key); };
+      config::Spec rest = detail::pass_to_inner(spec, has_key, o.inner, own->where);
+      o = own->table.apply(o, rest, own->where);
+      o.check(OptionCheck(own->where));
       return o;
     };
     OptimizerEntry entry;
-    entry.name = name;
+    entry.name = std::move(name);
     entry.summary = std::move(summary);
-    entry.options = table.describe(defaults);
+    entry.options = own->table.describe(own->defaults);
     entry.make = [options](const config::Spec& spec, std::vector<GroupSpec> groups) {
       O o = options(spec);
       return std::unique_ptr<Optimizer>(std::make_unique<M>(make_optimizer(o.inner, std::move(groups)), o));
     };
-    entry.resolve = [options, table](const config::Spec& spec) {
+    entry.resolve = [options, own](const config::Spec& spec) {
       O o = options(spec);
       o.inner = resolve_optimizer(o.inner);
-      return table.values(o);
+      return own->table.values(o);
     };
     optimizers().add(std::move(entry));
   }
@@ -192,7 +205,8 @@ config::Spec resolve_schedule(const config::Spec& spec);
 template <class O>
 struct RegisterSchedule {
   using Build = std::function<std::unique_ptr<Schedule>(const O&, const ScheduleContext&)>;
-  RegisterSchedule(std::string name, std::string summary, config::OptionTable<O> table, Build build, O defaults = {}) {
+  [[gnu::cold]] RegisterSchedule(std::string name, std::string summary, config::OptionTable<O> table, Build build,
+                                 O defaults = {}) {
     std::string where = name + " schedule";
     schedules().add(config::entry_with_options<ScheduleEntry>(std::move(name), std::move(summary), std::move(table),
                                                               defaults, where, std::move(build)));

@@ -2,6 +2,11 @@
 // that name what is wrong.
 #include <doctest/doctest.h>
 
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "config/options.hpp"
 #include "config/registry.hpp"
 #include "config/spec.hpp"
@@ -128,6 +133,47 @@ TEST_CASE("OptionTable: applies a spec's keys, writes every value out, refuses w
   CHECK(config::Range::at_least(0).text() == ">= 0");
   CHECK(config::format_real(1e-8) == "1e-08");
   CHECK(config::format_real(0.1) == "0.1");
+}
+
+namespace {
+// Enumerations of every width, signed and not, with values that set the top bit; fields of a base struct.
+enum class Tiny : std::uint8_t { low = 1, high = 200 };
+enum class Wide : std::int64_t { low = -5, high = std::int64_t(1) << 40 };
+enum Plain { plain_a = 7, plain_b = 70000 };
+struct Base {
+  double lr = 0.1;
+  Tiny tiny = Tiny::low;
+};
+struct Derived : Base {
+  std::string label = "x";
+  Wide wide = Wide::low;
+  Plain plain = plain_a;
+  double rate = 0.5;
+};
+}  // namespace
+
+TEST_CASE("OptionTable: fields of a base struct and enumerations of any width are read and written in place") {
+  config::OptionTable<Derived> t;
+  t.real("lr", &Derived::lr, config::Range::any(), "from the base")
+      .choice("tiny", &Derived::tiny, {{"low", Tiny::low}, {"high", Tiny::high}}, "8 bits")
+      .choice("wide", &Derived::wide, {{"low", Wide::low}, {"high", Wide::high}}, "64 bits")
+      .choice("plain", &Derived::plain, {{"a", plain_a}, {"b", plain_b}}, "unscoped")
+      .real("rate", &Derived::rate, config::Range::any(), "after a string");
+  Derived d = t.apply({}, parse_spec("x(lr=2,tiny=high,wide=high,plain=b,rate=3)"), "thing");
+  CHECK(d.lr == 2);
+  CHECK(d.tiny == Tiny::high);
+  CHECK(d.wide == Wide::high);
+  CHECK(d.plain == plain_b);
+  CHECK(d.rate == 3);
+  CHECK(d.label == "x");
+  CHECK(t.values(d) == std::vector<std::pair<std::string, std::string>>{
+                           {"lr", "2"}, {"tiny", "high"}, {"wide", "high"}, {"plain", "b"}, {"rate", "3"}});
+  CHECK(t.values(Derived{}) == std::vector<std::pair<std::string, std::string>>{
+                                   {"lr", "0.1"}, {"tiny", "low"}, {"wide", "low"}, {"plain", "a"}, {"rate", "0.5"}});
+  const std::vector<config::OptionInfo> info = t.describe(Derived{});
+  REQUIRE(info.size() == 5);
+  CHECK(info[1].allowed == "low | high");
+  CHECK(info[0].allowed == "any finite number");
 }
 
 TEST_CASE("Registry: add, find, unknown names listed, duplicates refused") {
