@@ -156,6 +156,7 @@ struct Result {
   // On the tapegrad side, 0 if not measured: W1's sgemm floor of an epoch (seconds, GFLOP); W3's step
   // floor (seconds a step, bytes of weights moved)
   double floor_seconds = 0.0, floor_gflop = 0.0, floor_bytes = 0.0;
+  double bandwidth_floor_seconds = 0.0;  // W3: the floor's bytes over the measured bandwidth
   // The SGD workloads on the tapegrad side: the least time (in `unit`) with sgd(in_backward=true), 0 if not run
   double in_backward_min = 0.0;
   bool per_step() const { return unit == "us/step"; }
@@ -265,6 +266,9 @@ inline std::string json_result(const Result& r) {
     f.emplace_back("step_floor_us_per_step", json_number(r.floor_seconds * 1e6));
     f.emplace_back("step_floor_bytes", json_number(r.floor_bytes));
     f.emplace_back("step_floor_fraction", json_number(r.floor_seconds * 1e6 / mn));
+    if (r.bandwidth_floor_seconds > 0.0) {
+      f.emplace_back("bandwidth_floor_us_per_step", json_number(r.bandwidth_floor_seconds * 1e6));
+    }
     if (r.in_backward_min > 0.0) {
       f.emplace_back("in_backward_step_floor_fraction", json_number(r.floor_seconds * 1e6 / r.in_backward_min));
     }

@@ -32,6 +32,7 @@
 #include <array>
 #include <iterator>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -394,6 +395,49 @@ StepFloor step_floor(const std::vector<std::size_t>& sizes) {
   return floor;
 }
 
+/// The same bytes over the machine's measured bandwidth, with no arithmetic: over buffers the size of each
+/// weight matrix (as the step has them), two read-only passes (the forward product and the input gradient
+/// read W) and one read-modify-write pass (the fused update), layer after layer; the least time over many
+/// passes. Integer xor keeps the read pass vectorised (a float sum would not be, without reassociation).
+struct BandwidthFloor {
+  double seconds = 0.0, read_gbs = 0.0, update_gbs = 0.0;
+};
+
+BandwidthFloor bandwidth_floor(const std::vector<std::size_t>& sizes) {
+  std::vector<std::vector<std::uint32_t>> w;
+  double bytes = 0.0;
+  for (std::size_t l = 0; l + 1 < sizes.size(); ++l) {
+    w.emplace_back(sizes[l] * sizes[l + 1], 0x3f800000u + static_cast<std::uint32_t>(l));
+    bytes += 4.0 * static_cast<double>(w.back().size());
+  }
+  volatile std::uint32_t sink = 0, add = 1;  // keep the passes from being folded away
+  auto read = [&] {
+    std::uint32_t acc = 0;
+    for (const auto& m : w) {
+      for (std::uint32_t x : m) acc ^= x;
+    }
+    sink = sink ^ acc;
+  };
+  auto update = [&] {
+    const std::uint32_t a = add;
+    for (auto& m : w) {
+      for (std::uint32_t& x : m) x += a;
+    }
+  };
+  auto least = [](auto&& pass) {
+    for (int i = 0; i < 200; ++i) pass();
+    double best = 1e300;
+    for (int i = 0; i < 3000; ++i) {
+      auto t0 = Clock::now();
+      pass();
+      best = std::min(best, seconds_since(t0));
+    }
+    return best;
+  };
+  const double t_read = least(read), t_update = least(update);
+  return {2.0 * t_read + t_update, bytes / t_read * 1e-9, 2.0 * bytes / t_update * 1e-9};
+}
+
 Result run_epoch_workload(const Workload& wl, const data::Dataset& train, const Args& args) {
   const std::size_t steps = (train.size() + wl.batch - 1) / wl.batch;
   {
@@ -486,6 +530,12 @@ Result run_w3(const Workload& wl, const data::Dataset& train, const Args& args) 
     fmt::print("  w3 step floor {:.1f} us/step (forward, input gradients and the update fused with the weight gradient, "
                "{:.2f} MB of weights moved: {:.0f} GB/s): the best step is at {:.0f}% of it\n",
                f.seconds * 1e6, f.bytes * 1e-6, f.bytes / f.seconds * 1e-9, 100.0 * f.seconds * 1e6 / min_of(r.times));
+    BandwidthFloor b = bandwidth_floor(kW3Sizes);
+    r.bandwidth_floor_seconds = b.seconds;
+    fmt::print("  w3 bandwidth floor {:.1f} us/step (the same bytes, no arithmetic: read {:.0f} GB/s, read-write {:.0f} "
+               "GB/s measured on the weights' buffers): the step floor's kernels reach {:.0f}% of it, the best step {:.0f}%\n",
+               b.seconds * 1e6, b.read_gbs, b.update_gbs, 100.0 * b.seconds / f.seconds,
+               100.0 * b.seconds * 1e6 / min_of(r.times));
   }
   return r;
 }

@@ -266,10 +266,16 @@ for k in workloads:
         fl = b["step_floor_us_per_step"]
         floor_line((a, l, b), "  (w3 floor)", "us/step", f"step floor {fl:.1f}", fl, "step",
                    f"({b['step_floor_bytes'] * 1e-6:.2f} MB of weights at {b['step_floor_bytes'] / fl * 1e-3:.0f} GB/s)")
+    if "bandwidth_floor_us_per_step" in b:
+        bw = b["bandwidth_floor_us_per_step"]
+        floor_line((a, l, b), "  (w3 bytes)", "us/step", f"bandwidth {bw:.1f}", bw, "step",
+                   "(the same bytes at the measured read and read-write bandwidth, no arithmetic)")
     if "in_backward_min" in b:
         ib = b["in_backward_min"]
         rel = lambda r: f"{ib / r['min']:.2f}" if r else "-"
         floor = f"  floor / step {100 * b['step_floor_us_per_step'] / ib:.0f}%" if "step_floor_us_per_step" in b else ""
+        if "bandwidth_floor_us_per_step" in b:
+            floor += f", bandwidth / step {100 * b['bandwidth_floor_us_per_step'] / ib:.0f}%"
         print(f"{'  (' + k + ' fused)':<14} {unit:<8} {'':>17} {'':>17} {ib:>17.{1 if unit == 'us/step' else 3}f}"
               f" {rel(a):>12} {rel(l):>12}{floor}")
     if "gemm_floor_s_per_epoch" in b:
