@@ -483,6 +483,39 @@ TEST_CASE("max_pool2d: a window holding a NaN gives NaN wherever the NaN is, its
   }
 }
 
+TEST_CASE("max_pool2d 2x2: rows of every width, many ties, some NaN, against the exact scan, float and double") {
+  // The 2x2 kernels work 8 or 4 outputs at a time (the last block overlapping) where the CPU allows: every
+  // output width from 1 to 21, odd input extents, values from a set of five (ties in most windows).
+  Generator gen(43);
+  for (DType dtype : {DType::f32, DType::f64}) {
+    for (std::size_t w = 2; w <= 43; ++w) {
+      CAPTURE(w);
+      const std::size_t h = 5, planes = 3, ho = h / 2, wo = w / 2;
+      Values xv(planes * h * w);
+      for (double& v : xv) v = std::floor(gen.uniform01() * 5.0);
+      if (w % 5 == 0) xv[w + 3] = std::numeric_limits<double>::quiet_NaN();  // one row falls back to the exact scan
+      Tensor x = Tensor::from_data(Shape{1, planes, h, w}, std::span<const double>(xv)).to(dtype).set_requires_grad();
+      Tensor y = max_pool2d(x, 2);
+      Tensor dy = random(y.shape(), gen, dtype);
+      backward(y, dy);
+      Values yv = y.to_vector(), dyv = dy.to_vector(), dx(x.numel(), 0.0);
+      bool same = true;
+      for (std::size_t plane = 0, o = 0; plane < planes; ++plane)
+        for (std::size_t i = 0; i < ho; ++i)
+          for (std::size_t j = 0; j < wo; ++j, ++o) {
+            std::size_t first = plane * h * w + 2 * i * w + 2 * j, best = first;
+            for (std::size_t k : {first, first + 1, first + w, first + w + 1}) {
+              if (xv[k] > xv[best] || xv[k] != xv[k]) best = k;
+            }
+            same = same && (std::isnan(yv[o]) ? std::isnan(xv[best]) : yv[o] == xv[best]);
+            dx[best] += dyv[o];
+          }
+      CHECK(same);
+      CHECK(x.grad().to_vector() == dx);
+    }
+  }
+}
+
 TEST_CASE("max_pool2d: NaN in every lane of the 2x2 fast path, values and routing against a hand scan") {
   Generator gen(41);
   for (DType dtype : {DType::f32, DType::f64}) {
