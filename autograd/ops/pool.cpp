@@ -142,30 +142,39 @@ bool pool_row_2x2(const T* in, const PoolGeometry& g, std::size_t i, T* out, std
 }
 
 #if defined(__AVX2__)
-// pool_row_2x2 for float rows, 8 (or 4) outputs at a time. The compiler leaves rows as short as these
+// pool_row_2x2 for float rows, 8 outputs at a time with AVX2. The compiler leaves rows as short as these
 // networks' (14 and 7 outputs) to scalar code, as its vector loop needs 16 outputs and the columns must be
 // split into even and odd first. Same arithmetic and the same result, bit for bit.
 
-/// Even and odd elements of p[0, 16): two vectors of 8.
-inline void split_even_odd(const float* p, __m256& even, __m256& odd) {
-  const __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
+/// Lanes [0, count) set, as a mask of 8 32-bit lanes (count may be anything).
+inline __m256i first_lanes(std::ptrdiff_t count) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::clamp<std::ptrdiff_t>(count, 0, 8))),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/// Even and odd elements of p[0, 2n): two vectors of 8 (lanes from n on are 0; nothing past p + 2n is read).
+inline void split_even_odd(const float* p, std::size_t n, __m256& even, __m256& odd) {
+  __m256 a, b;
+  if (n == 8) {
+    a = _mm256_loadu_ps(p);
+    b = _mm256_loadu_ps(p + 8);
+  } else {
+    const auto count = static_cast<std::ptrdiff_t>(2 * n);
+    a = _mm256_maskload_ps(p, first_lanes(count));
+    b = _mm256_maskload_ps(p + 8, first_lanes(count - 8));
+  }
   // shuffle_ps works within 128-bit lanes; the 64-bit permute puts the lanes' halves in order.
   even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
   odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
 }
-inline void split_even_odd(const float* p, __m128& even, __m128& odd) {
-  const __m128 a = _mm_loadu_ps(p), b = _mm_loadu_ps(p + 4);
-  even = _mm_shuffle_ps(a, b, 0x88);
-  odd = _mm_shuffle_ps(a, b, 0xDD);
-}
 
-/// Outputs [j, j + 8) of a row pair (r0 on top of r1): maxima, and indices as in pool_row_2x2 (`base` is the
-/// top row's start in the plane). Returns nonzero if a window held a NaN.
-inline int pool_block(const float* r0, const float* r1, std::size_t j, std::uint32_t base, std::uint32_t width,
-                      float* o, std::uint32_t* a, std::integral_constant<int, 8>) {
+/// Outputs [j, j + n) of a row pair (r0 on top of r1), n <= 8: maxima, and indices as in pool_row_2x2
+/// (`base` is the top row's start in the plane). Returns nonzero if a window held a NaN.
+inline int pool_block(const float* r0, const float* r1, std::size_t j, std::size_t n, std::uint32_t base,
+                      std::uint32_t width, float* o, std::uint32_t* a) {
   __m256 ta, tb, ba, bb;
-  split_even_odd(r0 + 2 * j, ta, tb);
-  split_even_odd(r1 + 2 * j, ba, bb);
+  split_even_odd(r0 + 2 * j, n, ta, tb);
+  split_even_odd(r1 + 2 * j, n, ba, bb);
   const __m256 top = _mm256_max_ps(ta, tb), bottom = _mm256_max_ps(ba, bb);
   const __m256i one = _mm256_set1_epi32(1);
   const __m256i top_right = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(ta, tb, _CMP_LT_OQ)), one);
@@ -175,50 +184,32 @@ inline int pool_block(const float* r0, const float* r1, std::size_t j, std::uint
                                           _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14));
   const __m256i down = _mm256_and_si256(
       lower, _mm256_sub_epi32(_mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(width)), bottom_right), top_right));
-  _mm256_storeu_ps(o + j, _mm256_max_ps(top, bottom));
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(a + j), _mm256_add_epi32(_mm256_add_epi32(column, top_right), down));
+  const __m256 best = _mm256_max_ps(top, bottom);
+  const __m256i at = _mm256_add_epi32(_mm256_add_epi32(column, top_right), down);
+  if (n == 8) {
+    _mm256_storeu_ps(o + j, best);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(a + j), at);
+  } else {
+    const __m256i mask = first_lanes(static_cast<std::ptrdiff_t>(n));
+    _mm256_maskstore_ps(o + j, mask, best);
+    _mm256_maskstore_epi32(reinterpret_cast<int*>(a + j), mask, at);
+  }
   return _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(ta, tb, _CMP_UNORD_Q), _mm256_cmp_ps(ba, bb, _CMP_UNORD_Q)));
 }
-/// The same for outputs [j, j + 4).
-inline int pool_block(const float* r0, const float* r1, std::size_t j, std::uint32_t base, std::uint32_t width,
-                      float* o, std::uint32_t* a, std::integral_constant<int, 4>) {
-  __m128 ta, tb, ba, bb;
-  split_even_odd(r0 + 2 * j, ta, tb);
-  split_even_odd(r1 + 2 * j, ba, bb);
-  const __m128 top = _mm_max_ps(ta, tb), bottom = _mm_max_ps(ba, bb);
-  const __m128i one = _mm_set1_epi32(1);
-  const __m128i top_right = _mm_and_si128(_mm_castps_si128(_mm_cmplt_ps(ta, tb)), one);
-  const __m128i bottom_right = _mm_and_si128(_mm_castps_si128(_mm_cmplt_ps(ba, bb)), one);
-  const __m128i lower = _mm_castps_si128(_mm_cmplt_ps(top, bottom));
-  const __m128i column =
-      _mm_add_epi32(_mm_set1_epi32(static_cast<int>(base + 2 * j)), _mm_setr_epi32(0, 2, 4, 6));
-  const __m128i down =
-      _mm_and_si128(lower, _mm_sub_epi32(_mm_add_epi32(_mm_set1_epi32(static_cast<int>(width)), bottom_right), top_right));
-  _mm_storeu_ps(o + j, _mm_max_ps(top, bottom));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(a + j), _mm_add_epi32(_mm_add_epi32(column, top_right), down));
-  return _mm_movemask_ps(_mm_or_ps(_mm_cmpunord_ps(ta, tb), _mm_cmpunord_ps(ba, bb)));
-}
 
-/// pool_row_2x2 of a float row of at least 4 outputs: blocks of 8 (4 below 8 outputs), the last one
-/// overlapping the one before so that no scalar tail is left (the overlap is written twice, identically).
+/// pool_row_2x2 of a float row: blocks of 8 windows, the last one overlapping the one before (written twice,
+/// identically: faster than masking), or, below 8 windows, one partial block.
 inline bool pool_row_2x2_vector(const float* in, const PoolGeometry& g, std::size_t i, float* out, std::uint32_t* at) {
   const float* r0 = in + 2 * i * g.w;
   const float* r1 = r0 + g.w;
   float* o = out + i * g.wo;
   std::uint32_t* a = at + i * g.wo;
   const auto base = static_cast<std::uint32_t>(2 * i * g.w), width = static_cast<std::uint32_t>(g.w);
+  if (g.wo < 8) return pool_block(r0, r1, 0, g.wo, base, width, o, a) == 0;
   int nan = 0;
-  auto blocks = [&](auto block) {
-    constexpr std::size_t b = decltype(block)::value;
-    std::size_t j = 0;
-    for (; j + b <= g.wo; j += b) nan |= pool_block(r0, r1, j, base, width, o, a, block);
-    if (j < g.wo) nan |= pool_block(r0, r1, g.wo - b, base, width, o, a, block);
-  };
-  if (g.wo >= 8) {
-    blocks(std::integral_constant<int, 8>{});
-  } else {
-    blocks(std::integral_constant<int, 4>{});
-  }
+  std::size_t j = 0;
+  for (; j + 8 <= g.wo; j += 8) nan |= pool_block(r0, r1, j, 8, base, width, o, a);
+  if (j < g.wo) nan |= pool_block(r0, r1, g.wo - 8, 8, base, width, o, a);
   return nan == 0;
 }
 #endif
@@ -228,7 +219,7 @@ template <class T>
 bool pool_row_2x2_fast(const T* in, const PoolGeometry& g, std::size_t i, T* out, std::uint32_t* at) {
 #if defined(__AVX2__)
   if constexpr (std::is_same_v<T, float>) {
-    if (g.wo >= 4) return pool_row_2x2_vector(in, g, i, out, at);
+    return pool_row_2x2_vector(in, g, i, out, at);
   }
 #endif
   return pool_row_2x2(in, g, i, out, at);
