@@ -94,12 +94,17 @@ bool use_direct(const ConvGeometry& g, std::size_t element_size) {
 
 // ---------------------------------------------------------------- scratch
 
+/// Scratch memory on cache-line boundaries: the direct kernels' loads at whole-vector offsets then never
+/// straddle two lines (512-bit vectors are a line each).
+template <class T>
+using Aligned = std::vector<T, xsimd::aligned_allocator<T, 64>>;
+
 template <class T>
 struct Scratch {
-  std::vector<T> padded;   // zero-padded input planes
-  std::vector<T> staged;   // direct: flat output rows; weight grad: padded dy planes
-  std::vector<T> cols;     // im2col columns
-  std::vector<T> kernel;   // flipped weights; vector accumulators of the weight gradient
+  Aligned<T> padded;   // zero-padded input planes
+  Aligned<T> staged;   // direct: flat output rows; weight grad: padded dy planes
+  Aligned<T> cols;     // im2col columns
+  Aligned<T> kernel;   // flipped weights; vector accumulators of the weight gradient
   std::vector<std::size_t> offsets;
 };
 
@@ -110,8 +115,8 @@ Scratch<T>& scratch() {
 }
 
 /// The buffer's data, grown to `count` elements; an allocation failure names the scratch and its size.
-template <class T>
-T* sized(std::vector<T>& buffer, std::size_t count) {
+template <class T, class Allocator>
+T* sized(std::vector<T, Allocator>& buffer, std::size_t count) {
   if (buffer.size() >= count) return buffer.data();
   try {
     buffer.resize(count);
