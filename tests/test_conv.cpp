@@ -484,8 +484,9 @@ TEST_CASE("max_pool2d: a window holding a NaN gives NaN wherever the NaN is, its
 }
 
 TEST_CASE("max_pool2d 2x2: rows of every width, many ties, some NaN, against the exact scan, float and double") {
-  // The 2x2 kernels work 8 or 4 outputs at a time (the last block overlapping) where the CPU allows: every
-  // output width from 1 to 21, odd input extents, values from a set of five (ties in most windows).
+  // The 2x2 kernels work 8 windows at a time (the last block overlapping, or masked below 8) where the CPU
+  // allows, forward and backward: every output width from 1 to 21, odd input extents (a last row and column
+  // outside every window), values from a set of five (ties in most windows), gradients of -0.
   Generator gen(43);
   for (DType dtype : {DType::f32, DType::f64}) {
     for (std::size_t w = 2; w <= 43; ++w) {
@@ -496,7 +497,9 @@ TEST_CASE("max_pool2d 2x2: rows of every width, many ties, some NaN, against the
       if (w % 5 == 0) xv[w + 3] = std::numeric_limits<double>::quiet_NaN();  // one row falls back to the exact scan
       Tensor x = Tensor::from_data(Shape{1, planes, h, w}, std::span<const double>(xv)).to(dtype).set_requires_grad();
       Tensor y = max_pool2d(x, 2);
-      Tensor dy = random(y.shape(), gen, dtype);
+      Values signed_zeros = random(y.shape(), gen, DType::f64).to_vector();
+      for (std::size_t k = 0; k < signed_zeros.size(); k += 3) signed_zeros[k] = -0.0;  // lands as 0 + -0 = +0
+      Tensor dy = Tensor::from_data(y.shape(), std::span<const double>(signed_zeros)).to(dtype);
       backward(y, dy);
       Values yv = y.to_vector(), dyv = dy.to_vector(), dx(x.numel(), 0.0);
       bool same = true;
@@ -511,7 +514,11 @@ TEST_CASE("max_pool2d 2x2: rows of every width, many ties, some NaN, against the
             dx[best] += dyv[o];
           }
       CHECK(same);
-      CHECK(x.grad().to_vector() == dx);
+      const Values grad = x.grad().to_vector();
+      CHECK(grad == dx);
+      bool same_signs = true;
+      for (std::size_t k = 0; k < dx.size(); ++k) same_signs = same_signs && std::signbit(grad[k]) == std::signbit(dx[k]);
+      CHECK(same_signs);
     }
   }
 }

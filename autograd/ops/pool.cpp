@@ -74,6 +74,11 @@ PoolGeometry make_geometry(const char* op, const Tensor& x, Size2 kernel, Size2 
   return g;
 }
 
+/// 2x2 windows, stride 2, no padding: the case with fast kernels.
+bool two_by_two(const PoolGeometry& g) {
+  return g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0;
+}
+
 /// The input rows (or columns) [first, last) under output row i's window, the padding cut away; never empty.
 std::pair<std::size_t, std::size_t> window_span(std::size_t i, std::size_t stride, std::size_t kernel, std::size_t pad,
                                                 std::size_t extent) {
@@ -227,21 +232,95 @@ bool pool_row_2x2_fast(const T* in, const PoolGeometry& g, std::size_t i, T* out
 
 template <class T>
 void pool_forward(const T* x, const PoolGeometry& g, T* y, std::uint32_t* index) {
-  const bool two_by_two = g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.ph == 0 && g.pw == 0;
+  const bool fast = two_by_two(g);
   for (std::size_t plane = 0; plane < g.planes(); ++plane) {
     const T* in = x + plane * g.in_plane();
     T* out = y + plane * g.out_plane();
     std::uint32_t* at = index + plane * g.out_plane();
     for (std::size_t i = 0; i < g.ho; ++i) {
-      if (!two_by_two || !pool_row_2x2_fast(in, g, i, out, at)) pool_row_exact(in, g, i, out, at);
+      if (!fast || !pool_row_2x2_fast(in, g, i, out, at)) pool_row_exact(in, g, i, out, at);
     }
   }
 }
+
+#if defined(__AVX2__)
+/// Rows 2i and 2i + 1 of a float plane's gradient under windows [j, j + n) of output row i (2x2 windows,
+/// stride 2, n <= 8): each window's gradient at its index, 0 at its three other elements. Written whole, with
+/// no zeroing first: the same values as the scatter below, bit for bit (0 + g, so a gradient of -0 lands
+/// as +0).
+inline void unpool_block(const float* grad, const std::uint32_t* at, std::size_t j, std::size_t n,
+                         std::uint32_t base, std::uint32_t width, float* top, float* bottom) {
+  __m256 gv;
+  __m256i index;
+  if (n == 8) {
+    gv = _mm256_loadu_ps(grad + j);
+    index = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(at + j));
+  } else {
+    const __m256i mask = first_lanes(static_cast<std::ptrdiff_t>(n));
+    gv = _mm256_maskload_ps(grad + j, mask);
+    index = _mm256_maskload_epi32(reinterpret_cast<const int*>(at + j), mask);
+  }
+  gv = _mm256_add_ps(gv, _mm256_setzero_ps());
+  // Where in its window each index is: 0, 1 (top row), width, width + 1 (bottom row).
+  const __m256i offset = _mm256_sub_epi32(index, _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(base + 2 * j)),
+                                                                    _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)));
+  auto at_offset = [&](std::uint32_t where) {
+    return _mm256_and_ps(gv, _mm256_castsi256_ps(_mm256_cmpeq_epi32(offset, _mm256_set1_epi32(static_cast<int>(where)))));
+  };
+  // Left and right elements interleaved back into rows: 16 floats each.
+  auto store_row = [&](__m256 left, __m256 right, float* row) {
+    const __m256 lo = _mm256_unpacklo_ps(left, right), hi = _mm256_unpackhi_ps(left, right);
+    const __m256 first = _mm256_permute2f128_ps(lo, hi, 0x20), second = _mm256_permute2f128_ps(lo, hi, 0x31);
+    if (n == 8) {
+      _mm256_storeu_ps(row + 2 * j, first);
+      _mm256_storeu_ps(row + 2 * j + 8, second);
+    } else {
+      const auto count = static_cast<std::ptrdiff_t>(2 * n);
+      _mm256_maskstore_ps(row + 2 * j, first_lanes(count), first);
+      _mm256_maskstore_ps(row + 2 * j + 8, first_lanes(count - 8), second);
+    }
+  };
+  store_row(at_offset(0), at_offset(1), top);
+  store_row(at_offset(width), at_offset(width + 1), bottom);
+}
+
+/// The gradient of 2x2 pooling (stride 2, no padding) of one float plane, written row pair by row pair;
+/// a last column or row outside every window (odd extents) gets zeros.
+inline void unpool_plane_2x2(const float* grad, const std::uint32_t* at, const PoolGeometry& g, float* dx) {
+  const auto width = static_cast<std::uint32_t>(g.w);
+  for (std::size_t i = 0; i < g.ho; ++i) {
+    float* top = dx + 2 * i * g.w;
+    float* bottom = top + g.w;
+    const auto base = static_cast<std::uint32_t>(2 * i * g.w);
+    const float* gi = grad + i * g.wo;
+    const std::uint32_t* ai = at + i * g.wo;
+    if (g.wo < 8) {
+      unpool_block(gi, ai, 0, g.wo, base, width, top, bottom);
+    } else {
+      std::size_t j = 0;
+      for (; j + 8 <= g.wo; j += 8) unpool_block(gi, ai, j, 8, base, width, top, bottom);
+      if (j < g.wo) unpool_block(gi, ai, g.wo - 8, 8, base, width, top, bottom);
+    }
+    if (g.w % 2) top[g.w - 1] = bottom[g.w - 1] = 0.0F;
+  }
+  if (g.h % 2) std::fill_n(dx + (g.h - 1) * g.w, g.w, 0.0F);
+}
+#endif
 
 /// dx = 0, then dx[plane, index[o]] += g[plane, o] (overlapping windows add up). Plane by plane, so the
 /// zeroed plane is still in cache when the gradient lands on it.
 template <class T>
 void pool_scatter(const T* grad, const PoolGeometry& g, const std::uint32_t* index, T* dx) {
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (two_by_two(g) && g.in_plane() < (std::size_t{1} << 31)) {
+      for (std::size_t plane = 0; plane < g.planes(); ++plane) {
+        unpool_plane_2x2(grad + plane * g.out_plane(), index + plane * g.out_plane(), g, dx + plane * g.in_plane());
+      }
+      return;
+    }
+  }
+#endif
   for (std::size_t plane = 0; plane < g.planes(); ++plane) {
     const T* __restrict src = grad + plane * g.out_plane();
     const std::uint32_t* __restrict at = index + plane * g.out_plane();
