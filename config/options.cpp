@@ -4,7 +4,9 @@
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
+#include <new>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -102,19 +104,23 @@ void bad_choice(std::string_view where, std::string_view key, const std::string&
 namespace detail {
 namespace {
 
+/// The field of type T at `offset` in the options struct at `options` (a T lives there: the offset was
+/// measured on a member of that type).
 template <class T>
 T& field_at(void* options, std::size_t offset) {
-  return *reinterpret_cast<T*>(static_cast<char*>(options) + offset);
+  return *std::launder(reinterpret_cast<T*>(static_cast<char*>(options) + offset));
 }
 template <class T>
 const T& field_at(const void* options, std::size_t offset) {
-  return *reinterpret_cast<const T*>(static_cast<const char*>(options) + offset);
+  return *std::launder(reinterpret_cast<const T*>(static_cast<const char*>(options) + offset));
 }
 
-/// An enumeration's value, stored in its own width.
+/// An enumeration's value, stored in its own width (its bytes copied: an enumeration may not be accessed as
+/// an integer type).
 template <class Int>
 void store_enum_as(void* options, std::size_t offset, long long value) {
-  field_at<Int>(options, offset) = static_cast<Int>(value);
+  const auto narrow = static_cast<Int>(value);
+  std::memcpy(static_cast<char*>(options) + offset, &narrow, sizeof narrow);
 }
 void store_enum(const FieldTable::Field& field, void* options, long long value) {
   switch (field.enum_size) {
@@ -127,7 +133,9 @@ void store_enum(const FieldTable::Field& field, void* options, long long value) 
 /// Whether the enumeration holds `value` (compared in its own width, so that signedness does not matter).
 template <class Int>
 bool enum_is_as(const void* options, std::size_t offset, long long value) {
-  return field_at<Int>(options, offset) == static_cast<Int>(value);
+  Int held;
+  std::memcpy(&held, static_cast<const char*>(options) + offset, sizeof held);
+  return held == static_cast<Int>(value);
 }
 bool enum_is(const FieldTable::Field& field, const void* options, long long value) {
   switch (field.enum_size) {

@@ -72,6 +72,8 @@ namespace detail {
 /// The untyped core of OptionTable: each option is a field at a byte offset of the options struct, of a
 /// kind that says how to parse and print it. One copy of this code serves every options struct (the
 /// typed table only turns member pointers into offsets), which keeps the registrations cheap to compile.
+/// So an options struct must be default-constructible (offsets are measured on one), and a choice is an
+/// enumeration.
 class FieldTable {
  public:
   enum class Kind { real, count, flag, counts, spec, choice };

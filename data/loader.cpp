@@ -13,8 +13,10 @@ namespace data {
 namespace {
 /// Asks for the cache lines of [first, first + count) ahead of their use.
 void prefetch(const std::uint8_t* first, std::size_t count) {
-  constexpr std::size_t kLine = 64;
-  for (std::size_t at = 0; at < count; at += kLine) __builtin_prefetch(first + at);
+  constexpr std::uintptr_t kLine = 64;
+  const auto begin = reinterpret_cast<std::uintptr_t>(first) & ~(kLine - 1);
+  const auto end = reinterpret_cast<std::uintptr_t>(first + count);
+  for (std::uintptr_t line = begin; line < end; line += kLine) __builtin_prefetch(reinterpret_cast<const void*>(line));
 }
 }  // namespace
 

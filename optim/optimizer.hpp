@@ -267,14 +267,14 @@ class EvalScope {
   Optimizer& optimizer_;
 };
 
-/// The base for a method with an options struct `Options`, which has at least
-///   double lr; double weight_decay; WeightDecay weight_decay_mode; void check(const OptionCheck&) const;
-/// Every group has its own copy of the options.
 namespace detail {
 /// "<name> (group <g>)" when there are several groups, else the name: where option errors point.
 std::string group_where(const std::string& name, std::size_t group, std::size_t group_count);
 }  // namespace detail
 
+/// The base for a method with an options struct `Options`, which has at least
+///   double lr; double weight_decay; WeightDecay weight_decay_mode; void check(const OptionCheck&) const;
+/// Every group has its own copy of the options.
 template <class Options>
 class OptimizerWith : public Optimizer {
  public:

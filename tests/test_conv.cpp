@@ -486,14 +486,18 @@ TEST_CASE("max_pool2d: a window holding a NaN gives NaN wherever the NaN is, its
 TEST_CASE("max_pool2d 2x2: rows of every width, many ties, some NaN, against the exact scan, float and double") {
   // The 2x2 kernels work 8 windows at a time (the last block overlapping, or masked below 8) where the CPU
   // allows, forward and backward: every output width from 1 to 21, odd input extents (a last row and column
-  // outside every window), values from a set of five (ties in most windows), gradients of -0.
+  // outside every window), values from {-2, -1, ±0, 1, 2} (ties in most windows, +0 against -0 among
+  // them), gradients of -0.
   Generator gen(43);
   for (DType dtype : {DType::f32, DType::f64}) {
     for (std::size_t w = 2; w <= 43; ++w) {
       CAPTURE(w);
       const std::size_t h = 5, planes = 3, ho = h / 2, wo = w / 2;
       Values xv(planes * h * w);
-      for (double& v : xv) v = std::floor(gen.uniform01() * 5.0);
+      for (double& v : xv) {
+        v = std::floor(gen.uniform01() * 5.0) - 2.0;
+        if (v == 0.0 && gen.uniform01() < 0.5) v = -0.0;  // ties of +0 and -0: the first one wins, sign included
+      }
       if (w % 5 == 0) xv[w + 3] = std::numeric_limits<double>::quiet_NaN();  // one row falls back to the exact scan
       Tensor x = Tensor::from_data(Shape{1, planes, h, w}, std::span<const double>(xv)).to(dtype).set_requires_grad();
       Tensor y = max_pool2d(x, 2);
@@ -510,7 +514,8 @@ TEST_CASE("max_pool2d 2x2: rows of every width, many ties, some NaN, against the
             for (std::size_t k : {first, first + 1, first + w, first + w + 1}) {
               if (xv[k] > xv[best] || xv[k] != xv[k]) best = k;
             }
-            same = same && (std::isnan(yv[o]) ? std::isnan(xv[best]) : yv[o] == xv[best]);
+            same = same && (std::isnan(yv[o]) ? std::isnan(xv[best])
+                                              : yv[o] == xv[best] && std::signbit(yv[o]) == std::signbit(xv[best]));
             dx[best] += dyv[o];
           }
       CHECK(same);

@@ -166,7 +166,7 @@ inline void split_even_odd(const float* p, std::size_t n, __m256& even, __m256& 
   } else {
     const auto count = static_cast<std::ptrdiff_t>(2 * n);
     a = _mm256_maskload_ps(p, first_lanes(count));
-    b = _mm256_maskload_ps(p + 8, first_lanes(count - 8));
+    b = count > 8 ? _mm256_maskload_ps(p + 8, first_lanes(count - 8)) : _mm256_setzero_ps();
   }
   // shuffle_ps works within 128-bit lanes; the 64-bit permute puts the lanes' halves in order.
   even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
@@ -180,7 +180,8 @@ inline int pool_block(const float* r0, const float* r1, std::size_t j, std::size
   __m256 ta, tb, ba, bb;
   split_even_odd(r0 + 2 * j, n, ta, tb);
   split_even_odd(r1 + 2 * j, n, ba, bb);
-  const __m256 top = _mm256_max_ps(ta, tb), bottom = _mm256_max_ps(ba, bb);
+  // std::max(a, b) keeps a on a tie (+0 against -0 included), _mm256_max_ps(a, b) keeps b: operands swapped.
+  const __m256 top = _mm256_max_ps(tb, ta), bottom = _mm256_max_ps(bb, ba);
   const __m256i one = _mm256_set1_epi32(1);
   const __m256i top_right = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(ta, tb, _CMP_LT_OQ)), one);
   const __m256i bottom_right = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(ba, bb, _CMP_LT_OQ)), one);
@@ -189,7 +190,7 @@ inline int pool_block(const float* r0, const float* r1, std::size_t j, std::size
                                           _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14));
   const __m256i down = _mm256_and_si256(
       lower, _mm256_sub_epi32(_mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(width)), bottom_right), top_right));
-  const __m256 best = _mm256_max_ps(top, bottom);
+  const __m256 best = _mm256_max_ps(bottom, top);
   const __m256i at = _mm256_add_epi32(_mm256_add_epi32(column, top_right), down);
   if (n == 8) {
     _mm256_storeu_ps(o + j, best);
@@ -277,7 +278,7 @@ inline void unpool_block(const float* grad, const std::uint32_t* at, std::size_t
     } else {
       const auto count = static_cast<std::ptrdiff_t>(2 * n);
       _mm256_maskstore_ps(row + 2 * j, first_lanes(count), first);
-      _mm256_maskstore_ps(row + 2 * j + 8, first_lanes(count - 8), second);
+      if (count > 8) _mm256_maskstore_ps(row + 2 * j + 8, first_lanes(count - 8), second);
     }
   };
   store_row(at_offset(0), at_offset(1), top);
