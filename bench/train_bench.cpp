@@ -184,6 +184,20 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
+/// The least time of `timed` calls of `call`, each timed alone (on a shared machine the least is a call nobody
+/// interrupted), after `warmups` untimed ones.
+template <class Call>
+double least_seconds(int warmups, int timed, Call&& call) {
+  for (int i = 0; i < warmups; ++i) call();
+  double best = 1e300;
+  for (int i = 0; i < timed; ++i) {
+    auto t0 = Clock::now();
+    call();
+    best = std::min(best, seconds_since(t0));
+  }
+  return best;
+}
+
 /// Time per phase of the training step (--breakdown), accumulated over the timed steps.
 struct Breakdown {
   static constexpr const char* kNames[] = {"gather", "forward", "loss", "zero_grad", "backward", "step", "item"};
@@ -315,14 +329,7 @@ GemmFloor gemm_floor(const std::vector<GemmCall>& calls) {
                        out.data(), c.n);
     };
     // About 30 ms of calls at ~100 GFLOP/s, and at least 50.
-    const int calls_timed = std::max(50, static_cast<int>(3e-2 * 1e11 / c.flop()));
-    for (int i = 0; i < 5; ++i) run();
-    double best = 1e300;
-    for (int i = 0; i < calls_timed; ++i) {
-      auto t0 = Clock::now();
-      run();
-      best = std::min(best, seconds_since(t0));
-    }
+    const double best = least_seconds(5, std::max(50, static_cast<int>(3e-2 * 1e11 / c.flop())), run);
     floor.per_call.emplace_back(c, best);
     floor.seconds_per_step += best;
     floor.flop_per_step += c.flop();
@@ -385,13 +392,7 @@ StepFloor step_floor(const std::vector<std::size_t>& sizes) {
                        sizes[l + 1], 1.0F, w[l].data(), sizes[l + 1]);
     }
   };
-  for (int i = 0; i < 200; ++i) step();
-  floor.seconds = 1e300;
-  for (int i = 0; i < 3000; ++i) {
-    auto t0 = Clock::now();
-    step();
-    floor.seconds = std::min(floor.seconds, seconds_since(t0));
-  }
+  floor.seconds = least_seconds(200, 3000, step);
   return floor;
 }
 
@@ -425,17 +426,7 @@ BandwidthFloor bandwidth_floor(const std::vector<std::size_t>& sizes) {
       sink = sink ^ m.back();  // the stores are read, so they stay
     }
   };
-  auto least = [](auto&& pass) {
-    for (int i = 0; i < 200; ++i) pass();
-    double best = 1e300;
-    for (int i = 0; i < 3000; ++i) {
-      auto t0 = Clock::now();
-      pass();
-      best = std::min(best, seconds_since(t0));
-    }
-    return best;
-  };
-  const double t_read = least(read), t_update = least(update);
+  const double t_read = least_seconds(200, 3000, read), t_update = least_seconds(200, 3000, update);
   return {2.0 * t_read + t_update, bytes / t_read * 1e-9, 2.0 * bytes / t_update * 1e-9};
 }
 

@@ -90,13 +90,12 @@ std::shared_ptr<const OptionsOf<O>> share_options(OptionTable<O> table, O defaul
   return std::make_shared<const OptionsOf<O>>(OptionsOf<O>{std::move(table), std::move(defaults), std::move(where)});
 }
 
-/// The entry of a thing whose options struct is O: its options described at `defaults`; make(spec,
-/// args...) applies the spec's keys to the defaults (errors named `where`) and returns build(options,
-/// args...); resolve(spec) gives every option's value under the spec.
+/// The entry of a thing whose options struct is O: its options described at the defaults; make(spec,
+/// args...) applies the spec's keys to the defaults (errors named by `where`) and returns build(options,
+/// args...); resolve(spec) gives every option's value under the spec. `build` may share `options`.
 template <class Entry, class O, class Build>
-[[gnu::cold]] Entry entry_with_options(std::string name, std::string summary, OptionTable<O> table, O defaults,
-                                       std::string where, Build build) {
-  auto options = share_options(std::move(table), std::move(defaults), std::move(where));
+[[gnu::cold]] Entry entry_with_options(std::string name, std::string summary,
+                                       std::shared_ptr<const OptionsOf<O>> options, Build build) {
   Entry entry;
   entry.name = std::move(name);
   entry.summary = std::move(summary);
@@ -106,6 +105,14 @@ template <class Entry, class O, class Build>
   };
   entry.resolve = [options](const Spec& spec) { return options->table.values(options->apply(spec)); };
   return entry;
+}
+
+template <class Entry, class O, class Build>
+[[gnu::cold]] Entry entry_with_options(std::string name, std::string summary, OptionTable<O> table, O defaults,
+                                       std::string where, Build build) {
+  return entry_with_options<Entry>(std::move(name), std::move(summary),
+                                   share_options(std::move(table), std::move(defaults), std::move(where)),
+                                   std::move(build));
 }
 
 /// The help text of a registry's entries: a line per entry, then its options indented.

@@ -106,13 +106,8 @@ struct RegisterOptimizer {
                                   O defaults = {}) {
     defaults.check(OptionCheck(name));
     auto options = config::share_options(std::move(table), std::move(defaults), name);
-    OptimizerEntry entry;
-    entry.name = std::move(name);
-    entry.summary = std::move(summary);
-    entry.options = options->table.describe(options->defaults);
     // Each group: the spec's options with the group's own keys applied on top.
-    entry.make = [options](const config::Spec& spec, std::vector<GroupSpec> groups) {
-      const O base = options->apply(spec);
+    auto build = [options](const O& base, std::vector<GroupSpec> groups) {
       std::vector<ParamGroup<O>> param_groups(groups.size());
       for (std::size_t g = 0; g < groups.size(); ++g) {
         param_groups[g].params = std::move(groups[g].params);
@@ -121,8 +116,7 @@ struct RegisterOptimizer {
       }
       return std::unique_ptr<Optimizer>(std::make_unique<M>(std::move(param_groups), base));
     };
-    entry.resolve = [options](const config::Spec& spec) { return options->table.values(options->apply(spec)); };
-    optimizers().add(std::move(entry));
+    optimizers().add(config::entry_with_options<OptimizerEntry>(std::move(name), std::move(summary), options, build));
   }
 };
 

@@ -157,6 +157,22 @@ inline __m256i first_lanes(std::ptrdiff_t count) {
                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+/// The first element of windows j, ..., j + 7 of a row pair whose top row starts at `base`: base + 2j + 2 lane.
+inline __m256i window_starts(std::uint32_t base, std::size_t j) {
+  return _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(base + 2 * j)),
+                          _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14));
+}
+
+/// Calls block(j, n) over windows [0, count) of a row, n <= 8: blocks of 8, the last one overlapping the one
+/// before (written twice, identically: faster than masking), or, below 8 windows, one partial block.
+template <class Block>
+void for_each_block(std::size_t count, Block block) {
+  if (count < 8) return block(0, count);
+  std::size_t j = 0;
+  for (; j + 8 <= count; j += 8) block(j, 8);
+  if (j < count) block(count - 8, 8);
+}
+
 /// Even and odd elements of p[0, 2n): two vectors of 8 (lanes from n on are 0; nothing past p + 2n is read).
 inline void split_even_odd(const float* p, std::size_t n, __m256& even, __m256& odd) {
   __m256 a, b;
@@ -186,8 +202,7 @@ inline int pool_block(const float* r0, const float* r1, std::size_t j, std::size
   const __m256i top_right = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(ta, tb, _CMP_LT_OQ)), one);
   const __m256i bottom_right = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(ba, bb, _CMP_LT_OQ)), one);
   const __m256i lower = _mm256_castps_si256(_mm256_cmp_ps(top, bottom, _CMP_LT_OQ));
-  const __m256i column = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(base + 2 * j)),
-                                          _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14));
+  const __m256i column = window_starts(base, j);
   const __m256i down = _mm256_and_si256(
       lower, _mm256_sub_epi32(_mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(width)), bottom_right), top_right));
   const __m256 best = _mm256_max_ps(bottom, top);
@@ -203,19 +218,15 @@ inline int pool_block(const float* r0, const float* r1, std::size_t j, std::size
   return _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(ta, tb, _CMP_UNORD_Q), _mm256_cmp_ps(ba, bb, _CMP_UNORD_Q)));
 }
 
-/// pool_row_2x2 of a float row: blocks of 8 windows, the last one overlapping the one before (written twice,
-/// identically: faster than masking), or, below 8 windows, one partial block.
+/// pool_row_2x2 of a float row, block by block.
 inline bool pool_row_2x2_vector(const float* in, const PoolGeometry& g, std::size_t i, float* out, std::uint32_t* at) {
   const float* r0 = in + 2 * i * g.w;
   const float* r1 = r0 + g.w;
   float* o = out + i * g.wo;
   std::uint32_t* a = at + i * g.wo;
   const auto base = static_cast<std::uint32_t>(2 * i * g.w), width = static_cast<std::uint32_t>(g.w);
-  if (g.wo < 8) return pool_block(r0, r1, 0, g.wo, base, width, o, a) == 0;
   int nan = 0;
-  std::size_t j = 0;
-  for (; j + 8 <= g.wo; j += 8) nan |= pool_block(r0, r1, j, 8, base, width, o, a);
-  if (j < g.wo) nan |= pool_block(r0, r1, g.wo - 8, 8, base, width, o, a);
+  for_each_block(g.wo, [&](std::size_t j, std::size_t n) { nan |= pool_block(r0, r1, j, n, base, width, o, a); });
   return nan == 0;
 }
 #endif
@@ -263,8 +274,7 @@ inline void unpool_block(const float* grad, const std::uint32_t* at, std::size_t
   }
   gv = _mm256_add_ps(gv, _mm256_setzero_ps());
   // Where in its window each index is: 0, 1 (top row), width, width + 1 (bottom row).
-  const __m256i offset = _mm256_sub_epi32(index, _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(base + 2 * j)),
-                                                                    _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)));
+  const __m256i offset = _mm256_sub_epi32(index, window_starts(base, j));
   auto at_offset = [&](std::uint32_t where) {
     return _mm256_and_ps(gv, _mm256_castsi256_ps(_mm256_cmpeq_epi32(offset, _mm256_set1_epi32(static_cast<int>(where)))));
   };
@@ -295,13 +305,7 @@ inline void unpool_plane_2x2(const float* grad, const std::uint32_t* at, const P
     const auto base = static_cast<std::uint32_t>(2 * i * g.w);
     const float* gi = grad + i * g.wo;
     const std::uint32_t* ai = at + i * g.wo;
-    if (g.wo < 8) {
-      unpool_block(gi, ai, 0, g.wo, base, width, top, bottom);
-    } else {
-      std::size_t j = 0;
-      for (; j + 8 <= g.wo; j += 8) unpool_block(gi, ai, j, 8, base, width, top, bottom);
-      if (j < g.wo) unpool_block(gi, ai, g.wo - 8, 8, base, width, top, bottom);
-    }
+    for_each_block(g.wo, [&](std::size_t j, std::size_t n) { unpool_block(gi, ai, j, n, base, width, top, bottom); });
     if (g.w % 2) top[g.w - 1] = bottom[g.w - 1] = 0.0F;
   }
   if (g.h % 2) std::fill_n(dx + (g.h - 1) * g.w, g.w, 0.0F);
