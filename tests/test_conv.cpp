@@ -200,6 +200,37 @@ TEST_CASE("conv2d: forward and gradients match the hand derivation (naive loops)
   }
 }
 
+TEST_CASE("conv2d direct kernel: every row width 1-33, padded or not, several images, float32 and float64") {
+  // The direct kernel copies rows into zero-bordered planes (borders zeroed once per call, so they must stay
+  // zero from image to image) and its flat output rows back out, with a tail of every length in both dtypes
+  // here; the staged gradient rows' columns past the output must stay zero too (the weight gradient sums them).
+  Generator gen(17);
+  for (std::size_t w = 1; w <= 33; ++w) {
+    for (std::size_t pad : {0, 1}) {
+      if (w + 2 * pad < 3) continue;
+      for (std::size_t ci : {1, 3}) {
+        ConvCase c{3, ci, 9, 5, w, 3, 3, 1, pad, true};
+        CAPTURE(c.str());
+        Tensor x64 = random(Shape{c.n, c.ci, c.h, c.w}, gen), w64 = random(Shape{c.co, c.ci, c.kh, c.kw}, gen);
+        Tensor b64 = random(Shape{c.co}, gen), dy64 = random(Shape{c.n, c.co, c.ho(), c.wo()}, gen);
+        Values dyv = dy64.to_vector();
+        for (DType dtype : {DType::f32, DType::f64}) {
+          CAPTURE(dtype);
+          const double tol = dtype == DType::f32 ? 1e-5 : 1e-12;
+          Tensor x = x64.to(dtype).set_requires_grad(), wt = w64.to(dtype).set_requires_grad();
+          Tensor b = b64.to(dtype).set_requires_grad();
+          Tensor y = conv2d(x, wt, b, c.stride, c.pad);
+          backward(y, dy64.to(dtype));
+          CHECK(near(y.to_vector(), naive_forward(x64.to_vector(), w64.to_vector(), b64.to_vector(), c), tol));
+          CHECK(near(wt.grad().to_vector(), naive_weight_grad(x64.to_vector(), dyv, c), tol));
+          CHECK(near(x.grad().to_vector(), naive_input_grad(dyv, w64.to_vector(), c), tol));
+          CHECK(near(b.grad().to_vector(), naive_bias_grad(dyv, c), tol));
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("conv2d: float32 matches float64 within 1e-4, forward and backward") {
   Generator gen(11);
   for (const ConvCase& c : kCases) {

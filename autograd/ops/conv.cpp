@@ -153,58 +153,54 @@ struct FlatLayout {
   }
 };
 
-/// Copies n elements in whole vectors. The last vector may run up to v - 1 elements past dst + n (reading
-/// past src + n): callers copy rows in increasing order, so a spill lands on memory written or zeroed next.
-/// Only where it would pass `src_end` or `dst_end` is the tail copied element by element.
+/// Copies r bytes, 0 < r < 64, as two fixed-size copies that overlap (each one vector move): exact, with no
+/// masked store (slow on some cores) and nothing read or written outside the r bytes.
+inline void copy_tail(const char* src, std::size_t r, char* dst) {
+  auto two = [&]<std::size_t k>() {
+    std::memcpy(dst, src, k);
+    std::memcpy(dst + r - k, src + r - k, k);
+  };
+  if (r >= 32) return two.template operator()<32>();
+  if (r >= 16) return two.template operator()<16>();
+  if (r >= 8) return two.template operator()<8>();
+  if (r >= 4) return two.template operator()<4>();
+  for (std::size_t b = 0; b < r; ++b) dst[b] = src[b];
+}
+
+/// Copies exactly n elements: whole vectors, then the tail (rows here are a few vectors long: 14 or 28
+/// floats on MNIST, so the tail is most of the work).
 template <class T>
-inline void copy_spill(const T* src, std::size_t n, T* dst, const T* src_end, const T* dst_end) {
+inline void copy_row(const T* __restrict src, std::size_t n, T* __restrict dst) {
   using B = xsimd::batch<T>;
   constexpr std::size_t v = B::size;
   std::size_t j = 0;
   for (; j + v <= n; j += v) B::load_unaligned(src + j).store_unaligned(dst + j);
-  if (j == n) return;
-  if (src + j + v <= src_end && dst + j + v <= dst_end) {
-    B::load_unaligned(src + j).store_unaligned(dst + j);
-  } else {
-    for (; j < n; ++j) dst[j] = src[j];
+  if (j < n) {
+    copy_tail(reinterpret_cast<const char*>(src + j), (n - j) * sizeof(T), reinterpret_cast<char*>(dst + j));
   }
 }
 
-/// Zeroes [first, last) in whole vectors, spilling past `last` like copy_spill (never past `end`). Borders are
-/// a few elements wide: a memset call per border would cost more than the copy.
+/// Copies n elements in whole vectors, the last one running up to v - 1 elements past src + n and dst + n,
+/// unless that would pass `dst_end` (then exactly). For rows written in increasing order into one tensor,
+/// where the spill lands on the next row before it is written; `src` must have the slack readable. Faster
+/// than an exact tail when the destination is not in cache (an output of megabytes).
 template <class T>
-inline void zero_spill(T* first, T* last, const T* end) {
+inline void copy_row_spill(const T* src, std::size_t n, T* dst, const T* dst_end) {
   using B = xsimd::batch<T>;
   constexpr std::size_t v = B::size;
-  for (; first < last; first += v) {
-    if (first + v > end) {
-      std::fill(first, last, T(0));
-      return;
-    }
-    B(T(0)).store_unaligned(first);
-  }
+  if (dst + (n + v - 1) / v * v > dst_end) return copy_row(src, n, dst);
+  for (std::size_t j = 0; j < n; j += v) B::load_unaligned(src + j).store_unaligned(dst + j);
 }
 
-/// Copies `planes` planes of h x w into padded planes with zero borders (ph rows, pw columns each side) and a
-/// zero tail. `src_end` ends the source tensor.
+/// Copies `planes` planes of h x w into the interiors of padded planes (ph rows, pw columns of border each
+/// side). The borders and tails are zeroed once per call by the caller and never written here, so they stay
+/// zero from image to image.
 template <class T>
-void pad_planes(const T* src, std::size_t planes, std::size_t h, std::size_t w, std::size_t ph, std::size_t pw,
-                const FlatLayout& f, T* dst, const T* src_end) {
-  const T* dst_end = dst + planes * f.plane;
+void copy_interiors(const T* src, std::size_t planes, std::size_t h, std::size_t w, std::size_t ph, std::size_t pw,
+                    const FlatLayout& f, T* dst) {
   for (std::size_t c = 0; c < planes; ++c) {
-    T* plane = dst + c * f.plane;
-    if (h == 0) {
-      std::fill_n(plane, f.plane, T(0));
-      continue;
-    }
-    zero_spill(plane, plane + ph * f.wp + pw, dst_end);  // top rows and the first left border
-    for (std::size_t i = 0; i < h; ++i) {
-      T* row = plane + (i + ph) * f.wp + pw;
-      copy_spill(src + (c * h + i) * w, w, row, src_end, dst_end);
-      // This row's right border and the next row's left border (over any spill), or, after the last row,
-      // everything to the end of the plane.
-      zero_spill(row + w, i + 1 < h ? row + f.wp : plane + f.plane, dst_end);
-    }
+    T* plane = dst + c * f.plane + ph * f.wp + pw;
+    for (std::size_t i = 0; i < h; ++i) copy_row(src + (c * h + i) * w, w, plane + i * f.wp);
   }
 }
 
@@ -226,18 +222,18 @@ void direct_block(const T* __restrict in, const std::size_t* offsets, std::size_
 }
 
 /// One image: y (co, ho, wo) = correlation of the padded planes `in` with w (co, taps) + bias, through the
-/// flat rows of `staged` (8 length + v elements). `y_end` ends the output tensor.
+/// flat rows of `staged` (8 length + v elements: the rows' copies read up to v - 1 past a row). `y_end` ends
+/// the output tensor.
 template <class T>
 void direct_image(const T* in, const FlatLayout& f, const std::size_t* offsets, std::size_t taps, const T* w,
                   std::size_t co, const T* bias, T* y, const T* y_end, T* staged) {
-  const T* staged_end = staged + 8 * f.length + xsimd::batch<T>::size;
   std::size_t o = 0;
   auto run = [&]<int OB>() {
     direct_block<T, OB>(in, offsets, taps, w + o * taps, bias ? bias + o : nullptr, f.length, staged);
     for (int b = 0; b < OB; ++b) {
       const T* src = staged + b * f.length;
       T* dst = y + (o + b) * f.ho * f.wo;
-      for (std::size_t i = 0; i < f.ho; ++i) copy_spill(src + i * f.wp, f.wo, dst + i * f.wo, staged_end, y_end);
+      for (std::size_t i = 0; i < f.ho; ++i) copy_row_spill(src + i * f.wp, f.wo, dst + i * f.wo, y_end);
     }
     o += OB;
   };
@@ -269,10 +265,10 @@ void direct_correlate(const T* x, std::size_t n, std::size_t channels, std::size
   const std::size_t* offsets = tap_offsets<T>(channels, kh, kw, f);
   T* padded = sized(s.padded, channels * f.plane);
   T* staged = sized(s.staged, 8 * f.length + xsimd::batch<T>::size);
-  const T* x_end = x + n * channels * h * w;
+  std::fill_n(padded, channels * f.plane, T(0));
   const T* y_end = y + n * co * f.ho * f.wo;
   for (std::size_t img = 0; img < n; ++img) {
-    pad_planes(x + img * channels * h * w, channels, h, w, ph, pw, f, padded, x_end);
+    copy_interiors(x + img * channels * h * w, channels, h, w, ph, pw, f, padded);
     direct_image(padded, f, offsets, taps, weight, co, bias, y + img * co * f.ho * f.wo, y_end, staged);
   }
 }
@@ -315,24 +311,20 @@ void direct_weight_grad(const T* x, const T* dy, const ConvGeometry& g, T* dw, T
   T* padded = sized(s.padded, g.ci * f.plane);
   constexpr std::size_t v = B::size;
   T* staged = sized(s.staged, g.co * f.length + v);
-  const T* staged_end = staged + g.co * f.length + v;
   // Vector partial sums for every (o, tap), reduced once at the end.
   T* acc = sized(s.kernel, g.co * taps * v);
   std::fill_n(acc, g.co * taps * v, T(0));
   if (db) std::fill_n(db, g.co, T(0));
-  const T* x_end = x + g.n * g.ci * g.in_plane();
-  const T* dy_end = dy + g.n * g.co * g.out_plane();
+  // Borders, columns j >= wo of the staged rows and the tails are zeroed here once and never written after.
+  std::fill_n(padded, g.ci * f.plane, T(0));
+  std::fill_n(staged, g.co * f.length + v, T(0));
   for (std::size_t img = 0; img < g.n; ++img) {
-    pad_planes(x + img * g.ci * g.in_plane(), g.ci, g.h, g.w, g.pad, g.pad, f, padded, x_end);
+    copy_interiors(x + img * g.ci * g.in_plane(), g.ci, g.h, g.w, g.pad, g.pad, f, padded);
     // dy in the flat layout: rows of width wp, zero in columns j >= wo and in the rounded tail.
     const T* dy_img = dy + img * g.co * g.out_plane();
     for (std::size_t o = 0; o < g.co; ++o) {
       T* plane = staged + o * f.length;
-      for (std::size_t i = 0; i < g.ho; ++i) {
-        T* row = plane + i * f.wp;
-        copy_spill(dy_img + (o * g.ho + i) * g.wo, g.wo, row, dy_end, staged_end);
-        zero_spill(row + g.wo, i + 1 < g.ho ? row + f.wp : plane + f.length, staged_end);
-      }
+      for (std::size_t i = 0; i < g.ho; ++i) copy_row(dy_img + (o * g.ho + i) * g.wo, g.wo, plane + i * f.wp);
       if (db) {
         B total(T(0));
         for (std::size_t t = 0; t < f.length; t += v) total += B::load_unaligned(plane + t);
