@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "autograd/anomaly.hpp"
 #include "autograd/ops.hpp"
 
 namespace nn {
@@ -90,6 +91,15 @@ ag::Tensor Conv2d::forward(const ag::Tensor& x) {
   check_rank("Conv2d", x, 4, "(N, C, H, W)");
   const Conv2dOptions& o = options_;
   return ag::conv2d(x, weight_, bias_, o.stride, o.padding, o.dilation, o.groups);
+}
+
+ag::Tensor Conv2d::forward_max_pool2d(const ag::Tensor& x) {
+  check_rank("Conv2d", x, 4, "(N, C, H, W)");
+  const Conv2dOptions& o = options_;
+  if (o.stride[0] == o.stride[1] && o.padding[0] == o.padding[1] && o.dilation == ag::Size2{1, 1} && o.groups == 1) {
+    return ag::conv2d_max_pool2d(x, weight_, bias_, o.stride[0], o.padding[0]);
+  }
+  return ag::max_pool2d(forward(x), 2);
 }
 
 namespace {
@@ -204,11 +214,36 @@ Sequential& Sequential::add(std::shared_ptr<Module> module) {
   return *this;
 }
 
+namespace {
+
+/// How many layers from i on run as one convolution + pooling op: 2 for Conv2d, MaxPool2d(2); 3 for Conv2d,
+/// ReLU, MaxPool2d(2); else 0. Exact types only (a subclass may change forward); not while detecting
+/// anomalies (the reports name each layer).
+std::size_t conv_pool_layers(const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& layers,
+                             std::size_t i) {
+  if (ag::detecting_anomalies() || typeid(*layers[i].second) != typeid(Conv2d)) return 0;
+  std::size_t p = i + 1;
+  if (p < layers.size() && typeid(*layers[p].second) == typeid(ReLU)) ++p;
+  if (p >= layers.size() || typeid(*layers[p].second) != typeid(MaxPool2d)) return 0;
+  const auto& pool = static_cast<const MaxPool2d&>(*layers[p].second);
+  return pool.kernel() == 2 && pool.stride() == 2 ? p - i + 1 : 0;
+}
+
+}  // namespace
+
 ag::Tensor Sequential::forward(const ag::Tensor& x) {
   ag::Tensor h = x;
   const auto& layers = children();
   for (std::size_t i = 0; i < layers.size(); ++i) {
     Module& layer = *layers[i].second;
+    // Conv2d [ReLU] MaxPool2d(2): the convolution and the pooling as one op (ag::conv2d_max_pool2d), then the
+    // ReLU on the pooled output (see below).
+    if (std::size_t run = conv_pool_layers(layers, i)) {
+      h = static_cast<Conv2d&>(layer).forward_max_pool2d(h);
+      if (run == 3) h = (*layers[i + 1].second)(h);
+      i += run - 1;
+      continue;
+    }
     // ReLU then MaxPool2d runs as MaxPool2d then ReLU: the same values and the same gradients of every order
     // (relu is non-decreasing, maps every x <= 0 to 0 with gradient 0 and passes NaN, so it commutes with a
     // window's maximum, ties, zeros and NaN included), at a quarter of relu's work for 2x2 windows.

@@ -56,6 +56,9 @@ class Conv2d : public Module {
          ag::DType dtype = ag::DType::f32);
   explicit Conv2d(const Conv2dOptions& options);
   ag::Tensor forward(const ag::Tensor& x) override;
+  /// max_pool2d(forward(x), 2) as one op (ag::conv2d_max_pool2d: the convolution's output is never stored
+  /// whole) where the settings are square with dilation 1 and one group; else the two ops.
+  ag::Tensor forward_max_pool2d(const ag::Tensor& x);
   std::string type_name() const override;
   /// Handles to the registered parameters (shared storage: write through them in place, e.g. with an
   /// initialiser; the bias is undefined without one).
@@ -80,6 +83,8 @@ class MaxPool2d : public Module {
   explicit MaxPool2d(std::size_t kernel, std::size_t stride = 0);
   ag::Tensor forward(const ag::Tensor& x) override;
   std::string type_name() const override;
+  std::size_t kernel() const { return kernel_; }
+  std::size_t stride() const { return stride_; }
 
  private:
   std::size_t kernel_, stride_;

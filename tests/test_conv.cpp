@@ -617,3 +617,67 @@ TEST_CASE("conv2d and max_pool2d: padding, stride and kernel of any size are ref
     CHECK(std::string(e.what()).find("conv2d") != std::string::npos);
   }
 }
+
+TEST_CASE("conv2d_max_pool2d: the values and gradients of max_pool2d(conv2d(...), 2), bit for bit") {
+  // Fused (direct kernel: stride 1) and not (stride 2, im2col); odd and even output extents; with and
+  // without an input gradient (the first-layer backward that never builds the convolution's gradient);
+  // ties and a NaN in the pooled windows (a zero weight makes whole planes equal to the bias).
+  Generator gen(53);
+  for (const ConvCase& c : std::vector<ConvCase>{{3, 1, 8, 28, 28, 3, 3, 1, 1, true},
+                                                 {2, 8, 8, 14, 14, 3, 3, 1, 1, true},
+                                                 {2, 3, 13, 9, 11, 3, 3, 1, 0, false},
+                                                 {2, 2, 5, 7, 6, 3, 3, 1, 1, true},
+                                                 {2, 2, 3, 9, 9, 3, 3, 2, 1, true}}) {
+    for (DType dtype : {DType::f32, DType::f64}) {
+      for (bool input_grad : {false, true}) {
+        CAPTURE(c.str());
+        CAPTURE(dtype);
+        CAPTURE(input_grad);
+        Tensor x0 = random(Shape{c.n, c.ci, c.h, c.w}, gen, dtype), w0 = random(Shape{c.co, c.ci, c.kh, c.kw}, gen, dtype);
+        Tensor b0 = c.bias ? random(Shape{c.co}, gen, dtype) : Tensor();
+        if (dtype == DType::f32) {
+          x0.data<float>()[5] = std::numeric_limits<float>::quiet_NaN();
+          for (std::size_t k = 0; k < c.ci * c.kh * c.kw; ++k) w0.data<float>()[k] = 0.0F;  // plane 0: ties
+        }
+        auto run = [&](bool fused) {
+          Tensor x = x0.clone().set_requires_grad(input_grad), w = w0.clone().set_requires_grad();
+          Tensor b = c.bias ? b0.clone().set_requires_grad() : Tensor();
+          Tensor y = fused ? conv2d_max_pool2d(x, w, b, c.stride, c.pad)
+                           : max_pool2d(conv2d(x, w, b, c.stride, c.pad), 2);
+          Tensor dy = random(y.shape(), gen, dtype);
+          backward(y, dy);
+          std::vector<Values> out{y.to_vector(), w.grad().to_vector()};
+          if (c.bias) out.push_back(b.grad().to_vector());
+          if (input_grad) out.push_back(x.grad().to_vector());
+          return out;
+        };
+        Generator saved = gen;
+        std::vector<Values> fused = run(true);
+        gen = saved;  // the same upstream gradient for both
+        std::vector<Values> reference = run(false);
+        REQUIRE(fused.size() == reference.size());
+        for (std::size_t k = 0; k < fused.size(); ++k) {
+          CAPTURE(k);
+          bool same = fused[k].size() == reference[k].size();
+          for (std::size_t i = 0; same && i < fused[k].size(); ++i) {
+            same = std::isnan(reference[k][i]) ? std::isnan(fused[k][i]) : fused[k][i] == reference[k][i];
+          }
+          CHECK(same);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("conv2d_max_pool2d: gradcheck and gradgradcheck (float64)") {
+  Generator gen(59);
+  Tensor x = distinct(Shape{2, 2, 6, 5}, gen), w = random(Shape{3, 2, 3, 3}, gen), b = random(Shape{3}, gen);
+  CHECK_GRADCHECK([&](const std::vector<Tensor>& in) { return conv2d_max_pool2d(in[0], in[1], in[2], 1, 1); },
+                  {x, w, b});
+  CHECK_GRADGRADCHECK([&](const std::vector<Tensor>& in) {
+    Tensor y = conv2d_max_pool2d(in[0], in[1], in[2], 1, 1);
+    return mul(y, y);
+  }, {x, w, b});
+  // The weight alone (no input gradient: the fused first-layer backward on the first order).
+  CHECK_GRADCHECK([&](const std::vector<Tensor>& in) { return conv2d_max_pool2d(x, in[0], in[1], 1, 1); }, {w, b});
+}

@@ -25,6 +25,8 @@
 
 #include "autograd/blas.hpp"
 #include "autograd/detail/conv.hpp"
+#include "autograd/detail/pool.hpp"
+#include "autograd/detail/tensor_impl.hpp"
 #include "autograd/detail/xt.hpp"
 #include "autograd/ops.hpp"
 
@@ -221,20 +223,16 @@ void direct_block(const T* __restrict in, const std::size_t* offsets, std::size_
   }
 }
 
-/// One image: y (co, ho, wo) = correlation of the padded planes `in` with w (co, taps) + bias, through the
-/// flat rows of `staged` (8 length + v elements: the rows' copies read up to v - 1 past a row). `y_end` ends
-/// the output tensor.
-template <class T>
+/// One image: the correlation of the padded planes `in` with w (co, taps) + bias, up to 8 output channels at
+/// a time into the flat rows of `staged` (8 length + v elements), each block handed to emit(o, count):
+/// channels [o, o + count) sit at staged + b length, rows f.wp apart.
+template <class T, class Emit>
 void direct_image(const T* in, const FlatLayout& f, const std::size_t* offsets, std::size_t taps, const T* w,
-                  std::size_t co, const T* bias, T* y, const T* y_end, T* staged) {
+                  std::size_t co, const T* bias, T* staged, Emit emit) {
   std::size_t o = 0;
   auto run = [&]<int OB>() {
     direct_block<T, OB>(in, offsets, taps, w + o * taps, bias ? bias + o : nullptr, f.length, staged);
-    for (int b = 0; b < OB; ++b) {
-      const T* src = staged + b * f.length;
-      T* dst = y + (o + b) * f.ho * f.wo;
-      for (std::size_t i = 0; i < f.ho; ++i) copy_row_spill(src + i * f.wp, f.wo, dst + i * f.wo, y_end);
-    }
+    emit(o, std::size_t{OB});
     o += OB;
   };
   while (co - o >= 8) run.template operator()<8>();
@@ -253,12 +251,13 @@ std::size_t* tap_offsets(std::size_t channels, std::size_t kh, std::size_t kw, c
   return off;
 }
 
-/// Generic stride-1 correlation of `channels`-plane images x (n, channels, h, w) with w (co, channels, kh, kw),
-/// padding (ph, pw), into y (n, co, ho, wo).
-template <class T>
-void direct_correlate(const T* x, std::size_t n, std::size_t channels, std::size_t h, std::size_t w,
-                      const T* weight, std::size_t co, std::size_t kh, std::size_t kw, std::size_t ph, std::size_t pw,
-                      const T* bias, T* y) {
+/// Stride-1 correlation of `channels`-plane images x (n, channels, h, w) with w (co, channels, kh, kw),
+/// padding (ph, pw), image by image: emit(img, o, count, staged, f) takes each block of output channels
+/// as direct_image hands it over.
+template <class T, class Emit>
+void direct_correlate_with(const T* x, std::size_t n, std::size_t channels, std::size_t h, std::size_t w,
+                           const T* weight, std::size_t co, std::size_t kh, std::size_t kw, std::size_t ph,
+                           std::size_t pw, const T* bias, Emit emit) {
   Scratch<T>& s = scratch<T>();
   FlatLayout f = FlatLayout::make<T>(h, w, kh, kw, ph, pw);
   std::size_t taps = channels * kh * kw;
@@ -266,11 +265,31 @@ void direct_correlate(const T* x, std::size_t n, std::size_t channels, std::size
   T* padded = sized(s.padded, channels * f.plane);
   T* staged = sized(s.staged, 8 * f.length + xsimd::batch<T>::size);
   std::fill_n(padded, channels * f.plane, T(0));
-  const T* y_end = y + n * co * f.ho * f.wo;
   for (std::size_t img = 0; img < n; ++img) {
     copy_interiors(x + img * channels * h * w, channels, h, w, ph, pw, f, padded);
-    direct_image(padded, f, offsets, taps, weight, co, bias, y + img * co * f.ho * f.wo, y_end, staged);
+    direct_image(padded, f, offsets, taps, weight, co, bias, staged,
+                 [&](std::size_t o, std::size_t count) { emit(img, o, count, staged, f); });
   }
+}
+
+/// direct_correlate_with into y (n, co, ho, wo). The staged rows are read up to v - 1 past their end (the
+/// staging buffer has that slack); y's rows are written whole vectors at a time up to its end.
+template <class T>
+void direct_correlate(const T* x, std::size_t n, std::size_t channels, std::size_t h, std::size_t w,
+                      const T* weight, std::size_t co, std::size_t kh, std::size_t kw, std::size_t ph, std::size_t pw,
+                      const T* bias, T* y) {
+  FlatLayout f = FlatLayout::make<T>(h, w, kh, kw, ph, pw);
+  const T* y_end = y + n * co * f.ho * f.wo;
+  direct_correlate_with(x, n, channels, h, w, weight, co, kh, kw, ph, pw, bias,
+                        [&](std::size_t img, std::size_t o, std::size_t count, const T* staged, const FlatLayout& fl) {
+                          for (std::size_t b = 0; b < count; ++b) {
+                            const T* src = staged + b * fl.length;
+                            T* dst = y + (img * co + o + b) * fl.ho * fl.wo;
+                            for (std::size_t i = 0; i < fl.ho; ++i) {
+                              copy_row_spill(src + i * fl.wp, fl.wo, dst + i * fl.wo, y_end);
+                            }
+                          }
+                        });
 }
 
 /// acc[b][k] += sum_t dy[b][t] in[t + offsets[k]] for OB channels and TB taps, as vector partial sums.
@@ -300,9 +319,11 @@ void direct_weight_block(const T* __restrict in, const std::size_t* offsets, con
 }
 
 /// dw (co, ci, kh, kw) = sum over images of the correlation of x with dy, stride 1; and, if db is given,
-/// db (co) = sum of dy over N, Ho, Wo, taken from the staged planes while they are in cache.
-template <class T>
-void direct_weight_grad(const T* x, const T* dy, const ConvGeometry& g, T* dw, T* db) {
+/// db (co) = sum of dy over N, Ho, Wo, taken from the staged planes while they are in cache. dy comes image
+/// by image from stage(img, staged, f), which writes its co planes (f.length apart) in the flat layout:
+/// rows of width f.wp, only columns j < wo of rows i < ho (the rest stays zero).
+template <class T, class Stage>
+void direct_weight_grad_with(const T* x, const ConvGeometry& g, T* dw, T* db, Stage stage) {
   using B = xsimd::batch<T>;
   Scratch<T>& s = scratch<T>();
   FlatLayout f = FlatLayout::make<T>(g.h, g.w, g.kh, g.kw, g.pad, g.pad);
@@ -320,16 +341,12 @@ void direct_weight_grad(const T* x, const T* dy, const ConvGeometry& g, T* dw, T
   std::fill_n(staged, g.co * f.length + v, T(0));
   for (std::size_t img = 0; img < g.n; ++img) {
     copy_interiors(x + img * g.ci * g.in_plane(), g.ci, g.h, g.w, g.pad, g.pad, f, padded);
-    // dy in the flat layout: rows of width wp, zero in columns j >= wo and in the rounded tail.
-    const T* dy_img = dy + img * g.co * g.out_plane();
-    for (std::size_t o = 0; o < g.co; ++o) {
-      T* plane = staged + o * f.length;
-      for (std::size_t i = 0; i < g.ho; ++i) copy_row(dy_img + (o * g.ho + i) * g.wo, g.wo, plane + i * f.wp);
-      if (db) {
-        B total(T(0));
-        for (std::size_t t = 0; t < f.length; t += v) total += B::load_unaligned(plane + t);
-        db[o] += xsimd::hadd(total);
-      }
+    stage(img, staged, f);
+    for (std::size_t o = 0; o < g.co && db; ++o) {
+      const T* plane = staged + o * f.length;
+      B total(T(0));
+      for (std::size_t t = 0; t < f.length; t += v) total += B::load_unaligned(plane + t);
+      db[o] += xsimd::hadd(total);
     }
     std::size_t o = 0;
     auto channels = [&]<int OB>() {
@@ -349,6 +366,19 @@ void direct_weight_grad(const T* x, const T* dy, const ConvGeometry& g, T* dw, T
     while (g.co - o >= 1) channels.template operator()<1>();
   }
   for (std::size_t i = 0; i < g.co * taps; ++i) dw[i] = xsimd::hadd(B::load_unaligned(acc + i * v));
+}
+
+/// direct_weight_grad_with for dy (n, co, ho, wo), its rows copied into the flat layout.
+template <class T>
+void direct_weight_grad(const T* x, const T* dy, const ConvGeometry& g, T* dw, T* db) {
+  direct_weight_grad_with(x, g, dw, db, [&](std::size_t img, T* staged, const FlatLayout& f) {
+    const T* dy_img = dy + img * g.co * g.out_plane();
+    for (std::size_t o = 0; o < g.co; ++o) {
+      for (std::size_t i = 0; i < g.ho; ++i) {
+        copy_row(dy_img + (o * g.ho + i) * g.wo, g.wo, staged + o * f.length + i * f.wp);
+      }
+    }
+  });
 }
 
 /// dx = full convolution of dy with the kernel: the stride-1 correlation of dy, padded by k - 1 - pad, with
@@ -897,15 +927,34 @@ void check_bias(const Tensor& x, const Tensor& weight, const Tensor& bias, std::
   }
 }
 
-/// Records y with inputs (x, weight, bias), or (x, weight) without a bias; `backward` gives three gradients.
+/// Records y as op `op` with inputs (x, weight, bias), or (x, weight) without a bias; `backward` gives three
+/// gradients.
 template <class F>
-Tensor record_conv(const Tensor& y, const Tensor& x, const Tensor& weight, const Tensor& bias, F backward) {
-  if (bias.defined()) return record("conv2d", y, {x, weight, bias}, backward);
-  return record("conv2d", y, {x, weight}, [backward](const Tensor& gy, NeedsGrad needs) {
+Tensor record_conv(const char* op, const Tensor& y, const Tensor& x, const Tensor& weight, const Tensor& bias,
+                   F backward) {
+  if (bias.defined()) return record(op, y, {x, weight, bias}, backward);
+  return record(op, y, {x, weight}, [backward](const Tensor& gy, NeedsGrad needs) {
     std::vector<Tensor> grads = backward(gy, needs);
     grads.pop_back();
     return grads;
   });
+}
+
+/// conv2d's gradients (x, weight, bias) from the upstream gradient gy of y = conv2d(x, weight, bias).
+std::vector<Tensor> conv2d_grads(const Tensor& x, const Tensor& weight, const ConvGeometry& g, const Tensor& gy,
+                                 NeedsGrad needs) {
+  std::vector<Tensor> grads(3);
+  if (needs[0]) grads[0] = conv2d_input_grad(gy, weight, x.shape(), g.stride, g.pad);
+  if (is_recording()) {
+    // create_graph: differentiable ops, so the gradients are on the tape too.
+    if (needs[1]) grads[1] = conv2d_weight_grad(x, gy, weight.shape(), g.stride, g.pad);
+    if (needs[2]) grads[2] = reshape(sum_to(gy, Shape{1, g.co, 1, 1}), Shape{g.co});
+  } else if (needs[1]) {
+    grads[1] = weight_grad_kernel(x, gy, g, needs[2] ? &grads[2] : nullptr);
+  } else if (needs[2]) {
+    grads[2] = bias_grad_kernel(gy, g);
+  }
+  return grads;
 }
 
 }  // namespace
@@ -915,18 +964,58 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, std::si
   ConvGeometry g = make_geometry("conv2d", x.shape(), weight.shape(), stride, padding);
   check_bias(x, weight, bias, g.co);
   Tensor y = forward_kernel(x, weight, bias, g);
-  return record_conv(y, x, weight, bias, [x, weight, g](const Tensor& gy, NeedsGrad needs) {
-    std::vector<Tensor> grads(3);
-    if (needs[0]) grads[0] = conv2d_input_grad(gy, weight, x.shape(), g.stride, g.pad);
-    if (is_recording()) {
-      // create_graph: differentiable ops, so the gradients are on the tape too.
-      if (needs[1]) grads[1] = conv2d_weight_grad(x, gy, weight.shape(), g.stride, g.pad);
-      if (needs[2]) grads[2] = reshape(sum_to(gy, Shape{1, g.co, 1, 1}), Shape{g.co});
-    } else if (needs[1]) {
-      grads[1] = weight_grad_kernel(x, gy, g, needs[2] ? &grads[2] : nullptr);
-    } else if (needs[2]) {
-      grads[2] = bias_grad_kernel(gy, g);
+  return record_conv("conv2d", y, x, weight, bias, [x, weight, g](const Tensor& gy, NeedsGrad needs) {
+    return conv2d_grads(x, weight, g, gy, needs);
+  });
+}
+
+Tensor conv2d_max_pool2d(const Tensor& x, const Tensor& weight, const Tensor& bias, std::size_t stride,
+                         std::size_t padding) {
+  static constexpr const char* op = "conv2d_max_pool2d";
+  detail::check_binary(op, x, weight);
+  ConvGeometry g = make_geometry(op, x.shape(), weight.shape(), stride, padding);
+  check_bias(x, weight, bias, g.co);
+  const std::size_t element = x.dtype() == DType::f64 ? sizeof(double) : sizeof(float);
+  if (g.n == 0 || g.co == 0 || g.taps() == 0 || g.ho < 2 || g.wo < 2 || g.out_plane() > UINT32_MAX ||
+      !use_direct(g, element)) {
+    return max_pool2d(conv2d(x, weight, bias, stride, padding), 2);  // also the errors of a window too large
+  }
+  const Shape pooled{g.n, g.co, g.ho / 2, g.wo / 2};
+  const std::size_t pooled_plane = pooled[2] * pooled[3];
+  Tensor y = detail::make_tensor(pooled, x.dtype(), op);
+  std::shared_ptr<Storage> index = detail::pool_index_block(pooled.numel(), op);
+  auto* at = static_cast<std::uint32_t*>(index->data());
+  dispatch(x.dtype(), [&]<class T>() {
+    T* py = y.data<T>();
+    direct_correlate_with(x.data<T>(), g.n, g.ci, g.h, g.w, weight.data<T>(), g.co, g.kh, g.kw, g.pad, g.pad,
+                          bias.defined() ? bias.data<T>() : nullptr,
+                          [&](std::size_t img, std::size_t o, std::size_t count, const T* staged, const FlatLayout& f) {
+                            const std::size_t first = (img * g.co + o) * pooled_plane;
+                            detail::max_pool2x2_planes(staged, {count, f.ho, f.wo, f.wp, f.length}, py + first,
+                                                       at + first);
+                          });
+  });
+  return record_conv(op, y, x, weight, bias, [x, weight, g, index, pooled_plane](const Tensor& gp, NeedsGrad needs) {
+    if (is_recording() || needs[0]) {
+      return conv2d_grads(x, weight, g, detail::max_pool2x2_backward(gp, g.y_shape(), index), needs);
     }
+    // First order without an input gradient (a first layer): each image's convolution gradient is unpooled
+    // straight into the weight gradient's staging planes, never into a tensor of the convolution's size.
+    std::vector<Tensor> grads(3);
+    if (!needs[1] && !needs[2]) return grads;
+    Tensor dw = detail::make_tensor(g.w_shape(), x.dtype(), op);
+    if (needs[2]) grads[2] = detail::make_tensor(Shape{g.co}, x.dtype(), op);
+    const auto* at = static_cast<const std::uint32_t*>(index->data());
+    dispatch(x.dtype(), [&]<class T>() {
+      const T* pg = gp.data<T>();
+      direct_weight_grad_with(x.data<T>(), g, dw.data<T>(), needs[2] ? grads[2].data<T>() : nullptr,
+                              [&](std::size_t img, T* staged, const FlatLayout& f) {
+                                const std::size_t first = img * g.co * pooled_plane;
+                                detail::max_unpool2x2_planes(pg + first, at + first, {g.co, g.ho, g.wo, f.wp, f.length},
+                                                             staged);
+                              });
+    });
+    if (needs[1]) grads[1] = dw;
     return grads;
   });
 }
@@ -949,7 +1038,7 @@ Tensor conv2d_general(const Tensor& x, const Tensor& weight, const Tensor& bias,
   check_bias(x, weight, bias, g.co);
   Tensor y = general_forward_kernel(x, weight, bias, g);
   // The backward ops are differentiable whether or not a graph is being built (im2col + GEMM either way).
-  return record_conv(y, x, weight, bias, [x, weight, p, co = g.co](const Tensor& gy, NeedsGrad needs) {
+  return record_conv("conv2d", y, x, weight, bias, [x, weight, p, co = g.co](const Tensor& gy, NeedsGrad needs) {
     std::vector<Tensor> grads(3);
     if (needs[0]) grads[0] = general_input_grad(gy, weight, x.shape(), p);
     if (needs[1]) grads[1] = general_weight_grad(x, gy, weight.shape(), p);

@@ -20,6 +20,7 @@
 #include <immintrin.h>
 #endif
 
+#include "autograd/detail/pool.hpp"
 #include "autograd/detail/xt.hpp"
 #include "autograd/ops.hpp"
 
@@ -34,6 +35,9 @@ struct PoolGeometry {
   std::size_t n, c, h, w;
   std::size_t kh, kw, sh, sw, ph, pw;
   std::size_t ho, wo;
+  /// Elements between the input's rows: w, except for planes laid out by another op (2x2 kernels only).
+  /// Indices are always r w + c.
+  std::size_t ld = 0;
   std::size_t planes() const { return n * c; }
   std::size_t in_plane() const { return h * w; }
   std::size_t out_plane() const { return ho * wo; }
@@ -71,6 +75,7 @@ PoolGeometry make_geometry(const char* op, const Tensor& x, Size2 kernel, Size2 
                  padding[0], padding[1], 0, 0};
   g.ho = (g.h + 2 * g.ph - g.kh) / g.sh + 1;
   g.wo = (g.w + 2 * g.pw - g.kw) / g.sw + 1;
+  g.ld = g.w;
   return g;
 }
 
@@ -98,13 +103,12 @@ std::pair<T, std::size_t> window_max(const T* in, std::size_t i, std::size_t j, 
   auto [r0, r1] = window_span(i, g.sh, g.kh, g.ph, g.h);
   auto [c0, c1] = window_span(j, g.sw, g.kw, g.pw, g.w);
   std::size_t best_at = r0 * g.w + c0;
-  T best = in[best_at];
+  T best = in[r0 * g.ld + c0];
   for (std::size_t r = r0; r < r1; ++r) {
     for (std::size_t c = c0; c < c1; ++c) {
-      std::size_t k = r * g.w + c;
-      if (replaces(best, in[k])) {
-        best = in[k];
-        best_at = k;
+      if (replaces(best, in[r * g.ld + c])) {
+        best = in[r * g.ld + c];
+        best_at = r * g.w + c;
       }
     }
   }
@@ -127,8 +131,8 @@ void pool_row_exact(const T* in, const PoolGeometry& g, std::size_t i, T* out, s
 /// redone by the exact rule). Selects that keep NaN here would cost 3x: they do not vectorise as well.
 template <class T>
 bool pool_row_2x2(const T* in, const PoolGeometry& g, std::size_t i, T* out, std::uint32_t* at) {
-  const T* __restrict r0 = in + 2 * i * g.w;
-  const T* __restrict r1 = r0 + g.w;
+  const T* __restrict r0 = in + 2 * i * g.ld;
+  const T* __restrict r1 = r0 + g.ld;
   T* __restrict o = out + i * g.wo;
   std::uint32_t* __restrict a = at + i * g.wo;
   auto base = static_cast<std::uint32_t>(2 * i * g.w), width = static_cast<std::uint32_t>(g.w);
@@ -220,8 +224,8 @@ inline int pool_block(const float* r0, const float* r1, std::size_t j, std::size
 
 /// pool_row_2x2 of a float row, block by block.
 inline bool pool_row_2x2_vector(const float* in, const PoolGeometry& g, std::size_t i, float* out, std::uint32_t* at) {
-  const float* r0 = in + 2 * i * g.w;
-  const float* r1 = r0 + g.w;
+  const float* r0 = in + 2 * i * g.ld;
+  const float* r1 = r0 + g.ld;
   float* o = out + i * g.wo;
   std::uint32_t* a = at + i * g.wo;
   const auto base = static_cast<std::uint32_t>(2 * i * g.w), width = static_cast<std::uint32_t>(g.w);
@@ -242,11 +246,12 @@ bool pool_row_2x2_fast(const T* in, const PoolGeometry& g, std::size_t i, T* out
   return pool_row_2x2(in, g, i, out, at);
 }
 
+/// Planes `in_stride` apart into contiguous outputs and indices.
 template <class T>
-void pool_forward(const T* x, const PoolGeometry& g, T* y, std::uint32_t* index) {
+void pool_planes(const T* x, const PoolGeometry& g, std::size_t in_stride, T* y, std::uint32_t* index) {
   const bool fast = two_by_two(g);
   for (std::size_t plane = 0; plane < g.planes(); ++plane) {
-    const T* in = x + plane * g.in_plane();
+    const T* in = x + plane * in_stride;
     T* out = y + plane * g.out_plane();
     std::uint32_t* at = index + plane * g.out_plane();
     for (std::size_t i = 0; i < g.ho; ++i) {
@@ -300,27 +305,27 @@ inline void unpool_block(const float* grad, const std::uint32_t* at, std::size_t
 inline void unpool_plane_2x2(const float* grad, const std::uint32_t* at, const PoolGeometry& g, float* dx) {
   const auto width = static_cast<std::uint32_t>(g.w);
   for (std::size_t i = 0; i < g.ho; ++i) {
-    float* top = dx + 2 * i * g.w;
-    float* bottom = top + g.w;
+    float* top = dx + 2 * i * g.ld;
+    float* bottom = top + g.ld;
     const auto base = static_cast<std::uint32_t>(2 * i * g.w);
     const float* gi = grad + i * g.wo;
     const std::uint32_t* ai = at + i * g.wo;
     for_each_block(g.wo, [&](std::size_t j, std::size_t n) { unpool_block(gi, ai, j, n, base, width, top, bottom); });
     if (g.w % 2) top[g.w - 1] = bottom[g.w - 1] = 0.0F;
   }
-  if (g.h % 2) std::fill_n(dx + (g.h - 1) * g.w, g.w, 0.0F);
+  if (g.h % 2) std::fill_n(dx + (g.h - 1) * g.ld, g.w, 0.0F);
 }
 #endif
 
-/// dx = 0, then dx[plane, index[o]] += g[plane, o] (overlapping windows add up). Plane by plane, so the
-/// zeroed plane is still in cache when the gradient lands on it.
+/// dx = 0, then dx[plane, index[o]] += g[plane, o] (overlapping windows add up), dx's planes `dx_stride`
+/// apart. Plane by plane, so the zeroed plane is still in cache when the gradient lands on it.
 template <class T>
-void pool_scatter(const T* grad, const PoolGeometry& g, const std::uint32_t* index, T* dx) {
+void pool_scatter(const T* grad, const PoolGeometry& g, const std::uint32_t* index, T* dx, std::size_t dx_stride) {
 #if defined(__AVX2__)
   if constexpr (std::is_same_v<T, float>) {
     if (two_by_two(g) && g.in_plane() < (std::size_t{1} << 31)) {
       for (std::size_t plane = 0; plane < g.planes(); ++plane) {
-        unpool_plane_2x2(grad + plane * g.out_plane(), index + plane * g.out_plane(), g, dx + plane * g.in_plane());
+        unpool_plane_2x2(grad + plane * g.out_plane(), index + plane * g.out_plane(), g, dx + plane * dx_stride);
       }
       return;
     }
@@ -329,9 +334,14 @@ void pool_scatter(const T* grad, const PoolGeometry& g, const std::uint32_t* ind
   for (std::size_t plane = 0; plane < g.planes(); ++plane) {
     const T* __restrict src = grad + plane * g.out_plane();
     const std::uint32_t* __restrict at = index + plane * g.out_plane();
-    T* __restrict out = dx + plane * g.in_plane();
-    std::fill_n(out, g.in_plane(), T(0));
-    for (std::size_t o = 0; o < g.out_plane(); ++o) out[at[o]] += src[o];
+    T* __restrict out = dx + plane * dx_stride;
+    if (g.ld == g.w) {
+      std::fill_n(out, g.in_plane(), T(0));
+      for (std::size_t o = 0; o < g.out_plane(); ++o) out[at[o]] += src[o];
+    } else {
+      for (std::size_t r = 0; r < g.h; ++r) std::fill_n(out + r * g.ld, g.w, T(0));
+      for (std::size_t o = 0; o < g.out_plane(); ++o) out[at[o] / g.w * g.ld + at[o] % g.w] += src[o];
+    }
   }
 }
 
@@ -355,7 +365,7 @@ Tensor max_pool2d_backward(const Tensor& grad, const Routing& routing) {
     fail("max_pool2d_backward", "gradient {} does not match the pooled shape {}", grad.describe(), g.y_shape().str());
   }
   Tensor dx = detail::make_tensor(g.x_shape(), grad.dtype(), "max_pool2d_backward");
-  dispatch(grad.dtype(), [&]<class T>() { pool_scatter(grad.data<T>(), g, routing.index(), dx.data<T>()); });
+  dispatch(grad.dtype(), [&]<class T>() { pool_scatter(grad.data<T>(), g, routing.index(), dx.data<T>(), g.in_plane()); });
   return record("max_pool2d_backward", dx, {grad}, [routing](const Tensor& gx, NeedsGrad) {
     return std::vector<Tensor>{max_pool2d_gather(gx, routing)};
   });
@@ -452,11 +462,8 @@ Tensor max_pool2d(const Tensor& x, Size2 kernel, Size2 stride, Size2 padding) {
   PoolGeometry g = make_geometry("max_pool2d", x, kernel, stride, padding);
   if (g.in_plane() > UINT32_MAX) fail("max_pool2d", "input planes too large: {}", x.describe());
   Tensor y = detail::make_tensor(g.y_shape(), x.dtype(), "max_pool2d");
-  // The uint32 indices, one per output, in the storage of an f32 tensor of as many elements (4 bytes each):
-  // an allocation failure is reported like any other.
-  Routing routing{g, detail::make_tensor(Shape{std::max<std::size_t>(1, y.numel())}, DType::f32, "max_pool2d")
-                         .impl()->storage};
-  dispatch(x.dtype(), [&]<class T>() { pool_forward(x.data<T>(), g, y.data<T>(), routing.index()); });
+  Routing routing{g, detail::pool_index_block(y.numel(), "max_pool2d")};
+  dispatch(x.dtype(), [&]<class T>() { pool_planes(x.data<T>(), g, g.in_plane(), y.data<T>(), routing.index()); });
   return record("max_pool2d", y, {x}, [routing](const Tensor& gy, NeedsGrad) {
     return std::vector<Tensor>{max_pool2d_backward(gy, routing)};
   });
@@ -507,5 +514,41 @@ Tensor adaptive_avg_pool2d(const Tensor& x, Size2 output_size) {
 Tensor adaptive_avg_pool2d(const Tensor& x, std::size_t output_size) {
   return adaptive_avg_pool2d(x, Size2{output_size, output_size});
 }
+
+namespace detail {
+
+namespace {
+PoolGeometry two_by_two_geometry(std::size_t n, std::size_t c, std::size_t h, std::size_t w, std::size_t ld) {
+  return PoolGeometry{n, c, h, w, 2, 2, 2, 2, 0, 0, h / 2, w / 2, ld};
+}
+}  // namespace
+
+template <class T>
+void max_pool2x2_planes(const T* in, const StridedPlanes& planes, T* out, std::uint32_t* at) {
+  pool_planes(in, two_by_two_geometry(1, planes.count, planes.h, planes.w, planes.ld), planes.stride, out, at);
+}
+
+template <class T>
+void max_unpool2x2_planes(const T* g, const std::uint32_t* at, const StridedPlanes& planes, T* dx) {
+  pool_scatter(g, two_by_two_geometry(1, planes.count, planes.h, planes.w, planes.ld), at, dx, planes.stride);
+}
+
+template void max_pool2x2_planes(const float*, const StridedPlanes&, float*, std::uint32_t*);
+template void max_pool2x2_planes(const double*, const StridedPlanes&, double*, std::uint32_t*);
+template void max_unpool2x2_planes(const float*, const std::uint32_t*, const StridedPlanes&, float*);
+template void max_unpool2x2_planes(const double*, const std::uint32_t*, const StridedPlanes&, double*);
+
+std::shared_ptr<Storage> pool_index_block(std::size_t outputs, const char* op) {
+  // The uint32 indices in the storage of an f32 tensor of as many elements (4 bytes each): an allocation
+  // failure is reported like any other.
+  return make_tensor(Shape{std::max<std::size_t>(1, outputs)}, DType::f32, op).impl()->storage;
+}
+
+Tensor max_pool2x2_backward(const Tensor& grad, const Shape& x_shape, const std::shared_ptr<Storage>& index) {
+  return max_pool2d_backward(grad, Routing{two_by_two_geometry(x_shape[0], x_shape[1], x_shape[2], x_shape[3],
+                                                               x_shape[3]), index});
+}
+
+}  // namespace detail
 
 }  // namespace ag
