@@ -7,7 +7,7 @@
 //   autograd/ops/linalg.cpp       matmul (BLAS, transpose flags), transpose
 //   autograd/ops/shape.cpp        reshape, flatten
 //   autograd/ops/loss.cpp         cross_entropy, nll_loss, mse_loss
-//   autograd/ops/conv.cpp         conv2d
+//   autograd/ops/conv.cpp         conv2d, conv2d_max_pool2d
 //   autograd/ops/pool.cpp         max_pool2d, avg_pool2d, adaptive_avg_pool2d
 //   autograd/ops/norm.cpp         batch_norm, layer_norm
 //   autograd/ops/index.cpp        cat, stack, narrow, index_select, gather, embedding

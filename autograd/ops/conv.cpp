@@ -12,6 +12,9 @@
 //           sized to stay in cache; dx through Wᵀ . dy into cols, then col2im (scatter-add).
 // Strides or paddings that differ per axis, dilation and groups take a third, general path (at the end of
 // the file): a dilated im2col per group + GEMM, with backward ops of its own.
+// conv2d_max_pool2d runs the direct kernel with 2x2 max pooling as its epilogue (autograd/detail/pool.hpp), each
+// image's output pooled from the staging rows; its first-order backward without an input gradient unpools
+// into the weight gradient's staging planes. Otherwise its backward is max_pool2d's op, then conv2d's.
 // All three ops are bilinear; each one's adjoints are the other two (G = the upstream gradient):
 //   y  = conv2d(x, w)             dx  = input_grad(G, w)      dw  = weight_grad(x, G)
 //   dx = input_grad(dy, w)        ddy = conv2d(G, w)          dw  = weight_grad(G, dy)
