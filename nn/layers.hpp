@@ -206,7 +206,10 @@ class Dropout : public Module {
   ag::Generator gen_;
 };
 
-/// Runs its children in order; they are named "0", "1", ...
+/// Runs its children in order; they are named "0", "1", ... Two patterns run fused, with the same values and
+/// gradients of every order as the layers one by one: ReLU, MaxPool2d as pooling then ReLU (a quarter of
+/// ReLU's work for 2x2 windows), and Conv2d, [ReLU,] MaxPool2d(2) through ag::conv2d_max_pool2d (the
+/// convolution's output is never stored whole). Not under anomaly detection, whose reports name each layer.
 class Sequential : public Module {
  public:
   Sequential() = default;
