@@ -186,13 +186,14 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, std::si
 /// backward ops (dx, dw: the same correlations with the dilation and groups) differentiate each other, to any order.
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Size2 stride, Size2 padding,
               Size2 dilation = {1, 1}, std::size_t groups = 1);
-/// max_pool2d(conv2d(x, weight, bias, stride, padding), 2) in one op: the same values and gradients, of every
-/// order, bit for bit. Where the fast stride-1 kernel applies, each image's convolution is pooled while it is
-/// still in cache and never stored whole; without an input gradient to compute (a first layer), the
-/// backward unpools each image's gradient straight into the weight gradient's work, too. Shapes: x (N, C_in,
-/// H, W) -> (N, C_out, H_out / 2, W_out / 2). nn::Sequential uses it for Conv2d [ReLU] MaxPool2d(2).
+/// max_pool2d(conv2d(x, weight, bias, stride, padding), 2) in one op, or with relu max_pool2d(relu(conv2d(...)),
+/// 2) (= relu of the pooled maxima): the same values and gradients, of every order, bit for bit. Where the
+/// fast stride-1 kernel applies, each image's convolution is pooled while it is still in cache and never
+/// stored whole; without an input gradient to compute (a first layer), the backward unpools each image's
+/// gradient straight into the weight gradient's work, too. Shapes: x (N, C_in, H, W) -> (N, C_out, H_out / 2,
+/// W_out / 2). nn::Sequential uses it for Conv2d [ReLU] MaxPool2d(2).
 Tensor conv2d_max_pool2d(const Tensor& x, const Tensor& weight, const Tensor& bias, std::size_t stride = 1,
-                         std::size_t padding = 0);
+                         std::size_t padding = 0, bool relu = false);
 /// Max over kernel x kernel windows moved by `stride` (0 means stride = kernel); x (N, C, H, W).
 /// The backward routes each gradient to the element that was the maximum (argmax saved by forward): the first
 /// maximum of the window in row-major order, or, if the window holds a NaN, the last NaN (as PyTorch).

@@ -93,13 +93,14 @@ ag::Tensor Conv2d::forward(const ag::Tensor& x) {
   return ag::conv2d(x, weight_, bias_, o.stride, o.padding, o.dilation, o.groups);
 }
 
-ag::Tensor Conv2d::forward_max_pool2d(const ag::Tensor& x) {
+ag::Tensor Conv2d::forward_max_pool2d(const ag::Tensor& x, bool relu) {
   check_rank("Conv2d", x, 4, "(N, C, H, W)");
   const Conv2dOptions& o = options_;
   if (o.stride[0] == o.stride[1] && o.padding[0] == o.padding[1] && o.dilation == ag::Size2{1, 1} && o.groups == 1) {
-    return ag::conv2d_max_pool2d(x, weight_, bias_, o.stride[0], o.padding[0]);
+    return ag::conv2d_max_pool2d(x, weight_, bias_, o.stride[0], o.padding[0], relu);
   }
-  return ag::max_pool2d(forward(x), 2);
+  ag::Tensor pooled = ag::max_pool2d(forward(x), 2);  // relu commutes with the maximum
+  return relu ? ag::relu(pooled) : pooled;
 }
 
 namespace {
@@ -236,11 +237,10 @@ ag::Tensor Sequential::forward(const ag::Tensor& x) {
   const auto& layers = children();
   for (std::size_t i = 0; i < layers.size(); ++i) {
     Module& layer = *layers[i].second;
-    // Conv2d [ReLU] MaxPool2d(2): the convolution and the pooling as one op (ag::conv2d_max_pool2d), then the
-    // ReLU on the pooled output (see below).
+    // Conv2d [ReLU] MaxPool2d(2): one op (ag::conv2d_max_pool2d), the ReLU applied to the pooled maxima
+    // (see below).
     if (std::size_t run = conv_pool_layers(layers, i)) {
-      h = static_cast<Conv2d&>(layer).forward_max_pool2d(h);
-      if (run == 3) h = (*layers[i + 1].second)(h);
+      h = static_cast<Conv2d&>(layer).forward_max_pool2d(h, run == 3);
       i += run - 1;
       continue;
     }

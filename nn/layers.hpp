@@ -56,9 +56,10 @@ class Conv2d : public Module {
          ag::DType dtype = ag::DType::f32);
   explicit Conv2d(const Conv2dOptions& options);
   ag::Tensor forward(const ag::Tensor& x) override;
-  /// max_pool2d(forward(x), 2) as one op (ag::conv2d_max_pool2d: the convolution's output is never stored
-  /// whole) where the settings are square with dilation 1 and one group; else the two ops.
-  ag::Tensor forward_max_pool2d(const ag::Tensor& x);
+  /// max_pool2d(forward(x), 2), or with relu max_pool2d(relu(forward(x)), 2), as one op
+  /// (ag::conv2d_max_pool2d: the convolution's output is never stored whole) where the settings are square
+  /// with dilation 1 and one group; else op by op.
+  ag::Tensor forward_max_pool2d(const ag::Tensor& x, bool relu = false);
   std::string type_name() const override;
   /// Handles to the registered parameters (shared storage: write through them in place, e.g. with an
   /// initialiser; the bias is undefined without one).
@@ -208,7 +209,7 @@ class Dropout : public Module {
 
 /// Runs its children in order; they are named "0", "1", ... Two patterns run fused, with the same values and
 /// gradients of every order as the layers one by one: ReLU, MaxPool2d as pooling then ReLU (a quarter of
-/// ReLU's work for 2x2 windows), and Conv2d, [ReLU,] MaxPool2d(2) through ag::conv2d_max_pool2d (the
+/// ReLU's work for 2x2 windows), and Conv2d, [ReLU,] MaxPool2d(2) as one op, ag::conv2d_max_pool2d (the
 /// convolution's output is never stored whole). Not under anomaly detection, whose reports name each layer.
 class Sequential : public Module {
  public:

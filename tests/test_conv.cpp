@@ -618,7 +618,7 @@ TEST_CASE("conv2d and max_pool2d: padding, stride and kernel of any size are ref
   }
 }
 
-TEST_CASE("conv2d_max_pool2d: the values and gradients of max_pool2d(conv2d(...), 2), bit for bit") {
+TEST_CASE("conv2d_max_pool2d: the values and gradients of max_pool2d([relu](conv2d(...)), 2), bit for bit") {
   // Fused (direct kernel: stride 1) and not (stride 2, im2col); odd and even output extents; with and
   // without an input gradient (the first-layer backward that never builds the convolution's gradient);
   // ties and a NaN in the pooled windows (a zero weight makes whole planes equal to the bias).
@@ -629,8 +629,10 @@ TEST_CASE("conv2d_max_pool2d: the values and gradients of max_pool2d(conv2d(...)
                                                  {2, 2, 5, 7, 6, 3, 3, 1, 1, true},
                                                  {2, 2, 3, 9, 9, 3, 3, 2, 1, true}}) {
     for (DType dtype : {DType::f32, DType::f64}) {
-      for (bool input_grad : {false, true}) {
+      for (int variant = 0; variant < 4; ++variant) {
+        const bool input_grad = variant % 2 == 1, relu = variant >= 2;
         CAPTURE(c.str());
+        CAPTURE(relu);
         CAPTURE(dtype);
         CAPTURE(input_grad);
         Tensor x0 = random(Shape{c.n, c.ci, c.h, c.w}, gen, dtype), w0 = random(Shape{c.co, c.ci, c.kh, c.kw}, gen, dtype);
@@ -642,8 +644,9 @@ TEST_CASE("conv2d_max_pool2d: the values and gradients of max_pool2d(conv2d(...)
         auto run = [&](bool fused) {
           Tensor x = x0.clone().set_requires_grad(input_grad), w = w0.clone().set_requires_grad();
           Tensor b = c.bias ? b0.clone().set_requires_grad() : Tensor();
-          Tensor y = fused ? conv2d_max_pool2d(x, w, b, c.stride, c.pad)
-                           : max_pool2d(conv2d(x, w, b, c.stride, c.pad), 2);
+          Tensor y = fused ? conv2d_max_pool2d(x, w, b, c.stride, c.pad, relu)
+                  : relu ? max_pool2d(ag::relu(conv2d(x, w, b, c.stride, c.pad)), 2)
+                         : max_pool2d(conv2d(x, w, b, c.stride, c.pad), 2);
           Tensor dy = random(y.shape(), gen, dtype);
           backward(y, dy);
           std::vector<Values> out{y.to_vector(), w.grad().to_vector()};
@@ -680,4 +683,18 @@ TEST_CASE("conv2d_max_pool2d: gradcheck and gradgradcheck (float64)") {
   }, {x, w, b});
   // The weight alone (no input gradient: the fused first-layer backward on the first order).
   CHECK_GRADCHECK([&](const std::vector<Tensor>& in) { return conv2d_max_pool2d(x, in[0], in[1], 1, 1); }, {w, b});
+  // With relu: the bias shifted so that some pooled maxima are negative (their gradient is zero), none
+  // within the differences' reach of relu's kink.
+  Tensor shifted = sub(b, Tensor::full(Shape{3}, 0.5, DType::f64));
+  Values maxima = conv2d_max_pool2d(x, w, shifted, 1, 1).to_vector();
+  CHECK(std::count_if(maxima.begin(), maxima.end(), [](double v) { return v < 0.0; }) > 0);
+  CHECK(std::all_of(maxima.begin(), maxima.end(), [](double v) { return std::abs(v) > 0.01; }));
+  CHECK_GRADCHECK([&](const std::vector<Tensor>& in) { return conv2d_max_pool2d(in[2], in[0], in[1], 1, 1, true); },
+                  {w, shifted, x});
+  CHECK_GRADCHECK([&](const std::vector<Tensor>& in) { return conv2d_max_pool2d(x, in[0], in[1], 1, 1, true); },
+                  {w, shifted});
+  CHECK_GRADGRADCHECK([&](const std::vector<Tensor>& in) {
+    Tensor y = conv2d_max_pool2d(in[0], in[1], in[2], 1, 1, true);
+    return mul(y, y);
+  }, {x, w, shifted});
 }

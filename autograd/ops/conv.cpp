@@ -972,8 +972,91 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, std::si
   });
 }
 
+namespace {
+
+/// What conv2d_max_pool2d's backward keeps: the op's operands, the convolution's geometry, the pooling's
+/// indices and, with relu, the op's output (relu passes the gradient where it is > 0 or NaN).
+struct ConvPool {
+  Tensor x, weight;
+  ConvGeometry g;
+  std::shared_ptr<Storage> index;
+  Tensor y;  // defined with relu
+  std::size_t pooled_plane() const { return (g.ho / 2) * (g.wo / 2); }
+};
+
+/// p[i] = p[i] <= 0 ? 0 : p[i], NaN kept (as relu). A loop of its own, so that it vectorises.
+template <class T>
+void relu_in_place(T* __restrict p, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) p[i] = p[i] <= T(0) ? T(0) : p[i];
+}
+
+/// out[i] = y[i] <= 0 ? 0 : g[i] (relu's backward at its output y).
+template <class T>
+void pass_where_positive(const T* __restrict y, const T* __restrict g, T* __restrict out, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) out[i] = y[i] <= T(0) ? T(0) : g[i];
+}
+
+/// relu's backward at its output y: gp where y > 0 or NaN, else 0 (relu(v) <= 0 exactly where v <= 0).
+/// While a graph is being built, a product with a constant mask (relu's second derivative is zero).
+Tensor relu_backward_at_output(const Tensor& gp, const Tensor& y) {
+  const bool graph = is_recording();
+  Tensor out = detail::make_tensor(y.shape(), y.dtype(), "conv2d_max_pool2d");
+  dispatch(y.dtype(), [&]<class T>() {
+    const T* py = y.data<T>();
+    const T* pg = gp.data<T>();
+    T* po = out.data<T>();
+    if (graph) {
+      std::vector<T> ones(y.numel(), T(1));
+      pass_where_positive(py, ones.data(), po, y.numel());
+    } else {
+      pass_where_positive(py, pg, po, y.numel());
+    }
+  });
+  return graph ? mul(gp, out) : out;
+}
+
+/// First order without an input gradient (a first layer): each image's pooled gradient (masked by relu's,
+/// into a small scratch) is unpooled straight into the weight gradient's staging planes, never into a tensor
+/// of the convolution's size. Returns (undefined, dw, db).
+std::vector<Tensor> conv_pool_weight_grads(const ConvPool& c, const Tensor& gp, NeedsGrad needs) {
+  const ConvGeometry& g = c.g;
+  std::vector<Tensor> grads(3);
+  Tensor dw = detail::make_tensor(g.w_shape(), c.x.dtype(), "conv2d_max_pool2d");
+  if (needs[2]) grads[2] = detail::make_tensor(Shape{g.co}, c.x.dtype(), "conv2d_max_pool2d");
+  const auto* at = static_cast<const std::uint32_t*>(c.index->data());
+  const std::size_t per_image = g.co * c.pooled_plane();
+  dispatch(c.x.dtype(), [&]<class T>() {
+    const T* pg = gp.data<T>();
+    const T* py = c.y.defined() ? c.y.data<T>() : nullptr;
+    std::vector<T> masked(py ? per_image : 0);
+    direct_weight_grad_with(c.x.data<T>(), g, dw.data<T>(), needs[2] ? grads[2].data<T>() : nullptr,
+                            [&](std::size_t img, T* staged, const FlatLayout& f) {
+                              const T* grad = pg + img * per_image;
+                              if (py) {
+                                pass_where_positive(py + img * per_image, grad, masked.data(), per_image);
+                                grad = masked.data();
+                              }
+                              detail::max_unpool2x2_planes(grad, at + img * per_image,
+                                                           {g.co, g.ho, g.wo, f.wp, f.length}, staged);
+                            });
+  });
+  if (needs[1]) grads[1] = dw;
+  return grads;
+}
+
+std::vector<Tensor> conv_pool_grads(const ConvPool& c, const Tensor& gp, NeedsGrad needs) {
+  if (is_recording() || needs[0]) {
+    Tensor gz = c.y.defined() ? relu_backward_at_output(gp, c.y) : gp;
+    return conv2d_grads(c.x, c.weight, c.g, detail::max_pool2x2_backward(gz, c.g.y_shape(), c.index), needs);
+  }
+  if (!needs[1] && !needs[2]) return std::vector<Tensor>(3);
+  return conv_pool_weight_grads(c, gp, needs);
+}
+
+}  // namespace
+
 Tensor conv2d_max_pool2d(const Tensor& x, const Tensor& weight, const Tensor& bias, std::size_t stride,
-                         std::size_t padding) {
+                         std::size_t padding, bool relu) {
   static constexpr const char* op = "conv2d_max_pool2d";
   detail::check_binary(op, x, weight);
   ConvGeometry g = make_geometry(op, x.shape(), weight.shape(), stride, padding);
@@ -981,46 +1064,26 @@ Tensor conv2d_max_pool2d(const Tensor& x, const Tensor& weight, const Tensor& bi
   const std::size_t element = x.dtype() == DType::f64 ? sizeof(double) : sizeof(float);
   if (g.n == 0 || g.co == 0 || g.taps() == 0 || g.ho < 2 || g.wo < 2 || g.out_plane() > UINT32_MAX ||
       !use_direct(g, element)) {
-    return max_pool2d(conv2d(x, weight, bias, stride, padding), 2);  // also the errors of a window too large
+    Tensor pooled = max_pool2d(conv2d(x, weight, bias, stride, padding), 2);  // also the errors of a window too large
+    return relu ? ag::relu(pooled) : pooled;
   }
-  const Shape pooled{g.n, g.co, g.ho / 2, g.wo / 2};
-  const std::size_t pooled_plane = pooled[2] * pooled[3];
-  Tensor y = detail::make_tensor(pooled, x.dtype(), op);
-  std::shared_ptr<Storage> index = detail::pool_index_block(pooled.numel(), op);
-  auto* at = static_cast<std::uint32_t*>(index->data());
+  ConvPool c{x, weight, g, detail::pool_index_block(g.n * g.co * (g.ho / 2) * (g.wo / 2), op), Tensor()};
+  Tensor y = detail::make_tensor(Shape{g.n, g.co, g.ho / 2, g.wo / 2}, x.dtype(), op);
+  auto* at = static_cast<std::uint32_t*>(c.index->data());
   dispatch(x.dtype(), [&]<class T>() {
     T* py = y.data<T>();
     direct_correlate_with(x.data<T>(), g.n, g.ci, g.h, g.w, weight.data<T>(), g.co, g.kh, g.kw, g.pad, g.pad,
                           bias.defined() ? bias.data<T>() : nullptr,
                           [&](std::size_t img, std::size_t o, std::size_t count, const T* staged, const FlatLayout& f) {
-                            const std::size_t first = (img * g.co + o) * pooled_plane;
+                            const std::size_t first = (img * g.co + o) * c.pooled_plane();
                             detail::max_pool2x2_planes(staged, {count, f.ho, f.wo, f.wp, f.length}, py + first,
                                                        at + first);
+                            if (relu) relu_in_place(py + first, count * c.pooled_plane());
                           });
   });
-  return record_conv(op, y, x, weight, bias, [x, weight, g, index, pooled_plane](const Tensor& gp, NeedsGrad needs) {
-    if (is_recording() || needs[0]) {
-      return conv2d_grads(x, weight, g, detail::max_pool2x2_backward(gp, g.y_shape(), index), needs);
-    }
-    // First order without an input gradient (a first layer): each image's convolution gradient is unpooled
-    // straight into the weight gradient's staging planes, never into a tensor of the convolution's size.
-    std::vector<Tensor> grads(3);
-    if (!needs[1] && !needs[2]) return grads;
-    Tensor dw = detail::make_tensor(g.w_shape(), x.dtype(), op);
-    if (needs[2]) grads[2] = detail::make_tensor(Shape{g.co}, x.dtype(), op);
-    const auto* at = static_cast<const std::uint32_t*>(index->data());
-    dispatch(x.dtype(), [&]<class T>() {
-      const T* pg = gp.data<T>();
-      direct_weight_grad_with(x.data<T>(), g, dw.data<T>(), needs[2] ? grads[2].data<T>() : nullptr,
-                              [&](std::size_t img, T* staged, const FlatLayout& f) {
-                                const std::size_t first = img * g.co * pooled_plane;
-                                detail::max_unpool2x2_planes(pg + first, at + first, {g.co, g.ho, g.wo, f.wp, f.length},
-                                                             staged);
-                              });
-    });
-    if (needs[1]) grads[1] = dw;
-    return grads;
-  });
+  if (relu) c.y = y;
+  return record_conv(op, y, x, weight, bias,
+                     [c = std::move(c)](const Tensor& gp, NeedsGrad needs) { return conv_pool_grads(c, gp, needs); });
 }
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Size2 stride, Size2 padding, Size2 dilation,
