@@ -618,10 +618,22 @@ TEST_CASE("conv2d and max_pool2d: padding, stride and kernel of any size are ref
   }
 }
 
+/// Equal element by element, zeros' signs included, NaN where the other has NaN.
+bool same_bits(const Values& a, const Values& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (std::isnan(a[i]) != std::isnan(b[i])) return false;
+    if (!std::isnan(a[i]) && (a[i] != b[i] || std::signbit(a[i]) != std::signbit(b[i]))) return false;
+  }
+  return true;
+}
+
 TEST_CASE("conv2d_max_pool2d: the values and gradients of max_pool2d([relu](conv2d(...)), 2), bit for bit") {
-  // Fused (direct kernel: stride 1) and not (stride 2, im2col); odd and even output extents; with and
-  // without an input gradient (the first-layer backward that never builds the convolution's gradient);
-  // ties and a NaN in the pooled windows (a zero weight makes whole planes equal to the bias).
+  // Fused (direct kernel: stride 1) and not (stride 2, im2col); odd and even output extents; gradients for
+  // the weights alone (the first-layer backward that never builds the convolution's gradient), with the
+  // input's, or for the bias alone; first order, or through create_graph with infinite upstream gradients
+  // (inf times relu's 0 is NaN: where it lands shows the routing); ties and a NaN in the pooled windows (a
+  // zero kernel makes plane 0 the bias everywhere).
   Generator gen(53);
   for (const ConvCase& c : std::vector<ConvCase>{{3, 1, 8, 28, 28, 3, 3, 1, 1, true},
                                                  {2, 8, 8, 14, 14, 3, 3, 1, 1, true},
@@ -629,29 +641,36 @@ TEST_CASE("conv2d_max_pool2d: the values and gradients of max_pool2d([relu](conv
                                                  {2, 2, 5, 7, 6, 3, 3, 1, 1, true},
                                                  {2, 2, 3, 9, 9, 3, 3, 2, 1, true}}) {
     for (DType dtype : {DType::f32, DType::f64}) {
-      for (int variant = 0; variant < 4; ++variant) {
-        const bool input_grad = variant % 2 == 1, relu = variant >= 2;
+      for (int variant = 0; variant < 12; ++variant) {
+        const int wants = variant % 3;  // 0: weights, 1: weights and input, 2: bias alone
+        const bool relu = variant / 3 % 2 == 1, graph = variant >= 6;
+        if (wants == 2 && !c.bias) continue;
         CAPTURE(c.str());
-        CAPTURE(relu);
         CAPTURE(dtype);
-        CAPTURE(input_grad);
-        Tensor x0 = random(Shape{c.n, c.ci, c.h, c.w}, gen, dtype), w0 = random(Shape{c.co, c.ci, c.kh, c.kw}, gen, dtype);
+        CAPTURE(wants);
+        CAPTURE(relu);
+        CAPTURE(graph);
+        Values xv = random(Shape{c.n, c.ci, c.h, c.w}, gen).to_vector(), wv = random(Shape{c.co, c.ci, c.kh, c.kw}, gen).to_vector();
+        xv[5] = std::numeric_limits<double>::quiet_NaN();
+        std::fill_n(wv.begin(), c.ci * c.kh * c.kw, 0.0);  // output plane 0: ties everywhere
+        Tensor x0 = Tensor::from_data(Shape{c.n, c.ci, c.h, c.w}, std::span<const double>(xv)).to(dtype);
+        Tensor w0 = Tensor::from_data(Shape{c.co, c.ci, c.kh, c.kw}, std::span<const double>(wv)).to(dtype);
         Tensor b0 = c.bias ? random(Shape{c.co}, gen, dtype) : Tensor();
-        if (dtype == DType::f32) {
-          x0.data<float>()[5] = std::numeric_limits<float>::quiet_NaN();
-          for (std::size_t k = 0; k < c.ci * c.kh * c.kw; ++k) w0.data<float>()[k] = 0.0F;  // plane 0: ties
-        }
         auto run = [&](bool fused) {
-          Tensor x = x0.clone().set_requires_grad(input_grad), w = w0.clone().set_requires_grad();
-          Tensor b = c.bias ? b0.clone().set_requires_grad() : Tensor();
+          Tensor x = x0.clone().set_requires_grad(wants == 1), w = w0.clone().set_requires_grad(wants != 2);
+          Tensor b = c.bias ? b0.clone().set_requires_grad(wants == 2) : Tensor();
           Tensor y = fused ? conv2d_max_pool2d(x, w, b, c.stride, c.pad, relu)
                   : relu ? max_pool2d(ag::relu(conv2d(x, w, b, c.stride, c.pad)), 2)
                          : max_pool2d(conv2d(x, w, b, c.stride, c.pad), 2);
-          Tensor dy = random(y.shape(), gen, dtype);
-          backward(y, dy);
-          std::vector<Values> out{y.to_vector(), w.grad().to_vector()};
-          if (c.bias) out.push_back(b.grad().to_vector());
-          if (input_grad) out.push_back(x.grad().to_vector());
+          Values dv = random(y.shape(), gen).to_vector();
+          if (graph) {
+            for (std::size_t k = 0; k < dv.size(); k += 5) dv[k] = std::numeric_limits<double>::infinity();
+          }
+          Tensor dy = Tensor::from_data(y.shape(), std::span<const double>(dv)).to(dtype);
+          std::vector<Tensor> wanted = wants == 2 ? std::vector<Tensor>{b} : std::vector<Tensor>{w};
+          if (wants == 1) wanted.push_back(x);
+          std::vector<Values> out{y.to_vector()};
+          for (const Tensor& g : grad({y}, wanted, {dy}, {.create_graph = graph})) out.push_back(g.to_vector());
           return out;
         };
         Generator saved = gen;
@@ -661,11 +680,7 @@ TEST_CASE("conv2d_max_pool2d: the values and gradients of max_pool2d([relu](conv
         REQUIRE(fused.size() == reference.size());
         for (std::size_t k = 0; k < fused.size(); ++k) {
           CAPTURE(k);
-          bool same = fused[k].size() == reference[k].size();
-          for (std::size_t i = 0; same && i < fused[k].size(); ++i) {
-            same = std::isnan(reference[k][i]) ? std::isnan(fused[k][i]) : fused[k][i] == reference[k][i];
-          }
-          CHECK(same);
+          CHECK(same_bits(fused[k], reference[k]));
         }
       }
     }

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "autograd/detail/nan.hpp"
+#include "autograd/detail/relu.hpp"
 #include "autograd/detail/xt.hpp"
 #include "autograd/ops.hpp"
 
@@ -88,28 +89,13 @@ std::pair<T, T> max_and_logsumexp(const T* in, std::size_t count, std::size_t st
   return {peak, peak + std::log(total)};
 }
 
-// relu follows PyTorch exactly, NaN included: the forward is threshold(x, 0, 0) = (x <= 0 ? 0 : x), so
-// relu(NaN) = NaN (xt::maximum, i.e. maxps, would return the 0); the backward is threshold_backward(g, x, 0)
-// = (x <= 0 ? 0 : g), so at a NaN input the gradient passes through (1 for a seed of 1). NaN <= 0 is false
-// in both. Each compiles to one compare and one blend per vector, as fast as the max it replaces.
-
-/// out[i] = x[i] <= 0 ? 0 : x[i].
-template <class T>
-void relu_kernel(const T* __restrict x, T* __restrict out, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) out[i] = x[i] <= T(0) ? T(0) : x[i];
-}
-
-/// out[i] = x[i] <= 0 ? 0 : v[i].
-template <class T>
-void threshold_at_zero(const T* __restrict x, const T* __restrict v, T* __restrict out, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) out[i] = x[i] <= T(0) ? T(0) : v[i];
-}
-
 /// relu's backward mask as a constant: 1 where x passes (x > 0 or NaN), else 0.
 Tensor relu_mask(const Tensor& x) {
   Tensor ones = Tensor::ones(x.shape(), x.dtype());
   Tensor mask = detail::make_tensor(x.shape(), x.dtype(), "relu");
-  dispatch(x.dtype(), [&]<class T>() { threshold_at_zero(x.data<T>(), ones.data<T>(), mask.data<T>(), x.numel()); });
+  dispatch(x.dtype(), [&]<class T>() {
+    detail::threshold_at_zero(x.data<T>(), ones.data<T>(), mask.data<T>(), x.numel());
+  });
   return mask;
 }
 
@@ -118,15 +104,21 @@ Tensor relu_mask(const Tensor& x) {
 Tensor relu(const Tensor& x) {
   detail::check_defined("relu", x);
   Tensor out = detail::make_tensor(x.shape(), x.dtype(), "relu");
-  dispatch(x.dtype(), [&]<class T>() { relu_kernel(x.data<T>(), out.data<T>(), x.numel()); });
-  return record("relu", out, {x}, [x](const Tensor& g, NeedsGrad) {
-    if (is_recording()) return std::vector<Tensor>{mul(g, relu_mask(x))};
-    // First order: one fused pass instead of building the mask.
-    Tensor dx = detail::make_tensor(x.shape(), x.dtype(), "relu");
-    dispatch(x.dtype(), [&]<class T>() { threshold_at_zero(x.data<T>(), g.data<T>(), dx.data<T>(), x.numel()); });
-    return std::vector<Tensor>{dx};
-  });
+  dispatch(x.dtype(), [&]<class T>() { detail::relu_kernel(x.data<T>(), out.data<T>(), x.numel()); });
+  return record("relu", out, {x}, [x](const Tensor& g, NeedsGrad) { return std::vector<Tensor>{detail::relu_backward(g, x)}; });
 }
+
+namespace detail {
+
+Tensor relu_backward(const Tensor& g, const Tensor& x) {
+  if (is_recording()) return mul(g, relu_mask(x));
+  // First order: one fused pass instead of building the mask.
+  Tensor dx = make_tensor(x.shape(), x.dtype(), "relu");
+  dispatch(x.dtype(), [&]<class T>() { threshold_at_zero(x.data<T>(), g.data<T>(), dx.data<T>(), x.numel()); });
+  return dx;
+}
+
+}  // namespace detail
 
 Tensor leaky_relu(const Tensor& x, double negative_slope) {
   Tensor out = pointwise("leaky_relu", x, [negative_slope](auto v) {

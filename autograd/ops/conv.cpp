@@ -12,13 +12,14 @@
 //           sized to stay in cache; dx through Wᵀ . dy into cols, then col2im (scatter-add).
 // Strides or paddings that differ per axis, dilation and groups take a third, general path (at the end of
 // the file): a dilated im2col per group + GEMM, with backward ops of its own.
-// conv2d_max_pool2d runs the direct kernel with 2x2 max pooling as its epilogue (autograd/detail/pool.hpp), each
-// image's output pooled from the staging rows; its first-order backward without an input gradient unpools
-// into the weight gradient's staging planes. Otherwise its backward is max_pool2d's op, then conv2d's.
 // All three ops are bilinear; each one's adjoints are the other two (G = the upstream gradient):
 //   y  = conv2d(x, w)             dx  = input_grad(G, w)      dw  = weight_grad(x, G)
 //   dx = input_grad(dy, w)        ddy = conv2d(G, w)          dw  = weight_grad(G, dy)
 //   dw = weight_grad(x, dy)       dx  = input_grad(dy, G)     ddy = conv2d(x, G)
+// conv2d_max_pool2d runs the direct kernel with 2x2 max pooling (and relu) as its epilogue
+// (autograd/detail/pool.hpp), each image's output pooled from the staging rows; its first-order backward
+// for the weights without an input gradient unpools into the weight gradient's staging planes. Otherwise
+// its backward is relu's and max_pool2d's ops, then conv2d's.
 #include <algorithm>
 #include <cstring>
 #include <optional>
@@ -29,6 +30,7 @@
 #include "autograd/blas.hpp"
 #include "autograd/detail/conv.hpp"
 #include "autograd/detail/pool.hpp"
+#include "autograd/detail/relu.hpp"
 #include "autograd/detail/tensor_impl.hpp"
 #include "autograd/detail/xt.hpp"
 #include "autograd/ops.hpp"
@@ -193,7 +195,7 @@ template <class T>
 inline void copy_row_spill(const T* src, std::size_t n, T* dst, const T* dst_end) {
   using B = xsimd::batch<T>;
   constexpr std::size_t v = B::size;
-  if (dst + (n + v - 1) / v * v > dst_end) return copy_row(src, n, dst);
+  if ((n + v - 1) / v * v > static_cast<std::size_t>(dst_end - dst)) return copy_row(src, n, dst);
   for (std::size_t j = 0; j < n; j += v) B::load_unaligned(src + j).store_unaligned(dst + j);
 }
 
@@ -984,35 +986,22 @@ struct ConvPool {
   std::size_t pooled_plane() const { return (g.ho / 2) * (g.wo / 2); }
 };
 
-/// p[i] = p[i] <= 0 ? 0 : p[i], NaN kept (as relu). A loop of its own, so that it vectorises.
-template <class T>
-void relu_in_place(T* __restrict p, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) p[i] = p[i] <= T(0) ? T(0) : p[i];
-}
-
-/// out[i] = y[i] <= 0 ? 0 : g[i] (relu's backward at its output y).
-template <class T>
-void pass_where_positive(const T* __restrict y, const T* __restrict g, T* __restrict out, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) out[i] = y[i] <= T(0) ? T(0) : g[i];
-}
-
-/// relu's backward at its output y: gp where y > 0 or NaN, else 0 (relu(v) <= 0 exactly where v <= 0).
-/// While a graph is being built, a product with a constant mask (relu's second derivative is zero).
-Tensor relu_backward_at_output(const Tensor& gp, const Tensor& y) {
-  const bool graph = is_recording();
-  Tensor out = detail::make_tensor(y.shape(), y.dtype(), "conv2d_max_pool2d");
-  dispatch(y.dtype(), [&]<class T>() {
-    const T* py = y.data<T>();
-    const T* pg = gp.data<T>();
-    T* po = out.data<T>();
-    if (graph) {
-      std::vector<T> ones(y.numel(), T(1));
-      pass_where_positive(py, ones.data(), po, y.numel());
-    } else {
-      pass_where_positive(py, pg, po, y.numel());
+/// The pooling's indices as max_pool2d(relu(z), 2) would have saved them: where the output is relu's 0 (the
+/// window's maximum <= 0), relu(z) is four +0s there and the first, top-left, wins the tie. Only a graph's
+/// gradients can tell (a gradient of inf or NaN times relu's 0 lands on the routed element).
+std::shared_ptr<Storage> relu_routing(const ConvPool& c) {
+  const std::size_t wo2 = c.g.wo / 2, outputs = c.y.numel();
+  std::shared_ptr<Storage> index = detail::pool_index_block(outputs, "conv2d_max_pool2d");
+  auto* at = static_cast<std::uint32_t*>(index->data());
+  const auto* from = static_cast<const std::uint32_t*>(c.index->data());
+  dispatch(c.y.dtype(), [&]<class T>() {
+    const T* py = c.y.data<T>();
+    for (std::size_t k = 0; k < outputs; ++k) {
+      const std::size_t in_plane = k % c.pooled_plane(), i = in_plane / wo2, j = in_plane % wo2;
+      at[k] = py[k] <= T(0) ? static_cast<std::uint32_t>(2 * i * c.g.wo + 2 * j) : from[k];
     }
   });
-  return graph ? mul(gp, out) : out;
+  return index;
 }
 
 /// First order without an input gradient (a first layer): each image's pooled gradient (masked by relu's,
@@ -1033,7 +1022,7 @@ std::vector<Tensor> conv_pool_weight_grads(const ConvPool& c, const Tensor& gp, 
                             [&](std::size_t img, T* staged, const FlatLayout& f) {
                               const T* grad = pg + img * per_image;
                               if (py) {
-                                pass_where_positive(py + img * per_image, grad, masked.data(), per_image);
+                                detail::threshold_at_zero(py + img * per_image, grad, masked.data(), per_image);
                                 grad = masked.data();
                               }
                               detail::max_unpool2x2_planes(grad, at + img * per_image,
@@ -1045,12 +1034,13 @@ std::vector<Tensor> conv_pool_weight_grads(const ConvPool& c, const Tensor& gp, 
 }
 
 std::vector<Tensor> conv_pool_grads(const ConvPool& c, const Tensor& gp, NeedsGrad needs) {
-  if (is_recording() || needs[0]) {
-    Tensor gz = c.y.defined() ? relu_backward_at_output(gp, c.y) : gp;
-    return conv2d_grads(c.x, c.weight, c.g, detail::max_pool2x2_backward(gz, c.g.y_shape(), c.index), needs);
-  }
-  if (!needs[1] && !needs[2]) return std::vector<Tensor>(3);
-  return conv_pool_weight_grads(c, gp, needs);
+  if (!is_recording() && !needs[0] && needs[1]) return conv_pool_weight_grads(c, gp, needs);
+  if (!needs[0] && !needs[1] && !needs[2]) return std::vector<Tensor>(3);
+  // The ops one by one (the bias alone too: conv2d's own sum of its gradient, bit for bit).
+  if (!c.y.defined()) return conv2d_grads(c.x, c.weight, c.g, detail::max_pool2x2_backward(gp, c.g.y_shape(), c.index), needs);
+  Tensor gz = detail::relu_backward(gp, c.y);
+  std::shared_ptr<Storage> index = is_recording() ? relu_routing(c) : c.index;
+  return conv2d_grads(c.x, c.weight, c.g, detail::max_pool2x2_backward(gz, c.g.y_shape(), index), needs);
 }
 
 }  // namespace
@@ -1061,9 +1051,8 @@ Tensor conv2d_max_pool2d(const Tensor& x, const Tensor& weight, const Tensor& bi
   detail::check_binary(op, x, weight);
   ConvGeometry g = make_geometry(op, x.shape(), weight.shape(), stride, padding);
   check_bias(x, weight, bias, g.co);
-  const std::size_t element = x.dtype() == DType::f64 ? sizeof(double) : sizeof(float);
   if (g.n == 0 || g.co == 0 || g.taps() == 0 || g.ho < 2 || g.wo < 2 || g.out_plane() > UINT32_MAX ||
-      !use_direct(g, element)) {
+      !use_direct(g, dtype_size(x.dtype()))) {
     Tensor pooled = max_pool2d(conv2d(x, weight, bias, stride, padding), 2);  // also the errors of a window too large
     return relu ? ag::relu(pooled) : pooled;
   }
@@ -1078,7 +1067,7 @@ Tensor conv2d_max_pool2d(const Tensor& x, const Tensor& weight, const Tensor& bi
                             const std::size_t first = (img * g.co + o) * c.pooled_plane();
                             detail::max_pool2x2_planes(staged, {count, f.ho, f.wo, f.wp, f.length}, py + first,
                                                        at + first);
-                            if (relu) relu_in_place(py + first, count * c.pooled_plane());
+                            if (relu) detail::relu_kernel(py + first, py + first, count * c.pooled_plane());
                           });
   });
   if (relu) c.y = y;

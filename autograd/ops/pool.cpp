@@ -35,9 +35,9 @@ struct PoolGeometry {
   std::size_t n, c, h, w;
   std::size_t kh, kw, sh, sw, ph, pw;
   std::size_t ho, wo;
-  /// Elements between the input's rows: w, except for planes laid out by another op (2x2 kernels only).
-  /// Indices are always r w + c.
-  std::size_t ld = 0;
+  /// Elements between the input's rows: w (also when left out of a brace initialiser), except for planes
+  /// laid out by another op (2x2 kernels only). Indices are always r w + c.
+  std::size_t ld = w;
   std::size_t planes() const { return n * c; }
   std::size_t in_plane() const { return h * w; }
   std::size_t out_plane() const { return ho * wo; }
