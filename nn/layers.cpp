@@ -246,7 +246,10 @@ ag::Tensor Sequential::forward(const ag::Tensor& x) {
     }
     // ReLU then MaxPool2d runs as MaxPool2d then ReLU: the same values and the same gradients of every order
     // (relu is non-decreasing, maps every x <= 0 to 0 with gradient 0 and passes NaN, so it commutes with a
-    // window's maximum, ties, zeros and NaN included), at a quarter of relu's work for 2x2 windows.
+    // window's maximum, ties, zeros and NaN included), at a quarter of relu's work for 2x2 windows. One
+    // difference remains, for a graph's gradients only: where a window's maximum is <= 0, an infinite or NaN
+    // upstream gradient times relu's 0 lands on the maximum's element, not on the window's first (as
+    // ag::conv2d_max_pool2d's graph backward does it); finite gradients cannot tell.
     if (i + 1 < layers.size() && typeid(layer) == typeid(ReLU) && typeid(*layers[i + 1].second) == typeid(MaxPool2d)) {
       h = layer((*layers[i + 1].second)(h));
       ++i;
