@@ -189,8 +189,8 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Size2 s
 /// max_pool2d(conv2d(x, weight, bias, stride, padding), 2) in one op, or with relu max_pool2d(relu(conv2d(...)),
 /// 2) (= relu of the pooled maxima): the same values and gradients, of every order, bit for bit. Where the
 /// fast stride-1 kernel applies, each image's convolution is pooled while it is still in cache and never
-/// stored whole; without an input gradient to compute (a first layer), the backward unpools each image's
-/// gradient straight into the weight gradient's work, too. Shapes: x (N, C_in, H, W) -> (N, C_out, H_out / 2,
+/// stored whole; the first-order backward unpools each image's gradient straight into the weight and input
+/// gradients' work, too. Shapes: x (N, C_in, H, W) -> (N, C_out, H_out / 2,
 /// W_out / 2). nn::Sequential uses it for Conv2d [ReLU] MaxPool2d(2).
 Tensor conv2d_max_pool2d(const Tensor& x, const Tensor& weight, const Tensor& bias, std::size_t stride = 1,
                          std::size_t padding = 0, bool relu = false);

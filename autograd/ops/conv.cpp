@@ -18,8 +18,9 @@
 //   dw = weight_grad(x, dy)       dx  = input_grad(dy, G)     ddy = conv2d(x, G)
 // conv2d_max_pool2d runs the direct kernel with 2x2 max pooling (and relu) as its epilogue
 // (autograd/detail/pool.hpp), each image's output pooled from the staging rows; its first-order backward
-// for the weights without an input gradient unpools into the weight gradient's staging planes. Otherwise
-// its backward is relu's and max_pool2d's ops, then conv2d's.
+// unpools each image's gradient into the weight gradient's staging planes and the input gradient's padded
+// planes. While a graph is being built (and for the bias alone), its backward is relu's and max_pool2d's
+// ops, then conv2d's.
 #include <algorithm>
 #include <cstring>
 #include <optional>
@@ -256,13 +257,14 @@ std::size_t* tap_offsets(std::size_t channels, std::size_t kh, std::size_t kw, c
   return off;
 }
 
-/// Stride-1 correlation of `channels`-plane images x (n, channels, h, w) with w (co, channels, kh, kw),
-/// padding (ph, pw), image by image: emit(img, o, count, staged, f) takes each block of output channels
-/// as direct_image hands it over.
-template <class T, class Emit>
-void direct_correlate_with(const T* x, std::size_t n, std::size_t channels, std::size_t h, std::size_t w,
-                           const T* weight, std::size_t co, std::size_t kh, std::size_t kw, std::size_t ph,
-                           std::size_t pw, const T* bias, Emit emit) {
+/// Stride-1 correlation of n images of `channels` planes h x w with w (co, channels, kh, kw), padding
+/// (ph, pw), image by image: load(img, padded, f) writes image img into the interiors of the padded planes
+/// (f.plane apart, rows f.wp apart, the interior at row ph, column pw; the borders are zero and must stay
+/// so), and emit(img, o, count, staged, f) takes each block of output channels as direct_image hands it over.
+template <class T, class Load, class Emit>
+void direct_correlate_with(std::size_t n, std::size_t channels, std::size_t h, std::size_t w, const T* weight,
+                           std::size_t co, std::size_t kh, std::size_t kw, std::size_t ph, std::size_t pw,
+                           const T* bias, Load load, Emit emit) {
   Scratch<T>& s = scratch<T>();
   FlatLayout f = FlatLayout::make<T>(h, w, kh, kw, ph, pw);
   std::size_t taps = channels * kh * kw;
@@ -271,21 +273,29 @@ void direct_correlate_with(const T* x, std::size_t n, std::size_t channels, std:
   T* staged = sized(s.staged, 8 * f.length + xsimd::batch<T>::size);
   std::fill_n(padded, channels * f.plane, T(0));
   for (std::size_t img = 0; img < n; ++img) {
-    copy_interiors(x + img * channels * h * w, channels, h, w, ph, pw, f, padded);
+    load(img, padded, f);
     direct_image(padded, f, offsets, taps, weight, co, bias, staged,
                  [&](std::size_t o, std::size_t count) { emit(img, o, count, staged, f); });
   }
 }
 
+/// direct_correlate_with's loader for images x (n, channels, h, w): their rows copied into the interiors.
+template <class T>
+auto interiors_of(const T* x, std::size_t channels, std::size_t h, std::size_t w, std::size_t ph, std::size_t pw) {
+  return [=](std::size_t img, T* padded, const FlatLayout& f) {
+    copy_interiors(x + img * channels * h * w, channels, h, w, ph, pw, f, padded);
+  };
+}
+
 /// direct_correlate_with into y (n, co, ho, wo). The staged rows are read up to v - 1 past their end (the
 /// staging buffer has that slack); y's rows are written whole vectors at a time up to its end.
-template <class T>
-void direct_correlate(const T* x, std::size_t n, std::size_t channels, std::size_t h, std::size_t w,
-                      const T* weight, std::size_t co, std::size_t kh, std::size_t kw, std::size_t ph, std::size_t pw,
-                      const T* bias, T* y) {
+template <class T, class Load>
+void direct_correlate_into(std::size_t n, std::size_t channels, std::size_t h, std::size_t w, const T* weight,
+                           std::size_t co, std::size_t kh, std::size_t kw, std::size_t ph, std::size_t pw,
+                           const T* bias, Load load, T* y) {
   FlatLayout f = FlatLayout::make<T>(h, w, kh, kw, ph, pw);
   const T* y_end = y + n * co * f.ho * f.wo;
-  direct_correlate_with(x, n, channels, h, w, weight, co, kh, kw, ph, pw, bias,
+  direct_correlate_with(n, channels, h, w, weight, co, kh, kw, ph, pw, bias, load,
                         [&](std::size_t img, std::size_t o, std::size_t count, const T* staged, const FlatLayout& fl) {
                           for (std::size_t b = 0; b < count; ++b) {
                             const T* src = staged + b * fl.length;
@@ -295,6 +305,14 @@ void direct_correlate(const T* x, std::size_t n, std::size_t channels, std::size
                             }
                           }
                         });
+}
+
+template <class T>
+void direct_correlate(const T* x, std::size_t n, std::size_t channels, std::size_t h, std::size_t w,
+                      const T* weight, std::size_t co, std::size_t kh, std::size_t kw, std::size_t ph, std::size_t pw,
+                      const T* bias, T* y) {
+  direct_correlate_into(n, channels, h, w, weight, co, kh, kw, ph, pw, bias, interiors_of(x, channels, h, w, ph, pw),
+                        y);
 }
 
 /// acc[b][k] += sum_t dy[b][t] in[t + offsets[k]] for OB channels and TB taps, as vector partial sums.
@@ -387,9 +405,10 @@ void direct_weight_grad(const T* x, const T* dy, const ConvGeometry& g, T* dw, T
 }
 
 /// dx = full convolution of dy with the kernel: the stride-1 correlation of dy, padded by k - 1 - pad, with
-/// the kernel flipped 180 degrees and its channel axes swapped.
-template <class T>
-void direct_input_grad(const T* dy, const T* weight, const ConvGeometry& g, T* dx) {
+/// the kernel flipped 180 degrees and its channel axes swapped; dy's images come from load (as
+/// direct_correlate_with's).
+template <class T, class Load>
+void direct_input_grad_with(const T* weight, const ConvGeometry& g, T* dx, Load load) {
   T* flipped = sized(scratch<T>().kernel, g.co * g.taps());
   for (std::size_t o = 0; o < g.co; ++o) {
     for (std::size_t c = 0; c < g.ci; ++c) {
@@ -401,8 +420,14 @@ void direct_input_grad(const T* dy, const T* weight, const ConvGeometry& g, T* d
       }
     }
   }
-  direct_correlate(dy, g.n, g.co, g.ho, g.wo, flipped, g.ci, g.kh, g.kw, g.kh - 1 - g.pad, g.kw - 1 - g.pad,
-                   static_cast<const T*>(nullptr), dx);
+  direct_correlate_into(g.n, g.co, g.ho, g.wo, flipped, g.ci, g.kh, g.kw, g.kh - 1 - g.pad, g.kw - 1 - g.pad,
+                        static_cast<const T*>(nullptr), load, dx);
+}
+
+/// direct_input_grad_with for dy (n, co, ho, wo), its rows copied into the padded planes.
+template <class T>
+void direct_input_grad(const T* dy, const T* weight, const ConvGeometry& g, T* dx) {
+  direct_input_grad_with(weight, g, dx, interiors_of(dy, g.co, g.ho, g.wo, g.kh - 1 - g.pad, g.kw - 1 - g.pad));
 }
 
 // ---------------------------------------------------------------- im2col + GEMM
@@ -1004,10 +1029,10 @@ std::shared_ptr<Storage> relu_routing(const ConvPool& c) {
   return index;
 }
 
-/// First order without an input gradient (a first layer): each image's pooled gradient (masked by relu's,
-/// into a small scratch) is unpooled straight into the weight gradient's staging planes, never into a tensor
-/// of the convolution's size. Returns (undefined, dw, db).
-std::vector<Tensor> conv_pool_weight_grads(const ConvPool& c, const Tensor& gp, NeedsGrad needs) {
+/// First order: each image's pooled gradient gp (masked by relu's when `mask`, into a small scratch) is
+/// unpooled straight into the weight gradient's staging planes, never into a tensor of the convolution's
+/// size. Returns (undefined, dw if needed, db if needed).
+std::vector<Tensor> conv_pool_weight_grads(const ConvPool& c, const Tensor& gp, NeedsGrad needs, bool mask) {
   const ConvGeometry& g = c.g;
   std::vector<Tensor> grads(3);
   Tensor dw = detail::make_tensor(g.w_shape(), c.x.dtype(), "conv2d_max_pool2d");
@@ -1016,7 +1041,7 @@ std::vector<Tensor> conv_pool_weight_grads(const ConvPool& c, const Tensor& gp, 
   const std::size_t per_image = g.co * c.pooled_plane();
   dispatch(c.x.dtype(), [&]<class T>() {
     const T* pg = gp.data<T>();
-    const T* py = c.y.defined() ? c.y.data<T>() : nullptr;
+    const T* py = mask && c.y.defined() ? c.y.data<T>() : nullptr;
     std::vector<T> masked(py ? per_image : 0);
     direct_weight_grad_with(c.x.data<T>(), g, dw.data<T>(), needs[2] ? grads[2].data<T>() : nullptr,
                             [&](std::size_t img, T* staged, const FlatLayout& f) {
@@ -1033,8 +1058,30 @@ std::vector<Tensor> conv_pool_weight_grads(const ConvPool& c, const Tensor& gp, 
   return grads;
 }
 
+/// First order with an input gradient: relu's mask applied to the pooled gradient, then each image's
+/// unpooled into the input-gradient kernel's padded planes and (for dw, db) into the weight gradient's
+/// staging planes: the convolution's gradient is never a tensor.
+std::vector<Tensor> conv_pool_input_grads(const ConvPool& c, const Tensor& gp, NeedsGrad needs) {
+  const ConvGeometry& g = c.g;
+  const Tensor gz = c.y.defined() ? detail::relu_backward(gp, c.y) : gp;
+  std::vector<Tensor> grads = needs[1] ? conv_pool_weight_grads(c, gz, needs, false) : std::vector<Tensor>(3);
+  grads[0] = detail::make_tensor(g.x_shape(), c.x.dtype(), "conv2d_max_pool2d");
+  const auto* at = static_cast<const std::uint32_t*>(c.index->data());
+  const std::size_t per_image = g.co * c.pooled_plane();
+  dispatch(c.x.dtype(), [&]<class T>() {
+    const T* pg = gz.data<T>();
+    direct_input_grad_with(c.weight.data<T>(), g, grads[0].data<T>(), [&](std::size_t img, T* padded, const FlatLayout& f) {
+      const std::size_t first = img * per_image;
+      detail::max_unpool2x2_planes(pg + first, at + first, {g.co, g.ho, g.wo, f.wp, f.plane},
+                                   padded + (g.kh - 1 - g.pad) * f.wp + (g.kw - 1 - g.pad));
+    });
+  });
+  return grads;
+}
+
 std::vector<Tensor> conv_pool_grads(const ConvPool& c, const Tensor& gp, NeedsGrad needs) {
-  if (!is_recording() && !needs[0] && needs[1]) return conv_pool_weight_grads(c, gp, needs);
+  if (!is_recording() && !needs[0] && needs[1]) return conv_pool_weight_grads(c, gp, needs, true);
+  if (!is_recording() && needs[0] && (needs[1] || !needs[2])) return conv_pool_input_grads(c, gp, needs);
   if (!needs[0] && !needs[1] && !needs[2]) return std::vector<Tensor>(3);
   // The ops one by one (the bias alone too: conv2d's own sum of its gradient, bit for bit).
   if (!c.y.defined()) return conv2d_grads(c.x, c.weight, c.g, detail::max_pool2x2_backward(gp, c.g.y_shape(), c.index), needs);
@@ -1061,8 +1108,8 @@ Tensor conv2d_max_pool2d(const Tensor& x, const Tensor& weight, const Tensor& bi
   auto* at = static_cast<std::uint32_t*>(c.index->data());
   dispatch(x.dtype(), [&]<class T>() {
     T* py = y.data<T>();
-    direct_correlate_with(x.data<T>(), g.n, g.ci, g.h, g.w, weight.data<T>(), g.co, g.kh, g.kw, g.pad, g.pad,
-                          bias.defined() ? bias.data<T>() : nullptr,
+    direct_correlate_with(g.n, g.ci, g.h, g.w, weight.data<T>(), g.co, g.kh, g.kw, g.pad, g.pad,
+                          bias.defined() ? bias.data<T>() : nullptr, interiors_of(x.data<T>(), g.ci, g.h, g.w, g.pad, g.pad),
                           [&](std::size_t img, std::size_t o, std::size_t count, const T* staged, const FlatLayout& f) {
                             const std::size_t first = (img * g.co + o) * c.pooled_plane();
                             detail::max_pool2x2_planes(staged, {count, f.ho, f.wo, f.wp, f.length}, py + first,
