@@ -111,7 +111,7 @@ template <class T>
 struct Scratch {
   Aligned<T> padded;   // zero-padded input planes
   Aligned<T> staged;   // direct: flat output rows; weight grad: padded dy planes
-  Aligned<T> cols;     // im2col columns
+  Aligned<T> cols;     // im2col columns; the fused pooling backward's masked gradient
   Aligned<T> kernel;   // flipped weights; vector accumulators of the weight gradient
   std::vector<std::size_t> offsets;
 };
@@ -1009,6 +1009,8 @@ struct ConvPool {
   std::shared_ptr<Storage> index;
   Tensor y;  // defined with relu
   std::size_t pooled_plane() const { return (g.ho / 2) * (g.wo / 2); }
+  std::size_t per_image() const { return g.co * pooled_plane(); }
+  const std::uint32_t* at() const { return static_cast<const std::uint32_t*>(index->data()); }
 };
 
 /// The pooling's indices as max_pool2d(relu(z), 2) would have saved them: where the output is relu's 0 (the
@@ -1018,7 +1020,7 @@ std::shared_ptr<Storage> relu_routing(const ConvPool& c) {
   const std::size_t wo2 = c.g.wo / 2, outputs = c.y.numel();
   std::shared_ptr<Storage> index = detail::pool_index_block(outputs, "conv2d_max_pool2d");
   auto* at = static_cast<std::uint32_t*>(index->data());
-  const auto* from = static_cast<const std::uint32_t*>(c.index->data());
+  const std::uint32_t* from = c.at();
   dispatch(c.y.dtype(), [&]<class T>() {
     const T* py = c.y.data<T>();
     for (std::size_t k = 0; k < outputs; ++k) {
@@ -1029,26 +1031,26 @@ std::shared_ptr<Storage> relu_routing(const ConvPool& c) {
   return index;
 }
 
-/// First order: each image's pooled gradient gp (masked by relu's when `mask`, into a small scratch) is
-/// unpooled straight into the weight gradient's staging planes, never into a tensor of the convolution's
-/// size. Returns (undefined, dw if needed, db if needed).
+/// First order: each image's pooled gradient gp (masked by relu's when `mask`, into the im2col scratch,
+/// which the direct kernels leave alone) is unpooled straight into the weight gradient's staging planes,
+/// never into a tensor of the convolution's size. Returns (undefined, dw if needed, db if needed).
 std::vector<Tensor> conv_pool_weight_grads(const ConvPool& c, const Tensor& gp, NeedsGrad needs, bool mask) {
   const ConvGeometry& g = c.g;
   std::vector<Tensor> grads(3);
   Tensor dw = detail::make_tensor(g.w_shape(), c.x.dtype(), "conv2d_max_pool2d");
   if (needs[2]) grads[2] = detail::make_tensor(Shape{g.co}, c.x.dtype(), "conv2d_max_pool2d");
-  const auto* at = static_cast<const std::uint32_t*>(c.index->data());
-  const std::size_t per_image = g.co * c.pooled_plane();
+  const std::uint32_t* at = c.at();
+  const std::size_t per_image = c.per_image();
   dispatch(c.x.dtype(), [&]<class T>() {
     const T* pg = gp.data<T>();
     const T* py = mask && c.y.defined() ? c.y.data<T>() : nullptr;
-    std::vector<T> masked(py ? per_image : 0);
+    T* masked = py ? sized(scratch<T>().cols, per_image) : nullptr;
     direct_weight_grad_with(c.x.data<T>(), g, dw.data<T>(), needs[2] ? grads[2].data<T>() : nullptr,
                             [&](std::size_t img, T* staged, const FlatLayout& f) {
                               const T* grad = pg + img * per_image;
                               if (py) {
-                                detail::threshold_at_zero(py + img * per_image, grad, masked.data(), per_image);
-                                grad = masked.data();
+                                detail::threshold_at_zero(py + img * per_image, grad, masked, per_image);
+                                grad = masked;
                               }
                               detail::max_unpool2x2_planes(grad, at + img * per_image,
                                                            {g.co, g.ho, g.wo, f.wp, f.length}, staged);
@@ -1066,8 +1068,8 @@ std::vector<Tensor> conv_pool_input_grads(const ConvPool& c, const Tensor& gp, N
   const Tensor gz = c.y.defined() ? detail::relu_backward(gp, c.y) : gp;
   std::vector<Tensor> grads = needs[1] ? conv_pool_weight_grads(c, gz, needs, false) : std::vector<Tensor>(3);
   grads[0] = detail::make_tensor(g.x_shape(), c.x.dtype(), "conv2d_max_pool2d");
-  const auto* at = static_cast<const std::uint32_t*>(c.index->data());
-  const std::size_t per_image = g.co * c.pooled_plane();
+  const std::uint32_t* at = c.at();
+  const std::size_t per_image = c.per_image();
   dispatch(c.x.dtype(), [&]<class T>() {
     const T* pg = gz.data<T>();
     direct_input_grad_with(c.weight.data<T>(), g, grads[0].data<T>(), [&](std::size_t img, T* padded, const FlatLayout& f) {
@@ -1084,9 +1086,9 @@ std::vector<Tensor> conv_pool_grads(const ConvPool& c, const Tensor& gp, NeedsGr
   if (!is_recording() && needs[0] && (needs[1] || !needs[2])) return conv_pool_input_grads(c, gp, needs);
   if (!needs[0] && !needs[1] && !needs[2]) return std::vector<Tensor>(3);
   // The ops one by one (the bias alone too: conv2d's own sum of its gradient, bit for bit).
-  if (!c.y.defined()) return conv2d_grads(c.x, c.weight, c.g, detail::max_pool2x2_backward(gp, c.g.y_shape(), c.index), needs);
-  Tensor gz = detail::relu_backward(gp, c.y);
-  std::shared_ptr<Storage> index = is_recording() ? relu_routing(c) : c.index;
+  const bool relu = c.y.defined();
+  Tensor gz = relu ? detail::relu_backward(gp, c.y) : gp;
+  std::shared_ptr<Storage> index = relu && is_recording() ? relu_routing(c) : c.index;
   return conv2d_grads(c.x, c.weight, c.g, detail::max_pool2x2_backward(gz, c.g.y_shape(), index), needs);
 }
 

@@ -75,7 +75,6 @@ PoolGeometry make_geometry(const char* op, const Tensor& x, Size2 kernel, Size2 
                  padding[0], padding[1], 0, 0};
   g.ho = (g.h + 2 * g.ph - g.kh) / g.sh + 1;
   g.wo = (g.w + 2 * g.pw - g.kw) / g.sw + 1;
-  g.ld = g.w;
   return g;
 }
 
