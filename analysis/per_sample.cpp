@@ -9,7 +9,7 @@
 
 #include "analysis/detail/tape_guard.hpp"
 #include "autograd/blas.hpp"
-#include "autograd/detail/xt.hpp"
+#include "autograd/detail/op_common.hpp"
 #include "autograd/tape.hpp"
 
 namespace analysis {

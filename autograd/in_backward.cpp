@@ -8,7 +8,7 @@
 #include "autograd/anomaly.hpp"
 #include "autograd/blas.hpp"
 #include "autograd/detail/tensor_impl.hpp"
-#include "autograd/detail/xt.hpp"
+#include "autograd/detail/op_common.hpp"
 
 namespace ag {
 

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstddef>
+#include <initializer_list>
 #include <limits>
 #include <string>
 #include <string_view>
@@ -143,12 +144,13 @@ class OptionTable {
   /// The field may be a base struct's.
   template <class E, class Owner>
     requires std::is_base_of_v<Owner, Options>
-  OptionTable& choice(std::string_view key, E Owner::*field, std::vector<std::pair<std::string, E>> names,
+  OptionTable& choice(std::string_view key, E Owner::*field, std::initializer_list<std::pair<std::string_view, E>> names,
                       std::string_view help) {
     static_assert(std::is_enum_v<E>, "choice() takes an enumeration");
     std::vector<std::pair<std::string, long long>> values;
-    for (auto& [name, value] : names) {
-      values.emplace_back(std::move(name), static_cast<long long>(static_cast<std::underlying_type_t<E>>(value)));
+    values.reserve(names.size());
+    for (const auto& [name, value] : names) {
+      values.emplace_back(name, static_cast<long long>(static_cast<std::underlying_type_t<E>>(value)));
     }
     fields_.add_choice(key, help, offset(static_cast<E Options::*>(field)), sizeof(E), std::move(values));
     return *this;
@@ -167,14 +169,19 @@ class OptionTable {
     return fields_.values(&options);
   }
   bool has(std::string_view key) const { return fields_.has(key); }
+  /// The untyped table (what non-template code reads).
+  const detail::FieldTable& fields() const { return fields_; }
 
  private:
-  /// Where `member` lies in an Options (measured on a default-constructed one).
+  /// Where `member` lies in an Options (measured on one default-constructed Options, made once).
   template <class T>
   static std::size_t offset(T Options::*member) {
-    const Options probe{};
-    return static_cast<std::size_t>(reinterpret_cast<const char*>(&(probe.*member)) -
-                                    reinterpret_cast<const char*>(&probe));
+    const Options& one = probe();
+    return static_cast<std::size_t>(reinterpret_cast<const char*>(&(one.*member)) - reinterpret_cast<const char*>(&one));
+  }
+  static const Options& probe() {
+    static const Options one{};
+    return one;
   }
 
   detail::FieldTable fields_;

@@ -11,7 +11,6 @@
 // Each method's header documents its own formula and its mapping to the source documents.
 #pragma once
 
-#include <algorithm>
 #include <cmath>
 
 #include "optim/optimizer.hpp"
@@ -23,58 +22,19 @@ enum class SecondMoment { average, max_of_raw, max_of_corrected };
 
 namespace detail {
 
-template <class T, bool inside, Numerator numerator, SecondMoment second_moment>
-void adam_family_kernel(T* __restrict w, const T* __restrict g, T* __restrict m, T* __restrict v,
-                        T* __restrict v_max, std::size_t n, T lr, T b1, T b2, T c1, T c2, T eps, T coupled,
-                        T shrink) {
-  const T one_minus_b1 = T(1) - b1, one_minus_b2 = T(1) - b2, step = lr * c1;
-  for (std::size_t i = 0; i < n; ++i) {
-    const T gi = g[i] + coupled * w[i];
-    const T mi = b1 * m[i] + one_minus_b1 * gi;
-    const T vi = b2 * v[i] + one_minus_b2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    T second;
-    if constexpr (second_moment == SecondMoment::average) {
-      second = vi * c2;
-    } else if constexpr (second_moment == SecondMoment::max_of_raw) {
-      const T highest = std::max(v_max[i], vi);
-      v_max[i] = highest;
-      second = highest * c2;
-    } else {
-      const T highest = std::max(v_max[i], vi * c2);
-      v_max[i] = highest;
-      second = highest;
-    }
-    const T denom = inside ? std::sqrt(second + eps) : std::sqrt(second) + eps;
-    const T top = numerator == Numerator::nesterov ? b1 * mi + one_minus_b1 * gi : mi;
-    w[i] = shrink * w[i] - step * top / denom;
-  }
-}
+/// The coefficients and choices of one step (the formula above).
+struct AdamFamilyStep {
+  double lr, beta1, beta2, c1, c2, eps, coupled, shrink;
+  Eps eps_placement;
+  Numerator numerator;
+  SecondMoment second;
+};
 
-template <class T>
-using AdamFamilyKernel = void (*)(T*, const T*, T*, T*, T*, std::size_t, T, T, T, T, T, T, T, T);
-
-/// The compiled loop for run-time choices (each choice is a template argument, so every loop vectorises).
-template <class T, bool inside, Numerator numerator>
-AdamFamilyKernel<T> kernel_for(SecondMoment second) {
-  switch (second) {
-    case SecondMoment::max_of_raw: return adam_family_kernel<T, inside, numerator, SecondMoment::max_of_raw>;
-    case SecondMoment::max_of_corrected:
-      return adam_family_kernel<T, inside, numerator, SecondMoment::max_of_corrected>;
-    case SecondMoment::average: break;
-  }
-  return adam_family_kernel<T, inside, numerator, SecondMoment::average>;
-}
-
-template <class T>
-AdamFamilyKernel<T> kernel_for(Eps eps, Numerator numerator, SecondMoment second) {
-  bool inside = eps == Eps::inside_sqrt;
-  if (numerator == Numerator::nesterov) {
-    return inside ? kernel_for<T, true, Numerator::nesterov>(second) : kernel_for<T, false, Numerator::nesterov>(second);
-  }
-  return inside ? kernel_for<T, true, Numerator::momentum>(second) : kernel_for<T, false, Numerator::momentum>(second);
-}
+/// One step of the loop above over a parameter: w, m, v (and v_max unless second is average) in place, from
+/// the gradient g; float32 or float64 (w's dtype). Each choice is compiled as its own loop (adam_family.cpp),
+/// so that every one vectorises.
+void adam_family_step(const AdamFamilyStep& step, ag::Tensor& w, const ag::Tensor& g, ag::Tensor& m, ag::Tensor& v,
+                      ag::Tensor* v_max);
 
 }  // namespace detail
 
@@ -103,13 +63,10 @@ class AdamFamily : public OptimizerWith<Options> {
     if constexpr (requires { o.bias_correction; }) corrected = o.bias_correction;
     double c1 = corrected ? 1.0 / (1.0 - std::pow(o.beta1, t)) : 1.0;
     double c2 = corrected ? 1.0 / (1.0 - std::pow(o.beta2, t)) : 1.0;
-    detail::dispatch(w.dtype(), [&]<class T>() {
-      T* v_max = second_ == SecondMoment::average ? nullptr : state.tensors[2].template data<T>();
-      detail::kernel_for<T>(o.eps_placement, numerator_, second_)(
-          w.template data<T>(), item.grad.template data<T>(), state.tensors[0].template data<T>(),
-          state.tensors[1].template data<T>(), v_max, w.numel(), T(o.lr), T(o.beta1), T(o.beta2), T(c1), T(c2),
-          T(o.eps), T(decay.coupled), T(decay.shrink));
-    });
+    detail::AdamFamilyStep step{o.lr, o.beta1, o.beta2, c1, c2, o.eps, decay.coupled, decay.shrink,
+                                o.eps_placement, numerator_, second_};
+    detail::adam_family_step(step, w, item.grad, state.tensors[0], state.tensors[1],
+                             second_ == SecondMoment::average ? nullptr : &state.tensors[2]);
   }
 
   std::vector<std::string> tensor_state_names() const override {

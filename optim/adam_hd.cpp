@@ -11,13 +11,8 @@ namespace {
 template <class T, bool inside>
 void adam_hd_kernel(T* __restrict w, const T* __restrict g, T* __restrict m, T* __restrict v, T* __restrict d,
                     std::size_t n, T alpha, T b1, T b2, T c1, T c2, T eps, T coupled, T decoupled) {
-  const T one_minus_b1 = T(1) - b1, one_minus_b2 = T(1) - b2;
   for (std::size_t i = 0; i < n; ++i) {
-    const T gi = g[i] + coupled * w[i];
-    const T mi = b1 * m[i] + one_minus_b1 * gi;
-    const T vi = b2 * v[i] + one_minus_b2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
+    const auto [gi, mi, vi] = detail::update_moments(g[i], w[i], m[i], v[i], coupled, b1, b2);
     const T denom = inside ? std::sqrt(vi * c2 + eps) : std::sqrt(vi * c2) + eps;
     const T di = c1 * mi / denom + decoupled * w[i];
     d[i] = di;

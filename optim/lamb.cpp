@@ -19,14 +19,9 @@ struct LambCoefficients {
 template <class T>
 std::pair<double, double> lamb_moments(const T* __restrict w, const T* __restrict g, T* __restrict m,
                                        T* __restrict v, std::size_t n, const LambCoefficients<T>& k) {
-  const T one_minus_b1 = T(1) - k.b1, one_minus_b2 = T(1) - k.b2;
   double w2 = 0, r2 = 0;
   for (std::size_t i = 0; i < n; ++i) {
-    const T gi = g[i] + k.l2 * w[i];
-    const T mi = k.b1 * m[i] + one_minus_b1 * gi;
-    const T vi = k.b2 * v[i] + one_minus_b2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
+    const auto [gi, mi, vi] = detail::update_moments(g[i], w[i], m[i], v[i], k.l2, k.b1, k.b2);
     const T ri = k.r(mi, vi, w[i]);
     w2 += double(w[i]) * double(w[i]);
     r2 += double(ri) * double(ri);

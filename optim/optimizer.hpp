@@ -338,6 +338,22 @@ struct Decay {
 };
 Decay decay(double lr, double weight_decay, WeightDecay mode);
 
+/// The Adam family's moment estimates at one element, written back to m and v:
+///   g' = g + coupled w,   m <- β1 m + (1 - β1) g',   v <- β2 v + (1 - β2) g'^2.
+template <class T>
+struct Moments {
+  T g, m, v;  // g' and the new m, v
+};
+template <class T>
+Moments<T> update_moments(T g, T w, T& m, T& v, T coupled, T b1, T b2) {
+  const T gi = g + coupled * w;
+  const T mi = b1 * m + (T(1) - b1) * gi;
+  const T vi = b2 * v + (T(1) - b2) * gi * gi;
+  m = mi;
+  v = vi;
+  return {gi, mi, vi};
+}
+
 
 }  // namespace detail
 

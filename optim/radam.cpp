@@ -11,13 +11,8 @@ namespace {
 template <class T, bool rectified>
 void radam_kernel(T* __restrict w, const T* __restrict g, T* __restrict m, T* __restrict v, std::size_t n, T step,
                   T b1, T b2, T eps, T coupled, T shrink) {
-  const T one_minus_b1 = T(1) - b1, one_minus_b2 = T(1) - b2;
   for (std::size_t i = 0; i < n; ++i) {
-    const T gi = g[i] + coupled * w[i];
-    const T mi = b1 * m[i] + one_minus_b1 * gi;
-    const T vi = b2 * v[i] + one_minus_b2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
+    const auto [gi, mi, vi] = detail::update_moments(g[i], w[i], m[i], v[i], coupled, b1, b2);
     if constexpr (rectified) {
       w[i] = shrink * w[i] - step * mi / (std::sqrt(vi) + eps);
     } else {

@@ -47,6 +47,30 @@ std::optional<std::string> option_of(const config::Spec& spec, std::string_view 
 namespace detail {
 
 namespace {
+/// An entry's function: `fn` of the registration's options. One type for every method.
+template <class Fn>
+struct Bound {
+  std::shared_ptr<const void> options;
+  Fn fn;
+  template <class... Args>
+  auto operator()(const config::Spec& spec, Args&&... args) const {
+    return fn(options.get(), spec, std::forward<Args>(args)...);
+  }
+};
+}  // namespace
+
+void add_optimizer(std::string name, std::string summary, std::vector<config::OptionInfo> described,
+                   std::shared_ptr<const void> options, MakeFn make, ResolveFn resolve) {
+  OptimizerEntry entry;
+  entry.name = std::move(name);
+  entry.summary = std::move(summary);
+  entry.options = std::move(described);
+  entry.make = Bound<MakeFn>{options, make};
+  entry.resolve = Bound<ResolveFn>{std::move(options), resolve};
+  optimizers().add(std::move(entry));
+}
+
+namespace {
 /// The same value, written the same way or as the same number ("0.1" and "1e-1").
 bool same_value(const std::string& a, const std::string& b) {
   if (a == b) return true;
@@ -60,13 +84,13 @@ bool same_value(const std::string& a, const std::string& b) {
 }
 }  // namespace
 
-config::Spec pass_to_inner(const config::Spec& spec, const std::function<bool(std::string_view)>& has_key,
-                           config::Spec& inner, const std::string& where) {
+config::Spec pass_to_inner(const config::Spec& spec, const config::detail::FieldTable& own_keys, config::Spec& inner,
+                           const std::string& where) {
   if (const std::string* text = spec.find("inner")) inner = config::parse_spec(*text);
   config::Spec own{spec.name, {}};
   for (const auto& [key, value] : spec.args) {
     if (key == "inner") continue;
-    if (has_key(key)) {
+    if (own_keys.has(key)) {
       own.args.emplace_back(key, value);
       continue;
     }

@@ -97,26 +97,49 @@ config::OptionTable<O>& hyper_options(config::OptionTable<O>& table, Scope globa
       .choice("scope", &O::scope, {{"global", global}, {"per_tensor", per_tensor}}, "one α, or one per tensor");
 }
 
+namespace detail {
+
+/// What an entry's functions are: plain functions of the registration's shared options (config::OptionsOf<O>,
+/// passed untyped), so that every method shares one std::function type and the code per method is just
+/// these two functions.
+using MakeFn = std::unique_ptr<Optimizer> (*)(const void* options, const config::Spec& spec, std::vector<GroupSpec> groups);
+using ResolveFn = std::vector<std::pair<std::string, std::string>> (*)(const void* options, const config::Spec& spec);
+/// Adds the entry `name` whose make and resolve call `make` and `resolve` with `options`.
+void add_optimizer(std::string name, std::string summary, std::vector<config::OptionInfo> described,
+                   std::shared_ptr<const void> options, MakeFn make, ResolveFn resolve);
+
+/// The spec's options, and each group's with its own keys applied on top; builds M over the groups.
+template <class M, class O>
+std::unique_ptr<Optimizer> make_method(const void* erased, const config::Spec& spec, std::vector<GroupSpec> groups) {
+  const auto& options = *static_cast<const config::OptionsOf<O>*>(erased);
+  const O base = options.apply(spec);
+  std::vector<ParamGroup<O>> param_groups(groups.size());
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    param_groups[g].params = std::move(groups[g].params);
+    param_groups[g].options = options.table.apply(base, groups[g].overrides, group_where(options.where, g, groups.size()));
+  }
+  return std::make_unique<M>(std::move(param_groups), base);
+}
+
+template <class O>
+std::vector<std::pair<std::string, std::string>> resolve_method(const void* erased, const config::Spec& spec) {
+  const auto& options = *static_cast<const config::OptionsOf<O>*>(erased);
+  return options.table.values(options.apply(spec));
+}
+
+}  // namespace detail
+
 /// Registers method M (options O) at static initialisation; `defaults` are the registered defaults.
-/// Registration and construction run once: [[gnu::cold]] here, on the other registration templates and on
-/// OptimizerWith's constructor has them compiled for size, since one copy is made per method.
+/// Registration runs once: [[gnu::cold]] here and on OptimizerWith's constructor has them compiled for size.
 template <class M, class O>
 struct RegisterOptimizer {
   [[gnu::cold]] RegisterOptimizer(std::string name, std::string summary, config::OptionTable<O> table,
                                   O defaults = {}) {
     defaults.check(OptionCheck(name));
     auto options = config::share_options(std::move(table), std::move(defaults), name);
-    // Each group: the spec's options with the group's own keys applied on top.
-    auto build = [options](const O& base, std::vector<GroupSpec> groups) {
-      std::vector<ParamGroup<O>> param_groups(groups.size());
-      for (std::size_t g = 0; g < groups.size(); ++g) {
-        param_groups[g].params = std::move(groups[g].params);
-        const std::string where = detail::group_where(options->where, g, groups.size());
-        param_groups[g].options = options->table.apply(base, groups[g].overrides, where);
-      }
-      return std::unique_ptr<Optimizer>(std::make_unique<M>(std::move(param_groups), base));
-    };
-    optimizers().add(config::entry_with_options<OptimizerEntry>(std::move(name), std::move(summary), options, build));
+    auto described = options->table.describe(options->defaults);
+    detail::add_optimizer(std::move(name), std::move(summary), std::move(described), std::move(options),
+                          &detail::make_method<M, O>, &detail::resolve_method<O>);
   }
 };
 
@@ -133,10 +156,34 @@ config::OptionTable<O> wrapper_options() {
 std::optional<std::string> option_of(const config::Spec& spec, std::string_view option);
 
 namespace detail {
-/// Moves the keys of `spec` that `has_key` refuses into `inner` (SpecError naming `where` if `inner` has
-/// one of them with another value); returns the spec of the rest.
-config::Spec pass_to_inner(const config::Spec& spec, const std::function<bool(std::string_view)>& has_key,
-                           config::Spec& inner, const std::string& where);
+/// Moves the keys of `spec` that the wrapper's table `own` lacks into `inner` (SpecError naming `where` if
+/// `inner` has one of them with another value); returns the spec of the rest.
+config::Spec pass_to_inner(const config::Spec& spec, const config::detail::FieldTable& own, config::Spec& inner,
+                           const std::string& where);
+
+/// A wrapper's options under `spec`: its own keys applied, the others passed to its inner spec.
+template <class O>
+O wrapper_options_under(const config::OptionsOf<O>& own, const config::Spec& spec) {
+  O o = own.defaults;
+  config::Spec rest = pass_to_inner(spec, own.table.fields(), o.inner, own.where);
+  o = own.table.apply(o, rest, own.where);
+  o.check(OptionCheck(own.where));
+  return o;
+}
+
+template <class M, class O>
+std::unique_ptr<Optimizer> make_wrapper(const void* erased, const config::Spec& spec, std::vector<GroupSpec> groups) {
+  O o = wrapper_options_under(*static_cast<const config::OptionsOf<O>*>(erased), spec);
+  return std::make_unique<M>(make_optimizer(o.inner, std::move(groups)), o);
+}
+
+template <class O>
+std::vector<std::pair<std::string, std::string>> resolve_wrapper(const void* erased, const config::Spec& spec) {
+  const auto& own = *static_cast<const config::OptionsOf<O>*>(erased);
+  O o = wrapper_options_under(own, spec);
+  o.inner = resolve_optimizer(o.inner);
+  return own.table.values(o);
+}
 }  // namespace detail
 
 /// Registers wrapper M (wrapper.hpp) whose options struct O has `config::Spec inner` and check(); M is built
@@ -147,28 +194,9 @@ struct RegisterWrapper {
   [[gnu::cold]] RegisterWrapper(std::string name, std::string summary, config::OptionTable<O> table, O defaults) {
     defaults.check(OptionCheck(name));
     auto own = config::share_options(std::move(table), std::move(defaults), name);
-    auto options = [own](const config::Spec& spec) {
-      O o = own->defaults;
-      auto has_key = [&](std::string_view key) { return own->table.has(key); };
-      config::Spec rest = detail::pass_to_inner(spec, has_key, o.inner, own->where);
-      o = own->table.apply(o, rest, own->where);
-      o.check(OptionCheck(own->where));
-      return o;
-    };
-    OptimizerEntry entry;
-    entry.name = std::move(name);
-    entry.summary = std::move(summary);
-    entry.options = own->table.describe(own->defaults);
-    entry.make = [options](const config::Spec& spec, std::vector<GroupSpec> groups) {
-      O o = options(spec);
-      return std::unique_ptr<Optimizer>(std::make_unique<M>(make_optimizer(o.inner, std::move(groups)), o));
-    };
-    entry.resolve = [options, own](const config::Spec& spec) {
-      O o = options(spec);
-      o.inner = resolve_optimizer(o.inner);
-      return own->table.values(o);
-    };
-    optimizers().add(std::move(entry));
+    auto described = own->table.describe(own->defaults);
+    detail::add_optimizer(std::move(name), std::move(summary), std::move(described), std::move(own),
+                          &detail::make_wrapper<M, O>, &detail::resolve_wrapper<O>);
   }
 };
 

@@ -1,4 +1,4 @@
-#include "autograd/detail/xt.hpp"
+#include "autograd/detail/op_common.hpp"
 
 namespace ag::detail {
 

@@ -5,7 +5,8 @@
 
 #include "autograd/detail/nan.hpp"
 #include "autograd/detail/relu.hpp"
-#include "autograd/detail/xt.hpp"
+#include "autograd/detail/math.hpp"
+#include "autograd/detail/op_common.hpp"
 #include "autograd/ops.hpp"
 
 namespace ag {
@@ -13,14 +14,6 @@ namespace ag {
 using detail::dispatch;
 
 namespace {
-
-template <class F>
-Tensor map_flat(const char* op, const Tensor& x, F f) {
-  detail::check_defined(op, x);
-  Tensor out = detail::make_tensor(x.shape(), x.dtype(), op);
-  dispatch(x.dtype(), [&]<class T>() { xt::noalias(detail::flat<T>(out)) = f(detail::flat<T>(x)); });
-  return out;
-}
 
 /// out[i] = f(x[i]) as a plain loop over raw pointers (vectorised where f is). Used for forward values and
 /// for the constant (piecewise-constant) masks of backward formulas, which record nothing.
@@ -228,14 +221,14 @@ Tensor hardtanh(const Tensor& x, double min, double max) {
 }
 
 Tensor sigmoid(const Tensor& x) {
-  Tensor out = map_flat("sigmoid", x, [](auto&& v) { return 1 / (1 + xt::exp(-v)); });
+  Tensor out = detail::elementwise_math("sigmoid", detail::Math::sigmoid, x);
   return record("sigmoid", out, {x}, [out](const Tensor& g, NeedsGrad) {
     return std::vector<Tensor>{mul(g, mul(out, sub(1.0, out)))};
   });
 }
 
 Tensor tanh(const Tensor& x) {
-  Tensor out = map_flat("tanh", x, [](auto&& v) { return xt::tanh(v); });
+  Tensor out = detail::elementwise_math("tanh", detail::Math::tanh, x);
   return record("tanh", out, {x}, [out](const Tensor& g, NeedsGrad) {
     return std::vector<Tensor>{mul(g, sub(1.0, mul(out, out)))};
   });

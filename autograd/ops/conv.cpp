@@ -33,7 +33,7 @@
 #include "autograd/detail/pool.hpp"
 #include "autograd/detail/relu.hpp"
 #include "autograd/detail/tensor_impl.hpp"
-#include "autograd/detail/xt.hpp"
+#include "autograd/detail/op_common.hpp"
 #include "autograd/ops.hpp"
 
 namespace ag {

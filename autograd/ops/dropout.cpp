@@ -1,5 +1,5 @@
 // Functional dropout: a random mask, drawn from the caller's generator, times x.
-#include "autograd/detail/xt.hpp"
+#include "autograd/detail/op_common.hpp"
 #include "autograd/ops.hpp"
 
 namespace ag {

@@ -4,7 +4,8 @@
 #include <stdexcept>
 
 #include "autograd/detail/broadcast.hpp"
-#include "autograd/detail/xt.hpp"
+#include "autograd/detail/math.hpp"
+#include "autograd/detail/op_common.hpp"
 #include "autograd/ops.hpp"
 
 namespace ag {
@@ -54,15 +55,6 @@ Tensor binary_kernel(const char* op, const Tensor& a, const Tensor& b, F f) {
                                  [&](std::size_t o, std::size_t ia, std::size_t ib) { po[o] = f(pa[ia], pb[ib]); });
     }
   });
-  return out;
-}
-
-/// out = f(x) elementwise, f applied to a flat xtensor expression (vectorised by xsimd).
-template <class F>
-Tensor unary_kernel(const char* op, const Tensor& x, F f) {
-  detail::check_defined(op, x);
-  Tensor out = detail::make_tensor(x.shape(), x.dtype(), op);
-  dispatch(x.dtype(), [&]<class T>() { xt::noalias(detail::flat<T>(out)) = f(detail::flat<T>(x)); });
   return out;
 }
 
@@ -169,17 +161,17 @@ Tensor pow(const Tensor& x, double exponent) {
 }
 
 Tensor exp(const Tensor& x) {
-  Tensor out = unary_kernel("exp", x, [](auto&& v) { return xt::exp(v); });
+  Tensor out = detail::elementwise_math("exp", detail::Math::exp, x);
   return record("exp", out, {x}, [out](const Tensor& g, NeedsGrad) { return std::vector<Tensor>{mul(g, out)}; });
 }
 
 Tensor log(const Tensor& x) {
-  Tensor out = unary_kernel("log", x, [](auto&& v) { return xt::log(v); });
+  Tensor out = detail::elementwise_math("log", detail::Math::log, x);
   return record("log", out, {x}, [x](const Tensor& g, NeedsGrad) { return std::vector<Tensor>{div(g, x)}; });
 }
 
 Tensor sqrt(const Tensor& x) {
-  Tensor out = unary_kernel("sqrt", x, [](auto&& v) { return xt::sqrt(v); });
+  Tensor out = detail::elementwise_math("sqrt", detail::Math::sqrt, x);
   return record("sqrt", out, {x}, [out](const Tensor& g, NeedsGrad) {
     return std::vector<Tensor>{div(g, mul(out, 2.0))};
   });

@@ -13,7 +13,7 @@
 
 #include "autograd/detail/axis.hpp"
 #include "autograd/detail/broadcast.hpp"
-#include "autograd/detail/xt.hpp"
+#include "autograd/detail/op_common.hpp"
 #include "autograd/ops.hpp"
 
 namespace ag {

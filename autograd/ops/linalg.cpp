@@ -1,6 +1,6 @@
 // Matrix product through BLAS (transpose flags, never a transposed copy) and the 2-D transpose.
 #include "autograd/blas.hpp"
-#include "autograd/detail/xt.hpp"
+#include "autograd/detail/op_common.hpp"
 #include "autograd/in_backward.hpp"
 #include "autograd/ops.hpp"
 

@@ -3,7 +3,7 @@
 #include <limits>
 
 #include "autograd/detail/nan.hpp"
-#include "autograd/detail/xt.hpp"
+#include "autograd/detail/op_common.hpp"
 #include "autograd/ops.hpp"
 
 namespace ag {

@@ -15,7 +15,7 @@
 #include <cmath>
 #include <vector>
 
-#include "autograd/detail/xt.hpp"
+#include "autograd/detail/op_common.hpp"
 #include "autograd/ops.hpp"
 
 namespace ag {

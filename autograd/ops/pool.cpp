@@ -21,7 +21,7 @@
 #endif
 
 #include "autograd/detail/pool.hpp"
-#include "autograd/detail/xt.hpp"
+#include "autograd/detail/op_common.hpp"
 #include "autograd/ops.hpp"
 
 namespace ag {

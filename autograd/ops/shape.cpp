@@ -1,5 +1,5 @@
 // Reshape and flatten: same storage, new shape.
-#include "autograd/detail/xt.hpp"
+#include "autograd/detail/op_common.hpp"
 #include "autograd/ops.hpp"
 
 namespace ag {
