@@ -289,6 +289,37 @@ TEST_CASE("eq, ne, lt, le, gt, ge: broadcasting, scalars, NaN compares false, no
   CHECK_OP_ERROR(lt(Tensor(), 1.0), "lt", "undefined");
 }
 
+TEST_CASE("comparisons over whole vectors in both dtypes: every ordering, NaN on either side") {
+  // 37 pairs: the vectorised loops and their tails; the pairs cycle through <, ==, >, NaN left, NaN right.
+  const std::vector<double> left{1, 2, 3, kNaN, 1}, right{2, 2, 2, 1, kNaN};
+  using Relation = std::function<bool(double, double)>;
+  const std::vector<std::pair<std::function<Tensor(const Tensor&, const Tensor&)>, Relation>> cases{
+      {[](const Tensor& x, const Tensor& y) { return eq(x, y); }, [](double x, double y) { return x == y; }},
+      {[](const Tensor& x, const Tensor& y) { return ne(x, y); }, [](double x, double y) { return x != y; }},
+      {[](const Tensor& x, const Tensor& y) { return lt(x, y); }, [](double x, double y) { return x < y; }},
+      {[](const Tensor& x, const Tensor& y) { return le(x, y); }, [](double x, double y) { return x <= y; }},
+      {[](const Tensor& x, const Tensor& y) { return gt(x, y); }, [](double x, double y) { return x > y; }},
+      {[](const Tensor& x, const Tensor& y) { return ge(x, y); }, [](double x, double y) { return x >= y; }}};
+  std::vector<double> a(37), b(37);
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    a[i] = left[i % left.size()];
+    b[i] = right[i % right.size()];
+  }
+  for (DType dtype : {DType::f32, DType::f64}) {
+    Tensor ta = Tensor::from_data({37}, std::span<const double>(a)).to(dtype);
+    Tensor tb = Tensor::from_data({37}, std::span<const double>(b)).to(dtype);
+    for (const auto& [op, relation] : cases) {
+      for (const Tensor& mask : {op(ta, tb), op(ta, broadcast_to(tb, {37}))}) {
+        Tensor m = mask.to(DType::f64);
+        for (std::size_t i = 0; i < a.size(); ++i) CHECK(m.data<double>()[i] == (relation(a[i], b[i]) ? 1.0 : 0.0));
+      }
+    }
+    // A NaN scalar: only ne holds.
+    CHECK(sum(ne(ta, kNaN)).item() == 37.0);
+    CHECK(sum(eq(ta, kNaN)).item() + sum(lt(ta, kNaN)).item() + sum(ge(ta, kNaN)).item() == 0.0);
+  }
+}
+
 // ================================================================ min, var, std, prod
 
 TEST_CASE("min: values, the first of tied minima takes the gradient, first and second order") {

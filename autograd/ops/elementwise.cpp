@@ -277,22 +277,27 @@ Tensor clamp(const Tensor& x, double lo, double hi) {
 
 namespace {
 
-template <class Relation>
-Tensor mask_of(const char* op, const Tensor& a, const Tensor& b, Relation holds) {
-  return binary_kernel(op, a, b, [holds](auto x, auto y) { return holds(x, y) ? decltype(x)(1) : decltype(x)(0); });
+/// Which orderings of x and y make a comparison true (unordered: x or y is NaN). One kernel with the relation as
+/// a value serves all six comparisons (they are masks, rarely hot; six kernels would be six times the code).
+struct Relation {
+  bool less, equal, greater, unordered;
+};
+constexpr Relation equal{false, true, false, false}, unequal{true, false, true, true}, less{true, false, false, false},
+    less_equal{true, true, false, false}, greater{false, false, true, false}, greater_equal{false, true, true, false};
+
+auto mask_kernel(Relation r) {
+  return [r](auto x, auto y) {
+    using T = decltype(x);
+    bool holds = (r.less & (x < y)) | (r.equal & (x == y)) | (r.greater & (x > y)) | (r.unordered & (x != x || y != y));
+    return holds ? T(1) : T(0);
+  };
 }
 
-template <class Relation>
-Tensor mask_of(const char* op, const Tensor& a, double s, Relation holds) {
-  return scalar_kernel(op, a, s, [holds](auto x, auto y) { return holds(x, y) ? decltype(x)(1) : decltype(x)(0); });
+Tensor mask_of(const char* op, const Tensor& a, const Tensor& b, Relation r) {
+  return binary_kernel(op, a, b, mask_kernel(r));
 }
 
-constexpr auto equal = [](auto x, auto y) { return x == y; };
-constexpr auto unequal = [](auto x, auto y) { return x != y; };
-constexpr auto less = [](auto x, auto y) { return x < y; };
-constexpr auto less_equal = [](auto x, auto y) { return x <= y; };
-constexpr auto greater = [](auto x, auto y) { return x > y; };
-constexpr auto greater_equal = [](auto x, auto y) { return x >= y; };
+Tensor mask_of(const char* op, const Tensor& a, double s, Relation r) { return scalar_kernel(op, a, s, mask_kernel(r)); }
 
 }  // namespace
 
