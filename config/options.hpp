@@ -144,8 +144,8 @@ class OptionTable {
   /// The field may be a base struct's.
   template <class E, class Owner>
     requires std::is_base_of_v<Owner, Options>
-  OptionTable& choice(std::string_view key, E Owner::*field, std::initializer_list<std::pair<std::string_view, E>> names,
-                      std::string_view help) {
+  OptionTable& choice(std::string_view key, E Owner::*field,
+                      std::initializer_list<std::pair<std::string_view, E>> names, std::string_view help) {
     static_assert(std::is_enum_v<E>, "choice() takes an enumeration");
     std::vector<std::pair<std::string, long long>> values;
     values.reserve(names.size());
@@ -177,7 +177,8 @@ class OptionTable {
   template <class T>
   static std::size_t offset(T Options::*member) {
     const Options& one = probe();
-    return static_cast<std::size_t>(reinterpret_cast<const char*>(&(one.*member)) - reinterpret_cast<const char*>(&one));
+    return static_cast<std::size_t>(reinterpret_cast<const char*>(&(one.*member)) -
+                                    reinterpret_cast<const char*>(&one));
   }
   static const Options& probe() {
     static const Options one{};

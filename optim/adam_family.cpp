@@ -14,7 +14,7 @@ void adam_family_kernel(T* __restrict w, const T* __restrict g, T* __restrict m,
           shrink = T(s.shrink);
   const T one_minus_b1 = T(1) - b1, step = lr * T(s.c1);
   for (std::size_t i = 0; i < n; ++i) {
-    const auto [gi, mi, vi] = detail::update_moments(g[i], w[i], m[i], v[i], coupled, b1, b2);
+    const auto [gi, mi, vi] = update_moments(g[i], w[i], m[i], v[i], coupled, b1, b2);
     T second;
     if constexpr (second_moment == SecondMoment::average) {
       second = vi * c2;
@@ -55,7 +55,8 @@ Kernel<T> kernel_for(const AdamFamilyStep& s) {
     return inside ? kernel_for<T, true, Numerator::nesterov>(s.second)
                   : kernel_for<T, false, Numerator::nesterov>(s.second);
   }
-  return inside ? kernel_for<T, true, Numerator::momentum>(s.second) : kernel_for<T, false, Numerator::momentum>(s.second);
+  return inside ? kernel_for<T, true, Numerator::momentum>(s.second)
+                : kernel_for<T, false, Numerator::momentum>(s.second);
 }
 
 }  // namespace

@@ -354,7 +354,6 @@ Moments<T> update_moments(T g, T w, T& m, T& v, T coupled, T b1, T b2) {
   return {gi, mi, vi};
 }
 
-
 }  // namespace detail
 
 }  // namespace optim

@@ -102,7 +102,8 @@ namespace detail {
 /// What an entry's functions are: plain functions of the registration's shared options (config::OptionsOf<O>,
 /// passed untyped), so that every method shares one std::function type and the code per method is just
 /// these two functions.
-using MakeFn = std::unique_ptr<Optimizer> (*)(const void* options, const config::Spec& spec, std::vector<GroupSpec> groups);
+using MakeFn = std::unique_ptr<Optimizer> (*)(const void* options, const config::Spec& spec,
+                                              std::vector<GroupSpec> groups);
 using ResolveFn = std::vector<std::pair<std::string, std::string>> (*)(const void* options, const config::Spec& spec);
 /// Adds the entry `name` whose make and resolve call `make` and `resolve` with `options`.
 void add_optimizer(std::string name, std::string summary, std::vector<config::OptionInfo> described,
@@ -116,7 +117,8 @@ std::unique_ptr<Optimizer> make_method(const void* erased, const config::Spec& s
   std::vector<ParamGroup<O>> param_groups(groups.size());
   for (std::size_t g = 0; g < groups.size(); ++g) {
     param_groups[g].params = std::move(groups[g].params);
-    param_groups[g].options = options.table.apply(base, groups[g].overrides, group_where(options.where, g, groups.size()));
+    const std::string where = group_where(options.where, g, groups.size());
+    param_groups[g].options = options.table.apply(base, groups[g].overrides, where);
   }
   return std::make_unique<M>(std::move(param_groups), base);
 }

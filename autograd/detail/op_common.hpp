@@ -1,5 +1,5 @@
-// What every op's .cpp uses: dtype dispatch and the errors that name the op. No xtensor here (the
-// transcendental loops that use it are behind autograd/detail/math.hpp).
+// What every op's .cpp uses: dtype dispatch and the errors that name the op. Light: no xtensor or xsimd
+// (the vectorised transcendental functions are behind autograd/detail/math.hpp).
 #pragma once
 
 #include <stdexcept>

@@ -3,10 +3,10 @@
 #include <cmath>
 #include <limits>
 
-#include "autograd/detail/nan.hpp"
-#include "autograd/detail/relu.hpp"
 #include "autograd/detail/math.hpp"
+#include "autograd/detail/nan.hpp"
 #include "autograd/detail/op_common.hpp"
+#include "autograd/detail/relu.hpp"
 #include "autograd/ops.hpp"
 
 namespace ag {
@@ -98,7 +98,8 @@ Tensor relu(const Tensor& x) {
   detail::check_defined("relu", x);
   Tensor out = detail::make_tensor(x.shape(), x.dtype(), "relu");
   dispatch(x.dtype(), [&]<class T>() { detail::relu_kernel(x.data<T>(), out.data<T>(), x.numel()); });
-  return record("relu", out, {x}, [x](const Tensor& g, NeedsGrad) { return std::vector<Tensor>{detail::relu_backward(g, x)}; });
+  return record("relu", out, {x},
+                [x](const Tensor& g, NeedsGrad) { return std::vector<Tensor>{detail::relu_backward(g, x)}; });
 }
 
 namespace detail {
