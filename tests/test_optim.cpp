@@ -833,10 +833,11 @@ TEST_CASE("convergence on Rosenbrock f = (1 - x)^2 + 100 (y - x^2)^2 from (-1.2,
       {"amsgrad", 0.1, 3000, 1e-5},      {"namsgrad", 0.05, 3000, 1e-4},   {"adam-hd", 0.02, 4000, 1e-5},
       {"rmsprop", 3e-3, 5000, 1e-2},     {"adagrad", 1.0, 5000, 5e-2},     {"sgd", 1.5e-3, 5000, 5e-2},
       {"sgd-hd", 1.5e-3, 5000, 0.1},     {"adabelief", 0.02, 5000, 1e-6},  {"yogi", 0.1, 5000, 1e-6},
-      // Adamax at a constant rate reaches (1, 1) (1e-9 off near step 4,000), then hovers within ~2e-3 of it:
-      // its step lr m / u shrinks more slowly than the gradient. Where it is at step 5,000 depends on the
-      // rounding (2e-6 with fused multiply-adds, 8e-4 without).
-      {"adamax", 0.1, 5000, 5e-3},
+      // Adamax at a constant rate converges to (1, 1) (6.6e-10 off at step 4,000, 4e-11 at 4,100, the same
+      // with and without fused multiply-adds), then hovers within ~2e-3 of it: its step lr m / u shrinks
+      // more slowly than the gradient, and where it is after ~4,200 steps depends on the rounding. Checked
+      // at the end of the convergence.
+      {"adamax", 0.1, 4000, 1e-8},
       // RAdam's first five steps are momentum SGD at the full rate (ρt <= 5), which diverges here above
       // ~2e-3 (the gradient at the start is ~200): a small rate, and the steps to make up for it.
       {"radam", 1e-3, 20000, 1e-6},
