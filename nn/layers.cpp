@@ -217,15 +217,17 @@ Sequential& Sequential::add(std::shared_ptr<Module> module) {
 
 namespace {
 
+const std::type_info& type_of(const Module& module) { return typeid(module); }
+
 /// How many layers from i on run as one convolution + pooling op: 2 for Conv2d, MaxPool2d(2); 3 for Conv2d,
 /// ReLU, MaxPool2d(2); else 0. Exact types only (a subclass may change forward); not while detecting
 /// anomalies (the reports name each layer).
 std::size_t conv_pool_layers(const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& layers,
                              std::size_t i) {
-  if (ag::detecting_anomalies() || typeid(*layers[i].second) != typeid(Conv2d)) return 0;
+  if (ag::detecting_anomalies() || type_of(*layers[i].second) != typeid(Conv2d)) return 0;
   std::size_t p = i + 1;
-  if (p < layers.size() && typeid(*layers[p].second) == typeid(ReLU)) ++p;
-  if (p >= layers.size() || typeid(*layers[p].second) != typeid(MaxPool2d)) return 0;
+  if (p < layers.size() && type_of(*layers[p].second) == typeid(ReLU)) ++p;
+  if (p >= layers.size() || type_of(*layers[p].second) != typeid(MaxPool2d)) return 0;
   const auto& pool = static_cast<const MaxPool2d&>(*layers[p].second);
   return pool.kernel() == 2 && pool.stride() == 2 ? p - i + 1 : 0;
 }
@@ -250,7 +252,7 @@ ag::Tensor Sequential::forward(const ag::Tensor& x) {
     // difference remains, for a graph's gradients only: where a window's maximum is <= 0, an infinite or NaN
     // upstream gradient times relu's 0 lands on the maximum's element, not on the window's first (as
     // ag::conv2d_max_pool2d's graph backward does it); finite gradients cannot tell.
-    if (i + 1 < layers.size() && typeid(layer) == typeid(ReLU) && typeid(*layers[i + 1].second) == typeid(MaxPool2d)) {
+    if (i + 1 < layers.size() && typeid(layer) == typeid(ReLU) && type_of(*layers[i + 1].second) == typeid(MaxPool2d)) {
       h = layer((*layers[i + 1].second)(h));
       ++i;
       continue;

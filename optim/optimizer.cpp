@@ -385,7 +385,8 @@ std::string Optimizer::unexpected_entry(const std::string& entry) const {
   }
   if (entry.starts_with("inner/")) return fmt::format("{} wraps no other optimiser", name_);
   if (auto split = split_state_entry(entry)) {
-    const auto& [pname, key] = *split;
+    const std::string& pname = split->first;
+    const std::string& key = split->second;
     bool known = std::any_of(params_.begin(), params_.end(), [&](const Param& p) { return p.name == pname; });
     if (!known) return fmt::format("no parameter named '{}' in this optimiser", pname);
     return fmt::format("'{}' is not part of {}'s state", key, name_);

@@ -54,7 +54,9 @@ double SAM::closure_step(const Closure& closure) {
   }
   closure();
   ag::NoGradGuard no_grad;
-  for (auto& [w, saved] : before) {
+  for (auto& pair : before) {
+    ag::Tensor& w = pair.first;
+    const ag::Tensor& saved = pair.second;
     detail::dispatch(w.dtype(), [&]<class T>() { std::copy_n(saved.template data<T>(), w.numel(), w.template data<T>()); });
   }
   Wrapper::update();

@@ -343,17 +343,19 @@ TEST_CASE("resume: one epoch, save, one more epoch equals two epochs straight") 
     const char *optimizer, *schedule;
     bool per_epoch;
   };
-  for (auto [optimizer, schedule, per_epoch] : {Case{"adam", "linear(final=1e-4,epochs=2)", false},
-                                                Case{"momentum", "linear(final=1e-3,epochs=2)", false},
-                                                Case{"momentum", "linear(final=1e-3)", true},
-                                                Case{"ema(inner=lookahead(inner=adam),decay=0.9)", "constant", false}}) {
+  for (const Case& run : {Case{"adam", "linear(final=1e-4,epochs=2)", false},
+                          Case{"momentum", "linear(final=1e-3,epochs=2)", false},
+                          Case{"momentum", "linear(final=1e-3)", true},
+                          Case{"ema(inner=lookahead(inner=adam),decay=0.9)", "constant", false}}) {
+    const char* optimizer = run.optimizer;
+    const char* schedule = run.schedule;
     CAPTURE(optimizer);
     CAPTURE(schedule);
     RunConfig c = quiet_config();
     c.model = spec("mlp(hidden=[64,32])");
     c.optimizer = spec(optimizer);
     c.schedule = spec(schedule);
-    c.lr_per_epoch = per_epoch;
+    c.lr_per_epoch = run.per_epoch;
     c.batch_size = 100;
     c.seed = 11;
 
@@ -1161,7 +1163,9 @@ TEST_CASE("README: its tables of optimisers, schedules and models are the regist
       {"--list-optimizers", config::markdown_table(config::infos(optim::optimizers()))},
       {"--list-schedules", config::markdown_table(config::infos(optim::schedules()))},
       {"--list-models", config::markdown_table(config::infos(nn::models()))}};
-  for (const auto& [flag, table] : tables) {
+  for (const auto& entry : tables) {
+    const std::string& flag = entry.first;
+    const std::string& table = entry.second;
     INFO("README.md is out of date: paste the output of `build/examples/mnist_mlp --markdown " << flag << "`:\n" << table);
     CHECK(readme.find(table) != std::string::npos);
   }
@@ -1598,10 +1602,11 @@ TEST_CASE("protocol: refusals name the flag: a spec with its own lr, --lrs, --se
       {{"--lr-grid", "1e-3:1:4"}, "--lr-grid: only with --protocol"},
       {{"--protocol-seeds", "3"}, "--protocol-seeds: only with --protocol"},
       {{"--protocol", "--lr-grid", "1e-3:1"}, "--lr-grid 1e-3:1: the form is LO:HI:N"}};
-  for (const auto& [args, message] : cases) {
+  for (const auto& test : cases) {
+    const std::vector<std::string>& flags = test.first;
+    const std::string& message = test.second;
     CAPTURE(message);
     int status = 0;
-    const std::vector<std::string>& flags = args;
     std::string err = captured(2, [&] { captured(1, [&] { status = lab_main(flags); }); });
     CHECK(status == 2);
     CHECK(err.find(message) != std::string::npos);

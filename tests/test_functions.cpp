@@ -39,7 +39,8 @@ TEST_CASE("test functions: gradients and second derivatives agree with finite di
   for (const std::string& name : problems::test_functions().names()) {
     CAPTURE(name);
     const problems::TestFunction& function = problems::test_functions().at(name);
-    for (auto [x, y] : {std::pair{-1.2, 0.8}, std::pair{0.3, -0.7}, std::pair{2.0, 0.5}}) {
+    for (std::pair<double, double> xy : {std::pair{-1.2, 0.8}, std::pair{0.3, -0.7}, std::pair{2.0, 0.5}}) {
+      const double x = xy.first, y = xy.second;
       CAPTURE(x);
       CAPTURE(y);
       ag::GradcheckReport first = ag::gradcheck(as_tensor_function(function), {point(x), point(y)});

@@ -302,7 +302,9 @@ TEST_CASE("trajectory_pca: a trajectory in a known 2-D plane") {
 TEST_CASE("trajectories_pca: several paths from one start in a known 2-D plane project back exactly") {
   ag::Generator gen(7);
   const std::size_t n = 50;
-  const auto [e1, e2] = orthonormal_pair(n, gen);
+  const std::array<Vec, 2> basis = orthonormal_pair(n, gen);
+  const Vec& e1 = basis[0];
+  const Vec& e2 = basis[1];
   const Vec start = random_vector(n, gen);
   auto at = [&](double u, double v) {
     Vec point(n);

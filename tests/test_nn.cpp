@@ -50,7 +50,9 @@ void check_module(nn::Module& module, const Tensor& x) {
   release_tape();
   module.zero_grad();
   backward(sum(mul(module.forward(xs), r)));
-  for (auto& [name, p] : params) {
+  for (auto& param : params) {
+    const std::string& name = param.first;
+    Tensor& p = param.second;
     Tensor analytic = p.grad();
     REQUIRE(analytic.defined());
     double* data = p.data<double>();
@@ -512,7 +514,9 @@ TEST_CASE("models whose weights are all NaN give a NaN loss and NaN gradients (t
     Tensor loss = cross_entropy(model->forward(x), labels);
     CHECK(std::isnan(loss.item()));
     backward(loss);
-    for (auto& [name, p] : model->named_parameters()) {
+    for (auto& param : model->named_parameters()) {
+      const std::string& name = param.first;
+      Tensor& p = param.second;
       INFO(name);
       REQUIRE(p.grad().defined());
       CHECK(std::isnan(p.grad().at(0)));

@@ -354,7 +354,7 @@ TEST_CASE("Module::to converts every parameter and buffer in place, the modules'
   Net net;
   Tensor weight = net.fc->weight();
   net.to(DType::f64);
-  for (auto& [name, t] : net.state_dict()) CHECK_MESSAGE(t.dtype() == DType::f64, name);
+  for (auto& entry : net.state_dict()) CHECK_MESSAGE(entry.second.dtype() == DType::f64, entry.first);
   CHECK(weight.dtype() == DType::f64);
   CHECK(net.bn->running_var().dtype() == DType::f64);
   Tensor y = net.forward(random(Shape{2, 1, 4, 4}, 90));

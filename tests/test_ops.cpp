@@ -277,8 +277,10 @@ TEST_CASE("exp, log, sqrt, sigmoid and tanh: values of whole vectors and their t
     // A few units in the last place of the dtype.
     const double tolerance = dtype == DType::f32 ? 4e-7 : 1e-15;
     Tensor x = Tensor::from_data({values.size()}, std::span<const double>(values)).to(dtype);
-    for (const auto& [name, op, reference] : cases) {
-      Tensor y = op(x).to(DType::f64);
+    for (const auto& test : cases) {
+      const char* name = std::get<0>(test);
+      const Reference reference = std::get<2>(test);
+      Tensor y = std::get<1>(test)(x).to(DType::f64);
       for (std::size_t i = 0; i < values.size(); ++i) {
         INFO(name << " at " << i << " in " << (dtype == DType::f32 ? "f32" : "f64"));
         const double input = x.to(DType::f64).data<double>()[i], expected = reference(input);

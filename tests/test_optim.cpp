@@ -1400,7 +1400,9 @@ TEST_CASE("newton on mini-batches of a small logistic regression: adaptive dampi
     return ag::cross_entropy(ag::add(ag::matmul(x, w), b), labels).item();
   };
   // The optimum of the full problem (Newton on all 600 samples).
-  auto [w_star, b_star] = make();
+  auto optimum_pair = make();
+  Tensor& w_star = optimum_pair.first;
+  Tensor& b_star = optimum_pair.second;
   optim::Newton exact({{"w", w_star}, {"b", b_star}}, {.adaptive = false});
   for (int t = 0; t < 12; ++t) {
     exact.step(
@@ -1419,7 +1421,8 @@ TEST_CASE("newton on mini-batches of a small logistic regression: adaptive dampi
   }
   auto train = [&](optim::Newton& opt, Tensor& w, Tensor& b, std::size_t from, std::size_t steps) {
     for (std::size_t t = from; t < from + steps; ++t) {
-      const auto& [xb, yb] = batches[t % batches.size()];
+      const Tensor& xb = batches[t % batches.size()].first;
+      const std::vector<std::int32_t>& yb = batches[t % batches.size()].second;
       opt.step(optim::Optimizer::LossFn([&] { return ag::cross_entropy(ag::add(ag::matmul(xb, w), b), yb); }));
     }
   };
@@ -1889,7 +1892,8 @@ TEST_CASE("lbfgs stops: at a stationary point after one call; max|g| <= toleranc
   }
   SUBCASE("strong_wolfe: the count is tested after each iteration, so a line search may pass max_eval") {
     // lr = 1000: each search takes two calls (the overshoot, then the minimum), after the first call.
-    for (auto [max_eval, calls_expected] : {std::pair{2, 3}, std::pair{3, 3}, std::pair{4, 5}, std::pair{6, 7}}) {
+    for (std::pair<int, int> c : {std::pair{2, 3}, std::pair{3, 3}, std::pair{4, 5}, std::pair{6, 7}}) {
+      const int max_eval = c.first, calls_expected = c.second;
       INFO("max_eval " << max_eval);
       // In 2 dimensions exact searches end after 2 iterations: 3 dimensions.
       const Quadratic wide({4, 1, 0, 1, 3, 1, 0, 1, 2}, {1, 2, 3});

@@ -66,7 +66,9 @@ double truncated_std_factor() {
 /// The weights of a DeepOBS network against its initialisation: truncated N(0, σ²) weights (none beyond 2σ,
 /// std 0.8796 σ) and constant biases.
 void check_initialisation(const nn::Module& net, double sigma, double bias) {
-  for (const auto& [name, tensor] : net.named_parameters()) {
+  for (const auto& param : net.named_parameters()) {
+    const std::string& name = param.first;
+    const ag::Tensor& tensor = param.second;
     CAPTURE(name);
     const Stats s = stats_of(tensor);
     if (name.ends_with("bias")) {

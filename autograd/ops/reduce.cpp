@@ -90,8 +90,8 @@ ReductionSite reduction_site(const char* op, const Tensor& x, std::optional<int>
 template <class Better>
 Tensor extreme(const char* op, const Tensor& x, std::optional<int> axis, bool keepdims, Better better) {
   ReductionSite site = reduction_site(op, x, axis, keepdims);
-  auto [out, mask] = extreme_with_mask(op, x, site.split, site.out_shape, better);
-  return record(op, out, {x}, [mask, shape = x.shape(), a = site.axis](const Tensor& g, NeedsGrad) {
+  auto [out, selected] = extreme_with_mask(op, x, site.split, site.out_shape, better);
+  return record(op, out, {x}, [mask = selected, shape = x.shape(), a = site.axis](const Tensor& g, NeedsGrad) {
     return std::vector<Tensor>{mul(a ? expand_reduced(g, shape, *a) : g, mask)};
   });
 }

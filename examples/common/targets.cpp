@@ -182,7 +182,9 @@ ProblemTimes read_problem_times(const std::string& dir, bool by_steps) {
     configuration_times[configuration].push_back(cells[time].empty() ? kInf : number_in(cells[time], file, number, header[time]));
   }
   if (order.empty()) throw std::runtime_error(file + ": no runs");
-  for (const auto& [configuration, submission] : order) {
+  for (const auto& run : order) {
+    const std::string& configuration = run.first;
+    const std::string& submission = run.second;
     const double t = median(configuration_times[configuration]);
     auto known = std::find_if(problem.times.begin(), problem.times.end(), [&](const auto& e) { return e.first == submission; });
     if (known == problem.times.end()) {
@@ -201,7 +203,8 @@ std::vector<Profile> performance_profiles(const std::vector<ProblemTimes>& probl
   if (!(tau_max > 1)) throw std::invalid_argument(fmt::format("performance profiles: tau_max must exceed 1, got {:g}", tau_max));
   std::vector<Profile> profiles;
   for (const ProblemTimes& p : problems) {
-    for (const auto& [submission, time] : p.times) {
+    for (const auto& entry : p.times) {
+      const std::string& submission = entry.first;
       if (std::none_of(profiles.begin(), profiles.end(), [&](const Profile& q) { return q.submission == submission; })) {
         profiles.push_back({submission, {}, 0});
       }
