@@ -73,9 +73,16 @@ class Registry {
   std::deque<Entry> entries_;  // stable addresses
 };
 
+/// The untyped base of OptionsOf: one shared-pointer type (and control block) serves every options struct.
+struct SharedOptions {
+  virtual ~SharedOptions() = default;
+};
+
 /// What an entry's functions share: the option table, the registered defaults and the name errors give.
 template <class O>
-struct OptionsOf {
+struct OptionsOf final : SharedOptions {
+  OptionsOf(OptionTable<O> table, O defaults, std::string where)
+      : table(std::move(table)), defaults(std::move(defaults)), where(std::move(where)) {}
   OptionTable<O> table;
   O defaults;
   std::string where;
@@ -84,10 +91,18 @@ struct OptionsOf {
   O apply(const Spec& spec) const { return table.apply(defaults, spec, where); }
 };
 
-/// The shared copy the functions of one entry capture.
+/// The shared copy the functions of one entry capture (read back with options_of<O>).
 template <class O>
-std::shared_ptr<const OptionsOf<O>> share_options(OptionTable<O> table, O defaults, std::string where) {
-  return std::make_shared<const OptionsOf<O>>(OptionsOf<O>{std::move(table), std::move(defaults), std::move(where)});
+std::shared_ptr<const SharedOptions> share_options(OptionTable<O> table, O defaults, std::string where) {
+  std::unique_ptr<const SharedOptions> owned =
+      std::make_unique<const OptionsOf<O>>(std::move(table), std::move(defaults), std::move(where));
+  return std::shared_ptr<const SharedOptions>(std::move(owned));
+}
+
+/// The options `shared` holds, which share_options<O> made.
+template <class O>
+const OptionsOf<O>& options_of(const SharedOptions& shared) {
+  return static_cast<const OptionsOf<O>&>(shared);
 }
 
 /// The entry of a thing whose options struct is O: its options described at the defaults; make(spec,
@@ -95,24 +110,28 @@ std::shared_ptr<const OptionsOf<O>> share_options(OptionTable<O> table, O defaul
 /// args...); resolve(spec) gives every option's value under the spec. `build` may share `options`.
 template <class Entry, class O, class Build>
 [[gnu::cold]] Entry entry_with_options(std::string name, std::string summary,
-                                       std::shared_ptr<const OptionsOf<O>> options, Build build) {
+                                       std::shared_ptr<const SharedOptions> shared, Build build) {
+  const OptionsOf<O>& options = options_of<O>(*shared);
   Entry entry;
   entry.name = std::move(name);
   entry.summary = std::move(summary);
-  entry.options = options->table.describe(options->defaults);
-  entry.make = [options, build = std::move(build)](const Spec& spec, auto&&... args) {
-    return build(options->apply(spec), std::forward<decltype(args)>(args)...);
+  entry.options = options.table.describe(options.defaults);
+  entry.make = [shared, build = std::move(build)](const Spec& spec, auto&&... args) {
+    return build(options_of<O>(*shared).apply(spec), std::forward<decltype(args)>(args)...);
   };
-  entry.resolve = [options](const Spec& spec) { return options->table.values(options->apply(spec)); };
+  entry.resolve = [shared](const Spec& spec) {
+    const OptionsOf<O>& options = options_of<O>(*shared);
+    return options.table.values(options.apply(spec));
+  };
   return entry;
 }
 
 template <class Entry, class O, class Build>
 [[gnu::cold]] Entry entry_with_options(std::string name, std::string summary, OptionTable<O> table, O defaults,
                                        std::string where, Build build) {
-  return entry_with_options<Entry>(std::move(name), std::move(summary),
-                                   share_options(std::move(table), std::move(defaults), std::move(where)),
-                                   std::move(build));
+  return entry_with_options<Entry, O>(std::move(name), std::move(summary),
+                                      share_options(std::move(table), std::move(defaults), std::move(where)),
+                                      std::move(build));
 }
 
 /// The help text of a registry's entries: a line per entry, then its options indented.

@@ -50,17 +50,17 @@ namespace {
 /// An entry's function: `fn` of the registration's options. One type for every method.
 template <class Fn>
 struct Bound {
-  std::shared_ptr<const void> options;
+  std::shared_ptr<const config::SharedOptions> options;
   Fn fn;
   template <class... Args>
   auto operator()(const config::Spec& spec, Args&&... args) const {
-    return fn(options.get(), spec, std::forward<Args>(args)...);
+    return fn(*options, spec, std::forward<Args>(args)...);
   }
 };
 }  // namespace
 
 void add_optimizer(std::string name, std::string summary, std::vector<config::OptionInfo> described,
-                   std::shared_ptr<const void> options, MakeFn make, ResolveFn resolve) {
+                   std::shared_ptr<const config::SharedOptions> options, MakeFn make, ResolveFn resolve) {
   OptimizerEntry entry;
   entry.name = std::move(name);
   entry.summary = std::move(summary);

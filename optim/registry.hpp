@@ -102,17 +102,19 @@ namespace detail {
 /// What an entry's functions are: plain functions of the registration's shared options (config::OptionsOf<O>,
 /// passed untyped), so that every method shares one std::function type and the code per method is just
 /// these two functions.
-using MakeFn = std::unique_ptr<Optimizer> (*)(const void* options, const config::Spec& spec,
+using MakeFn = std::unique_ptr<Optimizer> (*)(const config::SharedOptions& options, const config::Spec& spec,
                                               std::vector<GroupSpec> groups);
-using ResolveFn = std::vector<std::pair<std::string, std::string>> (*)(const void* options, const config::Spec& spec);
+using ResolveFn = std::vector<std::pair<std::string, std::string>> (*)(const config::SharedOptions& options,
+                                                                       const config::Spec& spec);
 /// Adds the entry `name` whose make and resolve call `make` and `resolve` with `options`.
 void add_optimizer(std::string name, std::string summary, std::vector<config::OptionInfo> described,
-                   std::shared_ptr<const void> options, MakeFn make, ResolveFn resolve);
+                   std::shared_ptr<const config::SharedOptions> options, MakeFn make, ResolveFn resolve);
 
 /// The spec's options, and each group's with its own keys applied on top; builds M over the groups.
 template <class M, class O>
-std::unique_ptr<Optimizer> make_method(const void* erased, const config::Spec& spec, std::vector<GroupSpec> groups) {
-  const auto& options = *static_cast<const config::OptionsOf<O>*>(erased);
+std::unique_ptr<Optimizer> make_method(const config::SharedOptions& shared, const config::Spec& spec,
+                                       std::vector<GroupSpec> groups) {
+  const auto& options = config::options_of<O>(shared);
   const O base = options.apply(spec);
   std::vector<ParamGroup<O>> param_groups(groups.size());
   for (std::size_t g = 0; g < groups.size(); ++g) {
@@ -124,8 +126,9 @@ std::unique_ptr<Optimizer> make_method(const void* erased, const config::Spec& s
 }
 
 template <class O>
-std::vector<std::pair<std::string, std::string>> resolve_method(const void* erased, const config::Spec& spec) {
-  const auto& options = *static_cast<const config::OptionsOf<O>*>(erased);
+std::vector<std::pair<std::string, std::string>> resolve_method(const config::SharedOptions& shared,
+                                                                const config::Spec& spec) {
+  const auto& options = config::options_of<O>(shared);
   return options.table.values(options.apply(spec));
 }
 
@@ -139,7 +142,8 @@ struct RegisterOptimizer {
                                   O defaults = {}) {
     defaults.check(OptionCheck(name));
     auto options = config::share_options(std::move(table), std::move(defaults), name);
-    auto described = options->table.describe(options->defaults);
+    const config::OptionsOf<O>& typed = config::options_of<O>(*options);
+    auto described = typed.table.describe(typed.defaults);
     detail::add_optimizer(std::move(name), std::move(summary), std::move(described), std::move(options),
                           &detail::make_method<M, O>, &detail::resolve_method<O>);
   }
@@ -174,14 +178,16 @@ O wrapper_options_under(const config::OptionsOf<O>& own, const config::Spec& spe
 }
 
 template <class M, class O>
-std::unique_ptr<Optimizer> make_wrapper(const void* erased, const config::Spec& spec, std::vector<GroupSpec> groups) {
-  O o = wrapper_options_under(*static_cast<const config::OptionsOf<O>*>(erased), spec);
+std::unique_ptr<Optimizer> make_wrapper(const config::SharedOptions& shared, const config::Spec& spec,
+                                        std::vector<GroupSpec> groups) {
+  O o = wrapper_options_under(config::options_of<O>(shared), spec);
   return std::make_unique<M>(make_optimizer(o.inner, std::move(groups)), o);
 }
 
 template <class O>
-std::vector<std::pair<std::string, std::string>> resolve_wrapper(const void* erased, const config::Spec& spec) {
-  const auto& own = *static_cast<const config::OptionsOf<O>*>(erased);
+std::vector<std::pair<std::string, std::string>> resolve_wrapper(const config::SharedOptions& shared,
+                                                                 const config::Spec& spec) {
+  const auto& own = config::options_of<O>(shared);
   O o = wrapper_options_under(own, spec);
   o.inner = resolve_optimizer(o.inner);
   return own.table.values(o);
@@ -196,7 +202,8 @@ struct RegisterWrapper {
   [[gnu::cold]] RegisterWrapper(std::string name, std::string summary, config::OptionTable<O> table, O defaults) {
     defaults.check(OptionCheck(name));
     auto own = config::share_options(std::move(table), std::move(defaults), name);
-    auto described = own->table.describe(own->defaults);
+    const config::OptionsOf<O>& typed = config::options_of<O>(*own);
+    auto described = typed.table.describe(typed.defaults);
     detail::add_optimizer(std::move(name), std::move(summary), std::move(described), std::move(own),
                           &detail::make_wrapper<M, O>, &detail::resolve_wrapper<O>);
   }
