@@ -1421,8 +1421,9 @@ TEST_CASE("newton on mini-batches of a small logistic regression: adaptive dampi
   }
   auto train = [&](optim::Newton& opt, Tensor& w, Tensor& b, std::size_t from, std::size_t steps) {
     for (std::size_t t = from; t < from + steps; ++t) {
-      const Tensor& xb = batches[t % batches.size()].first;
-      const std::vector<std::int32_t>& yb = batches[t % batches.size()].second;
+      const auto& batch = batches[t % batches.size()];
+      const Tensor& xb = batch.first;
+      const std::vector<std::int32_t>& yb = batch.second;
       opt.step(optim::Optimizer::LossFn([&] { return ag::cross_entropy(ag::add(ag::matmul(xb, w), b), yb); }));
     }
   };
