@@ -76,6 +76,8 @@ class Registry {
 /// The untyped base of OptionsOf: one shared-pointer type (and control block) serves every options struct.
 struct SharedOptions {
   virtual ~SharedOptions() = default;
+  /// Each option with its registered default.
+  virtual std::vector<OptionInfo> describe() const = 0;
 };
 
 /// What an entry's functions share: the option table, the registered defaults and the name errors give.
@@ -89,6 +91,7 @@ struct OptionsOf final : SharedOptions {
 
   /// The defaults with the spec's keys applied.
   O apply(const Spec& spec) const { return table.apply(defaults, spec, where); }
+  std::vector<OptionInfo> describe() const override { return table.describe(defaults); }
 };
 
 /// The shared copy the functions of one entry capture (read back with options_of<O>).
@@ -111,11 +114,10 @@ const OptionsOf<O>& options_of(const SharedOptions& shared) {
 template <class Entry, class O, class Build>
 [[gnu::cold]] Entry entry_with_options(std::string name, std::string summary,
                                        std::shared_ptr<const SharedOptions> shared, Build build) {
-  const OptionsOf<O>& options = options_of<O>(*shared);
   Entry entry;
   entry.name = std::move(name);
   entry.summary = std::move(summary);
-  entry.options = options.table.describe(options.defaults);
+  entry.options = shared->describe();
   entry.make = [shared, build = std::move(build)](const Spec& spec, auto&&... args) {
     return build(options_of<O>(*shared).apply(spec), std::forward<decltype(args)>(args)...);
   };

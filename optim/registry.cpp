@@ -59,12 +59,12 @@ struct Bound {
 };
 }  // namespace
 
-void add_optimizer(std::string name, std::string summary, std::vector<config::OptionInfo> described,
-                   std::shared_ptr<const config::SharedOptions> options, MakeFn make, ResolveFn resolve) {
+void add_optimizer(std::string name, std::string summary, std::shared_ptr<const config::SharedOptions> options,
+                   MakeFn make, ResolveFn resolve) {
   OptimizerEntry entry;
   entry.name = std::move(name);
   entry.summary = std::move(summary);
-  entry.options = std::move(described);
+  entry.options = options->describe();
   entry.make = Bound<MakeFn>{options, make};
   entry.resolve = Bound<ResolveFn>{std::move(options), resolve};
   optimizers().add(std::move(entry));

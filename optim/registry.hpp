@@ -106,9 +106,10 @@ using MakeFn = std::unique_ptr<Optimizer> (*)(const config::SharedOptions& optio
                                               std::vector<GroupSpec> groups);
 using ResolveFn = std::vector<std::pair<std::string, std::string>> (*)(const config::SharedOptions& options,
                                                                        const config::Spec& spec);
-/// Adds the entry `name` whose make and resolve call `make` and `resolve` with `options`.
-void add_optimizer(std::string name, std::string summary, std::vector<config::OptionInfo> described,
-                   std::shared_ptr<const config::SharedOptions> options, MakeFn make, ResolveFn resolve);
+/// Adds the entry `name`, its options described at their defaults, whose make and resolve call `make` and
+/// `resolve` with `options`.
+void add_optimizer(std::string name, std::string summary, std::shared_ptr<const config::SharedOptions> options,
+                   MakeFn make, ResolveFn resolve);
 
 /// The spec's options, and each group's with its own keys applied on top; builds M over the groups.
 template <class M, class O>
@@ -142,10 +143,8 @@ struct RegisterOptimizer {
                                   O defaults = {}) {
     defaults.check(OptionCheck(name));
     auto options = config::share_options(std::move(table), std::move(defaults), name);
-    const config::OptionsOf<O>& typed = config::options_of<O>(*options);
-    auto described = typed.table.describe(typed.defaults);
-    detail::add_optimizer(std::move(name), std::move(summary), std::move(described), std::move(options),
-                          &detail::make_method<M, O>, &detail::resolve_method<O>);
+    detail::add_optimizer(std::move(name), std::move(summary), std::move(options), &detail::make_method<M, O>,
+                          &detail::resolve_method<O>);
   }
 };
 
@@ -202,10 +201,8 @@ struct RegisterWrapper {
   [[gnu::cold]] RegisterWrapper(std::string name, std::string summary, config::OptionTable<O> table, O defaults) {
     defaults.check(OptionCheck(name));
     auto own = config::share_options(std::move(table), std::move(defaults), name);
-    const config::OptionsOf<O>& typed = config::options_of<O>(*own);
-    auto described = typed.table.describe(typed.defaults);
-    detail::add_optimizer(std::move(name), std::move(summary), std::move(described), std::move(own),
-                          &detail::make_wrapper<M, O>, &detail::resolve_wrapper<O>);
+    detail::add_optimizer(std::move(name), std::move(summary), std::move(own), &detail::make_wrapper<M, O>,
+                          &detail::resolve_wrapper<O>);
   }
 };
 
