@@ -23,9 +23,23 @@ using ag::Tensor;
 
 // ---------------------------------------------------------------- the registry's entries
 
+/// DeepOBS's published baselines (baselines/<problem>/<optimizer>/<setting>/random_seed__*.json in its repository
+/// at commit 873bbc2): the seeds of each optimiser's chosen setting, their test accuracy and loss after the last
+/// epoch. DeepOBS publishes runs of its benchmark sets only; of the problems here, fmnist_2c2d.
+std::vector<PublishedBaseline> published_baselines(const std::string& problem) {
+  if (problem != "fmnist_2c2d") return {};
+  return {
+      {"sgd(lr=0.15848931925)", "GradientDescentOptimizer", 7, 0.922691, 0.001308, 0.682717, 0.021852},
+      {"momentum(lr=0.0025118864315,momentum=0.99,lr_inside=false)", "MomentumOptimizer (momentum 0.99)", 6,
+       0.920740, 0.002388, 0.729887, 0.013632},
+      {"adam(lr=0.00025118864315)", "AdamOptimizer", 6, 0.924262, 0.003106, 0.636272, 0.029888},
+  };
+}
+
 void add_dataset_problem(const std::string& name, const std::string& model, const std::string& dataset,
                          std::size_t epochs, std::size_t parameters, const std::string& summary) {
   TestProblem entry;
+  entry.baselines = published_baselines(name);
   entry.name = name;
   entry.summary = summary;
   entry.model = model;
@@ -245,6 +259,27 @@ std::string problems_markdown() {
                        p.is_function() ? "fixed noise" : p.dataset, p.batch_size, p.epochs, p.parameters);
   }
   return out;
+}
+
+std::string baselines_markdown(const TestProblem& problem, std::size_t epochs_run) {
+  if (problem.baselines.empty()) return "";
+  std::string text = fmt::format(
+      "## DeepOBS's published baselines\n\n"
+      "{} as DeepOBS published it (TensorFlow; the baselines/ folder of its repository): each optimiser at the "
+      "learning rate DeepOBS's tuning chose, trained for the problem's budget, {} epochs of batch {}; test "
+      "accuracy and loss after the last epoch, mean ± sample standard deviation over its seeds.{}\n\n"
+      "| optimiser (DeepOBS) | the same here | seeds | final test acc (%) | final test loss |\n"
+      "|---|---|---:|---:|---:|\n",
+      problem.name, problem.epochs, problem.batch_size,
+      epochs_run == problem.epochs
+          ? ""
+          : fmt::format(" The runs above trained {} epoch{}: not the same point of training.", epochs_run,
+                        epochs_run == 1 ? "" : "s"));
+  for (const PublishedBaseline& b : problem.baselines) {
+    text += fmt::format("| {} | `{}` | {} | {:.2f} ± {:.2f} | {:.4f} ± {:.4f} |\n", b.deepobs, b.optimizer, b.seeds,
+                        100 * b.final_test_acc, 100 * b.final_test_acc_std, b.final_test_loss, b.final_test_loss_std);
+  }
+  return text;
 }
 
 std::vector<FunctionEvaluation> train_function_problem(const TestProblem& problem, const std::string& optimizer,

@@ -48,6 +48,18 @@ struct FunctionProblem {
   std::size_t rows(const std::vector<double>& set) const { return dim == 0 ? 0 : set.size() / dim; }
 };
 
+/// One of DeepOBS's published baselines for a problem (the baselines/ folder of its repository, DeepOBS 1.1 on
+/// TensorFlow, commit 873bbc2): an optimiser at the learning rate DeepOBS's tuning chose for it, trained for the
+/// problem's whole budget (epochs) over several seeds. Test metrics after the last epoch, mean and sample
+/// standard deviation over those seeds; NaN where the problem has no such metric.
+struct PublishedBaseline {
+  std::string optimizer;  // the same method as a spec of this library, its rate included
+  std::string deepobs;    // what DeepOBS calls it: "MomentumOptimizer (momentum 0.99)"
+  std::size_t seeds = 0;
+  double final_test_acc = 0, final_test_acc_std = 0;    // accuracy in [0, 1]
+  double final_test_loss = 0, final_test_loss_std = 0;
+};
+
 struct TestProblem : config::EntryInfo {
   std::string model;            // data-set problems: a model registered in nn::models(); empty for functions
   std::string dataset;          // "mnist" or "fashion"; empty for functions
@@ -57,6 +69,8 @@ struct TestProblem : config::EntryInfo {
   std::size_t parameters = 0;   // DeepOBS's count
   /// Function problems only: builds the problem (its parameters at the start, its fixed noise).
   std::function<FunctionProblem()> make_function;
+  /// DeepOBS's published baselines, where it has them (fmnist_2c2d); empty otherwise.
+  std::vector<PublishedBaseline> baselines;
   bool is_function() const { return static_cast<bool>(make_function); }
 };
 
@@ -65,6 +79,11 @@ config::Registry<TestProblem>& test_problems();
 /// The registry as text (--list-problems) and as the Markdown table of the README (--markdown --list-problems).
 std::string problems_help();
 std::string problems_markdown();
+
+/// The problem's published baselines as a Markdown section ("## DeepOBS's published baselines", a table of the
+/// optimisers, their specs here, seeds and final test metrics), to set beside runs of `epochs_run` epochs (said
+/// when that is not the problem's budget); "" when the problem has none.
+std::string baselines_markdown(const TestProblem& problem, std::size_t epochs_run);
 
 /// quadratic_deep's Hessian Q = Rᵀ diag(eigenvalues) R, 100 x 100 row-major, and its eigenvalues.
 struct DeepQuadratic {

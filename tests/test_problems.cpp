@@ -22,8 +22,10 @@
 #include "config/registry.hpp"
 #include "data/dataset.hpp"
 #include "examples/common/cli.hpp"
+#include "examples/common/lab.hpp"
 #include "examples/common/training.hpp"
 #include "nn/models.hpp"
+#include "optim/registry.hpp"
 #include "problems/test_problems.hpp"
 
 namespace {
@@ -174,6 +176,40 @@ TEST_CASE("test problems: DeepOBS's ten, each with its batch size, budget and pa
     CHECK(p.parameters == expected);
     CHECK(p.dataset == (name.starts_with("fmnist") ? "fashion" : "mnist"));
   }
+}
+
+TEST_CASE("published baselines: DeepOBS's three for fmnist_2c2d, as specs here, in the lab's Markdown") {
+  for (const std::string& name : problems::test_problems().names()) {
+    CAPTURE(name);
+    CHECK(problems::test_problems().at(name).baselines.size() == (name == "fmnist_2c2d" ? 3u : 0u));
+  }
+  const problems::TestProblem& p = problems::test_problems().at("fmnist_2c2d");
+  for (const problems::PublishedBaseline& b : p.baselines) {
+    CAPTURE(b.optimizer);
+    // Each is a spec the registry takes as it is written (every rate DeepOBS's grid point 10^(k/5)).
+    const config::Spec resolved = optim::resolve_optimizer(config::parse_spec(b.optimizer));
+    CHECK(resolved.name == config::parse_spec(b.optimizer).name);
+    CHECK(b.seeds >= 6);
+    CHECK(b.final_test_acc > 0.92);  // DeepOBS's paper: all three near 92 % on fmnist_2c2d
+    CHECK(b.final_test_acc < 0.93);
+    CHECK(b.final_test_acc_std < 0.005);
+    CHECK(b.final_test_loss > 0.6);  // the test loss rises while the accuracy holds: it overfits
+  }
+  const std::string full = problems::baselines_markdown(p, 100);
+  CHECK(full.starts_with("## DeepOBS's published baselines\n"));
+  CHECK(full.find("| GradientDescentOptimizer | `sgd(lr=0.15848931925)` | 7 | 92.27 ± 0.13 | 0.6827 ± 0.0219 |") !=
+        std::string::npos);
+  CHECK(full.find("| AdamOptimizer | `adam(lr=0.00025118864315)` | 6 | 92.43 ± 0.31 | 0.6363 ± 0.0299 |") !=
+        std::string::npos);
+  CHECK(full.find("not the same point") == std::string::npos);
+  CHECK(problems::baselines_markdown(p, 5).find("The runs above trained 5 epochs: not the same point") !=
+        std::string::npos);
+  CHECK(problems::baselines_markdown(problems::test_problems().at("mnist_mlp"), 100).empty());
+  // The lab's summary.md and the protocol's performance.md end with it.
+  RunConfig run = lab_config_of({"--problem", "fmnist_2c2d", "--epochs", "1"});
+  CHECK(examples::lab::baselines_section(run) == "\n" + problems::baselines_markdown(p, 1));
+  CHECK(examples::lab::baselines_section(lab_config_of({"--problem", "mnist_mlp"})).empty());
+  CHECK(examples::lab::baselines_section(lab_config_of({})).empty());
 }
 
 TEST_CASE("test problems: the networks take MNIST's images and give ten logits") {

@@ -29,6 +29,7 @@
 #include "config/options.hpp"
 #include "nn/models.hpp"
 #include "optim/registry.hpp"
+#include "problems/test_problems.hpp"
 
 namespace examples::lab {
 
@@ -240,6 +241,12 @@ std::string text_cell(const std::string& text) {
 }
 
 }  // namespace
+
+std::string baselines_section(const RunConfig& base) {
+  if (base.problem.empty()) return "";
+  const std::string section = problems::baselines_markdown(problems::test_problems().at(base.problem), base.epochs);
+  return section.empty() ? "" : "\n" + section;
+}
 
 std::string csv_text_cell(const std::string& text) { return text_cell(text); }
 
@@ -778,7 +785,7 @@ void write_outputs(const LabConfig& config, const Datasets& datasets, LabResult&
   const TargetContext targets = target_context(config, datasets);
   write_text((out / "summary.md").string(), markdown_document(config, datasets, lab.markdown, lab.interrupted) +
                                                 "\n## Time to target\n\n" + targets_markdown(lab.records, targets) +
-                                                kTargetsNote);
+                                                kTargetsNote + baselines_section(config.base));
   write_text((out / "summary.csv").string(), summary_csv(lab.summaries));
   write_text((out / "runs.csv").string(), runs_csv(lab.records));
   write_text((out / "targets.csv").string(), targets_csv(lab.records, targets));

@@ -157,6 +157,9 @@ std::string runs_csv(const std::vector<RunRecord>& records);
 std::string summary_csv(const std::vector<Summary>& summaries);
 /// The Markdown table; eval_name is "test" or "validation".
 std::string summary_markdown(const std::vector<Summary>& summaries, const std::string& eval_name = "test");
+/// The published baselines of the runs' test problem (problems::baselines_markdown), after a blank line; "" when
+/// the runs are of no problem, or of one without baselines.
+std::string baselines_section(const RunConfig& base);
 /// A CSV text cell, quoted when it holds a comma, a quote or a newline.
 std::string csv_text_cell(const std::string& text);
 /// The cells of one CSV line (a double-quoted cell may hold commas, and "" for a quote): csv_text_cell undone.

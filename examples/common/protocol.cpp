@@ -378,7 +378,8 @@ std::string performance_document(const LabConfig& lab, const std::vector<Perform
       "mean ± sample standard deviation over the runs that did not diverge.\n\n{}",
       lab.program, context_line(lab), p.lrs.size(), p.lrs.front(),
       p.lrs.back(), parse_selection(p.select).best ? "best" : "final", parse_selection(p.select).loss ? "loss" : "accuracy",
-      p.seeds - 1, performance_markdown(rows));
+      p.seeds - 1, performance_markdown(rows)) +
+         baselines_section(lab.base);
 }
 
 }  // namespace
