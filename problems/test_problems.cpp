@@ -267,7 +267,8 @@ std::string baselines_markdown(const TestProblem& problem, std::size_t epochs_ru
       "## DeepOBS's published baselines\n\n"
       "{} as DeepOBS published it (TensorFlow; the baselines/ folder of its repository): each optimiser at the "
       "learning rate DeepOBS's tuning chose, trained for the problem's budget, {} epochs of batch {}; test "
-      "accuracy and loss after the last epoch, mean ± sample standard deviation over its seeds.{}\n\n"
+      "accuracy and loss after the last epoch (on the 9,984 test images of its whole batches), mean ± sample "
+      "standard deviation over its seeds.{}\n\n"
       "| optimiser (DeepOBS) | the same here | seeds | final test acc (%) | final test loss |\n"
       "|---|---|---:|---:|---:|\n",
       problem.name, problem.epochs, problem.batch_size,
