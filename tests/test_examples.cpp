@@ -1461,6 +1461,24 @@ TEST_CASE("lab: a stored run stopped after its second epoch (killed before or af
   fs::remove_all(dir);
 }
 
+TEST_CASE("lab: a stored run of no epochs (--epochs 0) is the models' evaluation, stored as finished") {
+  const examples::Datasets data = mnist_subset(500);
+  const RunConfig run = store_run("mlp(hidden=[8])", 0);
+  const RunResult straight = examples::train(run, data);
+  REQUIRE(straight.epochs.size() == 1);  // the evaluation, at epoch 0
+  const fs::path dir = temp_path("store_no_epochs");
+  const examples::lab::RunStore store = empty_store(dir);
+  const std::string identity = examples::lab::run_identity(run, examples::lab::data_fingerprint(data), "flags");
+  const RunResult stored_now = store.train(run, identity, data, {}, nullptr);
+  REQUIRE(stored_now.epochs.size() == 1);
+  check_same(stored_now.epochs[0], straight.epochs[0]);
+  std::optional<RunResult> stored = store.finished(identity);
+  REQUIRE(stored);
+  REQUIRE(stored->epochs.size() == 1);
+  check_same(stored->epochs[0], straight.epochs[0]);
+  fs::remove_all(dir);
+}
+
 TEST_CASE("lab: a stored run evaluated on DeepOBS's splits resumes with all its evaluations, those before the checkpoint too") {
   examples::Datasets data = mnist_subset(1000);
   data.train_eval = data.train;  // small stand-ins for the splits: what is compared is what the store keeps

@@ -1,6 +1,5 @@
 #include "examples/common/resume.hpp"
 
-#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -178,9 +177,11 @@ RunResult RunStore::train(RunConfig run, const std::string& identity, const Data
   run.on_evaluation = [&so_far](const EvalMetrics& m) { so_far.evaluations.push_back(m); };
   run.save_path = checkpoint;
   RunResult result;
+  std::size_t trained = 0;  // the whole epochs this call trained (an evaluation-only run, --epochs 0, trains none)
   try {
     result = examples::train(run, datasets, [&](const EpochMetrics& m) {
       if (!m.partial) {
+        ++trained;
         so_far.epochs.push_back(m);
         write_stored(stored_epochs, with_identity(identity, result_text(so_far)), "a run's stored epochs");
       }
@@ -193,8 +194,7 @@ RunResult RunStore::train(RunConfig run, const std::string& identity, const Data
     if (std::string_view(error.what()).find(checkpoint) != std::string_view::npos) throw StoreError(error.what());
     throw;
   }
-  const std::size_t resumed = so_far.epochs.size() - std::count_if(result.epochs.begin(), result.epochs.end(),
-                                                                   [](const EpochMetrics& m) { return !m.partial; });
+  const auto resumed = static_cast<std::ptrdiff_t>(so_far.epochs.size() - trained);
   result.epochs.insert(result.epochs.begin(), so_far.epochs.begin(), so_far.epochs.begin() + resumed);
   result.evaluations.insert(result.evaluations.begin(), so_far.evaluations.begin(),
                             so_far.evaluations.begin() + static_cast<std::ptrdiff_t>(stored_evaluations));
