@@ -1611,12 +1611,13 @@ TEST_CASE("protocol: the chosen rate has the best validation metric; diverged ru
   CHECK_THROWS_WITH_AS(examples::lab::parse_selection("final-acc"), doctest::Contains("--select final-acc"), FlagError);
 }
 
-TEST_CASE("protocol: refusals name the flag: a spec with its own lr, --lrs, --seeds, --lr-grid without --protocol") {
+TEST_CASE("protocol: refusals name the flag: a spec with its own lr, --lrs, --seeds, --epochs 0, --lr-grid without --protocol") {
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases{
       {{"--protocol", "--optimizers", "adam(lr=1e-3)"}, "adam(lr=1e-3) sets lr=1e-3 itself"},
       {{"--protocol", "--lrs", "1e-3"}, "--lrs: not with --protocol"},
       {{"--protocol", "--seeds", "0,1"}, "--seeds: not with --protocol"},
       {{"--protocol", "--batch-sizes", "50,100"}, "--batch-sizes: --protocol tunes"},
+      {{"--protocol", "--epochs", "0"}, "--epochs 0: --protocol chooses each optimiser's rate"},
       {{"--lr-grid", "1e-3:1:4"}, "--lr-grid: only with --protocol"},
       {{"--protocol-seeds", "3"}, "--protocol-seeds: only with --protocol"},
       {{"--protocol", "--lr-grid", "1e-3:1"}, "--lr-grid 1e-3:1: the form is LO:HI:N"}};

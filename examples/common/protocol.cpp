@@ -134,6 +134,8 @@ void apply_protocol(const ProtocolFlagValues& values, const CLI::App& app, const
   }
   require(lab.batch_sizes.size() == 1, "--batch-sizes: --protocol tunes the learning rate at one batch size");
   require(lab.base.validation == 0, "--validation: --protocol holds out DeepOBS's validation set itself");
+  require(lab.base.epochs > 0, "--epochs 0: --protocol chooses each optimiser's rate by the validation metric its "
+                               "runs reach in training; give at least 1 epoch");
   ProtocolConfig& protocol = lab.protocol;
   protocol.enabled = true;
   protocol.lrs = parse_lr_grid(values.lr_grid);
