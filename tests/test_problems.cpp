@@ -326,7 +326,7 @@ TEST_CASE("function problems: SGD lowers quadratic_deep's losses; an evaluation 
                        doctest::Contains("a data-set problem"), std::invalid_argument);
 }
 
-TEST_CASE("evaluation every K steps: 1 + steps / K rows in the result and the CSV, off the training clock") {
+TEST_CASE("evaluation every K steps: 1 + steps / K rows in the result and the CSV, off the training clock; none with 0 epochs but the start's") {
   const examples::Datasets sets = small_mnist(2500, 500, 500);  // 2,000 training images: 20 steps of 100 an epoch
   RunConfig c = problem_config("mnist_logreg", "sgd(lr=0.1)");
   c.batch_size = 100;
@@ -361,6 +361,14 @@ TEST_CASE("evaluation every K steps: 1 + steps / K rows in the result and the CS
   REQUIRE(per_epoch.evaluations.size() == 3);
   CHECK(per_epoch.evaluations[2].step == 40);
   CHECK(per_epoch.evaluations[2].test_acc == per_epoch.epochs[1].test_acc);
+
+  c.epochs = 0;  // only evaluates: the splits too, once, at the start
+  const examples::RunResult none = examples::train(c, sets);
+  REQUIRE(none.evaluations.size() == 1);
+  CHECK(none.evaluations[0].step == 0);
+  CHECK(none.evaluations[0].validation_loss == per_epoch.evaluations[0].validation_loss);
+  CHECK(none.evaluations[0].test_acc == none.epochs[0].test_acc);
+  c.epochs = 2;
 
   examples::Datasets no_splits = sets;
   no_splits.validation = {};

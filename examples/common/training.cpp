@@ -309,8 +309,8 @@ class Trainer {
 
   RunResult run(const EpochCallback& on_epoch) {
     ag::DetectAnomalyGuard detect(config_.detect_anomaly || ag::detecting_anomalies());
-    if (config_.epochs == 0) return evaluate_only();
     if (config_.evaluation_splits && at_.step == 0) evaluate_splits();  // the start, as DeepOBS
+    if (config_.epochs == 0) return evaluate_only();
     for (std::size_t epoch = at_.epoch + 1; epoch <= last_epoch_; ++epoch) {
       EpochMetrics metrics = train_epoch(epoch);
       if (result_.diverged) break;
