@@ -13,12 +13,14 @@
 
 #include <CLI/CLI.hpp>
 #include <filesystem>
+#include <stdexcept>
 
 #include "examples/common/cli.hpp"
 #include "examples/common/preflight.hpp"
 #include "examples/common/targets.hpp"
 
 namespace lab = examples::lab;
+namespace fs = std::filesystem;
 
 int main(int argc, char** argv) {
   CLI::App app{"Performance profiles over test problems: per problem, each submission's (an optimiser spec without "
@@ -46,6 +48,14 @@ int main(int argc, char** argv) {
   std::vector<lab::Profile> profiles;
   const bool by_steps = by == "steps";
   int code = examples::checked(app.get_name(), [&] {
+    for (std::size_t i = 0; i < dirs.size(); ++i) {
+      for (std::size_t j = 0; j < i; ++j) {
+        if (fs::weakly_canonical(dirs[i]) == fs::weakly_canonical(dirs[j])) {
+          throw std::invalid_argument(fmt::format("{} and {} are the same lab output: each problem counts once",
+                                                  dirs[j], dirs[i]));
+        }
+      }
+    }
     for (const std::string& dir : dirs) problems.push_back(lab::read_problem_times(dir, by_steps));
     profiles = lab::performance_profiles(problems, tau_max);
     examples::prepare_output_dir("--out", out, {"profiles.md", "profiles.csv", "profiles.dat", "profiles.gp"});

@@ -225,6 +225,9 @@ TEST_CASE("performance_profiles: two lab outputs' times to target, the profile's
   Outcome missing = run("performance_profiles", {a.string(), (b / "nothing").string(), "--out", out.string()});
   CHECK(missing.code == 2);
   CHECK(missing.err.find("nothing/targets.csv: cannot open: No such file or directory") != std::string::npos);
+  Outcome twice = run("performance_profiles", {a.string(), b.string(), (a / ".").string(), "--out", out.string()});
+  CHECK(twice.code == 2);
+  CHECK(twice.err.find("are the same lab output: each problem counts once") != std::string::npos);
   Outcome tau = run("performance_profiles", {a.string(), "--tau-max", "1", "--out", out.string()});
   CHECK(tau.code == 2);
   CHECK(tau.err.find("--tau-max") != std::string::npos);
