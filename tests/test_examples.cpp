@@ -740,6 +740,20 @@ TEST_CASE("lab: a misspelt key or a value out of range exits 2 naming the optimi
   CHECK(range.find("nonexistent") == std::string::npos);
 }
 
+TEST_CASE("lab: a batch size no epoch holds whole (a test problem drops the partial batch) exits 2 before any run") {
+  const fs::path out = temp_path("lab_no_whole_batch");
+  fs::remove_all(out);
+  std::string said = captured(2, [&] {
+    CHECK(lab_main({"--problem", "mnist_logreg", "--train-subset", "100", "--epochs", "1", "--seeds", "0", "--out",
+                    out.string(), "--quiet", "--no-progress", "--jobs", "1"}) == 2);
+  });
+  MESSAGE(said);
+  CHECK(said.find("batch size 128: the 100 training images hold no whole batch") != std::string::npos);
+  CHECK_FALSE(fs::exists(out / "runs.csv"));
+  CHECK_FALSE(fs::exists(out / "runs"));
+  fs::remove_all(out);
+}
+
 TEST_CASE("lab: a tiny grid writes its CSV, Markdown table and PNGs") {
   fs::path out = temp_path("lab");
   fs::remove_all(out);

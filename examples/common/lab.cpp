@@ -766,6 +766,20 @@ std::string markdown_document(const LabConfig& config, const Datasets& datasets,
       table, eval, datasets.test.size(), eval);
 }
 
+/// Every batch size takes at least one step an epoch: a test problem drops an epoch's last partial batch, so one
+/// larger than the training set (after --train-subset) would train nothing. FlagError naming it, before any run.
+void check_batch_sizes(const LabConfig& config, const Datasets& datasets) {
+  for (std::size_t batch : config.batch_sizes) {
+    RunConfig run = config.base;
+    run.batch_size = batch;
+    if (config.base.epochs > 0 && steps_per_epoch(run, datasets.train) == 0) {
+      throw FlagError(fmt::format("batch size {}: the {} training images hold no whole batch, and a test problem "
+                                  "drops an epoch's last partial batch (as DeepOBS): no step would be taken",
+                                  batch, datasets.train.size()));
+    }
+  }
+}
+
 /// What targets.csv and the time-to-target table need: the targets, the evaluation set, each batch size's steps.
 TargetContext target_context(const LabConfig& config, const Datasets& datasets) {
   TargetContext context{config.thresholds, datasets.test_name, {}};
@@ -1038,6 +1052,7 @@ int lab_main(int argc, const char* const* argv, LabProgram program) {
       prepare_output_dir("--out", config.out_dir, {"curves.partial.csv", "curves.csv", "runs.csv", "summary.csv", "summary.md", "targets.csv"});
     }
     datasets = load_datasets(config.base);
+    check_batch_sizes(config, datasets);
     return 0;
   });
   code = mpi::agree(code);  // under mpirun: all ranks go on, or none
