@@ -137,6 +137,12 @@ std::vector<std::pair<std::string, config::Spec>> checked_optimizers(const probl
   if (!s.start.empty() && s.start.size() != 2) {
     throw examples::FlagError(fmt::format("--start: two coordinates x,y, got {}", s.start.size()));
   }
+  for (double coordinate : s.start) {
+    if (!std::isfinite(coordinate)) {
+      throw examples::FlagError(fmt::format("--start: {} is not a finite number (the point x,y the paths start from)",
+                                            coordinate));
+    }
+  }
   std::vector<std::pair<std::string, config::Spec>> specs;
   for (const std::string& text : s.optimizers.empty() ? function.default_optimizers : s.optimizers) {
     specs.emplace_back(text, optim::resolve_optimizer(config::parse_spec(text)));

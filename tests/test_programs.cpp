@@ -203,6 +203,9 @@ TEST_CASE("optimizer_paths: every optimiser's path on a test function, in CSV an
   Outcome start = run("optimizer_paths", {"--start", "1,2,3", "--out", scratch("p3").string()});
   CHECK(start.code == 2);
   CHECK(start.err.find("--start: two coordinates x,y, got 3") != std::string::npos);
+  Outcome not_finite = run("optimizer_paths", {"--start", "nan,1", "--out", scratch("p4").string()});
+  CHECK(not_finite.code == 2);
+  CHECK(not_finite.err.find("--start: nan is not a finite number") != std::string::npos);
 }
 
 TEST_CASE("performance_profiles: two lab outputs' times to target, the profile's table and figure; faults named") {
