@@ -21,6 +21,7 @@
 // --spectrum, spectrum.csv (eigenvalue, density; ggn-spectrum.csv for the GGN) and spectrum.png/.pdf.
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -461,12 +462,12 @@ int main(int argc, char** argv) {
                "optimisers' paths on one PCA plane; its Hessian's spectral density with --spectrum.",
                "loss_landscape");
   Settings s;
-  app.add_option("--epochs", s.epochs, "training epochs (Adam, lr 1e-3)")->check(CLI::Range(0, 1000))->capture_default_str();
+  app.add_option("--epochs", s.epochs, "training epochs (Adam, lr 1e-3)")->check(CLI::Range(1, 1000))->capture_default_str();
   app.add_option("--train-size", s.train_size, "training images")->check(CLI::Range(1, 60000))->capture_default_str();
   app.add_option("--subset", s.subset, "images the landscape's loss is taken on")->check(CLI::Range(1, 60000))->capture_default_str();
   app.add_option("--hidden", s.hidden, "hidden units")->check(CLI::Range(1, 4096))->capture_default_str();
   app.add_option("--grid", s.grid, "points per axis of the 2-D slice")->check(CLI::Range(2, 1001))->capture_default_str();
-  app.add_option("--range", s.range, "the slice covers [-range, range]^2")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--range", s.range, "the slice covers [-range, range]^2")->capture_default_str();
   app.add_option("--alpha-min", s.alpha_min, "first alpha of the 1-D curve")->capture_default_str();
   app.add_option("--alpha-max", s.alpha_max, "last alpha of the 1-D curve")->capture_default_str();
   app.add_option("--alphas", s.alphas, "points of the 1-D curve")->check(CLI::Range(2, 100001))->capture_default_str();
@@ -495,6 +496,13 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   if (int code = examples::parse(app, argc, argv); code >= 0) return code;
   return examples::checked("loss_landscape", [&] {
+    if (!(s.range > 0) || !std::isfinite(s.range)) {
+      throw examples::FlagError(fmt::format("--range: a positive finite number, got {}", s.range));
+    }
+    if (!std::isfinite(s.alpha_min) || !std::isfinite(s.alpha_max) || !(s.alpha_min < s.alpha_max)) {
+      throw examples::FlagError(fmt::format("--alpha-min {} and --alpha-max {}: two finite numbers, the first below "
+                                            "the second", s.alpha_min, s.alpha_max));
+    }
     for (const std::string& text : s.optimizers) optim::resolve_optimizer(config::parse_spec(text));  // refused now
     examples::prepare_output_dir("--out", s.out,
                                  {"interpolation.csv", "surface.csv", "surface.dat", "trajectory.csv", "plane.dat", "trajectory.dat", "interpolation.gp",

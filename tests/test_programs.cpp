@@ -278,6 +278,22 @@ TEST_CASE("loss_landscape: the 1-D curve from the initial to the final weights, 
   Outcome unknown = run("loss_landscape", {"--optimizers", "adam", "sgdd", "--out", scratch("l3").string()});
   CHECK(unknown.code == 2);
   CHECK(unknown.err.find("sgdd") != std::string::npos);
+  // Refused before any work: no path without an epoch, an empty or non-finite 1-D interval, an infinite slice.
+  const std::vector<std::pair<std::vector<std::string>, std::string>> refusals{
+      {{"--epochs", "0"}, "--epochs"},
+      {{"--alpha-min", "2", "--alpha-max", "1"}, "--alpha-min 2 and --alpha-max 1: two finite numbers"},
+      {{"--alpha-min", "nan"}, "--alpha-min nan and --alpha-max 1.5: two finite numbers"},
+      {{"--range", "inf"}, "--range: a positive finite number, got inf"},
+      {{"--range", "0"}, "--range: a positive finite number, got 0"}};
+  for (const auto& refusal : refusals) {
+    const std::string& message = refusal.second;
+    std::vector<std::string> args = refusal.first;
+    args.insert(args.end(), {"--out", scratch("l4").string()});
+    Outcome refused = run("loss_landscape", args);
+    CAPTURE(message);
+    CHECK(refused.code == 2);
+    CHECK(refused.err.find(message) != std::string::npos);
+  }
 }
 
 TEST_CASE("Ctrl-C: the run finishes its step, writes the checkpoint, the CSV row and the final line, exits 130") {
