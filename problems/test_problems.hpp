@@ -46,12 +46,34 @@ struct FunctionProblem {
   /// The mean loss over `rows` ([n, dim], float64), recorded on the tape.
   std::function<ag::Tensor(const ag::Tensor& rows)> loss;
   std::size_t rows(const std::vector<double>& set) const { return dim == 0 ? 0 : set.size() / dim; }
+  /// The mean loss over a whole set, without recording.
+  double mean_loss(const std::vector<double>& set) const;
+};
+
+/// A function problem's training rows in mini-batches, as DeepOBS draws them: a new permutation every epoch
+/// (from `seed`), `per_epoch()` whole batches of it, the remainder dropped.
+class FunctionBatches {
+ public:
+  /// std::invalid_argument naming the problem unless 1 <= batch_size <= its training rows.
+  FunctionBatches(const FunctionProblem& problem, const std::string& name, std::size_t batch_size, std::uint64_t seed);
+  std::size_t per_epoch() const { return order_.size() / batch_size_; }
+  /// Draws the next epoch's permutation.
+  void begin_epoch();
+  /// Batch `b` (< per_epoch()) of the current permutation, [batch_size, dim] in float64.
+  ag::Tensor batch(std::size_t b) const;
+
+ private:
+  const FunctionProblem& problem_;
+  std::size_t batch_size_;
+  ag::Generator shuffle_;
+  std::vector<std::size_t> order_;
 };
 
 /// One of DeepOBS's published baselines for a problem (the baselines/ folder of its repository, DeepOBS 1.1 on
 /// TensorFlow, commit 873bbc2): an optimiser at the learning rate DeepOBS's tuning chose for it, trained for the
 /// problem's whole budget (epochs) over several seeds. Test metrics after the last epoch, mean and sample
 /// standard deviation over those seeds (DeepOBS evaluates whole batches only: 9,984 of the 10,000 test images).
+/// A function problem has no accuracy: NaN.
 struct PublishedBaseline {
   std::string optimizer;  // the same method as a spec of this library, its rate included
   std::string deepobs;    // what DeepOBS calls it: "MomentumOptimizer (momentum 0.99)"

@@ -1723,3 +1723,92 @@ TEST_CASE("protocol: a tiny protocol chooses the best validation accuracy, rerun
   CHECK(read_file(out / "performance.csv") == table);
   fs::remove_all(out);
 }
+
+TEST_CASE("lab: a function problem (quadratic_deep) in the grid and the protocol: losses instead of accuracies, "
+          "no targets, the same bits in workers, DeepOBS's baselines beside") {
+  examples::lab::LabConfig c = lab_config({"--problem", "quadratic_deep", "--optimizers", "sgd(lr=0.01)", "adam(lr=0.03)",
+                                           "--seeds", "0,1", "--epochs", "4", "--no-progress"});
+  CHECK(c.thresholds.empty());  // target accuracies: a function has none
+  CHECK(c.batch_sizes == std::vector<std::size_t>{128});
+  const examples::Datasets none = examples::load_datasets(c.base);
+  c.gnuplot = "gnuplot";
+  c.out_dir = temp_path("lab_function1").string();
+  fs::remove_all(c.out_dir);
+  c.jobs = 1;
+  examples::lab::LabResult serial = examples::lab::run_lab(c, none, nullptr);
+  c.out_dir = temp_path("lab_function2").string();
+  fs::remove_all(c.out_dir);
+  c.jobs = 2;
+  examples::lab::LabResult parallel = examples::lab::run_lab(c, none, nullptr);
+  REQUIRE(serial.records.size() == 4);
+  REQUIRE(parallel.records.size() == 4);
+  for (std::size_t i = 0; i < 4; ++i) {
+    CAPTURE(i);
+    REQUIRE(serial.records[i].result.epochs.size() == 4);
+    CHECK(serial.records[i].result.steps == 28);
+    REQUIRE(parallel.records[i].result.epochs.size() == 4);
+    CHECK(parallel.records[i].result.epochs.back().test_loss == serial.records[i].result.epochs.back().test_loss);
+    CHECK(parallel.records[i].result.evaluations.size() == 5);
+  }
+  // Losses are tabled, mean and sample std over the seeds, from the runs' last epochs.
+  const double a = serial.records[0].result.epochs.back().test_loss, b = serial.records[1].result.epochs.back().test_loss;
+  REQUIRE(serial.summaries.size() == 2);
+  CHECK(serial.summaries[0].final_test_loss.mean == doctest::Approx((a + b) / 2));
+  CHECK(serial.summaries[0].final_test_loss.std == doctest::Approx(std::abs(a - b) / std::sqrt(2.0)));
+  CHECK(serial.markdown.find("| final test loss | best test loss | final train loss |") != std::string::npos);
+  CHECK(serial.markdown.find("acc") == std::string::npos);
+  const fs::path out(c.out_dir);
+  const std::string summary = read_file(out / "summary.md");
+  CHECK(summary.find("## Time to target") == std::string::npos);
+  CHECK(summary.find("## DeepOBS's published baselines") != std::string::npos);
+  CHECK(summary.find("nan") == std::string::npos);
+  CHECK(read_file(out / "curves.csv").find("nan") == std::string::npos);  // no accuracy: empty cells
+  CHECK(read_file(out / "summary.csv").find(",final_test_loss_mean,final_test_loss_std,") != std::string::npos);
+  if (!examples::lab::png_terminal("gnuplot").empty()) {
+    CHECK(read_file(out / "plot.gp").find("set multiplot layout 1,2") != std::string::npos);  // two losses
+    CHECK(read_file(out / "curves.png").compare(0, 8, "\x89PNG\r\n\x1a\n") == 0);
+  }
+  fs::remove_all(temp_path("lab_function1"));
+  fs::remove_all(out);
+
+  // Targets are accuracies: refused. The protocol chooses on the validation loss; an accuracy is refused.
+  CHECK(captured(2, [] { CHECK(lab_main({"--problem", "quadratic_deep", "--targets", "0.9"}) == 2); })
+            .find("--targets: accuracies to reach, and quadratic_deep is a function problem") != std::string::npos);
+  CHECK(lab_config({"--problem", "two_d_branin", "--protocol"}).protocol.select == "final-loss");
+  CHECK(lab_config({"--problem", "two_d_branin", "--protocol", "--select", "best-loss"}).protocol.select == "best-loss");
+  CHECK(captured(2, [] { CHECK(lab_main({"--problem", "two_d_branin", "--protocol", "--select", "best-accuracy"}) == 2); })
+            .find("--select best-accuracy: two_d_branin is a function problem, without an accuracy") !=
+        std::string::npos);
+}
+
+TEST_CASE("protocol: DeepOBS's whole protocol on quadratic_deep in seconds, chosen on the validation loss") {
+  const fs::path out = temp_path("protocol_quadratic");
+  fs::remove_all(out);
+  const std::vector<std::string> args{"--problem", "quadratic_deep", "--protocol", "--optimizers", "sgd,adam",
+                                      "--lr-grid", "1e-3:1e-1:5", "--protocol-seeds", "2", "--epochs", "5",
+                                      "--out", out.string(), "--quiet", "--no-progress", "--jobs", "2"};
+  int status = -1;
+  captured(1, [&] { status = lab_main(args); });
+  REQUIRE(status == 0);
+  const auto sensitivity = csv_rows(out / "sensitivity.csv");
+  REQUIRE(sensitivity.size() == 10);
+  for (const std::string name : {"sgd", "adam"}) {
+    CAPTURE(name);
+    std::optional<std::size_t> best;
+    for (std::size_t i = 0; i < sensitivity.size(); ++i) {
+      const auto& r = sensitivity[i];
+      if (r.at("optimizer") != name || r.at("diverged") == "1") continue;
+      CHECK(r.at("final_validation_acc").empty());
+      if (!best || std::stod(r.at("final_validation_loss")) < std::stod(sensitivity[*best].at("final_validation_loss"))) best = i;
+    }
+    REQUIRE(best.has_value());
+    CHECK(sensitivity[*best].at("chosen") == "1");
+  }
+  const std::string markdown = read_file(out / "performance.md");
+  MESSAGE(markdown);
+  CHECK(markdown.find("| optimizer | chosen lr | runs | final test loss | best test loss | diverged |") != std::string::npos);
+  CHECK(markdown.find("the best final validation loss is chosen") != std::string::npos);
+  CHECK(markdown.find("nan") == std::string::npos);
+  CHECK(markdown.find("inf") == std::string::npos);
+  fs::remove_all(out);
+}

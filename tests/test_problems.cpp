@@ -181,7 +181,8 @@ TEST_CASE("test problems: DeepOBS's ten, each with its batch size, budget and pa
 TEST_CASE("published baselines: DeepOBS's three for fmnist_2c2d, as specs here, in the lab's Markdown") {
   for (const std::string& name : problems::test_problems().names()) {
     CAPTURE(name);
-    CHECK(problems::test_problems().at(name).baselines.size() == (name == "fmnist_2c2d" ? 3u : 0u));
+    const bool published = name == "fmnist_2c2d" || name == "quadratic_deep";
+    CHECK(problems::test_problems().at(name).baselines.size() == (published ? 3u : 0u));
   }
   const problems::TestProblem& p = problems::test_problems().at("fmnist_2c2d");
   for (const problems::PublishedBaseline& b : p.baselines) {
@@ -210,6 +211,127 @@ TEST_CASE("published baselines: DeepOBS's three for fmnist_2c2d, as specs here, 
   CHECK(examples::lab::baselines_section(run) == "\n" + problems::baselines_markdown(p, 1));
   CHECK(examples::lab::baselines_section(lab_config_of({"--problem", "mnist_mlp"})).empty());
   CHECK(examples::lab::baselines_section(lab_config_of({})).empty());
+}
+
+TEST_CASE("published baselines: quadratic_deep's three, losses only (a function has no accuracy)") {
+  const problems::TestProblem& p = problems::test_problems().at("quadratic_deep");
+  for (const problems::PublishedBaseline& b : p.baselines) {
+    CAPTURE(b.optimizer);
+    CHECK(optim::resolve_optimizer(config::parse_spec(b.optimizer)).name == config::parse_spec(b.optimizer).name);
+    CHECK(b.seeds >= 3);
+    CHECK(std::isnan(b.final_test_acc));
+    CHECK(std::isnan(b.final_test_acc_std));
+    CHECK(b.final_test_loss > 87);  // DeepOBS's paper: all three end near 87 on quadratic_deep
+    CHECK(b.final_test_loss < 87.5);
+    CHECK(b.final_test_loss_std < 0.2);
+  }
+  const std::string text = problems::baselines_markdown(p, 100);
+  CHECK(text.find("| GradientDescentOptimizer | `sgd(lr=0.015848931925)` | 4 | — | 87.4419 ± 0.1893 |") !=
+        std::string::npos);
+  CHECK(text.find("| AdamOptimizer | `adam(lr=0.039810717055)` | 5 | — | 87.1060 ± 0.0243 |") != std::string::npos);
+  CHECK(text.find("its test loss at the start is 353.45") != std::string::npos);
+  CHECK(text.find("9,984") == std::string::npos);  // images: the data-set problems' words
+}
+
+TEST_CASE("function problems in the programs: train() trains them as problems::train_function_problem does, "
+          "losses only, the mean batch loss per epoch") {
+  RunConfig c = lab_config_of({"--problem", "quadratic_deep", "--epochs", "3"});
+  CHECK(c.problem == "quadratic_deep");
+  CHECK(c.batch_size == 128);
+  CHECK(c.evaluation_splits);
+  CHECK(examples::is_function_problem(c));
+  CHECK_FALSE(examples::is_function_problem(lab_config_of({"--problem", "mnist_mlp"})));
+  CHECK(examples::load_datasets(c).train.size() == 0);  // no data set to read
+  CHECK(examples::steps_per_epoch(c, {}) == 7);        // 1,000 draws in batches of 128
+  c.optimizer = optim::resolve_optimizer(config::parse_spec("sgd(lr=0.01)"));
+  c.progress = false;
+  c.eval_log.clear();
+  c.seed = 3;
+  std::vector<examples::EpochMetrics> seen;
+  const examples::RunResult r = examples::train(c, {}, [&](const examples::EpochMetrics& m) { seen.push_back(m); });
+  const problems::TestProblem& quadratic = problems::test_problems().at("quadratic_deep");
+  const auto library = problems::train_function_problem(quadratic, "sgd(lr=0.01)", 128, 3, 3);
+  CHECK_FALSE(r.diverged);
+  CHECK(r.steps == 21);
+  REQUIRE(r.epochs.size() == 3);
+  CHECK(seen.size() == 3);
+  REQUIRE(r.evaluations.size() == library.size());  // the start and each epoch's end
+  for (std::size_t k = 0; k < library.size(); ++k) {
+    CAPTURE(k);
+    CHECK(r.evaluations[k].step == library[k].step);
+    CHECK(r.evaluations[k].train_eval_loss == library[k].train_eval_loss);  // the same batches, the same bits
+    CHECK(r.evaluations[k].validation_loss == library[k].validation_loss);
+    CHECK(r.evaluations[k].test_loss == library[k].test_loss);
+    CHECK(std::isnan(r.evaluations[k].validation_acc));
+  }
+  for (std::size_t e = 0; e < 3; ++e) {
+    CHECK(r.epochs[e].epoch == e + 1);
+    CHECK(r.epochs[e].test_loss == library[e + 1].test_loss);
+    CHECK(std::isnan(r.epochs[e].test_acc));
+    CHECK(std::isnan(r.epochs[e].train_acc));
+    CHECK(r.epochs[e].lr == 0.01);
+  }
+  CHECK(std::isnan(r.best_test_acc));
+  CHECK(r.evaluation_seconds >= 0);
+
+  // At lr 0 nothing moves: an epoch's training loss is the mean of its 7 batches' losses at the start.
+  c.optimizer = optim::resolve_optimizer(config::parse_spec("sgd(lr=0)"));
+  c.epochs = 2;
+  const examples::RunResult still = examples::train(c, {});
+  const problems::FunctionProblem fp = quadratic.make_function();
+  problems::FunctionBatches batches(fp, "quadratic_deep", 128, 3);
+  for (std::size_t e = 0; e < 2; ++e) {
+    batches.begin_epoch();
+    double sum = 0;
+    for (std::size_t b = 0; b < batches.per_epoch(); ++b) {
+      ag::NoGradGuard no_grad;
+      sum += fp.loss(batches.batch(b)).item();
+    }
+    CHECK(still.epochs[e].train_loss == doctest::Approx(sum / 7).epsilon(1e-12));
+    CHECK(still.epochs[e].test_loss == still.evaluations.front().test_loss);
+  }
+
+  // Every K steps; a per-step schedule; no epochs: the start alone.
+  c.optimizer = optim::resolve_optimizer(config::parse_spec("adam(lr=0.01)"));
+  c.eval_every = 4;
+  c.schedule = optim::resolve_schedule(config::parse_spec("cosine"));
+  const examples::RunResult every = examples::train(c, {});
+  CHECK(every.evaluations.size() == 1 + 14 / 4);
+  CHECK(every.evaluations.back().step == 12);
+  CHECK(every.epochs.back().lr < every.epochs.front().lr);
+  c.epochs = 0;
+  const examples::RunResult none = examples::train(c, {});
+  REQUIRE(none.epochs.size() == 1);
+  CHECK(none.epochs[0].epoch == 0);
+  CHECK(none.epochs[0].test_loss == still.evaluations.front().test_loss);
+  CHECK(none.evaluations.size() == 1);
+  CHECK(none.steps == 0);
+}
+
+TEST_CASE("function problems in the programs: divergence stops the run saying where; checkpoints and model flags refused") {
+  RunConfig c = lab_config_of({"--problem", "quadratic_deep", "--epochs", "100", "--max-loss", "1e6"});
+  c.optimizer = optim::resolve_optimizer(config::parse_spec("sgd(lr=1)"));  // lr x 60 > 2: it grows
+  c.progress = false;
+  c.eval_log.clear();
+  const examples::RunResult r = examples::train(c, {});
+  CHECK(r.diverged);
+  CHECK(r.divergence.find("diverged: the training loss became") != std::string::npos);
+  CHECK(r.divergence.find("(above --max-loss 1000000)") != std::string::npos);
+  CHECK(r.steps < 100);
+  c.save_path = "never.ckpt";
+  CHECK(error_of([&] { examples::train(c, {}); }).find("is a function problem: no checkpoints (never.ckpt") !=
+        std::string::npos);
+  for (const char* flag : {"--track", "--loss", "--no-bias-decay", "--train-subset", "--data"}) {
+    CAPTURE(flag);
+    std::vector<std::string> args{"--problem", "two_d_beale", flag};
+    if (std::string(flag) == "--track") args.push_back("grad-norm");
+    if (std::string(flag) == "--loss") args.push_back("mse");
+    if (std::string(flag) == "--train-subset") args.push_back("10");
+    if (std::string(flag) == "--data") args.push_back("/tmp");
+    CHECK(error_of([&] { lab_config_of(args); }).find(std::string("--problem two_d_beale and ") + flag +
+                                                      ": a function problem has parameters and fixed noise") !=
+          std::string::npos);
+  }
 }
 
 TEST_CASE("test problems: the networks take MNIST's images and give ten logits") {
@@ -405,8 +527,8 @@ TEST_CASE("--problem and --eval-every: the problem's model, data, batch size and
   CHECK(lab_config_of({"--eval-every", "10"}).evaluation_splits);
   CHECK(error_of([] { lab_config_of({"--problem", "mnist_mlp", "--model", "cnn"}); })
             .find("--problem mnist_mlp and --model: the problem sets the model") != std::string::npos);
-  CHECK(error_of([] { lab_config_of({"--problem", "quadratic_deep"}); }).find("a function problem") !=
-        std::string::npos);
+  CHECK(error_of([] { lab_config_of({"--problem", "quadratic_deep", "--init", "normal"}); })
+            .find("--problem quadratic_deep and --init") != std::string::npos);
   CHECK(error_of([] { lab_config_of({"--problem", "cifar10_3c3d"}); }).find("unknown test problem 'cifar10_3c3d'") !=
         std::string::npos);
   CHECK(error_of([] { lab_config_of({"--eval-every", "0"}); }).find("--eval-every: at least 1") != std::string::npos);

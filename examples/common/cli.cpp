@@ -299,21 +299,26 @@ void check_ranges(const RunFlags::Raw& raw) {
 
 void RunFlags::apply_problem(RunConfig& c) const {
   const problems::TestProblem& problem = problems::test_problems().at(raw_.problem);
-  if (problem.is_function()) {
-    throw FlagError(fmt::format("--problem {}: a function problem (its loss is a function of fixed noise, not of a "
-                                "data set); the programs train the data-set problems, problems::train_function_problem "
-                                "trains this one",
-                                problem.name));
-  }
   for (const char* flag : {"--model", "--hidden", "--dataset", "--init"}) {
     if (given(flag)) {
       throw FlagError(fmt::format("--problem {} and {}: the problem sets the model, the data and the initialisation",
                                   problem.name, flag));
     }
   }
+  if (problem.is_function()) {
+    for (const char* flag : {"--data", "--train-subset", "--no-bias-decay", "--loss", "--track"}) {
+      if (given(flag)) {
+        throw FlagError(fmt::format("--problem {} and {}: a function problem has parameters and fixed noise, no "
+                                    "model, data set or classifier loss",
+                                    problem.name, flag));
+      }
+    }
+    c.model = config::Spec{};
+  } else {
+    c.model = nn::resolve_model(config::Spec{problem.model, {}});
+    c.images = nn::models().at(problem.model).images;
+  }
   c.problem = problem.name;
-  c.model = nn::resolve_model(config::Spec{problem.model, {}});
-  c.images = nn::models().at(problem.model).images;
   c.dataset = problem.dataset;
   if (!given("--batch-size")) c.batch_size = problem.batch_size;
   if (!given("--epochs")) c.epochs = problem.epochs;

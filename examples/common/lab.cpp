@@ -179,7 +179,7 @@ Summary summary_of(const GridPoint& point, const std::vector<const RunRecord*>& 
   Summary s;
   s.point = point;
   s.thresholds = thresholds;
-  std::vector<double> final_acc, best_acc, final_loss, seconds;
+  std::vector<double> final_acc, best_acc, final_loss, seconds, final_test_loss, best_test_loss;
   std::vector<std::vector<double>> reached(thresholds.size());
   for (const RunRecord* run : runs) {
     const RunResult& r = run->result;
@@ -192,6 +192,10 @@ Summary summary_of(const GridPoint& point, const std::vector<const RunRecord*>& 
     final_acc.push_back(r.epochs.back().test_acc);
     best_acc.push_back(r.best_test_acc);
     final_loss.push_back(r.epochs.back().train_loss);
+    final_test_loss.push_back(r.epochs.back().test_loss);
+    best_test_loss.push_back(std::min_element(r.epochs.begin(), r.epochs.end(), [](const auto& a, const auto& b) {
+                               return a.test_loss < b.test_loss;
+                             })->test_loss);
     seconds.push_back(r.seconds);
     for (std::size_t t = 0; t < thresholds.size(); ++t) {
       std::size_t epoch = first_epoch_reaching(r, thresholds[t]);
@@ -201,6 +205,8 @@ Summary summary_of(const GridPoint& point, const std::vector<const RunRecord*>& 
   s.final_test_acc = stat_of(final_acc);
   s.best_test_acc = stat_of(best_acc);
   s.final_train_loss = stat_of(final_loss);
+  s.final_test_loss = stat_of(final_test_loss);
+  s.best_test_loss = stat_of(best_test_loss);
   s.seconds = stat_of(seconds);
   for (const auto& epochs : reached) s.epochs_to.push_back(stat_of(epochs));
   return s;
@@ -298,8 +304,9 @@ std::string curves_csv_rows(const RunRecord& record, const std::vector<std::stri
   std::string rows;
   std::string point = point_cells(record.point.optimizer, keys);
   for (const EpochMetrics& m : record.result.epochs) {
-    rows += fmt::format("{},{},{},{},{:.9g},{:.6f},{:.9g},{:.6f},{:.6g},{:.4f}\n", point, record.point.batch_size,
-                        record.seed, m.epoch, m.train_loss, m.train_acc, m.test_loss, m.test_acc, m.lr, m.seconds);
+    rows += fmt::format("{},{},{},{},{:.9g},{},{:.9g},{},{:.6g},{:.4f}\n", point, record.point.batch_size,
+                        record.seed, m.epoch, m.train_loss, cell(m.train_acc, "{:.6f}"), m.test_loss,
+                        cell(m.test_acc, "{:.6f}"), m.lr, m.seconds);
   }
   return rows;
 }
@@ -329,7 +336,8 @@ std::string summary_csv(const std::vector<Summary>& summaries) {
   std::vector<std::string> keys = hyper_keys(specs_of(points));
   std::string text = point_header(keys) +
                      ",batch_size,runs,diverged,final_test_acc_mean,final_test_acc_std,best_test_acc_mean,"
-                     "best_test_acc_std,final_train_loss_mean,final_train_loss_std";
+                     "best_test_acc_std,final_train_loss_mean,final_train_loss_std,final_test_loss_mean,"
+                     "final_test_loss_std,best_test_loss_mean,best_test_loss_std";
   std::vector<double> thresholds = summaries.empty() ? std::vector<double>{} : summaries.front().thresholds;
   for (double t : thresholds) text += fmt::format(",epochs_to_{0}_mean,epochs_to_{0}_std,reached_{0}", threshold_name(t));
   text += ",seconds_mean,seconds_std\n";
@@ -338,6 +346,8 @@ std::string summary_csv(const std::vector<Summary>& summaries) {
                         s.runs, s.diverged, cell(s.final_test_acc.mean), cell(s.final_test_acc.std),
                         cell(s.best_test_acc.mean), cell(s.best_test_acc.std), cell(s.final_train_loss.mean),
                         cell(s.final_train_loss.std));
+    text += fmt::format(",{},{},{},{}", cell(s.final_test_loss.mean), cell(s.final_test_loss.std),
+                        cell(s.best_test_loss.mean), cell(s.best_test_loss.std));
     for (const Stat& e : s.epochs_to) text += fmt::format(",{},{},{}", cell(e.mean), cell(e.std), e.n);
     text += fmt::format(",{},{}\n", cell(s.seconds.mean, "{:.3f}"), cell(s.seconds.std, "{:.3f}"));
   }
@@ -367,8 +377,14 @@ std::string epochs_cell(const Stat& s, std::size_t completed) {
   return text;
 }
 
+/// Whether the summaries' runs measured an accuracy (a function problem's do not: NaN).
+bool measured_accuracy(const std::vector<Summary>& summaries) {
+  return std::none_of(summaries.begin(), summaries.end(),
+                      [](const Summary& s) { return s.final_test_acc.n > 0 && std::isnan(s.final_test_acc.mean); });
+}
+
 std::string markdown_header(const std::vector<std::string>& varying, bool show_batch,
-                            const std::vector<double>& thresholds, const std::string& eval_name) {
+                            const std::vector<double>& thresholds, const std::string& eval_name, bool accuracy) {
   std::string header = "| optimizer", rule = "|---";
   for (const std::string& key : varying) {
     header += " | " + key;
@@ -378,7 +394,8 @@ std::string markdown_header(const std::vector<std::string>& varying, bool show_b
     header += " | batch";
     rule += "|---:";
   }
-  header += fmt::format(" | runs | final {0} acc (%) | best {0} acc (%) | final train loss", eval_name);
+  header += fmt::format(" | runs | final {0} {1} | best {0} {1} | final train loss", eval_name,
+                        accuracy ? "acc (%)" : "loss");
   rule += "|---:|---:|---:|---:";
   for (double t : thresholds) {
     header += fmt::format(" | epochs to {} %", threshold_name(t));
@@ -395,7 +412,8 @@ std::string summary_markdown(const std::vector<Summary>& summaries, const std::s
   const std::vector<std::string> varying = varying_keys(specs_of(points));
   const bool show_batch = !points.empty() && batch_varies(points);
   std::vector<double> thresholds = summaries.empty() ? std::vector<double>{} : summaries.front().thresholds;
-  std::string text = markdown_header(varying, show_batch, thresholds, eval_name);
+  const bool accuracy = measured_accuracy(summaries);
+  std::string text = markdown_header(varying, show_batch, thresholds, eval_name, accuracy);
   for (const Summary& s : summaries) {
     std::size_t completed = s.runs - s.diverged;
     text += "| " + s.point.optimizer.name + (s.diverged > 0 ? " ⚠" : "");
@@ -404,7 +422,9 @@ std::string summary_markdown(const std::vector<Summary>& summaries, const std::s
       text += " | " + (value ? *value : std::string(kNone));
     }
     if (show_batch) text += fmt::format(" | {}", s.point.batch_size);
-    text += fmt::format(" | {} | {} | {} | {}", s.runs, pm(s.final_test_acc, 100, 2), pm(s.best_test_acc, 100, 2),
+    text += fmt::format(" | {} | {} | {} | {}", s.runs,
+                        accuracy ? pm(s.final_test_acc, 100, 2) : pm_general(s.final_test_loss),
+                        accuracy ? pm(s.best_test_acc, 100, 2) : pm_general(s.best_test_loss),
                         pm_general(s.final_train_loss));
     for (const Stat& e : s.epochs_to) text += " | " + epochs_cell(e, completed);
     text += fmt::format(" | {} | {} |\n", pm(s.seconds, 1, 1),
@@ -621,6 +641,11 @@ LabConfig LabFlags::config() const {
   require(!lab.seeds.empty(), "--seeds: at least one seed");
   lab.thresholds = targets_;
   for (double t : lab.thresholds) require(t > 0 && t <= 1, fmt::format("--targets: accuracies in (0, 1], got {:g}", t));
+  if (is_function_problem(lab.base)) {  // targets are accuracies, and a function has none
+    require(app_.count("--targets") == 0,
+            fmt::format("--targets: accuracies to reach, and {} is a function problem, without one", lab.base.problem));
+    lab.thresholds.clear();
+  }
   lab.out_dir = out_;
   require(!lab.out_dir.empty(), "--out: needs a directory");
   lab.gnuplot = gnuplot_;
@@ -642,9 +667,12 @@ namespace {
 /// The second title line and the first of summary.md: model, data, epochs, schedule.
 std::string context_of(const LabConfig& config, const Datasets& datasets) {
   const RunConfig& b = config.base;
-  std::string context = fmt::format("{}, init {}, {} ({} train / {} {}), {} epoch{}", b.model.text(), b.init, b.dataset,
-                                    datasets.train.size(), datasets.test.size(), datasets.test_name, b.epochs,
-                                    b.epochs == 1 ? "" : "s");
+  std::string context =
+      is_function_problem(b)
+          ? fmt::format("{} (its loss a function of fixed noise), {} epoch{}", b.problem, b.epochs, b.epochs == 1 ? "" : "s")
+          : fmt::format("{}, init {}, {} ({} train / {} {}), {} epoch{}", b.model.text(), b.init, b.dataset,
+                        datasets.train.size(), datasets.test.size(), datasets.test_name, b.epochs,
+                        b.epochs == 1 ? "" : "s");
   bool scheduled = b.schedule.name != "constant";
   for (const auto& [key, value] : b.schedule.args) scheduled = scheduled || (key.starts_with("warmup") && key != "warmup_start" && value != "0");
   if (scheduled) {
@@ -656,6 +684,12 @@ std::string context_of(const LabConfig& config, const Datasets& datasets) {
 }
 
 void print_epoch(std::FILE* log, const EpochMetrics& m, const std::string& eval) {
+  if (std::isnan(m.test_acc)) {  // a function problem: losses only
+    fmt::print(log, "  epoch {:>3}{} train_loss={:.6g} {}_loss={:.6g} lr={:.4g} seconds={:.3f}\n", m.epoch,
+               m.partial ? " (interrupted)" : "", m.train_loss, eval, m.test_loss, m.lr, m.seconds);
+    std::fflush(log);
+    return;
+  }
   fmt::print(log, "  epoch {:>3}{} train_loss={:.4f} train_acc={:.4f} {}_loss={:.4f} {}_acc={:.4f} lr={:.4g} seconds={:.2f}\n",
              m.epoch, m.partial ? " (interrupted)" : "", m.train_loss, m.train_acc, eval, m.test_loss, eval, m.test_acc,
              m.lr, m.seconds);
@@ -695,7 +729,8 @@ Grid::Grid(const LabConfig& config, const Datasets& datasets)
     : points(grid_points(config)), seeds(config.seeds), total(points.size() * seeds.size()) {
   if (!config.resume) return;
   store.emplace((fs::path(config.out_dir) / "runs").string());
-  const std::string fingerprint = data_fingerprint(datasets);
+  const std::string fingerprint =
+      is_function_problem(config.base) ? "function problem " + config.base.problem : data_fingerprint(datasets);
   for (std::size_t index = 0; index < total; ++index) {
     identities.push_back(run_identity(run_config(config, point(index), seed(index), index), fingerprint,
                                       config.flags_identity));
@@ -753,17 +788,24 @@ std::string markdown_document(const LabConfig& config, const Datasets& datasets,
   std::vector<std::string> seeds;
   for (std::uint64_t s : config.seeds) seeds.push_back(std::to_string(s));
   const std::string& eval = datasets.test_name;
+  const std::string measures =
+      is_function_problem(config.base)
+          ? fmt::format("Losses are the function's: on the {} set's fixed draws after the last epoch (final) and at "
+                        "the lowest epoch (best); the training loss is the mean over the last epoch's batches (the "
+                        "draws' noise included). A function has no accuracy, hence no target accuracies.",
+                        eval)
+          : fmt::format("Accuracies are on the {} set ({} images) after the last epoch (final) and at the best epoch "
+                        "(best); the training loss is the mean cross-entropy over the last epoch's batches. \"Epochs "
+                        "to X %\" is the first epoch whose {} accuracy reaches X %, averaged over the runs that reach "
+                        "it ((k/n) when only k of the n completed runs do, \"never\" when none does).",
+                        eval, datasets.test.size(), eval);
   return fmt::format(
       "# {}\n\n{}; seeds {}; BLAS threads {}.\n\nOptimisers (resolved): {}.\n\n{}{}\n"
-      "Mean ± sample standard deviation over the seeds. Accuracies are on the {} set ({} images) after the last "
-      "epoch (final) and at the best epoch (best); the training loss is the mean cross-entropy over the last "
-      "epoch's batches. \"Epochs to X %\" is the first epoch whose {} accuracy reaches X %, averaged over the runs "
-      "that reach it ((k/n) when only k of the n completed runs do, \"never\" when none does). Seconds: training "
-      "time per run, evaluation excluded. Diverged runs (⚠: a non-finite loss) are counted and left out of the "
-      "means.\n",
+      "Mean ± sample standard deviation over the seeds. {} Seconds: training time per run, evaluation excluded. "
+      "Diverged runs (⚠: a non-finite loss) are counted and left out of the means.\n",
       config.program, context_of(config, datasets), joined(seeds), config.base.threads, joined(specs),
       interrupted ? "**Interrupted (Ctrl-C): the grid stopped early; the table holds the runs completed.**\n\n" : "",
-      table, eval, datasets.test.size(), eval);
+      table, measures);
 }
 
 /// Every batch size takes at least one step an epoch: a test problem drops an epoch's last partial batch, so one
@@ -773,9 +815,10 @@ void check_batch_sizes(const LabConfig& config, const Datasets& datasets) {
     RunConfig run = config.base;
     run.batch_size = batch;
     if (config.base.epochs > 0 && steps_per_epoch(run, datasets.train) == 0) {
-      throw FlagError(fmt::format("batch size {}: the {} training images hold no whole batch, and a test problem "
-                                  "drops an epoch's last partial batch (as DeepOBS): no step would be taken",
-                                  batch, datasets.train.size()));
+      throw FlagError(fmt::format("batch size {}: the {} hold no whole batch, and a test problem drops an epoch's "
+                                  "last partial batch (as DeepOBS): no step would be taken",
+                                  batch, is_function_problem(run) ? config.base.problem + "'s training draws"
+                                                                  : fmt::format("{} training images", datasets.train.size())));
     }
   }
 }
@@ -797,9 +840,10 @@ void write_outputs(const LabConfig& config, const Datasets& datasets, LabResult&
   lab.summaries = summarise(lab.records, config.thresholds);
   lab.markdown = summary_markdown(lab.summaries, datasets.test_name);
   const TargetContext targets = target_context(config, datasets);
+  const std::string time_to_target =
+      config.thresholds.empty() ? "" : "\n## Time to target\n\n" + targets_markdown(lab.records, targets) + kTargetsNote;
   write_text((out / "summary.md").string(), markdown_document(config, datasets, lab.markdown, lab.interrupted) +
-                                                "\n## Time to target\n\n" + targets_markdown(lab.records, targets) +
-                                                kTargetsNote + baselines_section(config.base));
+                                                time_to_target + baselines_section(config.base));
   write_text((out / "summary.csv").string(), summary_csv(lab.summaries));
   write_text((out / "runs.csv").string(), runs_csv(lab.records));
   write_text((out / "targets.csv").string(), targets_csv(lab.records, targets));
@@ -987,9 +1031,14 @@ namespace {
 
 void print_plan(const LabConfig& config, const Datasets& datasets) {
   const RunConfig& b = config.base;
-  RunConfig sized = b;
-  sized.images = nn::models().at(b.model.name).images;
-  std::size_t parameters = build_model(sized, datasets.train)->parameter_count();
+  std::size_t parameters = 0;
+  if (is_function_problem(b)) {
+    parameters = problems::test_problems().at(b.problem).parameters;
+  } else {
+    RunConfig sized = b;
+    sized.images = nn::models().at(b.model.name).images;
+    parameters = build_model(sized, datasets.train)->parameter_count();
+  }
   fmt::print("# {} ({} parameters)\n", context_of(config, datasets), parameters);
   fmt::print("# grid: {} optimiser spec{} x batch sizes {} x seeds {} = {} runs; output in {}\n", config.optimizers.size(),
              config.optimizers.size() == 1 ? "" : "s", joined_numbers(config.batch_sizes), joined_numbers(config.seeds),

@@ -130,6 +130,7 @@ struct Summary {
   GridPoint point;
   std::size_t runs = 0, diverged = 0;
   Stat final_test_acc, best_test_acc, final_train_loss, seconds;
+  Stat final_test_loss, best_test_loss;  // the evaluation set's loss after the last epoch, and its lowest
   std::vector<double> thresholds;
   std::vector<Stat> epochs_to;  // per threshold, over the runs that reach it (n of them)
 };
@@ -155,7 +156,8 @@ std::string curves_csv_header(const std::vector<std::string>& keys);
 std::string curves_csv_rows(const RunRecord& record, const std::vector<std::string>& keys);
 std::string runs_csv(const std::vector<RunRecord>& records);
 std::string summary_csv(const std::vector<Summary>& summaries);
-/// The Markdown table; eval_name is "test" or "validation".
+/// The Markdown table; eval_name is "test" or "validation". Runs without accuracies (a function problem's) are
+/// tabled by their evaluation loss, final and lowest, instead.
 std::string summary_markdown(const std::vector<Summary>& summaries, const std::string& eval_name = "test");
 /// The published baselines of the runs' test problem (problems::baselines_markdown), after a blank line; "" when
 /// the runs are of no problem, or of one without baselines.

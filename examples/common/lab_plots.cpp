@@ -18,6 +18,24 @@ namespace fs = std::filesystem;
 
 namespace {
 
+/// What the runs measured, for the panels: a function problem's runs have no accuracy (NaN), and its losses may
+/// be negative (a noisy 2-D function's training loss), which a log axis cannot show.
+struct Measured {
+  bool accuracy = false, positive_train_loss = true, positive_test_loss = true;
+};
+
+Measured measured_in(const std::vector<RunRecord>& records) {
+  Measured m;
+  for (const RunRecord& r : records) {
+    for (const EpochMetrics& e : r.result.epochs) {
+      m.accuracy = m.accuracy || !std::isnan(e.test_acc);
+      m.positive_train_loss = m.positive_train_loss && !(e.train_loss <= 0);
+      m.positive_test_loss = m.positive_test_loss && !(e.test_loss <= 0);
+    }
+  }
+  return m;
+}
+
 struct Band {
   double mean = 0, lo = 0, hi = 0;
 };
@@ -45,7 +63,7 @@ double steps_at(const RunResult& r, std::size_t e) {
 }
 
 /// One line of bands.dat: epoch e (0-based) over the runs that reached it.
-std::string band_row(const std::vector<const RunResult*>& completed, std::size_t e) {
+std::string band_row(const std::vector<const RunResult*>& completed, std::size_t e, const Measured& measured) {
   std::vector<double> steps, seconds, train_loss, test_loss, test_acc;
   std::size_t epoch = 0;
   for (const RunResult* r : completed) {
@@ -59,7 +77,8 @@ std::string band_row(const std::vector<const RunResult*>& completed, std::size_t
     test_loss.push_back(r->epochs[e].test_loss);
     test_acc.push_back(100 * r->epochs[e].test_acc);
   }
-  Band a = band_of(train_loss, true), b = band_of(test_loss, true), c = band_of(test_acc, false);
+  Band a = band_of(train_loss, measured.positive_train_loss), b = band_of(test_loss, measured.positive_test_loss),
+       c = band_of(test_acc, false);
   return fmt::format("{} {} {:.9g} {:.6g} {:.9g} {:.9g} {:.9g} {:.9g} {:.9g} {:.9g} {:.6f} {:.6f} {:.6f}\n", epoch,
                      train_loss.size(), stat_of(steps).mean, stat_of(seconds).mean, a.mean, a.lo, a.hi, b.mean, b.lo,
                      b.hi, c.mean, c.lo, c.hi);
@@ -67,7 +86,7 @@ std::string band_row(const std::vector<const RunResult*>& completed, std::size_t
 
 /// One curve per point with a completed run: mean +- std per epoch over its completed runs.
 std::vector<Curve> curves_of(const std::vector<RunRecord>& records, const std::vector<std::string>& varying,
-                             bool vary_batch, const std::string& eval_name) {
+                             bool vary_batch, const std::string& eval_name, const Measured& measured) {
   std::vector<Curve> curves;
   for (const auto& [point, runs] : group(records)) {
     std::vector<const RunResult*> completed;
@@ -86,7 +105,7 @@ std::vector<Curve> curves_of(const std::vector<RunRecord>& records, const std::v
     for (const RunResult* r : completed) epochs = std::max(epochs, r->epochs.size());
     curve.rows = fmt::format("# {0}\n# epoch runs steps seconds train_loss lo hi {1}_loss lo hi {1}_acc% lo hi\n",
                              curve.label, eval_name);
-    for (std::size_t e = 0; e < epochs; ++e) curve.rows += band_row(completed, e);
+    for (std::size_t e = 0; e < epochs; ++e) curve.rows += band_row(completed, e, measured);
     curves.push_back(std::move(curve));
   }
   return curves;
@@ -139,8 +158,12 @@ struct Panel {
   bool log_y;
 };
 
-std::vector<Panel> panels_for(const std::string& eval_name) {
+std::vector<Panel> panels_for(const std::string& eval_name, const Measured& measured) {
   std::string Eval = eval_name == "test" ? "Test" : "Validation";
+  if (!measured.accuracy) {  // a function problem: its two losses
+    return {{"Training loss", "training loss (the function, batch noise)", 5, measured.positive_train_loss},
+            {Eval + " loss", eval_name + " loss (the function)", 8, measured.positive_test_loss}};
+  }
   return {{"Training loss", "training loss (cross-entropy)", 5, true},
           {Eval + " loss", eval_name + " loss (cross-entropy)", 8, true},
           {Eval + " accuracy", eval_name + " accuracy (%)", 11, false}};
@@ -202,7 +225,7 @@ std::string key_script(const std::vector<Curve>& curves, const std::vector<std::
   return script;
 }
 
-/// The whole figure on one terminal: three panels side by side, their shared title above, the key below.
+/// The whole figure on one terminal: its panels side by side, their shared title above, the key below.
 std::string figure_script(const std::string& terminal_line, const std::string& output, const std::string& title,
                           const std::vector<Panel>& panels, const XAxis& x, const std::vector<Curve>& curves,
                           const std::vector<std::string>& colours, double key_fraction, std::size_t key_columns) {
@@ -210,8 +233,10 @@ std::string figure_script(const std::string& terminal_line, const std::string& o
   // `title` is a gnuplot string expression (two lines joined by "\n").
   script += "set grid lc rgb '#d0d0d0'\nset border lc rgb '#404040'\nset style fill transparent solid 0.28 noborder\n";
   script += x.column == 1 && x.max <= 30 ? "set xtics 1\n" : "set xtics autofreq\n";
-  script += fmt::format("set multiplot layout 1,3 title {} margins 0.06, 0.99, {:.3f}, 0.86 spacing 0.07, 0\n", title,
-                        key_fraction);
+  // Margins and gaps as fractions of the width: two panels (a function problem's) are on a narrower canvas.
+  const bool two = panels.size() == 2;
+  script += fmt::format("set multiplot layout 1,{} title {} margins {}, 0.99, {:.3f}, 0.86 spacing {}, 0\n",
+                        panels.size(), title, two ? 0.08 : 0.06, key_fraction, two ? 0.1 : 0.07);
   for (const Panel& p : panels) script += panel_script(p, x, curves, colours);
   script += key_script(curves, colours, key_fraction - 0.07, key_columns);
   return script + "unset multiplot\nunset output\n";
@@ -276,7 +301,9 @@ PlotOutcome write_plots(const LabConfig& config, const std::vector<RunRecord>& r
   PlotOutcome outcome;
   std::vector<GridPoint> points = grid_points(config);
   std::vector<std::string> varying = varying_keys(config.optimizers);
-  std::vector<Curve> curves = curves_of(records, varying, !points.empty() && batch_varies(points), eval_name);
+  const Measured measured = measured_in(records);
+  std::vector<Curve> curves =
+      curves_of(records, varying, !points.empty() && batch_varies(points), eval_name, measured);
   if (curves.empty()) {
     outcome.message = "no plots: no run completed an epoch without diverging";
     return outcome;
@@ -298,10 +325,10 @@ PlotOutcome write_plots(const LabConfig& config, const std::vector<RunRecord>& r
                       " . \"\\n\" . " + gnuplot_string(context);
   const std::size_t columns = std::min<std::size_t>(curves.size(), 4);
   const std::size_t rows = (curves.size() + columns - 1) / columns;
-  const int width = 1500, height = 520 + 24 * static_cast<int>(rows);
+  const int width = measured.accuracy ? 1500 : 1100, height = 520 + 24 * static_cast<int>(rows);
   const double key_fraction = (24.0 * static_cast<double>(rows) + 75.0) / height;
   std::vector<std::string> colours = family_colours(optimizers);
-  std::vector<Panel> panels = panels_for(eval_name);
+  std::vector<Panel> panels = panels_for(eval_name, measured);
   std::size_t max_epoch = 0;
   for (const RunRecord& r : records) {
     if (!r.result.epochs.empty()) max_epoch = std::max(max_epoch, r.result.epochs.back().epoch);

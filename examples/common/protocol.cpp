@@ -141,7 +141,13 @@ void apply_protocol(const ProtocolFlagValues& values, const CLI::App& app, const
   protocol.lrs = parse_lr_grid(values.lr_grid);
   protocol.seeds = values.seeds;
   protocol.select = values.select;
-  parse_selection(values.select);
+  if (is_function_problem(lab.base)) {  // a function has no accuracy: its rates are chosen on the validation loss
+    require(app.count("--select") == 0 || parse_selection(values.select).loss,
+            fmt::format("--select {}: {} is a function problem, without an accuracy (final-loss or best-loss)",
+                        values.select, lab.base.problem));
+    if (app.count("--select") == 0) protocol.select = "final-loss";
+  }
+  parse_selection(protocol.select);
   add_optimisers(texts, resolve, protocol);
   lab.optimizers.clear();
   for (const auto& settings : protocol.settings) {
@@ -171,6 +177,7 @@ RunMetrics metrics_of(const RunResult& result) {
     m.best_test_loss = std::min(m.best_test_loss, e.test_loss);
     m.best_test_acc = std::max(m.best_test_acc, e.test_acc);
   }
+  if (std::isnan(last.validation_acc)) m.best_validation_acc = m.best_test_acc = last.validation_acc;  // none
   return m;
 }
 
@@ -248,13 +255,19 @@ std::string performance_csv(const std::vector<PerformanceRow>& rows) {
 }
 
 std::string performance_markdown(const std::vector<PerformanceRow>& rows) {
-  std::string text =
-      "| optimizer | chosen lr | runs | final test acc (%) | best test acc (%) | final test loss | best test loss | "
-      "diverged |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
+  // A function problem's runs have no accuracy (NaN): their columns are left out.
+  const bool accuracy = std::none_of(rows.begin(), rows.end(), [](const PerformanceRow& r) {
+    return r.final_test_acc.n > 0 && std::isnan(r.final_test_acc.mean);
+  });
+  std::string text = accuracy ? "| optimizer | chosen lr | runs | final test acc (%) | best test acc (%) | final test "
+                                "loss | best test loss | diverged |\n|---|---:|---:|---:|---:|---:|---:|---:|\n"
+                              : "| optimizer | chosen lr | runs | final test loss | best test loss | diverged |\n"
+                                "|---|---:|---:|---:|---:|---:|\n";
   for (const PerformanceRow& r : rows) {
-    text += fmt::format("| {} | {:.4g} | {} | {} | {} | {} | {} | {} |\n", r.optimiser, r.lr, r.runs,
-                        pm(r.final_test_acc, 100, 2), pm(r.best_test_acc, 100, 2), pm(r.final_test_loss, 1, 4),
-                        pm(r.best_test_loss, 1, 4), r.diverged);
+    const std::string accuracies =
+        accuracy ? fmt::format(" {} | {} |", pm(r.final_test_acc, 100, 2), pm(r.best_test_acc, 100, 2)) : "";
+    text += fmt::format("| {} | {:.4g} | {} |{} {} | {} | {} |\n", r.optimiser, r.lr, r.runs, accuracies,
+                        pm(r.final_test_loss, 1, 4), pm(r.best_test_loss, 1, 4), r.diverged);
   }
   return text;
 }
@@ -287,7 +300,7 @@ PerformanceRow performance_of(const std::string& name, const config::Spec& setti
     if (!(r.point.optimizer == setting) || (r.result.interrupted && !r.result.diverged)) continue;
     ++row.runs;
     const RunMetrics m = metrics_of(r.result);
-    if (r.result.diverged || std::isnan(m.final_test_acc)) {
+    if (r.result.diverged || std::isnan(m.final_test_loss)) {  // NaN: no evaluation to report
       ++row.diverged;
       continue;
     }
@@ -376,11 +389,12 @@ std::string performance_document(const LabConfig& lab, const std::vector<Perform
       "# {} --protocol: {}\n\n"
       "Phase 1 (tune/): each optimiser at {} learning rates log-spaced over {:g} … {:g}, seed 0; the rate with the best "
       "{} validation {} is chosen (sensitivity.csv, sensitivity.png). Phase 2 (seeds/): the chosen setting with seeds "
-      "0 … {}. Test accuracy and loss on DeepOBS's splits' test set: final is the last evaluation, best the best one; "
+      "0 … {}. Test {} on DeepOBS's splits' test set: final is the last evaluation, best the best one; "
       "mean ± sample standard deviation over the runs that did not diverge.\n\n{}",
       lab.program, context_line(lab), p.lrs.size(), p.lrs.front(),
       p.lrs.back(), parse_selection(p.select).best ? "best" : "final", parse_selection(p.select).loss ? "loss" : "accuracy",
-      p.seeds - 1, performance_markdown(rows)) +
+      p.seeds - 1, is_function_problem(lab.base) ? "loss (a function has no accuracy)" : "accuracy and loss",
+      performance_markdown(rows)) +
          baselines_section(lab.base);
 }
 
@@ -456,9 +470,26 @@ std::string sensitivity_data(const std::vector<SensitivityRow>& rows, std::size_
   return data;
 }
 
+/// The y axis of the plot: linear for accuracies; for losses logarithmic where every value is positive (a noisy
+/// function's may not be), and cut at 100 times the lowest, so that a rate whose loss grew a hundred orders of
+/// magnitude without overflowing does not flatten the others (its line leaves the top).
+std::string y_axis(const std::vector<SensitivityRow>& rows, Selection selection) {
+  if (!selection.loss) return "unset logscale y\n";
+  double lowest = std::numeric_limits<double>::infinity(), highest = -lowest;
+  for (const SensitivityRow& r : rows) {
+    const double value = selected_metric(r.metrics, selection);
+    if (r.diverged || !std::isfinite(value)) continue;
+    lowest = std::min(lowest, value), highest = std::max(highest, value);
+  }
+  if (!(lowest > 0)) return "unset logscale y\n";
+  return highest > 100 * lowest ? fmt::format("set logscale y\nset yrange [{:.9g}:{:.9g}]\n", lowest / 1.5, 100 * lowest)
+                                : "set logscale y\n";
+}
+
 /// The plot's script for one terminal and output file.
 std::string sensitivity_script(const std::string& terminal, const std::string& output, const LabConfig& lab,
-                               const std::vector<std::string>& titles, const std::vector<std::string>& colours) {
+                               const std::vector<SensitivityRow>& rows, const std::vector<std::string>& titles,
+                               const std::vector<std::string>& colours) {
   const Selection selection = parse_selection(lab.protocol.select);
   const std::string metric = fmt::format("{} validation {}", selection.best ? "best" : "final",
                                          selection.loss ? "loss" : "accuracy (%)");
@@ -470,7 +501,7 @@ std::string sensitivity_script(const std::string& terminal, const std::string& o
       "set xlabel 'learning rate (phase 1: seed 0; circled: the chosen rate)'\nset ylabel {}\n{}"
       "set grid lc rgb '#d0d0d0'\nset key below horizontal Left reverse samplen 2.5\nplot \\\n",
       terminal, gnuplot_string(output), title, lab.protocol.lrs.front() / 1.5, lab.protocol.lrs.back() * 1.5,
-      gnuplot_string(metric), selection.loss ? "set logscale y\n" : "unset logscale y\n");
+      gnuplot_string(metric), y_axis(rows, selection));
   for (std::size_t i = 0; i < titles.size(); ++i) {
     script += fmt::format("  'sensitivity.dat' index {0} using 1:2 with linespoints lw 2 pt 7 ps 0.8 lc rgb '{1}' title {2}, \\\n"
                           "  'sensitivity.dat' index {0} using 1:3 with points pt 6 ps 3 lw 2 lc rgb '{1}' notitle{3}\n",
@@ -497,7 +528,7 @@ PlotOutcome write_sensitivity_plot(const LabConfig& lab, const std::vector<Sensi
       lab.out_dir, lab.gnuplot, "sensitivity", 1000, 560,
       "# Written by " + lab.program + ": re-render with `gnuplot sensitivity.gp` in this directory.\n",
       [&](const std::string& terminal, const std::string& output) {
-        return sensitivity_script(terminal, output, lab, titles, colours);
+        return sensitivity_script(terminal, output, lab, rows, titles, colours);
       },
       "no sensitivity plot");
 }

@@ -175,7 +175,9 @@ RunResult RunStore::train(RunConfig run, const std::string& identity, const Data
   }
   const std::size_t stored_evaluations = so_far.evaluations.size();
   run.on_evaluation = [&so_far](const EvalMetrics& m) { so_far.evaluations.push_back(m); };
-  run.save_path = checkpoint;
+  // A function problem's run takes well under a second and keeps no checkpoint: interrupted, it starts over.
+  const bool checkpoints = !is_function_problem(run);
+  if (checkpoints) run.save_path = checkpoint;
   RunResult result;
   std::size_t trained = 0;  // the whole epochs this call trained (an evaluation-only run, --epochs 0, trains none)
   try {
@@ -183,7 +185,7 @@ RunResult RunStore::train(RunConfig run, const std::string& identity, const Data
       if (!m.partial) {
         ++trained;
         so_far.epochs.push_back(m);
-        write_stored(stored_epochs, with_identity(identity, result_text(so_far)), "a run's stored epochs");
+        if (checkpoints) write_stored(stored_epochs, with_identity(identity, result_text(so_far)), "a run's stored epochs");
       }
       if (on_epoch) on_epoch(m);
     });

@@ -276,14 +276,6 @@ std::unique_ptr<optim::Optimizer> make_optimizer(const RunConfig& config, const 
   return optim::make_optimizer(config.optimizer, std::move(groups));
 }
 
-bool is_constant(const config::Spec& schedule) {
-  if (schedule.name != "constant") return false;
-  for (const auto& [key, value] : schedule.args) {
-    if (key.starts_with("warmup") && key != "warmup_start" && value != "0") return false;
-  }
-  return true;
-}
-
 /// One run of fit(): the model, its optimiser and schedule, the data in batches, and where it is.
 class Trainer {
  public:
@@ -300,7 +292,7 @@ class Trainer {
     }
     if (!config.resume_path.empty()) resume();
     last_epoch_ = at_.epoch + config.epochs;
-    if (config.epochs > 0 && !is_constant(config.schedule)) make_scheduler();
+    if (config.epochs > 0 && !is_constant_schedule(config.schedule)) make_scheduler();
     open_log();
     open_eval_log();
     track_ = TrackLog(config.track, config.track_log, model_, data.train, config.images, at_.step, config.loss,
@@ -576,6 +568,14 @@ void print_header(nn::Module& model, const RunConfig& config, const Datasets& da
 
 }  // namespace
 
+bool is_constant_schedule(const config::Spec& schedule) {
+  if (schedule.name != "constant") return false;
+  for (const auto& [key, value] : schedule.args) {
+    if (key.starts_with("warmup") && key != "warmup_start" && value != "0") return false;
+  }
+  return true;
+}
+
 double RunConfig::lr() const { return std::stod(optim::option_of(optim::resolve_optimizer(optimizer), "lr").value()); }
 
 std::string RunResult::final_line() const {
@@ -604,6 +604,7 @@ std::string eval_csv_row(const EvalMetrics& m) {
 
 Datasets load_datasets(const RunConfig& config) {
   Datasets sets;
+  if (is_function_problem(config)) return sets;  // its noise is its own (problems::FunctionProblem)
   sets.train = data::load_dataset(config.dataset, data::Split::train, config.data_dir);
   if (config.evaluation_splits && config.validation > 0) {
     throw std::runtime_error(fmt::format("--validation {} holds out the last images in place of the test set; the "
@@ -650,6 +651,7 @@ data::LoaderOptions loader_options(const RunConfig& config) {
 }
 
 std::size_t steps_per_epoch(const RunConfig& config, const data::Dataset& train) {
+  if (is_function_problem(config)) return function_steps_per_epoch(config);
   return data::batches_per_epoch(train.size(), loader_options(config));
 }
 
@@ -659,6 +661,7 @@ RunResult fit(nn::Module& model, const RunConfig& config, const Datasets& datase
 }
 
 RunResult train(const RunConfig& config, const Datasets& datasets, const EpochCallback& on_epoch) {
+  if (is_function_problem(config)) return fit_function(config, on_epoch);
   RunConfig resolved = config;
   resolved.images = nn::models().at(config.model.name).images;
   std::shared_ptr<nn::Module> model = build_model(resolved, datasets.train);

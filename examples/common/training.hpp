@@ -110,8 +110,26 @@ struct Datasets {
   data::Dataset train_eval, validation;  // DeepOBS's splits (RunConfig::evaluation_splits); else empty
 };
 
-/// Reads the data set the config names (its validation split, or DeepOBS's splits, too).
+/// Called after every epoch (the programs print it; the lab collects it).
+using EpochCallback = std::function<void(const EpochMetrics&)>;
+
+/// Reads the data set the config names (its validation split, or DeepOBS's splits, too); none for a function
+/// problem.
 Datasets load_datasets(const RunConfig& config);
+
+/// Whether config.problem is a function problem (quadratic_deep, two_d_*: problems/test_problems.hpp), which
+/// has parameters and fixed noise instead of a model and a data set.
+bool is_function_problem(const RunConfig& config);
+/// Trains the function problem config.problem as fit() trains a model (function_training.cpp): the optimiser and
+/// schedule of the config, DeepOBS's batches of its training noise, its three sets' losses at the start and
+/// every eval_every steps (or each epoch's end) into `evaluations` and eval_log. Accuracies are NaN (a function
+/// has none); the epoch's train_loss is the mean of its batches' losses, test_loss the test set's. No
+/// checkpoints (a run takes well under a second): save_path, resume_path and log_path are refused.
+RunResult fit_function(const RunConfig& config, const EpochCallback& on_epoch = {});
+/// Steps an epoch of a function problem takes (the last partial batch dropped).
+std::size_t function_steps_per_epoch(const RunConfig& config);
+/// Whether `schedule` keeps the learning rate constant (no schedule, no warm-up).
+bool is_constant_schedule(const config::Spec& schedule);
 
 /// config.model built for the data's geometry with the config's initialiser, after nn::manual_seed(config.seed).
 std::shared_ptr<nn::Module> build_model(const RunConfig& config, const data::Dataset& train);
@@ -121,14 +139,11 @@ data::LoaderOptions loader_options(const RunConfig& config);
 /// Steps an epoch of `config` takes over `train`.
 std::size_t steps_per_epoch(const RunConfig& config, const data::Dataset& train);
 
-/// Called after every epoch (the programs print it; the lab collects it).
-using EpochCallback = std::function<void(const EpochMetrics&)>;
-
 /// Trains `model` in place and evaluates it after every epoch; stops at the first non-finite loss, or one
 /// above max_loss (RunResult::diverged), or after the step during which SIGINT arrived when
 /// interrupt_flag() is being watched. Same config, seed and thread count: the same numbers, run after run.
 RunResult fit(nn::Module& model, const RunConfig& config, const Datasets& datasets, const EpochCallback& on_epoch = {});
-/// build_model, then fit.
+/// build_model, then fit; fit_function for a function problem (`datasets` unused).
 RunResult train(const RunConfig& config, const Datasets& datasets, const EpochCallback& on_epoch = {});
 
 /// Set by the SIGINT handler that watch_interrupts() installs; fit() stops cleanly when it is set.
