@@ -82,8 +82,20 @@ mpi)
   done
   sed -n '/phase 2/,$p' "$work/protocol-mpi.log" | grep -q "(rank 1)" \
     || { cat "$work/protocol-mpi.log"; fail "rank 1 ran none of phase 2's runs"; }
+  # The same on a function problem (no data set: its results cross between the ranks with NaN accuracies).
+  function_protocol=(--problem quadratic_deep --protocol --optimizers sgd adam --lr-grid 1e-3:1e-1:4
+                     --protocol-seeds 3 --epochs 10 --no-plots --no-progress --quiet)
+  "$lab" "${function_protocol[@]}" --jobs 1 --out "$work/function-serial" >"$work/function-serial.log" 2>&1 \
+    || { cat "$work/function-serial.log"; fail "the serial protocol on quadratic_deep"; }
+  timeout 100 mpirun -np 2 --oversubscribe "$lab" "${function_protocol[@]}" --out "$work/function-mpi" \
+    >"$work/function-mpi.log" 2>&1 || { cat "$work/function-mpi.log"; fail "the protocol on quadratic_deep under mpirun -np 2"; }
+  for file in sensitivity.csv performance.csv; do
+    cmp -s "$work/function-serial/$file" "$work/function-mpi/$file" \
+      || { diff "$work/function-serial/$file" "$work/function-mpi/$file"; fail "quadratic_deep's $file under MPI differs"; }
+  done
   echo "mpirun -np 2: the same summary and curves as the serial grid; a failing rank ends the grid, named;"
-  echo "the protocol's both phases shared, with the serial protocol's sensitivity and performance tables"
+  echo "the protocol's both phases shared, with the serial protocol's sensitivity and performance tables (of"
+  echo "quadratic_deep too)"
   ;;
 resume)
   # Kill the grid (one run at a time) once a run is finished and the next has its epochs and a checkpoint.
