@@ -93,6 +93,9 @@ struct TestProblem : config::EntryInfo {
   std::function<FunctionProblem()> make_function;
   /// DeepOBS's published baselines, where it has them (fmnist_2c2d); empty otherwise.
   std::vector<PublishedBaseline> baselines;
+  /// Why DeepOBS's protocol cannot tune its learning rate on it ("": it can). The 2-D problems' validation loss
+  /// f(u, v) + u x̄ + v ȳ is linear in the parameters far out, without a lower bound: a rate that runs away would win.
+  std::string untunable;
   bool is_function() const { return static_cast<bool>(make_function); }
 };
 

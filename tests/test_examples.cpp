@@ -1763,6 +1763,8 @@ TEST_CASE("lab: a function problem (quadratic_deep) in the grid and the protocol
   CHECK(summary.find("## DeepOBS's published baselines") != std::string::npos);
   CHECK(summary.find("nan") == std::string::npos);
   CHECK(read_file(out / "curves.csv").find("nan") == std::string::npos);  // no accuracy: empty cells
+  CHECK(read_file(out / "eval-run1.csv").find("nan") == std::string::npos);
+  CHECK(read_file(out / "bands.dat").find("nan") == std::string::npos);
   CHECK(read_file(out / "summary.csv").find(",final_test_loss_mean,final_test_loss_std,") != std::string::npos);
   if (!examples::lab::png_terminal("gnuplot").empty()) {
     CHECK(read_file(out / "plot.gp").find("set multiplot layout 1,2") != std::string::npos);  // two losses
@@ -1771,14 +1773,33 @@ TEST_CASE("lab: a function problem (quadratic_deep) in the grid and the protocol
   fs::remove_all(temp_path("lab_function1"));
   fs::remove_all(out);
 
+  // Every run diverged: still the loss table, not the accuracy one; a batch no epoch holds whole is refused
+  // before any run, --epochs 0 too.
+  c = lab_config({"--problem", "quadratic_deep", "--optimizers", "sgd(lr=1e6)", "--seeds", "0", "--epochs", "20",
+                  "--no-progress", "--no-plots"});
+  c.out_dir = temp_path("lab_function3").string();
+  fs::remove_all(c.out_dir);
+  examples::lab::LabResult diverged = examples::lab::run_lab(c, none, nullptr);
+  CHECK(diverged.records.at(0).result.diverged);
+  CHECK(diverged.markdown.find("| final test loss | best test loss |") != std::string::npos);
+  fs::remove_all(c.out_dir);
+  CHECK(captured(2, [] {
+          CHECK(lab_main({"--problem", "quadratic_deep", "--epochs", "0", "--batch-sizes", "2000", "--out",
+                          temp_path("lab_function4").string()}) == 2);
+        }).find("batch size 2000: the 1000 training draws of quadratic_deep hold no whole batch") != std::string::npos);
+  fs::remove_all(temp_path("lab_function4"));
+
   // Targets are accuracies: refused. The protocol chooses on the validation loss; an accuracy is refused.
   CHECK(captured(2, [] { CHECK(lab_main({"--problem", "quadratic_deep", "--targets", "0.9"}) == 2); })
             .find("--targets: accuracies to reach, and quadratic_deep is a function problem") != std::string::npos);
-  CHECK(lab_config({"--problem", "two_d_branin", "--protocol"}).protocol.select == "final-loss");
-  CHECK(lab_config({"--problem", "two_d_branin", "--protocol", "--select", "best-loss"}).protocol.select == "best-loss");
-  CHECK(captured(2, [] { CHECK(lab_main({"--problem", "two_d_branin", "--protocol", "--select", "best-accuracy"}) == 2); })
-            .find("--select best-accuracy: two_d_branin is a function problem, without an accuracy") !=
+  CHECK(lab_config({"--problem", "quadratic_deep", "--protocol"}).protocol.select == "final-loss");
+  CHECK(lab_config({"--problem", "quadratic_deep", "--protocol", "--select", "best-loss"}).protocol.select == "best-loss");
+  CHECK(captured(2, [] { CHECK(lab_main({"--problem", "quadratic_deep", "--protocol", "--select", "best-accuracy"}) == 2); })
+            .find("--select best-accuracy: quadratic_deep is a function problem, without an accuracy") !=
         std::string::npos);
+  // A 2-D problem's validation loss has no lower bound: the protocol would choose a runaway rate.
+  CHECK(captured(2, [] { CHECK(lab_main({"--problem", "two_d_branin", "--protocol"}) == 2); })
+            .find("--protocol on two_d_branin: its validation loss f(u, v) + u x̄ + v ȳ") != std::string::npos);
 }
 
 TEST_CASE("protocol: DeepOBS's whole protocol on quadratic_deep in seconds, chosen on the validation loss") {
@@ -1810,5 +1831,12 @@ TEST_CASE("protocol: DeepOBS's whole protocol on quadratic_deep in seconds, chos
   CHECK(markdown.find("the best final validation loss is chosen") != std::string::npos);
   CHECK(markdown.find("nan") == std::string::npos);
   CHECK(markdown.find("inf") == std::string::npos);
+  CHECK(markdown.find("acc (%)") == std::string::npos);
+  // The same command again: every run from the store (its identity holds the problem's fingerprint).
+  std::string again;
+  again = captured(1, [&] { status = lab_main(args); });
+  REQUIRE(status == 0);
+  CHECK(again.find("10 of 10 runs finished earlier") != std::string::npos);
+  CHECK(again.find("a function problem's runs keep no checkpoints") != std::string::npos);
   fs::remove_all(out);
 }

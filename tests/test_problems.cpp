@@ -10,6 +10,7 @@
 #include <iterator>
 #include <numbers>
 #include <numeric>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -226,9 +227,11 @@ TEST_CASE("published baselines: quadratic_deep's three, losses only (a function 
     CHECK(b.final_test_loss_std < 0.2);
   }
   const std::string text = problems::baselines_markdown(p, 100);
-  CHECK(text.find("| GradientDescentOptimizer | `sgd(lr=0.015848931925)` | 4 | — | 87.4419 ± 0.1893 |") !=
+  CHECK(text.find("| optimiser (DeepOBS) | the same here | seeds | final test loss |\n") != std::string::npos);
+  CHECK(text.find("| GradientDescentOptimizer | `sgd(lr=0.015848931925)` | 4 | 87.4419 ± 0.1893 |") !=
         std::string::npos);
-  CHECK(text.find("| AdamOptimizer | `adam(lr=0.039810717055)` | 5 | — | 87.1060 ± 0.0243 |") != std::string::npos);
+  CHECK(text.find("| AdamOptimizer | `adam(lr=0.039810717055)` | 5 | 87.1060 ± 0.0243 |") != std::string::npos);
+  CHECK(text.find("acc") == std::string::npos);
   CHECK(text.find("its test loss at the start is 353.45") != std::string::npos);
   CHECK(text.find("9,984") == std::string::npos);  // images: the data-set problems' words
 }
@@ -274,6 +277,30 @@ TEST_CASE("function problems in the programs: train() trains them as problems::t
   CHECK(std::isnan(r.best_test_acc));
   CHECK(r.evaluation_seconds >= 0);
 
+  // DeepOBS's batches: each epoch a permutation of the 1,000 draws, of which 7 x 128 distinct rows are used, in
+  // another order the next epoch; the same seed, the same order.
+  {
+    const problems::FunctionProblem q = quadratic.make_function();
+    problems::FunctionBatches one(q, "quadratic_deep", 128, 3), again(q, "quadratic_deep", 128, 3);
+    std::vector<std::set<std::vector<double>>> epochs(2);
+    for (std::size_t e = 0; e < 2; ++e) {
+      one.begin_epoch();
+      again.begin_epoch();
+      for (std::size_t b = 0; b < one.per_epoch(); ++b) {
+        const std::vector<double> rows = one.batch(b).to_vector();
+        CHECK(rows == again.batch(b).to_vector());
+        for (std::size_t i = 0; i < 128; ++i) {
+          const std::vector<double> row(rows.begin() + static_cast<std::ptrdiff_t>(i * 100),
+                                        rows.begin() + static_cast<std::ptrdiff_t>((i + 1) * 100));
+          CHECK(std::search(q.train.begin(), q.train.end(), row.begin(), row.end()) != q.train.end());
+          epochs[e].insert(row);
+        }
+      }
+      CHECK(epochs[e].size() == 7 * 128);
+    }
+    CHECK(epochs[0] != epochs[1]);
+  }
+
   // At lr 0 nothing moves: an epoch's training loss is the mean of its 7 batches' losses at the start.
   c.optimizer = optim::resolve_optimizer(config::parse_spec("sgd(lr=0)"));
   c.epochs = 2;
@@ -299,6 +326,26 @@ TEST_CASE("function problems in the programs: train() trains them as problems::t
   CHECK(every.evaluations.size() == 1 + 14 / 4);
   CHECK(every.evaluations.back().step == 12);
   CHECK(every.epochs.back().lr < every.epochs.front().lr);
+  // The clock runs inside an epoch too (evaluations off it): later evaluations, later seconds.
+  CHECK(every.evaluations[1].seconds > 0);  // step 4, inside the first epoch
+  for (std::size_t k = 1; k < every.evaluations.size(); ++k) {
+    CHECK(every.evaluations[k].seconds > every.evaluations[k - 1].seconds);
+  }
+  CHECK(every.evaluations.back().seconds <= every.seconds);
+  CHECK(every.final_line().find("nan") == std::string::npos);  // losses only
+  CHECK(every.final_line().starts_with("final test_loss="));
+  CHECK(examples::eval_csv_row(every.evaluations.back()).find("nan") == std::string::npos);
+  // Ctrl-C: the run stops after the step it came in, the epoch cut short.
+  examples::interrupt_flag() = 0;
+  c.eval_every = 0;
+  std::size_t epochs_seen = 0;
+  const examples::RunResult stopped = examples::train(c, {}, [&](const examples::EpochMetrics&) {
+    if (++epochs_seen == 1) examples::interrupt_flag() = 1;
+  });
+  examples::interrupt_flag() = 0;
+  CHECK(stopped.interrupted);
+  CHECK(stopped.epochs.size() == 1);
+  CHECK(stopped.steps == 7);
   c.epochs = 0;
   const examples::RunResult none = examples::train(c, {});
   REQUIRE(none.epochs.size() == 1);

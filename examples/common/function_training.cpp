@@ -3,6 +3,7 @@
 // Ctrl-C. A run takes well under a second, so it keeps no checkpoint: an interrupted one starts over.
 #include <chrono>
 #include <cmath>
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -12,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "autograd/anomaly.hpp"
+#include "autograd/blas.hpp"
 #include "data/file.hpp"
 #include "examples/common/training.hpp"
 #include "nn/loss.hpp"
@@ -52,7 +54,9 @@ class FunctionTrainer {
       data::check_writable(config.eval_log, "the evaluation log");
       eval_log_.open(config.eval_log, std::ios::trunc);
       eval_log_ << eval_csv_header();
-      check_eval_log();
+      if (!eval_log_) {
+        throw std::runtime_error(fmt::format("cannot write the evaluation log {}: {}", config.eval_log, std::strerror(errno)));
+      }
     }
   }
 
@@ -84,9 +88,16 @@ class FunctionTrainer {
   }
 
  private:
+  /// Training seconds so far: the finished epochs', and the running epoch's without its evaluations.
+  double training_clock() const {
+    if (!in_epoch_) return result_.seconds;
+    return result_.seconds + seconds_since(epoch_start_) - (result_.evaluation_seconds - excluded_at_epoch_start_);
+  }
+
   EpochMetrics train_epoch(std::size_t epoch) {
-    const auto start = Clock::now();
-    const double excluded = result_.evaluation_seconds;
+    epoch_start_ = Clock::now();
+    excluded_at_epoch_start_ = result_.evaluation_seconds;
+    in_epoch_ = true;
     batches_.begin_epoch();
     double loss_sum = 0;
     std::size_t steps = 0;
@@ -104,17 +115,16 @@ class FunctionTrainer {
       ++step_, ++at_batch_, ++steps;
       loss_sum += loss;
       if (!std::isfinite(loss) || (config_.max_loss > 0 && loss > config_.max_loss)) {
-        diverge(fmt::format("diverged: the training loss became {:.6g}{} at step {} (batch {} of epoch {}), with lr {} "
-                            "and batch size {}; stopping",
-                            loss, std::isfinite(loss) ? fmt::format(" (above --max-loss {})", config_.max_loss) : "",
-                            step_, at_batch_, epoch, optimizer_->lr(), config_.batch_size));
+        diverge(divergence_message(loss, config_.max_loss, step_, at_batch_, epoch, optimizer_->lr(),
+                                   config_.batch_size));
         break;
       }
       if (scheduler_ && !config_.lr_per_epoch) scheduler_->step();
       if (config_.eval_every > 0 && step_ % config_.eval_every == 0) evaluate();
       if (interrupt_flag() != 0) break;
     }
-    const double seconds = seconds_since(start) - (result_.evaluation_seconds - excluded);
+    const double seconds = training_clock() - result_.seconds;
+    in_epoch_ = false;
     result_.seconds += seconds;
     result_.steps = step_;
     return {.epoch = epoch, .train_loss = loss_sum / static_cast<double>(std::max<std::size_t>(steps, 1)),
@@ -131,7 +141,7 @@ class FunctionTrainer {
   /// The three sets' mean losses at the optimiser's evaluation point, recorded and logged, off the clock.
   EvalMetrics evaluate() {
     const auto start = Clock::now();
-    EvalMetrics m{.step = step_, .seconds = result_.seconds, .train_eval_acc = kNaN, .validation_acc = kNaN,
+    EvalMetrics m{.step = step_, .seconds = training_clock(), .train_eval_acc = kNaN, .validation_acc = kNaN,
                   .test_acc = kNaN, .lr = optimizer_->lr()};
     m.epoch = static_cast<double>(step_) / static_cast<double>(batches_.per_epoch());
     {
@@ -142,10 +152,7 @@ class FunctionTrainer {
     }
     result_.evaluations.push_back(m);
     if (config_.on_evaluation) config_.on_evaluation(m);
-    if (eval_log_.is_open()) {
-      eval_log_ << eval_csv_row(m) << std::flush;
-      check_eval_log();
-    }
+    if (eval_log_.is_open()) append_eval_row(eval_log_, config_.eval_log, m);
     result_.evaluation_seconds += seconds_since(start);
     return m;
   }
@@ -162,13 +169,6 @@ class FunctionTrainer {
     return m;
   }
 
-  void check_eval_log() {
-    if (!eval_log_) {
-      throw std::runtime_error(fmt::format("writing the evaluation log {} failed: {}", config_.eval_log,
-                                           std::strerror(errno)));
-    }
-  }
-
   const RunConfig& config_;
   problems::FunctionProblem problem_;
   problems::FunctionBatches batches_;
@@ -176,6 +176,9 @@ class FunctionTrainer {
   std::unique_ptr<optim::LRScheduler> scheduler_;
   std::ofstream eval_log_;
   std::size_t step_ = 0, at_batch_ = 0;
+  Clock::time_point epoch_start_;
+  double excluded_at_epoch_start_ = 0;  // evaluation seconds when the running epoch began
+  bool in_epoch_ = false;
   RunResult result_;
 };
 
@@ -189,12 +192,17 @@ RunResult fit_function(const RunConfig& config, const EpochCallback& on_epoch) {
   if (!is_function_problem(config)) {
     throw std::invalid_argument(fmt::format("fit_function: '{}' is not a function problem", config.problem));
   }
+  ag::set_blas_threads(config.threads);
   return FunctionTrainer(config, problems::test_problems().at(config.problem)).run(on_epoch);
 }
 
-std::size_t function_steps_per_epoch(const RunConfig& config) {
+std::size_t function_training_rows(const RunConfig& config) {
   const problems::FunctionProblem p = problems::test_problems().at(config.problem).make_function();
-  return config.batch_size == 0 ? 0 : p.rows(p.train) / config.batch_size;
+  return p.rows(p.train);
+}
+
+std::size_t function_steps_per_epoch(const RunConfig& config) {
+  return config.batch_size == 0 ? 0 : function_training_rows(config) / config.batch_size;
 }
 
 }  // namespace examples

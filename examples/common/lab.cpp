@@ -377,12 +377,6 @@ std::string epochs_cell(const Stat& s, std::size_t completed) {
   return text;
 }
 
-/// Whether the summaries' runs measured an accuracy (a function problem's do not: NaN).
-bool measured_accuracy(const std::vector<Summary>& summaries) {
-  return std::none_of(summaries.begin(), summaries.end(),
-                      [](const Summary& s) { return s.final_test_acc.n > 0 && std::isnan(s.final_test_acc.mean); });
-}
-
 std::string markdown_header(const std::vector<std::string>& varying, bool show_batch,
                             const std::vector<double>& thresholds, const std::string& eval_name, bool accuracy) {
   std::string header = "| optimizer", rule = "|---";
@@ -406,13 +400,12 @@ std::string markdown_header(const std::vector<std::string>& varying, bool show_b
 
 }  // namespace
 
-std::string summary_markdown(const std::vector<Summary>& summaries, const std::string& eval_name) {
+std::string summary_markdown(const std::vector<Summary>& summaries, const std::string& eval_name, bool accuracy) {
   std::vector<GridPoint> points;
   for (const Summary& s : summaries) points.push_back(s.point);
   const std::vector<std::string> varying = varying_keys(specs_of(points));
   const bool show_batch = !points.empty() && batch_varies(points);
   std::vector<double> thresholds = summaries.empty() ? std::vector<double>{} : summaries.front().thresholds;
-  const bool accuracy = measured_accuracy(summaries);
   std::string text = markdown_header(varying, show_batch, thresholds, eval_name, accuracy);
   for (const Summary& s : summaries) {
     std::size_t completed = s.runs - s.diverged;
@@ -673,9 +666,7 @@ std::string context_of(const LabConfig& config, const Datasets& datasets) {
           : fmt::format("{}, init {}, {} ({} train / {} {}), {} epoch{}", b.model.text(), b.init, b.dataset,
                         datasets.train.size(), datasets.test.size(), datasets.test_name, b.epochs,
                         b.epochs == 1 ? "" : "s");
-  bool scheduled = b.schedule.name != "constant";
-  for (const auto& [key, value] : b.schedule.args) scheduled = scheduled || (key.starts_with("warmup") && key != "warmup_start" && value != "0");
-  if (scheduled) {
+  if (!is_constant_schedule(b.schedule)) {
     context += fmt::format(", schedule {} ({})", b.schedule.text(), b.lr_per_epoch ? "per epoch" : "per step");
   }
   if (b.no_bias_decay) context += ", no weight decay on biases";
@@ -730,7 +721,7 @@ Grid::Grid(const LabConfig& config, const Datasets& datasets)
   if (!config.resume) return;
   store.emplace((fs::path(config.out_dir) / "runs").string());
   const std::string fingerprint =
-      is_function_problem(config.base) ? "function problem " + config.base.problem : data_fingerprint(datasets);
+      is_function_problem(config.base) ? function_fingerprint(config.base) : data_fingerprint(datasets);
   for (std::size_t index = 0; index < total; ++index) {
     identities.push_back(run_identity(run_config(config, point(index), seed(index), index), fingerprint,
                                       config.flags_identity));
@@ -808,37 +799,44 @@ std::string markdown_document(const LabConfig& config, const Datasets& datasets,
       table, measures);
 }
 
-/// Every batch size takes at least one step an epoch: a test problem drops an epoch's last partial batch, so one
-/// larger than the training set (after --train-subset) would train nothing. FlagError naming it, before any run.
-void check_batch_sizes(const LabConfig& config, const Datasets& datasets) {
+/// Steps an epoch takes at each batch size of the grid (examples::steps_per_epoch), in the grid's order.
+std::vector<std::pair<std::size_t, std::size_t>> steps_by_batch_size(const LabConfig& config, const Datasets& datasets) {
+  std::vector<std::pair<std::size_t, std::size_t>> steps;
   for (std::size_t batch : config.batch_sizes) {
     RunConfig run = config.base;
     run.batch_size = batch;
-    if (config.base.epochs > 0 && steps_per_epoch(run, datasets.train) == 0) {
+    steps.emplace_back(batch, steps_per_epoch(run, datasets.train));
+  }
+  return steps;
+}
+
+/// Every batch size takes at least one step an epoch: a test problem drops an epoch's last partial batch, so one
+/// larger than the training set (after --train-subset) would train nothing. FlagError naming it, before any run.
+void check_batch_sizes(const LabConfig& config, const Datasets& datasets) {
+  for (const auto& [batch, steps] : steps_by_batch_size(config, datasets)) {
+    // A function problem's batches are drawn when its run starts, --epochs 0 too.
+    const bool function = is_function_problem(config.base);
+    if ((config.base.epochs > 0 || function) && steps == 0) {
+      const std::string what =
+          function ? fmt::format("{} training draws of {}", function_training_rows(config.base), config.base.problem)
+                   : fmt::format("{} training images", datasets.train.size());
       throw FlagError(fmt::format("batch size {}: the {} hold no whole batch, and a test problem drops an epoch's "
                                   "last partial batch (as DeepOBS): no step would be taken",
-                                  batch, is_function_problem(run) ? config.base.problem + "'s training draws"
-                                                                  : fmt::format("{} training images", datasets.train.size())));
+                                  batch, what));
     }
   }
 }
 
 /// What targets.csv and the time-to-target table need: the targets, the evaluation set, each batch size's steps.
 TargetContext target_context(const LabConfig& config, const Datasets& datasets) {
-  TargetContext context{config.thresholds, datasets.test_name, {}};
-  for (std::size_t batch : config.batch_sizes) {
-    RunConfig run = config.base;
-    run.batch_size = batch;
-    context.steps_per_epoch.emplace_back(batch, steps_per_epoch(run, datasets.train));
-  }
-  return context;
+  return {config.thresholds, datasets.test_name, steps_by_batch_size(config, datasets)};
 }
 
 /// summary.md, summary.csv, runs.csv, targets.csv and the plots.
 void write_outputs(const LabConfig& config, const Datasets& datasets, LabResult& lab) {
   const fs::path out(config.out_dir);
   lab.summaries = summarise(lab.records, config.thresholds);
-  lab.markdown = summary_markdown(lab.summaries, datasets.test_name);
+  lab.markdown = summary_markdown(lab.summaries, datasets.test_name, !is_function_problem(config.base));
   const TargetContext targets = target_context(config, datasets);
   const std::string time_to_target =
       config.thresholds.empty() ? "" : "\n## Time to target\n\n" + targets_markdown(lab.records, targets) + kTargetsNote;
@@ -1040,6 +1038,9 @@ void print_plan(const LabConfig& config, const Datasets& datasets) {
     parameters = build_model(sized, datasets.train)->parameter_count();
   }
   fmt::print("# {} ({} parameters)\n", context_of(config, datasets), parameters);
+  if (is_function_problem(b)) {
+    fmt::print("# {}\n", kNoCheckpointsNote);
+  }
   fmt::print("# grid: {} optimiser spec{} x batch sizes {} x seeds {} = {} runs; output in {}\n", config.optimizers.size(),
              config.optimizers.size() == 1 ? "" : "s", joined_numbers(config.batch_sizes), joined_numbers(config.seeds),
              grid_points(config).size() * config.seeds.size(), config.out_dir);

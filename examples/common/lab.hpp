@@ -156,9 +156,10 @@ std::string curves_csv_header(const std::vector<std::string>& keys);
 std::string curves_csv_rows(const RunRecord& record, const std::vector<std::string>& keys);
 std::string runs_csv(const std::vector<RunRecord>& records);
 std::string summary_csv(const std::vector<Summary>& summaries);
-/// The Markdown table; eval_name is "test" or "validation". Runs without accuracies (a function problem's) are
-/// tabled by their evaluation loss, final and lowest, instead.
-std::string summary_markdown(const std::vector<Summary>& summaries, const std::string& eval_name = "test");
+/// The Markdown table; eval_name is "test" or "validation". Without `accuracy` (a function problem's runs) the
+/// runs are tabled by their evaluation loss, final and lowest, instead.
+std::string summary_markdown(const std::vector<Summary>& summaries, const std::string& eval_name = "test",
+                             bool accuracy = true);
 /// The published baselines of the runs' test problem (problems::baselines_markdown), after a blank line; "" when
 /// the runs are of no problem, or of one without baselines.
 std::string baselines_section(const RunConfig& base);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -18,19 +19,23 @@ namespace fs = std::filesystem;
 
 namespace {
 
-/// What the runs measured, for the panels: a function problem's runs have no accuracy (NaN), and its losses may
-/// be negative (a noisy 2-D function's training loss), which a log axis cannot show.
+/// What the runs measured, for the panels: a function problem's runs have no accuracy, and its losses may be
+/// negative (a noisy 2-D function's training loss), which a log axis cannot show, or span many decades.
 struct Measured {
-  bool accuracy = false, positive_train_loss = true, positive_test_loss = true;
+  bool accuracy = true, positive_train_loss = true, positive_test_loss = true;
+  double lowest = std::numeric_limits<double>::infinity(), highest = 0;  // of the positive finite losses
 };
 
-Measured measured_in(const std::vector<RunRecord>& records) {
+Measured measured_in(const std::vector<RunRecord>& records, bool accuracy) {
   Measured m;
+  m.accuracy = accuracy;
   for (const RunRecord& r : records) {
     for (const EpochMetrics& e : r.result.epochs) {
-      m.accuracy = m.accuracy || !std::isnan(e.test_acc);
       m.positive_train_loss = m.positive_train_loss && !(e.train_loss <= 0);
       m.positive_test_loss = m.positive_test_loss && !(e.test_loss <= 0);
+      for (double loss : {e.train_loss, e.test_loss}) {
+        if (loss > 0 && std::isfinite(loss)) m.lowest = std::min(m.lowest, loss), m.highest = std::max(m.highest, loss);
+      }
     }
   }
   return m;
@@ -79,9 +84,9 @@ std::string band_row(const std::vector<const RunResult*>& completed, std::size_t
   }
   Band a = band_of(train_loss, measured.positive_train_loss), b = band_of(test_loss, measured.positive_test_loss),
        c = band_of(test_acc, false);
-  return fmt::format("{} {} {:.9g} {:.6g} {:.9g} {:.9g} {:.9g} {:.9g} {:.9g} {:.9g} {:.6f} {:.6f} {:.6f}\n", epoch,
-                     train_loss.size(), stat_of(steps).mean, stat_of(seconds).mean, a.mean, a.lo, a.hi, b.mean, b.lo,
-                     b.hi, c.mean, c.lo, c.hi);
+  const std::string accuracy = measured.accuracy ? fmt::format(" {:.6f} {:.6f} {:.6f}", c.mean, c.lo, c.hi) : "";
+  return fmt::format("{} {} {:.9g} {:.6g} {:.9g} {:.9g} {:.9g} {:.9g} {:.9g} {:.9g}{}\n", epoch, train_loss.size(),
+                     stat_of(steps).mean, stat_of(seconds).mean, a.mean, a.lo, a.hi, b.mean, b.lo, b.hi, accuracy);
 }
 
 /// One curve per point with a completed run: mean +- std per epoch over its completed runs.
@@ -103,8 +108,8 @@ std::vector<Curve> curves_of(const std::vector<RunRecord>& records, const std::v
     }
     std::size_t epochs = 0;
     for (const RunResult* r : completed) epochs = std::max(epochs, r->epochs.size());
-    curve.rows = fmt::format("# {0}\n# epoch runs steps seconds train_loss lo hi {1}_loss lo hi {1}_acc% lo hi\n",
-                             curve.label, eval_name);
+    curve.rows = fmt::format("# {0}\n# epoch runs steps seconds train_loss lo hi {1}_loss lo hi{2}\n", curve.label,
+                             eval_name, measured.accuracy ? fmt::format(" {}_acc% lo hi", eval_name) : "");
     for (std::size_t e = 0; e < epochs; ++e) curve.rows += band_row(completed, e, measured);
     curves.push_back(std::move(curve));
   }
@@ -169,13 +174,23 @@ std::vector<Panel> panels_for(const std::string& eval_name, const Measured& meas
           {Eval + " accuracy", eval_name + " accuracy (%)", 11, false}};
 }
 
-/// Labelled ticks at 1, 2 and 5 times the powers of ten (a loss rarely spans more than two decades).
-std::string log_tics() {
-  std::string tics = "set ytics (";
-  for (int decade = -8; decade <= 3; ++decade) {
-    for (int m : {1, 2, 5}) tics += fmt::format("{}{}e{}", decade == -8 && m == 1 ? "" : ", ", m, decade);
+/// Labelled ticks over the losses' decades: at 1, 2 and 5 times the powers of ten when they span at most six
+/// (a cross-entropy rarely spans more than two), else at powers of ten, every k-th so that about eight are labelled
+/// (a function's loss can grow by a hundred decades before it overflows).
+std::string log_tics(const Measured& measured) {
+  int first = -8, last = 3;
+  if (measured.highest > 0) {
+    first = static_cast<int>(std::floor(std::log10(measured.lowest)));
+    last = static_cast<int>(std::ceil(std::log10(measured.highest)));
   }
-  return tics + ")\n";
+  const int span = last - first, every = span <= 6 ? 1 : (span + 7) / 8;
+  std::string tics;
+  for (int decade = first; decade <= last; decade += every) {
+    for (int m : {1, 2, 5}) {
+      if (m == 1 || span <= 6) tics += fmt::format("{}{}e{}", tics.empty() ? "" : ", ", m, decade);
+    }
+  }
+  return "set ytics (" + tics + ")\n";
 }
 
 /// The x axis: its bands.dat column and label.
@@ -193,10 +208,10 @@ XAxis x_axis_of(const std::string& name, std::size_t max_epoch) {
 
 /// One panel of the multiplot (no key: the key has a strip of its own).
 std::string panel_script(const Panel& p, const XAxis& x, const std::vector<Curve>& curves,
-                         const std::vector<std::string>& colours) {
+                         const std::vector<std::string>& colours, const Measured& measured) {
   std::string script = fmt::format("set title {}\nset ylabel {}\nset xlabel {}\n", gnuplot_string(p.title),
                                    gnuplot_string(p.ylabel), gnuplot_string(x.label));
-  script += p.log_y ? "set logscale y\nset mytics 10\n" + log_tics()
+  script += p.log_y ? "set logscale y\nset mytics 10\n" + log_tics(measured)
                     : "unset logscale y\nset ytics autofreq\nset mytics default\n";
   script += "set format y '%g'\nset autoscale yfix\nset offsets 0, 0, graph 0.04, graph 0.04\nunset key\nplot \\\n";
   for (std::size_t i = 0; i < curves.size(); ++i) {
@@ -228,7 +243,8 @@ std::string key_script(const std::vector<Curve>& curves, const std::vector<std::
 /// The whole figure on one terminal: its panels side by side, their shared title above, the key below.
 std::string figure_script(const std::string& terminal_line, const std::string& output, const std::string& title,
                           const std::vector<Panel>& panels, const XAxis& x, const std::vector<Curve>& curves,
-                          const std::vector<std::string>& colours, double key_fraction, std::size_t key_columns) {
+                          const std::vector<std::string>& colours, double key_fraction, std::size_t key_columns,
+                          const Measured& measured) {
   std::string script = fmt::format("\n{}\nset output {}\n", terminal_line, gnuplot_string(output));
   // `title` is a gnuplot string expression (two lines joined by "\n").
   script += "set grid lc rgb '#d0d0d0'\nset border lc rgb '#404040'\nset style fill transparent solid 0.28 noborder\n";
@@ -237,7 +253,7 @@ std::string figure_script(const std::string& terminal_line, const std::string& o
   const bool two = panels.size() == 2;
   script += fmt::format("set multiplot layout 1,{} title {} margins {}, 0.99, {:.3f}, 0.86 spacing {}, 0\n",
                         panels.size(), title, two ? 0.08 : 0.06, key_fraction, two ? 0.1 : 0.07);
-  for (const Panel& p : panels) script += panel_script(p, x, curves, colours);
+  for (const Panel& p : panels) script += panel_script(p, x, curves, colours, measured);
   script += key_script(curves, colours, key_fraction - 0.07, key_columns);
   return script + "unset multiplot\nunset output\n";
 }
@@ -301,7 +317,7 @@ PlotOutcome write_plots(const LabConfig& config, const std::vector<RunRecord>& r
   PlotOutcome outcome;
   std::vector<GridPoint> points = grid_points(config);
   std::vector<std::string> varying = varying_keys(config.optimizers);
-  const Measured measured = measured_in(records);
+  const Measured measured = measured_in(records, !is_function_problem(config.base));
   std::vector<Curve> curves =
       curves_of(records, varying, !points.empty() && batch_varies(points), eval_name, measured);
   if (curves.empty()) {
@@ -337,14 +353,14 @@ PlotOutcome write_plots(const LabConfig& config, const std::vector<RunRecord>& r
   std::string script = fmt::format(
       "# Written by {0}: re-render with `gnuplot plot.gp` in this directory.\n"
       "# bands.dat holds one block per configuration (index 0, 1, ...): epoch, runs, steps, training seconds,\n"
-      "# then mean, mean - std and mean + std of the training loss, the {1} loss and the {1} accuracy (%).\n",
-      config.program, eval_name);
+      "# then mean, mean - std and mean + std of the training loss, the {1} loss{2}.\n",
+      config.program, eval_name, measured.accuracy ? fmt::format(" and the {} accuracy (%)", eval_name) : "");
   script += figure_script(terminal_line(terminal.empty() ? "pngcairo" : terminal, width, height), "curves.png", title,
-                          panels, x, curves, colours, key_fraction, columns);
+                          panels, x, curves, colours, key_fraction, columns, measured);
   auto [vector_line, vector_file] = terminal.empty() ? std::pair<std::string, std::string>{}
                                                      : vector_terminal(config.gnuplot, width, height);
   if (!vector_line.empty()) {
-    script += figure_script(vector_line, vector_file, title, panels, x, curves, colours, key_fraction, columns);
+    script += figure_script(vector_line, vector_file, title, panels, x, curves, colours, key_fraction, columns, measured);
   }
   write_text((fs::path(config.out_dir) / "plot.gp").string(), script);
 

@@ -14,6 +14,7 @@
 #include "examples/common/cli.hpp"
 #include "examples/common/mpi_grid.hpp"
 #include "optim/registry.hpp"
+#include "problems/test_problems.hpp"
 
 namespace examples::lab {
 
@@ -141,6 +142,11 @@ void apply_protocol(const ProtocolFlagValues& values, const CLI::App& app, const
   protocol.lrs = parse_lr_grid(values.lr_grid);
   protocol.seeds = values.seeds;
   protocol.select = values.select;
+  if (!lab.base.problem.empty()) {
+    const std::string& why = problems::test_problems().at(lab.base.problem).untunable;
+    require(why.empty(), fmt::format("--protocol on {}: {}; train it in a grid (--optimizers with rates) instead",
+                                     lab.base.problem, why));
+  }
   if (is_function_problem(lab.base)) {  // a function has no accuracy: its rates are chosen on the validation loss
     require(app.count("--select") == 0 || parse_selection(values.select).loss,
             fmt::format("--select {}: {} is a function problem, without an accuracy (final-loss or best-loss)",
@@ -254,11 +260,8 @@ std::string performance_csv(const std::vector<PerformanceRow>& rows) {
   return text;
 }
 
-std::string performance_markdown(const std::vector<PerformanceRow>& rows) {
-  // A function problem's runs have no accuracy (NaN): their columns are left out.
-  const bool accuracy = std::none_of(rows.begin(), rows.end(), [](const PerformanceRow& r) {
-    return r.final_test_acc.n > 0 && std::isnan(r.final_test_acc.mean);
-  });
+std::string performance_markdown(const std::vector<PerformanceRow>& rows, bool accuracy) {
+  // Without accuracy (a function problem's runs), its columns are left out.
   std::string text = accuracy ? "| optimizer | chosen lr | runs | final test acc (%) | best test acc (%) | final test "
                                 "loss | best test loss | diverged |\n|---|---:|---:|---:|---:|---:|---:|---:|\n"
                               : "| optimizer | chosen lr | runs | final test loss | best test loss | diverged |\n"
@@ -394,7 +397,7 @@ std::string performance_document(const LabConfig& lab, const std::vector<Perform
       lab.program, context_line(lab), p.lrs.size(), p.lrs.front(),
       p.lrs.back(), parse_selection(p.select).best ? "best" : "final", parse_selection(p.select).loss ? "loss" : "accuracy",
       p.seeds - 1, is_function_problem(lab.base) ? "loss (a function has no accuracy)" : "accuracy and loss",
-      performance_markdown(rows)) +
+      performance_markdown(rows, !is_function_problem(lab.base))) +
          baselines_section(lab.base);
 }
 
@@ -543,6 +546,7 @@ int protocol_main(const LabConfig& lab, const Datasets& datasets) {
              p.names.size() * (p.lrs.size() + p.seeds), p.select, lab.out_dir);
   ag::set_blas_threads(lab.base.threads);  // --threads, as every run of the lab: the same bits run after run
   fmt::print("# BLAS: {}\n", ag::blas_info());
+  if (is_function_problem(lab.base)) fmt::print("# {}\n", kNoCheckpointsNote);
   if (lab.ranks > 1) {
     fmt::print("# MPI: {} ranks share both phases, one run at a time each; rank 0 chooses and writes the outputs\n",
                lab.ranks);
@@ -555,7 +559,7 @@ int protocol_main(const LabConfig& lab, const Datasets& datasets) {
     fmt::print("interrupted: the protocol stops here; the same command resumes it\n");
     return 130;
   }
-  fmt::print("\n{}\nwrote {}, {}, {}\n", performance_markdown(result.performance), (out / "sensitivity.csv").string(),
+  fmt::print("\n{}\nwrote {}, {}, {}\n", performance_markdown(result.performance, !is_function_problem(lab.base)), (out / "sensitivity.csv").string(),
              (out / "performance.csv").string(), (out / "performance.md").string());
   if (result.plot.written) {
     fmt::print("wrote {}\n", fmt::join(result.plot.files, ", "));

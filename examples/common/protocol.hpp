@@ -97,7 +97,7 @@ struct PerformanceRow {
 
 std::string sensitivity_csv(const std::vector<SensitivityRow>& rows, const std::vector<std::string>& names);
 std::string performance_csv(const std::vector<PerformanceRow>& rows);
-std::string performance_markdown(const std::vector<PerformanceRow>& rows);
+std::string performance_markdown(const std::vector<PerformanceRow>& rows, bool accuracy = true);
 
 struct ProtocolResult {
   LabResult tuning, seeds;                 // the two phases' grids

@@ -15,6 +15,7 @@
 #include "data/file.hpp"
 #include "examples/common/workers.hpp"
 #include "nn/checkpoint.hpp"
+#include "problems/test_problems.hpp"
 
 namespace examples::lab {
 
@@ -84,6 +85,20 @@ std::string data_fingerprint(const Datasets& data) {
   hash = fingerprint_of(data.test, hash);
   return fmt::format("train {} x {}x{}, {} {} x {}x{}, fnv1a64 {:016x}", data.train.size(), data.train.rows,
                      data.train.cols, data.test_name, data.test.size(), data.test.rows, data.test.cols, hash);
+}
+
+std::string function_fingerprint(const RunConfig& config) {
+  const problems::FunctionProblem p = problems::test_problems().at(config.problem).make_function();
+  std::uint64_t hash = kFnvOffset;
+  for (const std::vector<double>* set : {&p.train, &p.validation, &p.test}) {
+    hash = fnv1a(set->data(), set->size() * sizeof(double), hash);
+  }
+  for (const auto& [name, tensor] : p.parameters) {
+    const std::vector<double> values = tensor.to_vector();
+    hash = fnv1a(values.data(), values.size() * sizeof(double), hash);
+  }
+  return fmt::format("function problem {}, fnv1a64 {:016x}, losses at the start {:a} {:a} {:a}", config.problem, hash,
+                     p.mean_loss(p.train), p.mean_loss(p.validation), p.mean_loss(p.test));
 }
 
 std::string run_identity(const RunConfig& run, const std::string& fingerprint, const std::string& flags) {

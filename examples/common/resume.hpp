@@ -28,6 +28,9 @@ namespace examples::lab {
 /// Sizes and an FNV-1a 64 hash of the pixels and labels of both sets: the same data gives the same
 /// fingerprint wherever it is read from.
 std::string data_fingerprint(const Datasets& data);
+/// The same for a function problem (config.problem): its name, a hash of its noise draws and starting parameters,
+/// and its three sets' losses at the start (exact), which see what the draws do not (quadratic_deep's Q).
+std::string function_fingerprint(const RunConfig& config);
 
 /// The text that identifies a run: one "key value" line per setting of `run` that changes what it computes
 /// (not where it writes: log, checkpoint and track paths are left out), the data's fingerprint, and `flags`

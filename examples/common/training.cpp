@@ -418,13 +418,7 @@ class Trainer {
     m.test_loss = test.loss, m.test_acc = test.accuracy;
     result_.evaluations.push_back(m);
     if (config_.on_evaluation) config_.on_evaluation(m);
-    if (eval_log_.is_open()) {
-      eval_log_ << eval_csv_row(m) << std::flush;
-      if (!eval_log_) {
-        throw std::runtime_error(fmt::format("writing the evaluation log {} failed: {}", config_.eval_log,
-                                             std::strerror(errno)));
-      }
-    }
+    if (eval_log_.is_open()) append_eval_row(eval_log_, config_.eval_log, m);
     result_.evaluation_seconds += seconds_since(start);
     return m;
   }
@@ -452,11 +446,8 @@ class Trainer {
     at_.seen += batch.size();
     if (!std::isfinite(loss) || (config_.max_loss > 0 && loss > config_.max_loss)) {
       result_.diverged = true;
-      result_.divergence = fmt::format(
-          "diverged: the training loss became {:.6g}{} at step {} (batch {} of epoch {}), with lr {} and batch size {}; "
-          "stopping",
-          loss, std::isfinite(loss) ? fmt::format(" (above --max-loss {})", config_.max_loss) : "", at_.step, at_.batch,
-          epoch, optimizer_->lr(), config_.batch_size);
+      result_.divergence = divergence_message(loss, config_.max_loss, at_.step, at_.batch, epoch, optimizer_->lr(),
+                                              config_.batch_size);
       return false;
     }
     if (scheduler_ && !config_.lr_per_epoch) scheduler_->step();
@@ -585,11 +576,13 @@ std::string RunResult::final_line() const {
   for (const auto& [spec, spent] : tracking_seconds) {
     tracking += fmt::format("{}{}:{:.3f}", tracking.empty() ? " tracking=" : ",", spec, spent / std::max(seconds, 1e-9));
   }
-  return fmt::format(
-      "final test_acc={:.4f} best_test_acc={:.4f} test_loss={:.4f} train_acc={:.4f} train_loss={:.4f} epochs={} "
-      "steps={} seconds={:.1f}{}{}{}",
-      last.test_acc, best_test_acc, last.test_loss, last.train_acc, last.train_loss, last.epoch, steps, seconds,
-      diverged ? " diverged=1" : "", interrupted ? " interrupted=1" : "", tracking);
+  const std::string ending = fmt::format("epochs={} steps={} seconds={:.1f}{}{}{}", last.epoch, steps, seconds,
+                                         diverged ? " diverged=1" : "", interrupted ? " interrupted=1" : "", tracking);
+  if (std::isnan(last.test_acc)) {  // a function problem: no accuracy
+    return fmt::format("final test_loss={:.6g} train_loss={:.6g} {}", last.test_loss, last.train_loss, ending);
+  }
+  return fmt::format("final test_acc={:.4f} best_test_acc={:.4f} test_loss={:.4f} train_acc={:.4f} train_loss={:.4f} {}",
+                     last.test_acc, best_test_acc, last.test_loss, last.train_acc, last.train_loss, ending);
 }
 
 std::string eval_csv_header() {
@@ -597,9 +590,25 @@ std::string eval_csv_header() {
 }
 
 std::string eval_csv_row(const EvalMetrics& m) {
-  return fmt::format("{},{:.4f},{:.3f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{:.6g}\n", m.step, m.epoch, m.seconds,
-                     m.train_eval_loss, m.train_eval_acc, m.validation_loss, m.validation_acc, m.test_loss, m.test_acc,
-                     m.lr);
+  // An accuracy a function problem does not have is an empty cell.
+  auto acc = [](double v) { return std::isnan(v) ? std::string() : fmt::format("{:.6f}", v); };
+  return fmt::format("{},{:.4f},{:.3f},{:.6f},{},{:.6f},{},{:.6f},{},{:.6g}\n", m.step, m.epoch, m.seconds,
+                     m.train_eval_loss, acc(m.train_eval_acc), m.validation_loss, acc(m.validation_acc), m.test_loss,
+                     acc(m.test_acc), m.lr);
+}
+
+void append_eval_row(std::ofstream& log, const std::string& path, const EvalMetrics& m) {
+  log << eval_csv_row(m) << std::flush;
+  if (!log) throw std::runtime_error(fmt::format("writing the evaluation log {} failed: {}", path, std::strerror(errno)));
+}
+
+std::string divergence_message(double loss, double max_loss, std::size_t step, std::size_t batch, std::size_t epoch,
+                               double lr, std::size_t batch_size) {
+  return fmt::format(
+      "diverged: the training loss became {:.6g}{} at step {} (batch {} of epoch {}), with lr {} and batch size {}; "
+      "stopping",
+      loss, std::isfinite(loss) ? fmt::format(" (above --max-loss {})", max_loss) : "", step, batch, epoch, lr,
+      batch_size);
 }
 
 Datasets load_datasets(const RunConfig& config) {

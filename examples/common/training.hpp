@@ -13,6 +13,7 @@
 #include <csignal>
 #include <cstdint>
 #include <functional>
+#include <iosfwd>
 #include <memory>
 #include <string>
 #include <vector>
@@ -83,9 +84,14 @@ struct EvalMetrics {
          test_acc = 0, lr = 0;
 };
 
-/// The header of the evaluations' CSV, and one row.
+/// The header of the evaluations' CSV, and one row (an accuracy a function problem lacks: an empty cell).
 std::string eval_csv_header();
 std::string eval_csv_row(const EvalMetrics& m);
+/// Writes one row to an open evaluation log; std::runtime_error naming `path` and strerror when it fails.
+void append_eval_row(std::ofstream& log, const std::string& path, const EvalMetrics& m);
+/// What a run that diverged says: the loss (and --max-loss when it was finite), where, the rate and batch size.
+std::string divergence_message(double loss, double max_loss, std::size_t step, std::size_t batch, std::size_t epoch,
+                               double lr, std::size_t batch_size);
 
 struct RunResult {
   std::vector<EpochMetrics> epochs;
@@ -126,8 +132,12 @@ bool is_function_problem(const RunConfig& config);
 /// has none); the epoch's train_loss is the mean of its batches' losses, test_loss the test set's. No
 /// checkpoints (a run takes well under a second): save_path, resume_path and log_path are refused.
 RunResult fit_function(const RunConfig& config, const EpochCallback& on_epoch = {});
-/// Steps an epoch of a function problem takes (the last partial batch dropped).
+/// What the programs say of a function problem's runs before they start.
+inline constexpr const char* kNoCheckpointsNote =
+    "a function problem's runs keep no checkpoints: one stopped before its end starts over";
+/// Steps an epoch of a function problem takes (the last partial batch dropped), and its training rows.
 std::size_t function_steps_per_epoch(const RunConfig& config);
+std::size_t function_training_rows(const RunConfig& config);
 /// Whether `schedule` keeps the learning rate constant (no schedule, no warm-up).
 bool is_constant_schedule(const config::Spec& schedule);
 
