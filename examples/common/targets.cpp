@@ -181,7 +181,9 @@ ProblemTimes read_problem_times(const std::string& dir, bool by_steps) {
     if (!configuration_times.contains(configuration)) order.emplace_back(configuration, submission);
     configuration_times[configuration].push_back(cells[time].empty() ? kInf : number_in(cells[time], file, number, header[time]));
   }
-  if (order.empty()) throw std::runtime_error(file + ": no runs");
+  if (order.empty()) {
+    throw std::runtime_error(file + ": no runs with a target (a function problem has none: a function has no accuracy)");
+  }
   for (const auto& run : order) {
     const std::string& configuration = run.first;
     const std::string& submission = run.second;
