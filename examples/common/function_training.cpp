@@ -44,12 +44,7 @@ class FunctionTrainer {
                                                 problem.name, what, path));
       }
     }
-    if (config.epochs > 0 && !is_constant_schedule(config.schedule)) {
-      const std::size_t per_epoch = config.lr_per_epoch ? 1 : batches_.per_epoch();
-      optim::ScheduleContext context{.base_lr = config.lr(), .steps_per_epoch = per_epoch,
-                                     .total_steps = config.epochs * per_epoch};
-      scheduler_ = std::make_unique<optim::LRScheduler>(*optimizer_, optim::make_schedule(config.schedule, context));
-    }
+    scheduler_ = make_scheduler(config, *optimizer_, batches_.per_epoch(), config.epochs);
     if (!config.eval_log.empty()) {
       data::check_writable(config.eval_log, "the evaluation log");
       eval_log_.open(config.eval_log, std::ios::trunc);

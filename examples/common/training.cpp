@@ -292,7 +292,8 @@ class Trainer {
     }
     if (!config.resume_path.empty()) resume();
     last_epoch_ = at_.epoch + config.epochs;
-    if (config.epochs > 0 && !is_constant_schedule(config.schedule)) make_scheduler();
+    scheduler_ = make_scheduler(config, *optimizer_, loader_.num_batches(), last_epoch_);
+    if (scheduler_) scheduler_->set_t(config.lr_per_epoch ? at_.epoch : at_.step);
     open_log();
     open_eval_log();
     track_ = TrackLog(config.track, config.track_log, model_, data.train, config.images, at_.step, config.loss,
@@ -338,15 +339,6 @@ class Trainer {
     result_.seconds = scalar_entry(entries, "run/seconds", path, 0, 1e12);
     // Replaying the earlier epochs' shuffles puts a resumed run on the same sample order.
     for (std::size_t e = 0; e < at_.epoch; ++e) loader_.begin_epoch();
-  }
-
-  void make_scheduler() {
-    const std::size_t per_epoch = config_.lr_per_epoch ? 1 : loader_.num_batches();
-    optim::ScheduleContext context{.base_lr = config_.lr(), .steps_per_epoch = per_epoch,
-                                   .total_steps = last_epoch_ * per_epoch};
-    std::shared_ptr<const optim::Schedule> schedule = optim::make_schedule(config_.schedule, context);
-    scheduler_ = std::make_unique<optim::LRScheduler>(*optimizer_, schedule);
-    scheduler_->set_t(config_.lr_per_epoch ? at_.epoch : at_.step);
   }
 
   void open_log() {
@@ -558,6 +550,14 @@ void print_header(nn::Module& model, const RunConfig& config, const Datasets& da
 }
 
 }  // namespace
+
+std::unique_ptr<optim::LRScheduler> make_scheduler(const RunConfig& config, optim::Optimizer& optimizer,
+                                                   std::size_t batches_per_epoch, std::size_t epochs) {
+  if (config.epochs == 0 || is_constant_schedule(config.schedule)) return nullptr;
+  const std::size_t per_epoch = config.lr_per_epoch ? 1 : batches_per_epoch;
+  optim::ScheduleContext context{.base_lr = config.lr(), .steps_per_epoch = per_epoch, .total_steps = epochs * per_epoch};
+  return std::make_unique<optim::LRScheduler>(optimizer, optim::make_schedule(config.schedule, context));
+}
 
 bool is_constant_schedule(const config::Spec& schedule) {
   if (schedule.name != "constant") return false;

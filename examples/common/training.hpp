@@ -24,6 +24,11 @@
 #include "nn/loss.hpp"
 #include "nn/module.hpp"
 
+namespace optim {
+class Optimizer;
+class LRScheduler;
+}  // namespace optim
+
 namespace examples {
 
 struct EvalMetrics;
@@ -140,6 +145,10 @@ std::size_t function_steps_per_epoch(const RunConfig& config);
 std::size_t function_training_rows(const RunConfig& config);
 /// Whether `schedule` keeps the learning rate constant (no schedule, no warm-up).
 bool is_constant_schedule(const config::Spec& schedule);
+/// The config's schedule on `optimizer` for a run of `epochs` epochs of `batches_per_epoch` steps, stepped per
+/// step or per epoch (lr_per_epoch); nullptr when the rate stays constant or no epoch is trained.
+std::unique_ptr<optim::LRScheduler> make_scheduler(const RunConfig& config, optim::Optimizer& optimizer,
+                                                   std::size_t batches_per_epoch, std::size_t epochs);
 
 /// config.model built for the data's geometry with the config's initialiser, after nn::manual_seed(config.seed).
 std::shared_ptr<nn::Module> build_model(const RunConfig& config, const data::Dataset& train);
