@@ -524,7 +524,7 @@ LabFlags::LabFlags(CLI::App& app, LabProgram program)
     : app_(app), program_(std::move(program)),
       run_(app, {.with_model = true, .with_optimizer = false, .default_batch_size = 1024, .single_run = false}) {
   app.add_option("--optimizers", optimizers_,
-                 "optimiser specs to compare, space- or comma-separated, e.g. 'sgd(lr=0.1,momentum=0.9)' adam; "
+                 "optimiser specs to compare, space- or comma-separated, e.g. 'momentum(lr=0.1,momentum=0.9)' adam; "
                  "a bracketed list is a grid over that key: 'adam(beta2=[0.99,0.999])' (default: " +
                      joined(program_.default_optimizers, " ") + "; see --list-optimizers)");
   app.add_option("--grid", grid_, "more specs, as --optimizers: 'adam(lr=[1e-4,3e-4,1e-3],beta2=[0.99,0.999])'");

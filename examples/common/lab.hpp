@@ -13,7 +13,7 @@
 // chosen settings over seeds, with a sensitivity plot and a performance table (protocol.hpp).
 //
 // The grid's optimisers are specs (config/spec.hpp), each resolved by the registry (every option written
-// out): `--optimizers 'sgd(lr=0.1,momentum=0.9)' adam`, and bracketed lists are grids over their keys:
+// out): `--optimizers 'momentum(lr=0.1,momentum=0.9)' adam`, and bracketed lists are grids over their keys:
 // `--grid 'adam(lr=[1e-4,1e-3],beta2=[0.99,0.999])'` is four points. `--lrs a,b` gives one point per rate
 // to every spec that sets no lr itself. The CSVs carry one column per hyper-parameter key (the union over
 // the grid, first-seen order; empty where a method lacks the key) besides `optimizer` and `spec`; the
