@@ -26,7 +26,7 @@ namespace config {
 struct OptionInfo {
   std::string key;
   std::string value;    // its default (or resolved) value
-  std::string allowed;  // "[0, 1)", ">= 0", "coupled | decoupled", "list of integers >= 1"
+  std::string allowed;  // "[0, 1)", ">= 0", "false | true", "list of integers >= 1"
   std::string help;
 };
 

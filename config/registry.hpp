@@ -47,7 +47,7 @@ class Registry {
     }
     return nullptr;
   }
-  /// SpecError "unknown optimiser 'lbfgs2' (known: adam, ...)" for a name not registered.
+  /// SpecError "optimizer: unknown optimizer 'lbfgs2' (known: adam, ...)" for a name not registered.
   const Entry& at(std::string_view name) const {
     if (const Entry* e = find(name)) return *e;
     std::string known;

@@ -1,4 +1,4 @@
-// The CNN of 000 §5.3 on MNIST: (conv 3x3x8, ReLU, max-pool 2) x 2, FC 128, ReLU, FC 10.
+// The CNN of 000 §3.5 and §5.2 on MNIST: (conv 3x3x8, ReLU, max-pool 2) x 2, FC 128, ReLU, FC 10.
 //
 //   mnist_cnn                                                     Adam 1e-3, batch 200, 10 epochs
 //   mnist_cnn --lr 2e-3 --batch-size 100 --schedule 'cosine(final=1e-5)' --weight-decay 5e-5 --epochs 30

@@ -52,7 +52,7 @@ struct EntrySpec {
 std::vector<EntrySpec> specs_of(const std::vector<NamedTensor>& tensors);
 
 /// The words of a mismatch report; the defaults give the checkpoint's lines
-///   "fc1.weight: f32[128, 784] in the file, f32[64, 784] in the model"
+///   "fc1.weight: f32[784, 128] in the file, f32[784, 64] in the model"
 ///   "fc1.weight: missing from the file"       "fc3.bias: in the file, not in the model"
 ///   "fc1.bias: appears 2 times in the file"
 struct ReportTerms {
@@ -74,7 +74,7 @@ void throw_if_problems(const std::string& heading, const std::vector<std::string
 
 /// Copies each named tensor into `targets` (same names, shapes and dtypes, in place). Nothing is written
 /// unless all fit: throws std::runtime_error with the mismatch report ("checkpoint does not match the
-/// model (1 problem):\n  fc1.weight: f32[128, 784] in the file, f32[64, 784] in the model"); `what`
+/// model (1 problem):\n  fc1.weight: f32[784, 128] in the file, f32[784, 64] in the model"); `what`
 /// names the targets.
 void assign_tensors(const std::vector<NamedTensor>& source, const std::vector<NamedTensor>& targets,
                     const std::string& what);

@@ -33,7 +33,7 @@ struct MLPOptions {
   MlpActivation activation = MlpActivation::relu;
 };
 const RegisterModel<MLPOptions> mlp{
-    "mlp", "multi-layer perceptron, ReLU or tanh (000: 128,64; 002: 300,100,100; 001: 512,512)",
+    "mlp", "multi-layer perceptron, ReLU or tanh (000: 128,64; 002: 300,100,100; 001's tutorial: 512,512)",
     config::OptionTable<MLPOptions>()
         .counts("hidden", &MLPOptions::hidden, "hidden layer widths")
         .choice("activation", &MLPOptions::activation, {{"relu", MlpActivation::relu}, {"tanh", MlpActivation::tanh}},
@@ -48,7 +48,7 @@ struct CNNOptions {
   std::size_t fc = 128;
 };
 const RegisterModel<CNNOptions> cnn{
-    "cnn", "(conv 3x3, ReLU, max-pool 2) x 2, FC, ReLU, FC: the CNN of 000 §5.3",
+    "cnn", "(conv 3x3, ReLU, max-pool 2) x 2, FC, ReLU, FC: the CNN of 000 §3.5, §5.2",
     config::OptionTable<CNNOptions>()
         .count("channels", &CNNOptions::channels, 1, 4096, "channels of both convolutions")
         .count("fc", &CNNOptions::fc, 1, 1 << 20, "width of the hidden fully connected layer"),

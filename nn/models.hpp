@@ -3,8 +3,8 @@
 // for a data set's geometry (ModelContext) from a spec such as "mlp(hidden=[300,100,100])".
 //
 //   logreg                 linear + softmax regression (000 §5.1.1)
-//   mlp(hidden=[128,64])   Linear-ReLU-...-Linear (000: 128,64; 002: 300,100,100; 001: 512,512)
-//   cnn(channels=8,fc=128) (conv 3x3, ReLU, max-pool 2) x 2, FC, FC (000 §5.3)
+//   mlp(hidden=[128,64])   Linear-ReLU-...-Linear (000: 128,64; 002: 300,100,100; 001's tutorial: 512,512)
+//   cnn(channels=8,fc=128) (conv 3x3, ReLU, max-pool 2) x 2, FC, ReLU, FC (000 §3.5, §5.2)
 //
 //   static const nn::RegisterModel<ResMLPOptions> resmlp{"resmlp", "a residual MLP", table, false, build};
 #pragma once

@@ -6,7 +6,8 @@
 //   w <- w - lr φ(‖w‖) / ‖r‖ · r                    (norms over the whole tensor; φ = identity)
 // The ratio is 1 when ‖w‖ = 0 or ‖r‖ = 0, as in optax.lamb and NVIDIA apex's FusedLAMB (a tensor
 // initialised to zero still moves; a zero step stays zero). No clipping of φ (the paper allows one).
-// Defaults are optax's and apex's: lr = 1e-3, β1 = 0.9, β2 = 0.999, ε = 1e-6, λ = 0.
+// Defaults: lr = 1e-3 (apex's; optax.lamb has none), β1 = 0.9, β2 = 0.999, ε = 1e-6 (both), λ = 0 (optax's;
+// apex's FusedLAMB has 0.01).
 // Options map to optax.lamb (b1, b2, eps, weight_decay), apex FusedLAMB (betas, eps, weight_decay,
 // bias_correction, adam_w_mode = decoupled). Weight decay: decoupled=true (the default, the paper's,
 // apex's adam_w_mode): λ w joins r, inside the trust ratio; decoupled=false: L2, g <- g + λ w before the

@@ -53,8 +53,7 @@ namespace {
 const RegisterOptimizer<Nadam, NadamOptions> nadam_registration{
     "nadam", "Nadam: Adam with a Nesterov numerator (Dozat 2016; 000 §4.7), lr 2e-3; momentum_decay > 0: torch's NAdam",
     adam_options<NadamOptions>().real("momentum_decay", &NadamOptions::momentum_decay, config::Range::at_least(0),
-                                      "ψ of μ_t = β1 (1 - 0.5 · 0.96^(t ψ)); 0: a constant β1 (torch: 0.004)"),
-    NadamOptions{.lr = 2e-3}};
+                                      "ψ of μ_t = β1 (1 - 0.5 · 0.96^(t ψ)); 0: a constant β1 (torch: 0.004)")};
 }  // namespace
 
 }  // namespace optim

@@ -13,9 +13,9 @@
 //   w <- w - lr (1 - μ_t) / (1 - Π_t) · g / (sqrt(v̂) + ε) - lr μ_{t+1} / (1 - Π_t μ_{t+1}) · m / (sqrt(v̂) + ε)
 // torch's default is ψ = 0.004 (its `momentum_decay`). The products Π_t are per parameter, like t.
 //
-// Options, ε placement and weight decay as Adam (adam.hpp); torch's decoupled_weight_decay is
-// decoupled=true. State per parameter: exp_avg, exp_avg_sq, step, mu_product (Π_t; stays 1 while
-// momentum_decay = 0).
+// Options, ε placement and weight decay as Adam (adam.hpp), but lr = 2e-3 by default (torch's NAdam, Dozat's
+// value), by name and by type alike; torch's decoupled_weight_decay is decoupled=true. State per parameter:
+// exp_avg, exp_avg_sq, step, mu_product (Π_t; stays 1 while momentum_decay = 0).
 #pragma once
 
 #include "optim/adam_family.hpp"
@@ -23,7 +23,7 @@
 namespace optim {
 
 struct NadamOptions {
-  double lr = 1e-3;
+  double lr = 2e-3;
   double beta1 = 0.9;
   double beta2 = 0.999;
   double eps = 1e-8;

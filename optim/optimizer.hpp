@@ -11,9 +11,10 @@
 // Three ways to step:
 //   step()          the gradients are already in every parameter's .grad();
 //   step(closure)   Closure = double(): zeroes the gradients, recomputes the loss and its gradients by
-//                   backward, returns the loss. Methods that must evaluate the gradient elsewhere than at
-//                   the current parameters (NesterovLookahead) call it where they need it; the others call
-//                   it once and then update;
+//                   backward, returns the loss. Methods that must evaluate the loss or gradient elsewhere
+//                   than at the current parameters call it where they need it (NesterovLookahead at the
+//                   look-ahead point, SAM twice, L-BFGS up to max_eval times with its line search); the
+//                   others call it once and then update;
 //   step(loss_fn)   LossFn = ag::Tensor(): returns the loss on the tape, no backward. Newton needs this
 //                   form (it differentiates twice); the others wrap it into a closure.
 //
@@ -39,9 +40,10 @@
 // Updates run under ag::NoGradGuard, in place, through raw pointers, in one fused loop per parameter
 // (float32 or float64, the parameter's dtype). A gradient tensor is never written (gradients may share
 // storage). Weight decay λ is added to the update:
-//   coupled (L2, the default; the seeds' form):   g <- g + λ w, then the method's update;
+//   coupled (L2, the default):                     g <- g + λ w, then the method's update;
 //   decoupled (Loshchilov & Hutter):               w <- (1 - lr λ) w - (the method's update of g).
-// For plain SGD the two agree.
+// For plain SGD the two agree. Coupled decay is the gradient of (λ/2)‖w‖², torch's weight_decay; 000 §3.3.2's
+// penalty λ‖W‖² (gradient 2λW) is weight_decay = 2λ, or nn::l2_penalty(params, λ) added to the loss.
 //
 // Adding a method: an options struct (lr, weight_decay, weight_decay_mode, check()), a class deriving from
 // OptimizerWith<Options> that names its state and implements update() with one fused loop per parameter
@@ -116,7 +118,7 @@ class Optimizer {
   const std::string& name() const { return name_; }
 
   /// One update from the gradients already in .grad(). Throws std::logic_error for methods that need
-  /// a closure (nesterov-lookahead, newton).
+  /// a closure (needs_closure(): nesterov-lookahead, newton, lbfgs, sam, and wrappers around them).
   void step();
   /// One update; `closure` zeroes the gradients, recomputes loss and gradients, returns the loss.
   /// Returns the closure's (last) loss.

@@ -7,7 +7,7 @@
 //   auto opt = optim::make_optimizer(config::parse_spec("sgd(lr=0.1,weight_decay=5e-4)"),
 //                                    {{weights}, {biases, config::parse_spec("_(weight_decay=0)")}});
 //   optim::resolve_optimizer(config::parse_spec("adam(lr=3e-4)")).text()
-//     // "adam(lr=0.0003,beta1=0.9,beta2=0.999,eps=1e-08,eps_placement=outside,weight_decay=0,decoupled=false)"
+//     // "adam(lr=0.0003,weight_decay=0,decoupled=false,beta1=0.9,beta2=0.999,eps=1e-08,eps_placement=outside)"
 //
 // Registering a method M with options struct O (which has lr, weight_decay, weight_decay_mode and check(),
 // see optimizer.hpp) and a constructor M(std::vector<ParamGroup<O>>, const O& defaults):
@@ -63,7 +63,7 @@ config::OptionTable<O> common_options() {
       .real("weight_decay", &O::weight_decay, config::Range::at_least(0), "weight decay λ")
       .choice("decoupled", &O::weight_decay_mode,
               {{"false", WeightDecay::coupled}, {"true", WeightDecay::decoupled}},
-              "false: L2, g + λw (the seeds); true: w <- (1 - lr λ) w, as AdamW");
+              "false: L2, g + λw (torch's weight_decay); true: w <- (1 - lr λ) w, as AdamW");
   return table;
 }
 

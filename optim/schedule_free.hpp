@@ -8,8 +8,8 @@
 //   z <- z - γ_t d
 //   x <- (1 - c) x + c z,        c = weight_t / Σ          (c = 0 while Σ = 0)
 //   y <- (1 - β) z + β x
-// z, x and y start at the parameters' values. With a constant rate (after warmup) c = 1/t: x is the plain
-// mean of the z's. The method is meant to run without a decaying schedule: warmup_steps is its only one.
+// z, x and y start at the parameters' values. With a constant rate and no warmup, c = 1/t: x is the plain
+// mean of the z's (a warmup's steps weigh less, γ_t^weight_lr_power, so after one c stays above 1/t). The method is meant to run without a decaying schedule: warmup_steps is its only one.
 // Unlike the reference, which keeps z alone and moves the parameters between y and x by arithmetic on
 // eval() and train(), x is kept here as state: eval() exchanges it with the parameters and train() exchanges
 // it back, bit for bit (optimizer.hpp), and y is recomputed from x and z at every step, so it does not

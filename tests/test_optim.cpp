@@ -1127,6 +1127,7 @@ TEST_CASE("registry: every method by spec, its registered defaults, groups, and 
     CHECK_FALSE(entry->summary.empty());
   }
   CHECK(optim::make_optimizer("nadam", {{"w", param(kW0)}})->lr() == 2e-3);  // Dozat's value
+  CHECK(optim::Nadam({{"w", param(kW0)}}).lr() == 2e-3);                    // the same by type
   Tensor w = param(kW0), b = param({0.5});
   auto adamw = optim::make_optimizer("adam(lr=0.1,weight_decay=0.5,decoupled=true,beta2=0.99)", {{"w", w}});
   const optim::AdamOptions& o = dynamic_cast<optim::Adam&>(*adamw).options();

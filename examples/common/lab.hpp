@@ -215,8 +215,8 @@ struct LabProgram {
   std::string summary =
       "The optimiser-comparison lab: trains every optimiser spec x batch size x seed of a grid on one model and "
       "data set, then writes per-epoch curves, a mean +- std table and PNG plots.\n"
-      "001's experiment: --model mlp --hidden 512,512 --init normal --optimizers adam rmsprop --lrs 1e-3 "
-      "--batch-sizes 1024 --epochs 10";
+      "001's experiment (the widths of the tutorial it follows: 001 gives none): --model mlp --hidden 512,512 "
+      "--init normal --optimizers adam rmsprop --lrs 1e-3 --batch-sizes 1024 --epochs 10";
   std::vector<std::string> default_optimizers{"adam", "rmsprop"};
 };
 
