@@ -36,6 +36,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <span>
@@ -49,6 +50,7 @@
 #include "autograd/tape.hpp"
 #include "data/dataset.hpp"
 #include "data/loader.hpp"
+#include "examples/common/cli.hpp"
 #include "examples/common/lab.hpp"
 #include "examples/common/list_flag.hpp"
 #include "examples/common/preflight.hpp"
@@ -84,49 +86,6 @@ struct Settings {
   bool no_plots = false;
 };
 
-/// CLI11 transform: a whole number of at least `low`, written plainly (200) or in scientific notation (2e2),
-/// rewritten as plain digits for CLI11 to convert.
-CLI::Validator whole_number(std::uint64_t low) {
-  auto check = [low](std::string& text) -> std::string {
-    const char* end = text.data() + text.size();
-    std::uint64_t value = 0;
-    if (auto [ptr, error] = std::from_chars(text.data(), end, value); error != std::errc() || ptr != end) {
-      double number = 0;
-      auto [ptr2, error2] = std::from_chars(text.data(), end, number);
-      if (text.empty() || error2 != std::errc() || ptr2 != end || number < 0 || number != std::floor(number)) {
-        return fmt::format("'{}' is not a whole number", text);
-      }
-      if (number > 0x1p53) return fmt::format("{} is too large", text);
-      value = static_cast<std::uint64_t>(number);
-    }
-    if (value < low) return fmt::format("must be at least {}, got {}", low, text);
-    text = std::to_string(value);
-    return {};
-  };
-  return CLI::Validator(check, "");
-}
-
-/// CLI11 check of a finite number above 0 (or, with `zero_allowed`, at least 0).
-CLI::Validator positive(bool zero_allowed = false) {
-  auto check = [zero_allowed](const std::string& text) -> std::string {
-    double value = 0;
-    auto [ptr, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (text.empty() || error != std::errc() || ptr != text.data() + text.size() || !std::isfinite(value)) {
-      return fmt::format("'{}' is not a number", text);
-    }
-    if (value < 0 || (value == 0 && !zero_allowed)) {
-      return fmt::format("must be {}, got {}", zero_allowed ? "at least 0" : "positive", text);
-    }
-    return {};
-  };
-  return CLI::Validator(check, "");
-}
-
-/// A whole-number flag of at least `low`: "--samples INT>=1=200" in --help.
-CLI::Option* add_count(CLI::App& app, const std::string& name, auto& value, std::uint64_t low, const std::string& help) {
-  return app.add_option(name, value, help)->transform(whole_number(low))->type_name(fmt::format("INT>={}", low));
-}
-
 /// CLI11 check of an initialiser's name, with nn::parse_init's message.
 CLI::Validator initialiser_name() {
   return CLI::Validator(
@@ -143,27 +102,35 @@ CLI::Validator initialiser_name() {
 
 void declare_flags(CLI::App& app, Settings& s) {
   examples::add_list(app, "--hidden", s.hidden, "hidden layer widths, comma-separated (002's network: 300,100,100)",
-                     whole_number(1))->default_str("300,100,100");
+                     examples::whole_number(1))->default_str("300,100,100");
   app.add_option("--init", s.init, "initialiser (see mnist_mlp --help)")
       ->check(initialiser_name())->type_name("NAME")->capture_default_str();
-  add_count(app, "--train-steps", s.train_steps,
-            0, "SGD steps before the check (default: one epoch, as 002; 0: check the initial weights)");
-  app.add_option("--lr", s.lr, "SGD learning rate of the training")->check(positive())->capture_default_str();
-  add_count(app, "--batch-size", s.batch_size, 1, "batch size of the training")->capture_default_str();
-  add_count(app, "--samples", s.samples, 1,
-            "parameter elements to check, split evenly over the weights and biases of every layer (at most those "
-            "with a non-zero gradient)")
+  examples::count_option(app.add_option("--train-steps", s.train_steps,
+                                        "SGD steps before the check (default: one epoch, as 002; 0: check the initial "
+                                        "weights)"));
+  app.add_option("--lr", s.lr, "SGD learning rate of the training")->check(examples::positive())->capture_default_str();
+  examples::count_option(app.add_option("--batch-size", s.batch_size, "batch size of the training"), 1)
       ->capture_default_str();
-  add_count(app, "--zero-samples", s.zero_samples, 0,
-            "extra elements whose analytic gradient is zero (their differences should be too)")
+  examples::count_option(app.add_option("--samples", s.samples,
+                                        "parameter elements to check, split evenly over the weights and biases of "
+                                        "every layer (at most those with a non-zero gradient)"),
+                         1)
       ->capture_default_str();
-  examples::add_list(app, "--steps", s.steps, "finite-difference step sizes h, comma-separated", positive())
+  examples::count_option(app.add_option("--zero-samples", s.zero_samples,
+                                        "extra elements whose analytic gradient is zero (their differences should be "
+                                        "too)"))
+      ->capture_default_str();
+  examples::add_list(app, "--steps", s.steps, "finite-difference step sizes h, comma-separated", examples::positive())
       ->default_str("1e-2,1e-4,1e-6,1e-8");
-  add_count(app, "--check-batch", s.check_batch, 1, "training samples in the loss that is differentiated (002: one)")
+  examples::count_option(app.add_option("--check-batch", s.check_batch,
+                                        "training samples in the loss that is differentiated (002: one)"),
+                         1)
       ->capture_default_str();
   app.add_option("--min-loss", s.min_loss, "draw the checked samples among those whose loss is at least this (0: any sample)")
-      ->check(positive(true))->capture_default_str();
-  add_count(app, "--seed", s.seed, 0, "seed of the weights, the shuffling, the checked sample and the sampled elements")
+      ->check(examples::positive(true))->capture_default_str();
+  examples::count_option(app.add_option("--seed", s.seed,
+                                        "seed of the weights, the shuffling, the checked sample and the sampled "
+                                        "elements"))
       ->capture_default_str();
   app.add_option("--dataset", s.dataset, "mnist or fashion")->capture_default_str();
   examples::path_option(app.add_option("--data", s.data, "directory of the IDX files (default: the data set's; for MNIST $TAPEGRAD_MNIST_DIR, else ./data/mnist)"));
@@ -755,7 +722,7 @@ std::string check_pools(const Settings& s, const GradientPools& pools) {
 }
 
 int fail(int code, const std::string& message) {
-  fmt::print(stderr, "gradcheck_report: {}\n", message);
+  examples::report_error("gradcheck_report", message);
   return code;
 }
 
@@ -818,8 +785,9 @@ int report(const Settings& s, const data::Dataset& train, const data::Dataset& t
 }
 
 int run(int argc, const char* const* argv) {
+  examples::guard_output("gradcheck_report");
   Parsed parsed = parse_flags(argc, argv);
-  if (parsed.exit_code == 0) fmt::print("{}", parsed.message);
+  if (parsed.exit_code == 0) std::fputs(parsed.message.c_str(), stdout);
   if (parsed.exit_code >= 0) return parsed.exit_code == 0 ? 0 : fail(parsed.exit_code, parsed.message);
   const Settings& s = parsed.settings;
   data::Dataset train, test;

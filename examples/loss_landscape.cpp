@@ -37,6 +37,7 @@
 #include "data/dataset.hpp"
 #include "examples/common/cli.hpp"
 #include "examples/common/lab.hpp"
+#include "examples/common/list_flag.hpp"
 #include "examples/common/preflight.hpp"
 #include "nn/nn.hpp"
 #include "optim/registry.hpp"
@@ -471,7 +472,7 @@ int main(int argc, char** argv) {
   app.add_option("--alpha-min", s.alpha_min, "first alpha of the 1-D curve")->capture_default_str();
   app.add_option("--alpha-max", s.alpha_max, "last alpha of the 1-D curve")->capture_default_str();
   app.add_option("--alphas", s.alphas, "points of the 1-D curve")->check(CLI::Range(2, 100001))->capture_default_str();
-  app.add_option("--seed", s.seed, "seed of the initial weights and the directions")->capture_default_str();
+  examples::count_option(app.add_option("--seed", s.seed, "seed of the initial weights and the directions"))->capture_default_str();
   examples::path_option(app.add_option("--data", s.data, "the MNIST directory (default: $TAPEGRAD_MNIST_DIR or data/mnist)"));
   examples::path_option(app.add_option("--out", s.out, "output directory"))->capture_default_str();
   app.add_option("--gnuplot", s.gnuplot, "the gnuplot program that draws the PNGs")->capture_default_str();

@@ -117,14 +117,14 @@ void declare_flags(CLI::App& app, Settings& s) {
                  "the training programs)");
   app.add_option("--steps", s.steps, "steps of each optimiser")->check(CLI::Range(1, 1'000'000))->capture_default_str();
   examples::add_list(app, "--start", s.start, "the starting point x,y (default: the function's)");
-  app.add_option("--seed", s.seed, "seed of a noisy function's noise")->capture_default_str();
+  examples::count_option(app.add_option("--seed", s.seed, "seed of a noisy function's noise"))->capture_default_str();
   examples::path_option(app.add_option("--out", s.out, "output directory"))->capture_default_str();
   app.add_option("--gnuplot", s.gnuplot, "the gnuplot program that draws paths.png")->capture_default_str();
   app.add_flag("--no-plots", s.no_plots, "write the data files only");
   app.add_flag_callback(
       "--list-functions",
       [] {
-        fmt::print("{}", config::help_text(config::infos(problems::test_functions())));
+        std::fputs(config::help_text(config::infos(problems::test_functions())).c_str(), stdout);
         throw CLI::Success();
       },
       "list the test functions and exit");
@@ -204,7 +204,7 @@ int main(int argc, char** argv) {
   try {
     return run(s, specs, *function);
   } catch (const std::exception& error) {
-    fmt::print(stderr, "optimizer_paths: {}\n", error.what());
+    examples::report_error("optimizer_paths", error.what());
     return 1;
   }
 }

@@ -76,7 +76,7 @@ int main(int argc, char** argv) {
     for (const std::string& file : plot.files) fmt::print("wrote {}\n", file);
     return 0;
   } catch (const std::exception& error) {
-    fmt::print(stderr, "performance_profiles: {}\n", error.what());
+    examples::report_error("performance_profiles", error.what());
     return 1;
   }
 }

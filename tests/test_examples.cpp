@@ -234,9 +234,7 @@ TEST_CASE("RunFlags refuses unknown names, keys and bad values, naming the flag 
   CHECK(error_of([] { config_of({"--schedule", "sawtooth"}); }).find("sawtooth") != std::string::npos);
   CHECK(error_of([] { config_of({"--lr", "-0.1"}); }).find("lr") != std::string::npos);
   CHECK(error_of([] { config_of({"--optimizer", "adam(lr=0.1)", "--lr", "0.2"}); }).find("--lr") != std::string::npos);
-  CHECK(error_of([] { config_of({"--batch-size", "0"}); }).find("--batch-size") != std::string::npos);
   CHECK(error_of([] { config_of({"--dataset", "cifar"}); }).find("cifar") != std::string::npos);
-  CHECK(error_of([] { config_of({"--threads", "0"}); }).find("--threads") != std::string::npos);
   CHECK(error_of([] { config_of({"--weight-decay", "-1"}); }).find("weight_decay") != std::string::npos);
   CHECK(error_of([] { config_of({"--save-every", "10"}); }).find("--save-every") != std::string::npos);
   CHECK(error_of([] { config_of({"--model", "cnn", "--hidden", "64"}, {.with_model = true}); }).find("hidden") !=
@@ -254,6 +252,9 @@ TEST_CASE("RunFlags refuses unknown names, keys and bad values, naming the flag 
   CHECK(parsed({"--epochs"}) == 2);
   CHECK(parsed({"--epochs", "many"}) == 2);
   CHECK(parsed({"--lr", "abc"}) == 2);
+  CHECK(parsed({"--batch-size", "0"}) == 2);  // whole numbers of at least 1
+  CHECK(parsed({"--threads", "0"}) == 2);
+  CHECK(parsed({"--epochs", "-1"}) == 2);      // not 2^64 - 1
   CHECK(parsed({"--help"}) == 0);
   CHECK(parsed({"--list-optimizers"}) == 0);
   CHECK(parsed({"--epochs", "2"}) == -1);
@@ -461,6 +462,21 @@ TEST_CASE("a diverging run stops at the first non-finite loss and names the step
   CHECK(result.epochs.size() < 3);
   for (const auto& m : result.epochs) CHECK(std::isfinite(m.train_loss));
   CHECK(result.final_line().find("diverged=1") != std::string::npos);
+}
+
+TEST_CASE("the final line names the set evaluated on, and a run with no finished epoch has no metrics, not zeros") {
+  RunResult none;
+  none.diverged = true;
+  none.steps = 3;
+  CHECK(none.final_line() ==
+        "final test_acc=nan best_test_acc=nan test_loss=nan train_acc=nan train_loss=nan epochs=0 steps=3 seconds=0.0 "
+        "diverged=1");
+  RunResult one;
+  one.epochs.push_back({.epoch = 1, .train_loss = 0.5, .train_acc = 0.8, .test_loss = 0.25, .test_acc = 0.9});
+  one.best_test_acc = 0.9;
+  one.steps = 10;
+  CHECK(one.final_line("validation") == "final validation_acc=0.9000 best_validation_acc=0.9000 validation_loss=0.2500 "
+                                        "train_acc=0.8000 train_loss=0.5000 epochs=1 steps=10 seconds=0.0");
 }
 
 TEST_CASE("schedules step every batch: one epoch of --schedule linear ends at --lr-final; --lr-per-epoch does not") {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -97,6 +98,15 @@ Outcome run(const std::string& program, const std::vector<std::string>& args) {
   Child child(program, args);
   int code = child.wait();
   return {code, child.out(), child.err()};
+}
+
+/// The program refuses `args` before training: exit 2, `message` on stderr, no epoch.
+void refused(const std::string& program, const std::vector<std::string>& args, const std::string& message) {
+  Outcome o = run(program, args);
+  INFO(program << " " << o.out << o.err);
+  CHECK(o.code == 2);
+  CHECK(o.err.find(message) != std::string::npos);
+  CHECK(o.out.find("epoch 1") == std::string::npos);  // nothing trained
 }
 
 bool has_mnist() {
@@ -335,13 +345,6 @@ TEST_CASE("Newton on MNIST logistic regression with no other flag: >= 90 % after
 
 TEST_CASE("faults named before work is spent: empty paths, bad outputs, impossible splits, duplicate seeds") {
   REQUIRE(has_mnist());
-  auto refused = [](const std::string& program, const std::vector<std::string>& args, const std::string& message) {
-    Outcome o = run(program, args);
-    INFO(program << " " << o.out << o.err);
-    CHECK(o.code == 2);
-    CHECK(o.err.find(message) != std::string::npos);
-    CHECK(o.out.find("epoch 1") == std::string::npos);  // nothing trained
-  };
   for (const char* flag : {"--log", "--save", "--resume", "--data"}) refused("mnist_mlp", {flag, ""}, std::string(flag) + ": an empty path");
   refused("gradcheck_report", {"--data", ""}, "--data: an empty path");
   refused("compare_optimizers", {"--out", ""}, "--out: an empty path");
@@ -360,6 +363,66 @@ TEST_CASE("faults named before work is spent: empty paths, bad outputs, impossib
           "out of memory: the network of --hidden 1000000000");
 }
 
+TEST_CASE("whole-number flags: a sign, an overflow or more images than there are is refused, never wrapped or capped") {
+  REQUIRE(has_mnist());
+  // CLI11 alone reads "-1" into an unsigned option as 2^64 - 1 (--epochs -1 trained for ever) and caps 1e30.
+  for (const char* flag : {"--epochs", "--batch-size", "--train-subset", "--seed", "--lr-epochs", "--save-every",
+                           "--validation", "--eval-every", "--threads"}) {
+    refused("mnist_mlp", {flag, "-1"}, std::string(flag) + ": '-1' is not a whole number");
+  }
+  refused("mnist_mlp", {"--seed", "18446744073709551616"}, "--seed: 18446744073709551616 is too large");
+  refused("mnist_mlp", {"--epochs", "1e30"}, "--epochs: 1e30 is too large");
+  refused("mnist_mlp", {"--epochs", "1.5"}, "--epochs: '1.5' is not a whole number");
+  refused("compare_optimizers", {"--seeds", "0,-1"}, "--seeds: '-1' is not a whole number");
+  refused("compare_optimizers", {"--seeds", "0,1e30"}, "--seeds: 1e30 is too large");
+  refused("compare_optimizers", {"--epochs", "-2"}, "--epochs: '-2' is not a whole number");
+  refused("loss_landscape", {"--seed", "-1"}, "--seed: '-1' is not a whole number");
+  refused("optimizer_paths", {"--seed", "-1"}, "--seed: '-1' is not a whole number");
+  refused("mnist_mlp", {"--train-subset", "60001"}, "--train-subset 60001: the training set has 60000 images");
+  refused("mnist_mlp", {"--train-subset", "50001", "--validation", "10000"},
+          "--train-subset 50001: the training set has 50000 images once the held-out ones are taken out");
+  // A whole number written in scientific notation is still one.
+  Outcome ok = run("mnist_mlp", {"--epochs", "1e0", "--train-subset", "2e2", "--batch-size", "1e2", "--no-progress"});
+  CHECK(ok.code == 0);
+  CHECK(ok.out.find("epochs=1 steps=2") != std::string::npos);
+}
+
+/// Runs `command` with /bin/sh (for its redirections and ulimit); the exit code, 128 + signal if killed by one.
+static int shell(const std::string& command) {
+  int status = std::system(command.c_str());
+  REQUIRE(status != -1);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+TEST_CASE("a full stdout or stderr, or a file past ulimit -f: an exit code and a message, never a signal or silence") {
+  REQUIRE(has_mnist());
+  const std::string mlp = std::string(TAPEGRAD_EXAMPLES_DIR) + "/mnist_mlp";
+  const std::string err = scratch("full.err").string();
+  const std::string small = " --epochs 1 --train-subset 200 --no-progress";
+  // --help and a listing into a full disk: not an uncaught exception (SIGABRT).
+  for (const char* flags : {" --help", " --list-optimizers"}) {
+    INFO(flags);
+    CHECK(shell(mlp + flags + " > /dev/full 2> " + err) == 2);
+    CHECK(read_file(err).find("mnist_mlp: writing the standard output failed") != std::string::npos);
+  }
+  // A whole run whose results could not be printed: not exit 0.
+  CHECK(shell(mlp + small + " > /dev/full 2> " + err) == 2);
+  CHECK(read_file(err).find("mnist_mlp: writing the standard output failed") != std::string::npos);
+  // An error with nowhere to say it: still its exit code, not a signal.
+  CHECK(shell(mlp + " --epochs -1 2> /dev/full") == 2);
+  CHECK(shell(mlp + " --data /nonexistent-folder > /dev/full 2> /dev/full") == 2);
+  // A checkpoint past the file-size limit: EFBIG said with the file, no temporary left, not SIGXFSZ.
+  const fs::path dir = scratch("fsize");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  CHECK(shell("ulimit -f 100; exec " + mlp + small + " --save " + (dir / "m.ckpt").string() + " > /dev/null 2> " + err) == 2);
+  const std::string said = read_file(err);
+  INFO(said);
+  CHECK(said.find("checkpoint " + (dir / "m.ckpt").string() + ": write failed after ") != std::string::npos);
+  CHECK(said.find(std::strerror(EFBIG)) != std::string::npos);
+  CHECK(fs::is_empty(dir));
+}
+
 TEST_CASE("resume: a conflicting seed, batch size or rate is refused; the log keeps each epoch once") {
   REQUIRE(has_mnist());
   const fs::path ckpt = scratch("resume.ckpt"), log = scratch("resume.csv");
@@ -370,16 +433,33 @@ TEST_CASE("resume: a conflicting seed, batch size or rate is refused; the log ke
   };
   Outcome first = run("mnist_mlp", with({"--epochs", "2", "--save", ckpt.string(), "--log", log.string()}));
   REQUIRE(first.code == 0);
-  for (auto [flag, value, message] : {std::tuple{"--seed", "3", "the run was started with --seed 0; resuming it with --seed 3"},
-                                      {"--lr", "0.5", "the run was started with the learning rate 0.001"}}) {
-    Outcome o = run("mnist_mlp", with({"--epochs", "1", "--resume", ckpt.string(), flag, value}));
-    INFO(o.err);
+  for (auto [flag, value, message] :
+       {std::tuple{"--seed", "3", "the run was started with --seed 0; resuming it with --seed 3"},
+        {"--lr", "0.5", "the run was started with the learning rate 0.001"},
+        // Every other setting that decides the run's course (run/settings), the rate kept.
+        {"--weight-decay", "0.01", "the run was started with --optimizer adam(lr=0.001,weight_decay=0,"},
+        {"--schedule", "cosine", "the run was started with --schedule constant("},
+        {"--dataset", "fashion", "the run was started with --dataset mnist; resuming it with --dataset fashion"},
+        {"--validation", "100", "the run was started with --validation 0; resuming it with --validation 100"},
+        {"--loss", "mse", "the run was started with --loss cross-entropy; resuming it with --loss mse"},
+        {"--init", "xavier", "the run was started with --init default; resuming it with --init xavier"},
+        {"--no-bias-decay", "", "the run was started with --no-bias-decay off; resuming it with --no-bias-decay on"},
+        {"--eval-every", "5", "the run was started with --eval-every off; resuming it with --eval-every on: 10000 "
+                              "validation and 10000 train-eval images held out"}}) {
+    std::vector<std::string> args{"--epochs", "1", "--resume", ckpt.string(), flag};
+    if (*value) args.push_back(value);
+    Outcome o = run("mnist_mlp", with(args));
+    INFO(flag << ": " << o.err);
     CHECK(o.code == 2);
     CHECK(o.err.find(message) != std::string::npos);
   }
   Outcome batch = run("mnist_mlp", {"--epochs", "1", "--resume", ckpt.string(), "--train-subset", "1000", "--batch-size", "50"});
   CHECK(batch.code == 2);
   CHECK(batch.err.find("the run was started with --batch-size 100") != std::string::npos);
+  Outcome subset = run("mnist_mlp", {"--epochs", "1", "--resume", ckpt.string(), "--train-subset", "900", "--batch-size", "100"});
+  CHECK(subset.code == 2);
+  CHECK(subset.err.find("checkpoint " + ckpt.string() + ": the run was started with --train-subset 1000; resuming it "
+                        "with --train-subset 900 would change it") != std::string::npos);
 
   // A crash after epoch 3's row was logged but before its checkpoint: the checkpoint says 2 epochs, the
   // log has 3. Resuming cuts the log back and writes epoch 3 once.
@@ -518,8 +598,8 @@ TEST_CASE("the normalisation examples train a little; --clip-grad-norm wraps the
     Outcome ok = run(program, args);
     INFO(program << ok.out << ok.err);
     CHECK(ok.code == 0);
-    CHECK(value_after(ok.out, "final test_acc=") > 0.6);
-    if (program == "mnist_bn_cnn") bn_accuracy = value_after(ok.out, "final test_acc=");
+    CHECK(value_after(ok.out, "final validation_acc=") > 0.6);
+    if (program == "mnist_bn_cnn") bn_accuracy = value_after(ok.out, "final validation_acc=");
     if (program == "mnist_resmlp") {
       CHECK(ok.out.find("# optimizer clip(inner=adam(lr=0.001,") != std::string::npos);
       CHECK(ok.out.find("max_norm=0.5)") != std::string::npos);
@@ -542,7 +622,7 @@ TEST_CASE("the normalisation examples train a little; --clip-grad-norm wraps the
   Outcome evaluated = run("mnist_bn_cnn", tiny({"--resume", path}, "0"));
   INFO(evaluated.out << evaluated.err);
   CHECK(evaluated.code == 0);
-  CHECK(value_after(evaluated.out, "final test_acc=") == bn_accuracy);
+  CHECK(value_after(evaluated.out, "final validation_acc=") == bn_accuracy);
   Outcome without = run("mnist_bn_cnn", tiny({"--resume", path, "--no-batch-norm"}));
   CHECK(without.code == 2);
   CHECK(without.err.find("bn1.running_mean: in the file, not in the model") != std::string::npos);

@@ -2,7 +2,14 @@
 #include "examples/common/list_flag.hpp"
 #include "examples/common/track.hpp"
 
+#include <cerrno>
+#include <charconv>
+#include <csignal>
 #include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <optional>
 
 #include <CLI/CLI.hpp>
@@ -17,17 +24,49 @@
 
 namespace examples {
 
+void report_error(const std::string& program, const std::string& message) noexcept {
+  std::fprintf(stderr, "%s: %s\n", program.c_str(), message.c_str());
+}
+
+namespace {
+
+std::string& guarded_program() {
+  static std::string name;
+  return name;
+}
+
+/// At exit: what the program printed must have reached stdout (as coreutils' close_stdout).
+void check_stdout_at_exit() {
+  errno = 0;
+  if (std::fflush(stdout) == 0 && !std::ferror(stdout)) return;
+  const int error = errno;
+  std::fprintf(stderr, "%s: writing the standard output failed: %s\n", guarded_program().c_str(),
+               error != 0 ? std::strerror(error) : "a write failed earlier and what it held was lost");
+  std::_Exit(2);  // exit() may not be called again from an atexit handler
+}
+
+}  // namespace
+
+void guard_output(const std::string& program) {
+  const bool first = guarded_program().empty();
+  guarded_program() = program;
+  if (!first) return;
+  std::signal(SIGXFSZ, SIG_IGN);
+  std::atexit(check_stdout_at_exit);
+}
+
 int parse(CLI::App& app, int argc, const char* const* argv) {
+  guard_output(app.get_name());
   try {
     app.parse(argc, argv);
     return -1;
   } catch (const CLI::CallForHelp&) {
-    fmt::print("{}", app.help());
+    std::fputs(app.help().c_str(), stdout);  // a failed write is the exit check's to report
     return 0;
   } catch (const CLI::Success&) {
     return 0;
   } catch (const CLI::ParseError& error) {
-    fmt::print(stderr, "{}: {} (see --help)\n", app.get_name(), error.what());
+    report_error(app.get_name(), fmt::format("{} (see --help)", error.what()));
     return 2;
   }
 }
@@ -36,11 +75,11 @@ int checked(const std::string& program, const std::function<int()>& body) {
   try {
     return body();
   } catch (const std::bad_alloc& error) {
-    fmt::print(stderr, "{}: out of memory: {} (are the sizes given, say --hidden or --batch-size, too large for this "
-                       "machine?)\n", program, error.what());
+    report_error(program, fmt::format("out of memory: {} (are the sizes given, say --hidden or --batch-size, too "
+                                      "large for this machine?)", error.what()));
     return 2;
   } catch (const std::exception& error) {
-    fmt::print(stderr, "{}: {}\n", program, error.what());
+    report_error(program, error.what());
     return 2;
   }
 }
@@ -48,6 +87,44 @@ int checked(const std::string& program, const std::function<int()>& body) {
 CLI::Option* path_option(CLI::Option* option) {
   return option->check(CLI::Validator(
       [](std::string& value) { return value.empty() ? std::string("an empty path") : std::string(); }, "PATH"));
+}
+
+CLI::Validator whole_number(std::uint64_t low) {
+  auto check = [low](std::string& text) -> std::string {
+    const char* end = text.data() + text.size();
+    std::uint64_t value = 0;
+    if (auto [ptr, error] = std::from_chars(text.data(), end, value); error != std::errc() || ptr != end) {
+      double number = 0;
+      auto [ptr2, error2] = std::from_chars(text.data(), end, number);
+      bool whole = !text.empty() && error2 == std::errc() && ptr2 == end && number >= 0 && number == std::floor(number);
+      if (!whole && error != std::errc::result_out_of_range) return fmt::format("'{}' is not a whole number", text);
+      if (!whole || number >= 0x1p64) return fmt::format("{} is too large", text);
+      value = static_cast<std::uint64_t>(number);
+    }
+    if (value < low) return fmt::format("must be at least {}, got {}", low, text);
+    text = std::to_string(value);
+    return {};
+  };
+  return CLI::Validator(check, "");
+}
+
+CLI::Option* count_option(CLI::Option* option, std::uint64_t low) {
+  return option->transform(whole_number(low))->type_name(fmt::format("INT>={}", low));
+}
+
+CLI::Validator positive(bool zero_allowed) {
+  auto check = [zero_allowed](const std::string& text) -> std::string {
+    double value = 0;
+    auto [ptr, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (text.empty() || error != std::errc() || ptr != text.data() + text.size() || !std::isfinite(value)) {
+      return fmt::format("'{}' is not a number", text);
+    }
+    if (value < 0 || (value == 0 && !zero_allowed)) {
+      return fmt::format("must be {}, got {}", zero_allowed ? "at least 0" : "positive", text);
+    }
+    return {};
+  };
+  return CLI::Validator(check, "");
 }
 
 std::vector<std::string> list_items(const std::string& flag, const std::string& text) {
@@ -77,7 +154,7 @@ void add_listing(CLI::App& app, const std::string& flag, const config::Registry<
       flag,
       [&registry, &markdown] {
         auto entries = config::infos(registry);
-        fmt::print("{}", markdown ? config::markdown_table(entries) : config::help_text(entries));
+        std::fputs((markdown ? config::markdown_table(entries) : config::help_text(entries)).c_str(), stdout);
         throw CLI::Success();
       },
       "print every registered " + registry.kind() + " with its options, and exit");
@@ -121,9 +198,9 @@ void add_schedule_flags(CLI::App& app, RunFlags::Raw& raw) {
                      " (see --list-schedules)")
       ->capture_default_str();
   app.add_option("--lr-final", raw.lr_final, "linear, cosine: the rate reached at the end (final=)");
-  app.add_option("--lr-epochs", raw.lr_epochs, "linear, cosine: epochs to decay over (epochs=; default: the run's)");
+  count_option(app.add_option("--lr-epochs", raw.lr_epochs, "linear, cosine: epochs to decay over (epochs=; default: the run's)"));
   app.add_option("--lr-tau", raw.lr_tau, "inverse-time: lr = lr0 / (1 + epoch / tau) (tau=)");
-  app.add_option("--lr-step", raw.lr_step, "step: epochs between decays (every=)");
+  count_option(app.add_option("--lr-step", raw.lr_step, "step: epochs between decays (every=)"), 1);
   app.add_option("--lr-gamma", raw.lr_gamma, "step, exponential: decay factor (gamma=)");
   app.add_option("--warmup", raw.warmup, "epochs of linear warm-up before the schedule (warmup=)");
   app.add_flag("--lr-per-epoch", raw.lr_per_epoch, "step the schedule once per epoch (default: every batch)");
@@ -132,31 +209,31 @@ void add_schedule_flags(CLI::App& app, RunFlags::Raw& raw) {
 void add_data_flags(CLI::App& app, RunFlags::Raw& raw) {
   app.add_option("--dataset", raw.dataset, "mnist or fashion")->capture_default_str();
   path_option(app.add_option("--data", raw.data, "directory of the IDX files (default: $TAPEGRAD_MNIST_DIR or ./data/mnist)"));
-  app.add_option("--validation", raw.validation,
-                 "hold out the last N training images and evaluate on them instead of the test set");
-  app.add_option("--train-subset", raw.train_subset, "train on the first N training images only (0: all)");
+  count_option(app.add_option("--validation", raw.validation,
+                 "hold out the last N training images and evaluate on them instead of the test set"));
+  count_option(app.add_option("--train-subset", raw.train_subset, "train on the first N training images only (0: all)"));
 }
 
 /// The flags of one run that a grid of runs cannot share.
 void add_single_run_flags(CLI::App& app, RunFlags::Raw& raw, bool shown) {
   const std::string group = shown ? "Options" : "";  // CLI11 hides options of the empty group
-  app.add_option("--batch-size", raw.batch_size, "samples per step: 1 is online, 60000 full batch")
+  count_option(app.add_option("--batch-size", raw.batch_size, "samples per step: 1 is online, 60000 full batch"), 1)
       ->capture_default_str()
       ->group(group);
-  app.add_option("--seed", raw.seed, "seed of the initial weights, the shuffling and every random stream")
+  count_option(app.add_option("--seed", raw.seed, "seed of the initial weights, the shuffling and every random stream"))
       ->capture_default_str()
       ->group(group);
   path_option(app.add_option("--log", raw.log, "write per-epoch metrics to this CSV file"))->group(group);
   path_option(app.add_option("--save", raw.save, "write a checkpoint (model, optimiser, run) here after every epoch and on Ctrl-C"))
       ->group(group);
-  app.add_option("--save-every", raw.save_every, "with --save: also every N steps")->group(group);
+  count_option(app.add_option("--save-every", raw.save_every, "with --save: also every N steps"))->group(group);
   path_option(app.add_option("--resume", raw.resume, "continue from this checkpoint"))->group(group);
 }
 
 void add_evaluation_flags(CLI::App& app, RunFlags::Raw& raw) {
-  app.add_option("--eval-every", raw.eval_every,
+  count_option(app.add_option("--eval-every", raw.eval_every,
                  "hold out DeepOBS's splits (10,000 validation images, a fixed 10,000-image train-eval subset) and "
-                 "evaluate on train-eval, validation and test every N steps, off the training clock, into --eval-log");
+                 "evaluate on train-eval, validation and test every N steps, off the training clock, into --eval-log"));
   path_option(app.add_option("--eval-log", raw.eval_log, "with --eval-every or --problem: a CSV row per evaluation"))
       ->capture_default_str();
 }
@@ -166,15 +243,15 @@ void add_problem_listing(CLI::App& app, const bool& markdown) {
   app.add_flag_callback(
       "--list-problems",
       [&markdown] {
-        fmt::print("{}", markdown ? problems::problems_markdown() : problems::problems_help());
+        std::fputs((markdown ? problems::problems_markdown() : problems::problems_help()).c_str(), stdout);
         throw CLI::Success();
       },
       "print every registered test problem (model, data, batch size, epochs, parameters), and exit");
 }
 
 void add_run_control_flags(CLI::App& app, RunFlags::Raw& raw) {
-  app.add_option("--epochs", raw.epochs,
-                 "epochs to train (with --resume: epochs after the last complete one; 0 only evaluates)")
+  count_option(app.add_option("--epochs", raw.epochs,
+                 "epochs to train (with --resume: epochs after the last complete one; 0 only evaluates)"))
       ->capture_default_str();
   app.add_option("--init", raw.init,
                  "initialiser: default (U(+-1/sqrt(fan_in))), normal (N(0,1)*0.01, as 001), xavier, xavier-normal, "
@@ -183,7 +260,7 @@ void add_run_control_flags(CLI::App& app, RunFlags::Raw& raw) {
   app.add_option("--weight-decay", raw.weight_decay, "weight decay (the same as weight_decay= in the spec)");
   app.add_flag("--decoupled", raw.decoupled, "decoupled weight decay (decoupled=true in the spec)");
   app.add_flag("--no-bias-decay", raw.no_bias_decay, "no weight decay on biases (a second parameter group)");
-  app.add_option("--threads", raw.threads, "BLAS threads")->capture_default_str();
+  count_option(app.add_option("--threads", raw.threads, "BLAS threads"), 1)->capture_default_str();
   app.add_option("--max-loss", raw.max_loss, "also stop as diverged when a step's loss exceeds this (0: only non-finite)");
   std::string losses;
   for (const auto& [name, value] : nn::classifier_losses()) losses += (losses.empty() ? "" : ", ") + name;

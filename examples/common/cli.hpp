@@ -27,7 +27,17 @@ struct FlagError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-/// Parses argv into `app`. Returns -1 to go on, else the exit code: 0 after printing --help (or a listing
+/// Prints "<program>: <message>" on stderr; never throws (a full or closed stderr is given up on: the exit
+/// status still says it).
+void report_error(const std::string& program, const std::string& message) noexcept;
+
+/// Makes the programs' own output failures errors, not signals or silence: ignores SIGXFSZ (a file grown past
+/// `ulimit -f` then fails with EFBIG, which its writer reports, in place of the process being killed), and at
+/// exit flushes stdout and, if anything printed did not reach it (a full disk, /dev/full), says so with
+/// strerror and exits 2. parse() calls it; idempotent.
+void guard_output(const std::string& program);
+
+/// Parses argv into `app` (calling guard_output first). Returns -1 to go on, else the exit code: 0 after printing --help (or a listing
 /// such as --list-optimizers), 2 after printing a bad flag's error.
 int parse(CLI::App& app, int argc, const char* const* argv);
 

@@ -760,7 +760,7 @@ RunRecord run_point(const LabConfig& config, const Datasets& datasets, const Gri
     record.result.divergence = fmt::format("failed: {}", error.what());
   }
   if (log) {
-    fmt::print(log, "  {}\n", record.result.diverged ? record.result.divergence : record.result.final_line());
+    fmt::print(log, "  {}\n", record.result.diverged ? record.result.divergence : record.result.final_line(datasets.test_name));
     std::fflush(log);
   }
   return record;
@@ -881,7 +881,9 @@ void note_result(const LabConfig& config, const RunRecord& record, std::size_t i
   progress.flush();
   if (!progress) throw OutputError(fmt::format("writing {} failed: {}", config.out_dir + "/curves.partial.csv", std::strerror(errno)));
   if (log) {
-    fmt::print(log, "  run {}{}: {}\n", index + 1, where, record.result.diverged ? record.result.divergence : record.result.final_line());
+    const char* eval = config.base.validation > 0 ? "validation" : "test";  // as load_datasets names it
+    fmt::print(log, "  run {}{}: {}\n", index + 1, where,
+               record.result.diverged ? record.result.divergence : record.result.final_line(eval));
     std::fflush(log);
   }
 }
@@ -1083,7 +1085,7 @@ int lab_main(int argc, const char* const* argv, LabProgram program) {
   try {
     session.emplace();
   } catch (const std::exception& error) {
-    fmt::print(stderr, "{}: {}\n", program.name, error.what());
+    report_error(program.name, error.what());
     return 2;
   }
   CLI::App app{program.summary, program.name};
@@ -1120,7 +1122,7 @@ int lab_main(int argc, const char* const* argv, LabProgram program) {
     return config.protocol.enabled ? protocol_main(config, datasets) : run_and_report(config, datasets);
   } catch (const std::exception& error) {
     if (config.ranks > 1) mpi::abort_all(program.name, error.what());  // never leave the other ranks waiting
-    fmt::print(stderr, "{}: {}\n", program.name, error.what());
+    report_error(program.name, error.what());
     return 1;
   }
 }

@@ -1,7 +1,9 @@
-// Comma-separated list flags ("--seeds 0,1,2") that refuse what CLI11's delimiter lets through silently: an
-// empty item ("0,,1", "0,") and the flag given twice. For the programs that take lists; includes CLI11.
+// Flag values that CLI11 lets through silently, refused: comma-separated list flags ("--seeds 0,1,2") with an
+// empty item ("0,,1", "0,") or given twice, and a sign or an overflow in a whole number ("--epochs -1", which
+// CLI11 reads into an unsigned option as 2^64 - 1). For the programs' flags; includes CLI11.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -9,6 +11,16 @@
 #include <CLI/CLI.hpp>
 
 namespace examples {
+
+/// CLI11 transform: a whole number of at least `low`, written plainly (200) or in scientific notation (2e2),
+/// rewritten as plain digits for CLI11 to convert. A sign ("-1", which CLI11 would read into an unsigned
+/// option as 2^64 - 1) or a number past 2^64 - 1 (which it would cap) is refused.
+CLI::Validator whole_number(std::uint64_t low);
+/// Declares that `option` (of an unsigned type) takes a whole number of at least `low`, by whole_number:
+/// "--epochs INT>=0" in --help, "--epochs: '-1' is not a whole number" for a bad value.
+CLI::Option* count_option(CLI::Option* option, std::uint64_t low = 0);
+/// CLI11 check of a finite number above 0 (or, with `zero_allowed`, at least 0).
+CLI::Validator positive(bool zero_allowed = false);
 
 /// The items of "a,b,c". An empty item is refused (CLI::ValidationError naming `flag`).
 std::vector<std::string> list_items(const std::string& flag, const std::string& text);
@@ -30,10 +42,11 @@ CLI::Option* add_list(CLI::App& app, const std::string& flag, std::vector<T>& va
     std::vector<T> parsed;
     for (std::string piece : list_items(flag, text)) {
       if (std::string error = item(piece); !error.empty()) throw CLI::ValidationError(flag, error);
+      if constexpr (std::is_unsigned_v<T>) {
+        if (std::string error = whole_number(0)(piece); !error.empty()) throw CLI::ValidationError(flag, error);
+      }
       T value{};
-      // CLI11 would read "-1" as a huge unsigned number.
-      bool negative_unsigned = std::is_unsigned_v<T> && piece.front() == '-';
-      if (negative_unsigned || !CLI::detail::lexical_cast(piece, value)) {
+      if (!CLI::detail::lexical_cast(piece, value)) {
         throw CLI::ValidationError(flag, "'" + piece + "' is not " + kind_of<T>());
       }
       parsed.push_back(value);

@@ -1,6 +1,7 @@
 #include "examples/common/training.hpp"
 
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +14,8 @@
 #include <cstdio>
 #include <fstream>
 #include <limits>
+#include <map>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -198,7 +201,39 @@ struct Position {
 /// What a checkpoint holds besides model/ and optim/: where the run is, and what it was started with.
 const char* const kRunEntries[] = {"run/epoch",          "run/batch",         "run/step",     "run/best_test_acc",
                                    "run/seconds",        "run/seed",          "run/batch_size", "run/base_lr",
-                                   "run/epoch_loss_sum", "run/epoch_correct", "run/epoch_seen"};
+                                   "run/epoch_loss_sum", "run/epoch_correct", "run/epoch_seen", "run/settings"};
+
+/// The settings that decide a run's course besides the seed, batch size and rate, one "<flag>\t<value>" line each:
+/// a resumed run must be given the same. (Not --epochs, the outputs, --threads, --max-loss, --track or
+/// --detect-anomaly: those may change from one leg of a run to the next.)
+std::string run_settings(const RunConfig& c) {
+  return fmt::format("--problem\t{}\n--model\t{}\n--init\t{}\n--optimizer\t{}\n--schedule\t{}\n--lr-per-epoch\t{}\n"
+                     "--no-bias-decay\t{}\n--dataset\t{}\n--validation\t{}\n--train-subset\t{}\n--loss\t{}\n"
+                     "--eval-every\t{}\n",
+                     c.problem.empty() ? "(none)" : c.problem, c.model.text(), c.init, c.optimizer.text(),
+                     c.schedule.text(), c.lr_per_epoch ? "on" : "off", c.no_bias_decay ? "on" : "off", c.dataset,
+                     c.validation, c.train_subset, nn::classifier_loss_name(c.loss),
+                     c.evaluation_splits ? fmt::format("on: {} validation and {} train-eval images held out",
+                                                       c.split_validation, c.split_train_eval)
+                                         : std::string("off"));
+}
+
+/// Text in a checkpoint: one element per byte (a checkpoint holds tensors only; f32 keeps 0 ... 255 exactly).
+ag::Tensor text_tensor(const std::string& text) {
+  std::vector<float> bytes;
+  for (unsigned char byte : text) bytes.push_back(byte);
+  return ag::Tensor::from_data(ag::Shape{bytes.size()}, std::span<const float>(bytes));
+}
+
+/// The text of text_tensor, or nothing if `tensor` is not one.
+std::optional<std::string> tensor_text(const ag::Tensor& tensor) {
+  std::string text;
+  for (double v : tensor.to_vector()) {
+    if (!(v >= 0 && v <= 255 && v == std::floor(v))) return std::nullopt;
+    text += static_cast<char>(static_cast<unsigned char>(v));
+  }
+  return text;
+}
 
 void save_checkpoint(const std::string& path, const nn::Module& model, const optim::Optimizer& optimizer,
                      const Position& at, const RunResult& result, const RunConfig& config) {
@@ -218,6 +253,7 @@ void save_checkpoint(const std::string& path, const nn::Module& model, const opt
   scalar("run/epoch_loss_sum", at.loss_sum);
   scalar("run/epoch_correct", static_cast<double>(at.correct));
   scalar("run/epoch_seen", static_cast<double>(at.seen));
+  entries.emplace_back("run/settings", text_tensor(run_settings(config)));
   nn::save_tensors(path, entries);
 }
 
@@ -244,7 +280,40 @@ void check_finite_model(const std::vector<nn::NamedTensor>& entries, const std::
   }
 }
 
-/// A resumed run goes on as it was started: the same seed (the shuffles), batch size and base rate.
+/// The lines of run_settings, by flag.
+std::map<std::string, std::string> settings_by_flag(const std::string& text) {
+  std::map<std::string, std::string> settings;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    const std::string line = text.substr(start, end - start);
+    const std::size_t tab = line.find('\t');
+    if (tab != std::string::npos) settings[line.substr(0, tab)] = line.substr(tab + 1);
+    start = end + 1;
+  }
+  return settings;
+}
+
+/// The run/settings a checkpoint was written with (checkpoints written before it was kept have none: not checked)
+/// against the resumed run's: the first that differs is refused, naming its flag, both values and the file.
+void check_same_settings(const std::vector<nn::NamedTensor>& entries, const std::string& path, const RunConfig& config) {
+  auto entry = std::find_if(entries.begin(), entries.end(), [](const auto& e) { return e.first == "run/settings"; });
+  if (entry == entries.end()) return;
+  std::optional<std::string> text = tensor_text(entry->second);
+  if (!text) throw std::runtime_error(fmt::format("checkpoint {}: run/settings is not the text of a run's settings", path));
+  const std::map<std::string, std::string> saved = settings_by_flag(*text);
+  for (const auto& [flag, asked] : settings_by_flag(run_settings(config))) {
+    auto was = saved.find(flag);
+    if (was == saved.end() || was->second == asked) continue;
+    throw std::runtime_error(fmt::format("checkpoint {}: the run was started with {} {}; resuming it with {} {} would "
+                                         "change it (give the same, or start a new run without --resume)",
+                                         path, flag, was->second, flag, asked));
+  }
+}
+
+/// A resumed run goes on as it was started: the same seed (the shuffles), batch size and base rate, and the
+/// same settings (run_settings).
 void check_same_run(const std::vector<nn::NamedTensor>& entries, const std::string& path, const RunConfig& config) {
   auto refuse = [&](const std::string& flag, const std::string& saved, const std::string& asked) {
     throw std::runtime_error(fmt::format("checkpoint {}: the run was started with {} {}; resuming it with {} {} would "
@@ -259,6 +328,7 @@ void check_same_run(const std::vector<nn::NamedTensor>& entries, const std::stri
   }
   double lr = scalar_entry(entries, "run/base_lr", path, 0, std::numeric_limits<double>::max());
   if (lr != config.lr()) refuse("the learning rate", config::format_real(lr), config::format_real(config.lr()));
+  check_same_settings(entries, path, config);
 }
 
 /// The optimiser of the config over the model's parameters; with no_bias_decay the biases form a
@@ -569,8 +639,11 @@ bool is_constant_schedule(const config::Spec& schedule) {
 
 double RunConfig::lr() const { return std::stod(optim::option_of(optim::resolve_optimizer(optimizer), "lr").value()); }
 
-std::string RunResult::final_line() const {
-  EpochMetrics last = epochs.empty() ? EpochMetrics{} : epochs.back();
+std::string RunResult::final_line(const std::string& eval) const {
+  // No epoch finished (a run diverged in its first): no metrics, not zeros.
+  constexpr double none = std::numeric_limits<double>::quiet_NaN();
+  const bool any = !epochs.empty();
+  EpochMetrics last = any ? epochs.back() : EpochMetrics{.train_loss = none, .train_acc = none, .test_loss = none, .test_acc = none};
   // Each tracker's time as a fraction of the training time: " tracking=grad-norm(every=1):0.031,...".
   std::string tracking;
   for (const auto& [spec, spent] : tracking_seconds) {
@@ -578,11 +651,12 @@ std::string RunResult::final_line() const {
   }
   const std::string ending = fmt::format("epochs={} steps={} seconds={:.1f}{}{}{}", last.epoch, steps, seconds,
                                          diverged ? " diverged=1" : "", interrupted ? " interrupted=1" : "", tracking);
-  if (std::isnan(last.test_acc)) {  // a function problem: no accuracy
-    return fmt::format("final test_loss={:.6g} train_loss={:.6g} {}", last.test_loss, last.train_loss, ending);
+  if (any && std::isnan(last.test_acc)) {  // a function problem: no accuracy
+    return fmt::format("final {}_loss={:.6g} train_loss={:.6g} {}", eval, last.test_loss, last.train_loss, ending);
   }
-  return fmt::format("final test_acc={:.4f} best_test_acc={:.4f} test_loss={:.4f} train_acc={:.4f} train_loss={:.4f} {}",
-                     last.test_acc, best_test_acc, last.test_loss, last.train_acc, last.train_loss, ending);
+  return fmt::format("final {0}_acc={1:.4f} best_{0}_acc={2:.4f} {0}_loss={3:.4f} train_acc={4:.4f} train_loss={5:.4f} {6}",
+                     eval, last.test_acc, any ? best_test_acc : none, last.test_loss, last.train_acc, last.train_loss,
+                     ending);
 }
 
 std::string eval_csv_header() {
@@ -639,6 +713,11 @@ Datasets load_datasets(const RunConfig& config) {
   } else {
     sets.test = data::load_dataset(config.dataset, data::Split::test, config.data_dir);
   }
+  if (config.train_subset > sets.train.size()) {
+    throw std::runtime_error(fmt::format("--train-subset {}: the training set has {} images{}", config.train_subset,
+                                         sets.train.size(),
+                                         config.validation > 0 || config.evaluation_splits ? " once the held-out ones are taken out" : ""));
+  }
   if (config.train_subset > 0 && config.train_subset < sets.train.size()) {
     sets.train.labels.resize(config.train_subset);
     sets.train.images.resize(config.train_subset * sets.train.features());
@@ -684,6 +763,17 @@ void watch_interrupts() {
   std::signal(SIGINT, on_sigint);
 }
 
+namespace {
+
+/// Whether two streams write to the same file (a terminal, say, or `2>&1`).
+bool same_file(std::FILE* a, std::FILE* b) {
+  struct stat sa {}, sb {};
+  return ::fstat(::fileno(a), &sa) == 0 && ::fstat(::fileno(b), &sb) == 0 && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
+}
+
+}  // namespace
+
 int run_program(nn::Module& model, const RunConfig& config, const Datasets& datasets) {
   print_header(model, config, datasets);
   watch_interrupts();
@@ -693,9 +783,9 @@ int run_program(nn::Module& model, const RunConfig& config, const Datasets& data
                datasets.test_name, m.test_acc, m.lr, m.seconds);
     std::fflush(stdout);
   });
-  if (result.diverged) {
+  if (result.diverged) {  // on stderr, and in the stdout log unless that is the same file
     fmt::print(stderr, "{}\n", result.divergence);
-    fmt::print("{}\n", result.divergence);
+    if (!same_file(stdout, stderr)) fmt::print("{}\n", result.divergence);
   }
   if (result.interrupted) fmt::print(stderr, "interrupted: stopped after step {}{}\n", result.steps,
                                       config.save_path.empty() ? "" : ", checkpoint written to " + config.save_path);
@@ -711,7 +801,7 @@ int run_program(nn::Module& model, const RunConfig& config, const Datasets& data
     fmt::print("# tracking {}: {:.2f} s, {:.1f} % of the training time ({:.2f} s)\n", spec, seconds,
                100 * seconds / std::max(result.seconds, 1e-9), result.seconds);
   }
-  fmt::print("{}\n", result.final_line());
+  fmt::print("{}\n", result.final_line(datasets.test_name));
   std::fflush(stdout);
   if (result.interrupted) return 130;
   return result.diverged ? 3 : 0;

@@ -111,8 +111,9 @@ struct RunResult {
   std::size_t steps = 0;     // steps taken, a resumed run's earlier ones included
   /// Seconds each tracker took (kept out of `seconds`), by its spec.
   std::vector<std::pair<std::string, double>> tracking_seconds;
-  /// The machine-readable last line: "final test_acc=... best_test_acc=... ...".
-  std::string final_line() const;
+  /// The machine-readable last line: "final test_acc=... best_test_acc=... ...", the set evaluated on named
+  /// `eval` ("final validation_acc=..." under --validation); nan for metrics no finished epoch measured.
+  std::string final_line(const std::string& eval = "test") const;
 };
 
 struct Datasets {
