@@ -13,7 +13,8 @@
 #   scripts/deepobs.sh PROBLEM...          the reduced budget on other problems (--list-problems)
 # Each problem's protocol output is OUT/<problem>/ (sensitivity.png, performance.md, seeds/curves.png, ...), the
 # profiles (of the problems with an accuracy to reach) are OUT/profiles/ (profiles.png, profiles.md). A killed
-# study started again resumes where it was (the lab's run store). JOBS (default 1) runs that many runs at once.
+# study started again resumes where it was (the lab's run store); under --full it also takes the finished runs in
+# docs/studies/<problem>-full/. JOBS (default 1) runs that many runs at once.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${BUILD_DIR:-$here/build}"
@@ -26,7 +27,7 @@ problems=()
 for arg in "$@"; do
   case "$arg" in
     --full) full=1 ;;
-    -h | --help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) problems+=("$arg") ;;
   esac
 done
@@ -61,9 +62,24 @@ targets() {
   esac
 }
 
+# Under --full, the finished runs of the full study that ship with the repository (docs/studies/<problem>-full/:
+# the lab's run-store files of each phase) go into the study's run stores first, and are taken as finished as a
+# killed study's own are (a run whose configuration differs, other data say, is not: the lab counts it aside).
+take_shipped_runs() {
+  local problem="$1" phase from
+  ((full)) || return 0
+  for phase in tune seeds; do
+    from="$here/docs/studies/$problem-full/$phase"
+    compgen -G "$from/*.result" >/dev/null || continue
+    mkdir -p "$out/$problem/$phase/runs"
+    cp -n "$from"/*.result "$out/$problem/$phase/runs/"
+  done
+}
+
 mkdir -p "$out"
 for problem in "${problems[@]}"; do
   start=$(date +%s)
+  take_shipped_runs "$problem"
   # shellcheck disable=SC2046
   "$build/examples/compare_optimizers" --problem "$problem" --protocol --optimizers $(optimizers) $(budget "$problem") \
     $(targets "$problem") --jobs "$jobs" --quiet --no-progress --x-axis steps --out "$out/$problem" \
