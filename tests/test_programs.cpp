@@ -306,33 +306,38 @@ TEST_CASE("loss_landscape: the 1-D curve from the initial to the final weights, 
   }
 }
 
-TEST_CASE("Ctrl-C: the run finishes its step, writes the checkpoint, the CSV row and the final line, exits 130") {
+TEST_CASE("Ctrl-C or SIGTERM: the run finishes its step, writes the checkpoint, the CSV row and the final line, "
+          "exits 128 + the signal") {
   REQUIRE(has_mnist());
-  fs::path checkpoint = scratch("interrupted.ckpt"), log = scratch("interrupted.csv");
-  fs::remove(checkpoint);
-  Child child("mnist_mlp", {"--epochs", "50", "--batch-size", "10", "--no-progress", "--save", checkpoint.string(),
-                            "--log", log.string()});
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (child.out().find("# BLAS") == std::string::npos && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  for (auto [signal, name] : {std::pair{SIGINT, "Ctrl-C"}, {SIGTERM, "SIGTERM"}}) {
+    INFO(name);
+    fs::path checkpoint = scratch("interrupted.ckpt"), log = scratch("interrupted.csv");
+    fs::remove(checkpoint);
+    Child child("mnist_mlp", {"--epochs", "50", "--batch-size", "10", "--no-progress", "--save", checkpoint.string(),
+                              "--log", log.string()});
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (child.out().find("# BLAS") == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    child.signal(signal);
+    int code = child.wait();
+    std::string out = child.out(), err = child.err();
+    INFO(out << err);
+    CHECK(code == 128 + signal);
+    CHECK(out.find("(interrupted)") != std::string::npos);
+    CHECK(out.find("interrupted=1") != std::string::npos);
+    CHECK(err.find(std::string("interrupted (") + name + "): stopped after step ") != std::string::npos);
+    CHECK(err.find("checkpoint written to") != std::string::npos);
+    REQUIRE(fs::exists(checkpoint));
+    std::string csv = read_file(log);
+    CHECK(std::count(csv.begin(), csv.end(), '\n') == 2);  // the header and the partial epoch
+    // The checkpoint resumes: evaluation only, from the step where it stopped.
+    Outcome resumed = run("mnist_mlp", {"--resume", checkpoint.string(), "--epochs", "0", "--batch-size", "10"});
+    INFO(resumed.out << resumed.err);
+    CHECK(resumed.code == 0);
+    CHECK(value_after(resumed.out, "steps=") == value_after(out, "steps="));
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  child.signal(SIGINT);
-  int code = child.wait();
-  std::string out = child.out(), err = child.err();
-  INFO(out << err);
-  CHECK(code == 130);
-  CHECK(out.find("(interrupted)") != std::string::npos);
-  CHECK(out.find("interrupted=1") != std::string::npos);
-  CHECK(err.find("checkpoint written to") != std::string::npos);
-  REQUIRE(fs::exists(checkpoint));
-  std::string csv = read_file(log);
-  CHECK(std::count(csv.begin(), csv.end(), '\n') == 2);  // the header and the partial epoch
-  // The checkpoint resumes: evaluation only, from the step where it stopped.
-  Outcome resumed = run("mnist_mlp", {"--resume", checkpoint.string(), "--epochs", "0", "--batch-size", "10"});
-  INFO(resumed.out << resumed.err);
-  CHECK(resumed.code == 0);
-  CHECK(value_after(resumed.out, "steps=") == value_after(out, "steps="));
 }
 
 TEST_CASE("Newton on MNIST logistic regression with no other flag: >= 90 % after one epoch") {

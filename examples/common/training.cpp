@@ -155,9 +155,10 @@ class ProgressBar {
 
 volatile std::sig_atomic_t interrupted = 0;
 
-extern "C" void on_sigint(int) {
-  interrupted = 1;
-  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the process at once
+/// SIGINT (Ctrl-C) or SIGTERM (kill, a cluster's scheduler before its SIGKILL): stop cleanly after the step.
+extern "C" void on_interrupt(int signal) {
+  interrupted = signal;
+  std::signal(signal, SIG_DFL);  // a second one ends the process at once
 }
 
 std::vector<nn::NamedTensor> with_prefix(const std::string& prefix, const std::vector<nn::NamedTensor>& entries) {
@@ -760,7 +761,8 @@ volatile std::sig_atomic_t& interrupt_flag() { return interrupted; }
 
 void watch_interrupts() {
   interrupted = 0;
-  std::signal(SIGINT, on_sigint);
+  std::signal(SIGINT, on_interrupt);
+  std::signal(SIGTERM, on_interrupt);
 }
 
 namespace {
@@ -787,7 +789,8 @@ int run_program(nn::Module& model, const RunConfig& config, const Datasets& data
     fmt::print(stderr, "{}\n", result.divergence);
     if (!same_file(stdout, stderr)) fmt::print("{}\n", result.divergence);
   }
-  if (result.interrupted) fmt::print(stderr, "interrupted: stopped after step {}{}\n", result.steps,
+  if (result.interrupted) fmt::print(stderr, "interrupted ({}): stopped after step {}{}\n",
+                                      interrupted == SIGTERM ? "SIGTERM" : "Ctrl-C", result.steps,
                                       config.save_path.empty() ? "" : ", checkpoint written to " + config.save_path);
   if (!result.evaluations.empty()) {
     const EvalMetrics& last = result.evaluations.back();
@@ -803,7 +806,7 @@ int run_program(nn::Module& model, const RunConfig& config, const Datasets& data
   }
   fmt::print("{}\n", result.final_line(datasets.test_name));
   std::fflush(stdout);
-  if (result.interrupted) return 130;
+  if (result.interrupted) return 128 + (interrupted != 0 ? static_cast<int>(interrupted) : SIGINT);
   return result.diverged ? 3 : 0;
 }
 

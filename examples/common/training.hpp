@@ -166,14 +166,15 @@ RunResult fit(nn::Module& model, const RunConfig& config, const Datasets& datase
 /// build_model, then fit; fit_function for a function problem (`datasets` unused).
 RunResult train(const RunConfig& config, const Datasets& datasets, const EpochCallback& on_epoch = {});
 
-/// Set by the SIGINT handler that watch_interrupts() installs; fit() stops cleanly when it is set.
+/// Set (to the signal's number) by the SIGINT and SIGTERM handler that watch_interrupts() installs; fit() stops
+/// cleanly when it is set.
 volatile std::sig_atomic_t& interrupt_flag();
-/// Installs that handler (a second Ctrl-C kills the process as usual).
+/// Installs that handler (a second Ctrl-C or SIGTERM kills the process as usual).
 void watch_interrupts();
 
 /// Prints the run's header (data, resolved optimiser and schedule, the model's tree, BLAS), fits, prints a
 /// line per epoch and the final line. Exit codes: 0 done, 2 bad data or checkpoint, 3 diverged, 130
-/// interrupted.
+/// interrupted by Ctrl-C (SIGINT), 143 by SIGTERM.
 int run_program(nn::Module& model, const RunConfig& config, const Datasets& datasets);
 
 }  // namespace examples
