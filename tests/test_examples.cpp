@@ -444,6 +444,22 @@ TEST_CASE("--save-every N steps: a mid-epoch checkpoint resumes to the uninterru
   fs::remove(copy);
 }
 
+TEST_CASE("a method that evaluates its closure again (SAM): the epoch's accuracy is counted where its loss is") {
+  // SAM's second evaluation is at perturbed weights; with the inner step's rate 0 the weights never move, so the
+  // epoch's training loss and accuracy are exactly the initial model's on the training set (--epochs 0's).
+  examples::Datasets sets = mnist_subset(300);
+  RunConfig c = quiet_config();
+  c.model = spec("mlp(hidden=[32])");
+  c.batch_size = 100;
+  c.epochs = 0;
+  const examples::EpochMetrics initial = examples::train(c, sets).epochs.back();
+  c.epochs = 1;
+  c.optimizer = optim::resolve_optimizer(spec("sam(inner=sgd(lr=0),rho=5)"));
+  const examples::EpochMetrics epoch = examples::train(c, sets).epochs.back();
+  CHECK(epoch.train_acc == initial.train_acc);  // before: the accuracy at the perturbed weights
+  CHECK(epoch.train_loss == doctest::Approx(initial.train_loss).epsilon(1e-6));
+}
+
 TEST_CASE("a diverging run stops at the first non-finite loss and names the step and the epoch") {
   examples::Datasets sets = mnist_subset(300);
   RunConfig c = quiet_config();

@@ -399,7 +399,8 @@ static int shell(const std::string& command) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-TEST_CASE("a full stdout or stderr, or a file past ulimit -f: an exit code and a message, never a signal or silence") {
+TEST_CASE("a full stdout or stderr, or a file past ulimit -f: an exit code and a message, never a signal, silence or "
+          "half a row") {
   REQUIRE(has_mnist());
   const std::string mlp = std::string(TAPEGRAD_EXAMPLES_DIR) + "/mnist_mlp";
   const std::string err = scratch("full.err").string();
@@ -426,6 +427,27 @@ TEST_CASE("a full stdout or stderr, or a file past ulimit -f: an exit code and a
   CHECK(said.find("checkpoint " + (dir / "m.ckpt").string() + ": write failed after ") != std::string::npos);
   CHECK(said.find(std::strerror(EFBIG)) != std::string::npos);
   CHECK(fs::is_empty(dir));
+  // The CSV logs grow a row at a time: the row that does not fit is taken back, the file ends at a whole row.
+  for (const std::string flag : {"--log", "--track-log", "--eval-log"}) {
+    INFO(flag);
+    const fs::path csv = dir / "rows.csv";
+    const std::string extra = flag == "--track-log" ? " --track grad-norm" : flag == "--eval-log" ? " --eval-every 1" : "";
+    CHECK(shell("ulimit -f 1; exec " + mlp + " --epochs 40 --train-subset 10200 --batch-size 5000 --no-progress " +
+                flag + " " + csv.string() + extra + " > /dev/null 2> " + err) == 2);
+    const std::string message = read_file(err);
+    INFO(message);
+    CHECK(message.find(csv.string() + " failed: " + std::strerror(EFBIG)) != std::string::npos);
+    const std::string rows = read_file(csv);
+    REQUIRE(rows.size() > 100);
+    CHECK(rows.back() == '\n');
+    // Every row has the header's fields.
+    std::istringstream lines(rows);
+    std::string header, line;
+    std::getline(lines, header);
+    const auto fields = std::count(header.begin(), header.end(), ',');
+    while (std::getline(lines, line)) CHECK(std::count(line.begin(), line.end(), ',') == fields);
+    fs::remove(csv);
+  }
 }
 
 TEST_CASE("resume: a conflicting seed, batch size or rate is refused; the log keeps each epoch once") {

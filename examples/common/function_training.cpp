@@ -16,6 +16,7 @@
 #include "autograd/blas.hpp"
 #include "data/file.hpp"
 #include "examples/common/training.hpp"
+#include "examples/common/row_log.hpp"
 #include "nn/loss.hpp"
 #include "optim/registry.hpp"
 #include "optim/schedule.hpp"
@@ -47,11 +48,7 @@ class FunctionTrainer {
     scheduler_ = make_scheduler(config, *optimizer_, batches_.per_epoch(), config.epochs);
     if (!config.eval_log.empty()) {
       data::check_writable(config.eval_log, "the evaluation log");
-      eval_log_.open(config.eval_log, std::ios::trunc);
-      eval_log_ << eval_csv_header();
-      if (!eval_log_) {
-        throw std::runtime_error(fmt::format("cannot write the evaluation log {}: {}", config.eval_log, std::strerror(errno)));
-      }
+      eval_log_ = RowLog(config.eval_log, "the evaluation log", false, eval_csv_header());
     }
   }
 
@@ -147,7 +144,7 @@ class FunctionTrainer {
     }
     result_.evaluations.push_back(m);
     if (config_.on_evaluation) config_.on_evaluation(m);
-    if (eval_log_.is_open()) append_eval_row(eval_log_, config_.eval_log, m);
+    if (eval_log_.is_open()) eval_log_.append(eval_csv_row(m));
     result_.evaluation_seconds += seconds_since(start);
     return m;
   }
@@ -169,7 +166,7 @@ class FunctionTrainer {
   problems::FunctionBatches batches_;
   std::unique_ptr<optim::Optimizer> optimizer_;
   std::unique_ptr<optim::LRScheduler> scheduler_;
-  std::ofstream eval_log_;
+  RowLog eval_log_;
   std::size_t step_ = 0, at_batch_ = 0;
   Clock::time_point epoch_start_;
   double excluded_at_epoch_start_ = 0;  // evaluation seconds when the running epoch began

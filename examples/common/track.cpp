@@ -299,9 +299,7 @@ TrackLog::TrackLog(const std::vector<config::Spec>& specs, const std::string& pa
   header += "\n";
   data::check_writable(path, "the track log");
   if (resumed_step > 0) cut_log(path, resumed_step, header);
-  file_ = std::make_unique<std::ofstream>(path, resumed_step > 0 ? std::ios::app : std::ios::trunc);
-  if (resumed_step == 0) *file_ << header;
-  if (!*file_) throw std::runtime_error(fmt::format("cannot write the track log {}: {}", path, std::strerror(errno)));
+  file_ = RowLog(path, "the track log", resumed_step > 0, header);
 }
 
 void TrackLog::before_step(const nn::Module& model) {
@@ -321,9 +319,7 @@ void TrackLog::after_step(nn::Module& model, std::size_t step, std::size_t epoch
     e.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     for (double v : values) row += std::isnan(v) ? std::string(",") : fmt::format(",{:.9g}", v);
   }
-  *file_ << row << "\n";
-  file_->flush();
-  if (!*file_) throw std::runtime_error(fmt::format("writing the track log {} failed: {}", path_, std::strerror(errno)));
+  file_.append(row + "\n");
 }
 
 double TrackLog::seconds() const {

@@ -13,7 +13,6 @@
 // Each tracker's time is kept apart from the step's, so its overhead can be reported as a fraction.
 #pragma once
 
-#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,6 +22,7 @@
 #include "config/spec.hpp"
 #include "data/dataset.hpp"
 #include "nn/loss.hpp"
+#include "examples/common/row_log.hpp"
 #include "nn/module.hpp"
 
 namespace examples {
@@ -91,7 +91,7 @@ class TrackLog {
   nn::ClassifierLoss loss_ = nn::ClassifierLoss::cross_entropy;
   std::vector<ag::Tensor> before_;
   std::string path_;
-  std::unique_ptr<std::ofstream> file_;
+  RowLog file_;
 };
 
 /// The spec with every option written out; config::SpecError for an unknown name, key or value.

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <fstream>
 #include <limits>
+#include <utility>
 #include <map>
 #include <optional>
 
@@ -26,6 +27,7 @@
 #include "data/file.hpp"
 #include "data/loader.hpp"
 #include "examples/common/preflight.hpp"
+#include "examples/common/row_log.hpp"
 #include "examples/common/track.hpp"
 #include "nn/nn.hpp"
 #include "nn/models.hpp"
@@ -417,11 +419,7 @@ class Trainer {
     const std::string header = "epoch,train_loss,train_acc,test_loss,test_acc,lr,seconds,weight_norm\n";
     bool append = at_.epoch > 0 || at_.batch > 0;
     if (append) cut_log(config_.log_path, at_.epoch, header);
-    log_.open(config_.log_path, append ? std::ios::app : std::ios::trunc);
-    if (!log_) {
-      throw std::runtime_error(fmt::format("cannot write the log {}: {}", config_.log_path, std::strerror(errno)));
-    }
-    if (!append) log_ << header << std::flush;
+    log_ = RowLog(config_.log_path, "the log", append, header);
   }
 
   /// The model on each of `datasets` at the optimiser's evaluation point (an average of the weights, if it keeps
@@ -453,12 +451,7 @@ class Trainer {
     data::check_writable(config_.eval_log, "the evaluation log");
     const bool append = at_.step > 0;
     if (append) cut_log(config_.eval_log, at_.step, eval_csv_header());
-    eval_log_.open(config_.eval_log, append ? std::ios::app : std::ios::trunc);
-    if (!append) eval_log_ << eval_csv_header();
-    if (!eval_log_) {
-      throw std::runtime_error(fmt::format("cannot write the evaluation log {}: {}", config_.eval_log,
-                                           std::strerror(errno)));
-    }
+    eval_log_ = RowLog(config_.eval_log, "the evaluation log", append, eval_csv_header());
   }
 
   /// Training seconds so far: the finished epochs', and the running epoch's without evaluations and trackers.
@@ -481,7 +474,7 @@ class Trainer {
     m.test_loss = test.loss, m.test_acc = test.accuracy;
     result_.evaluations.push_back(m);
     if (config_.on_evaluation) config_.on_evaluation(m);
-    if (eval_log_.is_open()) append_eval_row(eval_log_, config_.eval_log, m);
+    if (eval_log_.is_open()) eval_log_.append(eval_csv_row(m));
     result_.evaluation_seconds += seconds_since(start);
     return m;
   }
@@ -492,9 +485,13 @@ class Trainer {
     try {
       ag::AnomalyScope at(ag::detecting_anomalies() ? fmt::format("step {} (batch {} of epoch {})", at_.step + 1,
                                                                   at_.batch + 1, epoch) : std::string());
+      // Methods with a closure (L-BFGS's line search, SAM's perturbed point) evaluate it more than once, and
+      // step() returns the first evaluation's loss (as torch.optim): the accuracy is counted on the same logits.
+      bool first = true;
       loss = optimizer_->step(optim::Optimizer::LossFn([&] {
-        logits = model_(batch.images);
-        return nn::classifier_loss(config_.loss, logits, batch.labels);
+        ag::Tensor out = model_(batch.images);
+        if (std::exchange(first, false)) logits = out;
+        return nn::classifier_loss(config_.loss, out, batch.labels);
       }));
     } catch (const ag::AnomalyError& error) {
       result_.diverged = true;
@@ -578,10 +575,8 @@ class Trainer {
 
   void write_log(const EpochMetrics& m) {
     if (!log_.is_open()) return;
-    log_ << fmt::format("{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6g},{:.3f},{:.4f}\n", m.epoch, m.train_loss, m.train_acc,
-                        m.test_loss, m.test_acc, m.lr, m.seconds, m.weight_norm);
-    log_.flush();
-    if (!log_) throw std::runtime_error(fmt::format("writing the log {} failed: {}", config_.log_path, std::strerror(errno)));
+    log_.append(fmt::format("{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6g},{:.3f},{:.4f}\n", m.epoch, m.train_loss,
+                            m.train_acc, m.test_loss, m.test_acc, m.lr, m.seconds, m.weight_norm));
   }
 
   void save() {
@@ -594,7 +589,7 @@ class Trainer {
   std::unique_ptr<optim::Optimizer> optimizer_;
   std::unique_ptr<optim::LRScheduler> scheduler_;
   data::DataLoader loader_;
-  std::ofstream log_, eval_log_;
+  RowLog log_, eval_log_;
   TrackLog track_;
   Clock::time_point epoch_start_;
   double excluded_at_epoch_start_ = 0;  // tracking and evaluation seconds when the running epoch began
@@ -670,11 +665,6 @@ std::string eval_csv_row(const EvalMetrics& m) {
   return fmt::format("{},{:.4f},{:.3f},{:.6f},{},{:.6f},{},{:.6f},{},{:.6g}\n", m.step, m.epoch, m.seconds,
                      m.train_eval_loss, acc(m.train_eval_acc), m.validation_loss, acc(m.validation_acc), m.test_loss,
                      acc(m.test_acc), m.lr);
-}
-
-void append_eval_row(std::ofstream& log, const std::string& path, const EvalMetrics& m) {
-  log << eval_csv_row(m) << std::flush;
-  if (!log) throw std::runtime_error(fmt::format("writing the evaluation log {} failed: {}", path, std::strerror(errno)));
 }
 
 std::string divergence_message(double loss, double max_loss, std::size_t step, std::size_t batch, std::size_t epoch,

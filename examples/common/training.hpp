@@ -92,8 +92,6 @@ struct EvalMetrics {
 /// The header of the evaluations' CSV, and one row (an accuracy a function problem lacks: an empty cell).
 std::string eval_csv_header();
 std::string eval_csv_row(const EvalMetrics& m);
-/// Writes one row to an open evaluation log; std::runtime_error naming `path` and strerror when it fails.
-void append_eval_row(std::ofstream& log, const std::string& path, const EvalMetrics& m);
 /// What a run that diverged says: the loss (and --max-loss when it was finite), where, the rate and batch size.
 std::string divergence_message(double loss, double max_loss, std::size_t step, std::size_t batch, std::size_t epoch,
                                double lr, std::size_t batch_size);
