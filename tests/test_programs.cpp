@@ -208,6 +208,28 @@ TEST_CASE("optimizer_paths: every optimiser's path on a test function, in CSV an
   CHECK(not_finite.err.find("--start: nan is not a finite number") != std::string::npos);
 }
 
+TEST_CASE("worked_example: 004's numbers by default; F and G read whole, garbage refused naming the argument") {
+  Outcome ok = run("worked_example", {});
+  CHECK(ok.code == 0);
+  CHECK(ok.out.find("a 150\nda/df 60\n") != std::string::npos);
+  Outcome given = run("worked_example", {"+1.5", "-2"});
+  CHECK(given.code == 0);
+  CHECK(given.out.rfind("f 1.5\ng -2\n", 0) == 0);
+  const std::vector<std::tuple<std::string, std::string, std::string>> refusals{
+      {"x", "2", "F: 'x' is not a finite number"},
+      {"4", "2x", "G: '2x' is not a finite number"},
+      {"", "2", "F: '' is not a finite number"},
+      {"4", "nan", "G: 'nan' is not a finite number"},
+      {"1e400", "2", "F: '1e400' is not a finite number"}};
+  for (const auto& [f, g, message] : refusals) {
+    Outcome refused = run("worked_example", {f, g});
+    CAPTURE(message);
+    CHECK(refused.code == 2);
+    CHECK(refused.out.empty());
+    CHECK(refused.err.find("worked_example: " + message) != std::string::npos);
+  }
+}
+
 TEST_CASE("performance_profiles: two lab outputs' times to target, the profile's table and figure; faults named") {
   const fs::path a = scratch("profiles_a"), b = scratch("profiles_b"), out = scratch("profiles_out");
   fs::create_directories(a);
