@@ -382,6 +382,33 @@ TEST_CASE("faults named before work is spent: empty paths, bad outputs, impossib
           "out of memory: the network of --hidden 1000000000");
 }
 
+TEST_CASE("one file given for two outputs is refused before any work, naming both flags and the path") {
+  const fs::path dir = scratch("same-output");
+  fs::create_directories(dir / "sub");
+  const fs::path file = dir / "out.csv";
+  std::ofstream(file) << "keep\n";
+  const std::string same = file.string(), other_spelling = (dir / "sub" / ".." / "out.csv").string();
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases{
+      {{"--log", same, "--track-log", same, "--track", "grad-norm"}, "--log and --track-log both name " + same},
+      {{"--save", same, "--log", other_spelling}, "--log and --save both name " + same},
+      {{"--eval-log", same, "--log", same, "--eval-every", "10"}, "--log and --eval-log both name " + same},
+      {{"--resume", same, "--log", other_spelling}, "--resume and --log both name " + same},
+      {{"--log", (dir / "hard-link.csv").string(), "--save", same}, "--log and --save both name " + same}};
+  fs::remove(dir / "hard-link.csv");
+  fs::create_hard_link(file, dir / "hard-link.csv");
+  for (const auto& [args, message] : cases) {
+    // --data nowhere: the refusal comes first, before the data is looked for.
+    std::vector<std::string> all = args;
+    all.insert(all.end(), {"--data", (dir / "nowhere").string(), "--no-progress"});
+    Outcome o = run("mnist_mlp", all);
+    INFO(o.out << o.err);
+    CHECK(o.code == 2);
+    CHECK(o.err.find("mnist_mlp: " + message) != std::string::npos);
+    CHECK(o.err.find("one would overwrite the other") != std::string::npos);
+    CHECK(read_file(file) == "keep\n");
+  }
+}
+
 TEST_CASE("resume: a conflicting seed, batch size or rate is refused; the log keeps each epoch once") {
   REQUIRE(has_mnist());
   const fs::path ckpt = scratch("resume.ckpt"), log = scratch("resume.csv");
