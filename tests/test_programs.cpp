@@ -409,6 +409,31 @@ TEST_CASE("one file given for two outputs is refused before any work, naming bot
   }
 }
 
+TEST_CASE("resume: a checkpoint of another model or optimiser is refused, naming the checkpoint file") {
+  REQUIRE(has_mnist());
+  const fs::path ckpt = scratch("other-model.ckpt");
+  const std::vector<std::string> run_flags{"--train-subset", "600", "--batch-size", "100", "--no-progress"};
+  auto with = [&](std::vector<std::string> args) {
+    args.insert(args.end(), run_flags.begin(), run_flags.end());
+    return args;
+  };
+  REQUIRE(run("mnist_mlp", with({"--epochs", "1", "--save", ckpt.string()})).code == 0);
+  const std::vector<std::tuple<std::string, std::vector<std::string>, std::string>> cases{
+      {"mnist_mlp", {"--hidden", "32"}, "fc1.weight"},
+      {"mnist_logreg", {}, "fc1.weight"},
+      {"mnist_mlp", {"--optimizer", "sgd(lr=1e-3)"}, "sgd"}};
+  for (const auto& [program, args, entry] : cases) {
+    std::vector<std::string> all = with({"--epochs", "1", "--resume", ckpt.string()});
+    all.insert(all.end(), args.begin(), args.end());
+    Outcome o = run(program, all);
+    INFO(program << " " << o.out << o.err);
+    CHECK(o.code == 2);
+    CHECK(o.err.find(program + ": checkpoint " + ckpt.string() + ": ") != std::string::npos);
+    CHECK(o.err.find(entry) != std::string::npos);
+    CHECK(o.out.find("epoch 1") == std::string::npos);
+  }
+}
+
 TEST_CASE("resume: a conflicting seed, batch size or rate is refused; the log keeps each epoch once") {
   REQUIRE(has_mnist());
   const fs::path ckpt = scratch("resume.ckpt"), log = scratch("resume.csv");
