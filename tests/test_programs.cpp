@@ -258,6 +258,38 @@ TEST_CASE("performance_profiles: two lab outputs' times to target, the profile's
   CHECK(tau.err.find("--tau-max") != std::string::npos);
 }
 
+TEST_CASE("performance_profiles: a malformed targets.csv is refused with the file, the line and what is wrong") {
+  const fs::path a = scratch("malformed_a"), out = scratch("malformed_out");
+  fs::create_directories(a);
+  const std::string header = "optimizer,spec,lr,batch_size,seed,metric,target,reached,step,seconds,epoch\n";
+  const std::string good = "sgd,sgd(lr=0.1),0.1,100,0,test_acc,0.9,1,100,2,1\n", adam = "adam,adam(lr=0.001),0.001,";
+  // The bad row is line 3: its cells, the flags, and what the message says.
+  const std::vector<std::tuple<std::string, std::vector<std::string>, std::string>> cases{
+      {adam + "100,0,test_acc,0.9,1,50,-1,0.5", {}, "targets.csv:3: column seconds: '-1' is not a time in seconds"},
+      {adam + "100,0,test_acc,0.9,1,50,nan,0.5", {}, "targets.csv:3: column seconds: 'nan' is not a time in seconds"},
+      {adam + "100,0,test_acc,0.9,1,50,inf,0.5", {}, "targets.csv:3: column seconds: 'inf' is not a time in seconds"},
+      {adam + "100,0,test_acc,0.9,1,-50,1,0.5", {"--by", "steps"}, "targets.csv:3: column step: '-50' is not a step count"},
+      {adam + "100,0,test_acc,0.9,1,2.5,1,0.5", {"--by", "steps"}, "targets.csv:3: column step: '2.5' is not a step count"},
+      {adam + "100,0,test_acc,nan,1,50,1,0.5", {}, "targets.csv:3: column target: 'nan' is not an accuracy in [0, 1]"},
+      {adam + "100,0,test_acc,-0.9,1,50,1,0.5", {}, "targets.csv:3: column target: '-0.9' is not an accuracy"},
+      {adam + "0,0,test_acc,0.9,1,50,1,0.5", {}, "targets.csv:3: column batch_size: '0' is not a batch size"},
+      {adam + "100,0,test_acc,0.9,yes,50,1,0.5", {}, "targets.csv:3: column reached: 'yes' is neither 0 nor 1"},
+      {adam + "100,0,test_acc,0.9,1,,,", {}, "targets.csv:3: reached is 1 but column seconds is empty"},
+      {adam + "100,0,test_acc,0.9,0,50,1,0.5", {}, "targets.csv:3: reached is 0 but column seconds is '1'"},
+      {adam + "100,0,train_acc,0.9,1,50,1,0.5", {}, "targets.csv:3: column metric: 'train_acc', but the rows before"},
+      {"garbage", {}, "targets.csv:3: 1 cells, the header has 11"}};
+  for (const auto& [row, flags, message] : cases) {
+    std::ofstream(a / "targets.csv") << header << good << row << "\n";
+    std::vector<std::string> args{a.string(), "--out", out.string(), "--no-plots"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    Outcome o = run("performance_profiles", args);
+    CAPTURE(row);
+    CHECK(o.code == 2);
+    CHECK(o.err.find((a / message).string()) != std::string::npos);
+    CHECK(!fs::exists(out / "profiles.md"));
+  }
+}
+
 TEST_CASE("loss_landscape: the 1-D curve from the initial to the final weights, a 2-D slice and the path's PCA plane") {
   REQUIRE(has_mnist());
   fs::path out = scratch("landscape");
