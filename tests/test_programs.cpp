@@ -350,6 +350,34 @@ TEST_CASE("loss_landscape: the 1-D curve from the initial to the final weights, 
   }
 }
 
+TEST_CASE("loss_landscape and optimizer_paths: a grid that would overflow or an optimiser they cannot step is a flag "
+          "error (exit 2), before the data is read") {
+  const std::string nowhere = scratch("no-data").string();
+  const std::vector<std::pair<std::vector<std::string>, std::string>> refusals{
+      {{"--range", "1e300"}, "--range: at most 1e+06, got 1e+300"},
+      {{"--alpha-max", "1e300"}, "--alpha-min -0.5 and --alpha-max 1e+300: each at most 1e+06 in magnitude"},
+      {{"--alpha-min", "-1e7", "--alpha-max", "0"}, "--alpha-min -1e+07 and --alpha-max 0: each at most 1e+06"},
+      {{"--range", "-1"}, "--range: a positive finite number, got -1"},
+      {{"--alpha-min", "1", "--alpha-max", "1"}, "--alpha-min 1 and --alpha-max 1: two finite numbers, the first below"},
+      {{"--optimizers", "adam", "lbfgs"}, "--optimizers: 'lbfgs' needs the loss itself, not only a batch's gradients"},
+      {{"--optimizers", "lookahead(inner=sam)"}, "--optimizers: 'lookahead(inner=sam)' needs the loss itself"},
+      {{"--optimizers", "sam(inner=lbfgs)"}, "sam: its inner optimiser must step from the gradients alone"}};
+  for (const auto& [flags, message] : refusals) {
+    std::vector<std::string> args = flags;
+    args.insert(args.end(), {"--data", nowhere, "--out", scratch("l5").string()});
+    Outcome refused = run("loss_landscape", args);
+    CAPTURE(message);
+    CHECK(refused.code == 2);
+    CHECK(refused.err.find("loss_landscape: " + message) != std::string::npos);
+    CHECK(refused.err.find("step() needs the loss") == std::string::npos);  // not the library's own words
+  }
+  Outcome paths = run("optimizer_paths", {"--optimizers", "sam(inner=lbfgs)", "--no-plots", "--out", scratch("p5").string()});
+  CHECK(paths.code == 2);
+  CHECK(paths.err.find("optimizer_paths: sam: its inner optimiser must step from the gradients alone; lbfgs needs the "
+                       "loss itself") != std::string::npos);
+  CHECK(!fs::exists(scratch("p5") / "paths.csv"));
+}
+
 TEST_CASE("Ctrl-C: the run finishes its step, writes the checkpoint, the CSV row and the final line, exits 130") {
   REQUIRE(has_mnist());
   fs::path checkpoint = scratch("interrupted.ckpt"), log = scratch("interrupted.csv");
