@@ -27,14 +27,58 @@ SplitFileNames file_names(Split split) {
   return {prefix + "-images-idx3-ubyte", prefix + "-labels-idx1-ubyte"};
 }
 
-/// `dir/name` if it exists, else `dir/name.gz`, else an empty string.
-std::string find_plain_or_gzip(const std::string& dir, const std::string& name) {
+/// A file type in words, for a message: "a directory", "a FIFO", ...
+std::string type_words(fs::file_type type) {
+  switch (type) {
+    case fs::file_type::regular: return "a regular file";
+    case fs::file_type::directory: return "a directory";
+    case fs::file_type::fifo: return "a FIFO";
+    case fs::file_type::character: return "a character device";
+    case fs::file_type::block: return "a block device";
+    case fs::file_type::socket: return "a socket";
+    case fs::file_type::symlink: return "a symbolic link";
+    default: return "a file of unknown type";
+  }
+}
+
+/// Where a data file of a split is: its path, or what is in the way (something that is not a regular file, or
+/// a path that cannot be looked at, and why); both empty when neither it nor its .gz is there.
+struct Found {
+  std::string path;
+  std::string problem;
+};
+
+/// `dir/name` if it is there, else `dir/name.gz`; symbolic links followed.
+Found find_plain_or_gzip(const std::string& dir, const std::string& name) {
   for (const std::string& candidate : {name, name + ".gz"}) {
     const fs::path path = fs::path(dir) / candidate;
-    std::error_code ignored;
-    if (fs::is_regular_file(path, ignored)) return path.string();
+    std::error_code error;
+    const fs::file_status status = fs::status(path, error);
+    if (status.type() == fs::file_type::regular) return {path.string(), {}};
+    if (status.type() == fs::file_type::not_found) {
+      std::error_code link_error;
+      if (fs::is_symlink(fs::symlink_status(path, link_error))) {
+        return {{}, fmt::format("{} is a symbolic link to nothing ({})", path.string(),
+                                fs::read_symlink(path, link_error).string())};
+      }
+      continue;
+    }
+    if (error) return {{}, fmt::format("cannot look at {}: {}", path.string(), error.message())};
+    return {{}, fmt::format("{} is {}, not an IDX file", path.string(), type_words(status.type()))};
   }
   return {};
+}
+
+/// Why `dir` cannot hold a data set (it is not a directory, or cannot be looked at); empty if it can, or if it
+/// does not exist (the files are then reported missing).
+std::string directory_problem(const std::string& dir) {
+  std::error_code error;
+  const fs::file_status status = fs::status(dir, error);
+  if (status.type() == fs::file_type::directory) return {};
+  if (status.type() == fs::file_type::not_found && error != std::errc::not_a_directory) return {};
+  if (error) return fmt::format("cannot look at the data directory {}: {}", dir, error.message());
+  return fmt::format("{} is {}, not a directory (the directory holding the IDX files is wanted)", dir,
+                     type_words(status.type()));
 }
 
 /// Refuses a split whose images differ in geometry from the other split's in the same directory (56 x 14
@@ -43,7 +87,7 @@ std::string find_plain_or_gzip(const std::string& dir, const std::string& name) 
 void check_against_other_split(const std::string& images_path, const Dataset& dataset, const std::string& dir,
                                Split split) {
   const SplitFileNames other_names = file_names(split == Split::train ? Split::test : Split::train);
-  const std::string other_path = find_plain_or_gzip(dir, other_names.images);
+  const std::string other_path = find_plain_or_gzip(dir, other_names.images).path;
   if (other_path.empty()) return;
   IdxGeometry other;
   try {
@@ -63,15 +107,24 @@ void check_against_other_split(const std::string& images_path, const Dataset& da
 /// when files are missing.
 Dataset load_mnist_layout(const std::string& dir, Split split, std::string_view dataset_name,
                           std::string_view how_to_get_it) {
+  if (std::string problem = directory_problem(dir); !problem.empty()) {
+    throw std::runtime_error(fmt::format("{}: {}; {}", dataset_name, problem, how_to_get_it));
+  }
   const SplitFileNames names = file_names(split);
-  const std::string images_path = find_plain_or_gzip(dir, names.images);
-  const std::string labels_path = find_plain_or_gzip(dir, names.labels);
+  const Found images = find_plain_or_gzip(dir, names.images), labels = find_plain_or_gzip(dir, names.labels);
+  for (const Found* found : {&images, &labels}) {
+    if (!found->problem.empty()) throw std::runtime_error(fmt::format("{}: {}", dataset_name, found->problem));
+  }
+  const std::string& images_path = images.path;
+  const std::string& labels_path = labels.path;
   if (images_path.empty() || labels_path.empty()) {
     std::vector<std::string> missing;
     if (images_path.empty()) missing.push_back(names.images + "[.gz]");
     if (labels_path.empty()) missing.push_back(names.labels + "[.gz]");
-    throw std::runtime_error(fmt::format("{}: {} not found in {}; {}", dataset_name,
-                                         fmt::join(missing, " and "), dir, how_to_get_it));
+    std::error_code error;
+    const char* absent = fs::exists(dir, error) ? "" : " (no such directory)";
+    throw std::runtime_error(fmt::format("{}: {} not found in {}{}; {}", dataset_name,
+                                         fmt::join(missing, " and "), dir, absent, how_to_get_it));
   }
   Dataset dataset = load_idx_dataset(images_path, labels_path, kMnistClasses);
   check_against_other_split(images_path, dataset, dir, split);

@@ -24,6 +24,7 @@
 #include <cmath>
 #include <filesystem>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,7 @@
 #include "examples/common/list_flag.hpp"
 #include "examples/common/preflight.hpp"
 #include "nn/nn.hpp"
+#include "optim/optimizer.hpp"
 #include "optim/registry.hpp"
 
 namespace {
@@ -62,6 +64,10 @@ struct Settings {
 
 /// Weights are saved every this many steps (and at the end).
 constexpr std::size_t kEvery = 20;
+
+/// The largest --range and |alpha|: the weights of the slice and of the line are float32, and the loss of the
+/// MLP grows with the square of the scale, so that far beyond this it overflows (to inf, then NaN).
+constexpr double kMaxScale = 1e6;
 
 /// One optimiser's run: its spec as given (the label), and its flat weights every kEvery steps from the start.
 struct Run {
@@ -395,6 +401,50 @@ void write_spectrum(const Settings& s, const analysis::LossFn& loss, const analy
   for (const std::string& file : plot.files) fmt::print("wrote {}\n", file);
 }
 
+/// Whether `spec` steps from the gradients alone, as train() steps it (step() after backward), found by building
+/// it over a stand-in parameter: Optimizer::step() throws std::logic_error for a method that needs the loss itself.
+bool steps_from_gradients(const config::Spec& spec) {
+  ag::Tensor stand_in = ag::Tensor::zeros({1}).set_requires_grad();
+  std::unique_ptr<optim::Optimizer> opt = optim::make_optimizer(spec, std::vector<nn::NamedTensor>{{"w", stand_in}});
+  try {
+    opt->step();
+    return true;
+  } catch (const std::logic_error&) {
+    return false;
+  }
+}
+
+/// The flags that no work can fix, refused before the data is read: FlagError or config::SpecError.
+void check_settings(const Settings& s) {
+  if (!(s.range > 0) || !std::isfinite(s.range)) {
+    throw examples::FlagError(fmt::format("--range: a positive finite number, got {}", s.range));
+  }
+  if (s.range > kMaxScale) {
+    throw examples::FlagError(fmt::format("--range: at most {:g}, got {:g}: the slice's weights are float32, and the "
+                                          "loss overflows to inf and NaN far beyond it",
+                                          kMaxScale, s.range));
+  }
+  if (!std::isfinite(s.alpha_min) || !std::isfinite(s.alpha_max) || !(s.alpha_min < s.alpha_max)) {
+    throw examples::FlagError(fmt::format("--alpha-min {} and --alpha-max {}: two finite numbers, the first below "
+                                          "the second", s.alpha_min, s.alpha_max));
+  }
+  if (std::max(std::abs(s.alpha_min), std::abs(s.alpha_max)) > kMaxScale) {
+    throw examples::FlagError(fmt::format("--alpha-min {:g} and --alpha-max {:g}: each at most {:g} in magnitude: the "
+                                          "line's weights are float32, and the loss overflows to inf and NaN far "
+                                          "beyond it",
+                                          s.alpha_min, s.alpha_max, kMaxScale));
+  }
+  for (const std::string& text : s.optimizers) {
+    if (steps_from_gradients(optim::resolve_optimizer(config::parse_spec(text)))) continue;
+    throw examples::FlagError(fmt::format(
+        "--optimizers: '{}' needs the loss itself, not only a batch's gradients (L-BFGS's line search, SAM's ascent "
+        "step, Nesterov look-ahead and Newton's curvature evaluate it away from the current weights, and so do "
+        "wrappers around them); loss_landscape steps each optimiser once per batch from its gradients: give "
+        "optimisers that step from the gradients alone, such as sgd, momentum, adam or rmsprop",
+        text));
+  }
+}
+
 int run(const Settings& s) {
   const data::Dataset train_set = data::load_mnist(s.data.empty() ? data::default_mnist_dir() : s.data, data::Split::train);
   const Batch train_data = first_images(train_set, s.train_size), eval = first_images(train_set, s.subset);
@@ -497,14 +547,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   if (int code = examples::parse(app, argc, argv); code >= 0) return code;
   return examples::checked("loss_landscape", [&] {
-    if (!(s.range > 0) || !std::isfinite(s.range)) {
-      throw examples::FlagError(fmt::format("--range: a positive finite number, got {}", s.range));
-    }
-    if (!std::isfinite(s.alpha_min) || !std::isfinite(s.alpha_max) || !(s.alpha_min < s.alpha_max)) {
-      throw examples::FlagError(fmt::format("--alpha-min {} and --alpha-max {}: two finite numbers, the first below "
-                                            "the second", s.alpha_min, s.alpha_max));
-    }
-    for (const std::string& text : s.optimizers) optim::resolve_optimizer(config::parse_spec(text));  // refused now
+    check_settings(s);
     examples::prepare_output_dir("--out", s.out,
                                  {"interpolation.csv", "surface.csv", "surface.dat", "trajectory.csv", "plane.dat", "trajectory.dat", "interpolation.gp",
                                   "surface.gp", "trajectory.gp", "paths.csv", "paths.dat", "paths-plane.dat", "paths.gp",

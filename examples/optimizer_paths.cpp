@@ -20,6 +20,8 @@
 #include "examples/common/lab.hpp"
 #include "examples/common/list_flag.hpp"
 #include "examples/common/preflight.hpp"
+#include "autograd/tensor.hpp"
+#include "optim/optimizer.hpp"
 #include "optim/registry.hpp"
 #include "problems/functions.hpp"
 
@@ -146,6 +148,11 @@ std::vector<std::pair<std::string, config::Spec>> checked_optimizers(const probl
   std::vector<std::pair<std::string, config::Spec>> specs;
   for (const std::string& text : s.optimizers.empty() ? function.default_optimizers : s.optimizers) {
     specs.emplace_back(text, optim::resolve_optimizer(config::parse_spec(text)));
+    // Built once over stand-ins of x and y, as the path builds it: a spec that resolves but cannot be built
+    // (sam(inner=lbfgs)) is refused with the flags.
+    ag::Tensor x = ag::Tensor::scalar(0.0, ag::DType::f64).set_requires_grad();
+    ag::Tensor y = ag::Tensor::scalar(0.0, ag::DType::f64).set_requires_grad();
+    optim::make_optimizer(specs.back().second, std::vector<nn::NamedTensor>{{"x", x}, {"y", y}});
   }
   return specs;
 }

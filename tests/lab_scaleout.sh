@@ -44,6 +44,52 @@ same_outputs() {  # same_outputs DIR_A DIR_B WHAT
   [ "$(wc -l <"$1/summary.csv")" -eq 3 ] || fail "$3: summary.csv should hold a header and 2 configurations"
 }
 
+# Ctrl-C (SIGINT to the lab's process group: the lab and its workers) while two workers train: their runs are
+# reported interrupted (not failed, not diverged, not results), none is stored as finished, the grid says that the
+# same command resumes it and exits 130; the same command then ends with the outputs of an uninterrupted grid.
+interrupted_by_ctrl_c() {
+  local long=(--optimizers adam 'sgd(lr=0.1)' --seeds 0,1 --batch-sizes 100 --epochs 30 --hidden 32
+              --train-subset 10000 --no-plots --no-progress --jobs 2)
+  "$lab" "${long[@]}" --out "$work/whole" >"$work/whole.log" 2>&1 || { cat "$work/whole.log"; fail "the long grid"; }
+  set -m  # the grid in a process group of its own, as a terminal's job
+  "$lab" "${long[@]}" --out "$work/ctrl-c" >"$work/ctrl-c1.log" 2>"$work/ctrl-c1.err" &
+  local pid=$!
+  set +m
+  for _ in $(seq 1 3000); do
+    [ "$(ls "$work"/ctrl-c/runs/*.ckpt 2>/dev/null | wc -l)" -ge 2 ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.01
+  done
+  kill -INT -- "-$pid" 2>/dev/null || fail "the grid ended before Ctrl-C"
+  local status=0
+  wait "$pid" || status=$?
+  [ "$status" -eq 130 ] || { cat "$work/ctrl-c1.log" "$work/ctrl-c1.err"; fail "Ctrl-C: exit status $status, not 130"; }
+  local runs="$work/ctrl-c/runs.csv"
+  if grep -q "signal\|failed" "$runs" "$work/ctrl-c1.log"; then
+    cat "$runs" "$work/ctrl-c1.log"
+    fail "Ctrl-C: a run was reported as failed"
+  fi
+  # A row ends with diverged,interrupted,divergence: ",0,1," interrupted, ",0,0," finished.
+  local stopped finished
+  stopped="$(grep -c ',0,1,$' "$runs" || true)"
+  finished="$(grep -c ',0,0,$' "$runs" || true)"
+  [ "$stopped" -ge 1 ] && [ "$((stopped + finished + 1))" -eq "$(wc -l <"$runs")" ] \
+    || { cat "$runs"; fail "Ctrl-C: runs.csv should hold interrupted and finished runs only, one interrupted at least"; }
+  [ "$(ls "$work"/ctrl-c/runs/*.result 2>/dev/null | wc -l)" -eq "$finished" ] \
+    || { ls "$work/ctrl-c/runs"; fail "Ctrl-C: the store holds results besides the $finished finished run(s)"; }
+  grep -q "run [1-4]: interrupted after step [0-9]*, [0-9]* whole epoch(s): not a result" "$work/ctrl-c1.log" \
+    || { cat "$work/ctrl-c1.log"; fail "Ctrl-C: no run was reported as interrupted"; }
+  grep -q "interrupted: the grid stops with $finished of 4 runs finished and $stopped interrupted; the same command resumes it" \
+    "$work/ctrl-c1.log" || { cat "$work/ctrl-c1.log"; fail "Ctrl-C: the grid did not say how to resume it"; }
+  grep -q "compare_optimizers: interrupted; the same command resumes it" "$work/ctrl-c1.err" \
+    || { cat "$work/ctrl-c1.err"; fail "Ctrl-C: nothing on stderr"; }
+  "$lab" "${long[@]}" --out "$work/ctrl-c" >"$work/ctrl-c2.log" 2>&1 || { cat "$work/ctrl-c2.log"; fail "the grid resumed after Ctrl-C"; }
+  grep -q "runs: $finished of 4 runs finished earlier" "$work/ctrl-c2.log" \
+    || { cat "$work/ctrl-c2.log"; fail "Ctrl-C: the finished runs were not taken from the store"; }
+  same_outputs "$work/whole" "$work/ctrl-c" "interrupted by Ctrl-C and resumed against uninterrupted"
+  echo "Ctrl-C with --jobs 2: the runs reported interrupted, none stored as finished; the same command resumed the grid"
+}
+
 "$lab" "${grid[@]}" --jobs 1 --out "$work/serial" >"$work/serial.log" 2>&1 || { cat "$work/serial.log"; fail "the serial grid"; }
 
 case "$mode" in
@@ -132,6 +178,7 @@ resume)
     || { cat "$work/changed.log"; fail "a changed command reused stored runs or did not say it ignored them"; }
   [ "$(grep -c ',100,1,5,' "$work/killed/curves.csv")" -eq 2 ] || fail "the changed grid did not run 5 epochs"
   echo "killed by SIGKILL and restarted: the same summary and curves as an uninterrupted grid"
+  interrupted_by_ctrl_c
   ;;
 *)
   fail "unknown mode '$mode' (mpi or resume)"

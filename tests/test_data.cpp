@@ -560,6 +560,35 @@ TEST_CASE("load_mnist finds plain and gzip'd files, and says how to get missing 
   CHECK_MESSAGE(contains(name_message, "unknown data set 'cifar'"), name_message);
 }
 
+TEST_CASE("load_mnist names what is in the way of a data file, and a --data that is not a directory") {
+  TempDir dir;
+  const std::string directory = dir.file("");
+  // A directory where the images file should be: named, with what it is, not "not found".
+  fs::create_directories(dir.file("train-images-idx3-ubyte"));
+  write_gzip_file(dir.file("train-labels-idx1-ubyte.gz"), good_labels());
+  std::string message = thrown_message([&] { data::load_mnist(directory, data::Split::train); });
+  CHECK_MESSAGE(contains(message, dir.file("train-images-idx3-ubyte") + " is a directory, not an IDX file"), message);
+  CHECK_MESSAGE(!contains(message, "not found"), message);
+  // A symbolic link to nothing: where it points.
+  fs::remove(dir.file("train-images-idx3-ubyte"));
+  fs::create_symlink(dir.file("gone"), dir.file("train-images-idx3-ubyte"));
+  message = thrown_message([&] { data::load_mnist(directory, data::Split::train); });
+  CHECK_MESSAGE(contains(message, dir.file("train-images-idx3-ubyte") + " is a symbolic link to nothing (" +
+                                      dir.file("gone") + ")"),
+                message);
+  // The directory given is a regular file, or nothing.
+  write_file(dir.file("not-a-dir"), good_images());
+  message = thrown_message([&] { data::load_mnist(dir.file("not-a-dir"), data::Split::train); });
+  CHECK_MESSAGE(contains(message, "MNIST: " + dir.file("not-a-dir") + " is a regular file, not a directory"), message);
+  message = thrown_message([&] { data::load_mnist(dir.file("nowhere"), data::Split::train); });
+  CHECK_MESSAGE(contains(message, "not found in " + dir.file("nowhere") + " (no such directory)"), message);
+  CHECK_MESSAGE(contains(message, "scripts/fetch-mnist.sh"), message);
+  // A file under a "directory" that is a regular file: the OS's reason, with the path.
+  message = thrown_message([&] { data::load_mnist(dir.file("not-a-dir") + "/sub", data::Split::train); });
+  CHECK_MESSAGE(contains(message, dir.file("not-a-dir") + "/sub"), message);
+  CHECK_MESSAGE(contains(message, "Not a directory"), message);
+}
+
 TEST_CASE("default_mnist_dir: $TAPEGRAD_MNIST_DIR, else ./data/mnist, else an error saying how to fix it") {
   const char* saved = std::getenv("TAPEGRAD_MNIST_DIR");
   const std::string saved_value = saved != nullptr ? saved : "";

@@ -218,6 +218,28 @@ TEST_CASE("optimizer_paths: every optimiser's path on a test function, in CSV an
   CHECK(not_finite.err.find("--start: nan is not a finite number") != std::string::npos);
 }
 
+TEST_CASE("worked_example: 004's numbers by default; F and G read whole, garbage refused naming the argument") {
+  Outcome ok = run("worked_example", {});
+  CHECK(ok.code == 0);
+  CHECK(ok.out.find("a 150\nda/df 60\n") != std::string::npos);
+  Outcome given = run("worked_example", {"+1.5", "-2"});
+  CHECK(given.code == 0);
+  CHECK(given.out.rfind("f 1.5\ng -2\n", 0) == 0);
+  const std::vector<std::tuple<std::string, std::string, std::string>> refusals{
+      {"x", "2", "F: 'x' is not a finite number"},
+      {"4", "2x", "G: '2x' is not a finite number"},
+      {"", "2", "F: '' is not a finite number"},
+      {"4", "nan", "G: 'nan' is not a finite number"},
+      {"1e400", "2", "F: '1e400' is not a finite number"}};
+  for (const auto& [f, g, message] : refusals) {
+    Outcome refused = run("worked_example", {f, g});
+    CAPTURE(message);
+    CHECK(refused.code == 2);
+    CHECK(refused.out.empty());
+    CHECK(refused.err.find("worked_example: " + message) != std::string::npos);
+  }
+}
+
 TEST_CASE("performance_profiles: two lab outputs' times to target, the profile's table and figure; faults named") {
   const fs::path a = scratch("profiles_a"), b = scratch("profiles_b"), out = scratch("profiles_out");
   fs::create_directories(a);
@@ -244,6 +266,38 @@ TEST_CASE("performance_profiles: two lab outputs' times to target, the profile's
   Outcome tau = run("performance_profiles", {a.string(), "--tau-max", "1", "--out", out.string()});
   CHECK(tau.code == 2);
   CHECK(tau.err.find("--tau-max") != std::string::npos);
+}
+
+TEST_CASE("performance_profiles: a malformed targets.csv is refused with the file, the line and what is wrong") {
+  const fs::path a = scratch("malformed_a"), out = scratch("malformed_out");
+  fs::create_directories(a);
+  const std::string header = "optimizer,spec,lr,batch_size,seed,metric,target,reached,step,seconds,epoch\n";
+  const std::string good = "sgd,sgd(lr=0.1),0.1,100,0,test_acc,0.9,1,100,2,1\n", adam = "adam,adam(lr=0.001),0.001,";
+  // The bad row is line 3: its cells, the flags, and what the message says.
+  const std::vector<std::tuple<std::string, std::vector<std::string>, std::string>> cases{
+      {adam + "100,0,test_acc,0.9,1,50,-1,0.5", {}, "targets.csv:3: column seconds: '-1' is not a time in seconds"},
+      {adam + "100,0,test_acc,0.9,1,50,nan,0.5", {}, "targets.csv:3: column seconds: 'nan' is not a time in seconds"},
+      {adam + "100,0,test_acc,0.9,1,50,inf,0.5", {}, "targets.csv:3: column seconds: 'inf' is not a time in seconds"},
+      {adam + "100,0,test_acc,0.9,1,-50,1,0.5", {"--by", "steps"}, "targets.csv:3: column step: '-50' is not a step count"},
+      {adam + "100,0,test_acc,0.9,1,2.5,1,0.5", {"--by", "steps"}, "targets.csv:3: column step: '2.5' is not a step count"},
+      {adam + "100,0,test_acc,nan,1,50,1,0.5", {}, "targets.csv:3: column target: 'nan' is not an accuracy in [0, 1]"},
+      {adam + "100,0,test_acc,-0.9,1,50,1,0.5", {}, "targets.csv:3: column target: '-0.9' is not an accuracy"},
+      {adam + "0,0,test_acc,0.9,1,50,1,0.5", {}, "targets.csv:3: column batch_size: '0' is not a batch size"},
+      {adam + "100,0,test_acc,0.9,yes,50,1,0.5", {}, "targets.csv:3: column reached: 'yes' is neither 0 nor 1"},
+      {adam + "100,0,test_acc,0.9,1,,,", {}, "targets.csv:3: reached is 1 but column seconds is empty"},
+      {adam + "100,0,test_acc,0.9,0,50,1,0.5", {}, "targets.csv:3: reached is 0 but column seconds is '1'"},
+      {adam + "100,0,train_acc,0.9,1,50,1,0.5", {}, "targets.csv:3: column metric: 'train_acc', but the rows before"},
+      {"garbage", {}, "targets.csv:3: 1 cells, the header has 11"}};
+  for (const auto& [row, flags, message] : cases) {
+    std::ofstream(a / "targets.csv") << header << good << row << "\n";
+    std::vector<std::string> args{a.string(), "--out", out.string(), "--no-plots"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    Outcome o = run("performance_profiles", args);
+    CAPTURE(row);
+    CHECK(o.code == 2);
+    CHECK(o.err.find((a / message).string()) != std::string::npos);
+    CHECK(!fs::exists(out / "profiles.md"));
+  }
 }
 
 TEST_CASE("loss_landscape: the 1-D curve from the initial to the final weights, a 2-D slice and the path's PCA plane") {
@@ -304,6 +358,34 @@ TEST_CASE("loss_landscape: the 1-D curve from the initial to the final weights, 
     CHECK(refused.code == 2);
     CHECK(refused.err.find(message) != std::string::npos);
   }
+}
+
+TEST_CASE("loss_landscape and optimizer_paths: a grid that would overflow or an optimiser they cannot step is a flag "
+          "error (exit 2), before the data is read") {
+  const std::string nowhere = scratch("no-data").string();
+  const std::vector<std::pair<std::vector<std::string>, std::string>> refusals{
+      {{"--range", "1e300"}, "--range: at most 1e+06, got 1e+300"},
+      {{"--alpha-max", "1e300"}, "--alpha-min -0.5 and --alpha-max 1e+300: each at most 1e+06 in magnitude"},
+      {{"--alpha-min", "-1e7", "--alpha-max", "0"}, "--alpha-min -1e+07 and --alpha-max 0: each at most 1e+06"},
+      {{"--range", "-1"}, "--range: a positive finite number, got -1"},
+      {{"--alpha-min", "1", "--alpha-max", "1"}, "--alpha-min 1 and --alpha-max 1: two finite numbers, the first below"},
+      {{"--optimizers", "adam", "lbfgs"}, "--optimizers: 'lbfgs' needs the loss itself, not only a batch's gradients"},
+      {{"--optimizers", "lookahead(inner=sam)"}, "--optimizers: 'lookahead(inner=sam)' needs the loss itself"},
+      {{"--optimizers", "sam(inner=lbfgs)"}, "sam: its inner optimiser must step from the gradients alone"}};
+  for (const auto& [flags, message] : refusals) {
+    std::vector<std::string> args = flags;
+    args.insert(args.end(), {"--data", nowhere, "--out", scratch("l5").string()});
+    Outcome refused = run("loss_landscape", args);
+    CAPTURE(message);
+    CHECK(refused.code == 2);
+    CHECK(refused.err.find("loss_landscape: " + message) != std::string::npos);
+    CHECK(refused.err.find("step() needs the loss") == std::string::npos);  // not the library's own words
+  }
+  Outcome paths = run("optimizer_paths", {"--optimizers", "sam(inner=lbfgs)", "--no-plots", "--out", scratch("p5").string()});
+  CHECK(paths.code == 2);
+  CHECK(paths.err.find("optimizer_paths: sam: its inner optimiser must step from the gradients alone; lbfgs needs the "
+                       "loss itself") != std::string::npos);
+  CHECK(!fs::exists(scratch("p5") / "paths.csv"));
 }
 
 TEST_CASE("Ctrl-C or SIGTERM: the run finishes its step, writes the checkpoint, the CSV row and the final line, "
@@ -447,6 +529,58 @@ TEST_CASE("a full stdout or stderr, or a file past ulimit -f: an exit code and a
     const auto fields = std::count(header.begin(), header.end(), ',');
     while (std::getline(lines, line)) CHECK(std::count(line.begin(), line.end(), ',') == fields);
     fs::remove(csv);
+  }
+}
+
+TEST_CASE("one file given for two outputs is refused before any work, naming both flags and the path") {
+  const fs::path dir = scratch("same-output");
+  fs::create_directories(dir / "sub");
+  const fs::path file = dir / "out.csv";
+  std::ofstream(file) << "keep\n";
+  const std::string same = file.string(), other_spelling = (dir / "sub" / ".." / "out.csv").string();
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases{
+      {{"--log", same, "--track-log", same, "--track", "grad-norm"}, "--log and --track-log both name " + same},
+      {{"--save", same, "--log", other_spelling}, "--log and --save both name " + same},
+      {{"--eval-log", same, "--log", same, "--eval-every", "10"}, "--log and --eval-log both name " + same},
+      {{"--resume", same, "--log", other_spelling}, "--resume and --log both name " + same},
+      {{"--log", (dir / "hard-link.csv").string(), "--save", same}, "--log and --save both name " + same}};
+  fs::remove(dir / "hard-link.csv");
+  fs::create_hard_link(file, dir / "hard-link.csv");
+  for (const auto& [args, message] : cases) {
+    // --data nowhere: the refusal comes first, before the data is looked for.
+    std::vector<std::string> all = args;
+    all.insert(all.end(), {"--data", (dir / "nowhere").string(), "--no-progress"});
+    Outcome o = run("mnist_mlp", all);
+    INFO(o.out << o.err);
+    CHECK(o.code == 2);
+    CHECK(o.err.find("mnist_mlp: " + message) != std::string::npos);
+    CHECK(o.err.find("one would overwrite the other") != std::string::npos);
+    CHECK(read_file(file) == "keep\n");
+  }
+}
+
+TEST_CASE("resume: a checkpoint of another model or optimiser is refused, naming the checkpoint file") {
+  REQUIRE(has_mnist());
+  const fs::path ckpt = scratch("other-model.ckpt");
+  const std::vector<std::string> run_flags{"--train-subset", "600", "--batch-size", "100", "--no-progress"};
+  auto with = [&](std::vector<std::string> args) {
+    args.insert(args.end(), run_flags.begin(), run_flags.end());
+    return args;
+  };
+  REQUIRE(run("mnist_mlp", with({"--epochs", "1", "--save", ckpt.string()})).code == 0);
+  const std::vector<std::tuple<std::string, std::vector<std::string>, std::string>> cases{
+      {"mnist_mlp", {"--hidden", "32"}, "fc1.weight"},
+      {"mnist_logreg", {}, "fc1.weight"},
+      {"mnist_mlp", {"--optimizer", "sgd(lr=1e-3)"}, "sgd"}};
+  for (const auto& [program, args, entry] : cases) {
+    std::vector<std::string> all = with({"--epochs", "1", "--resume", ckpt.string()});
+    all.insert(all.end(), args.begin(), args.end());
+    Outcome o = run(program, all);
+    INFO(program << " " << o.out << o.err);
+    CHECK(o.code == 2);
+    CHECK(o.err.find(program + ": checkpoint " + ckpt.string() + ": ") != std::string::npos);
+    CHECK(o.err.find(entry) != std::string::npos);
+    CHECK(o.out.find("epoch 1") == std::string::npos);
   }
 }
 

@@ -1,5 +1,6 @@
 #include "examples/common/cli.hpp"
 #include "examples/common/list_flag.hpp"
+#include "examples/common/preflight.hpp"
 #include "examples/common/track.hpp"
 
 #include <cerrno>
@@ -449,6 +450,7 @@ RunConfig RunFlags::config() const {
   }
   if (given("--eval-log") && !c.evaluation_splits) throw FlagError("--eval-log: only with --eval-every or --problem");
   c.eval_log = raw_.eval_log;
+  check_distinct_outputs(c);
   return c;
 }
 

@@ -728,6 +728,37 @@ Grid::Grid(const LabConfig& config, const Datasets& datasets)
   }
 }
 
+/// What resumes a grid stopped by Ctrl-C: the same command, from the store (unless --fresh kept none).
+std::string resume_hint(const LabConfig& config) {
+  if (!config.resume) return "it ran with --fresh, storing nothing: the same command starts it over";
+  const std::string runs = (fs::path(config.out_dir) / "runs").string();
+  if (is_function_problem(config.base)) {
+    return fmt::format("the same command resumes it ({} keeps the finished runs; {})", runs, kNoCheckpointsNote);
+  }
+  return fmt::format("the same command resumes it ({} keeps the finished runs and the interrupted ones' checkpoints)",
+                     runs);
+}
+
+/// A run cut short by Ctrl-C (not one that diverged first): no result of the grid's length.
+bool cut_short(const RunResult& result) { return result.interrupted && !result.diverged; }
+
+/// A run's line in the log: its final metrics, why it diverged or failed, or where Ctrl-C stopped it.
+std::string outcome_line(const RunResult& result, const std::string& eval) {
+  if (result.diverged) return result.divergence;
+  if (!cut_short(result)) return result.final_line(eval);
+  const auto whole =
+      std::count_if(result.epochs.begin(), result.epochs.end(), [](const EpochMetrics& m) { return !m.partial; });
+  return fmt::format("interrupted after step {}, {} whole epoch(s): not a result", result.steps, whole);
+}
+
+/// The grid's last line when Ctrl-C stopped it.
+std::string interrupted_line(const LabConfig& config, const std::vector<RunRecord>& records, std::size_t total) {
+  const auto stopped = static_cast<std::size_t>(
+      std::count_if(records.begin(), records.end(), [](const RunRecord& r) { return cut_short(r.result); }));
+  return fmt::format("interrupted: the grid stops with {} of {} runs finished{}; {}", records.size() - stopped, total,
+                     stopped == 0 ? "" : fmt::format(" and {} interrupted", stopped), resume_hint(config));
+}
+
 /// Run `index` of the grid; its epochs go to `progress` as they come. A run that throws is recorded as diverged.
 RunRecord run_point(const LabConfig& config, const Datasets& datasets, const Grid& grid, std::size_t index,
                     std::ofstream& progress, const std::vector<std::string>& keys, std::FILE* log) {
@@ -760,7 +791,7 @@ RunRecord run_point(const LabConfig& config, const Datasets& datasets, const Gri
     record.result.divergence = fmt::format("failed: {}", error.what());
   }
   if (log) {
-    fmt::print(log, "  {}\n", record.result.diverged ? record.result.divergence : record.result.final_line(datasets.test_name));
+    fmt::print(log, "  {}\n", outcome_line(record.result, datasets.test_name));
     std::fflush(log);
   }
   return record;
@@ -795,7 +826,9 @@ std::string markdown_document(const LabConfig& config, const Datasets& datasets,
       "Mean ± sample standard deviation over the seeds. {} Seconds: training time per run, evaluation excluded. "
       "Diverged runs (⚠: a non-finite loss) are counted and left out of the means.\n",
       config.program, context_of(config, datasets), joined(seeds), config.base.threads, joined(specs),
-      interrupted ? "**Interrupted (Ctrl-C): the grid stopped early; the table holds the runs completed.**\n\n" : "",
+      interrupted ? fmt::format("**Interrupted (Ctrl-C or SIGTERM): the grid stopped early; the table holds the runs completed; "
+                                "{}.**\n\n", resume_hint(config))
+                  : "",
       table, measures);
 }
 
@@ -882,8 +915,7 @@ void note_result(const LabConfig& config, const RunRecord& record, std::size_t i
   if (!progress) throw OutputError(fmt::format("writing {} failed: {}", config.out_dir + "/curves.partial.csv", std::strerror(errno)));
   if (log) {
     const char* eval = config.base.validation > 0 ? "validation" : "test";  // as load_datasets names it
-    fmt::print(log, "  run {}{}: {}\n", index + 1, where,
-               record.result.diverged ? record.result.divergence : record.result.final_line(eval));
+    fmt::print(log, "  run {}{}: {}\n", index + 1, where, outcome_line(record.result, eval));
     std::fflush(log);
   }
 }
@@ -952,6 +984,8 @@ void run_in_workers(const LabConfig& config, const Datasets& datasets, const Gri
     RunRecord record{grid.point(finished.index), grid.seed(finished.index), {}};
     if (finished.ok) {
       record.result = parse_result(finished.text);
+    } else if (finished.signal == SIGINT && interrupt_flag()) {
+      record.result.interrupted = true;  // Ctrl-C ended it: its checkpoint, if any, waits in the store
     } else {
       record.result.diverged = record.result.failed = true;
       record.result.divergence = "failed: " + finished.failure;
@@ -1015,7 +1049,7 @@ LabResult run_lab(const LabConfig& config, const Datasets& datasets, std::FILE* 
   for (std::optional<RunRecord>& record : done) {
     if (record) lab.records.push_back(std::move(*record));
   }
-  if (lab.interrupted && log) fmt::print(log, "interrupted: the grid stops after {} of {} runs\n", lab.records.size(), grid.total);
+  if (lab.interrupted && log) fmt::print(log, "{}\n", interrupted_line(config, lab.records, grid.total));
   progress.close();
   std::string curves = curves_csv_header(keys);
   for (const RunRecord& record : lab.records) curves += curves_csv_rows(record, keys);
@@ -1069,7 +1103,10 @@ int run_and_report(const LabConfig& config, const Datasets& datasets) {
     fmt::print("warning: {}\n", lab.plots.message);
   }
   std::fflush(stdout);
-  if (lab.interrupted) return 130;
+  if (lab.interrupted) {
+    fmt::print(stderr, "{}: interrupted; {}\n", config.program, resume_hint(config));
+    return 130;
+  }
   auto failed = std::count_if(lab.records.begin(), lab.records.end(), [](const RunRecord& r) { return r.result.failed; });
   if (failed == 0) return 0;
   auto first = std::find_if(lab.records.begin(), lab.records.end(), [](const RunRecord& r) { return r.result.failed; });

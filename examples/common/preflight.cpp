@@ -14,6 +14,7 @@
 #include "autograd/tape.hpp"
 #include "data/file.hpp"
 #include "data/loader.hpp"
+#include "examples/common/training.hpp"
 
 namespace examples {
 
@@ -58,6 +59,51 @@ void prepare_output_dir(const std::string& flag, const std::string& dir, const s
   if (error) throw std::runtime_error(fmt::format("{} {}: cannot create the directory: {}", flag, dir, error.message()));
   for (const std::string& file : files) {
     data::check_writable((std::filesystem::path(dir) / file).string(), fmt::format("{} {}: the output", flag, dir));
+  }
+}
+
+namespace {
+
+/// `path` made absolute and normal, with the symbolic links of its existing parts resolved.
+std::filesystem::path normalised(const std::string& path) {
+  std::error_code error;
+  std::filesystem::path absolute = std::filesystem::absolute(path, error);
+  if (error) absolute = path;
+  // weakly_canonical leaves a relative path relative when no part of it exists: made absolute first.
+  std::filesystem::path canonical = std::filesystem::weakly_canonical(absolute, error);
+  return error ? absolute.lexically_normal() : canonical;
+}
+
+}  // namespace
+
+void check_distinct_outputs(const std::vector<OutputFile>& outputs) {
+  std::vector<std::filesystem::path> paths;
+  for (const OutputFile& output : outputs) paths.push_back(normalised(output.path));
+  for (std::size_t i = 0; i < outputs.size(); ++i) {
+    for (std::size_t j = 0; j < i; ++j) {
+      std::error_code error;  // two names of one existing file (a hard link) are one file too
+      if (paths[i] != paths[j] && !std::filesystem::equivalent(paths[i], paths[j], error)) continue;
+      const std::string given = outputs[i].path == outputs[j].path
+                                    ? outputs[i].path
+                                    : fmt::format("{} and {}", outputs[j].path, outputs[i].path);
+      throw std::runtime_error(fmt::format("{} and {} both name {} ({}): one would overwrite the other; give each "
+                                           "its own file",
+                                           outputs[j].flag, outputs[i].flag, paths[i].string(), given));
+    }
+  }
+}
+
+void check_distinct_outputs(const RunConfig& config) {
+  std::vector<OutputFile> outputs;
+  if (!config.resume_path.empty()) outputs.push_back({"--resume", config.resume_path});
+  if (!config.log_path.empty()) outputs.push_back({"--log", config.log_path});
+  if (!config.track.empty() && !config.track_log.empty()) outputs.push_back({"--track-log", config.track_log});
+  if (config.evaluation_splits && !config.eval_log.empty()) outputs.push_back({"--eval-log", config.eval_log});
+  check_distinct_outputs(outputs);  // --resume against every output but --save
+  if (!config.save_path.empty()) {
+    if (!outputs.empty() && outputs.front().flag == "--resume") outputs.erase(outputs.begin());
+    outputs.push_back({"--save", config.save_path});
+    check_distinct_outputs(outputs);
   }
 }
 

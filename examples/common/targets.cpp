@@ -125,14 +125,33 @@ std::string targets_file(const std::string& dir) {
   return fs::exists(direct) || !fs::exists(seeds) ? direct.string() : seeds.string();
 }
 
-double number_in(const std::string& text, const std::string& file, std::size_t line, const std::string& column) {
+/// A place in a targets.csv, for messages: "<file>:<line>: column <name>: ".
+struct Cell {
+  const std::string& file;
+  std::size_t line;
+  std::string column;
+  [[noreturn]] void fail(const std::string& text, const std::string& what) const {
+    throw std::runtime_error(fmt::format("{}:{}: column {}: '{}' {}", file, line, column, text, what));
+  }
+};
+
+double number_in(const std::string& text, const Cell& cell) {
   try {
     std::size_t used = 0;
     const double value = std::stod(text, &used);
     if (used == text.size()) return value;
   } catch (const std::exception&) {
   }
-  throw std::runtime_error(fmt::format("{}:{}: column {}: '{}' is not a number", file, line, column, text));
+  cell.fail(text, "is not a number");
+}
+
+/// A time (steps or seconds) or a target accuracy: finite, >= 0, at most `max`, a whole number if `whole`.
+double measure_in(const std::string& text, const Cell& cell, double max, bool whole, const char* what) {
+  const double value = number_in(text, cell);
+  if (!std::isfinite(value) || value < 0 || value > max || (whole && value != std::floor(value))) {
+    cell.fail(text, fmt::format("is not {}", what));
+  }
+  return value;
 }
 
 /// A submission: the configuration's spec without its learning rate (the rate is its tuning).
@@ -146,44 +165,57 @@ std::string submission_of(const std::string& spec_text, const std::string& file,
   }
 }
 
-}  // namespace
+/// The columns read_problem_times reads, by their index in the header.
+struct Columns {
+  std::size_t spec, batch, metric, target, reached, time;
+  std::string time_name;
+};
 
-ProblemTimes read_problem_times(const std::string& dir, bool by_steps) {
-  const std::string file = targets_file(dir);
-  std::istringstream lines(data::read_regular_file(file, "a lab's times to target"));
-  std::string line;
-  if (!std::getline(lines, line)) throw std::runtime_error(file + ": empty (no header)");
-  const std::vector<std::string> header = csv_cells(line);
+Columns columns_of(const std::vector<std::string>& header, const std::string& file, bool by_steps) {
   auto column = [&](const std::string& name) {
     auto found = std::find(header.begin(), header.end(), name);
     if (found == header.end()) throw std::runtime_error(fmt::format("{}: no column '{}' in its header", file, name));
     return static_cast<std::size_t>(found - header.begin());
   };
-  const std::size_t spec = column("spec"), batch = column("batch_size"), metric = column("metric"),
-                    target = column("target"), time = column(by_steps ? "step" : "seconds");
-  ProblemTimes problem{dir, "", std::numeric_limits<double>::quiet_NaN(), {}};
-  std::map<std::string, std::vector<double>> configuration_times;  // "spec\nbatch" -> a time per seed
-  std::vector<std::pair<std::string, std::string>> order;           // (configuration, submission), first seen
-  for (std::size_t number = 2; std::getline(lines, line); ++number) {
-    if (line.empty()) continue;
-    const std::vector<std::string> cells = csv_cells(line);
-    if (cells.size() != header.size()) {
-      throw std::runtime_error(fmt::format("{}:{}: {} cells, the header has {}", file, number, cells.size(), header.size()));
-    }
-    const double row_target = number_in(cells[target], file, number, "target");
-    if (std::isnan(problem.target)) {
-      problem.target = row_target;
-      problem.metric = cells[metric];
-    }
-    if (row_target != problem.target) continue;  // another of the grid's targets: the first is the problem's
-    const std::string submission = submission_of(cells[spec], file, number);
-    const std::string configuration = cells[spec] + "\n" + cells[batch];
-    if (!configuration_times.contains(configuration)) order.emplace_back(configuration, submission);
-    configuration_times[configuration].push_back(cells[time].empty() ? kInf : number_in(cells[time], file, number, header[time]));
+  const std::string time = by_steps ? "step" : "seconds";
+  return {column("spec"), column("batch_size"), column("metric"), column("target"), column("reached"), column(time), time};
+}
+
+/// One row of a targets.csv, checked: a run's time to one target (+inf when it never reached it).
+struct TargetRow {
+  double target = 0;
+  std::string metric, configuration;  // configuration: "spec\nbatch size"
+  double time = kInf;
+};
+
+TargetRow read_row(const std::vector<std::string>& cells, const Columns& c, const std::string& file, std::size_t line) {
+  TargetRow row;
+  row.target = measure_in(cells[c.target], {file, line, "target"}, 1, false, "an accuracy in [0, 1]");
+  row.metric = cells[c.metric];
+  if (row.metric.empty()) throw std::runtime_error(fmt::format("{}:{}: column metric: empty", file, line));
+  const char* batch = "a batch size (a whole number, at least 1)";
+  if (measure_in(cells[c.batch], {file, line, "batch_size"}, 1e15, true, batch) < 1) {
+    Cell{file, line, "batch_size"}.fail(cells[c.batch], std::string("is not ") + batch);
   }
-  if (order.empty()) {
-    throw std::runtime_error(file + ": no runs with a target (a function problem has none: a function has no accuracy)");
+  const std::string& reached = cells[c.reached];
+  if (reached != "0" && reached != "1") Cell{file, line, "reached"}.fail(reached, "is neither 0 nor 1");
+  const std::string& time = cells[c.time];
+  if ((reached == "1") == time.empty()) {
+    throw std::runtime_error(fmt::format("{}:{}: reached is {} but column {} is {}", file, line, reached, c.time_name,
+                                         time.empty() ? "empty" : "'" + time + "'"));
   }
+  if (!time.empty()) {
+    const bool steps = c.time_name == "step";
+    row.time = measure_in(time, {file, line, c.time_name}, std::numeric_limits<double>::max(), steps,
+                          steps ? "a step count (a whole number, at least 0)" : "a time in seconds (finite, at least 0)");
+  }
+  row.configuration = cells[c.spec] + "\n" + cells[c.batch];
+  return row;
+}
+
+/// Each submission's best configuration's median time, in the order the configurations first appear.
+void set_times(ProblemTimes& problem, const std::vector<std::pair<std::string, std::string>>& order,
+               std::map<std::string, std::vector<double>>& configuration_times) {
   for (const auto& run : order) {
     const std::string& configuration = run.first;
     const std::string& submission = run.second;
@@ -195,6 +227,44 @@ ProblemTimes read_problem_times(const std::string& dir, bool by_steps) {
       known->second = std::min(known->second, t);  // the submission's best configuration
     }
   }
+}
+
+}  // namespace
+
+ProblemTimes read_problem_times(const std::string& dir, bool by_steps) {
+  const std::string file = targets_file(dir);
+  std::istringstream lines(data::read_regular_file(file, "a lab's times to target"));
+  std::string line;
+  if (!std::getline(lines, line)) throw std::runtime_error(file + ": empty (no header)");
+  const std::vector<std::string> header = csv_cells(line);
+  const Columns columns = columns_of(header, file, by_steps);
+  ProblemTimes problem{dir, "", std::numeric_limits<double>::quiet_NaN(), {}};
+  std::map<std::string, std::vector<double>> configuration_times;  // "spec\nbatch" -> a time per seed
+  std::vector<std::pair<std::string, std::string>> order;           // (configuration, submission), first seen
+  for (std::size_t number = 2; std::getline(lines, line); ++number) {
+    if (line.empty()) continue;
+    const std::vector<std::string> cells = csv_cells(line);
+    if (cells.size() != header.size()) {
+      throw std::runtime_error(fmt::format("{}:{}: {} cells, the header has {}", file, number, cells.size(), header.size()));
+    }
+    const TargetRow row = read_row(cells, columns, file, number);
+    if (std::isnan(problem.target)) {
+      problem.target = row.target;
+      problem.metric = row.metric;
+    }
+    if (row.target != problem.target) continue;  // another of the grid's targets: the first is the problem's
+    if (row.metric != problem.metric) {
+      throw std::runtime_error(fmt::format("{}:{}: column metric: '{}', but the rows before time '{}'", file, number,
+                                           row.metric, problem.metric));
+    }
+    const std::string submission = submission_of(cells[columns.spec], file, number);
+    if (!configuration_times.contains(row.configuration)) order.emplace_back(row.configuration, submission);
+    configuration_times[row.configuration].push_back(row.time);
+  }
+  if (order.empty()) {
+    throw std::runtime_error(file + ": no runs with a target (a function problem has none: a function has no accuracy)");
+  }
+  set_times(problem, order, configuration_times);
   return problem;
 }
 

@@ -396,8 +396,12 @@ class Trainer {
     check_entry_names(entries, path);
     check_finite_model(entries, path);
     check_same_run(entries, path, config_);
-    nn::assign_tensors(under_prefix("model/", entries), model_.state_dict(), "model");
-    optimizer_->load_state(under_prefix("optim/", entries));
+    try {  // a checkpoint of another model or optimiser: the file named, beside its entries
+      nn::assign_tensors(under_prefix("model/", entries), model_.state_dict(), "model");
+      optimizer_->load_state(under_prefix("optim/", entries));
+    } catch (const std::runtime_error& error) {
+      throw std::runtime_error(fmt::format("checkpoint {}: {}", path, error.what()));
+    }
     at_.epoch = static_cast<std::size_t>(scalar_entry(entries, "run/epoch", path, 0, 1e6, true));
     at_.batch = static_cast<std::size_t>(scalar_entry(entries, "run/batch", path, 0, 1e9, true));
     at_.step = static_cast<std::size_t>(scalar_entry(entries, "run/step", path, 0, 1e15, true));

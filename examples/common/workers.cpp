@@ -36,6 +36,22 @@ double number(std::istream& in) {
 
 std::size_t count(std::istream& in) { return static_cast<std::size_t>(number(in)); }
 
+volatile std::sig_atomic_t* worker_interrupt = nullptr;
+
+extern "C" void on_worker_sigint(int) { *worker_interrupt = 1; }
+
+/// In a worker, SIGINT only asks its run to stop after its step, however often it comes: Ctrl-C reaches the
+/// worker (it is in the terminal's process group) and the lab forwards it as well, and the second one must not
+/// kill the run half-way (it would be reported as failed). The lab's own second Ctrl-C still ends everything:
+/// the lab dies, and its workers with it (PR_SET_PDEATHSIG).
+void stop_run_on_sigint() {
+  worker_interrupt = &interrupt_flag();
+  struct sigaction action {};
+  action.sa_handler = on_worker_sigint;
+  sigemptyset(&action.sa_mask);
+  ::sigaction(SIGINT, &action, nullptr);
+}
+
 }  // namespace
 
 std::string result_text(const RunResult& r) {
@@ -120,6 +136,7 @@ void WorkerPool::launch(std::size_t index, const std::function<std::string()>& w
   pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error(fmt::format("cannot start a worker process: {}", std::strerror(errno)));
   if (pid == 0) {
+    stop_run_on_sigint();
     // A worker dies with the lab, even a lab killed outright (SIGKILL): the grid restarted must not meet an
     // orphan still training one of its runs (resume.hpp).
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != lab) ::_exit(1);
@@ -170,6 +187,7 @@ WorkerPool::Finished WorkerPool::collect(const Worker& worker, int status) {
   }
   ::unlink(path.c_str());
   if (WIFSIGNALED(status)) {
+    finished.signal = WTERMSIG(status);
     finished.failure = fmt::format("the worker died of signal {} ({})", WTERMSIG(status), ::strsignal(WTERMSIG(status)));
   } else if (WEXITSTATUS(status) != 0 || text.empty()) {
     finished.failure = text.rfind("error ", 0) == 0 ? text.substr(6)

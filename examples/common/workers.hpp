@@ -37,6 +37,7 @@ class WorkerPool {
     bool ok = false;
     std::string text;     // what `work` returned, if ok
     std::string failure;  // else what happened: "the worker died of signal 9 (Killed)", or what `work` threw
+    int signal = 0;       // the signal the worker died of, if it did
   };
   /// Waits for a worker to end. `interrupted` is polled meanwhile: once it turns non-zero every running
   /// worker gets SIGINT (once), so that each finishes its step and hands back an interrupted result.
