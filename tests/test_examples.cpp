@@ -121,6 +121,15 @@ RunConfig quiet_config() {
   return c;
 }
 
+/// A quiet run of `model` (a spec) at the given batch size for the given number of epochs.
+RunConfig quiet_config(const std::string& model, std::size_t batch_size, std::size_t epochs) {
+  RunConfig c = quiet_config();
+  c.model = spec(model);
+  c.batch_size = batch_size;
+  c.epochs = epochs;
+  return c;
+}
+
 void check_same(const examples::EpochMetrics& a, const examples::EpochMetrics& b) {
   CHECK(a.epoch == b.epoch);
   // Bit for bit: these are exact comparisons on purpose.
@@ -273,11 +282,8 @@ TEST_CASE("RunFlags refuses unknown names, keys and bad values, naming the flag 
 // (bench/pytorch_reference.py --accuracy --workloads w1) and tapegrad 93.4 %; 95 % takes smaller batches, more
 // steps: batch 32 (1,875 steps) gives 95.8 %.
 TEST_CASE("one epoch of the MLP 784-128-64-10 with Adam reaches 95 % test accuracy") {
-  RunConfig c = quiet_config();
-  c.model = spec("mlp(hidden=[128,64])");
+  RunConfig c = quiet_config("mlp(hidden=[128,64])", 32, 1);
   c.optimizer = spec("adam(lr=1e-3)");
-  c.batch_size = 32;
-  c.epochs = 1;
   std::vector<examples::EpochMetrics> seen;
   RunResult result = examples::train(c, mnist(), [&](const examples::EpochMetrics& m) { seen.push_back(m); });
   REQUIRE_FALSE(result.diverged);
@@ -303,10 +309,7 @@ TEST_CASE("one epoch of the MLP 784-128-64-10 with Adam reaches 95 % test accura
 
 TEST_CASE("the same seed gives the same metrics, bit for bit; another seed does not") {
   examples::Datasets sets = mnist_subset(6000);
-  RunConfig c = quiet_config();
-  c.model = spec("mlp(hidden=[64])");
-  c.batch_size = 100;
-  c.epochs = 2;
+  RunConfig c = quiet_config("mlp(hidden=[64])", 100, 2);
   c.seed = 3;
   RunResult a = examples::train(c, sets);
   RunResult b = examples::train(c, sets);
@@ -320,10 +323,7 @@ TEST_CASE("the same seed gives the same metrics, bit for bit; another seed does 
 
 TEST_CASE("an optimiser's evaluation point is what the programs evaluate: ema's average, not the weights") {
   examples::Datasets sets = mnist_subset(3000);
-  RunConfig c = quiet_config();
-  c.model = spec("mlp(hidden=[32])");
-  c.batch_size = 100;
-  c.epochs = 1;
+  RunConfig c = quiet_config("mlp(hidden=[32])", 100, 1);
   c.optimizer = spec("adam");
   RunResult plain = examples::train(c, sets);
   c.optimizer = spec("ema(inner=adam,decay=0.9)");
@@ -448,10 +448,7 @@ TEST_CASE("a method that evaluates its closure again (SAM): the epoch's accuracy
   // SAM's second evaluation is at perturbed weights; with the inner step's rate 0 the weights never move, so the
   // epoch's training loss and accuracy are exactly the initial model's on the training set (--epochs 0's).
   examples::Datasets sets = mnist_subset(300);
-  RunConfig c = quiet_config();
-  c.model = spec("mlp(hidden=[32])");
-  c.batch_size = 100;
-  c.epochs = 0;
+  RunConfig c = quiet_config("mlp(hidden=[32])", 100, 0);
   const examples::EpochMetrics initial = examples::train(c, sets).epochs.back();
   c.epochs = 1;
   c.optimizer = optim::resolve_optimizer(spec("sam(inner=sgd(lr=0),rho=5)"));
@@ -462,11 +459,8 @@ TEST_CASE("a method that evaluates its closure again (SAM): the epoch's accuracy
 
 TEST_CASE("a diverging run stops at the first non-finite loss and names the step and the epoch") {
   examples::Datasets sets = mnist_subset(300);
-  RunConfig c = quiet_config();
-  c.model = spec("mlp(hidden=[128,64])");
+  RunConfig c = quiet_config("mlp(hidden=[128,64])", 1, 3);
   c.optimizer = spec("sgd(lr=50)");
-  c.batch_size = 1;
-  c.epochs = 3;
   std::size_t callbacks = 0;
   RunResult result = examples::train(c, sets, [&](const examples::EpochMetrics&) { ++callbacks; });
   REQUIRE(result.diverged);
@@ -1148,10 +1142,7 @@ TEST_CASE("lab: a run store that fills up the disk stops the grid with the file 
 }
 
 TEST_CASE("Ctrl-C during an epoch's evaluation stops the run after that epoch, the epoch whole") {
-  RunConfig c = quiet_config();
-  c.model = spec("mlp(hidden=[16])");
-  c.epochs = 3;
-  c.batch_size = 100;
+  RunConfig c = quiet_config("mlp(hidden=[16])", 100, 3);
   examples::interrupt_flag() = 0;
   RunResult r = examples::train(c, mnist_subset(500), [](const examples::EpochMetrics&) {
     examples::interrupt_flag() = 1;  // the callback runs after the evaluation: as late as a signal can come
@@ -1322,11 +1313,8 @@ TEST_CASE("an averaging optimiser is evaluated with batch-norm statistics recomp
 TEST_CASE("sgd(in_backward=true) trains as sgd does; --track grad-norm is refused beside it, before training") {
   examples::Datasets data = mnist_subset(1000);
   auto run = [&](const char* optimizer, std::vector<config::Spec> track) {
-    RunConfig c = quiet_config();
-    c.model = spec("mlp(hidden=[16])");
+    RunConfig c = quiet_config("mlp(hidden=[16])", 100, 1);
     c.optimizer = optim::resolve_optimizer(spec(optimizer));
-    c.epochs = 1;
-    c.batch_size = 100;
     c.images = false;
     c.track = std::move(track);
     c.track_log = temp_path("track_in_backward.csv").string();
@@ -1347,11 +1335,8 @@ TEST_CASE("sgd(in_backward=true) trains as sgd does; --track grad-norm is refuse
 
 TEST_CASE("--track: a per-step CSV; SGD's update norm is lr times the gradient norm; sharpness is the Hessian's top "
           "eigenvalue on the subset") {
-  RunConfig c = quiet_config();
-  c.model = spec("mlp(hidden=[16])");
+  RunConfig c = quiet_config("mlp(hidden=[16])", 100, 1);
   c.optimizer = optim::resolve_optimizer(spec("sgd(lr=0.1)"));
-  c.epochs = 1;
-  c.batch_size = 100;
   c.track = {examples::resolve_tracker(spec("grad-norm")), examples::resolve_tracker(spec("update-norm")),
              examples::resolve_tracker(spec("sharpness(every=5,samples=200,steps=30)")),
              examples::resolve_tracker(spec("trace(every=10,samples=200,probes=4)")),
@@ -1419,11 +1404,8 @@ class OwnModel : public nn::Module {
 }  // namespace
 
 TEST_CASE("--track noise-scale takes a program's own model class: sample by sample, the one-sweep statistic") {
-  RunConfig c = quiet_config();
-  c.model = spec("mlp(hidden=[16])");
+  RunConfig c = quiet_config("mlp(hidden=[16])", 100, 1);
   c.optimizer = optim::resolve_optimizer(spec("sgd(lr=0.1)"));
-  c.epochs = 1;
-  c.batch_size = 100;
   c.track = {examples::resolve_tracker(spec("noise-scale(every=5,samples=100)"))};
   c.track_log = temp_path("track_own.csv").string();
   examples::Datasets data = mnist_subset(1000);
