@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <new>
@@ -41,15 +42,22 @@ bool read_double(const std::string& text, double& value) {
   const char* end = begin + text.size();
   if (text.size() > 1 && text[0] == '+' && text[1] != '-') ++begin;  // from_chars takes no '+'
   auto [ptr, error] = std::from_chars(begin, end, value);
+  if (error == std::errc::result_out_of_range && ptr == end) {  // "1e999": read as strtod does (inf; 0 below)
+    value = std::strtod(std::string(begin, end).c_str(), nullptr);
+    return true;
+  }
   return begin != end && error == std::errc() && ptr == end;
 }
 }  // namespace
 
 double parse_real(std::string_view where, std::string_view key, const std::string& value, const Range& range) {
   double number = 0;
-  if (!read_double(value, number) || !range.contains(number)) {
+  const bool read = read_double(value, number);
+  if (!read || !range.contains(number)) {
     std::string allowed = range.text();
-    bad_value(where, key, value, allowed[0] == '[' || allowed[0] == '(' ? "in " + allowed : allowed);
+    if (allowed[0] == '[' || allowed[0] == '(') allowed = "in " + allowed;
+    if (read && !std::isfinite(number) && !allowed.starts_with("any")) allowed = "a finite number " + allowed;
+    bad_value(where, key, value, allowed);
   }
   return number;
 }

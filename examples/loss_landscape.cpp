@@ -513,15 +513,15 @@ int main(int argc, char** argv) {
                "optimisers' paths on one PCA plane; its Hessian's spectral density with --spectrum.",
                "loss_landscape");
   Settings s;
-  app.add_option("--epochs", s.epochs, "training epochs (Adam, lr 1e-3)")->check(CLI::Range(1, 1000))->capture_default_str();
-  app.add_option("--train-size", s.train_size, "training images")->check(CLI::Range(1, 60000))->capture_default_str();
-  app.add_option("--subset", s.subset, "images the landscape's loss is taken on")->check(CLI::Range(1, 60000))->capture_default_str();
-  app.add_option("--hidden", s.hidden, "hidden units")->check(CLI::Range(1, 4096))->capture_default_str();
-  app.add_option("--grid", s.grid, "points per axis of the 2-D slice")->check(CLI::Range(2, 1001))->capture_default_str();
+  examples::count_option(app.add_option("--epochs", s.epochs, "training epochs (Adam, lr 1e-3)"), 1, 1000)->capture_default_str();
+  examples::count_option(app.add_option("--train-size", s.train_size, "training images"), 1, 60000)->capture_default_str();
+  examples::count_option(app.add_option("--subset", s.subset, "images the landscape's loss is taken on"), 1, 60000)->capture_default_str();
+  examples::count_option(app.add_option("--hidden", s.hidden, "hidden units"), 1, 4096)->capture_default_str();
+  examples::count_option(app.add_option("--grid", s.grid, "points per axis of the 2-D slice"), 2, 1001)->capture_default_str();
   app.add_option("--range", s.range, "the slice covers [-range, range]^2")->capture_default_str();
   app.add_option("--alpha-min", s.alpha_min, "first alpha of the 1-D curve")->capture_default_str();
   app.add_option("--alpha-max", s.alpha_max, "last alpha of the 1-D curve")->capture_default_str();
-  app.add_option("--alphas", s.alphas, "points of the 1-D curve")->check(CLI::Range(2, 100001))->capture_default_str();
+  examples::count_option(app.add_option("--alphas", s.alphas, "points of the 1-D curve"), 2, 100001)->capture_default_str();
   examples::count_option(app.add_option("--seed", s.seed, "seed of the initial weights and the directions"))->capture_default_str();
   examples::path_option(app.add_option("--data", s.data, "the MNIST directory (default: $TAPEGRAD_MNIST_DIR or data/mnist)"));
   examples::path_option(app.add_option("--out", s.out, "output directory"))->capture_default_str();
@@ -539,11 +539,10 @@ int main(int argc, char** argv) {
                  "cross-entropy: positive semi-definite), or both in one figure")
       ->check(CLI::IsMember({"hessian", "ggn", "both"}))
       ->capture_default_str();
-  app.add_option("--spectrum-probes", s.spectrum_probes, "--spectrum: random probes")
-      ->check(CLI::Range(1, 1000))
+  examples::count_option(app.add_option("--spectrum-probes", s.spectrum_probes, "--spectrum: random probes"), 1, 1000)
       ->capture_default_str();
-  app.add_option("--spectrum-steps", s.spectrum_steps, "--spectrum: Lanczos steps per probe")
-      ->check(CLI::Range(2, 10000))
+  examples::count_option(app.add_option("--spectrum-steps", s.spectrum_steps, "--spectrum: Lanczos steps per probe"), 2,
+                         10000)
       ->capture_default_str();
   if (int code = examples::parse(app, argc, argv); code >= 0) return code;
   return examples::checked("loss_landscape", [&] {

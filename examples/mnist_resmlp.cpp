@@ -12,6 +12,7 @@
 
 #include "autograd/ops.hpp"
 #include "examples/common/cli.hpp"
+#include "examples/common/list_flag.hpp"
 #include "nn/nn.hpp"
 
 namespace {
@@ -52,8 +53,8 @@ int main(int argc, char** argv) {
   CLI::App app{"A residual MLP with layer norm on MNIST", "mnist_resmlp"};
   examples::RunFlags flags(app);
   std::size_t width = 256, blocks = 2;
-  app.add_option("--width", width, "features of the residual stream")->capture_default_str()->check(CLI::Range(1, 1 << 16));
-  app.add_option("--blocks", blocks, "residual blocks")->capture_default_str()->check(CLI::Range(0, 256));
+  examples::count_option(app.add_option("--width", width, "features of the residual stream"), 1, 1 << 16)->capture_default_str();
+  examples::count_option(app.add_option("--blocks", blocks, "residual blocks"), 0, 256)->capture_default_str();
   if (int code = examples::parse(app, argc, argv); code >= 0) return code;
 
   return examples::checked(app.get_name(), [&] {

@@ -117,7 +117,7 @@ void declare_flags(CLI::App& app, Settings& s) {
   app.add_option("--optimizers", s.optimizers,
                  "optimiser specs, space-separated (default: the function's own choice; see --list-optimizers of "
                  "the training programs)");
-  app.add_option("--steps", s.steps, "steps of each optimiser")->check(CLI::Range(1, 1'000'000))->capture_default_str();
+  examples::count_option(app.add_option("--steps", s.steps, "steps of each optimiser"), 1, 1'000'000)->capture_default_str();
   examples::add_list(app, "--start", s.start, "the starting point x,y (default: the function's)");
   examples::count_option(app.add_option("--seed", s.seed, "seed of a noisy function's noise"))->capture_default_str();
   examples::path_option(app.add_option("--out", s.out, "output directory"))->capture_default_str();

@@ -16,6 +16,7 @@
 #include <stdexcept>
 
 #include "examples/common/cli.hpp"
+#include "examples/common/list_flag.hpp"
 #include "examples/common/preflight.hpp"
 #include "examples/common/targets.hpp"
 
@@ -38,7 +39,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"seconds", "steps"}))
       ->capture_default_str();
   app.add_option("--tau-max", tau_max, "the ratios the profile and its score span: [1, tau-max] (AlgoPerf: 4)")
-      ->check(CLI::Range(1.0 + 1e-9, 1e9))
+      ->check(examples::number_from(1, false))
       ->capture_default_str();
   app.add_option("--gnuplot", gnuplot, "the gnuplot program that draws the figure")->capture_default_str();
   app.add_flag("--no-plots", no_plots, "write the CSV and Markdown files only");

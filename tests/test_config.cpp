@@ -119,7 +119,7 @@ TEST_CASE("OptionTable: applies a spec's keys, writes every value out, refuses w
             {"rate", "0.5"}, {"steps", "3"}, {"on", "false"}, {"mode", "a"}, {"widths", "[4,2]"}});
   auto bad = [](const std::string& spec) { table().apply({}, parse_spec(spec), "thing"); };
   CHECK_THROWS_WITH_AS(bad("x(rate=1)"), "thing: rate must be in [0, 1), got '1'", SpecError);
-  CHECK_THROWS_WITH_AS(bad("x(rate=nan)"), "thing: rate must be in [0, 1), got 'nan'", SpecError);
+  CHECK_THROWS_WITH_AS(bad("x(rate=nan)"), "thing: rate must be a finite number in [0, 1), got 'nan'", SpecError);
   CHECK_THROWS_WITH_AS(bad("x(rate=0.5x)"), "thing: rate must be in [0, 1), got '0.5x'", SpecError);
   CHECK_THROWS_WITH_AS(bad("x(steps=2.5)"), "thing: steps must be an integer in [1, 10], got '2.5'", SpecError);
   CHECK_THROWS_WITH_AS(bad("x(steps=11)"), "thing: steps must be an integer in [1, 10], got '11'", SpecError);

@@ -245,6 +245,10 @@ TEST_CASE("RunFlags refuses unknown names, keys and bad values, naming the flag 
   CHECK(error_of([] { config_of({"--optimizer", "adam(lr=0.1)", "--lr", "0.2"}); }).find("--lr") != std::string::npos);
   CHECK(error_of([] { config_of({"--dataset", "cifar"}); }).find("cifar") != std::string::npos);
   CHECK(error_of([] { config_of({"--weight-decay", "-1"}); }).find("weight_decay") != std::string::npos);
+  CHECK(error_of([] { config_of({"--optimizer", "adam(lr=1e999)"}); }).find("lr must be a finite number >= 0") !=
+        std::string::npos);
+  CHECK(error_of([] { config_of({"--track", "sharpness", "sharpness(every=5)"}); })
+            .find("--track: sharpness is given twice") != std::string::npos);
   CHECK(error_of([] { config_of({"--save-every", "10"}); }).find("--save-every") != std::string::npos);
   CHECK(error_of([] { config_of({"--model", "cnn", "--hidden", "64"}, {.with_model = true}); }).find("hidden") !=
         std::string::npos);
@@ -637,6 +641,10 @@ TEST_CASE("lab: mean and sample std over seeds, epochs to a target, diverged run
   CHECK(runs.rfind("optimizer,spec,lr,beta2,batch_size,seed,", 0) == 0);
   CHECK(line_count(runs) == 7);
   CHECK(runs.find("\"diverged: the training loss became nan at step 9 (batch 9 of epoch 3)\"") != std::string::npos);
+  examples::lab::RunRecord first_epoch = record(sgd_spec, 3, {}, 0.5, 1.0, true);  // diverged in epoch 1
+  first_epoch.result.steps = 7;
+  // epochs 0, steps 7, then no final or best accuracy and no final loss: no epoch measured them
+  CHECK(examples::lab::runs_csv({first_epoch}).find(",100,3,0,7,,,,1.000,1,0,") != std::string::npos);
 
   examples::lab::GridPoint point{spec("adam(lr=0.001,beta1=0.9,beta2=0.99)"), 64};
   CHECK(examples::lab::point_label(point, {"lr", "beta2"}, false) == "adam lr=0.001 beta2=0.99");
@@ -718,6 +726,8 @@ TEST_CASE("lab: its flags, with the shared ones; the optimisers resolved by the 
   CHECK(error_of([&] { lab_config({"--optimizers", "adam,adamx"}); }).find("adamx") != std::string::npos);
   CHECK(error_of([&] { lab_config({"--optimizers", ""}); }).find("--optimizers") != std::string::npos);
   CHECK(error_of([&] { lab_config({"--lrs", "1e-3,-1"}); }).find("--lrs") != std::string::npos);
+  CHECK(error_of([&] { lab_config({"--optimizers", "sgd(lr=0.5)", "adam(lr=[1e-3,1e-2])", "--lrs", "0.1"}); })
+            .find("--lrs gives rates to the specs without lr=, and every spec here has its own") != std::string::npos);
   CHECK(error_of([&] { lab_config({"--batch-sizes", "0"}); }).find("--batch-sizes") != std::string::npos);
   CHECK(error_of([&] { lab_config({"--model", "cnn", "--hidden", "64"}); }).find("hidden") != std::string::npos);
   CHECK(error_of([&] { lab_config({"--model", "rnn"}); }).find("rnn") != std::string::npos);
@@ -1036,6 +1046,16 @@ TEST_CASE("workers: a result crosses exactly; a worker that throws or dies is re
   CHECK(r.final_line().find(" tracking=grad-norm(every=1):0.050,sharpness(every=100,samples=1000,steps=20):0.125") !=
         std::string::npos);
   CHECK_THROWS_WITH(examples::parse_result("run 1 0 0 x"), doctest::Contains("'x' is not a number"));
+  // Anything else than result_text writes is refused: text after the end, a wrong label, an impossible count.
+  const std::string exact_text = examples::result_text(r);
+  CHECK_THROWS_WITH(examples::parse_result(exact_text + "0 0\n"), doctest::Contains("text after its end"));
+  CHECK_THROWS_WITH(examples::parse_result(exact_text.substr(0, exact_text.size() - 8)), doctest::Contains("cut short"));
+  std::string relabelled = exact_text;
+  relabelled.replace(relabelled.find("epochs"), 6, "epoch!");
+  CHECK_THROWS_WITH(examples::parse_result(relabelled), doctest::Contains("'epoch!' where 'epochs' was expected"));
+  CHECK_THROWS_WITH(examples::parse_result("run 0 0 0 1 0 0\ndivergence 0\n\nepochs 1e15\n"),
+                    doctest::Contains("1000000000000000 is not a count (0 to 42)"));
+  CHECK_THROWS_WITH(examples::parse_result("run 2 0 0 1 0 0\n"), doctest::Contains("2 is not a count (0 to 1)"));
 
   fs::path dir = temp_path("workers");
   fs::create_directories(dir);

@@ -90,8 +90,8 @@ CLI::Option* path_option(CLI::Option* option) {
       [](std::string& value) { return value.empty() ? std::string("an empty path") : std::string(); }, "PATH"));
 }
 
-CLI::Validator whole_number(std::uint64_t low) {
-  auto check = [low](std::string& text) -> std::string {
+CLI::Validator whole_number(std::uint64_t low, std::uint64_t high) {
+  auto check = [low, high](std::string& text) -> std::string {
     const char* end = text.data() + text.size();
     std::uint64_t value = 0;
     if (auto [ptr, error] = std::from_chars(text.data(), end, value); error != std::errc() || ptr != end) {
@@ -103,30 +103,37 @@ CLI::Validator whole_number(std::uint64_t low) {
       value = static_cast<std::uint64_t>(number);
     }
     if (value < low) return fmt::format("must be at least {}, got {}", low, text);
+    if (value > high) return fmt::format("must be at most {}, got {}", high, text);
     text = std::to_string(value);
     return {};
   };
   return CLI::Validator(check, "");
 }
 
-CLI::Option* count_option(CLI::Option* option, std::uint64_t low) {
-  return option->transform(whole_number(low))->type_name(fmt::format("INT>={}", low));
+CLI::Option* count_option(CLI::Option* option, std::uint64_t low, std::uint64_t high) {
+  const std::string type = high == std::numeric_limits<std::uint64_t>::max() ? fmt::format("INT>={}", low)
+                                                                             : fmt::format("INT in [{}, {}]", low, high);
+  return option->transform(whole_number(low, high))->type_name(type);
 }
 
-CLI::Validator positive(bool zero_allowed) {
-  auto check = [zero_allowed](const std::string& text) -> std::string {
+CLI::Validator number_from(double low, bool low_allowed) {
+  auto check = [low, low_allowed](const std::string& text) -> std::string {
     double value = 0;
     auto [ptr, error] = std::from_chars(text.data(), text.data() + text.size(), value);
     if (text.empty() || error != std::errc() || ptr != text.data() + text.size() || !std::isfinite(value)) {
       return fmt::format("'{}' is not a number", text);
     }
-    if (value < 0 || (value == 0 && !zero_allowed)) {
-      return fmt::format("must be {}, got {}", zero_allowed ? "at least 0" : "positive", text);
+    if (value < low || (value == low && !low_allowed)) {
+      const std::string bound = low == 0 && !low_allowed ? "positive"
+                                : fmt::format("{} {}", low_allowed ? "at least" : "above", config::format_real(low));
+      return fmt::format("must be {}, got {}", bound, text);
     }
     return {};
   };
   return CLI::Validator(check, "");
 }
+
+CLI::Validator positive(bool zero_allowed) { return number_from(0, zero_allowed); }
 
 std::vector<std::string> list_items(const std::string& flag, const std::string& text) {
   std::vector<std::string> items;
@@ -435,7 +442,16 @@ RunConfig RunFlags::config() const {
   } catch (const std::invalid_argument& e) {
     throw FlagError(std::string("--loss: ") + e.what());
   }
-  for (const std::string& text : raw_.track) c.track.push_back(resolve_tracker(config::parse_spec(text)));
+  for (const std::string& text : raw_.track) {
+    config::Spec tracker = resolve_tracker(config::parse_spec(text));
+    for (const config::Spec& earlier : c.track) {
+      if (earlier.name == tracker.name) {
+        throw FlagError(fmt::format("--track: {} is given twice ({} and {}: one set of its columns per run)",
+                                    tracker.name, earlier.text(), tracker.text()));
+      }
+    }
+    c.track.push_back(std::move(tracker));
+  }
   if (given("--track-log") && c.track.empty()) throw FlagError("--track-log: only with --track");
   c.track_log = raw_.track_log;
   c.progress = !raw_.no_progress;

@@ -323,7 +323,7 @@ std::string runs_csv(const std::vector<RunRecord>& records) {
     bool has = !res.epochs.empty();
     text += fmt::format("{},{},{},{},{},{},{},{},{:.3f},{},{},{}\n", point_cells(r.point.optimizer, keys),
                         r.point.batch_size, r.seed, has ? res.epochs.back().epoch : 0, res.steps,
-                        has ? cell(res.epochs.back().test_acc, "{:.6f}") : "", cell(res.best_test_acc, "{:.6f}"),
+                        has ? cell(res.epochs.back().test_acc, "{:.6f}") : "", has ? cell(res.best_test_acc, "{:.6f}") : "",
                         has ? cell(res.epochs.back().train_loss) : "", res.seconds, res.diverged ? 1 : 0,
                         res.interrupted ? 1 : 0, res.diverged ? csv_quote(res.divergence) : "");
   }
@@ -548,10 +548,10 @@ LabFlags::LabFlags(CLI::App& app, LabProgram program)
   app.add_flag("--fresh", fresh_, "run every run anew: take nothing from the runs stored in OUT/runs by an earlier "
                                   "grid (by default finished runs are reused and unfinished ones resumed)");
   jobs_ = std::max(1u, std::thread::hardware_concurrency());
-  app.add_option("--jobs", jobs_,
-                 "runs at once, each in a worker process (default: the core count; 1: one after another, with a line "
-                 "per epoch); the results are the same bits")
-      ->check(CLI::Range(std::size_t{1}, std::size_t{1024}))
+  count_option(app.add_option("--jobs", jobs_,
+                              "runs at once, each in a worker process (default: the core count; 1: one after another, "
+                              "with a line per epoch); the results are the same bits"),
+               1, 1024)
       ->capture_default_str();
   add_protocol_flags(app, protocol_);
 }
@@ -580,6 +580,18 @@ std::vector<config::Spec> grid_specs(const std::string& flag, const std::vector<
   } catch (const config::SpecError& error) {
     throw config::SpecError(fmt::format("{}: {}", flag, error.what()));
   }
+}
+
+/// Whether a spec of `texts` has no lr= of its own, so that --lrs gives it rates.
+bool takes_lrs(const std::vector<std::string>& texts) {
+  for (const std::string& text : texts) {
+    for (const std::string& one : config::split_specs(text)) {
+      for (const config::Spec& spec : config::expand_grid(one)) {
+        if (!optim::option_of(spec, "lr")) return true;
+      }
+    }
+  }
+  return false;
 }
 
 /// The flags every run of the grid shares, as "name=value" lines: the app's configuration without the grid's
@@ -622,6 +634,9 @@ LabConfig LabFlags::config() const {
     lab.optimizers.push_back(spec);
   }
   require(!lab.optimizers.empty(), "--optimizers: at least one optimiser spec");
+  require(lrs_.empty() || takes_lrs(texts) || takes_lrs(grid_),
+          "--lrs gives rates to the specs without lr=, and every spec here has its own (drop --lrs, or lr= from a "
+          "spec)");
   require_distinct(batch_sizes_, "--batch-sizes");
   require_distinct(seeds_, "--seeds");
   require_distinct(targets_, "--targets");
@@ -914,8 +929,7 @@ void note_result(const LabConfig& config, const RunRecord& record, std::size_t i
   progress.flush();
   if (!progress) throw OutputError(fmt::format("writing {} failed: {}", config.out_dir + "/curves.partial.csv", std::strerror(errno)));
   if (log) {
-    const char* eval = config.base.validation > 0 ? "validation" : "test";  // as load_datasets names it
-    fmt::print(log, "  run {}{}: {}\n", index + 1, where, outcome_line(record.result, eval));
+    fmt::print(log, "  run {}{}: {}\n", index + 1, where, outcome_line(record.result, evaluation_set_name(config.base)));
     std::fflush(log);
   }
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -12,13 +13,16 @@
 
 namespace examples {
 
-/// CLI11 transform: a whole number of at least `low`, written plainly (200) or in scientific notation (2e2),
+/// CLI11 transform: a whole number from `low` to `high`, written plainly (200) or in scientific notation (2e2),
 /// rewritten as plain digits for CLI11 to convert. A sign ("-1", which CLI11 would read into an unsigned
 /// option as 2^64 - 1) or a number past 2^64 - 1 (which it would cap) is refused.
-CLI::Validator whole_number(std::uint64_t low);
-/// Declares that `option` (of an unsigned type) takes a whole number of at least `low`, by whole_number:
+CLI::Validator whole_number(std::uint64_t low, std::uint64_t high = std::numeric_limits<std::uint64_t>::max());
+/// Declares that `option` (of an unsigned type) takes a whole number from `low` to `high`, by whole_number:
 /// "--epochs INT>=0" in --help, "--epochs: '-1' is not a whole number" for a bad value.
-CLI::Option* count_option(CLI::Option* option, std::uint64_t low = 0);
+CLI::Option* count_option(CLI::Option* option, std::uint64_t low = 0,
+                          std::uint64_t high = std::numeric_limits<std::uint64_t>::max());
+/// CLI11 check of a finite number of at least `low` (above it, unless `low_allowed`).
+CLI::Validator number_from(double low, bool low_allowed = true);
 /// CLI11 check of a finite number above 0 (or, with `zero_allowed`, at least 0).
 CLI::Validator positive(bool zero_allowed = false);
 

@@ -12,6 +12,7 @@
 #include "autograd/blas.hpp"
 #include "config/options.hpp"
 #include "examples/common/cli.hpp"
+#include "examples/common/list_flag.hpp"
 #include "examples/common/mpi_grid.hpp"
 #include "optim/registry.hpp"
 #include "problems/test_problems.hpp"
@@ -91,8 +92,8 @@ void add_protocol_flags(CLI::App& app, ProtocolFlagValues& values) {
                "into OUT/seeds; writes OUT/sensitivity.csv, sensitivity.png and performance.md");
   app.add_option("--lr-grid", values.lr_grid, "with --protocol: LO:HI:N, N learning rates log-spaced from LO to HI")
       ->capture_default_str();
-  app.add_option("--protocol-seeds", values.seeds, "with --protocol: the chosen setting's seeds, 0 .. N-1")
-      ->check(CLI::Range(std::size_t{1}, std::size_t{1000}))
+  count_option(app.add_option("--protocol-seeds", values.seeds, "with --protocol: the chosen setting's seeds, 0 .. N-1"),
+               1, 1000)
       ->capture_default_str();
   app.add_option("--select", values.select,
                  "with --protocol: the validation metric a rate is chosen on: final-accuracy (DeepOBS's), "

@@ -283,6 +283,14 @@ void check_finite_model(const std::vector<nn::NamedTensor>& entries, const std::
   }
 }
 
+/// Refuses to resume the checkpoint at `path` with `flag` changed from `saved` to `asked`.
+[[noreturn]] void refuse_change(const std::string& path, const std::string& flag, const std::string& saved,
+                                const std::string& asked) {
+  throw std::runtime_error(fmt::format("checkpoint {}: the run was started with {} {}; resuming it with {} {} would "
+                                       "change it (give the same, or start a new run without --resume)",
+                                       path, flag, saved, flag, asked));
+}
+
 /// The lines of run_settings, by flag.
 std::map<std::string, std::string> settings_by_flag(const std::string& text) {
   std::map<std::string, std::string> settings;
@@ -309,9 +317,7 @@ void check_same_settings(const std::vector<nn::NamedTensor>& entries, const std:
   for (const auto& [flag, asked] : settings_by_flag(run_settings(config))) {
     auto was = saved.find(flag);
     if (was == saved.end() || was->second == asked) continue;
-    throw std::runtime_error(fmt::format("checkpoint {}: the run was started with {} {}; resuming it with {} {} would "
-                                         "change it (give the same, or start a new run without --resume)",
-                                         path, flag, was->second, flag, asked));
+    refuse_change(path, flag, was->second, asked);
   }
 }
 
@@ -319,9 +325,7 @@ void check_same_settings(const std::vector<nn::NamedTensor>& entries, const std:
 /// same settings (run_settings).
 void check_same_run(const std::vector<nn::NamedTensor>& entries, const std::string& path, const RunConfig& config) {
   auto refuse = [&](const std::string& flag, const std::string& saved, const std::string& asked) {
-    throw std::runtime_error(fmt::format("checkpoint {}: the run was started with {} {}; resuming it with {} {} would "
-                                         "change it (give its own value, or start a new run without --resume)",
-                                         path, flag, saved, flag, asked));
+    refuse_change(path, flag, saved, asked);
   };
   double seed = scalar_entry(entries, "run/seed", path, 0, 1.8446744073709552e19, true);
   if (seed != static_cast<double>(config.seed)) refuse("--seed", fmt::format("{}", seed), std::to_string(config.seed));
@@ -680,6 +684,8 @@ std::string divergence_message(double loss, double max_loss, std::size_t step, s
       batch_size);
 }
 
+std::string evaluation_set_name(const RunConfig& config) { return config.validation > 0 ? "validation" : "test"; }
+
 Datasets load_datasets(const RunConfig& config) {
   Datasets sets;
   if (is_function_problem(config)) return sets;  // its noise is its own (problems::FunctionProblem)
@@ -704,7 +710,7 @@ Datasets load_datasets(const RunConfig& config) {
     auto [train, validation] = data::split_train_validation(sets.train, config.validation);
     sets.train = std::move(train);
     sets.test = std::move(validation);
-    sets.test_name = "validation";
+    sets.test_name = evaluation_set_name(config);
   } else {
     sets.test = data::load_dataset(config.dataset, data::Split::test, config.data_dir);
   }

@@ -127,6 +127,9 @@ using EpochCallback = std::function<void(const EpochMetrics&)>;
 /// problem.
 Datasets load_datasets(const RunConfig& config);
 
+/// The name load_datasets gives the set evaluated at each epoch's end: "validation" under --validation, else "test".
+std::string evaluation_set_name(const RunConfig& config);
+
 /// Whether config.problem is a function problem (quadratic_deep, two_d_*: problems/test_problems.hpp), which
 /// has parameters and fixed noise instead of a model and a data set.
 bool is_function_problem(const RunConfig& config);

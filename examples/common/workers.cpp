@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -25,16 +26,55 @@ namespace {
 /// An exact, locale-free double: "0x1.8p+1", "nan", "inf".
 std::string exact(double v) { return fmt::format("{:a}", v); }
 
-double number(std::istream& in) {
-  std::string word;
-  in >> word;
-  char* end = nullptr;
-  double v = std::strtod(word.c_str(), &end);
-  if (word.empty() || *end != '\0') throw std::runtime_error(fmt::format("a worker's result: '{}' is not a number", word));
-  return v;
-}
+/// The words of a result text, read one by one; anything not as result_text writes it is refused.
+class ResultReader {
+ public:
+  explicit ResultReader(const std::string& text) : in_(text), size_(text.size()) {}
 
-std::size_t count(std::istream& in) { return static_cast<std::size_t>(number(in)); }
+  double number() {
+    std::string word = next();
+    char* end = nullptr;
+    double v = std::strtod(word.c_str(), &end);
+    if (word.empty() || *end != '\0') throw std::runtime_error(fmt::format("a worker's result: '{}' is not a number", word));
+    return v;
+  }
+  /// A whole number of at most `most`.
+  std::size_t count(double most = 0x1p53) {
+    double v = number();
+    if (!(v >= 0 && v <= most && v == std::floor(v))) {
+      throw std::runtime_error(fmt::format("a worker's result: {} is not a count (0 to {})", v, most));
+    }
+    return static_cast<std::size_t>(v);
+  }
+  /// The count of the items that follow, each taking at least one character of the text.
+  std::size_t items() { return count(static_cast<double>(size_)); }
+  bool flag() { return count(1) != 0; }
+  void expect(const char* label) {
+    if (std::string word = next(); word != label) {
+      throw std::runtime_error(fmt::format("a worker's result: '{}' where '{}' was expected", word, label));
+    }
+  }
+  std::string next() {
+    std::string word;
+    if (!(in_ >> word)) throw std::runtime_error("a worker's result is cut short");
+    return word;
+  }
+  std::string text(std::size_t length) {
+    in_.get();  // the newline before the text
+    std::string text(length, '\0');
+    if (!in_.read(text.data(), static_cast<std::streamsize>(length))) {
+      throw std::runtime_error("a worker's result is cut short");
+    }
+    return text;
+  }
+  void end() {
+    if (in_ >> std::ws; !in_.eof()) throw std::runtime_error("a worker's result has text after its end");
+  }
+
+ private:
+  std::istringstream in_;
+  std::size_t size_;
+};
 
 volatile std::sig_atomic_t* worker_interrupt = nullptr;
 
@@ -74,48 +114,43 @@ std::string result_text(const RunResult& r) {
 }
 
 RunResult parse_result(const std::string& text) {
-  std::istringstream in(text);
-  std::string word;
+  ResultReader in(text);
   RunResult r;
-  in >> word;
-  if (word != "run") throw std::runtime_error("a worker's result does not start with 'run'");
-  r.diverged = count(in) != 0;
-  r.interrupted = count(in) != 0;
-  r.failed = count(in) != 0;
-  r.steps = count(in);
-  r.best_test_acc = number(in);
-  r.seconds = number(in);
-  in >> word;
-  std::size_t length = count(in);
-  in.get();  // the newline before the text
-  r.divergence.resize(length);
-  in.read(r.divergence.data(), static_cast<std::streamsize>(length));
-  in >> word;
-  r.epochs.resize(count(in));
+  in.expect("run");
+  r.diverged = in.flag();
+  r.interrupted = in.flag();
+  r.failed = in.flag();
+  r.steps = in.count();
+  r.best_test_acc = in.number();
+  r.seconds = in.number();
+  in.expect("divergence");
+  r.divergence = in.text(in.items());
+  in.expect("epochs");
+  r.epochs.resize(in.items());
   for (EpochMetrics& m : r.epochs) {
-    m.epoch = count(in);
-    m.partial = count(in) != 0;
+    m.epoch = in.count();
+    m.partial = in.flag();
     for (double* v : {&m.train_loss, &m.train_acc, &m.test_loss, &m.test_acc, &m.lr, &m.seconds, &m.weight_norm}) {
-      *v = number(in);
+      *v = in.number();
     }
   }
-  in >> word;
-  r.evaluations.resize(count(in));
-  r.evaluation_seconds = number(in);
+  in.expect("evaluations");
+  r.evaluations.resize(in.items());
+  r.evaluation_seconds = in.number();
   for (EvalMetrics& m : r.evaluations) {
-    m.step = count(in);
+    m.step = in.count();
     for (double* v : {&m.epoch, &m.seconds, &m.train_eval_loss, &m.train_eval_acc, &m.validation_loss,
                       &m.validation_acc, &m.test_loss, &m.test_acc, &m.lr}) {
-      *v = number(in);
+      *v = in.number();
     }
   }
-  in >> word;
-  r.tracking_seconds.resize(count(in));
+  in.expect("tracking");
+  r.tracking_seconds.resize(in.items());
   for (auto& [spec, seconds] : r.tracking_seconds) {
-    in >> spec;
-    seconds = number(in);
+    spec = in.next();
+    seconds = in.number();
   }
-  if (!in) throw std::runtime_error("a worker's result is cut short");
+  in.end();
   return r;
 }
 
