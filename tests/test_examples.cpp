@@ -1506,6 +1506,12 @@ TEST_CASE("lab: a stored run stopped after its second epoch (killed before or af
   CHECK(examples::lab::data_fingerprint(data) != examples::lab::data_fingerprint(mnist_subset(999)));
   CHECK(store.others({identity}) == 0);
   CHECK(store.others({}) == 1);
+  // A damaged result (a byte appended) is not taken, and the log says which file and why.
+  const fs::path result_file = dir / (examples::lab::identity_hash(identity) + ".result");
+  std::ofstream(result_file, std::ios::app) << "x";
+  std::string said_damaged = captured(1, [&] { CHECK_FALSE(store.finished(identity, stdout)); });
+  CHECK(said_damaged.find("the stored result " + result_file.string() + " is not one to take (a run's result has "
+                          "text after its end): the run is run again") != std::string::npos);
   fs::remove_all(dir);
 }
 

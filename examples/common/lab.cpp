@@ -939,7 +939,7 @@ std::vector<std::size_t> take_stored(const LabConfig& config, const Grid& grid, 
                                      const std::vector<std::string>& keys, std::ofstream& progress, std::FILE* log) {
   std::vector<std::size_t> pending;
   for (std::size_t index = 0; index < grid.total; ++index) {
-    std::optional<RunResult> stored = grid.store ? grid.store->finished(grid.identities[index]) : std::nullopt;
+    std::optional<RunResult> stored = grid.store ? grid.store->finished(grid.identities[index], log) : std::nullopt;
     if (!stored) {
       pending.push_back(index);
       continue;

@@ -127,16 +127,20 @@ std::string RunStore::path(const std::string& identity, const char* extension) c
   return (fs::path(dir_) / (identity_hash(identity) + extension)).string();
 }
 
-std::optional<RunResult> RunStore::finished(const std::string& identity) const {
+std::optional<RunResult> RunStore::finished(const std::string& identity, std::FILE* log) const {
   const std::string file = path(identity, ".result");
   if (!fs::exists(file)) return std::nullopt;
+  std::string why;
   try {
     auto stored = split_identity(data::read_regular_file(file, "a stored run"));
-    if (!stored || stored->first != identity) return std::nullopt;
-    return parse_result(stored->second);
-  } catch (const std::exception&) {
-    return std::nullopt;  // unreadable: the run is run again, and its result replaces the file
+    if (stored && stored->first == identity) return parse_result(stored->second);
+    why = stored ? "it is another run's" : "it has no run identity";
+  } catch (const std::exception& error) {
+    why = error.what();
   }
+  // Unreadable: the run is run again, and its result replaces the file.
+  if (log) fmt::print(log, "  the stored result {} is not one to take ({}): the run is run again\n", file, why);
+  return std::nullopt;
 }
 
 void RunStore::finish(const std::string& identity, const RunResult& result) const {

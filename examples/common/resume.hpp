@@ -54,8 +54,8 @@ class RunStore {
   const std::string& dir() const { return dir_; }
 
   /// The stored result of the finished run of this identity, if there is one (a file of the same hash whose
-  /// identity differs, or that does not parse, is not it).
-  std::optional<RunResult> finished(const std::string& identity) const;
+  /// identity differs, or that does not parse, is not it: said on `log`).
+  std::optional<RunResult> finished(const std::string& identity, std::FILE* log = nullptr) const;
   /// Stores a finished run's result (atomically) and drops its checkpoint and epochs.
   void finish(const std::string& identity, const RunResult& result) const;
   /// Trains `run` as examples::train does, from the run's checkpoint when it has one that agrees with its stored

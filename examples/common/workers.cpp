@@ -35,14 +35,14 @@ class ResultReader {
     std::string word = next();
     char* end = nullptr;
     double v = std::strtod(word.c_str(), &end);
-    if (word.empty() || *end != '\0') throw std::runtime_error(fmt::format("a worker's result: '{}' is not a number", word));
+    if (word.empty() || *end != '\0') throw std::runtime_error(fmt::format("a run's result: '{}' is not a number", word));
     return v;
   }
   /// A whole number of at most `most`.
   std::size_t count(double most = 0x1p53) {
     double v = number();
     if (!(v >= 0 && v <= most && v == std::floor(v))) {
-      throw std::runtime_error(fmt::format("a worker's result: {} is not a count (0 to {})", v, most));
+      throw std::runtime_error(fmt::format("a run's result: {} is not a count (0 to {})", v, most));
     }
     return static_cast<std::size_t>(v);
   }
@@ -51,24 +51,24 @@ class ResultReader {
   bool flag() { return count(1) != 0; }
   void expect(const char* label) {
     if (std::string word = next(); word != label) {
-      throw std::runtime_error(fmt::format("a worker's result: '{}' where '{}' was expected", word, label));
+      throw std::runtime_error(fmt::format("a run's result: '{}' where '{}' was expected", word, label));
     }
   }
   std::string next() {
     std::string word;
-    if (!(in_ >> word)) throw std::runtime_error("a worker's result is cut short");
+    if (!(in_ >> word)) throw std::runtime_error("a run's result is cut short");
     return word;
   }
   std::string text(std::size_t length) {
     in_.get();  // the newline before the text
     std::string text(length, '\0');
     if (!in_.read(text.data(), static_cast<std::streamsize>(length))) {
-      throw std::runtime_error("a worker's result is cut short");
+      throw std::runtime_error("a run's result is cut short");
     }
     return text;
   }
   void end() {
-    if (in_ >> std::ws; !in_.eof()) throw std::runtime_error("a worker's result has text after its end");
+    if (in_ >> std::ws; !in_.eof()) throw std::runtime_error("a run's result has text after its end");
   }
 
  private:
@@ -177,11 +177,11 @@ void WorkerPool::launch(std::size_t index, const std::function<std::string()>& w
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != lab) ::_exit(1);
     int code = 0;
     try {
-      data::write_file_atomically(result_path(::getpid()), work(), "a worker's result");
+      data::write_file_atomically(result_path(::getpid()), work(), "a run's result");
     } catch (const std::exception& error) {
       // The message is the result: the lab reports it as the run's failure.
       try {
-        data::write_file_atomically(result_path(::getpid()), std::string("error ") + error.what(), "a worker's result");
+        data::write_file_atomically(result_path(::getpid()), std::string("error ") + error.what(), "a run's result");
       } catch (...) {
       }
       code = 1;
@@ -217,7 +217,7 @@ WorkerPool::Finished WorkerPool::collect(const Worker& worker, int status) {
   const std::string path = result_path(worker.pid);
   std::string text;
   try {
-    text = data::read_regular_file(path, "a worker's result");
+    text = data::read_regular_file(path, "a run's result");
   } catch (const std::exception&) {
   }
   ::unlink(path.c_str());
