@@ -641,7 +641,10 @@ TEST_CASE("lab: mean and sample std over seeds, epochs to a target, diverged run
   CHECK(runs.rfind("optimizer,spec,lr,beta2,batch_size,seed,", 0) == 0);
   CHECK(line_count(runs) == 7);
   CHECK(runs.find("\"diverged: the training loss became nan at step 9 (batch 9 of epoch 3)\"") != std::string::npos);
-  examples::lab::RunRecord first_epoch = record(sgd_spec, 3, {}, 0.5, 1.0, true);  // diverged in epoch 1
+}
+
+TEST_CASE("lab: runs.csv leaves a run's accuracies empty when it measured no epoch; point labels") {
+  examples::lab::RunRecord first_epoch = record("sgd(lr=0.1)", 3, {}, 0.5, 1.0, true);  // diverged in epoch 1
   first_epoch.result.steps = 7;
   // epochs 0, steps 7, then no final or best accuracy and no final loss: no epoch measured them
   CHECK(examples::lab::runs_csv({first_epoch}).find(",100,3,0,7,,,,1.000,1,0,") != std::string::npos);
