@@ -52,6 +52,17 @@ std::vector<GridPoint> grid_points(const LabConfig& config) {
   return points;
 }
 
+/// The specs the texts write, each bracketed grid expanded: "sgd adam(beta2=[0.99,0.999])" is three.
+std::vector<config::Spec> written_specs(const std::vector<std::string>& texts) {
+  std::vector<config::Spec> specs;
+  for (const std::string& text : texts) {
+    for (const std::string& one : config::split_specs(text)) {
+      for (config::Spec& spec : config::expand_grid(one)) specs.push_back(std::move(spec));
+    }
+  }
+  return specs;
+}
+
 std::vector<config::Spec> expand_optimizers(const std::vector<std::string>& texts, const std::vector<double>& lrs,
                                             const std::function<config::Spec(const std::string&)>& resolve) {
   std::vector<config::Spec> specs;
@@ -62,16 +73,12 @@ std::vector<config::Spec> expand_optimizers(const std::vector<std::string>& text
     }
     specs.push_back(std::move(resolved));
   };
-  for (const std::string& text : texts) {
-    for (const std::string& one : config::split_specs(text)) {
-      for (config::Spec spec : config::expand_grid(one)) {
-        if (optim::option_of(spec, "lr") || lrs.empty()) {
-          add(spec);  // the spec's own lr wins over --lrs
-          continue;
-        }
-        for (double lr : lrs) add(spec.set("lr", config::format_real(lr)));
-      }
+  for (config::Spec spec : written_specs(texts)) {
+    if (optim::option_of(spec, "lr") || lrs.empty()) {
+      add(spec);  // the spec's own lr wins over --lrs
+      continue;
     }
+    for (double lr : lrs) add(spec.set("lr", config::format_real(lr)));
   }
   return specs;
 }
@@ -584,14 +591,8 @@ std::vector<config::Spec> grid_specs(const std::string& flag, const std::vector<
 
 /// Whether a spec of `texts` has no lr= of its own, so that --lrs gives it rates.
 bool takes_lrs(const std::vector<std::string>& texts) {
-  for (const std::string& text : texts) {
-    for (const std::string& one : config::split_specs(text)) {
-      for (const config::Spec& spec : config::expand_grid(one)) {
-        if (!optim::option_of(spec, "lr")) return true;
-      }
-    }
-  }
-  return false;
+  const std::vector<config::Spec> specs = written_specs(texts);
+  return std::any_of(specs.begin(), specs.end(), [](const config::Spec& spec) { return !optim::option_of(spec, "lr"); });
 }
 
 /// The flags every run of the grid shares, as "name=value" lines: the app's configuration without the grid's
