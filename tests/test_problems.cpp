@@ -236,9 +236,18 @@ TEST_CASE("published baselines: quadratic_deep's three, losses only (a function 
   CHECK(text.find("9,984") == std::string::npos);  // images: the data-set problems' words
 }
 
+/// The lab's run of quadratic_deep for `epochs` epochs, quiet, seed 3 (its optimiser still to be set).
+RunConfig quadratic_config(std::size_t epochs) {
+  RunConfig c = lab_config_of({"--problem", "quadratic_deep", "--epochs", std::to_string(epochs)});
+  c.progress = false;
+  c.eval_log.clear();
+  c.seed = 3;
+  return c;
+}
+
 TEST_CASE("function problems in the programs: train() trains them as problems::train_function_problem does, "
           "losses only, the mean batch loss per epoch") {
-  RunConfig c = lab_config_of({"--problem", "quadratic_deep", "--epochs", "3"});
+  RunConfig c = quadratic_config(3);
   CHECK(c.problem == "quadratic_deep");
   CHECK(c.batch_size == 128);
   CHECK(c.evaluation_splits);
@@ -247,9 +256,6 @@ TEST_CASE("function problems in the programs: train() trains them as problems::t
   CHECK(examples::load_datasets(c).train.size() == 0);  // no data set to read
   CHECK(examples::steps_per_epoch(c, {}) == 7);        // 1,000 draws in batches of 128
   c.optimizer = optim::resolve_optimizer(config::parse_spec("sgd(lr=0.01)"));
-  c.progress = false;
-  c.eval_log.clear();
-  c.seed = 3;
   std::vector<examples::EpochMetrics> seen;
   const examples::RunResult r = examples::train(c, {}, [&](const examples::EpochMetrics& m) { seen.push_back(m); });
   const problems::TestProblem& quadratic = problems::test_problems().at("quadratic_deep");
@@ -276,34 +282,37 @@ TEST_CASE("function problems in the programs: train() trains them as problems::t
   }
   CHECK(std::isnan(r.best_test_acc));
   CHECK(r.evaluation_seconds >= 0);
+}
 
-  // DeepOBS's batches: each epoch a permutation of the 1,000 draws, of which 7 x 128 distinct rows are used, in
-  // another order the next epoch; the same seed, the same order.
-  {
-    const problems::FunctionProblem q = quadratic.make_function();
-    problems::FunctionBatches one(q, "quadratic_deep", 128, 3), again(q, "quadratic_deep", 128, 3);
-    std::vector<std::set<std::vector<double>>> epochs(2);
-    for (std::size_t e = 0; e < 2; ++e) {
-      one.begin_epoch();
-      again.begin_epoch();
-      for (std::size_t b = 0; b < one.per_epoch(); ++b) {
-        const std::vector<double> rows = one.batch(b).to_vector();
-        CHECK(rows == again.batch(b).to_vector());
-        for (std::size_t i = 0; i < 128; ++i) {
-          const std::vector<double> row(rows.begin() + static_cast<std::ptrdiff_t>(i * 100),
-                                        rows.begin() + static_cast<std::ptrdiff_t>((i + 1) * 100));
-          CHECK(std::search(q.train.begin(), q.train.end(), row.begin(), row.end()) != q.train.end());
-          epochs[e].insert(row);
-        }
+TEST_CASE("function problems: DeepOBS's batches, each epoch 7 x 128 distinct draws of the 1,000, reordered, "
+          "the same for the same seed") {
+  const problems::TestProblem& quadratic = problems::test_problems().at("quadratic_deep");
+  const problems::FunctionProblem q = quadratic.make_function();
+  problems::FunctionBatches one(q, "quadratic_deep", 128, 3), again(q, "quadratic_deep", 128, 3);
+  std::vector<std::set<std::vector<double>>> epochs(2);
+  for (std::size_t e = 0; e < 2; ++e) {
+    one.begin_epoch();
+    again.begin_epoch();
+    for (std::size_t b = 0; b < one.per_epoch(); ++b) {
+      const std::vector<double> rows = one.batch(b).to_vector();
+      CHECK(rows == again.batch(b).to_vector());
+      for (std::size_t i = 0; i < 128; ++i) {
+        const std::vector<double> row(rows.begin() + static_cast<std::ptrdiff_t>(i * 100),
+                                      rows.begin() + static_cast<std::ptrdiff_t>((i + 1) * 100));
+        CHECK(std::search(q.train.begin(), q.train.end(), row.begin(), row.end()) != q.train.end());
+        epochs[e].insert(row);
       }
-      CHECK(epochs[e].size() == 7 * 128);
     }
-    CHECK(epochs[0] != epochs[1]);
+    CHECK(epochs[e].size() == 7 * 128);
   }
+  CHECK(epochs[0] != epochs[1]);
+}
 
-  // At lr 0 nothing moves: an epoch's training loss is the mean of its 7 batches' losses at the start.
+TEST_CASE("function problems in the programs: the loss at lr 0, evaluations every K steps, Ctrl-C, no epochs") {
+  RunConfig c = quadratic_config(2);
+  const problems::TestProblem& quadratic = problems::test_problems().at("quadratic_deep");
   c.optimizer = optim::resolve_optimizer(config::parse_spec("sgd(lr=0)"));
-  c.epochs = 2;
+  // At lr 0 nothing moves: an epoch's training loss is the mean of its 7 batches' losses at the start.
   const examples::RunResult still = examples::train(c, {});
   const problems::FunctionProblem fp = quadratic.make_function();
   problems::FunctionBatches batches(fp, "quadratic_deep", 128, 3);
