@@ -459,6 +459,9 @@ TEST_CASE("whole-number flags: a sign, an overflow or more images than there are
   }
   refused("mnist_mlp", {"--seed", "18446744073709551616"}, "--seed: 18446744073709551616 is too large");
   refused("mnist_mlp", {"--epochs", "1e30"}, "--epochs: 1e30 is too large");
+  refused("mnist_mlp", {"--epochs", "1e999"}, "--epochs: 1e999 is too large");  // past the doubles too
+  refused("mnist_mlp", {"--epochs", "1e-999"}, "--epochs: '1e-999' is not a whole number");
+  refused("mnist_mlp", {"--epochs", "-1e999"}, "--epochs: '-1e999' is not a whole number");
   refused("mnist_mlp", {"--epochs", "1.5"}, "--epochs: '1.5' is not a whole number");
   refused("compare_optimizers", {"--seeds", "0,-1"}, "--seeds: '-1' is not a whole number");
   refused("compare_optimizers", {"--seeds", "0,1e30"}, "--seeds: 1e30 is too large");

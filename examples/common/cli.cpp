@@ -98,7 +98,11 @@ CLI::Validator whole_number(std::uint64_t low, std::uint64_t high) {
       double number = 0;
       auto [ptr2, error2] = std::from_chars(text.data(), end, number);
       bool whole = !text.empty() && error2 == std::errc() && ptr2 == end && number >= 0 && number == std::floor(number);
-      if (!whole && error != std::errc::result_out_of_range) return fmt::format("'{}' is not a whole number", text);
+      // 1e999: past the doubles, too large (1e-999 and -1e999 are not whole).
+      bool overflow = error2 == std::errc::result_out_of_range && ptr2 == end && std::strtod(text.c_str(), nullptr) > 1;
+      if (!whole && !overflow && error != std::errc::result_out_of_range) {
+        return fmt::format("'{}' is not a whole number", text);
+      }
       if (!whole || number >= 0x1p64) return fmt::format("{} is too large", text);
       value = static_cast<std::uint64_t>(number);
     }
