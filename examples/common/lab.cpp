@@ -776,8 +776,11 @@ std::string interrupted_line(const LabConfig& config, const std::vector<RunRecor
 }
 
 /// Run `index` of the grid; its epochs go to `progress` as they come. A run that throws is recorded as diverged.
+/// Its epochs and outcome are said on `log`, if given; else (a worker) the run store's notes alone (resumed,
+/// or started over) on `notes`, if given, naming the run, as they come among the other runs' lines.
 RunRecord run_point(const LabConfig& config, const Datasets& datasets, const Grid& grid, std::size_t index,
-                    std::ofstream& progress, const std::vector<std::string>& keys, std::FILE* log) {
+                    std::ofstream& progress, const std::vector<std::string>& keys, std::FILE* log,
+                    std::FILE* notes = nullptr) {
   const GridPoint point = grid.point(index);
   const std::uint64_t seed = grid.seed(index);
   RunRecord record{point, seed, {}};
@@ -793,7 +796,8 @@ RunRecord run_point(const LabConfig& config, const Datasets& datasets, const Gri
     if (log && config.epoch_lines) print_epoch(log, m, datasets.test_name);
   };
   try {
-    record.result = grid.store ? grid.store->train(run, grid.identities[index], datasets, on_epoch, log)
+    record.result = grid.store ? grid.store->train(run, grid.identities[index], datasets, on_epoch, log ? log : notes,
+                                                   log ? "" : fmt::format("run {}/{}: ", index + 1, grid.total))
                                : train(run, datasets, on_epoch);
   } catch (const OutputError&) {
     throw;  // the lab's own output: nothing more can be recorded
@@ -984,10 +988,10 @@ void run_in_workers(const LabConfig& config, const Datasets& datasets, const Gri
     while (pool.running() < config.jobs && next < pending.size() && !interrupt_flag() && !lab.interrupted) {
       const std::size_t index = pending[next++];
       print_launch(log, index, grid.total, grid.point(index), grid.seed(index));
-      pool.launch(index, [&config, &datasets, &grid, &keys, index] {
+      pool.launch(index, [&config, &datasets, &grid, &keys, index, log] {
         std::ofstream nowhere("/dev/null");  // the lab writes the progress file, from the results
         try {
-          return result_text(run_point(config, datasets, grid, index, nowhere, keys, nullptr).result);
+          return result_text(run_point(config, datasets, grid, index, nowhere, keys, nullptr, log).result);
         } catch (const StoreError& error) {
           return kStoreFailure + error.what();  // not the run's failure: the lab stops
         }

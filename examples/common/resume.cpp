@@ -149,7 +149,8 @@ void RunStore::finish(const std::string& identity, const RunResult& result) cons
   remove_quietly(path(identity, ".epochs"));
 }
 
-std::optional<RunResult> RunStore::resumable(const std::string& identity, std::size_t epochs, std::FILE* log) const {
+std::optional<RunResult> RunStore::resumable(const std::string& identity, std::size_t epochs, std::FILE* log,
+                                             const std::string& label) const {
   const std::string checkpoint = path(identity, ".ckpt"), stored_epochs = path(identity, ".epochs");
   if (!fs::exists(checkpoint)) return std::nullopt;
   std::string why;
@@ -174,23 +175,29 @@ std::optional<RunResult> RunStore::resumable(const std::string& identity, std::s
   } catch (const std::exception& error) {
     why = error.what();
   }
-  if (log) fmt::print(log, "  the checkpoint {} is not one to resume from ({}): the run starts over\n", checkpoint, why);
+  if (log) {
+    fmt::print(log, "  {}the checkpoint {} is not one to resume from ({}): the run starts over\n", label, checkpoint, why);
+    std::fflush(log);
+  }
   remove_quietly(checkpoint);
   remove_quietly(stored_epochs);
   return std::nullopt;
 }
 
 RunResult RunStore::train(RunConfig run, const std::string& identity, const Datasets& datasets,
-                          const EpochCallback& on_epoch, std::FILE* log) const {
+                          const EpochCallback& on_epoch, std::FILE* log, const std::string& label) const {
   const std::string checkpoint = path(identity, ".ckpt"), stored_epochs = path(identity, ".epochs");
   const std::size_t epochs = run.epochs;
   RunResult so_far;  // the finished epochs and the evaluations made by then, as stored beside the checkpoint
-  if (std::optional<RunResult> done = resumable(identity, run.epochs, log)) {
+  if (std::optional<RunResult> done = resumable(identity, run.epochs, log, label)) {
     so_far.epochs = std::move(done->epochs);
     so_far.evaluations = std::move(done->evaluations);
     run.resume_path = checkpoint;
     run.epochs -= so_far.epochs.size();
-    if (log) fmt::print(log, "  resumed from {} after {} epoch(s)\n", checkpoint, so_far.epochs.size());
+    if (log) {
+      fmt::print(log, "  {}resumed from {} after {} epoch(s)\n", label, checkpoint, so_far.epochs.size());
+      std::fflush(log);
+    }
   }
   const std::size_t stored_evaluations = so_far.evaluations.size();
   run.on_evaluation = [&so_far](const EvalMetrics& m) { so_far.evaluations.push_back(m); };

@@ -61,10 +61,11 @@ class RunStore {
   /// Trains `run` as examples::train does, from the run's checkpoint when it has one that agrees with its stored
   /// epochs, checkpointing after every epoch; the result holds every epoch, the resumed ones included. A run
   /// that ends (done or diverged; or interrupted once its last epoch was done) is stored as finished, not
-  /// interrupted. Resuming is said on `log` if given.
+  /// interrupted. Resuming (or starting over, and why) is said on `log` if given, each line begun with `label`
+  /// (a worker's "run 3/8: ", its lines among the other runs').
   /// StoreError when a file of the store cannot be written (the checkpoint included).
   RunResult train(RunConfig run, const std::string& identity, const Datasets& datasets, const EpochCallback& on_epoch,
-                  std::FILE* log) const;
+                  std::FILE* log, const std::string& label = "") const;
   /// How many runs in the store (finished or under way) have none of these identities' hashes.
   std::size_t others(const std::vector<std::string>& identities) const;
 
@@ -72,8 +73,8 @@ class RunStore {
   std::string path(const std::string& identity, const char* extension) const;
   /// The epochs and evaluations of a stored checkpoint, or nothing (with a message on `log`) when there is none
   /// or it is not one to resume from (then its files are removed).
-  std::optional<RunResult> resumable(const std::string& identity, std::size_t epochs,
-                                                     std::FILE* log) const;
+  std::optional<RunResult> resumable(const std::string& identity, std::size_t epochs, std::FILE* log,
+                                     const std::string& label) const;
   std::string dir_;
 };
 
