@@ -339,6 +339,7 @@ TEST_CASE("eigenpairs: on an MLP's Hessian, Lanczos and power iteration match LA
   analysis::Eigenpairs lanczos = analysis::lanczos_eigenpairs(op, k, {.steps = 100, .seed = 1});
   CHECK(lanczos.products == 100 + k);
   check_pairs(lanczos, exact, k, 1e-8, 1e-8);
+  REQUIRE(lanczos.residuals.size() == k);
   for (double r : lanczos.residuals) CHECK(r < 1e-8 * std::abs(exact.values[0]));
   // Too few steps do not reach that accuracy: the comparison can fail.
   analysis::Eigenpairs short_run = analysis::lanczos_eigenpairs(op, k, {.steps = 8, .seed = 1});
@@ -347,6 +348,8 @@ TEST_CASE("eigenpairs: on an MLP's Hessian, Lanczos and power iteration match LA
   analysis::Eigenpairs power = analysis::power_iteration(op, k, {.max_iterations = 20000, .tolerance = 1e-11});
   CHECK(power.converged);
   check_pairs(power, exact, k, 1e-8, 1e-6);
+  REQUIRE(power.residuals.size() == k);
+  for (double r : power.residuals) CHECK(r < 1e-6 * std::abs(exact.values[0]));
 }
 
 TEST_CASE("eigenpairs: the same seed gives the same pairs; k and steps are checked") {
@@ -355,6 +358,9 @@ TEST_CASE("eigenpairs: the same seed gives the same pairs; k and steps are check
   CHECK(analysis::lanczos_eigenpairs(op, 2, {.steps = 6, .seed = 9}).values ==
         analysis::lanczos_eigenpairs(op, 2, {.steps = 6, .seed = 9}).values);
   CHECK(analysis::power_iteration(op, 2, {.seed = 9}).vectors == analysis::power_iteration(op, 2, {.seed = 9}).vectors);
+  // ... and the seed is used: another start vector, other (unconverged) values after 6 steps.
+  CHECK(analysis::lanczos_eigenpairs(op, 2, {.steps = 6, .seed = 9}).values !=
+        analysis::lanczos_eigenpairs(op, 2, {.steps = 6, .seed = 10}).values);
   CHECK_THROWS_WITH_AS(analysis::lanczos_eigenpairs(op, 11), doctest::Contains("k = 11 eigenpairs asked of a 10 x 10"),
                        std::invalid_argument);
   CHECK_THROWS_WITH_AS(analysis::power_iteration(op, 0), doctest::Contains("k = 0"), std::invalid_argument);
@@ -462,6 +468,7 @@ TEST_CASE("spectral density: with as many steps as the dimension the nodes are t
   analysis::SpectralDensity d = analysis::spectral_density(op, {.probes = 2, .steps = 10, .sigma = 0.01});
   Vec want = f.lambda;
   std::sort(want.begin(), want.end());
+  REQUIRE(d.nodes.size() == 2);  // a probe's
   for (const Vec& nodes : d.nodes) CHECK(max_abs_difference(nodes, want) <= 1e-11);
   CHECK(d.sigma == 0.01);
   CHECK_THROWS_WITH_AS(analysis::spectral_density(op, {.probes = 0}), doctest::Contains("probes 0"),

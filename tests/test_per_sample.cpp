@@ -102,6 +102,8 @@ void check_against_sweeps(nn::Sequential& model, const Tensor& x, const std::vec
     }
     std::vector<Vec> whole = batch_gradient(model, x, labels, reduction);
     std::vector<Tensor> total = g.total();
+    REQUIRE(total.size() == model.parameters().size());
+    REQUIRE(whole.size() == total.size());
     for (std::size_t k = 0; k < total.size(); ++k) {
       CHECK(total[k].shape() == g.params[k].shape());
       CHECK(max_abs_difference(total[k].to_vector(), whole[k]) < 1e-12);
@@ -172,6 +174,8 @@ TEST_CASE("per-sample gradients in float32 sum to the batch gradient") {
   CHECK(g.grads[0].dtype() == DType::f32);
   std::vector<Vec> whole = batch_gradient(*model, x, labels, ag::Reduction::mean);
   std::vector<Tensor> total = g.total();
+  REQUIRE(total.size() == model->parameters().size());
+  REQUIRE(whole.size() == total.size());
   for (std::size_t k = 0; k < total.size(); ++k) CHECK(max_abs_difference(total[k].to_vector(), whole[k]) < 1e-6);
 }
 
@@ -240,6 +244,8 @@ TEST_CASE("per-sample squared norms without the per-sample gradients agree with 
       Vec norms = analysis::per_sample_norms(g);
       for (std::size_t n = 0; n < batch; ++n) CHECK(s.sq_norms[n] == doctest::Approx(norms[n] * norms[n]).epsilon(1e-12));
       std::vector<Tensor> total = g.total();
+      REQUIRE(total.size() == model->parameters().size());
+      REQUIRE(s.gradient.size() == total.size());
       for (std::size_t k = 0; k < total.size(); ++k) {
         CHECK(s.gradient[k].shape() == g.params[k].shape());
         CHECK(max_abs_difference(s.gradient[k].to_vector(), total[k].to_vector()) < 1e-12);
@@ -279,6 +285,7 @@ TEST_CASE("per-sample squared norms sample by sample, for any module, agree with
       const analysis::PerSampleSqNorms direct = analysis::per_sample_sq_norms_by_sample(*model, x, labels, reduction);
       const analysis::PerSampleSqNorms user = analysis::per_sample_sq_norms_by_sample(wrapped, x, labels, reduction);
       CHECK(ag::tape_size() == 0);
+      REQUIRE(one.gradient.size() == model->parameters().size());
       CHECK(direct.names == one.names);
       CHECK(user.names.front() == "net." + one.names.front());
       for (const analysis::PerSampleSqNorms* s : {&direct, &user}) {

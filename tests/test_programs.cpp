@@ -202,8 +202,9 @@ TEST_CASE("optimizer_paths: every optimiser's path on a test function, in CSV an
   std::string csv = read_file(out / "paths.csv");
   CHECK(std::count(csv.begin(), csv.end(), '\n') == 1 + 2 * 51);
   CHECK(csv.rfind("optimizer,step,x,y,f\n\"sgd(lr=0.01)\",0,-5,-5,", 0) == 0);
-  // The plot is drawn where gnuplot is installed (scripts/setup.sh installs it).
-  if (paths.err.find("no plot") == std::string::npos) CHECK(fs::file_size(out / "paths.png") > 10000);
+  // The plot is drawn (scripts/setup.sh installs gnuplot).
+  CHECK_MESSAGE(paths.err.find("no plot") == std::string::npos, paths.err);
+  CHECK(fs::file_size(out / "paths.png") > 10000);
   Outcome list = run("optimizer_paths", {"--list-functions"});
   CHECK(list.code == 0);
   CHECK(list.out.find("rosenbrock") != std::string::npos);
@@ -256,7 +257,8 @@ TEST_CASE("performance_profiles: two lab outputs' times to target, the profile's
   CHECK(profiles.out.find("| sgd | 0.833 | 2 (×2.00) | 3 (×1.00) |") != std::string::npos);
   CHECK(profiles.out.find("| adam | 0.500 | 1 (×1.00) | never |") != std::string::npos);
   CHECK(read_file(out / "profiles.csv").find("\nadam,0.500000,1,inf\n") != std::string::npos);
-  if (profiles.err.find("no profile plot") == std::string::npos) CHECK(fs::file_size(out / "profiles.png") > 10000);
+  CHECK_MESSAGE(profiles.err.find("no profile plot") == std::string::npos, profiles.err);
+  CHECK(fs::file_size(out / "profiles.png") > 10000);
   Outcome missing = run("performance_profiles", {a.string(), (b / "nothing").string(), "--out", out.string()});
   CHECK(missing.code == 2);
   CHECK(missing.err.find("nothing/targets.csv: cannot open: No such file or directory") != std::string::npos);
@@ -330,12 +332,10 @@ TEST_CASE("loss_landscape: the 1-D curve from the initial to the final weights, 
   CHECK(read_file(out / "ggn-spectrum.csv").rfind("eigenvalue,density\n", 0) == 0);
   CHECK(ok.out.find("GGN of 50890 parameters: top eigenvalue ") != std::string::npos);
   CHECK(value_after(ok.out, "quadrature nodes in [") >= -1e-6);
-  if (ok.err.find("no plot") == std::string::npos) {
-    CHECK(fs::file_size(out / "interpolation.png") > 10000);
-    CHECK(fs::file_size(out / "surface.png") > 10000);
-    CHECK(fs::file_size(out / "paths.png") > 10000);
-    CHECK(fs::file_size(out / "paths-surface.png") > 10000);
-    CHECK(fs::file_size(out / "spectrum.png") > 10000);
+  CHECK_MESSAGE(ok.err.find("no plot") == std::string::npos, ok.err);
+  for (const char* png : {"interpolation.png", "surface.png", "paths.png", "paths-surface.png", "spectrum.png"}) {
+    CAPTURE(png);
+    CHECK(fs::file_size(out / png) > 10000);
   }
   Outcome bad = run("loss_landscape", {"--grid", "1", "--out", scratch("l2").string()});
   CHECK(bad.code != 0);
