@@ -16,11 +16,13 @@
 // Every op checks its inputs and throws std::invalid_argument naming the op and the shapes; a shape whose
 // element or byte count would overflow is refused the same way, and memory that cannot be had throws
 // ag::AllocationError (a std::bad_alloc naming the op, the shape and the bytes).
-// NaN propagates: wherever a NaN input contributes to an output, the output is NaN, forward and backward
-// (max, max_pool2d, softmax, log_softmax and cross_entropy included: no comparison drops it). The one
-// exception is PyTorch's own: relu passes the gradient through at a NaN input (its forward gives NaN).
-// leaky_relu, elu, hardtanh and clamp do not follow PyTorch there (it passes or zeroes the gradient at a NaN):
-// their gradient at a NaN is NaN.
+// NaN propagates: wherever a NaN input contributes to an output, the output is NaN (max, max_pool2d,
+// softmax, log_softmax and cross_entropy included: no comparison drops it), and backward every derivative
+// that depends on the NaN's value is NaN. A linear op (add, matmul) passes the incoming gradient on as it
+// is; a selection (max, min, max_pool2d, maximum, minimum) routes it to the NaN element, which it selected;
+// relu, as PyTorch, passes the gradient through at a NaN input (its forward gives NaN). leaky_relu, elu,
+// hardtanh and clamp do not follow PyTorch there (it passes or zeroes the gradient at a NaN): their gradient
+// at a NaN is NaN. The comparison masks and where's unselected branch are the exceptions (below).
 // Binary ops need equal dtypes. Backward formulas use these same ops, so they can be differentiated
 // again (see BackwardOptions::create_graph).
 #pragma once
