@@ -1,6 +1,7 @@
 // Tests of data/: the IDX reader on good and malformed files written here (gzip'd ones as exact as plain
 // ones, files that are not regular, headers that declare more than the file holds), the MNIST and
 // Fashion-MNIST loaders and the geometry of their splits, the validation split, and the mini-batch loader.
+#include <grp.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -482,24 +483,30 @@ TEST_CASE("IDX: what is not a regular file is refused before reading, and I/O er
   write_file(locked, good_labels());
   fs::permissions(locked, fs::perms::none);
   const std::string denied = locked + ": cannot open: Permission denied";
-  if (::geteuid() != 0) {
+  if (::access(locked.c_str(), R_OK) != 0) {
     message = thrown_message([&] { data::read_idx_labels(locked); });
     CHECK_MESSAGE(message == denied, message);
-  } else {
-    // Root reads anything: the reader runs in a child that has become nobody (65534), the directory open to it.
-    fs::permissions(fs::path(locked).parent_path(), fs::perms::others_exec, fs::perm_options::add);
-    std::fflush(stdout);
-    const pid_t child = ::fork();
-    REQUIRE(child >= 0);
-    if (child == 0) {
-      if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(2);
-      ::_exit(thrown_message([&] { data::read_idx_labels(locked); }) == denied ? 0 : 1);
-    }
-    int status = 0;
-    REQUIRE(::waitpid(child, &status, 0) == child);
-    CHECK(WIFEXITED(status));
-    CHECK(WEXITSTATUS(status) == 0);  // 1: another message; 2: could not become nobody
+    return;
   }
+  // Root reads anything: the reader runs in a child that has become nobody (65534, no other groups), the
+  // directory open to it, so that the file's own permissions refuse it.
+  fs::permissions(fs::path(locked).parent_path(), fs::perms::others_exec, fs::perm_options::add);
+  std::fflush(stdout);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(3);
+    if (::access(locked.c_str(), R_OK) == 0) ::_exit(2);
+    ::_exit(thrown_message([&] { data::read_idx_labels(locked); }) == denied ? 0 : 1);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 3) {  // a sandbox that maps no other user (a user namespace) or has no CAP_SETUID
+    WARN_MESSAGE(false, "cannot become another user here: the permission-denied message is not checked");
+    return;
+  }
+  CHECK(WEXITSTATUS(status) == 0);  // 1: another message; 2: nobody can read it
 }
 
 TEST_CASE("IDX: the header of an image file alone, plain or gzip'd") {

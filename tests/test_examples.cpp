@@ -978,7 +978,7 @@ TEST_CASE("lab: SIGINT to a running lab stops it cleanly: outputs written, exit 
     while (!under_way() && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
-    if (workers) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    if (workers) std::this_thread::sleep_for(std::chrono::milliseconds(500));  // stopped anywhere, a run resumes
     ::kill(child, SIGINT);
     int status = 0;
     REQUIRE(::waitpid(child, &status, 0) == child);
@@ -1005,13 +1005,18 @@ TEST_CASE("lab: SIGINT to a running lab stops it cleanly: outputs written, exit 
         const std::string text = read_file(said);
         return text.find(first) != std::string::npos && text.find(second) != std::string::npos;
       };
-      while (!both_said() && std::chrono::steady_clock::now() < deadline) {
+      bool ended = false;
+      while (!both_said() && std::chrono::steady_clock::now() < deadline && !ended) {
+        ended = ::waitpid(again, &status, WNOHANG) == again;
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
       }
+      INFO(read_file(said));
+      REQUIRE_FALSE(ended);
       ::kill(again, SIGINT);
       REQUIRE(::waitpid(again, &status, 0) == again);
-      INFO(read_file(said));
       CHECK(both_said());
+      CHECK(WIFEXITED(status));
+      CHECK(WEXITSTATUS(status) == 130);
     }
     fs::remove_all(out);
     fs::remove(said);
@@ -1600,6 +1605,45 @@ TEST_CASE("lab: a stored run evaluated on DeepOBS's splits resumes with all its 
       CHECK(r.evaluations[k].test_acc == straight.evaluations[k].test_acc);
       CHECK(r.evaluations[k].train_eval_loss == straight.evaluations[k].train_eval_loss);
     }
+  }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("lab: a stored run stopped by Ctrl-C in its first epoch resumes mid-epoch, its evaluations kept") {
+  examples::Datasets data = mnist_subset(1000);
+  data.train_eval = data.train;
+  data.validation = mnist_subset(500).train;
+  RunConfig run = store_run("mlp(hidden=[16])", 2);  // 10 steps an epoch
+  run.evaluation_splits = true;
+  run.eval_every = 3;
+  run.eval_log.clear();
+  const RunResult straight = examples::train(run, data);
+  REQUIRE(straight.evaluations.size() == 1 + 20 / 3);
+  const fs::path dir = temp_path("store_first_epoch");
+  const examples::lab::RunStore store = empty_store(dir);
+  const std::string identity = examples::lab::run_identity(run, examples::lab::data_fingerprint(data), "flags");
+  RunConfig stopped_run = run;  // Ctrl-C comes with the evaluation at step 6: the run stops after that step
+  stopped_run.on_evaluation = [](const examples::EvalMetrics& m) {
+    if (m.step == 6) examples::interrupt_flag() = 1;
+  };
+  const RunResult stopped = store.train(stopped_run, identity, data, {}, nullptr);
+  examples::interrupt_flag() = 0;
+  CHECK(stopped.interrupted);
+  CHECK(stopped.steps == 6);
+  CHECK_FALSE(store.finished(identity));
+  RunResult resumed;
+  std::string said = captured(1, [&] { resumed = store.train(run, identity, data, {}, stdout); });
+  CHECK(said.find("resumed from " + (dir / examples::lab::identity_hash(identity)).string() + ".ckpt after 0 epoch(s)") !=
+        std::string::npos);
+  CHECK(resumed.steps == straight.steps);
+  REQUIRE(resumed.epochs.size() == 2);
+  for (std::size_t e = 0; e < 2; ++e) check_same(resumed.epochs[e], straight.epochs[e]);
+  REQUIRE(resumed.evaluations.size() == straight.evaluations.size());  // those at steps 0, 3 and 6 kept
+  for (std::size_t k = 0; k < resumed.evaluations.size(); ++k) {
+    CAPTURE(k);
+    CHECK(resumed.evaluations[k].step == straight.evaluations[k].step);
+    CHECK(resumed.evaluations[k].validation_loss == straight.evaluations[k].validation_loss);
+    CHECK(resumed.evaluations[k].test_acc == straight.evaluations[k].test_acc);
   }
   fs::remove_all(dir);
 }

@@ -27,9 +27,8 @@ int run_with(std::vector<std::string> args) {
   return run(static_cast<int>(argv.size()), argv.data());
 }
 
-/// The MNIST directory ($TAPEGRAD_MNIST_DIR, else the source tree's), or "" when it is missing (the tests
-/// that run the program are then skipped).
-/// The MNIST folder, which must be there (scripts/fetch-mnist.sh): the program is tested on the real data.
+/// The MNIST directory ($TAPEGRAD_MNIST_DIR, else the source tree's), which must be there
+/// (scripts/fetch-mnist.sh): the program is tested on the real data.
 std::string mnist_dir() {
   const char* env = std::getenv("TAPEGRAD_MNIST_DIR");
   fs::path dir = env && *env ? fs::path(env) : fs::path(TAPEGRAD_SOURCE_DIR) / "data" / "mnist";

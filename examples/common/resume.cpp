@@ -161,13 +161,11 @@ std::optional<RunResult> RunStore::resumable(const std::string& identity, std::s
     std::vector<nn::NamedTensor> entries = nn::load_tensors(checkpoint);
     const double epoch = checkpoint_scalar(entries, "run/epoch"), batch = checkpoint_scalar(entries, "run/batch");
     const std::size_t stored_epochs = done.epochs.size();
-    // The epochs are stored before the checkpoint is written: killed in between, the store is one epoch ahead,
-    // and that epoch (deterministic) is trained again.
-    if (epoch + 1 == static_cast<double>(stored_epochs) && batch == 0) {
-      done.epochs.pop_back();
-      const double step = checkpoint_scalar(entries, "run/step");
-      std::erase_if(done.evaluations, [step](const EvalMetrics& m) { return static_cast<double>(m.step) > step; });
-    }
+    // The epochs are stored before the checkpoint is written: killed in between, the store is one epoch (or,
+    // for an epoch cut short, some evaluations) ahead, and that work (deterministic) is done again.
+    if (epoch + 1 == static_cast<double>(stored_epochs) && batch == 0) done.epochs.pop_back();
+    const double step = checkpoint_scalar(entries, "run/step");
+    std::erase_if(done.evaluations, [step](const EvalMetrics& m) { return static_cast<double>(m.step) > step; });
     if (epoch == static_cast<double>(done.epochs.size()) && (epoch < static_cast<double>(epochs) || batch > 0)) {
       return done;
     }
@@ -200,7 +198,10 @@ RunResult RunStore::train(RunConfig run, const std::string& identity, const Data
     }
   }
   const std::size_t stored_evaluations = so_far.evaluations.size();
-  run.on_evaluation = [&so_far](const EvalMetrics& m) { so_far.evaluations.push_back(m); };
+  run.on_evaluation = [&so_far, also = run.on_evaluation](const EvalMetrics& m) {
+    so_far.evaluations.push_back(m);
+    if (also) also(m);
+  };
   // A function problem's run takes well under a second and keeps no checkpoint: interrupted, it starts over.
   const bool checkpoints = !is_function_problem(run);
   if (checkpoints) run.save_path = checkpoint;
@@ -211,8 +212,10 @@ RunResult RunStore::train(RunConfig run, const std::string& identity, const Data
       if (!m.partial) {
         ++trained;
         so_far.epochs.push_back(m);
-        if (checkpoints) write_stored(stored_epochs, with_identity(identity, result_text(so_far)), "a run's stored epochs");
       }
+      // Also for an epoch cut short (Ctrl-C; its checkpoint comes next, mid-epoch): the evaluations made in it
+      // are kept, and a run stopped in its first epoch has stored epochs (none) to resume with.
+      if (checkpoints) write_stored(stored_epochs, with_identity(identity, result_text(so_far)), "a run's stored epochs");
       if (on_epoch) on_epoch(m);
     });
   } catch (const StoreError&) {
