@@ -66,13 +66,15 @@ targets() {
 # the lab's run-store files of each phase) go into the study's run stores first, and are taken as finished as a
 # killed study's own are (a run whose configuration differs, other data say, is not: the lab counts it aside).
 take_shipped_runs() {
-  local problem="$1" phase from
+  local problem="$1" phase from file
   ((full)) || return 0
   for phase in tune seeds; do
     from="$here/docs/studies/$problem-full/$phase"
     compgen -G "$from/*.result" >/dev/null || continue
     mkdir -p "$out/$problem/$phase/runs"
-    cp -n "$from"/*.result "$out/$problem/$phase/runs/"
+    for file in "$from"/*.result; do  # not cp -n: from coreutils 9.2 it fails on a file it skips
+      [ -e "$out/$problem/$phase/runs/${file##*/}" ] || cp "$file" "$out/$problem/$phase/runs/"
+    done
   done
 }
 
@@ -80,11 +82,19 @@ mkdir -p "$out"
 for problem in "${problems[@]}"; do
   start=$(date +%s)
   take_shipped_runs "$problem"
+  rm -f "$out/$problem/performance.md"  # an earlier invocation's must not pass for this one's
+  echo "# $(date -u "+%F %T") UTC: deepobs.sh starts on $problem" >> "$out/$problem.log"  # each piece of a long study
+  set +e
   # shellcheck disable=SC2046
   "$build/examples/compare_optimizers" --problem "$problem" --protocol --optimizers $(optimizers) $(budget "$problem") \
     $(targets "$problem") --jobs "$jobs" --quiet --no-progress --x-axis steps --out "$out/$problem" \
-    | tee "$out/$problem.log" | grep -E "^# protocol|chooses|^\|" || true
-  [ -s "$out/$problem/performance.md" ] || { echo "deepobs.sh: the protocol on $problem did not finish (see $out/$problem.log)" >&2; exit 1; }
+    | tee -a "$out/$problem.log" | grep -E "^# protocol|chooses|^\|"
+  status=${PIPESTATUS[0]}
+  set -e
+  if ((status != 0)) || [ ! -s "$out/$problem/performance.md" ]; then
+    echo "deepobs.sh: the protocol on $problem did not finish (exit $status; see $out/$problem.log)" >&2
+    exit 1
+  fi
   echo "# $problem: $(($(date +%s) - start)) s of wall time"
 done
 dirs=()
