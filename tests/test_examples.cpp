@@ -1813,6 +1813,12 @@ TEST_CASE("protocol: a tiny protocol chooses the best validation accuracy, rerun
   }
   CHECK(seeds["sgd"] == std::set<std::string>{"0", "1"});
   CHECK(seeds["adam"] == std::set<std::string>{"0", "1"});
+  // Seed 0 of each chosen setting is phase 1's run: taken from there, not trained again, and kept in phase 2's store.
+  INFO(log);
+  CHECK(log.find((out / "seeds" / "runs").string() + ": 2 of 4 runs finished earlier") != std::string::npos);
+  std::size_t kept = 0;
+  for (const auto& entry : fs::directory_iterator(out / "seeds" / "runs")) kept += entry.path().extension() == ".result";
+  CHECK(kept == 4);
 
   // The table's mean and std are the runs'.
   const auto performance = csv_rows(out / "performance.csv");

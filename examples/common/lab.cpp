@@ -714,6 +714,7 @@ struct Grid {
   std::size_t total = 0;
   std::vector<std::string> identities;  // by run index, when resuming
   std::optional<RunStore> store;
+  std::optional<RunStore> earlier;  // LabConfig::earlier_store
 };
 
 /// The run of a point and seed: the lab's base config with its optimiser, batch size and seed, writing no log
@@ -736,6 +737,7 @@ Grid::Grid(const LabConfig& config, const Datasets& datasets)
     : points(grid_points(config)), seeds(config.seeds), total(points.size() * seeds.size()) {
   if (!config.resume) return;
   store.emplace((fs::path(config.out_dir) / "runs").string());
+  if (!config.earlier_store.empty() && fs::is_directory(config.earlier_store)) earlier.emplace(config.earlier_store);
   const std::string fingerprint =
       is_function_problem(config.base) ? function_fingerprint(config.base) : data_fingerprint(datasets);
   for (std::size_t index = 0; index < total; ++index) {
@@ -945,6 +947,9 @@ std::vector<std::size_t> take_stored(const LabConfig& config, const Grid& grid, 
   std::vector<std::size_t> pending;
   for (std::size_t index = 0; index < grid.total; ++index) {
     std::optional<RunResult> stored = grid.store ? grid.store->finished(grid.identities[index], log) : std::nullopt;
+    if (!stored && grid.earlier && (stored = grid.earlier->finished(grid.identities[index]))) {
+      grid.store->finish(grid.identities[index], *stored);  // kept with this grid's runs from now on
+    }
     if (!stored) {
       pending.push_back(index);
       continue;

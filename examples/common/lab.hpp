@@ -86,6 +86,9 @@ struct LabConfig {
   /// Keep every run's state in out_dir/runs and take finished runs from there, resume unfinished ones from
   /// their checkpoints (resume.hpp); false (--fresh): run everything anew, storing nothing.
   bool resume = true;
+  /// With resume: the run store of an earlier grid (the protocol's phase 1, for phase 2's seed 0) whose finished
+  /// runs of this grid's identities are taken too, and copied into this grid's store.
+  std::string earlier_store;
   /// The lab's flags shared by every run (LabFlags: all but the grid's lists and where the outputs go), part
   /// of each run's identity in the store: a run of another command is not taken for this one's.
   std::string flags_identity;

@@ -324,6 +324,7 @@ PerformanceRow performance_of(const std::string& name, const config::Spec& setti
 LabConfig seeds_phase(const LabConfig& lab, const std::vector<config::Spec>& chosen_settings) {
   LabConfig phase = lab;
   phase.out_dir = (fs::path(lab.out_dir) / "seeds").string();
+  phase.earlier_store = (fs::path(lab.out_dir) / "tune" / "runs").string();  // seed 0 of a chosen setting ran there
   phase.optimizers = chosen_settings;
   phase.seeds.clear();
   for (std::size_t s = 0; s < lab.protocol.seeds; ++s) phase.seeds.push_back(s);
