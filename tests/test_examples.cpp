@@ -1767,23 +1767,13 @@ TEST_CASE("protocol: refusals name the flag: a spec with its own lr, --lrs, --se
   }
 }
 
-TEST_CASE("protocol: a tiny protocol chooses the best validation accuracy, reruns it with N seeds, tabulates their mean") {
-  const fs::path out = temp_path("protocol");
-  fs::remove_all(out);
-  const std::vector<std::string> args{"--protocol", "--optimizers", "sgd,adam", "--lr-grid", "1e-3:1:4",
-                                      "--protocol-seeds", "2", "--epochs", "1", "--train-subset", "500",
-                                      "--batch-sizes", "50", "--hidden", "16", "--out", out.string(), "--quiet",
-                                      "--no-progress", "--jobs", "1"};
-  int status = -1;
-  std::string log = captured(1, [&] { status = lab_main(args); });
-  REQUIRE(status == 0);
-
-  // Phase 1: 2 optimisers x 4 rates at seed 0; exactly one chosen per optimiser, the one with the best final
-  // validation accuracy (the first of equals), read back from sensitivity.csv.
-  const auto sensitivity = csv_rows(out / "sensitivity.csv");
-  REQUIRE(sensitivity.size() == 8);
+namespace {
+/// Per optimiser, the rate chosen in sensitivity.csv's rows, checked to be the one chosen row and the best final
+/// validation accuracy (the first of equals) among its runs that did not diverge.
+std::map<std::string, double> checked_choice(const std::vector<std::map<std::string, std::string>>& sensitivity,
+                                             const std::vector<std::string>& names) {
   std::map<std::string, double> chosen_lr;
-  for (const std::string name : {"sgd", "adam"}) {
+  for (const std::string& name : names) {
     CAPTURE(name);
     std::optional<std::size_t> best;
     std::size_t chosen = 0;
@@ -1799,6 +1789,26 @@ TEST_CASE("protocol: a tiny protocol chooses the best validation accuracy, rerun
     CHECK(sensitivity[*best].at("chosen") == "1");
     chosen_lr[name] = std::stod(sensitivity[*best].at("lr"));
   }
+  return chosen_lr;
+}
+}  // namespace
+
+TEST_CASE("protocol: a tiny protocol chooses the best validation accuracy, reruns it with N seeds, tabulates their mean") {
+  const fs::path out = temp_path("protocol");
+  fs::remove_all(out);
+  const std::vector<std::string> args{"--protocol", "--optimizers", "sgd,adam", "--lr-grid", "1e-3:1:4",
+                                      "--protocol-seeds", "2", "--epochs", "1", "--train-subset", "500",
+                                      "--batch-sizes", "50", "--hidden", "16", "--out", out.string(), "--quiet",
+                                      "--no-progress", "--jobs", "1"};
+  int status = -1;
+  std::string log = captured(1, [&] { status = lab_main(args); });
+  REQUIRE(status == 0);
+
+  // Phase 1: 2 optimisers x 4 rates at seed 0; exactly one chosen per optimiser, the one with the best final
+  // validation accuracy (the first of equals), read back from sensitivity.csv.
+  const auto sensitivity = csv_rows(out / "sensitivity.csv");
+  REQUIRE(sensitivity.size() == 8);
+  std::map<std::string, double> chosen_lr = checked_choice(sensitivity, {"sgd", "adam"});
   MESSAGE("chosen: sgd ", chosen_lr["sgd"], ", adam ", chosen_lr["adam"]);
 
   // Phase 2: exactly N = 2 seeds at the chosen rate, nothing else.
