@@ -51,17 +51,17 @@ const char* const kHeader = "optimizer,spec,lr,batch_size,seed,metric,target,rea
 
 TEST_CASE("time to target: the first epoch's end reaching it, in steps, cumulative seconds and epochs") {
   const RunResult run = epochs_run({0.90, 0.96, 0.975, 0.97}, 1.5);
-  std::optional<lab::TargetTime> t = lab::time_to_target(run, 0.97, 100);
+  std::optional<lab::TargetTime> t = lab::time_to_target(run, 0.97, 100, false);
   REQUIRE(t);
   CHECK(t->step == 300);
   CHECK(t->seconds == doctest::Approx(4.5));
   CHECK(t->epoch == 3);
-  t = lab::time_to_target(run, 0.96, 100);  // reached exactly: >=
+  t = lab::time_to_target(run, 0.96, 100, false);  // reached exactly: >=
   REQUIRE(t);
   CHECK(t->step == 200);
-  CHECK_FALSE(lab::time_to_target(run, 0.98, 100));
-  CHECK(lab::target_metric(run, "test") == "test_acc");
-  CHECK(lab::target_metric(run, "validation") == "validation_acc");
+  CHECK_FALSE(lab::time_to_target(run, 0.98, 100, false));
+  CHECK(lab::TargetContext{{0.97}, "test", false, {}}.metric() == "test_acc");
+  CHECK(lab::TargetContext{{0.97}, "validation", false, {}}.metric() == "validation_acc");
 }
 
 TEST_CASE("time to target: the evaluations' validation accuracy when the run has them, not the test accuracy") {
@@ -75,13 +75,42 @@ TEST_CASE("time to target: the evaluations' validation accuracy when the run has
     m.epoch = static_cast<double>(step) / 100;
     run.evaluations.push_back(m);
   }
-  std::optional<lab::TargetTime> t = lab::time_to_target(run, 0.9, 100);
+  std::optional<lab::TargetTime> t = lab::time_to_target(run, 0.9, 100, true);
   REQUIRE(t);
   CHECK(t->step == 100);
   CHECK(t->seconds == 1.3);
   CHECK(t->epoch == 1.0);
-  CHECK_FALSE(lab::time_to_target(run, 0.96, 100));
-  CHECK(lab::target_metric(run, "test") == "validation_acc");
+  CHECK_FALSE(lab::time_to_target(run, 0.96, 100, true));
+  CHECK(lab::TargetContext{{0.9}, "test", true, {}}.metric() == "validation_acc");
+}
+
+TEST_CASE("time to target: a run that failed before its first evaluation is timed on the grid's metric, never reached") {
+  // On DeepOBS's splits every row says validation_acc: a failed run's rows once said test_acc (it had no
+  // evaluations), and performance_profiles refused the file for its mixed metrics.
+  RunResult ok = epochs_run({0.5}, 1.0);
+  EvalMetrics m;
+  m.step = 100;
+  m.epoch = 1;
+  m.seconds = 1.0;
+  m.validation_acc = 0.95;
+  ok.evaluations.push_back(m);
+  RunResult failed = epochs_run({0.99}, 1.0);  // its epoch's test accuracy is not what the grid is timed on
+  failed.diverged = failed.failed = true;
+  const config::Spec sgd = config::parse_spec("sgd(lr=0.1)");
+  const std::vector<lab::RunRecord> records{{{sgd, 100}, 0, ok}, {{sgd, 100}, 1, failed}};
+  const lab::TargetContext context{{0.9}, "test", true, {{100, 100}}};
+  const std::string csv = lab::targets_csv(records, context);
+  CHECK(csv.find("test_acc") == std::string::npos);
+  CHECK(csv.find(",100,0,validation_acc,0.9,1,100,1.0000,1\n") != std::string::npos);
+  CHECK(csv.find(",100,1,validation_acc,0.9,0,,,\n") != std::string::npos);
+  CHECK(lab::targets_markdown(records, context).find("| 1 of 2 | ") != std::string::npos);
+  const fs::path dir = scratch("failed");
+  write(dir / "targets.csv", csv);
+  const lab::ProblemTimes times = lab::read_problem_times(dir.string(), false);
+  CHECK(times.metric == "validation_acc");
+  REQUIRE(times.times.size() == 1);
+  CHECK(std::isinf(times.times[0].second));  // the median of (1, never)
+  fs::remove_all(dir);
 }
 
 TEST_CASE("median: odd and even counts, +inf for never (at least half never: +inf)") {

@@ -884,7 +884,7 @@ void check_batch_sizes(const LabConfig& config, const Datasets& datasets) {
 
 /// What targets.csv and the time-to-target table need: the targets, the evaluation set, each batch size's steps.
 TargetContext target_context(const LabConfig& config, const Datasets& datasets) {
-  return {config.thresholds, datasets.test_name, steps_by_batch_size(config, datasets)};
+  return {config.thresholds, datasets.test_name, config.base.evaluation_splits, steps_by_batch_size(config, datasets)};
 }
 
 /// summary.md, summary.csv, runs.csv, targets.csv and the plots.
@@ -1131,15 +1131,22 @@ int run_and_report(const LabConfig& config, const Datasets& datasets) {
     fmt::print(stderr, "{}: interrupted; {}\n", config.program, resume_hint(config));
     return 130;
   }
-  auto failed = std::count_if(lab.records.begin(), lab.records.end(), [](const RunRecord& r) { return r.result.failed; });
-  if (failed == 0) return 0;
-  auto first = std::find_if(lab.records.begin(), lab.records.end(), [](const RunRecord& r) { return r.result.failed; });
-  fmt::print(stderr, "{}: {} of {} runs failed; the first ({}, seed {}): {}\n", config.program, failed,
-             lab.records.size(), first->point.optimizer.text(), first->seed, first->result.divergence);
+  const std::string failures = failures_of(lab);
+  if (failures.empty()) return 0;
+  fmt::print(stderr, "{}: {}\n", config.program, failures);
   return 1;
 }
 
 }  // namespace
+
+std::string failures_of(const LabResult& lab) {
+  auto failed = [](const RunRecord& r) { return r.result.failed; };
+  const auto count = std::count_if(lab.records.begin(), lab.records.end(), failed);
+  if (count == 0) return "";
+  const RunRecord& first = *std::find_if(lab.records.begin(), lab.records.end(), failed);
+  return fmt::format("{} of {} runs failed; the first ({}, seed {}): {}", count, lab.records.size(),
+                     first.point.optimizer.text(), first.seed, first.result.divergence);
+}
 
 int lab_main(int argc, const char* const* argv, LabProgram program) {
   std::optional<mpi::Session> session;  // MPI_Init under mpirun (every rank parses the same flags), nothing otherwise

@@ -258,6 +258,9 @@ struct LabResult {
 /// (what was collected is written).
 LabResult run_lab(const LabConfig& config, const Datasets& datasets, std::FILE* log = nullptr);
 
+/// "" when no run of the grid failed, else "k of n runs failed; the first (<spec>, seed s): failed: <why>".
+std::string failures_of(const LabResult& lab);
+
 /// main() of the lab. Exit codes: 0 done (plots skipped with a warning when gnuplot is missing), 2 bad
 /// flags or data (before any run), 130 interrupted, 1 anything else (an unwritable output directory, ...).
 int lab_main(int argc, const char* const* argv, LabProgram program = {});

@@ -409,6 +409,9 @@ ProtocolResult run_protocol(const LabConfig& lab, const Datasets& datasets, std:
   const ProtocolConfig& protocol = lab.protocol;
   const fs::path out(lab.out_dir);
   ProtocolResult result;
+  if (lab.rank == 0) {  // a table there says the protocol finished: none until this one has
+    for (const char* name : {"performance.csv", "performance.md"}) fs::remove(out / name);
+  }
   LabConfig tuning = lab;
   tuning.out_dir = (out / "tune").string();
   tuning.plots = false;  // a curve per rate would bury each other: sensitivity.png is phase 1's figure
@@ -424,6 +427,12 @@ ProtocolResult run_protocol(const LabConfig& lab, const Datasets& datasets, std:
   if ((result.interrupted = result.tuning.interrupted)) {
     agree_on_choice(protocol, false, {}, {});
     return result;
+  }
+  if (const std::string failures = failures_of(result.tuning); !failures.empty()) {
+    // The choice would be made without them: a failure is not a property of the rate, as a divergence is.
+    throw std::runtime_error(fmt::format("--protocol: phase 1: {}; phase 2 is not run, as the choice would be made "
+                                         "without the failed run(s): the same command runs them again (the other "
+                                         "runs are kept in {})", failures, (out / "tune" / "runs").string()));
   }
 
   result.sensitivity = sensitivity_of(protocol, result.tuning.records);
@@ -443,7 +452,7 @@ ProtocolResult run_protocol(const LabConfig& lab, const Datasets& datasets, std:
       seeds_phase(lab, agree_on_choice(protocol, true, result.sensitivity, result.chosen).value());
   say(log, fmt::format("# protocol, phase 2: the chosen setting(s) x {} seeds, into {}", protocol.seeds, seeds.out_dir));
   result.seeds = run_lab(seeds, datasets, log);
-  result.interrupted = result.seeds.interrupted;
+  if ((result.interrupted = result.seeds.interrupted)) return result;  // no table of a phase cut short
   for (const auto& index : result.chosen) {
     if (!index) continue;
     const SensitivityRow& row = result.sensitivity[*index];
@@ -568,15 +577,9 @@ int protocol_main(const LabConfig& lab, const Datasets& datasets) {
   } else if (lab.plots) {
     fmt::print(stderr, "{}: warning: {}\n", lab.program, result.plot.message);
   }
-  const auto failed = [](const LabResult& phase) {
-    return std::count_if(phase.records.begin(), phase.records.end(), [](const RunRecord& r) { return r.result.failed; });
-  };
-  if (failed(result.tuning) > 0) {
-    fmt::print(stderr, "{}: warning: {} run(s) of phase 1 failed (tune/runs.csv); they were not chosen\n", lab.program,
-               failed(result.tuning));
-  }
-  if (failed(result.seeds) == 0) return 0;
-  fmt::print(stderr, "{}: {} run(s) of phase 2 failed (seeds/runs.csv)\n", lab.program, failed(result.seeds));
+  const std::string failures = failures_of(result.seeds);
+  if (failures.empty()) return 0;
+  fmt::print(stderr, "{}: phase 2: {} (seeds/runs.csv)\n", lab.program, failures);
   return 1;
 }
 

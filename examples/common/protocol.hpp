@@ -4,7 +4,8 @@
 //                        1e-5 ... 1e2), one seed (0);
 //   the choice           per optimiser, the rate whose run has the best validation metric (--select, default the
 //                        final validation accuracy, as DeepOBS's analyzer: mode 'final', metric 'valid_accuracies');
-//                        a diverged or failed run is never chosen; a tie goes to the smaller rate;
+//                        a diverged run is never chosen, a failed one (it threw) stops the protocol before
+//                        phase 2; a tie goes to the smaller rate;
 //   phase 2 (OUT/seeds)  each optimiser's chosen setting with seeds 0 ... N-1 (--protocol-seeds, default 10).
 // Each phase is a grid of the lab (run_lab: its workers, its run store, so a killed protocol started again with the
 // same command takes its finished runs from OUT/tune/runs and OUT/seeds/runs), with the lab's outputs in its
@@ -109,7 +110,9 @@ struct ProtocolResult {
 };
 
 /// Both phases and every output above into lab.out_dir; progress on `log` (nullptr: silent). Stops after
-/// phase 1 when it was interrupted, or when no optimiser has a run to choose (std::runtime_error then).
+/// phase 1 when it was interrupted; std::runtime_error there when one of its runs failed (threw: the choice
+/// would be made without it; the same command runs it again) or no optimiser has a run to choose. performance.*
+/// are removed first and written only when phase 2 finished.
 ProtocolResult run_protocol(const LabConfig& lab, const Datasets& datasets, std::FILE* log);
 
 /// The sensitivity plot (lab_plots' conventions: gnuplot, PNG and PDF or SVG) into out_dir.

@@ -20,12 +20,9 @@ namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 }  // namespace
 
-std::string target_metric(const RunResult& result, const std::string& eval_name) {
-  return result.evaluations.empty() ? eval_name + "_acc" : "validation_acc";
-}
-
-std::optional<TargetTime> time_to_target(const RunResult& result, double target, std::size_t steps_per_epoch) {
-  if (!result.evaluations.empty()) {
+std::optional<TargetTime> time_to_target(const RunResult& result, double target, std::size_t steps_per_epoch,
+                                         bool on_splits) {
+  if (on_splits) {
     for (const EvalMetrics& m : result.evaluations) {
       if (m.validation_acc >= target) return TargetTime{m.step, m.seconds, m.epoch};
     }
@@ -46,6 +43,8 @@ std::size_t TargetContext::steps_at(std::size_t batch_size) const {
   }
   throw std::logic_error(fmt::format("time to target: no steps per epoch for batch size {}", batch_size));
 }
+
+std::string TargetContext::metric() const { return on_splits ? "validation_acc" : eval_name + "_acc"; }
 
 double median(std::vector<double> values) {
   if (values.empty()) return std::numeric_limits<double>::quiet_NaN();
@@ -74,10 +73,10 @@ std::string targets_csv(const std::vector<RunRecord>& records, const TargetConte
   for (const RunRecord& r : records) {
     if (r.result.interrupted && !r.result.diverged) continue;
     const std::string point = point_cells(r.point.optimizer, keys);
-    const std::string metric = target_metric(r.result, context.eval_name);
     for (double target : context.targets) {
-      std::optional<TargetTime> t = time_to_target(r.result, target, context.steps_at(r.point.batch_size));
-      text += fmt::format("{},{},{},{},{:g},{}", point, r.point.batch_size, r.seed, metric, target, t ? 1 : 0);
+      std::optional<TargetTime> t =
+          time_to_target(r.result, target, context.steps_at(r.point.batch_size), context.on_splits);
+      text += fmt::format("{},{},{},{},{:g},{}", point, r.point.batch_size, r.seed, context.metric(), target, t ? 1 : 0);
       text += t ? fmt::format(",{},{:.4f},{:.6g}\n", t->step, t->seconds, t->epoch) : std::string(",,,\n");
     }
   }
@@ -90,15 +89,14 @@ std::string targets_markdown(const std::vector<RunRecord>& records, const Target
   for (const auto& [point, runs] : groups) points.push_back(point);
   const bool show_batch = batch_varies(points);
   const std::vector<std::string> varying = varying_keys(specs_of(records));
-  std::string metric = records.empty() ? context.eval_name + "_acc" : target_metric(records.front().result, context.eval_name);
   std::string text = fmt::format("| configuration | target ({}) | reached | median steps | median seconds | median epochs |\n"
-                                 "|---|---:|---:|---:|---:|---:|\n", metric);
+                                 "|---|---:|---:|---:|---:|---:|\n", context.metric());
   for (const auto& [point, runs] : groups) {
     for (double target : context.targets) {
       std::vector<double> steps, seconds, epochs;
       for (const RunRecord* r : runs) {
         if (r->result.interrupted && !r->result.diverged) continue;
-        std::optional<TargetTime> t = time_to_target(r->result, target, context.steps_at(point.batch_size));
+        std::optional<TargetTime> t = time_to_target(r->result, target, context.steps_at(point.batch_size), context.on_splits);
         steps.push_back(t ? static_cast<double>(t->step) : kInf);
         seconds.push_back(t ? t->seconds : kInf);
         epochs.push_back(t ? t->epoch : kInf);

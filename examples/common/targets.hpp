@@ -1,7 +1,7 @@
 // Time to target and performance profiles, as AlgoPerf measures training algorithms (Dahl et al. 2023,
 // "Benchmarking Neural Network Training Algorithms"; the profiles are Dolan & Moré's, 2002):
 //   time to target   when a run first reaches a target accuracy: its step, its training seconds (evaluations
-//                    excluded) and its epoch; read on the validation set when the run evaluates DeepOBS's splits
+//                    excluded) and its epoch; read on the validation set when the grid evaluates DeepOBS's splits
 //                    (--problem, --eval-every), else on the evaluation set at each epoch's end;
 //   the lab          writes OUT/targets.csv (a row per run and target) and a time-to-target table in summary.md
 //                    (per configuration: the runs that reach each target, the median steps and seconds);
@@ -29,21 +29,24 @@ struct TargetTime {
   double epoch = 0;
 };
 
-/// The accuracy a run is timed on: "validation_acc" when it has evaluations on DeepOBS's splits, else
-/// "<eval_name>_acc" (the evaluation set: "test", or "validation" under --validation) at its epochs' ends.
-std::string target_metric(const RunResult& result, const std::string& eval_name);
-
-/// The first evaluation of `result` whose accuracy reaches `target` (its evaluations when it has them, else its
-/// epochs' ends, steps_per_epoch steps each); nullopt when none does.
-std::optional<TargetTime> time_to_target(const RunResult& result, double target, std::size_t steps_per_epoch);
+/// The first evaluation of `result` whose accuracy reaches `target`: its evaluations' validation accuracy when
+/// the grid evaluates DeepOBS's splits (`on_splits`), else its epochs' ends (steps_per_epoch steps each) on the
+/// evaluation set; nullopt when none does (a run that failed before its first evaluation never reaches it).
+std::optional<TargetTime> time_to_target(const RunResult& result, double target, std::size_t steps_per_epoch,
+                                         bool on_splits);
 
 /// What the lab's target outputs need besides the runs.
 struct TargetContext {
   std::vector<double> targets;
   std::string eval_name = "test";
+  bool on_splits = false;  // the grid evaluates DeepOBS's splits (--problem, --eval-every)
   /// Steps an epoch takes at each batch size of the grid (examples::steps_per_epoch).
   std::vector<std::pair<std::size_t, std::size_t>> steps_per_epoch;
   std::size_t steps_at(std::size_t batch_size) const;
+  /// The accuracy every run of the grid is timed on: "validation_acc" on DeepOBS's splits, else
+  /// "<eval_name>_acc" (the evaluation set: "test", or "validation" under --validation) — the grid's, not a
+  /// run's, so that a run that failed before its first evaluation is timed on the same metric as the others.
+  std::string metric() const;
 };
 
 /// targets.csv: a row per run and target: the configuration (point_header), batch_size, seed, metric, target,
