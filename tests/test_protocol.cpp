@@ -183,6 +183,17 @@ TEST_CASE("protocol: a tiny protocol chooses the best validation accuracy, rerun
   std::size_t kept = 0;
   for (const auto& entry : fs::directory_iterator(out / "seeds" / "runs")) kept += entry.path().extension() == ".result";
   CHECK(kept == 4);
+  // Every run of phase 2 has its evaluation log; sgd's seed 0 (run 1), written from the store, is phase 1's run's
+  // (sensitivity.csv's rows are phase 1's runs in order), byte for byte.
+  for (int k = 1; k <= 4; ++k) CHECK(fs::exists(out / "seeds" / fmt::format("eval-run{}.csv", k)));
+  std::size_t chosen_sgd = 0;
+  while (chosen_sgd < sensitivity.size() && !(sensitivity[chosen_sgd].at("optimizer") == "sgd" &&
+                                              sensitivity[chosen_sgd].at("chosen") == "1")) {
+    ++chosen_sgd;
+  }
+  const std::string phase1_log = read_file(out / "tune" / fmt::format("eval-run{}.csv", chosen_sgd + 1));
+  CHECK(phase1_log.rfind("step,epoch,seconds,", 0) == 0);
+  CHECK(read_file(out / "seeds" / "eval-run1.csv") == phase1_log);
 
   // The table's mean and std are the runs'.
   const auto performance = csv_rows(out / "performance.csv");

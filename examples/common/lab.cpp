@@ -955,6 +955,11 @@ std::vector<std::size_t> take_stored(const LabConfig& config, const Grid& grid, 
       continue;
     }
     done[index] = RunRecord{grid.point(index), grid.seed(index), std::move(*stored)};
+    if (config.base.evaluation_splits) {  // its evaluation log, as training it writes one (phase 1's seed 0 has none here)
+      std::string text = eval_csv_header();
+      for (const EvalMetrics& m : done[index]->result.evaluations) text += eval_csv_row(m);
+      write_text(run_config(config, grid.point(index), grid.seed(index), index).eval_log, text);
+    }
     note_result(config, *done[index], index, " (finished earlier, from the store)", keys, progress, config.epoch_lines ? log : nullptr);
   }
   if (grid.store && log) {
