@@ -3,6 +3,7 @@
 #include <cmath>
 #include <memory>
 #include <stdexcept>
+#include <typeinfo>
 #include <vector>
 
 #include <fmt/format.h>
@@ -11,6 +12,7 @@
 #include "autograd/blas.hpp"
 #include "autograd/detail/op_common.hpp"
 #include "autograd/tape.hpp"
+#include "nn/norm.hpp"
 
 namespace analysis {
 
@@ -29,13 +31,18 @@ struct Site {
   Tensor input, output;
 };
 
-/// Parameter-free modules that act on each sample alone.
+/// `m` as exactly a T, else nullptr: a subclass may change forward, which the sweep would not follow.
+template <class T>
+T* exactly(nn::Module& m) {
+  return typeid(m) == typeid(T) ? static_cast<T*>(&m) : nullptr;
+}
+
+/// Parameter-free modules that act on each sample alone (exact types, as above).
 bool per_sample_module(const nn::Module& m) {
-  return dynamic_cast<const nn::ReLU*>(&m) || dynamic_cast<const nn::LeakyReLU*>(&m) ||
-         dynamic_cast<const nn::ELU*>(&m) || dynamic_cast<const nn::GELU*>(&m) || dynamic_cast<const nn::SiLU*>(&m) ||
-         dynamic_cast<const nn::Softplus*>(&m) || dynamic_cast<const nn::Sigmoid*>(&m) ||
-         dynamic_cast<const nn::Tanh*>(&m) || dynamic_cast<const nn::Flatten*>(&m) ||
-         dynamic_cast<const nn::MaxPool2d*>(&m) || dynamic_cast<const nn::Dropout*>(&m);
+  const std::type_info& t = typeid(m);
+  return t == typeid(nn::ReLU) || t == typeid(nn::LeakyReLU) || t == typeid(nn::ELU) || t == typeid(nn::GELU) ||
+         t == typeid(nn::SiLU) || t == typeid(nn::Softplus) || t == typeid(nn::Sigmoid) || t == typeid(nn::Tanh) ||
+         t == typeid(nn::Flatten) || t == typeid(nn::MaxPool2d) || t == typeid(nn::Dropout);
 }
 
 /// z = layer(a) with the parameters detached: the sweep needs dL/dz and dL/da only. A first layer's z is
@@ -60,17 +67,34 @@ void check_rank(const char* op, const std::string& path, const nn::Module& layer
   }
 }
 
-/// Runs the model's children in order, recording every Linear and Conv2d layer met as a site.
+/// Whether the layer's parameters are trained (a site), frozen (run as any layer), or half of each (refused).
+bool trained_layer(const char* op, const std::string& path, const nn::Module& layer, const Tensor& weight,
+                   const Tensor& bias) {
+  const bool w = weight.requires_grad(), b = bias.defined() && bias.requires_grad();
+  if (bias.defined() && w != b) {
+    throw std::invalid_argument(fmt::format(
+        "{}: module '{}' ({}) has its {} frozen and its {} not: the sweep takes a layer whole (both trained or both "
+        "frozen); per_sample_sq_norms_by_sample takes any",
+        op, path, layer.type_name(), w ? "bias" : "weight", w ? "weight" : "bias"));
+  }
+  return w;
+}
+
+/// Runs the model's children in order, recording every trained Linear and Conv2d layer met as a site.
 Tensor forward(const char* op, nn::Sequential& model, const std::string& prefix, Tensor a, std::vector<Site>& sites) {
   for (const auto& [name, child] : model.children()) {
     const std::string path = prefix + name;
-    if (auto* seq = dynamic_cast<nn::Sequential*>(child.get())) {
+    if (auto* seq = exactly<nn::Sequential>(*child)) {
       a = forward(op, *seq, path + ".", a, sites);
-    } else if (auto* linear = dynamic_cast<nn::Linear*>(child.get())) {
+    } else if (auto* linear = exactly<nn::Linear>(*child)) {
       check_rank(op, path, *linear, a, 2, "(B, features)");
+      if (!trained_layer(op, path, *linear, linear->weight(), linear->bias())) {
+        a = (*child)(a);
+        continue;
+      }
       sites.push_back(Site{path + ".", false, linear->weight(), linear->bias(), 1, 0, {}, {}});
       a = run_site(sites.back(), a);
-    } else if (auto* conv = dynamic_cast<nn::Conv2d*>(child.get())) {
+    } else if (auto* conv = exactly<nn::Conv2d>(*child)) {
       check_rank(op, path, *conv, a, 4, "(B, C, H, W)");
       const nn::Conv2dOptions& o = conv->options();
       if (o.groups != 1 || o.dilation != ag::Size2{1, 1} || o.kernel[0] != o.kernel[1] || o.stride[0] != o.stride[1] ||
@@ -80,13 +104,18 @@ Tensor forward(const char* op, nn::Sequential& model, const std::string& prefix,
             "one stride and one padding for both axes, dilation 1 and one group",
             op, path, conv->type_name()));
       }
+      if (!trained_layer(op, path, *conv, conv->weight(), conv->bias())) {
+        a = (*child)(a);
+        continue;
+      }
       sites.push_back(Site{path + ".", true, conv->weight(), conv->bias(), conv->stride(), conv->padding(), {}, {}});
       a = run_site(sites.back(), a);
     } else if (per_sample_module(*child)) {
       a = (*child)(a);
     } else {
       throw std::invalid_argument(fmt::format(
-          "{}: module '{}' ({}) is not supported: only Linear, Conv2d and layers that act on each sample alone",
+          "{}: module '{}' ({}) is not supported: only Linear, Conv2d and layers that act on each sample alone, "
+          "of exactly these types (a subclass may change forward; per_sample_sq_norms_by_sample takes any)",
           op, path, child->type_name()));
     }
   }
@@ -329,6 +358,11 @@ struct Sweep {
 
 Sweep sweep(const char* op, nn::Sequential& model, const Tensor& x, ag::Labels labels, ag::Reduction reduction) {
   check_batch(op, x, labels, reduction);
+  if (!exactly<nn::Sequential>(model)) {
+    throw std::invalid_argument(fmt::format("{}: the model ({}) is a subclass of Sequential, whose forward may differ "
+                                            "from its children's in turn; per_sample_sq_norms_by_sample takes any",
+                                            op, model.type_name()));
+  }
   detail::ReleaseTapeOnThrow release;
   Sweep out;
   Tensor loss;
@@ -412,6 +446,14 @@ PerSampleSqNorms per_sample_sq_norms_by_sample(nn::Module& model, const Tensor& 
   const std::size_t batch = x.shape()[0];
   if (labels.size() != batch) {
     throw std::invalid_argument(fmt::format("{}: {} labels for a batch of {}", what, labels.size(), batch));
+  }
+  for (const nn::BatchNorm* bn : nn::batch_norm_layers(model)) {
+    if (bn->is_training()) {  // one sample at a time: its statistics, and B updates of the running ones
+      throw std::invalid_argument(fmt::format(
+          "{}: the model has a batch norm in training mode ({}), which would normalise each sample by itself and "
+          "update its running statistics B times: put the model in evaluation mode (model.eval())",
+          what, bn->type_name()));
+    }
   }
   PerSampleSqNorms out;
   for (const auto& [name, param] : model.named_parameters()) {

@@ -73,10 +73,11 @@ struct PerSampleGradients : PerSampleBatch {
 /// this file). x is (B, ...) as the first layer takes it, labels has B entries.
 /// The model's children may be Linear, Conv2d, Flatten, MaxPool2d, Dropout, the elementwise activations
 /// (ReLU, LeakyReLU, ELU, GELU, SiLU, Softplus, Sigmoid, Tanh) and nested Sequentials of these (Dropout in
-/// training: the gradients for this forward's masks); a Conv2d with one group, dilation 1 and the same
-/// kernel, stride and padding on both axes. Throws std::invalid_argument naming the module (path and type)
-/// of any other kind (Softmax may mix the samples of a batch), a labels count that is not B,
-/// Reduction::none, or an empty batch.
+/// training: the gradients for this forward's masks), of exactly these types (a subclass may change forward);
+/// a Conv2d with one group, dilation 1 and the same kernel, stride and padding on both axes. A layer whose
+/// parameters do not require grad (frozen) is run and left out of the parameters. Throws
+/// std::invalid_argument naming the module (path and type) of any other kind (Softmax may mix the samples of
+/// a batch) or a layer half frozen, a labels count that is not B, Reduction::none, or an empty batch.
 PerSampleGradients per_sample_gradients(nn::Sequential& model, const ag::Tensor& x, ag::Labels labels,
                                         ag::Reduction reduction = ag::Reduction::mean);
 
@@ -97,7 +98,8 @@ PerSampleSqNorms per_sample_sq_norms(nn::Sequential& model, const ag::Tensor& x,
 /// The same for any module (its parameters that require grad, by name), by B separate forward and backward
 /// sweeps of one sample each (ag::grad: no parameter's .grad is touched): B times the cost of a batch's sweep, for
 /// models the one-sweep rules above do not cover (a user's own Module class). Throws std::invalid_argument for a
-/// labels count that is not B, Reduction::none or an empty batch.
+/// labels count that is not B, Reduction::none, an empty batch, or a batch norm in training mode (a sample alone
+/// would be normalised by its own statistics, and the running ones updated B times).
 PerSampleSqNorms per_sample_sq_norms_by_sample(nn::Module& model, const ag::Tensor& x, ag::Labels labels,
                                                ag::Reduction reduction = ag::Reduction::mean);
 

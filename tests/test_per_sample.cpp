@@ -15,6 +15,7 @@
 #include "autograd/ops.hpp"
 #include "autograd/tape.hpp"
 #include "nn/layers.hpp"
+#include "nn/norm.hpp"
 
 using ag::DType;
 using ag::Tensor;
@@ -307,6 +308,83 @@ TEST_CASE("per-sample squared norms sample by sample, for any module, agree with
   std::vector<std::int32_t> two{0, 1};
   CHECK_THROWS_WITH_AS(analysis::per_sample_sq_norms_by_sample(wrapped, x, two),
                        "per_sample_sq_norms_by_sample: 2 labels for a batch of 3", std::invalid_argument);
+}
+
+namespace {
+/// A Linear whose forward doubles its output: the sweep, which runs ag::linear itself, would miss it.
+class DoubledLinear : public nn::Linear {
+ public:
+  using nn::Linear::Linear;
+  Tensor forward(const Tensor& x) override {
+    const Tensor y = nn::Linear::forward(x);
+    return ag::add(y, y);
+  }
+};
+
+/// A Sequential with a skip around its children: forward is not the children in turn.
+class Residual : public nn::Sequential {
+ public:
+  using nn::Sequential::Sequential;
+  Tensor forward(const Tensor& x) override { return ag::add(x, nn::Sequential::forward(x)); }
+};
+}  // namespace
+
+TEST_CASE("per-sample gradients: a subclass is refused (its forward may differ), a frozen layer is left out") {
+  ag::Generator gen(23);
+  Tensor x = Tensor::randn(ag::Shape{4, 5}, gen, 0.0, 1.0, DType::f64);
+  std::vector<std::int32_t> labels = random_labels(4, 3, gen);
+  const auto init = nn::Init::default_uniform;
+  nn::Sequential doubled{std::make_shared<DoubledLinear>(5, 3, init, true, &gen, DType::f64)};
+  CHECK_THROWS_WITH_AS(analysis::per_sample_gradients(doubled, x, labels),
+                       doctest::Contains("module '0' (Linear(in=5, out=3)) is not supported"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(analysis::per_sample_sq_norms(doubled, x, labels), doctest::Contains("a subclass may change forward"),
+                       std::invalid_argument);
+  Residual residual{std::make_shared<nn::Linear>(5, 5, init, true, &gen, DType::f64)};
+  CHECK_THROWS_WITH_AS(analysis::per_sample_gradients(residual, x, labels), doctest::Contains("a subclass of Sequential"),
+                       std::invalid_argument);
+  CHECK(ag::tape_size() == 0);
+  // Either is measured by the sample-by-sample route, which runs the model's own forward.
+  CHECK(analysis::per_sample_sq_norms_by_sample(doubled, x, labels).names == std::vector<std::string>{"0.weight", "0.bias"});
+
+  // A frozen first layer: run, not measured; the two routes agree on the names, the norms and the noise scale.
+  auto model = make_mlp(gen);
+  std::vector<Tensor> params = model->parameters();
+  params[0].set_requires_grad(false);
+  params[1].set_requires_grad(false);
+  for (ag::Reduction reduction : {ag::Reduction::sum, ag::Reduction::mean}) {
+    const analysis::PerSampleSqNorms one = analysis::per_sample_sq_norms(*model, x, labels, reduction);
+    const analysis::PerSampleSqNorms direct = analysis::per_sample_sq_norms_by_sample(*model, x, labels, reduction);
+    CHECK(one.names == std::vector<std::string>{"1.weight", "1.bias", "3.weight", "3.bias"});
+    CHECK(direct.names == one.names);
+    REQUIRE(one.gradient.size() == 4);
+    for (std::size_t n = 0; n < 4; ++n) CHECK(direct.sq_norms[n] == doctest::Approx(one.sq_norms[n]).epsilon(1e-12));
+    CHECK(analysis::noise_scale(direct).simple == doctest::Approx(analysis::noise_scale(one).simple).epsilon(1e-10));
+    CHECK(analysis::per_sample_gradients(*model, x, labels, reduction).grads.size() == 4);
+  }
+  // Half frozen: the sweep takes a layer whole.
+  params[1].set_requires_grad(true);
+  CHECK_THROWS_WITH_AS(analysis::per_sample_gradients(*model, x, labels),
+                       doctest::Contains("module '0.0' (Linear(in=5, out=7)) has its weight frozen and its bias not"),
+                       std::invalid_argument);
+  CHECK(ag::tape_size() == 0);
+}
+
+TEST_CASE("per-sample squared norms sample by sample refuse a batch norm in training mode, and leave it alone") {
+  ag::Generator gen(29);
+  const auto init = nn::Init::default_uniform;
+  auto bn = std::make_shared<nn::BatchNorm2d>(2, nn::BatchNormOptions{.dtype = DType::f64});
+  nn::Sequential net{std::make_shared<nn::Conv2d>(1, 2, 3, 1, 1, init, true, &gen, DType::f64), bn,
+                     std::make_shared<nn::Flatten>(), std::make_shared<nn::Linear>(2 * 16, 3, init, true, &gen, DType::f64)};
+  Tensor x = Tensor::randn(ag::Shape{3, 1, 4, 4}, gen, 0.0, 1.0, DType::f64);
+  std::vector<std::int32_t> labels = random_labels(3, 3, gen);
+  const Vec mean = bn->running_mean().to_vector();
+  CHECK_THROWS_WITH_AS(analysis::per_sample_sq_norms_by_sample(net, x, labels),
+                       doctest::Contains("a batch norm in training mode (BatchNorm2d"), std::invalid_argument);
+  CHECK(bn->running_mean().to_vector() == mean);
+  net.eval();
+  const analysis::PerSampleSqNorms s = analysis::per_sample_sq_norms_by_sample(net, x, labels);
+  CHECK(s.sq_norms.size() == 3);
+  CHECK(bn->running_mean().to_vector() == mean);  // evaluation mode: the running statistics are read, not updated
 }
 
 TEST_CASE("the two-batch estimator recovers |G|^2 and tr(Sigma) from the expected squared norms") {
