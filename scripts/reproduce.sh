@@ -101,7 +101,13 @@ report_head() {
     echo
     echo "Generated $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) core(s), load $(cut -d' ' -f1-3 /proc/loadavg)."
     echo
-  } > "$out/$1/report.md"
+  } > "$out/$1/report.md.partial"
+}
+
+# finish_report DIR: the report written whole replaces DIR/report.md (a run stopped half-way leaves the old one).
+finish_report() {
+  mv "$1/report.md.partial" "$1/report.md"
+  echo "wrote $1/report.md"
 }
 
 # report_runs DOC DIR...: the exact command, wall time and figure of each grid.
@@ -118,7 +124,7 @@ report_runs() {
       cat "$dir/command.txt"
       echo '```'
       echo
-    } >> "$out/$doc/report.md"
+    } >> "$out/$doc/report.md.partial"
   done
 }
 
@@ -142,8 +148,8 @@ doc_004() {
     echo "| da/dg | — | $(value da/dg) | $(value closed_form_da/dg) |"
     echo
     echo "Command: \`$program 4 2\` — wall time $(cat "$dir/wall.txt")."
-  } >> "$dir/report.md"
-  echo "wrote $dir/report.md"
+  } >> "$dir/report.md.partial"
+  finish_report "$dir"
 }
 
 # The 002 grids: SGD on 784-300-100-100-10; a step whose loss exceeds 100 stops the run as diverged (see the report).
@@ -192,9 +198,9 @@ doc_002() {
     echo
     echo "## Runs"
     echo
-  } >> "$dir/report.md"
+  } >> "$dir/report.md.partial"
   report_runs 002 "$dir/table2" "$dir/table1"
-  echo "wrote $dir/report.md"
+  finish_report "$dir"
 }
 
 doc_002_header() {
@@ -283,19 +289,19 @@ doc_001() {
     echo
     echo "## Runs"
     echo
-  } >> "$dir/report.md"
-  local grids
-  mapfile -t grids < <(printf '%s\n' "$dir"/batch/b* | sort -V)
+  } >> "$dir/report.md.partial"
+  local grids=()
+  for b in "${batch_sizes[@]}"; do grids+=("$dir/batch/b$b"); done  # this budget's, not an earlier one's
   report_runs 001 "${grids[@]}" "$dir/optimizers"
-  echo "wrote $dir/report.md"
+  finish_report "$dir"
 }
 
 # doc_001_batch_figure DIR: DIR/batch.dat (batch, lr, test acc % mean, std, epoch seconds mean, std) and batch.png.
 doc_001_batch_figure() {
   local dir="$1" b sub
   : > "$dir/batch.dat"
-  for sub in "$dir"/batch/b*; do
-    b="${sub##*/b}"
+  for b in "${batch_sizes[@]}"; do  # doc_001's: this budget's grids, not an earlier budget's left in DIR
+    sub="$dir/batch/b$b"
     # Per-epoch seconds from curves.csv (column 14 once the spec is emptied), the accuracy from summary.csv.
     columns "$sub/curves.csv" seconds | awk -v b="$b" \
       -v acc="$(columns "$sub/summary.csv" lr final_test_acc_mean final_test_acc_std)" '
@@ -353,9 +359,9 @@ doc_000() {
     echo
     echo "## Runs"
     echo
-  } >> "$dir/report.md"
+  } >> "$dir/report.md.partial"
   report_runs 000 "$dir/adam-family" "$dir/sgd-family"
-  echo "wrote $dir/report.md"
+  finish_report "$dir"
 }
 
 # doc_000_rows DIR DOC: a row per optimiser of DIR's grid.
@@ -378,7 +384,13 @@ main() {
   fi
   case "${1:-}" in
     000 | 001 | 002 | 004) "doc_$1" ;;
-    all) doc_004 && doc_002 && doc_001 && doc_000 ;;
+    # Each its own command, so that set -e stops at the first failure (inside an && list it would not).
+    all)
+      doc_004
+      doc_002
+      doc_001
+      doc_000
+      ;;
     *)
       echo "usage: scripts/reproduce.sh [--quick] 000|001|002|004|all" >&2
       exit 2
