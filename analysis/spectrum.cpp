@@ -21,6 +21,18 @@ using detail::norm;
 using detail::scale;
 using detail::Vector;
 
+/// A's product with v, refused when not finite (a NaN or an infinity in the operator: in a model's weights or
+/// loss), at once: every further product would be as useless, and the eigensolver's error would not say why.
+Vector finite_product(const char* op, const LinearOperator& a, const Vector& v, std::size_t product) {
+  Vector w = a.apply(v);
+  if (!std::isfinite(norm(w))) {
+    throw std::invalid_argument(fmt::format(
+        "{}: the operator's product {} is not finite (its norm is {}): a NaN or an infinity in the operator", op,
+        product, norm(w)));
+  }
+  return w;
+}
+
 /// Removes the components along the orthonormal `basis`, twice ("twice is enough": Parlett).
 void orthogonalise(Vector& w, const std::vector<Vector>& basis) {
   for (int pass = 0; pass < 2; ++pass) {
@@ -62,7 +74,7 @@ void extend(const LinearOperator& op, LanczosRun& run, std::size_t steps, ag::Ge
   double scale_estimate = 0;  // largest ||A q|| seen: what "beta ~ 0" is relative to
   while (true) {
     const std::size_t j = run.basis.size() - 1;
-    Vector w = op.apply(run.basis[j]);
+    Vector w = finite_product("lanczos", op, run.basis[j], j + 1);
     scale_estimate = std::max(scale_estimate, norm(w));
     run.alpha.push_back(dot(run.basis[j], w));
     axpy(w, -run.alpha[j], run.basis[j]);
@@ -117,8 +129,7 @@ PowerResult dominant_pair(const LinearOperator& op, const Eigenpairs& found, con
   orthogonalise(r.vector, found.vectors);
   scale(r.vector, 1.0 / norm(r.vector));
   for (std::size_t it = 0; it < options.max_iterations; ++it) {
-    Vector w = op.apply(r.vector);
-    ++products;
+    Vector w = finite_product("power_iteration", op, r.vector, ++products);
     for (std::size_t i = 0; i < found.values.size(); ++i) {
       axpy(w, -found.values[i] * dot(found.vectors[i], r.vector), found.vectors[i]);
     }

@@ -65,12 +65,12 @@ struct LanczosOptions {
 };
 
 /// The k eigenpairs of largest |value| by power iteration with deflation. Throws std::invalid_argument if
-/// k is 0 or exceeds the dimension.
+/// k is 0 or exceeds the dimension, or at once when a product with A is not finite (NaN or infinity in A).
 Eigenpairs power_iteration(const LinearOperator& op, std::size_t k, const PowerOptions& options = {});
 
 /// The k eigenpairs of largest |value| by Lanczos with full reorthogonalisation: `steps` products, then k
 /// more for the residuals. Throws std::invalid_argument if k is 0 or exceeds the dimension, or steps is
-/// below k.
+/// below k, or at once when a product with A is not finite.
 Eigenpairs lanczos_eigenpairs(const LinearOperator& op, std::size_t k, const LanczosOptions& options = {});
 
 /// A Lanczos run: the tridiagonal T (alpha: m diagonal entries, beta: m - 1 beside them) and the basis Q.
@@ -84,7 +84,7 @@ struct LanczosRun {
 
 /// At most `steps` Lanczos steps from `start` (normalised here), with full reorthogonalisation; it stops
 /// early when the Krylov space is invariant. Throws std::invalid_argument if `start` is zero or not of the
-/// operator's size.
+/// operator's size, or at once when a product with A is not finite.
 LanczosRun lanczos(const LinearOperator& op, const std::vector<double>& start, std::size_t steps);
 
 struct TraceEstimate {
@@ -95,7 +95,8 @@ struct TraceEstimate {
   std::vector<double> samples;
 };
 
-/// Hutchinson's estimate of tr A from `probes` Rademacher vectors. Throws std::invalid_argument if probes is 0.
+/// Hutchinson's estimate of tr A from `probes` Rademacher vectors (NaN in A: a NaN estimate). Throws
+/// std::invalid_argument if probes is 0.
 TraceEstimate hutchinson_trace(const LinearOperator& op, std::size_t probes, std::uint64_t seed = 0);
 
 struct DensityOptions {
@@ -126,7 +127,7 @@ struct SpectralDensity {
 };
 
 /// Stochastic Lanczos quadrature. Throws std::invalid_argument if probes, steps or grid_points is 0 (grid
-/// points: fewer than 2), or sigma is negative.
+/// points: fewer than 2), or sigma is negative, or at once when a product with A is not finite.
 SpectralDensity spectral_density(const LinearOperator& op, const DensityOptions& options = {});
 
 }  // namespace analysis

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <numeric>
 #include <span>
 #include <vector>
@@ -374,6 +375,30 @@ TEST_CASE("eigenpairs: the same seed gives the same pairs; k and steps are check
   CHECK_THROWS_WITH_AS(analysis::lanczos(op, Vec(10, 0.0), 5), doctest::Contains("length 0"), std::invalid_argument);
 }
 
+TEST_CASE("eigenpairs and density: a NaN in the operator is refused at its first product, not after all of them") {
+  Quadratic f;
+  Vec a = f.a;
+  a[3 * f.n + 4] = a[4 * f.n + 3] = std::numeric_limits<double>::quiet_NaN();
+  std::size_t products = 0;
+  analysis::MatrixOperator matrix(a, f.n);
+  analysis::FunctionOperator op(f.n, [&](const Vec& v) {
+    ++products;
+    return matrix.apply(v);
+  });
+  auto refused = [&](const std::function<void()>& run, const char* name) {
+    CAPTURE(name);
+    products = 0;
+    const std::string expected = std::string(name) + ": the operator's product 1 is not finite";
+    CHECK_THROWS_WITH_AS(run(), doctest::Contains(expected.c_str()), std::invalid_argument);
+    CHECK(products == 1);
+  };
+  refused([&] { analysis::power_iteration(op, 2); }, "power_iteration");
+  refused([&] { analysis::lanczos_eigenpairs(op, 2); }, "lanczos");
+  refused([&] { analysis::spectral_density(op); }, "lanczos");
+  // Hutchinson's estimate carries the NaN.
+  CHECK(std::isnan(analysis::hutchinson_trace(op, 4).estimate));
+}
+
 TEST_CASE("eigenpairs: Lanczos restarts past an invariant subspace") {
   // A start vector in a 2-dimensional invariant subspace of diag(1..6) cannot see the rest; the run
   // restarts from a vector orthogonal to its basis and still finds the top pairs.
@@ -416,6 +441,16 @@ TEST_CASE("hutchinson: within 3 standard errors of the exact trace, and the erro
   analysis::TraceEstimate exact = analysis::hutchinson_trace(diagonal, 10);
   CHECK(exact.estimate == 8.0);
   CHECK(exact.standard_error == 0.0);
+  // The standard error is the sample std over sqrt(N), with N - 1: z^T A z = 2 z1 z2 = ±2 for A = [[0,1],[1,0]].
+  analysis::MatrixOperator swap({0, 1, 1, 0}, 2);
+  analysis::TraceEstimate two = analysis::hutchinson_trace(swap, 8, 3);
+  double mean = 0, squares = 0;
+  for (double sample : two.samples) mean += sample / 8;
+  for (double sample : two.samples) squares += (sample - mean) * (sample - mean);
+  REQUIRE(two.samples.size() == 8);
+  CHECK(squares > 0);  // both signs among the probes
+  CHECK(two.estimate == doctest::Approx(mean).epsilon(1e-15));
+  CHECK(two.standard_error == doctest::Approx(std::sqrt(squares / 7 / 8)).epsilon(1e-15));  // not squares / 8 / 8
 }
 
 TEST_CASE("spectral density: unit mass, and the quadrature's moments are the probes' v^T A v and ||A v||^2") {

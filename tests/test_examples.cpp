@@ -432,6 +432,41 @@ TEST_CASE("a diverging run stops at the first non-finite loss and names the step
   CHECK(result.final_line().find("diverged=1") != std::string::npos);
 }
 
+TEST_CASE("an update that makes the weights non-finite (its loss still finite) is a divergence: nothing evaluated or "
+          "saved on them") {
+  examples::Datasets sets = mnist_subset(200);
+  RunConfig c = quiet_config("logreg", 200, 2);
+  c.optimizer = spec("sgd(lr=1e45)");               // inf in float32: the first update overflows the weights
+  const fs::path checkpoint = temp_path("nonfinite.ckpt");
+  std::ofstream(checkpoint) << "the last good checkpoint";
+  c.save_path = checkpoint.string();
+  // Checked at the epoch's end (one step an epoch), and before a checkpoint every step (two steps an epoch).
+  for (auto [every, batch] : {std::pair<std::size_t, std::size_t>{0, 200}, {1, 100}}) {
+    CAPTURE(every);
+    c.save_every_steps = every;
+    c.batch_size = batch;
+    std::size_t callbacks = 0;
+    RunResult result = examples::train(c, sets, [&](const examples::EpochMetrics&) { ++callbacks; });
+    REQUIRE(result.diverged);
+    MESSAGE(result.divergence);
+    CHECK(result.divergence.find("the update of step 1 (batch 1 of epoch 1) made ") != std::string::npos);
+    CHECK(result.divergence.find(" non-finite, with lr ") != std::string::npos);
+    CHECK(result.epochs.empty());  // not evaluated: its metrics would be of non-finite weights
+    CHECK(callbacks == 0);
+    CHECK(read_file(checkpoint) == "the last good checkpoint");
+  }
+  // With a tracker, checked before it measures (a Hessian of non-finite weights would fail the run).
+  c.save_path.clear();
+  c.save_every_steps = 0;
+  c.track = {spec("grad-norm")};
+  c.track_log = temp_path("nonfinite_track.csv").string();
+  RunResult tracked = examples::train(c, sets);
+  REQUIRE(tracked.diverged);
+  CHECK(tracked.divergence.find("the update of step 1") != std::string::npos);
+  fs::remove(checkpoint);
+  fs::remove(c.track_log);
+}
+
 TEST_CASE("the final line names the set evaluated on, and a run with no finished epoch has no metrics, not zeros") {
   RunResult none;
   none.diverged = true;

@@ -42,16 +42,30 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
+/// Whether every value of `t` is finite (x * 0 is NaN for an infinite or NaN x: one vectorisable pass).
+bool finite_values(const ag::Tensor& t) {
+  bool finite = true;
+  optim::detail::dispatch(t.dtype(), [&]<class T>() {
+    const T* p = t.data<T>();
+    T zero = 0;
+    for (std::size_t i = 0; i < t.numel(); ++i) zero += p[i] * T(0);
+    finite = zero == T(0);
+  });
+  return finite;
+}
+
 std::size_t count_correct(const ag::Tensor& logits, const std::vector<std::int32_t>& labels) {
   std::size_t classes = logits.dim(1), correct = 0;
   const float* z = logits.data<float>();
   for (std::size_t i = 0; i < labels.size(); ++i) {
     const float* row = z + i * classes;
     std::size_t best = 0;
+    bool nan = std::isnan(row[0]);
     for (std::size_t k = 1; k < classes; ++k) {
+      nan = nan || std::isnan(row[k]);
       if (row[k] > row[best]) best = k;
     }
-    correct += static_cast<std::int32_t>(best) == labels[i];
+    correct += !nan && static_cast<std::int32_t>(best) == labels[i];  // a NaN row is no class: wrong
   }
   return correct;
 }
@@ -383,7 +397,8 @@ class Trainer {
     if (config_.epochs == 0) return evaluate_only();
     for (std::size_t epoch = at_.epoch + 1; epoch <= last_epoch_; ++epoch) {
       EpochMetrics metrics = train_epoch(epoch);
-      if (result_.diverged) break;
+      // Neither evaluated nor saved: a checkpoint of non-finite weights would replace the last good one.
+      if (result_.diverged || weights_diverged(epoch)) break;
       finish_epoch(metrics, on_epoch);
       if (interrupted) result_.interrupted = true;  // also when it came during the evaluation
       if (result_.interrupted) break;
@@ -508,7 +523,6 @@ class Trainer {
     }
     ++at_.step;
     ++at_.batch;
-    if (track_.active()) track_.after_step(model_, at_.step, epoch, loss);
     at_.loss_sum += loss * static_cast<double>(batch.size());
     at_.correct += count_correct(logits, batch.labels);
     at_.seen += batch.size();
@@ -518,12 +532,31 @@ class Trainer {
                                               config_.batch_size);
       return false;
     }
+    // The epoch's last step is saved by finish_epoch, with the epoch's metrics.
+    const bool save_due = config_.save_every_steps > 0 && at_.step % config_.save_every_steps == 0 &&
+                          at_.batch < loader_.num_batches();
+    // The loss was of the weights before the update: the trackers measure, and a checkpoint keeps, the weights
+    // after it, which are checked first (one pass over them, only then).
+    if ((track_.active() || save_due) && weights_diverged(epoch)) return false;
+    if (track_.active()) track_.after_step(model_, at_.step, epoch, loss);
     if (scheduler_ && !config_.lr_per_epoch) scheduler_->step();
     if (config_.evaluation_splits && config_.eval_every > 0 && at_.step % config_.eval_every == 0) evaluate_splits();
-    // The epoch's last step is saved by finish_epoch, with the epoch's metrics.
-    bool epoch_end = at_.batch == loader_.num_batches();
-    if (config_.save_every_steps > 0 && at_.step % config_.save_every_steps == 0 && !epoch_end) save();
+    if (save_due) save();
     return interrupted == 0;
+  }
+
+  /// Whether the last update made a weight non-finite (its loss, of the weights before, was finite): then the
+  /// run diverged there, said by the parameter's name.
+  bool weights_diverged(std::size_t epoch) {
+    for (const auto& [name, p] : model_.named_parameters()) {
+      if (finite_values(p)) continue;
+      result_.diverged = true;
+      result_.divergence = fmt::format(
+          "diverged: the update of step {} (batch {} of epoch {}) made {} non-finite, with lr {} and batch size {}; "
+          "stopping", at_.step, at_.batch, epoch, name, optimizer_->lr(), config_.batch_size);
+      return true;
+    }
+    return false;
   }
 
   EpochMetrics train_epoch(std::size_t epoch) {
