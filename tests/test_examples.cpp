@@ -287,6 +287,14 @@ TEST_CASE("an optimiser's evaluation point is what the programs evaluate: ema's 
   CHECK(averaged.epochs[0].test_loss != plain.epochs[0].test_loss);
 }
 
+/// The run of `c` stopped as by Ctrl-C at its first epoch's end (its checkpoint, if any, written).
+RunResult first_epoch_of(const RunConfig& c, const examples::Datasets& sets) {
+  RunResult first = examples::train(c, sets, [](const examples::EpochMetrics&) { examples::interrupt_flag() = 1; });
+  examples::interrupt_flag() = 0;
+  CHECK(first.interrupted);
+  return first;
+}
+
 TEST_CASE("resume: one epoch, save, one more epoch equals two epochs straight") {
   examples::Datasets sets = mnist_subset(6000);
   fs::path checkpoint = temp_path("resume.ckpt");
@@ -315,12 +323,13 @@ TEST_CASE("resume: one epoch, save, one more epoch equals two epochs straight") 
     c.epochs = 2;
     RunResult straight = examples::train(c, sets);
 
-    c.epochs = 1;
+    // The same 2-epoch run, stopped (as by Ctrl-C) after its first epoch, then resumed for the epoch left.
     c.save_path = checkpoint.string();
-    RunResult first = examples::train(c, sets);
+    RunResult first = first_epoch_of(c, sets);
     REQUIRE(fs::exists(checkpoint));
     c.save_path.clear();
     c.resume_path = checkpoint.string();
+    c.epochs = 1;
     RunResult resumed = examples::train(c, sets);
 
     REQUIRE(straight.epochs.size() == 2);
@@ -337,6 +346,41 @@ TEST_CASE("resume: one epoch, save, one more epoch equals two epochs straight") 
     REQUIRE(evaluated.epochs.size() == 1);
     CHECK(evaluated.epochs[0].test_acc == first.epochs[0].test_acc);
     CHECK(evaluated.epochs[0].test_loss == first.epochs[0].test_loss);
+  }
+  fs::remove(checkpoint);
+}
+
+TEST_CASE("resume: a schedule over the whole run keeps the run's length; one that does not depend on it may go on") {
+  examples::Datasets sets = mnist_subset(500);
+  const fs::path checkpoint = temp_path("horizon.ckpt");
+  RunConfig c = quiet_config("mlp(hidden=[16])", 100, 3);
+  c.optimizer = spec("sgd(lr=0.1)");
+  c.save_path = checkpoint.string();
+  for (const char* schedule : {"cosine", "linear(final=0.01)"}) {
+    CAPTURE(schedule);
+    c.schedule = spec(schedule);
+    c.epochs = 3;
+    c.resume_path.clear();
+    first_epoch_of(c, sets);
+    c.resume_path = checkpoint.string();
+    c.epochs = 3;  // 3 more: a run of 4, where the schedule was laid over 3
+    const std::string expected = "checkpoint " + checkpoint.string() + ": the schedule " + c.schedule.text() +
+                                 " spans the whole run, 3 epochs when it started; resuming after epoch 1 with --epochs "
+                                 "3 would make it 4 and change its rates from here on (--epochs 2 finishes it)";
+    CHECK_THROWS_WITH_AS(examples::train(c, sets), doctest::Contains(expected.c_str()), std::runtime_error);
+    c.epochs = 2;
+    CHECK(examples::train(c, sets).epochs.size() == 2);
+  }
+  // Rates that do not depend on the run's length: a resumed run may be longer than planned.
+  for (const char* schedule : {"constant", "constant(warmup=2)", "step(every=1,gamma=0.5)", "linear(final=0.01,epochs=2)"}) {
+    CAPTURE(schedule);
+    c.schedule = spec(schedule);
+    c.epochs = 2;
+    c.resume_path.clear();
+    first_epoch_of(c, sets);
+    c.resume_path = checkpoint.string();
+    c.epochs = 3;
+    CHECK(examples::train(c, sets).epochs.size() == 3);
   }
   fs::remove(checkpoint);
 }

@@ -235,6 +235,25 @@ std::string run_settings(const RunConfig& c) {
                                          : std::string("off"));
 }
 
+/// The key of run/settings' line for the run's length in epochs, kept when the schedule spans the whole run.
+constexpr const char* kHorizonKey = "the run's length in epochs, which the schedule spans";
+
+/// The run's length in epochs (last_epoch) when the schedule's rates depend on it (linear or cosine over the
+/// whole run, however nested), else "": probed by building the schedule for this length and for twice it.
+std::string schedule_horizon(const RunConfig& c, std::size_t batches_per_epoch, std::size_t last_epoch) {
+  if (c.epochs == 0 || last_epoch == 0 || is_constant_schedule(c.schedule)) return "";
+  const std::size_t per_epoch = c.lr_per_epoch ? 1 : batches_per_epoch;
+  auto rate = [&](std::size_t epochs, double t) {
+    return optim::make_schedule(c.schedule, {.base_lr = c.lr(), .steps_per_epoch = per_epoch,
+                                             .total_steps = epochs * per_epoch})->lr_at(t);
+  };
+  const double middle = 0.5 * static_cast<double>(last_epoch * per_epoch);
+  for (double t : {1.0, middle}) {
+    if (rate(last_epoch, t) != rate(2 * last_epoch, t)) return std::to_string(last_epoch);
+  }
+  return "";
+}
+
 /// Text in a checkpoint: one element per byte (a checkpoint holds tensors only; f32 keeps 0 ... 255 exactly).
 ag::Tensor text_tensor(const std::string& text) {
   std::vector<float> bytes;
@@ -253,7 +272,7 @@ std::optional<std::string> tensor_text(const ag::Tensor& tensor) {
 }
 
 void save_checkpoint(const std::string& path, const nn::Module& model, const optim::Optimizer& optimizer,
-                     const Position& at, const RunResult& result, const RunConfig& config) {
+                     const Position& at, const RunResult& result, const RunConfig& config, const std::string& horizon) {
   std::vector<nn::NamedTensor> entries = with_prefix("model/", model.state_dict());
   for (auto& entry : with_prefix("optim/", optimizer.state())) entries.push_back(entry);
   auto scalar = [&](const std::string& name, double value) {
@@ -270,7 +289,8 @@ void save_checkpoint(const std::string& path, const nn::Module& model, const opt
   scalar("run/epoch_loss_sum", at.loss_sum);
   scalar("run/epoch_correct", static_cast<double>(at.correct));
   scalar("run/epoch_seen", static_cast<double>(at.seen));
-  entries.emplace_back("run/settings", text_tensor(run_settings(config)));
+  const std::string length = horizon.empty() ? "" : fmt::format("{}\t{}\n", kHorizonKey, horizon);
+  entries.emplace_back("run/settings", text_tensor(run_settings(config) + length));
   nn::save_tensors(path, entries);
 }
 
@@ -335,6 +355,23 @@ void check_same_settings(const std::vector<nn::NamedTensor>& entries, const std:
   }
 }
 
+/// The schedule spans the whole run: a resumed run keeps its length (`horizon`, "" when the schedule does not
+/// depend on it), or its rates would change from here on.
+void check_same_horizon(const std::vector<nn::NamedTensor>& entries, const std::string& path, const RunConfig& config,
+                        std::size_t at_epoch, const std::string& horizon) {
+  auto entry = std::find_if(entries.begin(), entries.end(), [](const auto& e) { return e.first == "run/settings"; });
+  if (entry == entries.end() || horizon.empty()) return;
+  const std::map<std::string, std::string> saved = settings_by_flag(tensor_text(entry->second).value_or(""));
+  auto was = saved.find(kHorizonKey);
+  if (was == saved.end() || was->second == horizon) return;
+  const long long left = std::stoll(was->second) - static_cast<long long>(at_epoch);
+  throw std::runtime_error(fmt::format(
+      "checkpoint {}: the schedule {} spans the whole run, {} epochs when it started; resuming after epoch {} with "
+      "--epochs {} would make it {} and change its rates from here on ({})",
+      path, config.schedule.text(), was->second, at_epoch, config.epochs, horizon,
+      left > 0 ? fmt::format("--epochs {} finishes it", left) : std::string("the run is finished")));
+}
+
 /// A resumed run goes on as it was started: the same seed (the shuffles), batch size and base rate, and the
 /// same settings (run_settings).
 void check_same_run(const std::vector<nn::NamedTensor>& entries, const std::string& path, const RunConfig& config) {
@@ -381,8 +418,11 @@ class Trainer {
       throw std::runtime_error("the evaluation splits are asked for, but the data has no train-eval or validation "
                                "set (load_datasets makes them)");
     }
-    if (!config.resume_path.empty()) resume();
+    std::vector<nn::NamedTensor> checkpoint;
+    if (!config.resume_path.empty()) checkpoint = resume();
     last_epoch_ = at_.epoch + config.epochs;
+    horizon_ = schedule_horizon(config, loader_.num_batches(), last_epoch_);
+    check_same_horizon(checkpoint, config.resume_path, config, at_.epoch, horizon_);
     scheduler_ = make_scheduler(config, *optimizer_, loader_.num_batches(), last_epoch_);
     if (scheduler_) scheduler_->set_t(config.lr_per_epoch ? at_.epoch : at_.step);
     open_log();
@@ -409,7 +449,8 @@ class Trainer {
   }
 
  private:
-  void resume() {
+  /// The checkpoint's entries, after every check and with the run's position read from them.
+  std::vector<nn::NamedTensor> resume() {
     const std::string& path = config_.resume_path;
     std::vector<nn::NamedTensor> entries = nn::load_tensors(path);
     check_entry_names(entries, path);
@@ -435,6 +476,7 @@ class Trainer {
     result_.seconds = scalar_entry(entries, "run/seconds", path, 0, 1e12);
     // Replaying the earlier epochs' shuffles puts a resumed run on the same sample order.
     for (std::size_t e = 0; e < at_.epoch; ++e) loader_.begin_epoch();
+    return entries;
   }
 
   void open_log() {
@@ -621,7 +663,9 @@ class Trainer {
   }
 
   void save() {
-    if (!config_.save_path.empty()) save_checkpoint(config_.save_path, model_, *optimizer_, at_, result_, config_);
+    if (!config_.save_path.empty()) {
+      save_checkpoint(config_.save_path, model_, *optimizer_, at_, result_, config_, horizon_);
+    }
   }
 
   nn::Module& model_;
@@ -637,6 +681,7 @@ class Trainer {
   bool in_epoch_ = false;
   Position at_;
   std::size_t last_epoch_ = 0;
+  std::string horizon_;  // schedule_horizon: the run's length, when the schedule spans it
   RunResult result_;
 };
 
