@@ -1415,6 +1415,36 @@ TEST_CASE("sgd(in_backward=true) trains as sgd does; --track grad-norm is refuse
   CHECK(run("sgd(lr=0.1,in_backward=true)", {examples::resolve_tracker(spec("update-norm"))}).steps == 10);
 }
 
+TEST_CASE("logs: a refused run leaves an existing --log as it was; a resume with other tracker columns is refused") {
+  examples::Datasets data = mnist_subset(300);
+  RunConfig c = quiet_config("mlp(hidden=[16])", 100, 1);
+  c.optimizer = spec("sgd(lr=0.1,in_backward=true)");
+  const fs::path log = temp_path("kept_log.csv"), track = temp_path("kept_track.csv"), ckpt = temp_path("kept.ckpt");
+  std::ofstream(log) << "yesterday's log\n";
+  c.log_path = log.string();
+  c.track = {examples::resolve_tracker(spec("grad-norm"))};  // refused beside in_backward, after the log was opened
+  c.track_log = track.string();
+  CHECK_THROWS_WITH_AS(examples::train(c, data), doctest::Contains("--track grad-norm"), std::runtime_error);
+  CHECK(read_file(log) == "yesterday's log\n");
+
+  // A run tracked with grad-norm, stopped after its first epoch, resumed tracking update-norm: the old rows would
+  // sit under the new column.
+  c.optimizer = spec("sgd(lr=0.1)");
+  c.log_path.clear();
+  c.epochs = 2;
+  c.save_path = ckpt.string();
+  first_epoch_of(c, data);
+  c.resume_path = ckpt.string();
+  c.epochs = 1;
+  c.track = {examples::resolve_tracker(spec("update-norm"))};
+  const std::string expected =
+      track.string() + ": its columns are 'step,epoch,loss,grad_norm', this run's are 'step,epoch,loss,update_norm";
+  CHECK_THROWS_WITH_AS(examples::train(c, data), doctest::Contains(expected.c_str()), std::runtime_error);
+  c.track = {examples::resolve_tracker(spec("grad-norm"))};
+  CHECK(examples::train(c, data).epochs.size() == 1);
+  for (const fs::path& p : {log, track, ckpt}) fs::remove(p);
+}
+
 TEST_CASE("--track: a per-step CSV; SGD's update norm is lr times the gradient norm; sharpness is the Hessian's top "
           "eigenvalue on the subset") {
   RunConfig c = quiet_config("mlp(hidden=[16])", 100, 1);

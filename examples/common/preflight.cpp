@@ -41,6 +41,16 @@ void cut_log(const std::string& path, std::size_t epochs, const std::string& hea
   std::string kept = header;
   std::ifstream in(path);
   if (in) {
+    std::string first;
+    // Another run's columns (another --track set, or another program's log at this path) would be kept under
+    // this header, relabelled: refused. A header cut short (killed while writing it) is this one's.
+    if (std::getline(in, first) && !first.empty() && first + "\n" != header && !header.starts_with(first)) {
+      throw std::runtime_error(fmt::format("{}: its columns are '{}', this run's are '{}': it is not this run's log "
+                                           "(give the path the run was started with)", path, first,
+                                           header.substr(0, header.size() - 1)));
+    }
+    in.clear();
+    in.seekg(0);
     for (std::string line; std::getline(in, line);) {
       if (!line.empty() && line + "\n" != header && std::strtoull(line.c_str(), nullptr, 10) <= epochs &&
           std::isdigit(static_cast<unsigned char>(line[0]))) {

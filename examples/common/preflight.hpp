@@ -20,7 +20,7 @@ void probe_model(nn::Module& model, const data::Dataset& dataset, bool image_sha
 /// Cuts the per-epoch CSV log at `path` back to `header` (its first line, with its newline) and the rows of
 /// epochs 1..`epochs` (a resumed run appends from there: after a crash, the epochs trained after the
 /// checkpoint may be in it already). Written atomically (data::write_file_atomically); std::runtime_error
-/// naming the file and strerror.
+/// naming the file and strerror, or naming both headers when the file's is another (another run's columns).
 void cut_log(const std::string& path, std::size_t epochs, const std::string& header);
 
 /// Creates the output directory `dir` (given by `flag`) and checks that each of `files` can be written in it

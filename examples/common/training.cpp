@@ -425,10 +425,13 @@ class Trainer {
     check_same_horizon(checkpoint, config.resume_path, config, at_.epoch, horizon_);
     scheduler_ = make_scheduler(config, *optimizer_, loader_.num_batches(), last_epoch_);
     if (scheduler_) scheduler_->set_t(config.lr_per_epoch ? at_.epoch : at_.step);
+    // Every output checked before any is opened (opening a new log truncates it): a refusal loses no file.
+    if (!config.log_path.empty()) data::check_writable(config.log_path, "the log");
+    if (config.evaluation_splits && !config.eval_log.empty()) data::check_writable(config.eval_log, "the evaluation log");
+    track_ = TrackLog(config.track, config.track_log, model_, data.train, config.images, at_.step, config.loss,
+                      !optimizer_->updates_in_backward());  // checks its trackers, then opens its log
     open_log();
     open_eval_log();
-    track_ = TrackLog(config.track, config.track_log, model_, data.train, config.images, at_.step, config.loss,
-                      !optimizer_->updates_in_backward());
   }
 
   RunResult run(const EpochCallback& on_epoch) {
@@ -513,7 +516,6 @@ class Trainer {
 
   void open_eval_log() {
     if (!config_.evaluation_splits || config_.eval_log.empty()) return;
-    data::check_writable(config_.eval_log, "the evaluation log");
     const bool append = at_.step > 0;
     if (append) cut_log(config_.eval_log, at_.step, eval_csv_header());
     eval_log_ = RowLog(config_.eval_log, "the evaluation log", append, eval_csv_header());
