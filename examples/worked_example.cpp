@@ -3,6 +3,7 @@
 // Prints a, da/df and da/dg from one backward pass, beside the closed forms a = (3 + f + f g)(f g + 2) and
 // da/df = 2 + 5g + 2fg + 2fg^2 (004's step v), da/dg = f (c + b), one `name value` pair a line.
 // usage: worked_example [F G]   (004: f = 4, g = 2, where a = 150 and da/df = 60)
+#include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -51,5 +52,9 @@ int main(int argc, char** argv) {
   std::printf("closed_form_a %.17g\n", (3 + f0 + f0 * g0) * (f0 * g0 + 2));
   std::printf("closed_form_da/df %.17g\n", 2 + 5 * g0 + 2 * f0 * g0 + 2 * f0 * g0 * g0);
   std::printf("closed_form_da/dg %.17g\n", f0 * (cv + bv));
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {  // a full disk: said, never a silent 0
+    std::fprintf(stderr, "worked_example: writing the standard output failed: %s\n", std::strerror(errno));
+    return 2;
+  }
   return 0;
 }

@@ -121,6 +121,11 @@ ag::Tensor read_tensor(Reader& reader, const std::string& name) {
 }  // namespace
 
 std::string serialize_tensors(const std::vector<NamedTensor>& entries, const std::string& source) {
+  // The reader's bounds: a file it would refuse is not written.
+  if (entries.size() > kMaxEntries) {
+    throw std::invalid_argument(fmt::format("save_tensors: {} entries, more than the {} a checkpoint holds ({})",
+                                            entries.size(), kMaxEntries, source));
+  }
   std::string bytes(kMagic, sizeof(kMagic));
   put(bytes, kVersion);
   put(bytes, static_cast<std::uint32_t>(entries.size()));
@@ -129,6 +134,10 @@ std::string serialize_tensors(const std::vector<NamedTensor>& entries, const std
     if (!tensor.defined()) throw std::invalid_argument(fmt::format("save_tensors: '{}' is undefined", name));
     if (!names.insert(name).second) {
       throw std::invalid_argument(fmt::format("save_tensors: '{}' is given twice ({})", name, source));
+    }
+    if (name.size() > kMaxNameLength) {
+      throw std::invalid_argument(fmt::format("save_tensors: the name '{}...' is {} bytes, more than {} ({})",
+                                              name.substr(0, 40), name.size(), kMaxNameLength, source));
     }
     put(bytes, static_cast<std::uint32_t>(name.size()));
     bytes += name;
@@ -164,6 +173,11 @@ void save_tensors(const std::string& path, const std::vector<NamedTensor>& entri
 }
 
 std::vector<NamedTensor> load_tensors(const std::string& path) {
+  // The magic first: a wrong path to a large file is refused before all of it is read.
+  const std::string start = data::read_regular_file_start(path, "checkpoint", sizeof(kMagic));
+  if (start.size() < sizeof(kMagic) || std::memcmp(start.data(), kMagic, sizeof(kMagic)) != 0) {
+    Reader(start, path).fail("not a checkpoint (bad magic)");
+  }
   return parse_tensors(data::read_regular_file(path, "checkpoint"), path);
 }
 

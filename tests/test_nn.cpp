@@ -653,6 +653,43 @@ TEST_CASE("load_tensors: extents whose product overflows, or larger than the fil
   CHECK_MESSAGE(has(large, "'w': shape [2, 1000000000] needs 8000000000 bytes, but only 24 remain"), large);
 }
 
+TEST_CASE("load_tensors: every refusal of the header and the entries names what is wrong") {
+  // One entry "w" of f32[2, 3]: magic 0-7, version 8-11, count 12-15, name length 16-19, name 20, dtype 21,
+  // rank 22, extents 23-38, data 39-62, checksum 63-70.
+  const std::string good = nn::serialize_tensors({{"w", Tensor::zeros(Shape{2, 3})}}, "memory");
+  REQUIRE(good.size() == 71);
+  auto patched = [&](std::size_t at, auto value) {
+    std::string bytes = good;
+    std::memcpy(bytes.data() + at, &value, sizeof(value));
+    return with_checksum(bytes);
+  };
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {patched(8, std::uint32_t{7}), "version 7 is not supported"},
+      {patched(12, std::uint32_t{(1u << 20) + 1}), "implausible entry count 1048577"},
+      {patched(16, std::uint32_t{5000}), "entry 0: implausible name length 5000"},
+      {patched(21, std::uint8_t{2}), "'w': unknown dtype code 2"},
+      {patched(22, std::uint8_t{9}), "'w': rank 9 exceeds"},
+      {with_checksum(good.substr(0, 63) + std::string(4, '\0') + good.substr(63)), "trailing bytes after the last entry"}};
+  for (const auto& [bytes, expected] : cases) {
+    CAPTURE(expected);
+    const std::string message = message_of([&] { nn::parse_tensors(bytes, "crafted"); });
+    CHECK_MESSAGE(has(message, "checkpoint crafted: " + expected), message);
+  }
+}
+
+TEST_CASE("save_tensors: a checkpoint the reader would refuse is not written; a wrong file is refused by its magic") {
+  ScratchDir dir;
+  const std::string long_name(5000, 'a');
+  CHECK(has(message_of([&] { nn::save_tensors(dir.file("long"), {{long_name, Tensor::ones(Shape{1})}}); }),
+            "is 5000 bytes, more than 4096"));
+  CHECK_FALSE(std::filesystem::exists(dir.file("long")));
+  // A large file that is not a checkpoint: refused by its first 8 bytes, not read whole (a sparse 1 TB file).
+  const std::string sparse = dir.file("sparse");
+  std::ofstream(sparse) << "NOTACKPT";
+  std::filesystem::resize_file(sparse, std::uintmax_t{1} << 40);
+  CHECK(has(message_of([&] { nn::load_tensors(sparse); }), "checkpoint " + sparse + ": not a checkpoint (bad magic)"));
+}
+
 TEST_CASE("load_tensors refuses what is not a regular file before reading it, and names I/O errors") {
   ScratchDir dir;
   CHECK(has(message_of([&] { nn::load_tensors(dir.file("")); }), "is a directory, not a regular file"));

@@ -504,6 +504,12 @@ TEST_CASE("a full stdout or stderr, or a file past ulimit -f: an exit code and a
   // A whole run whose results could not be printed: not exit 0.
   CHECK(shell(mlp + small + " > /dev/full 2> " + err) == 2);
   CHECK(read_file(err).find("mnist_mlp: writing the standard output failed") != std::string::npos);
+  // The worked example too (it prints its values and ends).
+  const std::string worked = std::string(TAPEGRAD_EXAMPLES_DIR) + "/worked_example";
+  CHECK(shell(worked + " > /dev/full 2> " + err) == 2);
+  CHECK(read_file(err).find("worked_example: writing the standard output failed: No space left on device") !=
+        std::string::npos);
+  CHECK(shell(worked + " > /dev/null") == 0);
   // An error with nowhere to say it: still its exit code, not a signal.
   CHECK(shell(mlp + " --epochs -1 2> /dev/full") == 2);
   CHECK(shell(mlp + " --data /nonexistent-folder > /dev/full 2> /dev/full") == 2);
