@@ -465,6 +465,12 @@ TEST_CASE("whole-number flags: a sign, an overflow or more images than there are
   refused("mnist_mlp", {"--seed", "18446744073709551616"}, "--seed: 18446744073709551616 is too large");
   refused("mnist_mlp", {"--epochs", "1e30"}, "--epochs: 1e30 is too large");
   refused("mnist_mlp", {"--epochs", "1e999"}, "--epochs: 1e999 is too large");  // past the doubles too
+  // Counts that fit 64 bits but would overflow a run's steps, or round an epoch to no batch.
+  refused("mnist_mlp", {"--epochs", "1000001"}, "--epochs: must be at most 1000000, got 1000001");
+  refused("mnist_mlp", {"--batch-size", "18446744073709551615"},
+          "--batch-size: must be at most 4294967296, got 18446744073709551615");
+  refused("compare_optimizers", {"--batch-sizes", "100,4294967297"},
+          "--batch-sizes: each in [1, 4294967296], got 4294967297");
   refused("mnist_mlp", {"--epochs", "1e-999"}, "--epochs: '1e-999' is not a whole number");
   refused("mnist_mlp", {"--epochs", "-1e999"}, "--epochs: '-1e999' is not a whole number");
   refused("mnist_mlp", {"--epochs", "1.5"}, "--epochs: '1.5' is not a whole number");

@@ -229,7 +229,8 @@ void add_data_flags(CLI::App& app, RunFlags::Raw& raw) {
 /// The flags of one run that a grid of runs cannot share.
 void add_single_run_flags(CLI::App& app, RunFlags::Raw& raw, bool shown) {
   const std::string group = shown ? "Options" : "";  // CLI11 hides options of the empty group
-  count_option(app.add_option("--batch-size", raw.batch_size, "samples per step: 1 is online, 60000 full batch"), 1)
+  count_option(app.add_option("--batch-size", raw.batch_size, "samples per step: 1 is online, 60000 full batch"), 1,
+               kMaxBatchSize)
       ->capture_default_str()
       ->group(group);
   count_option(app.add_option("--seed", raw.seed, "seed of the initial weights, the shuffling and every random stream"))
@@ -263,7 +264,8 @@ void add_problem_listing(CLI::App& app, const bool& markdown) {
 
 void add_run_control_flags(CLI::App& app, RunFlags::Raw& raw) {
   count_option(app.add_option("--epochs", raw.epochs,
-                 "epochs to train (with --resume: epochs after the last complete one; 0 only evaluates)"))
+                 "epochs to train (with --resume: epochs after the last complete one; 0 only evaluates)"),
+               0, kMaxEpochs)
       ->capture_default_str();
   app.add_option("--init", raw.init,
                  "initialiser: default (U(+-1/sqrt(fan_in))), normal (N(0,1)*0.01, as 001), xavier, xavier-normal, "

@@ -645,7 +645,9 @@ LabConfig LabFlags::config() const {
   const bool problem_batch = !lab.base.problem.empty() && app_.count("--batch-sizes") == 0;
   lab.batch_sizes = problem_batch ? std::vector<std::size_t>{lab.base.batch_size} : batch_sizes_;
   require(!lab.batch_sizes.empty(), "--batch-sizes: at least one batch size");
-  for (std::size_t b : lab.batch_sizes) require(b >= 1, "--batch-sizes: each at least 1");
+  for (std::size_t b : lab.batch_sizes) {
+    require(b >= 1 && b <= kMaxBatchSize, fmt::format("--batch-sizes: each in [1, {}], got {}", kMaxBatchSize, b));
+  }
   lab.seeds = seeds_;
   require(!lab.seeds.empty(), "--seeds: at least one seed");
   lab.thresholds = targets_;
