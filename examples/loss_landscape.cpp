@@ -90,8 +90,18 @@ Batch first_images(const data::Dataset& d, std::size_t count) {
           std::vector<std::int32_t>(d.labels.begin(), d.labels.begin() + static_cast<std::ptrdiff_t>(count))};
 }
 
+/// An optimiser's run that diverged: nothing of the study is written.
+struct Diverged : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// Whether every value of the flat weights is finite.
+bool finite(const std::vector<double>& flat) {
+  return std::all_of(flat.begin(), flat.end(), [](double v) { return std::isfinite(v); });
+}
+
 /// Trains `run.spec` from the model's current weights, on the batches in order; fills run.path with the flat
-/// weights every kEvery steps, the initial and final ones included.
+/// weights every kEvery steps, the initial and final ones included. Diverged at a non-finite loss or weights.
 void train(nn::Module& model, const Batch& data, const Settings& s, Run& run) {
   std::unique_ptr<optim::Optimizer> opt = optim::make_optimizer(run.spec, model.named_parameters());
   const analysis::ParamLayout layout(model.parameters(), "loss_landscape");
@@ -104,6 +114,10 @@ void train(nn::Module& model, const Batch& data, const Settings& s, Run& run) {
       std::span<const std::int32_t> labels(data.labels.data() + start, size);
       opt->zero_grad();
       ag::Tensor loss = ag::cross_entropy(model(ag::narrow(data.x, 0, start, size)), labels);
+      if (!std::isfinite(loss.item())) {
+        throw Diverged(fmt::format("'{}' diverged: the training loss became {} at step {} (epoch {})", run.label,
+                                   loss.item(), run.steps + 1, epoch));
+      }
       sum += loss.item() * static_cast<double>(size);
       ag::backward(loss);
       opt->step();
@@ -112,6 +126,10 @@ void train(nn::Module& model, const Batch& data, const Settings& s, Run& run) {
     fmt::print("{}: epoch {}: training loss {:.4f}\n", run.label, epoch, sum / static_cast<double>(n));
   }
   if (run.steps % kEvery != 0) run.path.push_back(layout.flatten(layout.params(), "loss_landscape"));
+  if (!finite(run.path.back())) {
+    throw Diverged(fmt::format("'{}' diverged: its last update made the weights non-finite (step {})", run.label,
+                               run.steps));
+  }
 }
 
 /// Writes flat values into the parameters (not recorded).
@@ -453,7 +471,13 @@ int run(const Settings& s) {
                                                        nn::Init::default_uniform, &gen);
   std::vector<ag::Tensor> params = model->parameters(), initial;
   for (const ag::Tensor& p : params) initial.push_back(p.clone());
-  const std::vector<Run> runs = train_all(*model, train_data, s);
+  std::vector<Run> runs;
+  try {
+    runs = train_all(*model, train_data, s);
+  } catch (const Diverged& diverged) {
+    fmt::print(stderr, "loss_landscape: {}; nothing is written (a lower rate?)\n", diverged.what());
+    return 3;
+  }
   const std::vector<std::vector<double>>& path = runs.front().path;
   std::vector<ag::Tensor> trained;
   for (const ag::Tensor& p : params) trained.push_back(p.clone());

@@ -365,6 +365,24 @@ TEST_CASE("loss_landscape: the 1-D curve from the initial to the final weights, 
   }
 }
 
+TEST_CASE("loss_landscape: an optimiser that diverges stops it with exit 3, naming the spec and the step; nothing "
+          "written") {
+  REQUIRE(has_mnist());
+  const fs::path out = scratch("landscape_diverged");
+  fs::remove_all(out);
+  fs::create_directories(out);
+  std::ofstream(out / "paths.csv") << "an earlier study's\n";
+  Outcome o = run("loss_landscape", {"--optimizers", "adam(lr=1e-3)", "sgd(lr=1e45)", "--epochs", "1",
+                                     "--train-size", "200", "--subset", "100", "--grid", "3", "--no-plots",
+                                     "--out", out.string()});
+  INFO(o.out << o.err);
+  CHECK(o.code == 3);
+  CHECK(o.err.find("loss_landscape: 'sgd(lr=1e45)' diverged: ") != std::string::npos);
+  CHECK(o.err.find("nothing is written") != std::string::npos);
+  CHECK_FALSE(fs::exists(out / "interpolation.csv"));
+  CHECK(read_file(out / "paths.csv") == "an earlier study's\n");
+}
+
 TEST_CASE("loss_landscape and optimizer_paths: a grid that would overflow or an optimiser they cannot step is a flag "
           "error (exit 2), before the data is read") {
   const std::string nowhere = scratch("no-data").string();
