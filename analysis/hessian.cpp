@@ -1,5 +1,7 @@
 #include "analysis/hessian.hpp"
 
+#include <unistd.h>
+
 #include <span>
 #include <stdexcept>
 
@@ -185,6 +187,15 @@ std::vector<ag::Tensor> hvp(const ChunkFn& chunk_fn, std::size_t chunks, const s
 
 std::vector<double> dense(const LinearOperator& op) {
   const std::size_t n = op.size();
+  // n^2 doubles, checked against the machine's memory before the first product (a model's Hessian is
+  // easily terabytes: an out-of-memory kill, or a bare bad_alloc, would say nothing).
+  const double bytes = 8.0 * static_cast<double>(n) * static_cast<double>(n);
+  const double memory = static_cast<double>(::sysconf(_SC_PHYS_PAGES)) * static_cast<double>(::sysconf(_SC_PAGESIZE));
+  if (memory > 0 && bytes > memory) {
+    throw std::invalid_argument(fmt::format("dense: a {} x {} matrix needs {:.1f} GB, more than this machine's {:.1f} "
+                                            "GB of memory (Lanczos or power iteration need only products)",
+                                            n, n, bytes / 1e9, memory / 1e9));
+  }
   std::vector<double> a(n * n), e(n, 0.0);
   for (std::size_t j = 0; j < n; ++j) {
     e[j] = 1.0;

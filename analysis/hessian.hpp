@@ -154,6 +154,7 @@ std::vector<ag::Tensor> hvp(const ChunkFn& chunk_fn, std::size_t chunks, const s
                             const std::vector<ag::Tensor>& v);
 
 /// The operator as a dense row-major n x n matrix, one product per column, symmetrised ((A + A^T) / 2).
+/// Throws std::invalid_argument, before any product, when n^2 doubles exceed the machine's memory.
 std::vector<double> dense(const LinearOperator& op);
 /// The full Hessian of f (one element, on the tape, computed from the tensors `x`, which must require
 /// grad) with respect to x, flat over x's tensors: n x n, row-major, n products.

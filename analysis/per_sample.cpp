@@ -1,6 +1,7 @@
 #include "analysis/per_sample.hpp"
 
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <stdexcept>
 #include <typeinfo>
@@ -530,11 +531,26 @@ NoiseScale noise_scale(const PerSampleGradients& g) {
 
 NoiseScale noise_scale(const PerSampleSqNorms& s) {
   check_samples(s, "noise_scale");
+  if (s.sq_norms.size() != s.batch || s.gradient.size() != s.params.size()) {
+    throw std::invalid_argument(fmt::format("noise_scale: {} squared norms for a batch of {}, {} gradients for {} "
+                                            "parameters", s.sq_norms.size(), s.batch, s.gradient.size(), s.params.size()));
+  }
+  for (std::size_t k = 0; k < s.params.size(); ++k) {
+    if (!s.gradient[k].defined() || s.gradient[k].numel() != s.params[k].numel()) {
+      throw std::invalid_argument(fmt::format("noise_scale: the gradient of parameter {} is {}, the parameter {}", k,
+                                              s.gradient[k].defined() ? s.gradient[k].describe() : "undefined",
+                                              s.params[k].describe()));
+    }
+  }
   const double batch = static_cast<double>(s.batch);
   double small = 0, big = 0;
   for (double v : s.sq_norms) small += v;
   for (const Tensor& t : s.gradient) {
     for (double v : t.to_vector()) big += v * v;
+  }
+  if (std::isnan(small) || std::isnan(big)) {  // NaN weights or data: the estimate is NaN, as from the gradients
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    return {nan, nan, nan};
   }
   return noise_scale(small / (s.scale * s.scale * batch), 1, big / (s.scale * s.scale * batch * batch), s.batch);
 }

@@ -128,8 +128,9 @@ struct NoiseScale {
 /// From one batch's per-sample gradients. Throws std::invalid_argument if B < 2.
 NoiseScale noise_scale(const PerSampleGradients& g);
 /// From per-sample squared norms: the two-batch estimator with |G_1|^2 = sum_n ||g_n||^2 / (s^2 B) and
-/// |G_B|^2 = ||dL/dp||^2 / (s B)^2, the same estimate as from the per-sample gradients themselves.
-/// Throws std::invalid_argument if B < 2.
+/// |G_B|^2 = ||dL/dp||^2 / (s B)^2, the same estimate as from the per-sample gradients themselves (NaN when
+/// a norm is). Throws std::invalid_argument if B < 2, or the norms or gradients do not fit the batch and
+/// parameters.
 NoiseScale noise_scale(const PerSampleSqNorms& s);
 /// From |G_Bsmall|^2 and |G_Bbig|^2, the squared norms of the mean per-example gradient over batches of
 /// b_small and b_big samples. Throws std::invalid_argument unless 0 < b_small < b_big and both norms are

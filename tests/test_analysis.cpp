@@ -375,6 +375,17 @@ TEST_CASE("eigenpairs: the same seed gives the same pairs; k and steps are check
   CHECK_THROWS_WITH_AS(analysis::lanczos(op, Vec(10, 0.0), 5), doctest::Contains("length 0"), std::invalid_argument);
 }
 
+TEST_CASE("dense: a matrix larger than the machine's memory is refused before any product") {
+  std::size_t products = 0;
+  analysis::FunctionOperator huge(std::size_t{1} << 24, [&](const Vec& v) {
+    ++products;
+    return v;
+  });
+  CHECK_THROWS_WITH_AS(analysis::dense(huge), doctest::Contains("dense: a 16777216 x 16777216 matrix needs 2251799.8 GB"),
+                       std::invalid_argument);
+  CHECK(products == 0);
+}
+
 TEST_CASE("eigenpairs and density: a NaN in the operator is refused at its first product, not after all of them") {
   Quadratic f;
   Vec a = f.a;

@@ -299,6 +299,20 @@ TEST_CASE("trajectory_pca: a trajectory in a known 2-D plane") {
   }
 }
 
+TEST_CASE("trajectory_pca: the differences from the final point are centred before their directions are taken") {
+  // theta_i = final + e2 + i e1 (i = 0..4), then final = 0: the differences (i, 1, 0) vary along e1 alone once
+  // their mean (2, 1, 0) is taken off; uncentred, e2 would carry a share of the variance.
+  std::vector<Vec> points;
+  for (int i = 0; i < 5; ++i) points.push_back({static_cast<double>(i), 1.0, 0.0});
+  points.push_back({0.0, 0.0, 0.0});
+  const analysis::TrajectoryPca pca = analysis::trajectory_pca(points);
+  CHECK(pca.explained_variance_ratio[0] == doctest::Approx(1.0).epsilon(1e-12));
+  CHECK(pca.explained_variance_ratio[1] == doctest::Approx(0.0).epsilon(1e-12));
+  REQUIRE(pca.direction_x.size() == 3);
+  CHECK(std::abs(pca.direction_x[0]) == doctest::Approx(1.0).epsilon(1e-12));
+  CHECK(std::abs(pca.direction_x[1]) < 1e-12);
+}
+
 TEST_CASE("trajectories_pca: several paths from one start in a known 2-D plane project back exactly") {
   ag::Generator gen(7);
   const std::size_t n = 50;

@@ -491,6 +491,18 @@ TEST_CASE("per-sample errors name what is wrong") {
   CHECK_THROWS_WITH_AS(analysis::noise_scale(wrong),
                        doctest::Contains("the per-sample gradients of '0.0.bias' are f64[4, 6], not f64[4, 7]"),
                        std::invalid_argument);
+  // Squared norms that do not fit their batch or parameters are refused; a NaN one gives NaN, as the gradients do.
+  analysis::PerSampleSqNorms norms = analysis::per_sample_sq_norms(*model, x, labels);
+  analysis::PerSampleSqNorms short_norms = norms;
+  short_norms.sq_norms.pop_back();
+  CHECK_THROWS_WITH_AS(analysis::noise_scale(short_norms), doctest::Contains("3 squared norms for a batch of 4"),
+                       std::invalid_argument);
+  analysis::PerSampleSqNorms wrong_gradient = norms;
+  wrong_gradient.gradient[0] = Tensor::zeros(ag::Shape{2}, DType::f64);
+  CHECK_THROWS_WITH_AS(analysis::noise_scale(wrong_gradient), doctest::Contains("the gradient of parameter 0 is f64[2]"),
+                       std::invalid_argument);
+  norms.sq_norms[1] = std::nan("");
+  CHECK(std::isnan(analysis::noise_scale(norms).simple));
   CHECK_THROWS_WITH_AS(analysis::noise_scale(1.0, 8, 0.5, 8), doctest::Contains("0 < B_small < B_big, got 8 and 8"),
                        std::invalid_argument);
   CHECK_THROWS_WITH_AS(analysis::noise_scale(-1.0, 4, 0.5, 8), doctest::Contains("finite and non-negative"),
