@@ -137,8 +137,8 @@ void declare_flags(CLI::App& app, Settings& s) {
   app.add_option("--threads", s.threads, "BLAS threads")->check(CLI::Range(1, 256))->capture_default_str();
   examples::path_option(app.add_option("--out", s.out, "output directory: elements.csv, summary.csv, histogram.csv, PNGs"))
       ->capture_default_str();
-  app.add_option("--gnuplot", s.gnuplot, "the gnuplot program that draws the PNGs")->capture_default_str();
-  app.add_flag("--no-plots", s.no_plots, "write the CSV files only");
+  CLI::Option* gnuplot = app.add_option("--gnuplot", s.gnuplot, "the gnuplot program that draws the PNGs")->capture_default_str();
+  app.add_flag("--no-plots", s.no_plots, "write the CSV files only")->excludes(gnuplot);
 }
 
 struct Parsed {

@@ -549,25 +549,28 @@ int main(int argc, char** argv) {
   examples::count_option(app.add_option("--seed", s.seed, "seed of the initial weights and the directions"))->capture_default_str();
   examples::path_option(app.add_option("--data", s.data, "the MNIST directory (default: $TAPEGRAD_MNIST_DIR or data/mnist)"));
   examples::path_option(app.add_option("--out", s.out, "output directory"))->capture_default_str();
-  app.add_option("--gnuplot", s.gnuplot, "the gnuplot program that draws the PNGs")->capture_default_str();
-  app.add_flag("--no-plots", s.no_plots, "write the data files only");
+  CLI::Option* gnuplot = app.add_option("--gnuplot", s.gnuplot, "the gnuplot program that draws the PNGs")->capture_default_str();
+  app.add_flag("--no-plots", s.no_plots, "write the data files only")->excludes(gnuplot);  // a flag that would do nothing
   app.add_option("--optimizers", s.optimizers,
                  "optimiser specs, space-separated, each trained from the same start; the first one's weights make the "
                  "1-D curve, the slice and trajectory.png")
       ->capture_default_str();
-  app.add_flag("--spectrum", s.spectrum,
+  CLI::Option* spectrum = app.add_flag("--spectrum", s.spectrum,
                "also the Hessian's spectral density at the first optimiser's final weights (stochastic Lanczos "
                "quadrature), its top eigenvalue and trace: spectrum.csv, spectrum.png");
   app.add_option("--curvature", s.curvature,
                  "--spectrum: of the Hessian, of the generalised Gauss-Newton matrix G = J^T H_z J (the Fisher, for the "
                  "cross-entropy: positive semi-definite), or both in one figure")
       ->check(CLI::IsMember({"hessian", "ggn", "both"}))
-      ->capture_default_str();
+      ->capture_default_str()
+      ->needs(spectrum);
   examples::count_option(app.add_option("--spectrum-probes", s.spectrum_probes, "--spectrum: random probes"), 1, 1000)
-      ->capture_default_str();
+      ->capture_default_str()
+      ->needs(spectrum);
   examples::count_option(app.add_option("--spectrum-steps", s.spectrum_steps, "--spectrum: Lanczos steps per probe"), 2,
                          10000)
-      ->capture_default_str();
+      ->capture_default_str()
+      ->needs(spectrum);
   if (int code = examples::parse(app, argc, argv); code >= 0) return code;
   return examples::checked("loss_landscape", [&] {
     check_settings(s);

@@ -121,8 +121,8 @@ void declare_flags(CLI::App& app, Settings& s) {
   examples::add_list(app, "--start", s.start, "the starting point x,y (default: the function's)");
   examples::count_option(app.add_option("--seed", s.seed, "seed of a noisy function's noise"))->capture_default_str();
   examples::path_option(app.add_option("--out", s.out, "output directory"))->capture_default_str();
-  app.add_option("--gnuplot", s.gnuplot, "the gnuplot program that draws paths.png")->capture_default_str();
-  app.add_flag("--no-plots", s.no_plots, "write the data files only");
+  CLI::Option* gnuplot = app.add_option("--gnuplot", s.gnuplot, "the gnuplot program that draws paths.png")->capture_default_str();
+  app.add_flag("--no-plots", s.no_plots, "write the data files only")->excludes(gnuplot);  // a flag that would do nothing
   app.add_flag_callback(
       "--list-functions",
       [] {
@@ -201,6 +201,10 @@ int main(int argc, char** argv) {
   const problems::TestFunction* function = nullptr;
   if (int code = examples::checked("optimizer_paths", [&] {
         function = &problems::test_functions().at(s.function);
+        if (app.count("--seed") > 0 && !function->noisy) {
+          throw examples::FlagError(fmt::format("--seed: {} is not noisy: the seed would change nothing (the noisy "
+                                                "functions are in --list-functions)", s.function));
+        }
         specs = checked_optimizers(*function, s);
         examples::prepare_output_dir("--out", s.out, {"paths.csv", "paths.dat", "grid.dat", "plot.gp"});
         return 0;

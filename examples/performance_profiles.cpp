@@ -41,8 +41,9 @@ int main(int argc, char** argv) {
   app.add_option("--tau-max", tau_max, "the ratios the profile and its score span: [1, tau-max] (AlgoPerf: 4)")
       ->check(examples::number_from(1, false))
       ->capture_default_str();
-  app.add_option("--gnuplot", gnuplot, "the gnuplot program that draws the figure")->capture_default_str();
-  app.add_flag("--no-plots", no_plots, "write the CSV and Markdown files only");
+  CLI::Option* gnuplot_option =
+      app.add_option("--gnuplot", gnuplot, "the gnuplot program that draws the figure")->capture_default_str();
+  app.add_flag("--no-plots", no_plots, "write the CSV and Markdown files only")->excludes(gnuplot_option);
   if (int code = examples::parse(app, argc, argv); code >= 0) return code;
 
   std::vector<lab::ProblemTimes> problems;

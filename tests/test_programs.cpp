@@ -409,6 +409,28 @@ TEST_CASE("loss_landscape and optimizer_paths: a grid that would overflow or an 
   CHECK(paths.err.find("optimizer_paths: sam: its inner optimiser must step from the gradients alone; lbfgs needs the "
                        "loss itself") != std::string::npos);
   CHECK(!fs::exists(scratch("p5") / "paths.csv"));
+  // Flags that would change nothing are refused, naming what they need or exclude.
+  using Refusal = std::tuple<std::string, std::vector<std::string>, std::string>;
+  for (const auto& [program, flags, message] : std::vector<Refusal>{
+           {"loss_landscape", {"--curvature", "both"}, "--curvature requires --spectrum"},
+           {"loss_landscape", {"--spectrum-probes", "3"}, "--spectrum-probes requires --spectrum"},
+           {"loss_landscape", {"--spectrum-steps", "30"}, "--spectrum-steps requires --spectrum"},
+           {"loss_landscape", {"--no-plots", "--gnuplot", "gp"}, "--gnuplot excludes --no-plots"},
+           {"optimizer_paths", {"--function", "rosenbrock", "--seed", "5"}, "--seed: rosenbrock is not noisy"},
+           {"optimizer_paths", {"--no-plots", "--gnuplot", "gp"}, "--gnuplot excludes --no-plots"},
+           {"performance_profiles", {"x", "--no-plots", "--gnuplot", "gp"}, "--gnuplot excludes --no-plots"},
+           {"gradcheck_report", {"--no-plots", "--gnuplot", "gp"}, "--gnuplot excludes --no-plots"},
+           {"compare_optimizers", {"--no-plots", "--gnuplot", "gp"}, "--gnuplot excludes --no-plots"}}) {
+    std::vector<std::string> args = flags;
+    args.insert(args.end(), {"--out", scratch("p6").string()});
+    Outcome o = run(program, args);
+    CAPTURE(program);
+    CAPTURE(message);
+    CHECK(o.code == 2);
+    CHECK(o.err.find(program + ": " + message) != std::string::npos);
+  }
+  CHECK(run("optimizer_paths", {"--function", "noisy_quadratic", "--seed", "5", "--no-plots", "--out",
+                                scratch("p7").string()}).code == 0);
 }
 
 TEST_CASE("Ctrl-C or SIGTERM: the run finishes its step, writes the checkpoint, the CSV row and the final line, "

@@ -546,8 +546,8 @@ LabFlags::LabFlags(CLI::App& app, LabProgram program)
       ->default_str(joined_numbers(targets_));
   path_option(app.add_option("--out", out_, "output directory (curves.csv, runs.csv, summary.csv, summary.md, targets.csv, *.png)"))
       ->capture_default_str();
-  app.add_option("--gnuplot", gnuplot_, "the gnuplot program that draws the PNGs")->capture_default_str();
-  app.add_flag("--no-plots", no_plots_, "write the CSV and Markdown files only");
+  CLI::Option* gnuplot = app.add_option("--gnuplot", gnuplot_, "the gnuplot program that draws the PNGs")->capture_default_str();
+  app.add_flag("--no-plots", no_plots_, "write the CSV and Markdown files only")->excludes(gnuplot);
   app.add_option("--x-axis", x_axis_, "the figure's x axis: epochs, steps or seconds (training time)")
       ->check(CLI::IsMember({"epochs", "steps", "seconds"}))
       ->capture_default_str();
