@@ -237,10 +237,10 @@ std::vector<double> Newton::solve_full(const Model& model, double mu) {
     double tau = 1e-10 * diag_max;
     while (!damped_factor(tau)) {
       tau *= 10.0;
-      if (!std::isfinite(tau) || tau > 1e10 * diag_max) throw std::runtime_error("newton: the Hessian is not finite");
+      if (!std::isfinite(tau) || tau > 1e10 * diag_max) throw NumericalBreakdown("newton: the Hessian is not finite");
     }
     extra_damping_ = 2.0 * tau;
-    if (!damped_factor(extra_damping_)) throw std::runtime_error("newton: the Hessian is not finite");
+    if (!damped_factor(extra_damping_)) throw NumericalBreakdown("newton: the Hessian is not finite");
   }
   return analysis::cholesky_solve(*factor, n, model.g);
 }

@@ -56,6 +56,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -67,6 +68,12 @@
 #include "nn/module.hpp"
 
 namespace optim {
+
+/// Thrown by a step that meets numbers it cannot go on from (Newton's Hessian not finite): the run diverged,
+/// as a non-finite loss says, and training stops it as diverged, not failed.
+struct NumericalBreakdown : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 enum class WeightDecay { coupled, decoupled };
 

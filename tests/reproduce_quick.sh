@@ -25,6 +25,7 @@ mkdir -p "$work/001/batch/b99999"
 LAB="$1" WORKED_EXAMPLE="$2" OUT="$work" TAPEGRAD_MNIST_DIR="$mnist" "$here/scripts/reproduce.sh" --quick all \
   > "$work/log" 2>&1 || { cat "$work/log"; fail "scripts/reproduce.sh --quick all"; }
 ! grep -q '^99999 ' "$work/001/batch.dat" || fail "001: batch.dat holds an earlier budget's grid"
+! grep -q 'b99999' "$work/001/report.md" || fail "001: the report lists an earlier budget's grid"
 for doc in 000 001 002 004; do [ ! -e "$work/$doc/report.md.partial" ] || fail "$doc: report.md.partial left"; done
 
 # A lab that fails in 002 stops `all` there, with a non-zero exit: 001 and 000 never start, and 002's earlier

@@ -356,7 +356,7 @@ TEST_CASE("resume: a schedule over the whole run keeps the run's length; one tha
   RunConfig c = quiet_config("mlp(hidden=[16])", 100, 3);
   c.optimizer = spec("sgd(lr=0.1)");
   c.save_path = checkpoint.string();
-  for (const char* schedule : {"cosine", "linear(final=0.01)"}) {
+  for (const char* schedule : {"cosine", "linear(final=0.01)", "cosine(warmup=2)"}) {  // the last: only its end tells
     CAPTURE(schedule);
     c.schedule = spec(schedule);
     c.epochs = 3;
@@ -499,9 +499,9 @@ TEST_CASE("an update that makes the weights non-finite (its loss still finite) i
     CHECK(callbacks == 0);
     CHECK(read_file(checkpoint) == "the last good checkpoint");
   }
-  // With a tracker, checked before it measures (a Hessian of non-finite weights would fail the run).
   c.save_path.clear();
   c.save_every_steps = 0;
+  // With a tracker, checked before it measures (a Hessian of non-finite weights would fail the run).
   c.track = {spec("grad-norm")};
   c.track_log = temp_path("nonfinite_track.csv").string();
   RunResult tracked = examples::train(c, sets);
@@ -1440,6 +1440,11 @@ TEST_CASE("logs: a refused run leaves an existing --log as it was; a resume with
   const std::string expected =
       track.string() + ": its columns are 'step,epoch,loss,grad_norm', this run's are 'step,epoch,loss,update_norm";
   CHECK_THROWS_WITH_AS(examples::train(c, data), doctest::Contains(expected.c_str()), std::runtime_error);
+  // One tracker more: the old rows have a column fewer than the header (its prefix) would say.
+  c.track = {examples::resolve_tracker(spec("grad-norm")), examples::resolve_tracker(spec("update-norm"))};
+  CHECK_THROWS_WITH_AS(examples::train(c, data), doctest::Contains("its columns are 'step,epoch,loss,grad_norm', this "
+                                                                   "run's are 'step,epoch,loss,grad_norm,update_norm"),
+                       std::runtime_error);
   c.track = {examples::resolve_tracker(spec("grad-norm"))};
   CHECK(examples::train(c, data).epochs.size() == 1);
   for (const fs::path& p : {log, track, ckpt}) fs::remove(p);

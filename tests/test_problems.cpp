@@ -504,6 +504,35 @@ TEST_CASE("function problems: SGD lowers quadratic_deep's losses; an evaluation 
                        doctest::Contains("a data-set problem"), std::invalid_argument);
 }
 
+TEST_CASE("function problems: an update that makes the parameters non-finite is a divergence, its loss still finite") {
+  RunConfig c;  // as --problem quadratic_deep sets it: no model, DeepOBS's splits
+  c.progress = false;
+  c.problem = "quadratic_deep";
+  c.optimizer = config::parse_spec("sgd(lr=1e308)");  // lr times a gradient of ~10 overflows
+  c.batch_size = 128;
+  c.epochs = 2;
+  c.evaluation_splits = true;
+  const examples::Datasets none = examples::load_datasets(c);
+  const examples::RunResult r = examples::train(c, none);
+  REQUIRE(r.diverged);
+  MESSAGE(r.divergence);
+  CHECK(r.divergence.find("the update of step 1 (batch 1 of epoch 1) made ") != std::string::npos);
+  CHECK(r.epochs.empty());
+  REQUIRE(r.evaluations.size() == 1);  // the start's only
+}
+
+TEST_CASE("evaluation every K steps: none on weights an update made non-finite (only the start's)") {
+  const examples::Datasets sets = small_mnist(2500, 500, 500);
+  RunConfig c = problem_config("mnist_logreg", "sgd(lr=1e45)");  // inf in float32: the first update overflows
+  c.batch_size = 100;
+  c.eval_every = 1;
+  const examples::RunResult r = examples::train(c, sets);
+  REQUIRE(r.diverged);
+  CHECK(r.divergence.find("the update of step 1 (batch 1 of epoch 1) made ") != std::string::npos);
+  REQUIRE(r.evaluations.size() == 1);
+  CHECK(r.evaluations[0].step == 0);
+}
+
 TEST_CASE("evaluation every K steps: 1 + steps / K rows in the result and the CSV, off the training clock; none with 0 epochs but the start's") {
   const examples::Datasets sets = small_mnist(2500, 500, 500);  // 2,000 training images: 20 steps of 100 an epoch
   RunConfig c = problem_config("mnist_logreg", "sgd(lr=0.1)");

@@ -8,7 +8,6 @@
 //   examples::RunConfig config = flags.config();
 #pragma once
 
-#include <cstdint>
 #include <functional>
 #include <stdexcept>
 #include <string>
@@ -23,10 +22,6 @@ class Option;
 
 namespace examples {
 
-/// The bounds of --epochs and --batch-size (and of the lab's --batch-sizes): past them a run's step count
-/// (epochs × steps an epoch) could overflow, or an epoch round to no batch.
-inline constexpr std::uint64_t kMaxEpochs = 1'000'000;
-inline constexpr std::uint64_t kMaxBatchSize = std::uint64_t{1} << 32;
 
 /// A flag's value that CLI11 accepts but the run cannot (a bad spec, a conflict between flags).
 struct FlagError : std::runtime_error {

@@ -103,12 +103,21 @@ class FunctionTrainer {
       } catch (const ag::AnomalyError& error) {
         diverge(fmt::format("diverged: {}; stopping", error.what()));
         break;
+      } catch (const optim::NumericalBreakdown& error) {
+        diverge(fmt::format("diverged: {} at step {} (batch {} of epoch {}); stopping", error.what(), step_ + 1,
+                            at_batch_ + 1, epoch));
+        break;
       }
       ++step_, ++at_batch_, ++steps;
       loss_sum += loss;
       if (!std::isfinite(loss) || (config_.max_loss > 0 && loss > config_.max_loss)) {
         diverge(divergence_message(loss, config_.max_loss, step_, at_batch_, epoch, optimizer_->lr(),
                                    config_.batch_size));
+        break;
+      }
+      // The loss was of the parameters before the update (a few hundred numbers: checked every step).
+      if (const std::string name = non_finite_parameter(); !name.empty()) {
+        diverge(weights_divergence_message(name, step_, at_batch_, epoch, optimizer_->lr(), config_.batch_size));
         break;
       }
       if (scheduler_ && !config_.lr_per_epoch) scheduler_->step();
@@ -122,6 +131,16 @@ class FunctionTrainer {
     return {.epoch = epoch, .train_loss = loss_sum / static_cast<double>(std::max<std::size_t>(steps, 1)),
             .train_acc = kNaN, .test_acc = kNaN, .lr = optimizer_->lr(), .seconds = seconds,
             .partial = at_batch_ < batches_.per_epoch()};
+  }
+
+  /// The first parameter holding a non-finite value, by name; "" when none.
+  std::string non_finite_parameter() const {
+    for (const auto& [name, p] : problem_.parameters) {
+      for (double v : p.to_vector()) {
+        if (!std::isfinite(v)) return name;
+      }
+    }
+    return "";
   }
 
   void diverge(std::string why) {

@@ -43,8 +43,11 @@ void cut_log(const std::string& path, std::size_t epochs, const std::string& hea
   if (in) {
     std::string first;
     // Another run's columns (another --track set, or another program's log at this path) would be kept under
-    // this header, relabelled: refused. A header cut short (killed while writing it) is this one's.
-    if (std::getline(in, first) && !first.empty() && first + "\n" != header && !header.starts_with(first)) {
+    // this header, relabelled: refused. A header cut short (killed while writing it: no newline, nothing after)
+    // is this one's; a shorter header with rows after it is another run's (one tracker fewer).
+    const bool read = static_cast<bool>(std::getline(in, first));
+    const bool cut_short = in.eof() && header.starts_with(first);
+    if (read && !first.empty() && first + "\n" != header && !cut_short) {
       throw std::runtime_error(fmt::format("{}: its columns are '{}', this run's are '{}': it is not this run's log "
                                            "(give the path the run was started with)", path, first,
                                            header.substr(0, header.size() - 1)));

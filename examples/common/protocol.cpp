@@ -432,7 +432,8 @@ ProtocolResult run_protocol(const LabConfig& lab, const Datasets& datasets, std:
     // The choice would be made without them: a failure is not a property of the rate, as a divergence is.
     throw std::runtime_error(fmt::format("--protocol: phase 1: {}; phase 2 is not run, as the choice would be made "
                                          "without the failed run(s): the same command runs them again (the other "
-                                         "runs are kept in {})", failures, (out / "tune" / "runs").string()));
+                                         "runs are kept in {}; a failure that repeats is a fault to fix, or an "
+                                         "optimiser to leave out)", failures, (out / "tune" / "runs").string()));
   }
 
   result.sensitivity = sensitivity_of(protocol, result.tuning.records);

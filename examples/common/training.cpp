@@ -222,7 +222,8 @@ const char* const kRunEntries[] = {"run/epoch",          "run/batch",         "r
 
 /// The settings that decide a run's course besides the seed, batch size and rate, one "<flag>\t<value>" line each:
 /// a resumed run must be given the same. (Not --epochs, the outputs, --threads, --max-loss, --track or
-/// --detect-anomaly: those may change from one leg of a run to the next.)
+/// --detect-anomaly: those may change from one leg of a run to the next; but the run's length is kept beside
+/// these when the schedule spans it, schedule_horizon.)
 std::string run_settings(const RunConfig& c) {
   return fmt::format("--problem\t{}\n--model\t{}\n--init\t{}\n--optimizer\t{}\n--schedule\t{}\n--lr-per-epoch\t{}\n"
                      "--no-bias-decay\t{}\n--dataset\t{}\n--validation\t{}\n--train-subset\t{}\n--loss\t{}\n"
@@ -247,8 +248,8 @@ std::string schedule_horizon(const RunConfig& c, std::size_t batches_per_epoch, 
     return optim::make_schedule(c.schedule, {.base_lr = c.lr(), .steps_per_epoch = per_epoch,
                                              .total_steps = epochs * per_epoch})->lr_at(t);
   };
-  const double middle = 0.5 * static_cast<double>(last_epoch * per_epoch);
-  for (double t : {1.0, middle}) {
+  const double steps = static_cast<double>(last_epoch * per_epoch);
+  for (double t : {1.0, 0.5 * steps, steps - 1}) {  // the end too: a warm-up may cover the others
     if (rate(last_epoch, t) != rate(2 * last_epoch, t)) return std::to_string(last_epoch);
   }
   return "";
@@ -421,6 +422,11 @@ class Trainer {
     std::vector<nn::NamedTensor> checkpoint;
     if (!config.resume_path.empty()) checkpoint = resume();
     last_epoch_ = at_.epoch + config.epochs;
+    if (last_epoch_ > kMaxEpochs) {  // a checkpoint past it could not be read back
+      throw std::runtime_error(fmt::format("checkpoint {}: resuming after epoch {} with --epochs {} makes a run of {} "
+                                           "epochs, more than {}", config.resume_path, at_.epoch, config.epochs,
+                                           last_epoch_, kMaxEpochs));
+    }
     horizon_ = schedule_horizon(config, loader_.num_batches(), last_epoch_);
     check_same_horizon(checkpoint, config.resume_path, config, at_.epoch, horizon_);
     scheduler_ = make_scheduler(config, *optimizer_, loader_.num_batches(), last_epoch_);
@@ -440,8 +446,12 @@ class Trainer {
     if (config_.epochs == 0) return evaluate_only();
     for (std::size_t epoch = at_.epoch + 1; epoch <= last_epoch_; ++epoch) {
       EpochMetrics metrics = train_epoch(epoch);
-      // Neither evaluated nor saved: a checkpoint of non-finite weights would replace the last good one.
-      if (result_.diverged || weights_diverged(epoch)) break;
+      // Neither evaluated nor saved: a checkpoint of non-finite weights would replace the last good one (and a
+      // Ctrl-C on that step ends a diverged run, not one to resume).
+      if (result_.diverged || weights_diverged(epoch)) {
+        result_.interrupted = false;
+        break;
+      }
       finish_epoch(metrics, on_epoch);
       if (interrupted) result_.interrupted = true;  // also when it came during the evaluation
       if (result_.interrupted) break;
@@ -564,6 +574,12 @@ class Trainer {
       result_.diverged = true;
       result_.divergence = fmt::format("diverged: {}; stopping", error.what());
       return false;
+    } catch (const optim::NumericalBreakdown& error) {
+      result_.diverged = true;
+      result_.divergence = fmt::format("diverged: {} at step {} (batch {} of epoch {}), with lr {} and batch size {}; "
+                                       "stopping", error.what(), at_.step + 1, at_.batch + 1, epoch, optimizer_->lr(),
+                                       config_.batch_size);
+      return false;
     }
     ++at_.step;
     ++at_.batch;
@@ -579,12 +595,13 @@ class Trainer {
     // The epoch's last step is saved by finish_epoch, with the epoch's metrics.
     const bool save_due = config_.save_every_steps > 0 && at_.step % config_.save_every_steps == 0 &&
                           at_.batch < loader_.num_batches();
-    // The loss was of the weights before the update: the trackers measure, and a checkpoint keeps, the weights
-    // after it, which are checked first (one pass over them, only then).
-    if ((track_.active() || save_due) && weights_diverged(epoch)) return false;
+    const bool eval_due = config_.evaluation_splits && config_.eval_every > 0 && at_.step % config_.eval_every == 0;
+    // The loss was of the weights before the update: the trackers measure, an evaluation reads and a checkpoint
+    // keeps the weights after it, which are checked first (one pass over them, only then).
+    if ((track_.active() || save_due || eval_due) && weights_diverged(epoch)) return false;
     if (track_.active()) track_.after_step(model_, at_.step, epoch, loss);
     if (scheduler_ && !config_.lr_per_epoch) scheduler_->step();
-    if (config_.evaluation_splits && config_.eval_every > 0 && at_.step % config_.eval_every == 0) evaluate_splits();
+    if (eval_due) evaluate_splits();
     if (save_due) save();
     return interrupted == 0;
   }
@@ -595,9 +612,8 @@ class Trainer {
     for (const auto& [name, p] : model_.named_parameters()) {
       if (finite_values(p)) continue;
       result_.diverged = true;
-      result_.divergence = fmt::format(
-          "diverged: the update of step {} (batch {} of epoch {}) made {} non-finite, with lr {} and batch size {}; "
-          "stopping", at_.step, at_.batch, epoch, name, optimizer_->lr(), config_.batch_size);
+      result_.divergence = weights_divergence_message(name, at_.step, at_.batch, epoch, optimizer_->lr(),
+                                                      config_.batch_size);
       return true;
     }
     return false;
@@ -762,6 +778,12 @@ std::string divergence_message(double loss, double max_loss, std::size_t step, s
       "stopping",
       loss, std::isfinite(loss) ? fmt::format(" (above --max-loss {})", max_loss) : "", step, batch, epoch, lr,
       batch_size);
+}
+
+std::string weights_divergence_message(const std::string& name, std::size_t step, std::size_t batch, std::size_t epoch,
+                                       double lr, std::size_t batch_size) {
+  return fmt::format("diverged: the update of step {} (batch {} of epoch {}) made {} non-finite, with lr {} and batch "
+                     "size {}; stopping", step, batch, epoch, name, lr, batch_size);
 }
 
 std::string evaluation_set_name(const RunConfig& config) { return config.validation > 0 ? "validation" : "test"; }

@@ -31,6 +31,11 @@ class LRScheduler;
 
 namespace examples {
 
+/// The bounds of --epochs and --batch-size (and of the lab's --batch-sizes): past them a run's step count
+/// (epochs × steps an epoch) could overflow, or an epoch round to no batch.
+inline constexpr std::uint64_t kMaxEpochs = 1'000'000;
+inline constexpr std::uint64_t kMaxBatchSize = std::uint64_t{1} << 32;
+
 struct EvalMetrics;
 
 struct RunConfig {
@@ -95,6 +100,10 @@ std::string eval_csv_row(const EvalMetrics& m);
 /// What a run that diverged says: the loss (and --max-loss when it was finite), where, the rate and batch size.
 std::string divergence_message(double loss, double max_loss, std::size_t step, std::size_t batch, std::size_t epoch,
                                double lr, std::size_t batch_size);
+/// "diverged: the update of step S (batch B of epoch E) made NAME non-finite, with lr ... and batch size ...;
+/// stopping": the loss was finite (it is of the weights before the update), the weights after it are not.
+std::string weights_divergence_message(const std::string& name, std::size_t step, std::size_t batch, std::size_t epoch,
+                                       double lr, std::size_t batch_size);
 
 struct RunResult {
   std::vector<EpochMetrics> epochs;
@@ -161,7 +170,8 @@ data::LoaderOptions loader_options(const RunConfig& config);
 std::size_t steps_per_epoch(const RunConfig& config, const data::Dataset& train);
 
 /// Trains `model` in place and evaluates it after every epoch; stops at the first non-finite loss, or one
-/// above max_loss (RunResult::diverged), or after the step during which SIGINT arrived when
+/// above max_loss, or weights an update made non-finite (checked before they are evaluated, measured or
+/// saved), or an optim::NumericalBreakdown (RunResult::diverged), or after the step during which SIGINT arrived when
 /// interrupt_flag() is being watched. Same config, seed and thread count: the same numbers, run after run.
 RunResult fit(nn::Module& model, const RunConfig& config, const Datasets& datasets, const EpochCallback& on_epoch = {});
 /// build_model, then fit; fit_function for a function problem (`datasets` unused).
