@@ -356,13 +356,17 @@ TEST_CASE("resume: a schedule over the whole run keeps the run's length; one tha
   RunConfig c = quiet_config("mlp(hidden=[16])", 100, 3);
   c.optimizer = spec("sgd(lr=0.1)");
   c.save_path = checkpoint.string();
-  for (const char* schedule : {"cosine", "linear(final=0.01)", "cosine(warmup=2)"}) {  // the last: only its end tells
-    CAPTURE(schedule);
+  // A run of `epochs` with `schedule`, stopped after its first epoch; c then resumes it.
+  auto stopped = [&](const char* schedule, std::size_t epochs) {
     c.schedule = spec(schedule);
-    c.epochs = 3;
+    c.epochs = epochs;
     c.resume_path.clear();
     first_epoch_of(c, sets);
     c.resume_path = checkpoint.string();
+  };
+  for (const char* schedule : {"cosine", "linear(final=0.01)", "cosine(warmup=2)"}) {  // the last: only its end tells
+    CAPTURE(schedule);
+    stopped(schedule, 3);
     c.epochs = 3;  // 3 more: a run of 4, where the schedule was laid over 3
     const std::string expected = "checkpoint " + checkpoint.string() + ": the schedule " + c.schedule.text() +
                                  " spans the whole run, 3 epochs when it started; resuming after epoch 1 with --epochs "
@@ -374,11 +378,7 @@ TEST_CASE("resume: a schedule over the whole run keeps the run's length; one tha
   // Rates that do not depend on the run's length: a resumed run may be longer than planned.
   for (const char* schedule : {"constant", "constant(warmup=2)", "step(every=1,gamma=0.5)", "linear(final=0.01,epochs=2)"}) {
     CAPTURE(schedule);
-    c.schedule = spec(schedule);
-    c.epochs = 2;
-    c.resume_path.clear();
-    first_epoch_of(c, sets);
-    c.resume_path = checkpoint.string();
+    stopped(schedule, 2);
     c.epochs = 3;
     CHECK(examples::train(c, sets).epochs.size() == 3);
   }
