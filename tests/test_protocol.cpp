@@ -350,9 +350,10 @@ struct FailingOptions {
   void check(const optim::OptionCheck& c) const { c.common(lr, weight_decay); }
 };
 
-/// Plain SGD that throws at its first step from lr = 1 on: a run that fails (as one whose optimiser meets a
-/// non-finite Hessian, or a full disk), which is not a divergence. Registered here only: this test's binary
-/// has no check of the README's table of optimisers.
+/// Plain SGD that throws at its first step from lr = 1 on: a run that fails (as one that meets a full disk),
+/// which is not a divergence; from lr = 100 on, its step breaks down numerically (as Newton's on a Hessian that
+/// is not finite), which is. Registered here only: this test's binary has no check of the README's table of
+/// optimisers.
 class FailingSgd : public optim::OptimizerWith<FailingOptions> {
  public:
   FailingSgd(std::vector<optim::ParamGroup<FailingOptions>> groups, const FailingOptions& defaults)
@@ -364,6 +365,7 @@ class FailingSgd : public optim::OptimizerWith<FailingOptions> {
   void update() override {
     for (const Work& item : gradients()) {
       const double lr = options(item.param->group).lr;
+      if (lr >= 100) throw optim::NumericalBreakdown(fmt::format("failing_sgd: a breakdown at lr={:g}", lr));
       if (lr >= 1) throw std::runtime_error(fmt::format("failing_sgd: no step at lr={:g}", lr));
       ag::Tensor w = item.param->tensor;
       optim::detail::dispatch(w.dtype(), [&]<class T>() {
@@ -376,10 +378,32 @@ class FailingSgd : public optim::OptimizerWith<FailingOptions> {
 };
 
 const optim::RegisterOptimizer<FailingSgd, FailingOptions> failing_sgd{
-    "failing_sgd", "SGD that throws from lr = 1 on (the protocol's test of a failed run)",
+    "failing_sgd", "SGD that throws from lr = 1 on (the tests of a failed run and of a breakdown)",
     optim::common_options<FailingOptions>()};
 
 }  // namespace
+
+TEST_CASE("lab: a step that breaks down numerically is a divergence, said with where, the rate and the batch size: "
+          "a model's run and a function problem's") {
+  for (const std::vector<std::string>& problem : {std::vector<std::string>{"--model", "logreg"},
+                                                 std::vector<std::string>{"--problem", "quadratic_deep"}}) {
+    CAPTURE(problem[1]);
+    std::vector<std::string> args = problem;
+    for (const char* arg : {"--optimizers", "failing_sgd(lr=100)", "--batch-sizes", "128", "--seeds", "0", "--epochs", "1",
+                            "--no-progress", "--no-plots"}) {
+      args.push_back(arg);
+    }
+    examples::lab::LabConfig c = lab_config(args);
+    c.out_dir = temp_path("lab_breakdown").string();
+    fs::remove_all(c.out_dir);
+    examples::lab::LabResult result = examples::lab::run_lab(c, examples::load_datasets(c.base), nullptr);
+    REQUIRE(result.records.size() == 1);
+    CHECK(result.records[0].result.diverged);
+    CHECK(result.records[0].result.divergence == "diverged: failing_sgd: a breakdown at lr=100 at step 1 (batch 1 of "
+                                                 "epoch 1), with lr 100 and batch size 128; stopping");
+    fs::remove_all(c.out_dir);
+  }
+}
 
 TEST_CASE("protocol: a run of phase 1 that fails stops it before the choice, exit 1, naming the run; the same "
           "command runs that run again") {

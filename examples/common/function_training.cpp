@@ -104,20 +104,18 @@ class FunctionTrainer {
         diverge(fmt::format("diverged: {}; stopping", error.what()));
         break;
       } catch (const optim::NumericalBreakdown& error) {
-        diverge(fmt::format("diverged: {} at step {} (batch {} of epoch {}); stopping", error.what(), step_ + 1,
-                            at_batch_ + 1, epoch));
+        diverge(breakdown_message(error.what(), place(epoch, step_ + 1, at_batch_ + 1)));
         break;
       }
       ++step_, ++at_batch_, ++steps;
       loss_sum += loss;
       if (!std::isfinite(loss) || (config_.max_loss > 0 && loss > config_.max_loss)) {
-        diverge(divergence_message(loss, config_.max_loss, step_, at_batch_, epoch, optimizer_->lr(),
-                                   config_.batch_size));
+        diverge(divergence_message(loss, config_.max_loss, place(epoch, step_, at_batch_)));
         break;
       }
       // The loss was of the parameters before the update (a few hundred numbers: checked every step).
-      if (const std::string name = non_finite_parameter(); !name.empty()) {
-        diverge(weights_divergence_message(name, step_, at_batch_, epoch, optimizer_->lr(), config_.batch_size));
+      if (std::string why = weights_divergence(problem_.parameters, place(epoch, step_, at_batch_)); !why.empty()) {
+        diverge(std::move(why));
         break;
       }
       if (scheduler_ && !config_.lr_per_epoch) scheduler_->step();
@@ -133,14 +131,8 @@ class FunctionTrainer {
             .partial = at_batch_ < batches_.per_epoch()};
   }
 
-  /// The first parameter holding a non-finite value, by name; "" when none.
-  std::string non_finite_parameter() const {
-    for (const auto& [name, p] : problem_.parameters) {
-      for (double v : p.to_vector()) {
-        if (!std::isfinite(v)) return name;
-      }
-    }
-    return "";
+  StepPlace place(std::size_t epoch, std::size_t step, std::size_t batch) const {
+    return {.step = step, .batch = batch, .epoch = epoch, .lr = optimizer_->lr(), .batch_size = config_.batch_size};
   }
 
   void diverge(std::string why) {

@@ -576,9 +576,7 @@ class Trainer {
       return false;
     } catch (const optim::NumericalBreakdown& error) {
       result_.diverged = true;
-      result_.divergence = fmt::format("diverged: {} at step {} (batch {} of epoch {}), with lr {} and batch size {}; "
-                                       "stopping", error.what(), at_.step + 1, at_.batch + 1, epoch, optimizer_->lr(),
-                                       config_.batch_size);
+      result_.divergence = breakdown_message(error.what(), place(epoch, at_.step + 1, at_.batch + 1));
       return false;
     }
     ++at_.step;
@@ -588,8 +586,7 @@ class Trainer {
     at_.seen += batch.size();
     if (!std::isfinite(loss) || (config_.max_loss > 0 && loss > config_.max_loss)) {
       result_.diverged = true;
-      result_.divergence = divergence_message(loss, config_.max_loss, at_.step, at_.batch, epoch, optimizer_->lr(),
-                                              config_.batch_size);
+      result_.divergence = divergence_message(loss, config_.max_loss, place(epoch, at_.step, at_.batch));
       return false;
     }
     // The epoch's last step is saved by finish_epoch, with the epoch's metrics.
@@ -609,14 +606,15 @@ class Trainer {
   /// Whether the last update made a weight non-finite (its loss, of the weights before, was finite): then the
   /// run diverged there, said by the parameter's name.
   bool weights_diverged(std::size_t epoch) {
-    for (const auto& [name, p] : model_.named_parameters()) {
-      if (finite_values(p)) continue;
-      result_.diverged = true;
-      result_.divergence = weights_divergence_message(name, at_.step, at_.batch, epoch, optimizer_->lr(),
-                                                      config_.batch_size);
-      return true;
-    }
-    return false;
+    std::string why = weights_divergence(model_.named_parameters(), place(epoch, at_.step, at_.batch));
+    if (why.empty()) return false;
+    result_.diverged = true;
+    result_.divergence = std::move(why);
+    return true;
+  }
+
+  StepPlace place(std::size_t epoch, std::size_t step, std::size_t batch) const {
+    return {.step = step, .batch = batch, .epoch = epoch, .lr = optimizer_->lr(), .batch_size = config_.batch_size};
   }
 
   EpochMetrics train_epoch(std::size_t epoch) {
@@ -771,19 +769,26 @@ std::string eval_csv_row(const EvalMetrics& m) {
                      acc(m.test_acc), m.lr);
 }
 
-std::string divergence_message(double loss, double max_loss, std::size_t step, std::size_t batch, std::size_t epoch,
-                               double lr, std::size_t batch_size) {
+std::string divergence_message(double loss, double max_loss, const StepPlace& at) {
   return fmt::format(
       "diverged: the training loss became {:.6g}{} at step {} (batch {} of epoch {}), with lr {} and batch size {}; "
       "stopping",
-      loss, std::isfinite(loss) ? fmt::format(" (above --max-loss {})", max_loss) : "", step, batch, epoch, lr,
-      batch_size);
+      loss, std::isfinite(loss) ? fmt::format(" (above --max-loss {})", max_loss) : "", at.step, at.batch, at.epoch,
+      at.lr, at.batch_size);
 }
 
-std::string weights_divergence_message(const std::string& name, std::size_t step, std::size_t batch, std::size_t epoch,
-                                       double lr, std::size_t batch_size) {
-  return fmt::format("diverged: the update of step {} (batch {} of epoch {}) made {} non-finite, with lr {} and batch "
-                     "size {}; stopping", step, batch, epoch, name, lr, batch_size);
+std::string weights_divergence(const std::vector<nn::NamedTensor>& parameters, const StepPlace& at) {
+  for (const auto& [name, p] : parameters) {
+    if (finite_values(p)) continue;
+    return fmt::format("diverged: the update of step {} (batch {} of epoch {}) made {} non-finite, with lr {} and "
+                       "batch size {}; stopping", at.step, at.batch, at.epoch, name, at.lr, at.batch_size);
+  }
+  return "";
+}
+
+std::string breakdown_message(const std::string& what, const StepPlace& at) {
+  return fmt::format("diverged: {} at step {} (batch {} of epoch {}), with lr {} and batch size {}; stopping", what,
+                     at.step, at.batch, at.epoch, at.lr, at.batch_size);
 }
 
 std::string evaluation_set_name(const RunConfig& config) { return config.validation > 0 ? "validation" : "test"; }

@@ -97,13 +97,21 @@ struct EvalMetrics {
 /// The header of the evaluations' CSV, and one row (an accuracy a function problem lacks: an empty cell).
 std::string eval_csv_header();
 std::string eval_csv_row(const EvalMetrics& m);
+/// Where a training step stands, for the messages of a run that diverges there.
+struct StepPlace {
+  std::size_t step = 0, batch = 0, epoch = 0;  // counted from 1: the step just taken, its batch in its epoch
+  double lr = 0;
+  std::size_t batch_size = 0;
+};
 /// What a run that diverged says: the loss (and --max-loss when it was finite), where, the rate and batch size.
-std::string divergence_message(double loss, double max_loss, std::size_t step, std::size_t batch, std::size_t epoch,
-                               double lr, std::size_t batch_size);
+std::string divergence_message(double loss, double max_loss, const StepPlace& at);
 /// "diverged: the update of step S (batch B of epoch E) made NAME non-finite, with lr ... and batch size ...;
-/// stopping": the loss was finite (it is of the weights before the update), the weights after it are not.
-std::string weights_divergence_message(const std::string& name, std::size_t step, std::size_t batch, std::size_t epoch,
-                                       double lr, std::size_t batch_size);
+/// stopping", for the first of `parameters` holding a NaN or an infinity after the update (its loss, of the
+/// weights before, was finite); "" when all are finite. One vectorisable pass over each parameter.
+std::string weights_divergence(const std::vector<nn::NamedTensor>& parameters, const StepPlace& at);
+/// "diverged: WHAT at step S (batch B of epoch E), with lr ... and batch size ...; stopping": a step whose
+/// method broke down numerically (optim::NumericalBreakdown, e.g. a Hessian that is not finite).
+std::string breakdown_message(const std::string& what, const StepPlace& at);
 
 struct RunResult {
   std::vector<EpochMetrics> epochs;
