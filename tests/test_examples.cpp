@@ -19,6 +19,7 @@
 #include <functional>
 #include <iterator>
 #include <map>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <set>
@@ -117,6 +118,23 @@ RunConfig quiet_config(const std::string& model, std::size_t batch_size, std::si
   c.batch_size = batch_size;
   c.epochs = epochs;
   return c;
+}
+
+/// An SGD run (lr 0.1, batches of 100, one epoch) of `model` measured by `trackers` into the temporary `log`.
+RunConfig tracked_config(const std::string& model, const std::vector<std::string>& trackers, const std::string& log) {
+  RunConfig c = quiet_config(model, 100, 1);
+  c.optimizer = optim::resolve_optimizer(spec("sgd(lr=0.1)"));
+  for (const std::string& tracker : trackers) c.track.push_back(examples::resolve_tracker(spec(tracker)));
+  c.track_log = temp_path(log).string();
+  return c;
+}
+
+/// The lines of a text file.
+std::vector<std::string> lines_of(const fs::path& path) {
+  std::vector<std::string> lines;
+  std::istringstream in(read_file(path));
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
 }
 
 void check_same(const examples::EpochMetrics& a, const examples::EpochMetrics& b) {
@@ -1452,13 +1470,9 @@ TEST_CASE("logs: a refused run leaves an existing --log as it was; a resume with
 
 TEST_CASE("--track: a per-step CSV; SGD's update norm is lr times the gradient norm; sharpness is the Hessian's top "
           "eigenvalue on the subset") {
-  RunConfig c = quiet_config("mlp(hidden=[16])", 100, 1);
-  c.optimizer = optim::resolve_optimizer(spec("sgd(lr=0.1)"));
-  c.track = {examples::resolve_tracker(spec("grad-norm")), examples::resolve_tracker(spec("update-norm")),
-             examples::resolve_tracker(spec("sharpness(every=5,samples=200,steps=30)")),
-             examples::resolve_tracker(spec("trace(every=10,samples=200,probes=4)")),
-             examples::resolve_tracker(spec("noise-scale(every=10,samples=200)"))};
-  c.track_log = temp_path("track.csv").string();
+  RunConfig c = tracked_config("mlp(hidden=[16])", {"grad-norm", "update-norm", "sharpness(every=5,samples=200,steps=30)",
+                                                    "trace(every=10,samples=200,probes=4)",
+                                                    "noise-scale(every=10,samples=200)"}, "track.csv");
   examples::Datasets data = mnist_subset(1000);
   RunConfig resolved = c;
   resolved.images = false;
@@ -1468,9 +1482,7 @@ TEST_CASE("--track: a per-step CSV; SGD's update norm is lr times the gradient n
   REQUIRE(r.tracking_seconds.size() == 5);
   CHECK(r.tracking_seconds[2].first == "sharpness(every=5,samples=200,steps=30)");
 
-  std::vector<std::string> lines;
-  std::istringstream in(read_file(c.track_log));
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  const std::vector<std::string> lines = lines_of(c.track_log);
   REQUIRE(lines.size() == 11);
   CHECK(lines[0] == "step,epoch,loss,grad_norm,update_norm,update_norm/0.weight,update_norm/0.bias,update_norm/2.weight,"
                     "update_norm/2.bias,sharpness,trace,trace_se,noise_scale,grad_sq,trace_cov");
@@ -1508,6 +1520,58 @@ TEST_CASE("--track: a per-step CSV; SGD's update norm is lr times the gradient n
 }
 
 namespace {
+/// Measures NaN in even steps and nothing in odd ones; `values` of them in step 3 (a tracker that miscounts).
+class NanOnEven : public examples::Tracker {
+ public:
+  explicit NanOnEven(std::size_t wrong_count) : wrong_count_(wrong_count) {}
+  std::vector<std::string> columns(const nn::Module&) const override { return {"a", "b"}; }
+  std::vector<double> measure(const examples::TrackStep& s) override {
+    if (s.step == 3 && wrong_count_ > 0) return std::vector<double>(wrong_count_, 1.0);
+    if (s.step % 2 == 1) return {};
+    return {std::numeric_limits<double>::quiet_NaN(), 2.5};
+  }
+
+ private:
+  std::size_t wrong_count_;
+};
+
+const bool nan_tracker_registered = [] {
+  for (const char* name : {"nan-on-even", "miscounting"}) {
+    examples::TrackerEntry entry;
+    entry.name = name;
+    entry.summary = "a test's tracker";
+    const std::size_t wrong = std::string(name) == "miscounting" ? 3 : 0;
+    entry.make = [wrong](const config::Spec&, const data::Dataset&, bool) { return std::make_unique<NanOnEven>(wrong); };
+    entry.resolve = [](const config::Spec&) { return std::vector<std::pair<std::string, std::string>>{}; };
+    examples::trackers().add(std::move(entry));
+  }
+  return true;
+}();
+}  // namespace
+
+TEST_CASE("--track: a NaN measured is written \"nan\", a step not measured leaves empty cells; a miscount is refused") {
+  REQUIRE(nan_tracker_registered);
+  RunConfig c = tracked_config("mlp(hidden=[8])", {"nan-on-even"}, "track_nan.csv");
+  examples::Datasets data = mnist_subset(400);
+  std::shared_ptr<nn::Module> model = examples::build_model(c, data.train);
+  RunResult r = examples::fit(*model, c, data);
+  REQUIRE(r.steps == 4);
+  const std::vector<std::string> lines = lines_of(c.track_log);
+  REQUIRE(lines.size() == 5);
+  CHECK(lines[0] == "step,epoch,loss,a,b");
+  for (std::size_t step = 1; step <= 4; ++step) {
+    CAPTURE(step);
+    const std::string tail = lines[step].substr(lines[step].rfind(',', lines[step].rfind(',') - 1));
+    CHECK(tail == (step % 2 == 1 ? ",," : ",nan,2.5"));
+  }
+  c.track = {examples::resolve_tracker(spec("miscounting"))};
+  model = examples::build_model(c, data.train);
+  CHECK_THROWS_WITH_AS(examples::fit(*model, c, data), "--track miscounting: 3 values for its 2 columns",
+                       std::logic_error);
+  fs::remove(c.track_log);
+}
+
+namespace {
 /// A program's own model class (as mnist_mlp's): not an nn::Sequential.
 class OwnModel : public nn::Module {
  public:
@@ -1521,18 +1585,13 @@ class OwnModel : public nn::Module {
 }  // namespace
 
 TEST_CASE("--track noise-scale takes a program's own model class: sample by sample, the one-sweep statistic") {
-  RunConfig c = quiet_config("mlp(hidden=[16])", 100, 1);
-  c.optimizer = optim::resolve_optimizer(spec("sgd(lr=0.1)"));
-  c.track = {examples::resolve_tracker(spec("noise-scale(every=5,samples=100)"))};
-  c.track_log = temp_path("track_own.csv").string();
+  RunConfig c = tracked_config("mlp(hidden=[16])", {"noise-scale(every=5,samples=100)"}, "track_own.csv");
   examples::Datasets data = mnist_subset(1000);
   std::shared_ptr<nn::Module> inner = examples::build_model(c, data.train);
   OwnModel model(inner);
   RunResult r = examples::fit(model, c, data);
   REQUIRE(r.steps == 10);
-  std::istringstream in(read_file(c.track_log));
-  std::vector<std::string> lines;
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  const std::vector<std::string> lines = lines_of(c.track_log);
   REQUIRE(lines.size() == 11);
   CHECK(lines[0] == "step,epoch,loss,noise_scale,grad_sq,trace_cov");
   const std::vector<std::string> last = examples::lab::csv_cells(lines[10]);

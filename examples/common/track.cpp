@@ -34,7 +34,6 @@ config::Spec resolve_tracker(const config::Spec& spec) {
 
 namespace {
 
-constexpr double kNotMeasured = std::numeric_limits<double>::quiet_NaN();
 
 template <class O>
 void register_tracker(std::string name, std::string summary, config::OptionTable<O> table,
@@ -71,7 +70,7 @@ class GradNorm : public Tracker {
   std::vector<std::string> columns(const nn::Module&) const override { return {"grad_norm"}; }
   bool reads_gradients() const override { return true; }
   std::vector<double> measure(const TrackStep& s) override {
-    if (!due(s.step, every_)) return {kNotMeasured};
+    if (!due(s.step, every_)) return {};
     double sum = 0;
     for (const ag::Tensor& p : s.model.parameters()) {
       if (p.grad().defined()) sum += squared_norm(p.grad());
@@ -96,7 +95,7 @@ class UpdateNorm : public Tracker {
   bool needs_weights_before() const override { return true; }
   std::vector<double> measure(const TrackStep& s) override {
     std::vector<ag::Tensor> now = s.model.parameters();
-    if (!due(s.step, every_)) return std::vector<double>(now.size() + 1, kNotMeasured);
+    if (!due(s.step, every_)) return {};
     std::vector<double> values{0};
     ag::NoGradGuard no_grad;
     for (std::size_t k = 0; k < now.size(); ++k) {
@@ -163,7 +162,7 @@ class Sharpness : public Tracker {
       : options_(o), subset_(train, images, o.samples) {}
   std::vector<std::string> columns(const nn::Module&) const override { return {"sharpness"}; }
   std::vector<double> measure(const TrackStep& s) override {
-    if (!due(s.step, options_.every)) return {kNotMeasured};
+    if (!due(s.step, options_.every)) return {};
     return subset_.with_operator(s.model, s.loss, [&](const analysis::HessianOperator& op) {
       analysis::Eigenpairs top = analysis::lanczos_eigenpairs(op, 1, {.steps = options_.steps, .seed = s.step});
       return std::vector<double>{top.values.at(0)};
@@ -180,7 +179,7 @@ class Trace : public Tracker {
   Trace(const CurvatureOptions& o, const data::Dataset& train, bool images) : options_(o), subset_(train, images, o.samples) {}
   std::vector<std::string> columns(const nn::Module&) const override { return {"trace", "trace_se"}; }
   std::vector<double> measure(const TrackStep& s) override {
-    if (!due(s.step, options_.every)) return {kNotMeasured, kNotMeasured};
+    if (!due(s.step, options_.every)) return {};
     return subset_.with_operator(s.model, s.loss, [&](const analysis::HessianOperator& op) {
       analysis::TraceEstimate t = analysis::hutchinson_trace(op, options_.probes, s.step);
       return std::vector<double>{t.estimate, t.standard_error};
@@ -202,7 +201,7 @@ class NoiseScale : public Tracker {
   /// Per-sample gradients are of the cross-entropy (analysis/per_sample.hpp).
   bool takes_loss(nn::ClassifierLoss loss) const override { return loss == nn::ClassifierLoss::cross_entropy; }
   std::vector<double> measure(const TrackStep& s) override {
-    if (!due(s.step, options_.every)) return {kNotMeasured, kNotMeasured, kNotMeasured};
+    if (!due(s.step, options_.every)) return {};
     return in_eval_mode(s.model, [&] {
       analysis::NoiseScale b = analysis::noise_scale(per_sample(s.model));
       return std::vector<double>{b.simple, b.gradient_sq, b.trace};
@@ -284,7 +283,7 @@ TrackLog::TrackLog(const std::vector<config::Spec>& specs, const std::string& pa
   if (specs.empty()) return;
   std::string header = "step,epoch,loss";
   for (const config::Spec& spec : specs) {
-    trackers_.push_back({spec.text(), trackers().at(spec.name).make(spec, train, images), 0});
+    trackers_.push_back({spec.text(), trackers().at(spec.name).make(spec, train, images), 0, 0});
     if (!trackers_.back().tracker->takes_loss(loss)) {
       throw std::runtime_error(fmt::format("--track {}: cannot measure a run trained with --loss {}", spec.text(),
                                            nn::classifier_loss_name(loss)));
@@ -294,7 +293,9 @@ TrackLog::TrackLog(const std::vector<config::Spec>& specs, const std::string& pa
                                            "(in_backward=true) and keeps no gradient of them to measure",
                                            spec.text()));
     }
-    for (const std::string& column : trackers_.back().tracker->columns(model)) header += "," + column;
+    const std::vector<std::string> columns = trackers_.back().tracker->columns(model);
+    for (const std::string& column : columns) header += "," + column;
+    trackers_.back().columns = columns.size();
   }
   header += "\n";
   data::check_writable(path, "the track log");
@@ -317,7 +318,14 @@ void TrackLog::after_step(nn::Module& model, std::size_t step, std::size_t epoch
     auto start = std::chrono::steady_clock::now();
     std::vector<double> values = e.tracker->measure({model, step, before_, loss_});
     e.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    for (double v : values) row += std::isnan(v) ? std::string(",") : fmt::format(",{:.9g}", v);
+    if (values.empty()) {
+      row.append(e.columns, ',');  // not measured in this step
+      continue;
+    }
+    if (values.size() != e.columns) {
+      throw std::logic_error(fmt::format("--track {}: {} values for its {} columns", e.spec, values.size(), e.columns));
+    }
+    for (double v : values) row += fmt::format(",{:.9g}", v);
   }
   file_.append(row + "\n");
 }

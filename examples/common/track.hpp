@@ -42,7 +42,8 @@ class Tracker {
   virtual ~Tracker() = default;
   /// The CSV columns this tracker writes, for `model`.
   virtual std::vector<std::string> columns(const nn::Module& model) const = 0;
-  /// One value per column for this step; NaN in steps it does not measure.
+  /// One value per column for this step, or none (an empty vector) in a step it does not measure: its cells
+  /// are left empty then, and a NaN it measured is written "nan".
   virtual std::vector<double> measure(const TrackStep& step) = 0;
   /// True if measure() needs the parameters before the step (TrackStep::before).
   virtual bool needs_weights_before() const { return false; }
@@ -85,6 +86,7 @@ class TrackLog {
   struct Entry {
     std::string spec;
     std::unique_ptr<Tracker> tracker;
+    std::size_t columns = 0;
     double seconds = 0;
   };
   std::vector<Entry> trackers_;
