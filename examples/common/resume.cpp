@@ -64,6 +64,13 @@ double checkpoint_scalar(const std::vector<nn::NamedTensor>& entries, const std:
   return -1;
 }
 
+/// A note on what the store does with a run's files, printed whole and at once (other runs print beside it).
+void store_note(std::FILE* log, const std::string& text) {
+  if (!log) return;
+  std::fputs(text.c_str(), log);
+  std::fflush(log);
+}
+
 /// data::write_file_atomically, its errors a StoreError.
 void write_stored(const std::string& path, const std::string& text, const char* what) {
   try {
@@ -139,7 +146,7 @@ std::optional<RunResult> RunStore::finished(const std::string& identity, std::FI
     why = error.what();
   }
   // Unreadable: the run is run again, and its result replaces the file.
-  if (log) fmt::print(log, "  the stored result {} is not one to take ({}): the run is run again\n", file, why);
+  store_note(log, fmt::format("  the stored result {} is not one to take ({}): the run is run again\n", file, why));
   return std::nullopt;
 }
 
@@ -173,10 +180,8 @@ std::optional<RunResult> RunStore::resumable(const std::string& identity, std::s
   } catch (const std::exception& error) {
     why = error.what();
   }
-  if (log) {
-    fmt::print(log, "  {}the checkpoint {} is not one to resume from ({}): the run starts over\n", label, checkpoint, why);
-    std::fflush(log);
-  }
+  store_note(log, fmt::format("  {}the checkpoint {} is not one to resume from ({}): the run starts over\n", label,
+                              checkpoint, why));
   remove_quietly(checkpoint);
   remove_quietly(stored_epochs);
   return std::nullopt;
@@ -192,10 +197,7 @@ RunResult RunStore::train(RunConfig run, const std::string& identity, const Data
     so_far.evaluations = std::move(done->evaluations);
     run.resume_path = checkpoint;
     run.epochs -= so_far.epochs.size();
-    if (log) {
-      fmt::print(log, "  {}resumed from {} after {} epoch(s)\n", label, checkpoint, so_far.epochs.size());
-      std::fflush(log);
-    }
+    store_note(log, fmt::format("  {}resumed from {} after {} epoch(s)\n", label, checkpoint, so_far.epochs.size()));
   }
   const std::size_t stored_evaluations = so_far.evaluations.size();
   run.on_evaluation = [&so_far, also = run.on_evaluation](const EvalMetrics& m) {
