@@ -738,6 +738,29 @@ TEST_CASE("lab: specs expand into grids; --lrs gives rates to the specs without 
   CHECK(examples::lab::point_label({wrapped[1], 64}, {"inner", "inner.lr"}, false) == "lookahead inner=sgd inner.lr=0.1");
 }
 
+TEST_CASE("lab: a run's identity keeps the flags of stored runs with their defaults; a flag added since, only given") {
+  // The shipped study's runs (docs/studies, ~20 hours of training) were stored under this identity.
+  const fs::path shipped = fs::path(TAPEGRAD_SOURCE_DIR) / "docs/studies/mnist_mlp-full/tune";
+  REQUIRE(fs::is_directory(shipped));
+  std::string stored_flags;
+  for (const std::string& line : lines_of(fs::directory_iterator(shipped)->path())) {
+    if (line.starts_with("flags ")) stored_flags = line.substr(6);
+  }
+  CHECK(lab_config({"--problem", "mnist_mlp", "--protocol", "--optimizers", "sgd", "--lr-grid", "1e-5:1e2:36",
+                    "--protocol-seeds", "10", "--x-axis", "steps", "--out", "elsewhere"}).flags_identity == stored_flags);
+
+  std::string model = "mlp", out = "here";
+  int newer = 3;
+  CLI::App app;
+  app.add_option("--model", model)->capture_default_str();
+  app.add_option("--newer", newer)->capture_default_str();
+  app.add_option("--out", out)->capture_default_str();
+  REQUIRE(parse(app, {"--out", "there"}) == -1);
+  CHECK(examples::lab::flags_identity(app) == "model=\"mlp\"");  // the output directory is no part of a run
+  REQUIRE(parse(app, {"--newer", "3", "--model", "cnn"}) == -1);
+  CHECK(examples::lab::flags_identity(app) == "model=\"cnn\"; newer=3");
+}
+
 TEST_CASE("lab: its flags, with the shared ones; the optimisers resolved by the registry") {
   examples::lab::LabConfig defaults = lab_config({});
   REQUIRE(defaults.optimizers.size() == 2);

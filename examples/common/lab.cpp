@@ -595,23 +595,35 @@ bool takes_lrs(const std::vector<std::string>& texts) {
   return std::any_of(specs.begin(), specs.end(), [](const config::Spec& spec) { return !optim::option_of(spec, "lr"); });
 }
 
-/// The flags every run of the grid shares, as "name=value" lines: the app's configuration without the grid's
-/// lists (each run's identity has its own spec, batch size and seed), the outputs and how progress is shown.
+}  // namespace
+
 std::string flags_identity(const CLI::App& app) {
   static const std::vector<std::string> left_out{"optimizers", "grid", "lrs", "batch-sizes", "seeds", "targets",
                                                  "out", "gnuplot", "no-plots", "quiet", "jobs", "fresh", "data",
                                                  "no-progress", "markdown", "help", "protocol", "lr-grid",
                                                  "protocol-seeds", "select"};
+  // The flags of the runs stored before this rule: written with their defaults, as those runs' identities are.
+  static const std::vector<std::string> always{
+      "model", "problem", "hidden", "schedule", "lr-final", "lr-epochs", "lr-tau", "lr-step", "lr-gamma", "warmup",
+      "lr-per-epoch", "batch-size", "seed", "log", "save", "save-every", "resume", "epochs", "init", "weight-decay",
+      "decoupled", "no-bias-decay", "threads", "max-loss", "loss", "track", "track-log", "detect-anomaly",
+      "eval-every", "eval-log", "dataset", "validation", "train-subset", "x-axis"};
+  auto in = [](const std::vector<std::string>& names, const std::string& name) {
+    return std::find(names.begin(), names.end(), name) != names.end();
+  };
   std::string kept;
   std::istringstream lines(app.config_to_str(true, false));
   for (std::string line; std::getline(lines, line);) {
     std::string name = line.substr(0, line.find('='));
     while (!name.empty() && name.back() == ' ') name.pop_back();
-    if (std::find(left_out.begin(), left_out.end(), name) != left_out.end() || name.starts_with("list-")) continue;
+    if (in(left_out, name) || name.starts_with("list-")) continue;
+    if (!in(always, name) && app.count("--" + name) == 0) continue;  // a newer flag, not given: as before it
     kept += (kept.empty() ? "" : "; ") + line;
   }
   return kept;
 }
+
+namespace {
 
 }  // namespace
 

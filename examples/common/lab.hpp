@@ -258,6 +258,13 @@ struct LabResult {
 /// (what was collected is written).
 LabResult run_lab(const LabConfig& config, const Datasets& datasets, std::FILE* log = nullptr);
 
+/// The flags every run of a grid shares, "name=value; ...", for LabConfig::flags_identity: the app's
+/// configuration without the grid's lists (each run's identity has its own spec, batch size and seed), the
+/// outputs and how progress is shown. The flags the lab had when runs were first stored are written with their
+/// values or defaults (the stored runs' identities); a flag added since only when given, so that adding a flag
+/// keeps every stored run.
+std::string flags_identity(const CLI::App& app);
+
 /// "" when no run of the grid failed, else "k of n runs failed; the first (<spec>, seed s): failed: <why>".
 std::string failures_of(const LabResult& lab);
 
