@@ -623,10 +623,6 @@ std::string flags_identity(const CLI::App& app) {
   return kept;
 }
 
-namespace {
-
-}  // namespace
-
 LabConfig LabFlags::config() const {
   // One run's flags whose lab counterparts are lists (or which a grid of runs cannot share).
   for (auto [flag, instead] : {std::pair{"--batch-size", "--batch-sizes"}, {"--seed", "--seeds"}, {"--log", "--out"},

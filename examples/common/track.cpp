@@ -4,7 +4,6 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
-#include <limits>
 
 #include <fmt/format.h>
 
@@ -33,7 +32,6 @@ config::Spec resolve_tracker(const config::Spec& spec) {
 }
 
 namespace {
-
 
 template <class O>
 void register_tracker(std::string name, std::string summary, config::OptionTable<O> table,
