@@ -1,9 +1,8 @@
 #include "examples/common/track.hpp"
 
 #include <chrono>
-#include <cerrno>
 #include <cmath>
-#include <cstring>
+#include <stdexcept>
 
 #include <fmt/format.h>
 
