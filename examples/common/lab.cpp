@@ -617,7 +617,8 @@ std::string flags_identity(const CLI::App& app) {
     std::string name = line.substr(0, line.find('='));
     while (!name.empty() && name.back() == ' ') name.pop_back();
     if (in(left_out, name) || name.starts_with("list-")) continue;
-    if (!in(always, name) && app.count("--" + name) == 0) continue;  // a newer flag, not given: as before it
+    const CLI::Option* option = app.get_option_no_throw("--" + name);  // none: a positional (kept, as given)
+    if (!in(always, name) && option && option->count() == 0) continue;  // a newer flag, not given: as before it
     kept += (kept.empty() ? "" : "; ") + line;
   }
   return kept;

@@ -322,7 +322,7 @@ void TrackLog::after_step(nn::Module& model, std::size_t step, std::size_t epoch
     if (values.size() != e.columns) {
       throw std::logic_error(fmt::format("--track {}: {} values for its {} columns", e.spec, values.size(), e.columns));
     }
-    for (double v : values) row += fmt::format(",{:.9g}", v);
+    for (double v : values) row += std::isnan(v) ? std::string(",nan") : fmt::format(",{:.9g}", v);  // not -nan
   }
   file_.append(row + "\n");
 }
